@@ -1,0 +1,17 @@
+"""dispy: distributed and parallel computing with Python.
+
+``cluster = dispy.JobCluster(compute)`` ships ``compute`` to every dispynode it finds;
+``cluster.submit(*args)`` returns a :class:`DispyJob` whose ``job()`` gives the result.
+"""
+
+from . import config
+from ._version import __version__
+from .client.cluster import JobCluster
+from .client.job import DispyJob
+from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
+from .log import logger
+
+__all__ = [
+    "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "DispyNodeAvailInfo",
+    "ClusterStatus", "config", "__version__",
+]

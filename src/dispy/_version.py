@@ -1,0 +1,3 @@
+"""The package version, kept apart so every module can import it cheaply."""
+
+__version__ = "5.0.0"

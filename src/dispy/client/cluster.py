@@ -1,0 +1,314 @@
+"""JobCluster: the user's handle on a computation distributed over nodes."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import threading
+import time
+import types
+from typing import Any
+
+from .. import config
+from ..log import logger
+from . import shipping
+from .engine import Engine
+from .job import DispyJob
+from .links import Profile
+from .nodes import ClusterStatus, DispyNode, NodeAllocate, to_allocations
+from .status import format_status
+
+log = logging.getLogger("dispy")
+_cids = itertools.count(1)
+
+
+class _ClusterState:
+    """What the engine keeps per cluster (touched on the engine thread only)."""
+
+    def __init__(self, cluster: JobCluster, **kw: Any) -> None:
+        self.cluster = cluster
+        self.__dict__.update(kw)
+        self.jobs: dict[str, DispyJob] = {}
+        self.nodes: dict[tuple, DispyNode] = {}
+        self.node_cpus: dict[tuple, int] = {}
+        self.created = time.monotonic()
+        self.stall_reported = 0.0
+
+    def nodes_by_ip(self, ip: str | None) -> DispyNode | None:
+        for node in self.nodes.values():
+            if node.ip_addr == ip:
+                return node
+        return None
+
+    def node_files(self, alloc: NodeAllocate) -> list[shipping.FileSpec]:
+        return [shipping.FileSpec(os.path.abspath(p), shipping.relpath_for(p))
+                for p in alloc.depends]
+
+    def job_finished(self) -> None:
+        self.cluster._job_finished()
+
+
+def _check_callable(fn: Any, what: str) -> Any:
+    if fn is not None and not callable(fn):
+        raise ValueError(f"{what} must be a function")
+    return fn
+
+
+class JobCluster:
+    """Run ``computation`` on the nodes; ``submit`` returns a :class:`DispyJob` at once."""
+
+    def __init__(
+        self,
+        computation: Any,
+        nodes: Any = None,
+        depends: list | None = None,
+        callback: Any = None,
+        cluster_status: Any = None,
+        ip_addr: Any = None,
+        ext_ip_addr: Any = None,
+        port: int | None = None,
+        node_port: int | None = None,
+        recover_file: str | None = None,
+        dest_path: str | None = None,
+        loglevel: int = logger.WARNING,
+        setup: Any = None,
+        cleanup: Any = True,
+        pulse_interval: float | None = None,
+        ping_interval: float | None = None,
+        reentrant: bool = False,
+        secret: str = "",
+        keyfile: str | None = None,
+        certfile: str | None = None,
+        *,
+        host: Any = None,
+        ext_host: Any = None,
+        dispy_port: int | None = None,
+        job_status: Any = None,
+        poll_interval: float | None = None,
+        ipv4_udp_multicast: bool = False,
+    ) -> None:
+        logger.setLevel(loglevel)
+        ip_addr = ip_addr if ip_addr is not None else host
+        ext_ip_addr = ext_ip_addr if ext_ip_addr is not None else ext_host
+        callback = callback if callback is not None else job_status
+        if dispy_port:
+            port = port or dispy_port
+            node_port = node_port or dispy_port + 1
+        port = config.ClientPort if port is None else int(port)
+        node_port = config.NodePort if node_port is None else int(node_port)
+        if reentrant not in (True, False):
+            raise ValueError("reentrant must be True or False")
+        for value, what, low, high in ((pulse_interval, "pulse_interval", 1, 600),
+                                       (ping_interval, "ping_interval", 1, 1000)):
+            if value is not None and not (low <= value <= high):
+                raise ValueError(f"{what} must be between {low} and {high} seconds")
+        if dest_path is not None:
+            dest_path = str(dest_path).lstrip("/")
+        if isinstance(ip_addr, str):
+            ip_addr = [ip_addr]
+        if isinstance(ext_ip_addr, str):
+            ext_ip_addr = [ext_ip_addr]
+        _check_callable(callback, "callback")
+        _check_callable(cluster_status, "cluster_status")
+        if cleanup not in (True, False):
+            _check_callable(cleanup, "cleanup")
+        if isinstance(setup, functools.partial):
+            setup = _bind_partial(setup)
+        if isinstance(cleanup, functools.partial):
+            cleanup = _bind_partial(cleanup)
+        for f in (keyfile, certfile):
+            if f and not os.path.isfile(f):
+                raise ValueError(f"TLS file {f} does not exist")
+        allocs = to_allocations(nodes, node_port)
+        package = shipping.package(
+            computation, list(depends or []), setup, cleanup if callable(cleanup) else None
+        )
+        self._name = _name_of(computation)
+        self._lock = threading.Condition()
+        self._pending = 0
+        self._submitted = 0
+        self._closed = False
+        self._start_time = time.time()
+        self._recover_file = recover_file
+        self._engine = Engine.get(port, ip_addr)
+        self._state = _ClusterState(
+            self, cid=f"{os.getpid():x}.{next(_cids)}", name=self._name, allocs=allocs,
+            package=package, profile=Profile(secret or "", certfile, keyfile),
+            callback=callback, cluster_status=cluster_status, reentrant=reentrant,
+            pulse_interval=pulse_interval, ping_interval=ping_interval,
+            dest_path=dest_path, cleanup=cleanup, ext_ip_addr=ext_ip_addr,
+        )
+        self._engine.call(_call_async(self._engine.add_cluster, self._state)).result()
+
+    # ---- jobs -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _make_job(self, args: tuple, kwargs: dict) -> DispyJob | None:
+        if self._closed:
+            log.error("cluster %r is closed; job not submitted", self._name)
+            return None
+        depends = kwargs.pop("dispy_job_depends", None)
+        if depends:
+            log.warning("dispy_job_depends is not supported yet; ignored")
+        if self._state.package.program is not None:
+            args = tuple(str(a) for a in args)
+        try:
+            data = shipping.pack_args(args, kwargs)
+        except ValueError as exc:
+            log.error("cluster %r: job not submitted: %s", self._name, exc)
+            return None
+        job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
+        with self._lock:
+            self._pending += 1
+            self._submitted += 1
+        return job
+
+    def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """Queue a job; returns it, or None (with a logged reason) if it can't be queued."""
+        job = self._make_job(args, kwargs)
+        if job is not None:
+            self._engine.post(self._engine.submit, job, None)
+        return job
+
+    def submit_job_id(self, job_id: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        job = self._make_job(args, kwargs)
+        if job is not None:
+            job.id = job_id
+            self._engine.post(self._engine.submit, job, None)
+        return job
+
+    def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
+        """Queue a job that may run only on ``node`` (DispyNode, IP or host name)."""
+        key = self._node_key(node)
+        if key is None:
+            log.error("cluster %r: node %s is not set up for this cluster; job not submitted",
+                      self._name, node)
+            return None
+        job = self._make_job(args, kwargs)
+        if job is not None:
+            job._pin = key
+            self._engine.post(self._engine.submit, job, key)
+        return job
+
+    def submit_job_id_node(self, job_id: Any, node: Any, *args: Any, **kw: Any):
+        job = self.submit_node(node, *args, **kw)
+        if job is not None:
+            job.id = job_id
+        return job
+
+    def _node_key(self, node: Any) -> tuple | None:
+        if isinstance(node, DispyNode):
+            ip = node.ip_addr
+        elif isinstance(node, str):
+            ip = NodeAllocate(node).host
+        else:
+            return None
+
+        async def find() -> tuple | None:
+            for key, n in self._state.nodes.items():
+                if n.ip_addr == ip and (not isinstance(node, DispyNode) or n.port == node.port):
+                    return key
+            return None
+
+        return self._engine.call(find()).result()
+
+    def cancel(self, job: DispyJob) -> int:
+        """Cancel a job: 0 if it was queued or running, -1 if it had already ended."""
+        return self._engine.call(_call_async(self._engine.cancel, job)).result()
+
+    def _job_finished(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._lock.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job ended; False if ``timeout`` passed first."""
+        with self._lock:
+            done = self._lock.wait_for(lambda: self._pending == 0, timeout)
+        if done:
+            self._engine.callbacks.drain(timeout)
+        return done
+
+    def __call__(self) -> None:
+        self.wait()
+
+    # ---- nodes and status -------------------------------------------------------
+
+    def discover_nodes(self, nodes: Any) -> int:
+        allocs = to_allocations(nodes, self._state.allocs[0].port if self._state.allocs
+                                else config.NodePort)
+
+        async def add() -> None:
+            self._state.allocs.extend(allocs)
+            self._engine._discover(self._state, allocs)
+
+        self._engine.call(add()).result()
+        return 0
+
+    def status(self) -> ClusterStatus:
+        async def get() -> ClusterStatus:
+            return ClusterStatus(list(self._state.nodes.values()),
+                                 self._engine.core.queued(self._state.cid))
+
+        return self._engine.call(get()).result()
+
+    def print_status(self, wall_time: float | None = None) -> None:
+        """Print per-node jobs, CPU time and traffic, and the overall speedup."""
+        st = self.status()
+        if wall_time is None:
+            wall_time = time.time() - self._start_time
+        print(format_status(st.nodes, st.jobs_pending, wall_time))
+
+    stats = print_status
+
+    # ---- closing ----------------------------------------------------------------
+
+    def close(self, timeout: float | None = None, terminate: bool = False) -> bool | None:
+        """Wait for the jobs (up to ``timeout``), then release the nodes."""
+        if self._closed:
+            return None
+        done = self.wait(timeout)
+        if not done and not terminate:
+            return False
+        self._closed = True
+        self._engine.call(self._engine.close_cluster(self._state, terminate)).result()
+        self._engine.callbacks.drain(timeout)
+        return True
+
+    def shutdown(self) -> None:
+        self.close()
+
+    def __enter__(self) -> JobCluster:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.close(terminate=exc_type is not None)
+        return False
+
+
+async def _call_async(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+def _bind_partial(part: functools.partial) -> Any:
+    func, args, kw = part.func, part.args, part.keywords
+
+    def bound(*more: Any) -> Any:
+        return func(*args, *more, **kw)
+
+    bound.__name__ = getattr(func, "__name__", "setup")
+    return bound
+
+
+def _name_of(computation: Any) -> str:
+    if isinstance(computation, str):
+        return os.path.basename(computation)
+    if isinstance(computation, types.MethodType):
+        return computation.__func__.__name__
+    return getattr(computation, "__name__", type(computation).__name__)

@@ -1,0 +1,683 @@
+"""The client's engine: one asyncio loop in a background thread per program.
+
+It discovers nodes, keeps one authenticated connection to each, sets computations up
+on them, and turns the scheduling core's decisions into messages. The public API is
+synchronous: it hands work to this thread and waits on events. User callbacks run on
+the callback thread, never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import cloudpickle
+
+from .. import config
+from ..node.files import safe_join
+from ..scheduling import SchedulerCore
+from ..wire import discovery, netif, tls
+from ..wire.frames import FrameError, read_frame
+from ..wire.handshake import HandshakeError, client_handshake
+from .callbacks import CallbackRunner
+from .job import FINAL, DispyJob
+from .links import NodeLink, Profile
+from .nodes import DispyNode, avail_from
+
+log = logging.getLogger("dispy")
+
+#: Seconds between "why are my jobs waiting" reports while no node is usable.
+STALL_REPORT_INTERVAL = 10.0
+#: Seconds between retries of a node that is busy, refused us or is unreachable.
+RETRY_INTERVAL = 5.0
+#: How long a lost connection may take to come back before the node is presumed dead.
+RECONNECT_GRACE = 10.0
+
+
+class Engine:
+    """Process-wide singleton; created by the first cluster."""
+
+    _instance: Engine | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls, port: int, ip_addrs: list[str] | None) -> Engine:
+        with cls._lock:
+            if cls._instance is None or not cls._instance.thread.is_alive():
+                cls._instance = Engine(port, ip_addrs)
+            return cls._instance
+
+    def __init__(self, port: int, ip_addrs: list[str] | None) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.client_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.port = port
+        self.ifs = netif.select(ip_addrs)
+        self.core = SchedulerCore()
+        self.clusters: dict[str, Any] = {}
+        self.links: dict[tuple, NodeLink] = {}
+        self.callbacks = CallbackRunner()
+        self._uids = itertools.count(1)
+        self._inbox: deque = deque()
+        self._inbox_lock = threading.Lock()
+        self._wakeup_pending = False
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
+                                       daemon=True)
+        self.thread.start()
+        self.call(self._start()).result()
+
+    # ---- thread bridge ------------------------------------------------------------
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the engine loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def post(self, fn: Any, *args: Any) -> None:
+        """Queue ``fn(*args)`` for the loop, waking it at most once per batch."""
+        with self._inbox_lock:
+            self._inbox.append((fn, args))
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        self.loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, deque()
+            self._wakeup_pending = False
+        for fn, args in items:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("engine: %s failed", getattr(fn, "__name__", fn))
+        self._dispatch()
+
+    def new_uid(self) -> str:
+        return f"{next(self._uids):x}"
+
+    # ---- start ------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            listen = discovery.udp_socket(self.port, reuse=True)
+        except OSError as exc:
+            log.warning("cannot listen for node announcements on UDP port %d (%s);"
+                        " nodes are found by discovery only", self.port, exc.strerror)
+            listen = None
+        if listen is not None:
+            await loop.create_datagram_endpoint(
+                lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispy"), sock=listen)
+        _, self.udp = await loop.create_datagram_endpoint(
+            lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispy"),
+            sock=discovery.udp_socket(0, reuse=False))
+        loop.create_task(self._housekeeping())
+
+    # ---- clusters -----------------------------------------------------------------
+
+    def add_cluster(self, cs: Any) -> None:
+        """(loop) A new cluster: find its nodes."""
+        self.clusters[cs.cid] = cs
+        self.core.add_cluster(cs.cid)
+        cs.created = time.monotonic()
+        self._discover(cs)
+        for link in list(self.links.values()):
+            if link.state == "connected" and link.profile == cs.profile:
+                self._consider(link, cs)
+
+    def _discover(self, cs: Any, allocs: list | None = None) -> None:
+        for alloc in allocs or cs.allocs:
+            if alloc.wildcard:
+                self._broadcast_discover(alloc.port)
+            else:
+                link = self._link(alloc.host, alloc.port, cs.profile)
+                if link.state in ("new", "down", "busy", "refused"):
+                    self._connect(link)
+
+    def _broadcast_discover(self, port: int) -> None:
+        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
+               "client_id": self.client_id}
+        for i in self.ifs:
+            self.udp.send(msg, (i.broadcast or i.address, port))
+
+    def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
+        key = (ip, port, profile)
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = NodeLink(ip, port, profile)
+        return link
+
+    def _wants(self, cs: Any, ip: str, port: int) -> Any:
+        for alloc in cs.allocs:
+            if alloc.matches(ip, port):
+                return alloc
+        return None
+
+    # ---- discovery datagrams --------------------------------------------------------
+
+    def _on_datagram(self, msg: dict, addr: tuple) -> None:
+        if msg.get("op") != "node":
+            return
+        ip = msg.get("ip_addr") or addr[0]
+        port = msg.get("port")
+        if not isinstance(ip, str) or not isinstance(port, int):
+            return
+        if msg.get("proto") != config.PROTOCOL_VERSION:
+            log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
+                        ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
+            return
+        for cs in list(self.clusters.values()):
+            if self._wants(cs, ip, port) is None:
+                continue
+            link = self._link(ip, port, cs.profile)
+            if link.state in ("connecting", "connected"):
+                continue
+            if msg.get("busy_with"):
+                link.state, link.reason = "busy", f"busy with client {msg['busy_with']}"
+                link.retry_at = time.monotonic() + RETRY_INTERVAL
+            else:
+                self._connect(link)
+
+    # ---- connections ----------------------------------------------------------------
+
+    def _connect(self, link: NodeLink) -> None:
+        link.state = "connecting"
+        asyncio.get_running_loop().create_task(self._open(link))
+
+    async def _open(self, link: NodeLink) -> None:
+        timeout = config.MsgTimeout
+        try:
+            ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(link.ip, link.port, ssl=ctx, limit=1 << 20), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._unreachable(link, f"cannot connect: {exc or 'timed out'}")
+            return
+        try:
+            welcome = await client_handshake(
+                reader, writer, link.profile.secret,
+                {"client_id": self.client_id, "client_name": self.client_name}, timeout)
+        except HandshakeError as exc:
+            link.state, link.reason = "refused", str(exc)
+            link.retry_at = time.monotonic() + RETRY_INTERVAL * 6
+            log.warning("node %s: %s", link.describe(), exc)
+            writer.close()
+            self._after_lost_link(link)
+            return
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
+            writer.close()
+            self._unreachable(link, f"handshake failed: {exc or exc.__class__.__name__}")
+            return
+        if welcome.get("busy_with"):
+            link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
+            link.retry_at = time.monotonic() + RETRY_INTERVAL
+            writer.close()
+            self._after_lost_link(link)
+            return
+        self._connected(link, welcome, reader, writer)
+
+    def _unreachable(self, link: NodeLink, reason: str) -> None:
+        link.state, link.reason = "down", reason
+        link.retry_at = time.monotonic() + RETRY_INTERVAL
+        self._after_lost_link(link)
+
+    def _connected(self, link: NodeLink, welcome: dict, reader, writer) -> None:
+        restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
+        if restarted:
+            self._node_dead(link, "node restarted")
+        link.node_id = welcome.get("node_id")
+        link.writer, link.state, link.reason = writer, "connected", "connected"
+        link.lost_at = None
+        link.last_heard = time.monotonic()
+        if link.node is None:
+            link.node = DispyNode(link.ip, str(welcome.get("name")), int(welcome["cpus"]),
+                                  link.port)
+        node = link.node
+        node.cpus = node.avail_cpus = int(welcome["cpus"])
+        node.platform = str(welcome.get("platform", ""))
+        node.avail_info = avail_from(welcome.get("avail_info"))
+        node.update_time = time.time()
+        self.core.set_node(link.key, node.cpus)
+        asyncio.get_running_loop().create_task(self._read(link, reader, writer))
+        for cs in list(self.clusters.values()):
+            if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
+                self._consider(link, cs)
+        self._dispatch()
+
+    def _consider(self, link: NodeLink, cs: Any) -> None:
+        """Should ``cs`` use this node? If so, set the computation up there."""
+        alloc = self._wants(cs, link.ip, link.port)
+        node = link.node
+        if alloc is None or node is None or cs.cid in link.clusters:
+            return
+        try:
+            cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
+                                  node.platform)
+        except Exception:
+            log.exception("NodeAllocate.allocate failed for node %s", link.describe())
+            cpus = 0
+        if not isinstance(cpus, int) or cpus <= 0:
+            link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            return
+        link.clusters[cs.cid] = "setup"
+        cs.node_cpus[link.key] = min(cpus, node.cpus)
+        asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
+
+    async def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> None:
+        link.send(
+            {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
+             "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
+             "kind": "program" if cs.package.program else "function"},
+            [cs.package.bundle],
+        )
+        files = list(cs.package.files) + cs.node_files(alloc)
+        for spec in files:
+            if not await self._send_file(link, cs.cid, spec.local, spec.relpath):
+                return
+        link.send({"op": "setup", "cid": cs.cid}, [cloudpickle.dumps(alloc.setup_args)])
+
+    async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str) -> bool:
+        try:
+            st = os.stat(local)
+            with open(local, "rb") as fh:
+                offset = 0
+                while True:
+                    chunk = fh.read(config.FileChunkSize)
+                    final = offset + len(chunk) >= st.st_size
+                    link.send({"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
+                               "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
+                               "offset": offset, "final": final}, [chunk])
+                    offset += len(chunk)
+                    if link.writer is not None:
+                        await link.writer.drain()
+                    if final:
+                        return True
+        except (OSError, ConnectionError) as exc:
+            log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
+            return False
+
+    # ---- messages from nodes --------------------------------------------------------
+
+    async def _read(self, link: NodeLink, reader, writer) -> None:
+        reason = "connection closed by node"
+        try:
+            while True:
+                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                link.last_heard = time.monotonic()
+                if link.node is not None:
+                    link.node.rx += sum(len(b) for b in bufs) + 64
+                self._on_frame(link, header, bufs)
+                if not reader._buffer:  # type: ignore[attr-defined]
+                    self._flush_acks(link)
+                    self._dispatch()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            reason = f"connection lost: {exc.__class__.__name__}"
+        except FrameError as exc:
+            reason = f"bad frame from node: {exc}"
+        except Exception:
+            log.exception("engine: failed to handle a message from %s", link.describe())
+            reason = "internal error"
+        finally:
+            writer.close()
+            if link.writer is writer:
+                link.writer = None
+                self._lost(link, reason)
+
+    def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        if op == "done":
+            self._job_done(link, header, bufs)
+        elif op == "setup_done":
+            self._setup_done(link, header)
+        elif op == "provisional":
+            self._provisional(link, header, bufs)
+        elif op == "job_refused":
+            self._job_refused(link, header)
+        elif op == "closed":
+            fut = link.closing.pop(header.get("cid"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(True)
+        elif op == "pulse":
+            self._pulse(link, header)
+        elif op == "send_file":
+            self._file_from_node(link, header, bufs)
+        elif op == "cpus":
+            self._node_cpus(link, int(header.get("cpus", 0)))
+
+    def _setup_done(self, link: NodeLink, header: dict) -> None:
+        cs = self.clusters.get(header.get("cid"))
+        if cs is None:
+            return
+        if not header.get("ok"):
+            reason = str(header.get("reason", "")).strip()
+            link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
+            log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
+                        cs.name, reason)
+            return
+        link.clusters[cs.cid] = "ready"
+        self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
+        cs.nodes[link.key] = link.node
+        self._status(cs, DispyNode.Initialized, link.node, None)
+
+    def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        uid = header.get("uid")
+        link.acks.append(uid)
+        job = link.running.pop(uid, None)
+        if job is None:
+            return  # already final (e.g. node was presumed dead) or unknown: drop it
+        self.core.finished(uid)
+        node = link.node
+        if node is not None:
+            node.busy = max(0, node.busy - 1)
+            node.jobs_done += 1
+            node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+            node.update_time = time.time()
+        try:
+            result = cloudpickle.loads(bufs[0]) if bufs else None
+            status, exc = int(header["status"]), header.get("exception")
+        except Exception as error:
+            result, status = None, DispyJob.Terminated
+            exc = f"result could not be unpickled at the client: {error!r}"
+        job.start_time = header.get("start_time", job.start_time)
+        self._finish(job, status, result, header.get("stdout"), header.get("stderr"), exc,
+                     header.get("end_time"))
+
+    def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        job = link.running.get(header.get("uid"))
+        if job is None or job._final:
+            return
+        try:
+            job.result = cloudpickle.loads(bufs[0])
+        except Exception as exc:
+            log.warning("provisional result of job %s could not be unpickled: %s", job.id, exc)
+            return
+        job.status = DispyJob.ProvisionalResult
+        self._job_event(job)
+
+    def _job_refused(self, link: NodeLink, header: dict) -> None:
+        uid = header.get("uid")
+        job = link.running.pop(uid, None)
+        if job is None:
+            return
+        self.core.finished(uid)
+        if link.node is not None:
+            link.node.busy = max(0, link.node.busy - 1)
+        reason = f"node {link.describe()} refused the job: {header.get('reason')}"
+        self._requeue_or_cancel(job, reason)
+
+    def _pulse(self, link: NodeLink, header: dict) -> None:
+        node = link.node
+        if node is None:
+            return
+        node.avail_info = avail_from(header.get("avail_info"))
+        node.update_time = time.time()
+        for cs in list(self.clusters.values()):
+            if link.key in cs.nodes:
+                self._status(cs, DispyNode.AvailInfo, node, None)
+
+    def _node_cpus(self, link: NodeLink, cpus: int) -> None:
+        if link.node is not None:
+            link.node.cpus = link.node.avail_cpus = cpus
+            self.core.set_node(link.key, cpus)
+
+    def _file_from_node(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        try:
+            path = safe_join(os.getcwd(), str(header.get("path")))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as fh:
+                for buf in bufs:
+                    fh.write(buf)
+            os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
+            os.utime(path, (float(header["mtime"]), float(header["mtime"])))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("file %r from node %s not saved: %s", header.get("path"),
+                        link.describe(), exc)
+
+    def _flush_acks(self, link: NodeLink) -> None:
+        if link.acks:
+            link.send({"op": "ack", "uids": link.acks})
+            link.acks = []
+
+    # ---- job life cycle -------------------------------------------------------------
+
+    def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+        if cs.cluster_status is not None:
+            self.callbacks.call(cs.cluster_status, status, node, job)
+
+    def _job_event(self, job: DispyJob) -> None:
+        cs = job._cluster
+        if cs.callback is None and cs.cluster_status is None:
+            return
+        snap = copy.copy(job)
+        if cs.callback is not None:
+            self.callbacks.call(cs.callback, snap)
+        if cs.cluster_status is not None:
+            node = cs.nodes_by_ip(job.ip_addr)
+            self.callbacks.call(cs.cluster_status, job.status, node, snap)
+
+    def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
+                exception: str | None, end_time: float | None = None) -> None:
+        if job._final:
+            return
+        job.result, job.stdout, job.stderr, job.exception = result, stdout, stderr, exception
+        job.status = status
+        job.end_time = end_time or time.time()
+        job._final = True
+        job._args = None
+        cs = job._cluster
+        cs.jobs.pop(job._uid, None)
+        job.finish.set()
+        self._job_event(job)
+        cs.job_finished()
+
+    def submit(self, job: DispyJob, pin: tuple | None) -> None:
+        """(loop) Queue a job created by the user's thread."""
+        cs = job._cluster
+        cs.jobs[job._uid] = job
+        self.core.submit(cs.cid, job._uid, pin)
+        self._job_event(job)
+
+    def _dispatch(self) -> None:
+        for uid, cid, key in self.core.dispatch():
+            cs = self.clusters.get(cid)
+            link = self.links.get(key)
+            job = cs.jobs.get(uid) if cs is not None else None
+            if job is None or link is None:
+                self.core.finished(uid)
+                continue
+            link.running[uid] = job
+            link.send({"op": "job", "cid": cid, "uid": uid}, [job._args or b""])
+            if not cs.reentrant:
+                job._args = None
+            job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
+            if link.node is not None:
+                link.node.busy += 1
+            self._job_event(job)
+
+    def cancel(self, job: DispyJob) -> int:
+        """(loop) Cancel a queued or running job: 0, or -1 when it already ended."""
+        if job._final:
+            return -1
+        cs = job._cluster
+        if self.core.cancel(job._uid):
+            self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+            return 0
+        for link in self.links.values():
+            if job._uid in link.running:
+                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
+                return 0
+        return -1
+
+    def _requeue_or_cancel(self, job: DispyJob, reason: str) -> None:
+        cs = job._cluster
+        if cs.reentrant and job._args is not None and job._pin is None:
+            log.info("job %s resubmitted: %s", job.id, reason)
+            job.status, job.ip_addr = DispyJob.Created, None
+            self.core.submit(cs.cid, job._uid)
+            self._job_event(job)
+        else:
+            self._finish(job, DispyJob.Cancelled, None, None, None, f"Cancelled: {reason}")
+
+    # ---- lost nodes -----------------------------------------------------------------
+
+    def _lost(self, link: NodeLink, reason: str) -> None:
+        """The connection broke: retry for a while before presuming the node dead."""
+        link.state, link.reason = "down", reason
+        if link.running or any(s == "ready" for s in link.clusters.values()):
+            link.lost_at = time.monotonic()
+            log.info("node %s: %s; reconnecting", link.describe(), reason)
+            self._connect(link)
+        for fut in link.closing.values():
+            if not fut.done():
+                fut.set_result(False)
+
+    def _after_lost_link(self, link: NodeLink) -> None:
+        if link.lost_at is not None and time.monotonic() - link.lost_at > self._grace(link):
+            self._node_dead(link, link.reason)
+        elif link.lost_at is not None:
+            link.retry_at = time.monotonic() + 0.5
+
+    def _grace(self, link: NodeLink) -> float:
+        pulses = [cs.pulse_interval for cs in self.clusters.values() if cs.pulse_interval]
+        return 5 * min(pulses) if pulses else RECONNECT_GRACE
+
+    def _node_dead(self, link: NodeLink, reason: str) -> None:
+        link.lost_at = None
+        running, pinned = self.core.remove_node(link.key)
+        jobs = list(link.running.values())
+        link.running.clear()
+        log.warning("node %s presumed dead (%s); %d running job(s) affected",
+                    link.describe(), reason, len(jobs))
+        for job in jobs:
+            self._requeue_or_cancel(job, f"node {link.describe()} lost: {reason}")
+        for uid in pinned:
+            for cs in self.clusters.values():
+                job = cs.jobs.get(uid)
+                if job is not None:
+                    self._finish(job, DispyJob.Cancelled, None, None, None,
+                                 f"Cancelled: node {link.describe()} lost: {reason}")
+        for cid, state in list(link.clusters.items()):
+            cs = self.clusters.get(cid)
+            if cs is not None and state == "ready":
+                cs.nodes.pop(link.key, None)
+                self._status(cs, DispyNode.Closed, link.node, None)
+        link.clusters.clear()
+        if link.node is not None:
+            link.node.busy = 0
+
+    # ---- periodic work --------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_discover = time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            try:
+                self._tick(now)
+                waiting = [cs for cs in self.clusters.values() if cs.jobs and
+                           not self.core.usable(cs.cid)]
+                pings = [cs.ping_interval for cs in self.clusters.values() if cs.ping_interval]
+                every = min(pings) if pings else (RETRY_INTERVAL if waiting else None)
+                if every and now - last_discover >= every:
+                    last_discover = now
+                    for cs in list(self.clusters.values()):
+                        self._discover(cs, [a for a in cs.allocs if a.wildcard])
+                for cs in waiting:
+                    self._report_stall(cs, now)
+            except Exception:
+                log.exception("engine housekeeping failed")
+
+    def _tick(self, now: float) -> None:
+        for link in list(self.links.values()):
+            if link.state == "connected":
+                limit = self._pulse_limit(link)
+                if limit and link.running and now - link.last_heard > limit:
+                    if link.writer is not None:
+                        link.writer.close()
+                continue
+            if link.state == "connecting" or now < link.retry_at:
+                continue
+            if link.lost_at is not None:
+                if now - link.lost_at > self._grace(link):
+                    self._node_dead(link, link.reason)
+                else:
+                    self._connect(link)
+            elif any(self._wants(cs, link.ip, link.port) is not None and cs.jobs
+                     for cs in self.clusters.values() if cs.profile == link.profile):
+                self._connect(link)
+
+    def _pulse_limit(self, link: NodeLink) -> float | None:
+        pulses = [cs.pulse_interval for cs in self.clusters.values()
+                  if cs.pulse_interval and cs.cid in link.clusters]
+        return 5 * min(pulses) if pulses else None
+
+    def _report_stall(self, cs: Any, now: float) -> None:
+        if now - cs.created < STALL_REPORT_INTERVAL or now - cs.stall_reported < \
+                STALL_REPORT_INTERVAL:
+            return
+        cs.stall_reported = now
+        known = [link for link in self.links.values()
+                 if self._wants(cs, link.ip, link.port) is not None]
+        if not known:
+            targets = ", ".join(a.host for a in cs.allocs)
+            log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
+                        cs.name, len(cs.jobs), targets)
+            return
+        lines = []
+        for link in known:
+            state = link.clusters.get(cs.cid)
+            why = state if state and state != "ready" else link.reason
+            if state == "setup":
+                why = "running setup"
+            lines.append(f"  {link.describe()}: {why}")
+        log.warning("%r: %d job(s) waiting; no node is usable:\n%s", cs.name, len(cs.jobs),
+                    "\n".join(lines))
+
+    # ---- closing --------------------------------------------------------------------
+
+    async def close_cluster(self, cs: Any, terminate: bool) -> None:
+        """Close the computation on every node; release nodes no cluster uses any more."""
+        for uid in self.core.remove_cluster(cs.cid):
+            job = cs.jobs.get(uid)
+            if job is not None:
+                self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+        waits = []
+        for link in list(self.links.values()):
+            state = link.clusters.pop(cs.cid, None)
+            if state is None or link.writer is None:
+                continue
+            fut = asyncio.get_running_loop().create_future()
+            link.closing[cs.cid] = fut
+            link.send({"op": "close", "cid": cs.cid, "terminate": terminate})
+            waits.append((link, fut, state))
+        for link, fut, state in waits:
+            try:
+                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+            except asyncio.TimeoutError:
+                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
+            self.core.node_unready(cs.cid, link.key)
+            if state == "ready":
+                self._status(cs, DispyNode.Closed, link.node, None)
+        for job in list(cs.jobs.values()):
+            self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
+        self.clusters.pop(cs.cid, None)
+        for link in list(self.links.values()):
+            if not link.clusters and link.writer is not None and not any(
+                    cs2.profile == link.profile for cs2 in self.clusters.values()):
+                self._flush_acks(link)
+                writer, link.writer = link.writer, None
+                link.state, link.reason = "new", "released"
+                self.core.remove_node(link.key)
+                writer.close()
+
+
+FINAL_STATES = FINAL

@@ -1,0 +1,72 @@
+"""DispyJob: one call of the computation, its status and its results."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+_ids = itertools.count(1)
+
+
+class DispyJob:
+    """A submitted job. ``id`` is the user's to set; everything else is read-only."""
+
+    Created = 5
+    Running = 6
+    ProvisionalResult = 7
+    Cancelled = 8
+    Terminated = 9
+    Abandoned = 10
+    Finished = 11
+
+    __slots__ = (
+        "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
+        "end_time", "status", "ip_addr", "finish", "_args", "_cluster", "_uid", "_pin",
+        "_final", "__weakref__",
+    )
+
+    def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
+        self.id: Any = next(_ids)
+        self.result: Any = None
+        self.stdout: Any = None
+        self.stderr: Any = None
+        self.exception: str | None = None
+        self.submit_time = submit_time
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.status = DispyJob.Created
+        self.ip_addr: str | None = None
+        self.finish = threading.Event()
+        self._args: bytes | None = args_buf
+        self._cluster = cluster
+        self._uid = uid
+        self._pin: Any = None
+        self._final = False
+
+    def __call__(self, clear: bool = False) -> Any:
+        """Wait until the job ends (any final status) and return its result."""
+        self.finish.wait()
+        return self.result
+
+    def __lt__(self, other: DispyJob) -> bool:
+        return self.submit_time < other.submit_time
+
+    def __repr__(self) -> str:
+        return f"<DispyJob id={self.id!r} status={STATUS_NAMES.get(self.status, self.status)}>"
+
+    def __copy__(self) -> DispyJob:
+        new = DispyJob.__new__(DispyJob)
+        for slot in DispyJob.__slots__:
+            if slot != "__weakref__" and hasattr(self, slot):
+                setattr(new, slot, getattr(self, slot))
+        return new
+
+
+STATUS_NAMES = {
+    DispyJob.Created: "Created", DispyJob.Running: "Running",
+    DispyJob.ProvisionalResult: "ProvisionalResult", DispyJob.Cancelled: "Cancelled",
+    DispyJob.Terminated: "Terminated", DispyJob.Abandoned: "Abandoned",
+    DispyJob.Finished: "Finished",
+}
+FINAL = {DispyJob.Cancelled, DispyJob.Terminated, DispyJob.Abandoned, DispyJob.Finished}

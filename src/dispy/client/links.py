@@ -1,0 +1,56 @@
+"""One long-lived, authenticated connection from the client to one node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire.frames import write_frame
+from .nodes import DispyNode
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a cluster authenticates with; clusters with equal profiles share links."""
+
+    secret: str = ""
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+@dataclass
+class NodeLink:
+    ip: str
+    port: int
+    profile: Profile
+    state: str = "new"  # new, connecting, connected, busy, refused, down
+    reason: str = "not contacted yet"
+    node: DispyNode | None = None
+    node_id: str | None = None
+    writer: asyncio.StreamWriter | None = None
+    #: cluster id -> "setup" | "ready" | "unused: why" | "failed: why"
+    clusters: dict[str, str] = field(default_factory=dict)
+    running: dict[str, Any] = field(default_factory=dict)
+    acks: list[str] = field(default_factory=list)
+    closing: dict[str, asyncio.Future] = field(default_factory=dict)
+    retry_at: float = 0.0
+    lost_at: float | None = None
+    last_heard: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple:
+        return (self.ip, self.port, self.profile)
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        write_frame(self.writer, header, bufs)
+        if self.node is not None:
+            self.node.tx += sum(len(b) for b in bufs) + 64
+        return True
+
+    def describe(self) -> str:
+        name = f"{self.node.name} " if self.node else ""
+        return f"{name}{self.ip}:{self.port}"

@@ -1,0 +1,27 @@
+"""Ports, limits and defaults shared by every dispy component.
+
+The numbers follow the spec documents (ports 51347..51349); ``DispyPort`` is the
+4.15 name of the base port (client = base, node = base + 1, scheduler = base + 2).
+"""
+
+ClientPort = 51347
+NodePort = 51348
+SharedSchedulerPort = 51349
+DispyPort = ClientPort
+HTTPServerPort = 8181
+
+#: Seconds a single network operation may take before the peer is presumed gone.
+MsgTimeout = 10
+#: Largest file a node accepts, in bytes; 0 means no limit.
+MaxFileSize = 0
+#: Largest frame accepted from an authenticated peer (arguments, results, file chunks).
+MaxFrameSize = 1 << 31
+#: Size of the chunks files are streamed in.
+FileChunkSize = 1 << 20
+
+IPv4MulticastGroup = "239.255.61.59"
+IPv6MulticastGroup = "ff05::b409:3171:9705:5134:6159"
+Java = "/usr/bin/java"
+
+#: Version of the wire protocol; every handshake and datagram carries it.
+PROTOCOL_VERSION = 1

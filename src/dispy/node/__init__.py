@@ -1,0 +1,1 @@
+"""dispynode: the server that runs jobs on each compute machine."""

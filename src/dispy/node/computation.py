@@ -1,0 +1,126 @@
+"""The daemon's side of one computation: its directory, its host process, its jobs.
+
+The daemon only moves opaque buffers between the client and the computation host;
+it never unpickles them, so no user code runs in the daemon's process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..wire.frames import read_frame, write_frame
+
+log = logging.getLogger("dispy.node")
+
+
+class HostProcess:
+    """A running ``dispy.node.host`` process and the socket to it."""
+
+    def __init__(self, on_message: Callable[[dict, list[bytes]], None]) -> None:
+        self.on_message = on_message
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    async def start(self, init: dict, bufs: list[bytes]) -> str | None:
+        """Start the host and run setup; returns None when ready, else the reason."""
+        parent, child = socket.socketpair()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispy.node.host", str(child.fileno()),
+            pass_fds=(child.fileno(),), start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
+        )
+        child.close()
+        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        write_frame(self.writer, init, bufs)
+        try:
+            header, _ = await read_frame(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            code = await self.proc.wait()
+            return f"computation host exited with code {code} during setup"
+        if header.get("op") != "ready":
+            await self.proc.wait()
+            return str(header.get("reason", "setup failed"))
+        self.reader_task = asyncio.create_task(self._read(reader))
+        return None
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header, bufs = await read_frame(reader)
+                if header.get("op") == "closed":
+                    break
+                self.on_message(header, bufs)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if self.proc is not None:
+                await self.proc.wait()
+            if not self.closed.done():
+                self.closed.set_result(True)
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            write_frame(self.writer, header, bufs)
+
+    async def close(self, status: int, reason: str, timeout: float) -> None:
+        """Ask the host to stop (running jobs end with ``status``) and wait for it."""
+        if self.proc is None:
+            return
+        self.send({"op": "close", "status": status, "reason": reason})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except asyncio.TimeoutError:
+            log.warning("computation host %s did not close in time; killing it", self.proc.pid)
+            self.kill()
+            await self.proc.wait()
+        if self.writer is not None:
+            self.writer.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+class Computation:
+    """One client computation on this node."""
+
+    def __init__(self, cid: str, header: dict, bundle: bytes, directory: str, session: Any):
+        self.cid = cid
+        self.name = str(header.get("name", "?"))
+        self.kind = header.get("kind", "function")
+        self.cleanup = bool(header.get("cleanup", True))
+        self.own_dir = header.get("dest_path") is None
+        self.bundle = bundle
+        self.dir = directory
+        self.session = session
+        self.host: HostProcess | None = None
+        self.running: dict[str, dict] = {}
+        self.files: list[str] = []
+        self.failed: str | None = None
+        self.ready = False
+        self.jobs_done = 0
+        self.cpu_time = 0.0
+
+    def remove_files(self, force: bool) -> None:
+        """Delete the computation's files unless the client asked to keep them."""
+        if not (self.cleanup or force):
+            return
+        if self.own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        for path in self.files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

@@ -1,0 +1,552 @@
+"""The dispynode daemon: authenticates clients, stores their files, relays their jobs.
+
+One client program at a time owns the node (all its computations share the CPUs);
+another client that connects is told the node is busy and by whom. Results that
+cannot be delivered at once are kept until the client acknowledges them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import psutil
+
+from .._version import __version__
+from ..wire import discovery, netif, tls
+from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.handshake import HandshakeError, server_handshake
+from .avail import avail_info
+from .computation import Computation, HostProcess
+from .files import safe_join, too_big
+from .options import NodeOptions
+
+log = logging.getLogger("dispy.node")
+
+CANCELLED, TERMINATED = 8, 9
+
+
+class Session:
+    """A client program (identified by its client id) and its computations here."""
+
+    def __init__(self, client_id: str, name: str, addr: str) -> None:
+        self.client_id = client_id
+        self.name = name
+        self.addr = addr
+        self.writer: asyncio.StreamWriter | None = None
+        self.computations: dict[str, Computation] = {}
+        self.undelivered: dict[str, tuple[dict, list]] = {}
+        self.last_seen = time.monotonic()
+        self.pulse_interval: float | None = None
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        write_frame(self.writer, header, bufs)
+        return True
+
+    def describe(self) -> str:
+        return f"{self.name} at {self.addr}"
+
+
+class NodeDaemon:
+    def __init__(self, opts: NodeOptions) -> None:
+        self.opts = opts
+        self.name = opts.name or socket.gethostname()
+        self.cpus = opts.cpus
+        self.busy = 0
+        self.sessions: dict[str, Session] = {}
+        self.owner: Session | None = None
+        self.served = 0
+        self.jobs_done = 0
+        self.accepting = True
+        self.stopping = False
+        self.stop_event = asyncio.Event()
+        self.root = os.path.join(opts.dest_path_prefix, "dispy", f"node-{opts.node_port}")
+        self.ifs = netif.select(opts.ip_addrs)
+        self.udp: discovery.DiscoveryProtocol | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.node_id = uuid.uuid4().hex
+        self.waiting: deque[tuple[Computation, dict, list]] = deque()
+
+    # ---- start and stop ---------------------------------------------------------
+
+    def _lock(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        pidfile = os.path.join(self.root, "node.pid")
+        try:
+            with open(pidfile) as fh:
+                pid = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and pid != os.getpid() and psutil.pid_exists(pid):
+            try:
+                cmd = " ".join(psutil.Process(pid).cmdline())
+            except psutil.Error:
+                cmd = ""
+            if "dispynode" in cmd or "dispy.dispynode" in cmd:
+                raise SystemExit(
+                    f"dispynode: another dispynode (PID {pid}) serves port "
+                    f"{self.opts.node_port} with {self.root}; stop it first"
+                )
+        if pid and not self.opts.clean:
+            log.info("previous dispynode (PID %s) is gone; taking over %s", pid, self.root)
+        with open(pidfile, "w") as fh:
+            fh.write(str(os.getpid()))
+
+    async def start(self) -> None:
+        self._lock()
+        if self.opts.clean:
+            shutil.rmtree(os.path.join(self.root, "clients"), ignore_errors=True)
+        loop = asyncio.get_running_loop()
+        ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
+        hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
+        for host in hosts:
+            try:
+                server = await asyncio.start_server(
+                    self._serve_conn, host, self.opts.node_port, ssl=ssl_ctx, limit=1 << 20
+                )
+            except OSError as exc:
+                raise SystemExit(
+                    f"dispynode: cannot listen on TCP port {self.opts.node_port}"
+                    f" ({host or 'all interfaces'}): {exc.strerror}"
+                ) from None
+            self.servers.append(server)
+        try:
+            sock = discovery.udp_socket(self.opts.node_port, reuse=False)
+        except OSError as exc:
+            raise SystemExit(
+                f"dispynode: cannot use UDP port {self.opts.node_port}: {exc.strerror}"
+            ) from None
+        _, self.udp = await loop.create_datagram_endpoint(
+            lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispynode"), sock=sock
+        )
+        addrs = ", ".join(i.address for i in self.ifs)
+        log.info(
+            "dispynode %s: serving %d CPUs as %r on %s port %d", __version__, self.cpus,
+            self.name, addrs, self.opts.node_port,
+        )
+        if not self.opts.secret:
+            log.warning(
+                "dispynode runs without a secret: anyone who can reach port %d can run code"
+                " here; use -s/--secret", self.opts.node_port,
+            )
+        self._spawn(self._housekeeping())
+        self.announce()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def request_stop(self, terminate: bool) -> None:
+        """SIGINT: finish running jobs, then exit. SIGTERM: end jobs now, then exit."""
+        if terminate:
+            log.info("dispynode: terminating; running jobs are reported as Terminated")
+            self._spawn(self._shutdown(TERMINATED, "dispynode was terminated"))
+        elif not self.stopping:
+            self.stopping = True
+            self.accepting = False
+            log.info("dispynode: will quit after %d running job(s) finish", self.busy)
+            self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.stopping and self.busy == 0:
+            self._spawn(self._shutdown(CANCELLED, "dispynode quit"))
+
+    async def _shutdown(self, status: int, reason: str) -> None:
+        self.accepting = False
+        for session in list(self.sessions.values()):
+            for comp in list(session.computations.values()):
+                await self._close_computation(comp, status, reason, notify=True)
+            if session.writer is not None:
+                try:
+                    await asyncio.wait_for(session.writer.drain(), self.opts.msg_timeout)
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
+        self.stop_event.set()
+
+    async def stop(self) -> None:
+        """Close the listening sockets and connections after ``stop_event``."""
+        for server in self.servers:
+            server.close()
+        for session in self.sessions.values():
+            if session.writer is not None:
+                session.writer.close()
+        if self.udp and self.udp.transport:
+            self.udp.transport.close()
+        try:
+            os.unlink(os.path.join(self.root, "node.pid"))
+        except OSError:
+            pass
+
+    # ---- discovery --------------------------------------------------------------
+
+    def info(self, peer: str | None = None, client_id: str | None = None) -> dict[str, Any]:
+        """What clients learn about this node (in datagrams and the TCP welcome)."""
+        ip = None
+        if self.opts.ext_ip_addrs:
+            ip = self.opts.ext_ip_addrs[0]
+        elif peer:
+            ip = netif.address_towards(peer, self.ifs)
+        busy_with = None
+        if self.owner is not None and self.owner.client_id != client_id:
+            busy_with = self.owner.describe()
+        return {
+            "name": self.name, "version": __version__, "port": self.opts.node_port,
+            "node_id": self.node_id,
+            "ip_addr": ip or (self.ifs[0].address if self.ifs else None), "cpus": self.cpus,
+            "busy": self.busy, "busy_with": busy_with, "platform": platform.platform(),
+            "avail_info": avail_info(self.opts.dest_path_prefix),
+            "accepting": self.accepting and self.cpus > 0,
+        }
+
+    def announce(self) -> None:
+        """Tell clients on our networks (and --scheduler_node) that this node is free."""
+        if self.udp is None:
+            return
+        msg = {"op": "node", **self.info()}
+        port = self.opts.scheduler_port
+        for i in self.ifs:
+            if i.broadcast:
+                self.udp.send({**msg, "ip_addr": self.opts.ext_ip_addrs[0]
+                               if self.opts.ext_ip_addrs else i.address}, (i.broadcast, port))
+            else:
+                self.udp.send({**msg, "ip_addr": i.address}, (i.address, port))
+        if self.opts.scheduler_node:
+            try:
+                target = netif.resolve(self.opts.scheduler_node)
+            except OSError as exc:
+                log.warning("cannot resolve --scheduler_node %s: %s", self.opts.scheduler_node, exc)
+            else:
+                self.udp.send(msg, (target, port))
+
+    def _on_datagram(self, msg: dict, addr: tuple) -> None:
+        if msg.get("op") != "discover":
+            return
+        reply_port = msg.get("reply_port")
+        if not isinstance(reply_port, int) or not 0 < reply_port < 65536:
+            log.warning("dropped discover from %s: no valid reply port", addr[0])
+            return
+        assert self.udp is not None
+        self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
+                      (addr[0], reply_port))
+
+    # ---- client connections -------------------------------------------------------
+
+    def _welcome(self, hello: dict) -> dict:
+        return self.info(None, hello.get("client_id"))
+
+    async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            hello = await server_handshake(
+                reader, writer, self.opts.secret, self._welcome, self.opts.msg_timeout,
+                name=f"node {self.name}",
+            )
+        except HandshakeError as exc:
+            log.warning("refused connection from %s: %s", peer[0], exc)
+            await self._drop(writer)
+            return
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as exc:
+            log.warning("dropped connection from %s during handshake: %s", peer[0],
+                        exc.__class__.__name__ if not str(exc) else exc)
+            await self._drop(writer)
+            return
+        client_id = str(hello.get("client_id") or uuid.uuid4().hex)
+        if self.owner is not None and self.owner.client_id != client_id:
+            await self._drop(writer)  # the welcome told it who holds the node
+            return
+        session = self.sessions.get(client_id)
+        if session is None:
+            session = Session(client_id, str(hello.get("client_name", "?")), peer[0])
+            self.sessions[client_id] = session
+        elif session.writer is not None:
+            session.writer.close()
+        session.writer, session.addr = writer, peer[0]
+        session.last_seen = time.monotonic()
+        for header, bufs in list(session.undelivered.values()):
+            session.send(header, bufs)
+        await self._read_client(session, reader, writer, peer[0])
+
+    async def _drop(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(writer.drain(), 1)
+        except (asyncio.TimeoutError, OSError):
+            pass
+        writer.close()
+
+    async def _read_client(self, session: Session, reader, writer, peer: str) -> None:
+        try:
+            while True:
+                header, bufs = await read_frame(reader)
+                session.last_seen = time.monotonic()
+                try:
+                    self._on_client(session, header, bufs)
+                except Exception:
+                    log.exception("failed to handle %r from %s", header.get("op"), peer)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            log.debug("client %s disconnected", session.describe())
+        except FrameError as exc:
+            log.warning("dropped connection from %s: %s", peer, exc)
+        finally:
+            if session.writer is writer:
+                session.writer = None
+            writer.close()
+            self._check_free(session)
+
+    def _on_client(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        if op == "job":
+            self._job(session, header, bufs)
+        elif op == "ack":
+            for uid in header.get("uids", ()):
+                session.undelivered.pop(uid, None)
+            self._check_free(session)
+        elif op == "compute":
+            self._compute(session, header, bufs)
+        elif op == "file":
+            self._file(session, header, bufs)
+        elif op == "setup":
+            comp = session.computations.get(header.get("cid"))
+            if comp is not None:
+                self._spawn(self._setup(comp, bufs))
+        elif op == "cancel":
+            comp = session.computations.get(header.get("cid"))
+            if comp is not None and comp.host is not None and header.get("uid") in comp.running:
+                comp.host.send({"op": "cancel", "uid": header["uid"]})
+        elif op == "close":
+            comp = session.computations.get(header.get("cid"))
+            if comp is not None:
+                status = CANCELLED if header.get("terminate") else TERMINATED
+                self._spawn(self._close_computation(comp, status, "computation closed", True))
+            else:
+                session.send({"op": "closed", "cid": header.get("cid")})
+        elif op == "file_reply_client":
+            pass
+        else:
+            log.warning("ignoring unknown request %r from %s", op, session.describe())
+
+    # ---- computations -----------------------------------------------------------
+
+    def _compute(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        cid = str(header.get("cid"))
+        if self.owner is not None and self.owner is not session:
+            session.send({"op": "setup_done", "cid": cid, "ok": False,
+                          "reason": f"node is busy with client {self.owner.describe()}"})
+            return
+        if not self.accepting:
+            session.send({"op": "setup_done", "cid": cid, "ok": False,
+                          "reason": "node is not accepting computations (shutting down)"})
+            return
+        self.owner = session
+        base = os.path.join(self.root, "clients", session.client_id)
+        dest = header.get("dest_path")
+        try:
+            directory = safe_join(base, dest) if dest else os.path.join(base, cid)
+        except ValueError as exc:
+            session.send({"op": "setup_done", "cid": cid, "ok": False, "reason": str(exc)})
+            return
+        os.makedirs(directory, exist_ok=True)
+        comp = Computation(cid, header, bufs[0] if bufs else b"", directory, session)
+        session.computations[cid] = comp
+        pulse = header.get("pulse_interval")
+        if isinstance(pulse, (int, float)) and pulse > 0:
+            session.pulse_interval = min(pulse, session.pulse_interval or pulse)
+        log.info("computation %r from %s", comp.name, session.describe())
+
+    def _file(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        comp = session.computations.get(header.get("cid"))
+        if comp is None or comp.failed:
+            return
+        try:
+            path = safe_join(comp.dir, header["path"])
+            reason = too_big(int(header["size"]), self.opts.max_file_size)
+            if reason:
+                raise ValueError(f"{header['path']}: {reason}")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "r+b" if header.get("offset") else "wb") as fh:
+                fh.seek(int(header.get("offset", 0)))
+                for buf in bufs:
+                    fh.write(buf)
+            if header.get("final"):
+                os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
+                os.utime(path, (float(header["mtime"]), float(header["mtime"])))
+                comp.files.append(path)
+        except (ValueError, KeyError, OSError) as exc:
+            comp.failed = f"file transfer failed: {exc}"
+
+    async def _setup(self, comp: Computation, setup_args: list[bytes]) -> None:
+        session = comp.session
+        if comp.failed is None:
+            comp.host = HostProcess(lambda h, b: self._on_host(comp, h, b))
+            init = {
+                "op": "init", "cid": comp.cid, "dir": comp.dir, "cpus": self.cpus,
+                "node_name": self.name, "node_ip_addr": netif.address_towards(
+                    session.addr, self.ifs) or session.addr,
+                "client_shutdown": self.opts.client_shutdown,
+            }
+            comp.failed = await comp.host.start(init, [comp.bundle, *setup_args])
+        comp.bundle = b""
+        if comp.failed is not None:
+            log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
+            session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})
+            await self._close_computation(comp, CANCELLED, "setup failed", notify=False)
+            return
+        comp.ready = True
+        session.send({"op": "setup_done", "cid": comp.cid, "ok": True, "cpus": self.cpus})
+
+    async def _close_computation(
+        self, comp: Computation, status: int, reason: str, notify: bool
+    ) -> None:
+        session = comp.session
+        if session.computations.get(comp.cid) is not comp:
+            return
+        del session.computations[comp.cid]
+        if comp.host is not None:
+            await comp.host.close(status, reason, self.opts.msg_timeout)
+        comp.remove_files(self.opts.force_cleanup)
+        if notify:
+            session.send({"op": "closed", "cid": comp.cid})
+        log.info("computation %r from %s closed", comp.name, session.describe())
+        self._check_free(session)
+
+    def _check_free(self, session: Session) -> None:
+        """Release the node when its owner has nothing left here."""
+        if session.computations or session.undelivered:
+            return
+        if session.writer is None:
+            self.sessions.pop(session.client_id, None)
+        if self.owner is session:
+            self.owner = None
+            self.served += 1
+            log.info("client %s is done; node is free", session.describe())
+            if 0 <= self.opts.serve <= self.served:
+                log.info("served %d client(s) as asked by --serve; quitting", self.served)
+                self.request_stop(terminate=False)
+            else:
+                self.announce()
+
+    # ---- jobs -------------------------------------------------------------------
+
+    def _job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        comp = session.computations.get(header.get("cid"))
+        uid = header.get("uid")
+        reason = None
+        if comp is None or not comp.ready or comp.host is None:
+            reason = "computation is not set up on this node"
+        elif not self.accepting:
+            reason = "node is shutting down"
+        if reason is not None:
+            session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
+                          "reason": reason})
+            return
+        assert comp is not None
+        self.waiting.append((comp, header, bufs))
+        self._start_jobs()
+
+    def _start_jobs(self) -> None:
+        """Run waiting jobs while CPUs are free (the client may briefly send more)."""
+        while self.waiting and self.busy < self.cpus:
+            comp, header, bufs = self.waiting.popleft()
+            if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
+                continue
+            self.busy += 1
+            comp.running[header["uid"]] = header
+            comp.host.send({"op": "job", "uid": header["uid"]}, bufs)
+
+    def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        header["cid"] = comp.cid
+        session = comp.session
+        if op == "done":
+            if comp.running.pop(header["uid"], None) is not None:
+                self.busy -= 1
+            self.jobs_done += 1
+            comp.jobs_done += 1
+            comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
+            session.undelivered[header["uid"]] = (header, bufs)
+            session.send(header, bufs)
+            self._start_jobs()
+            self._maybe_finish()
+        elif op == "provisional":
+            session.send(header, bufs)
+        elif op == "send_file":
+            reason = too_big(int(header.get("size", 0)), self.opts.max_file_size)
+            if reason is None and not session.send(header, bufs):
+                reason = "client is not connected"
+            assert comp.host is not None
+            comp.host.send({"op": "file_reply", "ok": reason is None, "reason": reason})
+        elif op == "shutdown_request":
+            log.info("client %s asked the node to shut down", session.describe())
+            self.opts.serve = self.served + 1
+
+    # ---- periodic work ----------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_announce = time.monotonic()
+        last_pulse: dict[str, float] = {}
+        psutil.cpu_percent(interval=None)
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.pulse_interval and session.writer is not None:
+                    if now - last_pulse.get(session.client_id, 0) >= session.pulse_interval:
+                        last_pulse[session.client_id] = now
+                        session.send({"op": "pulse", "busy": self.busy,
+                                      "avail_info": avail_info(self.opts.dest_path_prefix)})
+                silent = now - session.last_seen
+                if session.writer is None and silent > self.opts.zombie_interval * 60:
+                    running = sum(len(c.running) for c in session.computations.values())
+                    if running == 0:
+                        log.warning("client %s silent for %.0f s: releasing the node",
+                                    session.describe(), silent)
+                        session.undelivered.clear()
+                        for comp in list(session.computations.values()):
+                            await self._close_computation(comp, CANCELLED, "zombie", False)
+                        self._check_free(session)
+            if (self.opts.ping_interval and self.owner is None
+                    and now - last_announce >= self.opts.ping_interval):
+                last_announce = now
+                self.announce()
+
+    # ---- status (stdin menu) ------------------------------------------------------
+
+    def status_text(self) -> str:
+        lines = [f"Serving {self.cpus} CPUs as {self.name!r}; {self.busy} busy;"
+                 f" {self.jobs_done} jobs done; {self.served} clients served"]
+        for session in self.sessions.values():
+            for comp in session.computations.values():
+                lines.append(f"  {session.describe()}: {comp.name!r} running "
+                             f"{len(comp.running)} jobs, done {comp.jobs_done}")
+        return "\n".join(lines)
+
+    def set_cpus(self, cpus: int) -> None:
+        ncpu = os.cpu_count() or 1
+        self.cpus = max(0, min(ncpu, cpus if cpus >= 0 else ncpu + cpus))
+        log.info("now using %d CPUs", self.cpus)
+        if self.owner is not None:
+            self.owner.send({"op": "cpus", "cpus": self.cpus})
+        self._start_jobs()
+        if self.cpus and self.owner is None:
+            self.announce()
+
+
+def install_signals(daemon: NodeDaemon) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop, False)
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop, True)
+
+

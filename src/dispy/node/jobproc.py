@@ -1,0 +1,175 @@
+"""A job process: forked from the computation host, runs one job at a time.
+
+Warm job processes are reused for speed: globals set by setup are inherited at fork;
+a global changed by one job stays visible to later jobs in the same process. A job is
+cancelled with KeyboardInterrupt (SIGINT), then SIGTERM, then SIGKILL; a process that
+dies is replaced by the host.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from ..wire.frames import recv_frame_sync, send_frame_sync
+
+CANCELLED, TERMINATED, FINISHED = 8, 9, 11
+
+
+class _State:
+    running = False
+    sock: socket.socket | None = None
+    uid: str | None = None
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    if _State.running:
+        raise KeyboardInterrupt
+
+
+def provisional_result(result: Any, relay: bool = False, timeout: float | None = None) -> int:
+    """Send ``result`` to the client now; the job goes on. Returns 0, or -1 on failure."""
+    if _State.sock is None or _State.uid is None:
+        return -1
+    try:
+        data = cloudpickle.dumps(result, protocol=5)
+    except Exception as exc:
+        sys.stderr.write(f"dispy_provisional_result: result cannot be pickled: {exc}\n")
+        return -1
+    send_frame_sync(_State.sock, {"op": "provisional", "uid": _State.uid}, [data])
+    return 0
+
+
+def send_file(path: str, relay: bool = False, timeout: float | None = None) -> int:
+    """Send a file from the node to the client's working directory. Returns 0 or -1."""
+    if _State.sock is None or _State.uid is None:
+        return -1
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        sys.stderr.write(f"dispy_send_file: cannot read {path}: {exc}\n")
+        return -1
+    rel = os.path.relpath(os.path.abspath(path), os.getcwd())
+    if rel.startswith(".."):
+        rel = os.path.basename(path)
+    header = {
+        "op": "send_file", "uid": _State.uid, "path": rel, "size": st.st_size,
+        "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
+    }
+    send_frame_sync(_State.sock, header, [data])
+    reply, _ = recv_frame_sync(_State.sock)
+    if reply.get("ok"):
+        return 0
+    sys.stderr.write(f"dispy_send_file: {path} refused: {reply.get('reason')}\n")
+    return -1
+
+
+def _format_exception(exc: BaseException) -> str:
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    reply: dict[str, Any] = {"status": FINISHED, "exception": None}
+    result = None
+    try:
+        try:
+            args, kwargs = cloudpickle.loads(args_buf)
+            _State.running = True
+            try:
+                result = func(*args, **kwargs)
+            finally:
+                _State.running = False
+        except KeyboardInterrupt as exc:
+            reply.update(status=CANCELLED, exception="Cancelled\n" + _format_exception(exc))
+        except BaseException as exc:  # the job's own failure, SystemExit included
+            reply.update(status=TERMINATED, exception=_format_exception(exc))
+    finally:
+        sys.stdout, sys.stderr = saved
+    reply["stdout"], reply["stderr"] = out.getvalue(), err.getvalue()
+    return _pack_result(reply, result)
+
+
+def _pack_result(reply: dict[str, Any], result: Any) -> dict[str, Any]:
+    try:
+        reply["_result"] = cloudpickle.dumps(result, protocol=5)
+    except Exception as exc:
+        reply.update(
+            status=TERMINATED,
+            exception=f"result of type {type(result).__name__} could not be pickled: {exc}",
+            _result=cloudpickle.dumps(None),
+        )
+    return reply
+
+
+def _program_argv(program: str, args: tuple) -> list[str]:
+    argv = [program] + [str(a) for a in args]
+    if program.endswith(".py"):
+        argv.insert(0, sys.executable)
+    elif program.endswith(".java"):
+        argv.insert(0, "java")
+    return argv
+
+
+def _run_program(program: str, args_buf: bytes) -> dict[str, Any]:
+    reply: dict[str, Any] = {"status": FINISHED, "exception": None, "stdout": b"", "stderr": b""}
+    result = None
+    try:
+        args, _ = cloudpickle.loads(args_buf)
+        _State.running = True
+        try:
+            proc = subprocess.run(_program_argv(program, args), capture_output=True)
+        finally:
+            _State.running = False
+        result, reply["stdout"], reply["stderr"] = proc.returncode, proc.stdout, proc.stderr
+    except KeyboardInterrupt as exc:
+        reply.update(status=CANCELLED, exception="Cancelled\n" + _format_exception(exc))
+    except Exception as exc:
+        reply.update(status=TERMINATED, exception=_format_exception(exc))
+    return _pack_result(reply, result)
+
+
+def serve(sock: socket.socket, computation: Any, program: str | None) -> None:
+    """Job loop of a forked job process; never returns."""
+    signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _State.sock = sock
+    code = 0
+    try:
+        while True:
+            try:
+                header, bufs = recv_frame_sync(sock)
+            except KeyboardInterrupt:
+                continue
+            except (EOFError, OSError):
+                break
+            _State.uid = header["uid"]
+            start = time.time()
+            if program is not None:
+                reply = _run_program(program, bufs[0])
+            else:
+                reply = _run_function(computation, bufs[0])
+            data = reply.pop("_result")
+            reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time())
+            _State.uid = None
+            sys.stdout.flush()
+            send_frame_sync(sock, reply, [data])
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)

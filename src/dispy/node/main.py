@@ -1,0 +1,40 @@
+"""dispynode's entry point: parse options, start the daemon, serve until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from . import menu
+from .daemon import NodeDaemon, install_signals
+from .options import parse
+
+
+async def _serve(argv: list[str] | None) -> int:
+    opts = parse(argv)
+    level = logging.DEBUG if opts.debug else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s - %(message)s")
+    dispy_log = logging.getLogger("dispy")
+    dispy_log.handlers.clear()  # the root handler prints; no second copy
+    dispy_log.setLevel(level)
+    try:
+        daemon = NodeDaemon(opts)
+    except ValueError as exc:
+        print(f"dispynode: {exc}", file=sys.stderr)
+        return 2
+    install_signals(daemon)
+    try:
+        await daemon.start()
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not opts.daemon and sys.stdin is not None and sys.stdin.isatty():
+        menu.start(daemon)
+    await daemon.stop_event.wait()
+    await daemon.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(asyncio.run(_serve(argv)))

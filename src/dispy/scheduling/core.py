@@ -1,0 +1,200 @@
+"""Matching queued jobs to free node CPUs: pure logic, no I/O, no clocks.
+
+Jobs are opaque hashable tokens. A node has a number of CPUs; each cluster that is set
+up on a node may use up to its own allocation of them. Jobs pinned to a node go
+first; otherwise the job submitted earliest (over all clusters) is served first, and
+jobs are spread to the least-loaded node. The caller turns each decision into
+messages and reports back when a job ends or a node goes away.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+
+Job = Hashable
+NodeKey = Hashable
+
+
+@dataclass
+class _Node:
+    key: NodeKey
+    cpus: int
+    busy: int = 0
+    #: cluster id -> CPUs that cluster may use here
+    alloc: dict[Hashable, int] = field(default_factory=dict)
+    #: cluster id -> jobs of that cluster running here
+    used: dict[Hashable, int] = field(default_factory=dict)
+    pinned: deque = field(default_factory=deque)
+
+    def free(self) -> int:
+        return self.cpus - self.busy
+
+    def load(self) -> float:
+        return self.busy / self.cpus if self.cpus else 1.0
+
+
+@dataclass
+class _Queued:
+    seq: int
+    job: Job
+    cid: Hashable
+    node: NodeKey | None
+
+
+class SchedulerCore:
+    """Queues per cluster, CPU accounting per node, and the dispatch decision."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count()
+        self._nodes: dict[NodeKey, _Node] = {}
+        self._queues: dict[Hashable, deque[_Queued]] = {}
+        self._entries: dict[Job, _Queued] = {}
+        self._running: dict[Job, tuple[Hashable, NodeKey]] = {}
+
+    # ---- clusters ---------------------------------------------------------------
+
+    def add_cluster(self, cid: Hashable) -> None:
+        self._queues.setdefault(cid, deque())
+
+    def remove_cluster(self, cid: Hashable) -> list[Job]:
+        """Forget a cluster; returns its jobs that were still queued."""
+        left = [q.job for q in self._queues.pop(cid, ()) if q.job in self._entries]
+        for node in self._nodes.values():
+            node.alloc.pop(cid, None)
+            kept = deque(q for q in node.pinned if q.cid != cid)
+            left += [q.job for q in node.pinned if q.cid == cid and q.job in self._entries]
+            node.pinned = kept
+        for job in left:
+            self._entries.pop(job, None)
+        return left
+
+    # ---- nodes ------------------------------------------------------------------
+
+    def set_node(self, key: NodeKey, cpus: int) -> None:
+        """Add a node or change its CPU count."""
+        node = self._nodes.get(key)
+        if node is None:
+            self._nodes[key] = _Node(key, cpus)
+        else:
+            node.cpus = cpus
+
+    def node_ready(self, cid: Hashable, key: NodeKey, cpus: int) -> None:
+        """Cluster ``cid`` is set up on node ``key`` and may use ``cpus`` of its CPUs."""
+        node = self._nodes[key]
+        node.alloc[cid] = cpus
+        node.used.setdefault(cid, 0)
+
+    def node_unready(self, cid: Hashable, key: NodeKey) -> None:
+        """Stop scheduling new jobs of ``cid`` on ``key`` (running jobs go on)."""
+        node = self._nodes.get(key)
+        if node is not None:
+            node.alloc.pop(cid, None)
+
+    def remove_node(self, key: NodeKey) -> tuple[list[Job], list[Job]]:
+        """Forget a node; returns (jobs that were running there, jobs pinned to it)."""
+        node = self._nodes.pop(key, None)
+        if node is None:
+            return [], []
+        running = [job for job, (_, k) in self._running.items() if k == key]
+        for job in running:
+            del self._running[job]
+        pinned = [q.job for q in node.pinned if q.job in self._entries]
+        for job in pinned:
+            del self._entries[job]
+        return running, pinned
+
+    def nodes(self) -> Iterator[NodeKey]:
+        return iter(self._nodes)
+
+    def node_busy(self, key: NodeKey) -> int:
+        node = self._nodes.get(key)
+        return node.busy if node else 0
+
+    def usable(self, cid: Hashable) -> bool:
+        """True when some node is set up for ``cid``."""
+        return any(n.alloc.get(cid, 0) > 0 for n in self._nodes.values())
+
+    # ---- jobs -------------------------------------------------------------------
+
+    def submit(self, cid: Hashable, job: Job, node: NodeKey | None = None) -> None:
+        """Queue a job; with ``node`` it may run only there."""
+        entry = _Queued(next(self._seq), job, cid, node)
+        self._entries[job] = entry
+        if node is None:
+            self._queues[cid].append(entry)
+        else:
+            self._nodes[node].pinned.append(entry)
+
+    def cancel(self, job: Job) -> bool:
+        """Remove a queued job; False when it is not queued (running or unknown)."""
+        return self._entries.pop(job, None) is not None
+
+    def finished(self, job: Job) -> NodeKey | None:
+        """A running job ended; frees its CPU and returns the node it ran on."""
+        placed = self._running.pop(job, None)
+        if placed is None:
+            return None
+        cid, key = placed
+        node = self._nodes.get(key)
+        if node is not None:
+            node.busy -= 1
+            node.used[cid] = node.used.get(cid, 1) - 1
+        return key
+
+    def queued(self, cid: Hashable) -> int:
+        pinned = sum(
+            1 for n in self._nodes.values() for q in n.pinned
+            if q.cid == cid and q.job in self._entries
+        )
+        return pinned + sum(1 for q in self._queues.get(cid, ()) if q.job in self._entries)
+
+    def running_on(self, key: NodeKey) -> list[Job]:
+        return [job for job, (_, k) in self._running.items() if k == key]
+
+    # ---- the decision -------------------------------------------------------------
+
+    def _head(self, queue: deque[_Queued]) -> _Queued | None:
+        while queue and queue[0].job not in self._entries:
+            queue.popleft()
+        return queue[0] if queue else None
+
+    def _pick(self, node: _Node) -> _Queued | None:
+        best_q = None
+        head = self._head(node.pinned)
+        if head is not None and node.used.get(head.cid, 0) < node.alloc.get(head.cid, 0):
+            return node.pinned.popleft()
+        for cid, cpus in node.alloc.items():
+            if node.used.get(cid, 0) >= cpus:
+                continue
+            queue = self._queues.get(cid)
+            if not queue:
+                continue
+            head = self._head(queue)
+            if head is not None and (best_q is None or head.seq < best_q[0].seq):
+                best_q = (head, queue)
+        if best_q is None:
+            return None
+        return best_q[1].popleft()
+
+    def dispatch(self) -> list[tuple[Job, Hashable, NodeKey]]:
+        """Assign as many queued jobs as there are free CPUs: (job, cluster, node)."""
+        heap = [(n.load(), i, n) for i, n in enumerate(self._nodes.values()) if n.free() > 0]
+        heapq.heapify(heap)
+        out = []
+        while heap:
+            _, i, node = heapq.heappop(heap)
+            entry = self._pick(node)
+            if entry is None:
+                continue
+            del self._entries[entry.job]
+            node.busy += 1
+            node.used[entry.cid] = node.used.get(entry.cid, 0) + 1
+            self._running[entry.job] = (entry.cid, node.key)
+            out.append((entry.job, entry.cid, node.key))
+            if node.free() > 0:
+                heapq.heappush(heap, (node.load(), i, node))
+        return out

@@ -1,0 +1,1 @@
+"""Everything that crosses the network: framing, authentication, TLS and discovery."""

@@ -1,0 +1,90 @@
+"""UDP discovery datagrams: small JSON objects, never pickles.
+
+A client broadcasts ``discover`` to the node port; nodes answer with ``node`` to the
+client's port, and a starting (or newly free) node broadcasts ``node`` by itself.
+Anything that does not parse is dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from ..config import PROTOCOL_VERSION
+
+MAGIC = b"DISPY\x01"
+MAX_DATAGRAM = 8192
+
+log = logging.getLogger("dispy.discovery")
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """Datagram for ``msg`` (with the protocol version added)."""
+    data = MAGIC + json.dumps({"proto": PROTOCOL_VERSION, **msg}).encode()
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError("discovery message too large")
+    return data
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Parse a datagram; raises ValueError with the reason for anything malformed."""
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"datagram of {len(data)} bytes is too large")
+    if not data.startswith(MAGIC):
+        raise ValueError("not a dispy datagram")
+    msg = json.loads(data[len(MAGIC):])
+    if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+        raise ValueError("datagram is not a dispy message")
+    return msg
+
+
+class DiscoveryProtocol(asyncio.DatagramProtocol):
+    """Hands every well-formed datagram to ``on_message(msg, addr)``; drops the rest."""
+
+    def __init__(self, on_message: Callable[[dict, tuple], None], name: str) -> None:
+        self.on_message = on_message
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            msg = decode(data)
+        except ValueError as exc:
+            log.warning("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
+            return
+        try:
+            self.on_message(msg, addr)
+        except Exception:
+            log.exception("%s: failed to handle %s from %s", self.name, msg.get("op"), addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s: UDP error: %s", self.name, exc)
+
+    def send(self, msg: dict, addr: tuple) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.sendto(encode(msg), addr)
+            except OSError as exc:
+                log.debug("%s: could not send to %s: %s", self.name, addr, exc)
+
+
+def udp_socket(port: int, reuse: bool = True) -> socket.socket:
+    """A broadcast-capable UDP socket bound to all interfaces on ``port``.
+
+    With ``reuse`` several processes on one host (clients, or nodes on other ports)
+    can each receive the broadcasts sent to that port.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    if reuse:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", port))
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,122 @@
+"""Framed messages: a JSON header plus opaque binary buffers.
+
+The header is plain JSON, so a daemon can read every message without unpickling
+anything. Buffers carry pickled payloads (computation, arguments, results) and file
+chunks; only the process that owns them (a job process, the client) unpickles them,
+and only after the peer authenticated.
+
+Layout: ``!II`` (header length, number of buffers), header bytes, then for each
+buffer ``!Q`` length and its bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from typing import Any
+
+PREFIX = struct.Struct("!II")
+BUFLEN = struct.Struct("!Q")
+
+#: Limits for a peer that has not authenticated yet: small JSON, no buffers.
+PRE_AUTH_MAX_HEADER = 64 * 1024
+MAX_HEADER = 16 * 1024 * 1024
+MAX_BUFFERS = 4096
+
+Buffer = bytes | bytearray | memoryview
+Message = tuple[dict[str, Any], list[bytes]]
+
+
+class FrameError(Exception):
+    """A frame that breaks the format or the limits; the connection is dropped."""
+
+
+def encode(header: dict[str, Any], buffers: list[Buffer] | tuple = ()) -> list[Buffer]:
+    """Return the pieces of one frame, ready to be written in order (no copies of buffers)."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    pieces: list[Buffer] = [PREFIX.pack(len(head), len(buffers)), head]
+    for buf in buffers:
+        pieces.append(BUFLEN.pack(memoryview(buf).nbytes))
+        pieces.append(buf)
+    return pieces
+
+
+def _decode_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise FrameError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FrameError("header is not a JSON object")
+    return header
+
+
+def _check(hlen: int, nbufs: int, max_header: int, max_buffers: int) -> None:
+    if hlen > max_header:
+        raise FrameError(f"header of {hlen} bytes is over the limit of {max_header}")
+    if nbufs > max_buffers:
+        raise FrameError(f"{nbufs} buffers is over the limit of {max_buffers}")
+
+
+async def read_frame(
+    reader: asyncio.StreamReader,
+    max_header: int = MAX_HEADER,
+    max_buffers: int = MAX_BUFFERS,
+    max_buffer: int = 1 << 31,
+) -> Message:
+    """Read one frame; raises FrameError on a malformed one, IncompleteReadError on EOF."""
+    hlen, nbufs = PREFIX.unpack(await reader.readexactly(PREFIX.size))
+    _check(hlen, nbufs, max_header, max_buffers)
+    header = _decode_header(await reader.readexactly(hlen))
+    buffers = []
+    for _ in range(nbufs):
+        (blen,) = BUFLEN.unpack(await reader.readexactly(BUFLEN.size))
+        if blen > max_buffer:
+            raise FrameError(f"buffer of {blen} bytes is over the limit of {max_buffer}")
+        buffers.append(await reader.readexactly(blen))
+    return header, buffers
+
+
+def write_frame(writer: asyncio.StreamWriter, header: dict, buffers: list | tuple = ()) -> None:
+    """Queue one frame on an asyncio writer."""
+    writer.writelines(encode(header, buffers))
+
+
+# ---- blocking sockets (computation host and job processes) ---------------------------
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise EOFError("peer closed the connection")
+        got += k
+    return bytes(buf)
+
+
+def recv_frame_sync(sock: socket.socket, max_header: int = MAX_HEADER) -> Message:
+    """Blocking read of one frame; EOFError when the peer is gone."""
+    hlen, nbufs = PREFIX.unpack(_recv_exactly(sock, PREFIX.size))
+    _check(hlen, nbufs, max_header, MAX_BUFFERS)
+    header = _decode_header(_recv_exactly(sock, hlen))
+    buffers = []
+    for _ in range(nbufs):
+        (blen,) = BUFLEN.unpack(_recv_exactly(sock, BUFLEN.size))
+        buffers.append(_recv_exactly(sock, blen))
+    return header, buffers
+
+
+def send_frame_sync(sock: socket.socket, header: dict, buffers: list | tuple = ()) -> None:
+    """Blocking write of one frame."""
+    pieces = encode(header, buffers)
+    total = sum(memoryview(p).nbytes for p in pieces)
+    if total < 65536:
+        sock.sendall(b"".join(pieces))
+    else:
+        for piece in pieces:
+            sock.sendall(piece)
