@@ -23,5 +23,8 @@ IPv4MulticastGroup = "239.255.61.59"
 IPv6MulticastGroup = "ff05::b409:3171:9705:5134:6159"
 Java = "/usr/bin/java"
 
+#: Seconds between the client's "why are my jobs waiting" reports while no node is usable.
+StallReportInterval = 10.0
+
 #: Version of the wire protocol; every handshake and datagram carries it.
 PROTOCOL_VERSION = 1

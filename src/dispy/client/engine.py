@@ -35,8 +35,6 @@ from .nodes import DispyNode, avail_from
 
 log = logging.getLogger("dispy")
 
-#: Seconds between "why are my jobs waiting" reports while no node is usable.
-STALL_REPORT_INTERVAL = 10.0
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
 RETRY_INTERVAL = 5.0
 #: How long a lost connection may take to come back before the node is presumed dead.
@@ -381,6 +379,10 @@ class Engine:
             node.jobs_done += 1
             node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
             node.update_time = time.time()
+        out: Any = bufs[1] if len(bufs) > 2 else b""
+        err: Any = bufs[2] if len(bufs) > 2 else b""
+        if header.get("text", True):
+            out, err = out.decode(errors="replace"), err.decode(errors="replace")
         try:
             result = cloudpickle.loads(bufs[0]) if bufs else None
             status, exc = int(header["status"]), header.get("exception")
@@ -388,8 +390,7 @@ class Engine:
             result, status = None, DispyJob.Terminated
             exc = f"result could not be unpickled at the client: {error!r}"
         job.start_time = header.get("start_time", job.start_time)
-        self._finish(job, status, result, header.get("stdout"), header.get("stderr"), exc,
-                     header.get("end_time"))
+        self._finish(job, status, result, out, err, exc, header.get("end_time"))
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         job = link.running.get(header.get("uid"))
@@ -621,8 +622,8 @@ class Engine:
         return 5 * min(pulses) if pulses else None
 
     def _report_stall(self, cs: Any, now: float) -> None:
-        if now - cs.created < STALL_REPORT_INTERVAL or now - cs.stall_reported < \
-                STALL_REPORT_INTERVAL:
+        every = config.StallReportInterval
+        if now - cs.created < every or now - cs.stall_reported < every:
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()

@@ -36,6 +36,7 @@ CANCEL_KILL_AFTER = 3.0
 class JobProcess:
     pid: int
     sock: socket.socket
+    slot: Any
     uid: str | None = None
     cancelled: bool = False
     escalate: list[tuple[float, int]] = field(default_factory=list)
@@ -100,6 +101,7 @@ class ComputationHost:
 
     def _fork(self) -> JobProcess:
         parent, child = socket.socketpair()
+        slot = jobproc.new_slot()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -108,9 +110,9 @@ class ComputationHost:
             self.daemon.close()
             for proc in self.procs.values():
                 proc.sock.close()
-            jobproc.serve(child, self.computation, self.program)
+            jobproc.serve(child, slot, self.computation, self.program)
         child.close()
-        proc = JobProcess(pid, parent)
+        proc = JobProcess(pid, parent, slot)
         self.procs[pid] = proc
         self.sel.register(parent, selectors.EVENT_READ, ("proc", proc))
         return proc
@@ -148,8 +150,8 @@ class ComputationHost:
                 send_frame_sync(
                     self.daemon,
                     {"op": "done", "uid": uid, "status": status, "exception": text,
-                     "stdout": "", "stderr": "", "start_time": now, "end_time": now},
-                    [cloudpickle.dumps(None)],
+                     "text": self.program is None, "start_time": now, "end_time": now},
+                    [cloudpickle.dumps(None), b"", b""],
                 )
             return
         op = header.get("op")
@@ -193,6 +195,7 @@ class ComputationHost:
                     (now + CANCEL_TERM_AFTER, signal.SIGTERM),
                     (now + CANCEL_TERM_AFTER + CANCEL_KILL_AFTER, signal.SIGKILL),
                 ]
+                jobproc.write_slot(proc.slot, uid)
                 self._signal(proc, signal.SIGINT)
 
     def _signal(self, proc: JobProcess, sig: int) -> None:

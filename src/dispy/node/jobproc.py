@@ -9,6 +9,7 @@ dies is replaced by the host.
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import signal
 import socket
@@ -25,14 +26,35 @@ from ..wire.frames import recv_frame_sync, send_frame_sync
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
 
 
+SLOT_SIZE = 64
+
+
 class _State:
     running = False
     sock: socket.socket | None = None
     uid: str | None = None
+    #: shared with the host: the uid of the job the host wants cancelled
+    slot: mmap.mmap | None = None
+
+
+def new_slot() -> mmap.mmap:
+    """Anonymous shared memory in which the host names the job it cancels."""
+    return mmap.mmap(-1, SLOT_SIZE)
+
+
+def write_slot(slot: mmap.mmap, uid: str) -> None:
+    slot[:] = uid.encode()[:SLOT_SIZE].ljust(SLOT_SIZE, b"\0")
+
+
+def _cancel_requested() -> bool:
+    if _State.slot is None or _State.uid is None:
+        return False
+    return _State.slot[:].rstrip(b"\0").decode(errors="replace") == _State.uid
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    if _State.running:
+    # A late signal meant for an earlier job names that job's uid and is ignored.
+    if _State.running and _cancel_requested():
         raise KeyboardInterrupt
 
 
@@ -91,6 +113,8 @@ def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
             args, kwargs = cloudpickle.loads(args_buf)
             _State.running = True
             try:
+                if _cancel_requested():
+                    raise KeyboardInterrupt
                 result = func(*args, **kwargs)
             finally:
                 _State.running = False
@@ -117,6 +141,8 @@ def _pack_result(reply: dict[str, Any], result: Any) -> dict[str, Any]:
 
 
 def _program_argv(program: str, args: tuple) -> list[str]:
+    if os.path.isfile(program):  # shipped with the computation: in our directory
+        program = os.path.abspath(program)
     argv = [program] + [str(a) for a in args]
     if program.endswith(".py"):
         argv.insert(0, sys.executable)
@@ -132,6 +158,8 @@ def _run_program(program: str, args_buf: bytes) -> dict[str, Any]:
         args, _ = cloudpickle.loads(args_buf)
         _State.running = True
         try:
+            if _cancel_requested():
+                raise KeyboardInterrupt
             proc = subprocess.run(_program_argv(program, args), capture_output=True)
         finally:
             _State.running = False
@@ -143,11 +171,12 @@ def _run_program(program: str, args_buf: bytes) -> dict[str, Any]:
     return _pack_result(reply, result)
 
 
-def serve(sock: socket.socket, computation: Any, program: str | None) -> None:
+def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str | None) -> None:
     """Job loop of a forked job process; never returns."""
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _State.sock = sock
+    _State.slot = slot
     code = 0
     try:
         while True:
@@ -164,10 +193,14 @@ def serve(sock: socket.socket, computation: Any, program: str | None) -> None:
             else:
                 reply = _run_function(computation, bufs[0])
             data = reply.pop("_result")
-            reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time())
+            out, err = reply.pop("stdout"), reply.pop("stderr")
+            reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time(),
+                         text=isinstance(out, str))
             _State.uid = None
             sys.stdout.flush()
-            send_frame_sync(sock, reply, [data])
+            if isinstance(out, str):
+                out, err = out.encode(errors="replace"), err.encode(errors="replace")
+            send_frame_sync(sock, reply, [data, out, err])
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -1,0 +1,107 @@
+"""Shared test fixtures: real dispynode processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (nodes use both)."""
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.bind(("", port))
+            return port
+        except OSError:
+            continue
+
+
+class NodeProcess:
+    """A dispynode started by a test; its output goes to ``log``."""
+
+    def __init__(self, port: int, prefix: Path, log: Path, proc: subprocess.Popen) -> None:
+        self.port = port
+        self.prefix = prefix
+        self.log = log
+        self.proc = proc
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"dispynode never logged {text!r}; output:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def start_node(tmp: Path, *args: str, port: int | None = None, wait: bool = True,
+               ip: str = "127.0.0.1") -> NodeProcess:
+    port = port or free_port()
+    prefix = tmp / f"node-{port}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    log = tmp / f"node-{port}.log"
+    argv = [sys.executable, "-m", "dispy.dispynode", "-i", ip, "-p", str(port),
+            "--dest_path_prefix", str(prefix), "--daemon", *args]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    node = NodeProcess(port, prefix, log, proc)
+    if wait:
+        node.wait_for("serving")
+    return node
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator:
+    """Start dispynodes with ``node_factory(*args)``; all are killed at teardown."""
+    nodes: list[NodeProcess] = []
+
+    def make(*args: str, **kw) -> NodeProcess:
+        node = start_node(tmp_path, *args, **kw)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def node(node_factory) -> NodeProcess:
+    """One dispynode with 2 CPUs on 127.0.0.1."""
+    return node_factory("-c", "2")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory (files sent by nodes land there)."""
+    monkeypatch.chdir(tmp_path)
