@@ -56,7 +56,10 @@ async def client_handshake(
     if not isinstance(peer_nonce, str) or not auth.check(
         key, auth.SERVER_ROLE, peer_nonce, nonce, challenge.get("mac")
     ):
-        raise HandshakeError("secret mismatch: the peer does not know this cluster's secret")
+        reason = "secret mismatch: the peer does not know this cluster's secret"
+        write_frame(writer, {"op": "error", "reason": "secret mismatch: the client and this"
+                             " node were given different secrets"})
+        raise HandshakeError(reason)
     write_frame(writer, {"op": "auth", "mac": auth.proof(key, auth.CLIENT_ROLE, nonce, peer_nonce)})
     welcome = await _read_small(reader, timeout)
     if welcome.get("op") != "welcome":
@@ -93,6 +96,8 @@ async def server_handshake(
         },
     )
     answer = await _read_small(reader, timeout)
+    if answer.get("op") == "error":
+        raise HandshakeError(str(answer.get("reason")))
     if not auth.check(key, auth.CLIENT_ROLE, hello["nonce"], nonce, answer.get("mac")):
         reason = f"secret mismatch: the client does not know the secret of {name}"
         write_frame(writer, {"op": "error", "reason": reason})

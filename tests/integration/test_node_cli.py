@@ -1,0 +1,128 @@
+"""dispynode's command line: CPUs, file size limit, ports, signals, one client at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def ident(x):
+    return x
+
+
+def run_node(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dispy.dispynode", "--daemon", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_negative_cpus(node_factory):
+    ncpu = os.cpu_count() or 1
+    if ncpu < 2:
+        pytest.skip("needs 2 CPUs")
+    node = node_factory("-c", "-1")
+    assert f"serving {ncpu - 1} CPUs" in node.output()
+
+
+def test_bad_options_are_clear_errors():
+    ncpu = os.cpu_count() or 1
+    res = run_node("-c", str(ncpu + 5))
+    assert res.returncode == 2 and "has only" in res.stderr
+    res = run_node("--max_file_size", "ten")
+    assert res.returncode == 2 and "max_file_size" in res.stderr
+    res = run_node("--certfile", "/nonexistent.pem")
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_port_in_use(node, tmp_path):
+    res = run_node("-i", "127.0.0.1", "-p", str(node.port), "--dest_path_prefix",
+                   str(tmp_path / "other"))
+    assert res.returncode == 1 and "cannot" in res.stderr and str(node.port) in res.stderr
+
+
+def test_max_file_size(node_factory, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    node = node_factory("--max_file_size", "1k")
+    big = tmp_path / "big.dat"
+    big.write_bytes(b"x" * 5000)
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                               depends=[str(big)])
+    job = cluster.submit(1)
+    assert cluster.wait(timeout=3) is False
+    cluster.close(timeout=0, terminate=True)
+    assert job.status == dispy.DispyJob.Cancelled
+    assert "max_file_size" in caplog.text
+
+
+def sleeper(x):
+    time.sleep(x)
+    return x
+
+
+def test_sigint_finishes_running_jobs_then_exits(node):
+    cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
+    jobs = [cluster.submit(1.5) for _ in range(2)]
+    while any(j.status != dispy.DispyJob.Running for j in jobs):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(node.proc.pid, signal.SIGINT)
+    assert [j() for j in jobs] == [1.5, 1.5]
+    assert all(j.status == dispy.DispyJob.Finished for j in jobs)
+    assert node.proc.wait(20) == 0
+    cluster.close(timeout=5, terminate=True)
+
+
+def test_sigterm_ends_jobs_now_as_terminated(node):
+    cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
+    job = cluster.submit(60)
+    while job.status != dispy.DispyJob.Running:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(node.proc.pid, signal.SIGTERM)
+    assert job() is None
+    assert job.status == dispy.DispyJob.Terminated and "terminated" in job.exception
+    assert node.proc.wait(20) == 0
+    cluster.close(timeout=5, terminate=True)
+
+
+CLIENT = textwrap.dedent("""
+    import sys, time, dispy
+    def f(x):
+        time.sleep(x)
+        return x
+    c = dispy.JobCluster(f, nodes=["127.0.0.1"], node_port=int(sys.argv[1]), port=0)
+    j = c.submit(float(sys.argv[2]))
+    print("result", j(), flush=True)
+    c.close()
+""")
+
+
+def test_one_client_at_a_time_and_busy_reason(node, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    other = subprocess.Popen([sys.executable, str(script), str(node.port), "4"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        node.wait_for("computation 'f'")
+        cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=node.port, port=0)
+        job = cluster.submit(7)
+        time.sleep(1.5)
+        assert job.status == dispy.DispyJob.Created
+        assert "busy with client" in caplog.text
+        assert job() == 7  # served once the other client is done
+        cluster.close()
+        out, _ = other.communicate(timeout=30)
+        assert "result 4.0" in out
+    finally:
+        other.kill()
+        other.wait()
