@@ -153,16 +153,16 @@ class JobCluster:
             log.error("cluster %r is closed; job not submitted", self._name)
             return None
         depends = kwargs.pop("dispy_job_depends", None)
-        if depends:
-            log.warning("dispy_job_depends is not supported yet; ignored")
         if self._state.package.program is not None:
             args = tuple(str(a) for a in args)
         try:
             data = shipping.pack_args(args, kwargs)
+            deps = shipping.job_dependencies(depends) if depends else None
         except ValueError as exc:
             log.error("cluster %r: job not submitted: %s", self._name, exc)
             return None
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
+        job._deps = deps
         with self._lock:
             self._pending += 1
             self._submitted += 1

@@ -496,13 +496,37 @@ class Engine:
                 self.core.finished(uid)
                 continue
             link.running[uid] = job
-            link.send({"op": "job", "cid": cid, "uid": uid}, [job._args or b""])
+            bufs = [job._args or b""]
+            if job._deps is not None:
+                names, files = job._deps
+                if not self._send_job_files(link, cid, uid, files):
+                    link.running.pop(uid, None)
+                    self.core.finished(uid)
+                    self._finish(job, DispyJob.Cancelled, None, None, None,
+                                 "Cancelled: dispy_job_depends files could not be read")
+                    continue
+                bufs.append(names)
+            link.send({"op": "job", "cid": cid, "uid": uid}, bufs)
             if not cs.reentrant:
-                job._args = None
+                job._args = job._deps = None
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
             if link.node is not None:
                 link.node.busy += 1
             self._job_event(job)
+
+    def _send_job_files(self, link: NodeLink, cid: str, uid: str, files: list) -> bool:
+        for spec in files:
+            try:
+                st = os.stat(spec.local)
+                with open(spec.local, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
+                return False
+            link.send({"op": "file", "cid": cid, "job": uid, "path": spec.relpath,
+                       "size": st.st_size, "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
+                       "offset": 0, "final": True}, [data])
+        return True
 
     def cancel(self, job: DispyJob) -> int:
         """(loop) Cancel a queued or running job: 0, or -1 when it already ended."""

@@ -167,3 +167,12 @@ def pack_args(args: tuple, kwargs: dict) -> bytes:
         return cloudpickle.dumps((args, kwargs), protocol=5)
     except Exception as exc:
         raise ValueError(f"job arguments cannot be pickled: {exc}") from exc
+
+
+def job_dependencies(depends: list[Any]) -> tuple[bytes, list[FileSpec]]:
+    """``dispy_job_depends`` of one job: pickled code objects and files to copy."""
+    names, files = dependencies(list(depends))
+    try:
+        return cloudpickle.dumps(names, protocol=5), files
+    except Exception as exc:
+        raise ValueError(f"dispy_job_depends cannot be shipped: {exc}") from exc

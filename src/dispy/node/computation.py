@@ -107,6 +107,8 @@ class Computation:
         self.host: HostProcess | None = None
         self.running: dict[str, dict] = {}
         self.files: list[str] = []
+        #: job uid -> files sent with that job (dispy_job_depends), removed after it
+        self.job_files: dict[str, list[str]] = {}
         self.failed: str | None = None
         self.ready = False
         self.jobs_done = 0

@@ -370,6 +370,7 @@ class NodeDaemon:
         comp = session.computations.get(header.get("cid"))
         if comp is None or comp.failed:
             return
+        job_uid = header.get("job")
         try:
             path = safe_join(comp.dir, header["path"])
             reason = too_big(int(header["size"]), self.opts.max_file_size)
@@ -383,9 +384,15 @@ class NodeDaemon:
             if header.get("final"):
                 os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
                 os.utime(path, (float(header["mtime"]), float(header["mtime"])))
-                comp.files.append(path)
+                if job_uid is None:
+                    comp.files.append(path)
+                else:
+                    comp.job_files.setdefault(str(job_uid), []).append(path)
         except (ValueError, KeyError, OSError) as exc:
-            comp.failed = f"file transfer failed: {exc}"
+            if job_uid is None:
+                comp.failed = f"file transfer failed: {exc}"
+            else:
+                log.warning("file for job %s not stored: %s", job_uid, exc)
 
     async def _setup(self, comp: Computation, setup_args: list[bytes]) -> None:
         session = comp.session
@@ -473,6 +480,11 @@ class NodeDaemon:
         if op == "done":
             if comp.running.pop(header["uid"], None) is not None:
                 self.busy -= 1
+            for path in comp.job_files.pop(header["uid"], ()):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
             self.jobs_done += 1
             comp.jobs_done += 1
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])

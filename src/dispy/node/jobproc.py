@@ -171,6 +171,18 @@ def _run_program(program: str, args_buf: bytes) -> dict[str, Any]:
     return _pack_result(reply, result)
 
 
+def _add_job_globals(computation: Any, data: bytes) -> None:
+    """Functions and classes of ``dispy_job_depends``, visible to the computation."""
+    import builtins
+
+    names = cloudpickle.loads(data)
+    namespace = getattr(computation, "__globals__", None)
+    for key, value in names.items():
+        if namespace is not None:
+            namespace[key] = value
+        setattr(builtins, key, value)
+
+
 def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str | None) -> None:
     """Job loop of a forked job process; never returns."""
     signal.signal(signal.SIGINT, _on_sigint)
@@ -188,6 +200,8 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                 break
             _State.uid = header["uid"]
             start = time.time()
+            if len(bufs) > 1:
+                _add_job_globals(computation, bufs[1])
             if program is not None:
                 reply = _run_program(program, bufs[0])
             else:

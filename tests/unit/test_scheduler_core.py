@@ -1,0 +1,559 @@
+"""SchedulerCore: ordering, CPU accounting, spreading, pinning, and a model-based check."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from dispy.scheduling import SchedulerCore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def core_with(nodes, clusters=("A",), alloc=None):
+    """nodes: {key: cpus}; every cluster is ready on every node with ``alloc`` (default: all)."""
+    core = SchedulerCore()
+    for cid in clusters:
+        core.add_cluster(cid)
+    for key, cpus in nodes.items():
+        core.set_node(key, cpus)
+        for cid in clusters:
+            core.node_ready(cid, key, cpus if alloc is None else alloc)
+    return core
+
+
+def drain(core):
+    """Dispatch, finish everything that runs, repeat; returns the dispatch order."""
+    order = []
+    while True:
+        out = core.dispatch()
+        if not out:
+            return order
+        order += out
+        for job, _, _ in out:
+            core.finished(job)
+
+
+# ---- ordering ------------------------------------------------------------------------
+
+
+def test_fifo_across_clusters_by_submission_order():
+    core = core_with({"n": 1}, clusters=("A", "B", "C"))
+    for job, cid in [("a1", "A"), ("b1", "B"), ("a2", "A"), ("c1", "C"), ("b2", "B")]:
+        core.submit(cid, job)
+    assert [job for job, _, _ in drain(core)] == ["a1", "b1", "a2", "c1", "b2"]
+
+
+def test_fifo_when_several_cpus_free():
+    core = core_with({"n": 3}, clusters=("A", "B"))
+    for job, cid in [("b1", "B"), ("a1", "A"), ("b2", "B"), ("a2", "A")]:
+        core.submit(cid, job)
+    out = core.dispatch()
+    assert [job for job, _, _ in out] == ["b1", "a1", "b2"]
+    assert all(key == "n" for _, _, key in out)
+    assert core.queued("A") == 1 and core.queued("B") == 0
+
+
+def test_dispatch_reports_cluster_and_node():
+    core = core_with({"n": 1}, clusters=("A", "B"))
+    core.submit("B", "j")
+    assert core.dispatch() == [("j", "B", "n")]
+    assert core.running_on("n") == ["j"]
+    assert core.dispatch() == []
+
+
+# ---- CPU limits ----------------------------------------------------------------------
+
+
+def test_node_cpus_never_exceeded():
+    core = core_with({"n": 2}, alloc=10)
+    for i in range(5):
+        core.submit("A", i)
+    assert len(core.dispatch()) == 2
+    assert core.node_busy("n") == 2
+    assert core.dispatch() == []
+    assert core.queued("A") == 3
+
+
+def test_cluster_allocation_never_exceeded():
+    core = SchedulerCore()
+    core.add_cluster("A")
+    core.add_cluster("B")
+    core.set_node("n", 3)
+    core.node_ready("A", "n", 2)
+    core.node_ready("B", "n", 3)
+    for i in range(5):
+        core.submit("A", f"a{i}")
+    for i in range(5):
+        core.submit("B", f"b{i}")
+    out = core.dispatch()
+    assert Counter(cid for _, cid, _ in out) == {"A": 2, "B": 1}
+    assert core.node_busy("n") == 3
+    core.finished("b0")
+    out = core.dispatch()
+    assert [cid for _, cid, _ in out] == ["B"]  # A is still at its allocation of 2
+    core.finished("a0")
+    assert [cid for _, cid, _ in core.dispatch()] == ["A"]
+
+
+def test_zero_allocation_and_zero_cpus_get_nothing():
+    core = SchedulerCore()
+    core.add_cluster("A")
+    core.set_node("zero-cpus", 0)
+    core.node_ready("A", "zero-cpus", 2)
+    core.set_node("zero-alloc", 2)
+    core.node_ready("A", "zero-alloc", 0)
+    core.submit("A", "j")
+    assert core.dispatch() == []
+    assert core.node_busy("zero-cpus") == core.node_busy("zero-alloc") == 0
+    core.set_node("zero-cpus", 1)
+    assert core.dispatch() == [("j", "A", "zero-cpus")]
+
+
+def test_set_node_grows_capacity():
+    core = core_with({"n": 1}, alloc=4)
+    for i in range(3):
+        core.submit("A", i)
+    assert len(core.dispatch()) == 1
+    core.set_node("n", 3)
+    assert len(core.dispatch()) == 2
+    assert core.node_busy("n") == 3
+
+
+def test_set_node_shrinking_stops_new_jobs():
+    core = core_with({"n": 3})
+    for i in range(5):
+        core.submit("A", i)
+    assert len(core.dispatch()) == 3
+    core.set_node("n", 1)
+    core.finished(0)
+    assert core.dispatch() == []  # 2 still run on a node that now has 1 CPU
+    core.finished(1)
+    core.finished(2)
+    assert len(core.dispatch()) == 1
+
+
+# ---- spreading -----------------------------------------------------------------------
+
+
+def test_least_loaded_spreading_two_idle_nodes():
+    core = core_with({"n1": 2, "n2": 2})
+    core.submit("A", "j1")
+    core.submit("A", "j2")
+    out = core.dispatch()
+    assert sorted(key for _, _, key in out) == ["n1", "n2"]
+
+
+def test_spreading_uses_load_fraction():
+    core = core_with({"big": 4, "small": 2})
+    for i in range(3):
+        core.submit("A", i)
+    out = core.dispatch()
+    assert Counter(key for _, _, key in out) == {"big": 2, "small": 1}
+
+
+def test_spreading_prefers_idle_node():
+    core = core_with({"n1": 2, "n2": 2})
+    core.submit("A", "first")
+    (job, _, busy_node), = core.dispatch()
+    core.submit("A", "second")
+    (_, _, key), = core.dispatch()
+    assert key != busy_node
+
+
+# ---- pinning -------------------------------------------------------------------------
+
+
+def test_pinned_job_runs_only_on_its_node():
+    core = core_with({"n1": 2, "n2": 2})
+    core.node_unready("A", "n2")
+    core.submit("A", "p", node="n2")
+    assert core.dispatch() == []  # n1 is free, but p may run only on n2
+    assert core.queued("A") == 1
+    core.node_ready("A", "n2", 1)
+    assert core.dispatch() == [("p", "A", "n2")]
+
+
+def test_pinned_goes_before_unpinned():
+    core = core_with({"n": 1})
+    core.submit("A", "u1")
+    core.submit("A", "p1", node="n")
+    core.submit("A", "u2")
+    assert [job for job, _, _ in drain(core)] == ["p1", "u1", "u2"]
+
+
+def test_pinned_jobs_keep_their_order():
+    core = core_with({"n1": 1, "n2": 1})
+    for i in range(3):
+        core.submit("A", f"p{i}", node="n2")
+    order = drain(core)
+    assert [job for job, _, _ in order] == ["p0", "p1", "p2"]
+    assert {key for _, _, key in order} == {"n2"}
+
+
+def test_pinned_job_respects_cluster_allocation():
+    core = SchedulerCore()
+    core.add_cluster("A")
+    core.set_node("n", 4)
+    core.node_ready("A", "n", 1)
+    core.submit("A", "p1", node="n")
+    core.submit("A", "p2", node="n")
+    assert core.dispatch() == [("p1", "A", "n")]
+    assert core.dispatch() == []
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: a blocked pinned head blocks other clusters")
+def test_blocked_pinned_head_does_not_block_other_cluster():
+    core = SchedulerCore()
+    core.add_cluster("A")
+    core.add_cluster("B")
+    core.set_node("n", 2)
+    core.node_ready("A", "n", 1)
+    core.node_ready("B", "n", 1)
+    core.submit("A", "a1", node="n")
+    core.submit("A", "a2", node="n")  # A is at its allocation once a1 runs
+    core.submit("B", "b1", node="n")  # B has room and n has a free CPU
+    assert {job for job, _, _ in core.dispatch()} == {"a1", "b1"}
+
+
+# ---- cancel / finished -----------------------------------------------------------------
+
+
+def test_cancel_queued_job():
+    core = core_with({"n": 1})
+    core.submit("A", "j1")
+    core.submit("A", "j2")
+    core.submit("A", "p", node="n")
+    assert core.cancel("j2") is True
+    assert core.cancel("p") is True
+    assert core.cancel("j2") is False
+    assert core.queued("A") == 1
+    assert [job for job, _, _ in drain(core)] == ["j1"]
+
+
+def test_cancel_running_or_unknown_job():
+    core = core_with({"n": 1})
+    core.submit("A", "j")
+    core.dispatch()
+    assert core.cancel("j") is False
+    assert core.cancel("nobody") is False
+    assert core.running_on("n") == ["j"]
+
+
+def test_finished_frees_a_cpu():
+    core = core_with({"n": 1})
+    core.submit("A", "j1")
+    core.submit("A", "j2")
+    assert [job for job, _, _ in core.dispatch()] == ["j1"]
+    assert core.dispatch() == []
+    assert core.finished("j1") == "n"
+    assert core.node_busy("n") == 0
+    assert [job for job, _, _ in core.dispatch()] == ["j2"]
+    assert core.finished("j1") is None  # twice
+    assert core.finished("unknown") is None
+
+
+# ---- nodes and clusters going away -----------------------------------------------------
+
+
+def test_remove_node_returns_running_and_pinned():
+    core = core_with({"n1": 1, "n2": 1})
+    core.submit("A", "r1")
+    core.submit("A", "r2")
+    core.dispatch()
+    on_n1 = core.running_on("n1")
+    core.submit("A", "p1", node="n1")
+    core.submit("A", "p2", node="n2")
+    core.submit("A", "q")
+    running, pinned = core.remove_node("n1")
+    assert running == on_n1
+    assert pinned == ["p1"]
+    assert core.finished(on_n1[0]) is None
+    assert "n1" not in list(core.nodes())
+    assert core.remove_node("n1") == ([], [])
+    assert core.queued("A") == 2  # p2 and q remain
+    other = ({"r1", "r2"} - set(on_n1)).pop()
+    core.finished(other)
+    assert [job for job, _, _ in drain(core)] == ["p2", "q"]
+
+
+def test_remove_cluster_returns_queued_jobs():
+    core = core_with({"n1": 1, "n2": 1}, clusters=("A", "B"))
+    core.submit("A", "run")
+    core.dispatch()
+    core.submit("A", "q1")
+    core.submit("B", "b1")
+    core.submit("A", "p1", node="n2")
+    core.submit("A", "q2")
+    core.cancel("q2")
+    left = core.remove_cluster("A")
+    assert sorted(left) == ["p1", "q1"]
+    assert not core.usable("A")
+    assert core.queued("A") == 0
+    assert core.queued("B") == 1
+    assert core.remove_cluster("A") == []
+    # The running job of A goes on and can still finish.
+    assert core.finished("run") in ("n1", "n2")
+    assert [job for job, _, _ in drain(core)] == ["b1"]
+
+
+def test_node_unready_stops_new_jobs_of_that_cluster_there():
+    core = core_with({"n1": 2, "n2": 2}, clusters=("A", "B"))
+    core.submit("A", "a0")
+    core.submit("A", "a0b")
+    core.dispatch()
+    core.node_unready("A", "n1")
+    assert core.usable("A")
+    for i in range(4):
+        core.submit("A", f"a{i + 1}")
+    core.submit("B", "b1")
+    out = core.dispatch()
+    assert all(key == "n2" for job, cid, key in out if cid == "A")
+    assert ("b1", "B", "n1") in out or ("b1", "B", "n2") in out
+    # the job of A that was running on n1 before goes on and finishes normally
+    assert len(core.running_on("n1")) >= 1
+    core.node_unready("A", "n2")
+    assert not core.usable("A")
+    core.node_unready("A", "missing")  # no error for an unknown node
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: stale queue entry of a cancelled job revives")
+def test_cancel_then_resubmit_same_token_to_other_cluster():
+    core = core_with({"n": 2}, clusters=("A", "B"))
+    core.submit("A", "j")
+    assert core.cancel("j")
+    core.submit("B", "j")
+    assert core.queued("A") == 0
+    assert core.queued("B") == 1
+    assert core.remove_cluster("A") == []
+    assert core.dispatch() == [("j", "B", "n")]
+
+
+# ---- model-based check -------------------------------------------------------------------
+
+NODE_KEYS = ("n0", "n1", "n2")
+CLUSTERS = ("A", "B")
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Random operations against SchedulerCore, checked against a simple model."""
+
+    @initialize()
+    def setup(self):
+        self.core = SchedulerCore()
+        self.ids = itertools.count()
+        self.nodes = {}  # key -> cpus
+        self.alloc = {}  # (key, cid) -> cpus
+        self.clusters = set()
+        self.queued = {}  # job -> (cid, pinned node or None)
+        self.running = {}  # job -> (cid, key)
+        self.submitted = Counter()
+        self.dispatched = Counter()
+        self.gone = set()  # cancelled or returned as queued by remove_node / remove_cluster
+        for cid in CLUSTERS:
+            self.core.add_cluster(cid)
+            self.clusters.add(cid)
+
+    # -- helpers
+
+    def on(self, key, cid=None):
+        return sum(1 for c, k in self.running.values() if k == key and (cid is None or c == cid))
+
+    def do_dispatch(self):
+        before = {key: self.on(key) for key in self.nodes}
+        before_c = {(key, cid): self.on(key, cid) for key in self.nodes for cid in CLUSTERS}
+        out = self.core.dispatch()
+        got = Counter()
+        for job, cid, key in out:
+            assert job in self.queued, f"{job} dispatched but not queued"
+            assert job not in self.running
+            qcid, pin = self.queued.pop(job)
+            assert qcid == cid
+            assert pin is None or pin == key
+            assert key in self.nodes
+            assert self.alloc.get((key, cid), 0) > 0
+            self.running[job] = (cid, key)
+            self.dispatched[job] += 1
+            got[key] += 1
+        for key in got:
+            assert self.on(key) <= max(self.nodes[key], before[key])
+            for cid in CLUSTERS:
+                now = self.on(key, cid)
+                if now > before_c[(key, cid)]:
+                    assert now <= self.alloc.get((key, cid), 0)
+        # Work conserving for unpinned jobs: no free CPU is left idle next to a runnable job.
+        for key, cpus in self.nodes.items():
+            if self.on(key) >= cpus:
+                continue
+            for cid in CLUSTERS:
+                if self.on(key, cid) < self.alloc.get((key, cid), 0):
+                    waiting = [j for j, (c, p) in self.queued.items() if c == cid and p is None]
+                    assert not waiting, f"{key} idle while {waiting} of {cid} wait"
+        return out
+
+    # -- rules
+
+    @rule(key=st.sampled_from(NODE_KEYS), cpus=st.integers(0, 3))
+    def set_node(self, key, cpus):
+        self.core.set_node(key, cpus)
+        self.nodes[key] = cpus
+
+    @rule(key=st.sampled_from(NODE_KEYS), cid=st.sampled_from(CLUSTERS), cpus=st.integers(0, 3))
+    def node_ready(self, key, cid, cpus):
+        if key in self.nodes and cid in self.clusters:
+            self.core.node_ready(cid, key, cpus)
+            self.alloc[(key, cid)] = cpus
+
+    @rule(key=st.sampled_from(NODE_KEYS), cid=st.sampled_from(CLUSTERS))
+    def node_unready(self, key, cid):
+        self.core.node_unready(cid, key)
+        self.alloc.pop((key, cid), None)
+
+    @rule(cid=st.sampled_from(CLUSTERS), pin=st.none() | st.sampled_from(NODE_KEYS),
+          n=st.integers(1, 3))
+    def submit(self, cid, pin, n):
+        if cid not in self.clusters or (pin is not None and pin not in self.nodes):
+            return
+        for _ in range(n):
+            job = next(self.ids)
+            self.core.submit(cid, job, pin)
+            self.queued[job] = (cid, pin)
+            self.submitted[job] += 1
+
+    @rule()
+    def dispatch(self):
+        self.do_dispatch()
+
+    @precondition(lambda self: self.submitted)
+    @rule(data=st.data())
+    def cancel(self, data):
+        job = data.draw(st.sampled_from(sorted(self.submitted)))
+        expected = job in self.queued
+        assert self.core.cancel(job) is expected
+        if expected:
+            del self.queued[job]
+            self.gone.add(job)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def finish(self, data):
+        job = data.draw(st.sampled_from(sorted(self.running)))
+        _, key = self.running.pop(job)
+        assert self.core.finished(job) == key
+        assert self.core.finished(job) is None
+
+    @rule(key=st.sampled_from(NODE_KEYS), requeue=st.booleans())
+    def remove_node(self, key, requeue):
+        running, pinned = self.core.remove_node(key)
+        assert len(running) == len(set(running)) and len(pinned) == len(set(pinned))
+        assert set(running) == {j for j, (_, k) in self.running.items() if k == key}
+        assert set(pinned) == {j for j, (_, p) in self.queued.items() if p == key}
+        for job in pinned:
+            del self.queued[job]
+            self.gone.add(job)
+        self.nodes.pop(key, None)
+        for k in [k for k in self.alloc if k[0] == key]:
+            del self.alloc[k]
+        for job in running:
+            cid, _ = self.running.pop(job)
+            if requeue and cid in self.clusters:  # what the client engine does
+                self.core.submit(cid, job)
+                self.queued[job] = (cid, None)
+                self.submitted[job] += 1
+
+    @rule(cid=st.sampled_from(CLUSTERS))
+    def remove_cluster(self, cid):
+        left = self.core.remove_cluster(cid)
+        assert len(left) == len(set(left))
+        assert set(left) == {j for j, (c, _) in self.queued.items() if c == cid}
+        for job in left:
+            del self.queued[job]
+            self.gone.add(job)
+        self.clusters.discard(cid)
+        for k in [k for k in self.alloc if k[1] == cid]:
+            del self.alloc[k]
+
+    @rule(cid=st.sampled_from(CLUSTERS))
+    def add_cluster(self, cid):
+        self.core.add_cluster(cid)
+        self.clusters.add(cid)
+
+    # -- invariants
+
+    @invariant()
+    def accounting_matches(self):
+        if not hasattr(self, "core"):
+            return
+        for cid in self.clusters:
+            want = sum(1 for c, _ in self.queued.values() if c == cid)
+            assert self.core.queued(cid) == want
+        for key in self.nodes:
+            assert sorted(self.core.running_on(key)) == sorted(
+                j for j, (_, k) in self.running.items() if k == key)
+            assert self.core.node_busy(key) == self.on(key)
+        assert set(self.core.nodes()) == set(self.nodes)
+        for job, n in self.dispatched.items():
+            assert n <= self.submitted[job]
+
+    def teardown(self):
+        if not hasattr(self, "core"):
+            return
+        # Make every queued job runnable, then finish jobs until all of them ran.
+        for key, cpus in list(self.nodes.items()):
+            if cpus == 0:
+                self.set_node(key, 1)
+            for cid in self.clusters:
+                if self.alloc.get((key, cid), 0) == 0:
+                    self.node_ready(key, cid, 1)
+        self.set_node("extra", 2)
+        for cid in self.clusters:
+            self.node_ready("extra", cid, 2)
+        for _ in range(len(self.submitted) + 5):
+            for job in list(self.running):
+                self.finish_job(job)
+            if not self.do_dispatch() and not self.running:
+                break
+        assert not self.queued, f"never dispatched: {self.queued}"
+        for job in self.submitted:
+            assert self.dispatched[job] >= 1 or job in self.gone
+
+    def finish_job(self, job):
+        _, key = self.running.pop(job)
+        assert self.core.finished(job) == key
+
+
+def test_scheduler_model():
+    run_state_machine_as_test(
+        SchedulerMachine,
+        settings=settings(max_examples=80, stateful_step_count=40, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture]),
+    )
+
+
+def test_never_dispatched_twice_without_requeue():
+    """Randomised: with no resubmission every job is dispatched exactly once."""
+    rnd = random.Random(1234)
+    for _ in range(30):
+        core = core_with({f"n{i}": rnd.randint(1, 3) for i in range(3)}, clusters=("A", "B"),
+                         alloc=2)
+        seen = Counter()
+        jobs = list(range(rnd.randint(1, 30)))
+        for job in jobs:
+            core.submit(rnd.choice("AB"), job, rnd.choice([None, None, "n0", "n2"]))
+        for job, _, _ in drain(core):
+            seen[job] += 1
+        assert sorted(seen) == jobs
+        assert set(seen.values()) == {1}
