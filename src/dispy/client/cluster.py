@@ -288,7 +288,10 @@ class JobCluster:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self.close(terminate=exc_type is not None)
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(timeout=0, terminate=True)
         return False
 
 
