@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import DispyLan, parse_run
+from .conftest import ClientRun, DispyLan, parse_run
 from .lab import netlab_available
 
 pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
@@ -71,7 +71,7 @@ def test_late_node_found_by_its_announcement(dispy_lan_idle: DispyLan) -> None:
         proc = lan.client.popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=lan.workdir, text=True)
 
-    def run() -> object:
+    def run() -> ClientRun:
         return parse_run(proc.poll(), out_path.read_text(), err_path.read_text())
 
     deadline = time.monotonic() + 45

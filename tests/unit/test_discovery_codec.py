@@ -209,3 +209,17 @@ def test_send_uses_transport():
     assert decode(sent[0][0])["op"] == "discover"
     assert sent[0][1] == ("1.2.3.4", 5)
     assert discovery.log.name == "dispy.discovery"
+
+
+@pytest.mark.parametrize("body", [b"[" * 8000, b'{"a":' * 1600])
+def test_deeply_nested_json_is_value_error(body):
+    data = MAGIC + body
+    assert len(data) <= MAX_DATAGRAM
+    with pytest.raises(ValueError):
+        decode(data)
+
+
+def test_protocol_drops_deeply_nested_json():
+    proto, calls = make_protocol()
+    proto.datagram_received(MAGIC + b"[" * 8000, ("10.1.2.3", 9))
+    assert calls == []

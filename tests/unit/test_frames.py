@@ -197,3 +197,10 @@ def test_prefix_layout():
     assert pieces[1] == b'{"a":1}'
     assert pieces[2] == struct.pack("!Q", 2)
     assert pieces[3] == b"xy"
+
+
+@pytest.mark.parametrize("head", [b"[" * 20000, b'{"a":' * 5000])
+def test_deeply_nested_header_is_frame_error(head):
+    assert len(head) < frames.PRE_AUTH_MAX_HEADER
+    with pytest.raises(FrameError):
+        read_bytes(raw_frame(head), max_header=frames.PRE_AUTH_MAX_HEADER, max_buffers=0)

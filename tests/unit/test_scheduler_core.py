@@ -215,7 +215,6 @@ def test_pinned_job_respects_cluster_allocation():
     assert core.dispatch() == []
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: a blocked pinned head blocks other clusters")
 def test_blocked_pinned_head_does_not_block_other_cluster():
     core = SchedulerCore()
     core.add_cluster("A")
@@ -330,7 +329,6 @@ def test_node_unready_stops_new_jobs_of_that_cluster_there():
     core.node_unready("A", "missing")  # no error for an unknown node
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: stale queue entry of a cancelled job revives")
 def test_cancel_then_resubmit_same_token_to_other_cluster():
     core = core_with({"n": 2}, clusters=("A", "B"))
     core.submit("A", "j")

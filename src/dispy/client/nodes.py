@@ -128,10 +128,11 @@ def to_allocations(nodes: Any, node_port: int = config.NodePort) -> list[NodeAll
             alloc = NodeAllocate(item.ip_addr, item.port)
         elif isinstance(item, str):
             alloc = NodeAllocate(item)
-        elif isinstance(item, (tuple, list)):
-            alloc = NodeAllocate(*item)
-        elif isinstance(item, dict):
-            alloc = NodeAllocate(**item)
+        elif isinstance(item, (tuple, list, dict)):
+            try:
+                alloc = NodeAllocate(**item) if isinstance(item, dict) else NodeAllocate(*item)
+            except TypeError as exc:
+                raise ValueError(f"invalid node {item!r}: {exc}") from None
         else:
             raise ValueError(f"invalid node {item!r}: use a host, a tuple or a NodeAllocate")
         if alloc.port is None:

@@ -62,11 +62,11 @@ class SchedulerCore:
 
     def remove_cluster(self, cid: Hashable) -> list[Job]:
         """Forget a cluster; returns its jobs that were still queued."""
-        left = [q.job for q in self._queues.pop(cid, ()) if q.job in self._entries]
+        left = [q.job for q in self._queues.pop(cid, ()) if self._live(q)]
         for node in self._nodes.values():
             node.alloc.pop(cid, None)
             kept = deque(q for q in node.pinned if q.cid != cid)
-            left += [q.job for q in node.pinned if q.cid == cid and q.job in self._entries]
+            left += [q.job for q in node.pinned if q.cid == cid and self._live(q)]
             node.pinned = kept
         for job in left:
             self._entries.pop(job, None)
@@ -102,7 +102,7 @@ class SchedulerCore:
         running = [job for job, (_, k) in self._running.items() if k == key]
         for job in running:
             del self._running[job]
-        pinned = [q.job for q in node.pinned if q.job in self._entries]
+        pinned = [q.job for q in node.pinned if self._live(q)]
         for job in pinned:
             del self._entries[job]
         return running, pinned
@@ -148,25 +148,31 @@ class SchedulerCore:
     def queued(self, cid: Hashable) -> int:
         pinned = sum(
             1 for n in self._nodes.values() for q in n.pinned
-            if q.cid == cid and q.job in self._entries
+            if q.cid == cid and self._live(q)
         )
-        return pinned + sum(1 for q in self._queues.get(cid, ()) if q.job in self._entries)
+        return pinned + sum(1 for q in self._queues.get(cid, ()) if self._live(q))
 
     def running_on(self, key: NodeKey) -> list[Job]:
         return [job for job, (_, k) in self._running.items() if k == key]
 
     # ---- the decision -------------------------------------------------------------
 
+    def _live(self, entry: _Queued) -> bool:
+        """Still queued (not cancelled, not superseded by a resubmission of the job)."""
+        return self._entries.get(entry.job) is entry
+
     def _head(self, queue: deque[_Queued]) -> _Queued | None:
-        while queue and queue[0].job not in self._entries:
+        while queue and not self._live(queue[0]):
             queue.popleft()
         return queue[0] if queue else None
 
     def _pick(self, node: _Node) -> _Queued | None:
         best_q = None
-        head = self._head(node.pinned)
-        if head is not None and node.used.get(head.cid, 0) < node.alloc.get(head.cid, 0):
-            return node.pinned.popleft()
+        self._head(node.pinned)
+        for i, entry in enumerate(node.pinned):
+            if self._live(entry) and node.used.get(entry.cid, 0) < node.alloc.get(entry.cid, 0):
+                del node.pinned[i]
+                return entry
         for cid, cpus in node.alloc.items():
             if node.used.get(cid, 0) >= cpus:
                 continue

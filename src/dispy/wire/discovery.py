@@ -36,7 +36,10 @@ def decode(data: bytes) -> dict[str, Any]:
         raise ValueError(f"datagram of {len(data)} bytes is too large")
     if not data.startswith(MAGIC):
         raise ValueError("not a dispy datagram")
-    msg = json.loads(data[len(MAGIC):])
+    try:
+        msg = json.loads(data[len(MAGIC):])
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"datagram is not JSON: {str(exc)[:80]}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         raise ValueError("datagram is not a dispy message")
     return msg

@@ -46,7 +46,7 @@ def encode(header: dict[str, Any], buffers: list[Buffer] | tuple = ()) -> list[B
 def _decode_header(raw: bytes) -> dict[str, Any]:
     try:
         header = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FrameError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise FrameError("header is not a JSON object")

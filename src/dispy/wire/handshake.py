@@ -97,7 +97,7 @@ async def server_handshake(
     )
     answer = await _read_small(reader, timeout)
     if answer.get("op") == "error":
-        raise HandshakeError(str(answer.get("reason")))
+        raise HandshakeError(f"client gave up: {str(answer.get('reason'))[:200]!r}")
     if not auth.check(key, auth.CLIENT_ROLE, hello["nonce"], nonce, answer.get("mac")):
         reason = f"secret mismatch: the client does not know the secret of {name}"
         write_frame(writer, {"op": "error", "reason": reason})
