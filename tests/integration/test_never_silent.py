@@ -1,0 +1,81 @@
+"""While jobs wait, the client says why; the interactive node answers on stdin."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import free_port
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def ident(x):
+    return x
+
+
+def test_no_node_answered(caplog, monkeypatch):
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=free_port(), port=0)
+    job = cluster.submit(1)
+    assert cluster.wait(timeout=2) is False
+    cluster.close(timeout=0, terminate=True)
+    assert job() is None and job.status == dispy.DispyJob.Cancelled
+    assert "cannot connect" in caplog.text and "no node is usable" in caplog.text
+
+
+class NoCPUs(dispy.NodeAllocate):
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        return 0
+
+
+def test_nodeallocate_zero_is_reported(node, caplog, monkeypatch):
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    cluster = dispy.JobCluster(ident, nodes=[NoCPUs("127.0.0.1", port=node.port)], port=0)
+    cluster.submit(1)
+    assert cluster.wait(timeout=2) is False
+    cluster.close(timeout=0, terminate=True)
+    assert "NodeAllocate gave 0 CPUs" in caplog.text
+
+
+def test_stdin_menu(tmp_path):
+    master, slave = os.openpty()
+    port = free_port()
+    log = tmp_path / "menu.log"
+    import subprocess
+    import sys
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dispy.dispynode", "-i", "127.0.0.1", "-p", str(port),
+             "--dest_path_prefix", str(tmp_path), "-c", "1"],
+            stdin=slave, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    os.close(slave)
+    try:
+        def wait_for(text):
+            deadline = time.monotonic() + 15
+            while text not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+
+        wait_for("Enter \"quit\"")
+        os.write(master, b"cpus 1\n")
+        wait_for("now using 1 CPUs")
+        os.write(master, b"stop\n")
+        wait_for("now using 0 CPUs")
+        os.write(master, b"start\n")
+        wait_for("now using 1 CPUs")
+        os.write(master, b"\n")
+        wait_for("jobs done")
+        os.write(master, b"quit\n")
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+
