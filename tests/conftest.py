@@ -80,6 +80,14 @@ def start_node(tmp: Path, *args: str, port: int | None = None, wait: bool = True
     return node
 
 
+def wait_started(job, timeout: float = 30.0) -> None:
+    """Wait until a job said it started (it calls ``dispy_provisional_result``)."""
+    deadline = time.monotonic() + timeout
+    while job.status != 7:  # DispyJob.ProvisionalResult
+        assert time.monotonic() < deadline, f"{job} never started"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def node_factory(tmp_path: Path) -> Iterator:
     """Start dispynodes with ``node_factory(*args)``; all are killed at teardown."""

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_started
 
 import dispy
 
@@ -86,6 +87,7 @@ def test_cancel_queued_and_running(node):
 
 def catches_interrupt(x):
     try:
+        dispy_provisional_result("started")  # noqa: F821
         time.sleep(x)
     except KeyboardInterrupt:
         return "interrupted"
@@ -95,9 +97,7 @@ def catches_interrupt(x):
 def test_cancel_raises_keyboard_interrupt_in_job(node):
     with make(node, catches_interrupt) as cluster:
         job = cluster.submit(30)
-        while job.status != dispy.DispyJob.Running:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_started(job)
         cluster.cancel(job)
         assert job() == "interrupted" and job.status == dispy.DispyJob.Finished
 
@@ -105,6 +105,7 @@ def test_cancel_raises_keyboard_interrupt_in_job(node):
 def ignores_interrupt(x):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dispy_provisional_result("started")  # noqa: F821
     time.sleep(x)
     return "done"
 
@@ -112,9 +113,7 @@ def ignores_interrupt(x):
 def test_cancel_escalates_to_sigterm(node):
     with make(node, ignores_interrupt) as cluster:
         job = cluster.submit(60)
-        while job.status != dispy.DispyJob.Running:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_started(job)
         cluster.cancel(job)
         assert job() is None
         assert job.status == dispy.DispyJob.Cancelled and "SIGTERM" in job.exception

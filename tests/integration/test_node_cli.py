@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import wait_started
 
 import dispy
 
@@ -64,6 +65,7 @@ def test_max_file_size(node_factory, tmp_path, caplog, monkeypatch):
 
 
 def sleeper(x):
+    dispy_provisional_result("started")  # noqa: F821
     time.sleep(x)
     return x
 
@@ -71,9 +73,8 @@ def sleeper(x):
 def test_sigint_finishes_running_jobs_then_exits(node):
     cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
     jobs = [cluster.submit(1.5) for _ in range(2)]
-    while any(j.status != dispy.DispyJob.Running for j in jobs):
-        time.sleep(0.05)
-    time.sleep(0.3)
+    for job in jobs:
+        wait_started(job)
     os.kill(node.proc.pid, signal.SIGINT)
     assert [j() for j in jobs] == [1.5, 1.5]
     assert all(j.status == dispy.DispyJob.Finished for j in jobs)
@@ -84,9 +85,7 @@ def test_sigint_finishes_running_jobs_then_exits(node):
 def test_sigterm_ends_jobs_now_as_terminated(node):
     cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
     job = cluster.submit(60)
-    while job.status != dispy.DispyJob.Running:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_started(job)
     os.kill(node.proc.pid, signal.SIGTERM)
     assert job() is None
     assert job.status == dispy.DispyJob.Terminated and "terminated" in job.exception

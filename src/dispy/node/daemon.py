@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle  # only to encode None; the daemon never unpickles
 import platform
 import shutil
 import signal
@@ -324,8 +325,8 @@ class NodeDaemon:
                 self._spawn(self._setup(comp, bufs))
         elif op == "cancel":
             comp = session.computations.get(header.get("cid"))
-            if comp is not None and comp.host is not None and header.get("uid") in comp.running:
-                comp.host.send({"op": "cancel", "uid": header["uid"]})
+            if comp is not None:
+                self._cancel(comp, str(header.get("uid")))
         elif op == "close":
             comp = session.computations.get(header.get("cid"))
             if comp is not None:
@@ -462,6 +463,20 @@ class NodeDaemon:
         assert comp is not None
         self.waiting.append((comp, header, bufs))
         self._start_jobs()
+
+    def _cancel(self, comp: Computation, uid: str) -> None:
+        if comp.host is not None and uid in comp.running:
+            comp.host.send({"op": "cancel", "uid": uid})
+            return
+        for item in self.waiting:
+            if item[0] is comp and item[1].get("uid") == uid:
+                self.waiting.remove(item)
+                now = time.time()
+                self._on_host(comp, {"op": "done", "uid": uid, "status": CANCELLED,
+                                     "exception": "Cancelled", "text": True,
+                                     "start_time": now, "end_time": now},
+                              [pickle.dumps(None), b"", b""])
+                return
 
     def _start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more)."""
