@@ -29,7 +29,7 @@ from ..wire import discovery, netif, tls
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, client_handshake
 from .callbacks import CallbackRunner
-from .job import FINAL, DispyJob
+from .job import DispyJob
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
 
@@ -704,5 +704,3 @@ class Engine:
                 self.core.remove_node(link.key)
                 writer.close()
 
-
-FINAL_STATES = FINAL

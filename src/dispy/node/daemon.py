@@ -334,8 +334,6 @@ class NodeDaemon:
                 self._spawn(self._close_computation(comp, status, "computation closed", True))
             else:
                 session.send({"op": "closed", "cid": header.get("cid")})
-        elif op == "file_reply_client":
-            pass
         else:
             log.warning("ignoring unknown request %r from %s", op, session.describe())
 

@@ -54,6 +54,8 @@ class ComputationHost:
         self.setup_args: tuple = ()
         self.allow_shutdown = False
         self.closing = False
+        #: job processes waiting for the client's answer to dispy_send_file
+        self.file_waiters: list[JobProcess] = []
 
     # ---- set up -----------------------------------------------------------------
 
@@ -240,7 +242,6 @@ class ComputationHost:
 
     def run(self) -> None:
         header, bufs = recv_frame_sync(self.daemon)
-        self.file_waiters: list[JobProcess] = []
         self.init(header, bufs)
         self.sel.register(self.daemon, selectors.EVENT_READ, ("daemon", None))
         while not self.closing:
