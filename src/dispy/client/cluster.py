@@ -184,11 +184,12 @@ class JobCluster:
 
     def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
         """Queue a job that may run only on ``node`` (DispyNode, IP or host name)."""
-        key = self._node_key(node)
-        if key is None:
+        link = self._node_link(node)
+        if link is None or link.clusters.get(self._state.cid) not in ("ready", "setup"):
             log.error("cluster %r: node %s is not set up for this cluster; job not submitted",
                       self._name, node)
             return None
+        key = link.key
         job = self._make_job(args, kwargs)
         if job is not None:
             job._pin = key
@@ -201,21 +202,84 @@ class JobCluster:
             job.id = job_id
         return job
 
-    def _node_key(self, node: Any) -> tuple | None:
+    def _node_link(self, node: Any, what: str = "") -> Any:
+        """The engine's connection to ``node`` (DispyNode, IP or host name), or None."""
         if isinstance(node, DispyNode):
-            ip = node.ip_addr
-        elif isinstance(node, str):
-            ip = NodeAllocate(node).host
+            ip, port = node.ip_addr, node.port
+        elif isinstance(node, str) and node and "*" not in node:
+            ip, port = NodeAllocate(node).host, None
         else:
-            return None
+            ip, port = None, None
 
-        async def find() -> tuple | None:
-            for key, n in self._state.nodes.items():
-                if n.ip_addr == ip and (not isinstance(node, DispyNode) or n.port == node.port):
-                    return key
-            return None
+        async def find() -> Any:
+            return self._engine.find_link(self._state, ip, port) if ip else None
 
-        return self._engine.call(find()).result()
+        link = self._engine.call(find()).result()
+        if link is None and what:
+            log.error("cluster %r: %s(%r): not a node of this cluster", self._name, what, node)
+        return link
+
+    def _on_loop(self, fn: Any, *args: Any) -> Any:
+        return self._engine.call(_call_async(fn, *args)).result()
+
+    def allocate_node(self, node: Any) -> int:
+        """Use ``node`` (host, IP, NodeAllocate or a list of them) too: 0, or -1 if invalid."""
+        try:
+            port = self._state.allocs[0].port if self._state.allocs else config.NodePort
+            allocs = to_allocations(node, port)
+        except ValueError as exc:
+            log.error("cluster %r: allocate_node: %s", self._name, exc)
+            return -1
+        return self._on_loop(self._engine.allocate_node, self._state, allocs)
+
+    def deallocate_node(self, node: Any) -> int:
+        """Schedule no more jobs on ``node`` (it stays set up): 0, or -1."""
+        link = self._node_link(node, "deallocate_node")
+        return -1 if link is None else self._on_loop(self._engine.deallocate_node,
+                                                     self._state, link)
+
+    def close_node(self, node: Any, terminate_pending: bool = False) -> int:
+        """Release ``node`` for this cluster (its cleanup runs there): 0, or -1.
+
+        Its running jobs finish first, or are cancelled with ``terminate_pending``.
+        """
+        link = self._node_link(node, "close_node")
+        if link is None:
+            return -1
+        self._engine.call(self._engine.close_node(self._state, link, terminate_pending))
+        return 0
+
+    def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
+        """Close the computation on ``node`` and run setup again with the current
+        NodeAllocate ``setup_args`` and ``depends`` (e.g. to swap in-memory data): 0, or -1."""
+        link = self._node_link(node, "resetup_node")
+        if link is None:
+            return -1
+        self._engine.call(self._engine.close_node(self._state, link, terminate_pending,
+                                                  resetup=True))
+        return 0
+
+    def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob] | int:
+        """Jobs of this cluster running on ``node``, or -1 for an unknown node."""
+        link = self._node_link(node, "node_jobs")
+        return -1 if link is None else self._on_loop(self._engine.node_jobs, self._state, link)
+
+    def set_node_cpus(self, node: Any, cpus: int) -> int:
+        """Use ``cpus`` CPUs of ``node`` (negative: all but that many): the number, or -1."""
+        link = self._node_link(node, "set_node_cpus")
+        if link is None:
+            return -1
+        return self._on_loop(self._engine.set_node_cpus, self._state, link, int(cpus))
+
+    def send_file(self, path: str, node: Any) -> int:
+        """Copy a file into the computation's directory on ``node``: 0, or -1 (logged)."""
+        if not os.path.isfile(path):
+            log.error("cluster %r: send_file: %s is not a file", self._name, path)
+            return -1
+        link = self._node_link(node, "send_file")
+        if link is None:
+            return -1
+        return self._engine.call(self._engine.send_file(self._state, link, path)).result()
 
     def cancel(self, job: DispyJob) -> int:
         """Cancel a job: 0 if it was queued or running, -1 if it had already ended."""

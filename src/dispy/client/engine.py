@@ -278,12 +278,46 @@ class Engine:
             [cs.package.bundle],
         )
         files = list(cs.package.files) + cs.node_files(alloc)
+        if cs.dest_path and files:
+            files = await self._files_needed(link, cs.cid, files)
         for spec in files:
             if not await self._send_file(link, cs.cid, spec.local, spec.relpath):
                 return
         link.send({"op": "setup", "cid": cs.cid}, [cloudpickle.dumps(alloc.setup_args)])
 
-    async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str) -> bool:
+    async def _files_needed(self, link: NodeLink, cid: str, files: list) -> list:
+        """With a shared ``dest_path`` the node may have the files already: skip those."""
+        listing = []
+        for spec in files:
+            try:
+                st = os.stat(spec.local)
+            except OSError:
+                return files  # the send reports the problem
+            listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        answer = await self._request(link, {"op": "files_check", "cid": cid, "files": listing})
+        if not isinstance(answer, dict):
+            return files
+        need = set(answer.get("paths", ()))
+        return [spec for spec in files if spec.relpath in need]
+
+    async def _request(self, link: NodeLink, header: dict, bufs: list | tuple = ()) -> Any:
+        """Send ``header`` and wait for the node's reply to it (None if none came)."""
+        token = self.new_uid()
+        fut = asyncio.get_running_loop().create_future()
+        link.replies[token] = fut
+        if not link.send({**header, "reply": token}, bufs):
+            link.replies.pop(token, None)
+            return None
+        try:
+            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            link.replies.pop(token, None)
+
+    async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
+                         confirm: bool = False) -> Any:
+        """Send a file in chunks; with ``confirm``, returns the node's verdict (dict)."""
         try:
             st = os.stat(local)
             with open(local, "rb") as fh:
@@ -291,9 +325,12 @@ class Engine:
                 while True:
                     chunk = fh.read(config.FileChunkSize)
                     final = offset + len(chunk) >= st.st_size
-                    link.send({"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
-                               "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
-                               "offset": offset, "final": final}, [chunk])
+                    header = {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
+                              "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
+                              "mode": st.st_mode & 0o7777, "offset": offset, "final": final}
+                    if final and confirm:
+                        return await self._request(link, header, [chunk])
+                    link.send(header, [chunk])
                     offset += len(chunk)
                     if link.writer is not None:
                         await link.writer.drain()
@@ -301,7 +338,7 @@ class Engine:
                         return True
         except (OSError, ConnectionError) as exc:
             log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
-            return False
+            return {"ok": False, "reason": str(exc)} if confirm else False
 
     # ---- messages from nodes --------------------------------------------------------
 
@@ -350,16 +387,25 @@ class Engine:
             self._file_from_node(link, header, bufs)
         elif op == "cpus":
             self._node_cpus(link, int(header.get("cpus", 0)))
+        elif op == "reply":
+            fut = link.replies.pop(str(header.get("reply")), None)
+            if fut is not None and not fut.done():
+                fut.set_result(header)
 
     def _setup_done(self, link: NodeLink, header: dict) -> None:
         cs = self.clusters.get(header.get("cid"))
-        if cs is None:
-            return
+        if cs is None or link.clusters.get(cs.cid) != "setup":
+            return  # closed meanwhile (close_node during setup)
         if not header.get("ok"):
             reason = str(header.get("reason", "")).strip()
             link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
             log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
                         cs.name, reason)
+            for uid in self.core.unpin(cs.cid, link.key):
+                job = cs.jobs.get(uid)
+                if job is not None:
+                    self._finish(job, DispyJob.Cancelled, None, None, None,
+                                 f"Cancelled: setup failed on node {link.describe()}")
             return
         link.clusters[cs.cid] = "ready"
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
@@ -484,6 +530,12 @@ class Engine:
         """(loop) Queue a job created by the user's thread."""
         cs = job._cluster
         cs.jobs[job._uid] = job
+        link = self.links.get(pin) if pin is not None else None
+        if pin is not None and (link is None or link.clusters.get(cs.cid) not in ("ready",
+                                                                                  "setup")):
+            self._finish(job, DispyJob.Cancelled, None, None, None,
+                         f"Cancelled: node {pin[0]}:{pin[1]} is not set up for this cluster")
+            return
         self.core.submit(cs.cid, job._uid, pin)
         self._job_event(job)
 
@@ -524,7 +576,8 @@ class Engine:
                 log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
                 return False
             link.send({"op": "file", "cid": cid, "job": uid, "path": spec.relpath,
-                       "size": st.st_size, "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
+                       "size": st.st_size, "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
+                       "mode": st.st_mode & 0o7777,
                        "offset": 0, "final": True}, [data])
         return True
 
@@ -637,6 +690,7 @@ class Engine:
                 else:
                     self._connect(link)
             elif any(self._wants(cs, link.ip, link.port) is not None and cs.jobs
+                     and link.clusters.get(cs.cid) in (None, "lost")
                      for cs in self.clusters.values() if cs.profile == link.profile):
                 self._connect(link)
 
@@ -667,6 +721,109 @@ class Engine:
         log.warning("%r: %d job(s) waiting; no node is usable:\n%s", cs.name, len(cs.jobs),
                     "\n".join(lines))
 
+    # ---- node control (cluster methods) -----------------------------------------------
+
+    def find_link(self, cs: Any, ip: str, port: int | None) -> NodeLink | None:
+        """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
+        for link in self.links.values():
+            if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
+                    and (port is None or link.port == port)):
+                return link
+        return None
+
+    def allocate_node(self, cs: Any, allocs: list) -> int:
+        """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
+        cs.allocs[:0] = allocs
+        cs.allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
+        for link in list(self.links.values()):
+            if link.profile != cs.profile or not any(a.matches(link.ip, link.port)
+                                                     for a in allocs):
+                continue
+            state = link.clusters.get(cs.cid)
+            if state == "deallocated":
+                link.clusters[cs.cid] = "ready"
+                self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
+            elif state is not None and state not in ("setup", "ready", "closing"):
+                del link.clusters[cs.cid]
+            if link.state == "connected":
+                self._consider(link, cs)
+        self._discover(cs, allocs)
+        self._dispatch()
+        return 0
+
+    def deallocate_node(self, cs: Any, link: NodeLink) -> int:
+        """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
+        if link.clusters.get(cs.cid) != "ready":
+            return -1
+        link.clusters[cs.cid] = "deallocated"
+        self.core.node_unready(cs.cid, link.key)
+        return 0
+
+    def node_jobs(self, cs: Any, link: NodeLink) -> list[DispyJob]:
+        return [job for job in link.running.values() if job._cluster is cs]
+
+    def set_node_cpus(self, cs: Any, link: NodeLink, cpus: int) -> int:
+        node = link.node
+        if node is None:
+            return -1
+        n = min(cpus, node.cpus) if cpus > 0 else node.cpus + cpus
+        if n <= 0:
+            log.error("set_node_cpus(%s, %d): node has %d CPUs; none would be used",
+                      link.describe(), cpus, node.cpus)
+            return -1
+        cs.node_cpus[link.key] = n
+        if link.clusters.get(cs.cid) == "ready":
+            self.core.node_ready(cs.cid, link.key, n)
+            self._dispatch()
+        return n
+
+    async def send_file(self, cs: Any, link: NodeLink, path: str) -> int:
+        answer = await self._send_file(link, cs.cid, path, os.path.basename(path), confirm=True)
+        if isinstance(answer, dict) and answer.get("ok"):
+            return 0
+        reason = answer.get("reason") if isinstance(answer, dict) else "no answer from node"
+        log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
+        return -1
+
+    async def close_node(self, cs: Any, link: NodeLink, terminate: bool,
+                         resetup: bool = False) -> None:
+        """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
+        with ``resetup``, set the computation up there again with the current setup_args."""
+        if link.clusters.get(cs.cid) not in ("ready", "deallocated", "setup"):
+            return
+        link.clusters[cs.cid] = "closing"
+        self.core.node_unready(cs.cid, link.key)
+        if not resetup:
+            cs.nodes.pop(link.key, None)
+            for uid in self.core.unpin(cs.cid, link.key):
+                job = cs.jobs.get(uid)
+                if job is not None:
+                    self._finish(job, DispyJob.Cancelled, None, None, None,
+                                 f"Cancelled: node {link.describe()} was closed")
+        if terminate:
+            for job in self.node_jobs(cs, link):
+                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
+        while self.node_jobs(cs, link) and link.writer is not None:
+            await asyncio.sleep(0.05)
+        if link.writer is not None:
+            fut = asyncio.get_running_loop().create_future()
+            link.closing[cs.cid] = fut
+            link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
+            try:
+                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+            except asyncio.TimeoutError:
+                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
+        if link.clusters.get(cs.cid) != "closing":
+            return  # the node was lost meanwhile
+        alloc = self._wants(cs, link.ip, link.port)
+        if resetup and alloc is not None and link.state == "connected":
+            link.clusters[cs.cid] = "setup"
+            await self._setup(link, cs, alloc)
+            return
+        link.clusters[cs.cid] = "closed: by close_node"
+        self._status(cs, DispyNode.Closed, link.node, None)
+        self._release_idle_links()
+
     # ---- closing --------------------------------------------------------------------
 
     async def close_cluster(self, cs: Any, terminate: bool) -> None:
@@ -695,9 +852,15 @@ class Engine:
         for job in list(cs.jobs.values()):
             self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
         self.clusters.pop(cs.cid, None)
+        self._release_idle_links()
+
+    def _release_idle_links(self) -> None:
+        """Disconnect from nodes that no open cluster uses, so other clients may."""
         for link in list(self.links.values()):
-            if not link.clusters and link.writer is not None and not any(
-                    cs2.profile == link.profile for cs2 in self.clusters.values()):
+            if not any(s in ("setup", "ready", "deallocated", "closing")
+                       for s in link.clusters.values()) and link.writer is not None and not any(
+                    cs.profile == link.profile and self._wants(cs, link.ip, link.port)
+                    and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
                 writer, link.writer = link.writer, None
                 link.state, link.reason = "new", "released"

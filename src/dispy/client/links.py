@@ -35,6 +35,8 @@ class NodeLink:
     running: dict[str, Any] = field(default_factory=dict)
     acks: list[str] = field(default_factory=list)
     closing: dict[str, asyncio.Future] = field(default_factory=dict)
+    #: request token -> future answered by the node's reply (file checks and transfers)
+    replies: dict[str, asyncio.Future] = field(default_factory=dict)
     retry_at: float = 0.0
     lost_at: float | None = None
     last_heard: float = field(default_factory=time.monotonic)

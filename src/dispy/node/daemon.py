@@ -319,6 +319,8 @@ class NodeDaemon:
             self._compute(session, header, bufs)
         elif op == "file":
             self._file(session, header, bufs)
+        elif op == "files_check":
+            self._files_check(session, header)
         elif op == "setup":
             comp = session.computations.get(header.get("cid"))
             if comp is not None:
@@ -331,7 +333,8 @@ class NodeDaemon:
             comp = session.computations.get(header.get("cid"))
             if comp is not None:
                 status = CANCELLED if header.get("terminate") else TERMINATED
-                self._spawn(self._close_computation(comp, status, "computation closed", True))
+                self._spawn(self._close_computation(comp, status, "computation closed", True,
+                                                    release=not header.get("keep")))
             else:
                 session.send({"op": "closed", "cid": header.get("cid")})
         else:
@@ -367,7 +370,11 @@ class NodeDaemon:
 
     def _file(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         comp = session.computations.get(header.get("cid"))
+        reply = header.get("reply")
         if comp is None or comp.failed:
+            if reply is not None:
+                session.send({"op": "reply", "reply": reply, "ok": False,
+                              "reason": "computation is not set up on this node"})
             return
         job_uid = header.get("job")
         try:
@@ -382,16 +389,37 @@ class NodeDaemon:
                     fh.write(buf)
             if header.get("final"):
                 os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
-                os.utime(path, (float(header["mtime"]), float(header["mtime"])))
+                _set_mtime(path, header)
                 if job_uid is None:
                     comp.files.append(path)
                 else:
                     comp.job_files.setdefault(str(job_uid), []).append(path)
+                if reply is not None:
+                    session.send({"op": "reply", "reply": reply, "ok": True})
         except (ValueError, KeyError, OSError) as exc:
-            if job_uid is None:
+            if reply is not None:  # cluster.send_file: the client reports it
+                session.send({"op": "reply", "reply": reply, "ok": False, "reason": str(exc)})
+            elif job_uid is None:
                 comp.failed = f"file transfer failed: {exc}"
             else:
                 log.warning("file for job %s not stored: %s", job_uid, exc)
+
+    def _files_check(self, session: Session, header: dict) -> None:
+        """Answer which of the listed files are missing or differ (shared dest_path)."""
+        comp = session.computations.get(header.get("cid"))
+        need = []
+        for entry in header.get("files", ()):
+            try:
+                path = safe_join(comp.dir, entry["path"]) if comp else None
+                st = os.stat(path) if path else None
+            except (ValueError, KeyError, TypeError, OSError):
+                st = None
+            if (st is not None and st.st_size == entry.get("size")
+                    and st.st_mtime_ns == entry.get("mtime_ns")):
+                comp.files.append(path)
+            else:
+                need.append(entry.get("path"))
+        session.send({"op": "reply", "reply": header.get("reply"), "paths": need})
 
     async def _setup(self, comp: Computation, setup_args: list[bytes]) -> None:
         session = comp.session
@@ -414,8 +442,9 @@ class NodeDaemon:
         session.send({"op": "setup_done", "cid": comp.cid, "ok": True, "cpus": self.cpus})
 
     async def _close_computation(
-        self, comp: Computation, status: int, reason: str, notify: bool
+        self, comp: Computation, status: int, reason: str, notify: bool, release: bool = True
     ) -> None:
+        """End a computation; ``release=False`` keeps the node for the client (resetup)."""
         session = comp.session
         if session.computations.get(comp.cid) is not comp:
             return
@@ -426,7 +455,8 @@ class NodeDaemon:
         if notify:
             session.send({"op": "closed", "cid": comp.cid})
         log.info("computation %r from %s closed", comp.name, session.describe())
-        self._check_free(session)
+        if release:
+            self._check_free(session)
 
     def _check_free(self, session: Session) -> None:
         """Release the node when its owner has nothing left here."""
@@ -567,6 +597,15 @@ class NodeDaemon:
         self._start_jobs()
         if self.cpus and self.owner is None:
             self.announce()
+
+
+def _set_mtime(path: str, header: dict) -> None:
+    """Keep the sender's modification time exactly (the file cache compares it)."""
+    ns = header.get("mtime_ns")
+    if isinstance(ns, int):
+        os.utime(path, ns=(ns, ns))
+    else:
+        os.utime(path, (float(header["mtime"]), float(header["mtime"])))
 
 
 def install_signals(daemon: NodeDaemon) -> None:

@@ -63,13 +63,22 @@ class SchedulerCore:
     def remove_cluster(self, cid: Hashable) -> list[Job]:
         """Forget a cluster; returns its jobs that were still queued."""
         left = [q.job for q in self._queues.pop(cid, ()) if self._live(q)]
+        for job in left:
+            del self._entries[job]
         for node in self._nodes.values():
             node.alloc.pop(cid, None)
-            kept = deque(q for q in node.pinned if q.cid != cid)
-            left += [q.job for q in node.pinned if q.cid == cid and self._live(q)]
-            node.pinned = kept
+            left += self.unpin(cid, node.key)
+        return left
+
+    def unpin(self, cid: Hashable, key: NodeKey) -> list[Job]:
+        """Drop the jobs of ``cid`` queued for node ``key`` only; returns them."""
+        node = self._nodes.get(key)
+        if node is None:
+            return []
+        left = [q.job for q in node.pinned if q.cid == cid and self._live(q)]
+        node.pinned = deque(q for q in node.pinned if q.cid != cid)
         for job in left:
-            self._entries.pop(job, None)
+            del self._entries[job]
         return left
 
     # ---- nodes ------------------------------------------------------------------
