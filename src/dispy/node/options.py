@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import config
+from . import config_file
 from .files import parse_size
+from .service import ServiceWindow
+
+#: Options that describe one machine, so a file shared by many nodes must not hold them.
+NODE_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "name")
+#: Options about the configuration file itself; never stored in one.
+NOT_STORED = ("config", "save_config", "help")
 
 
 @dataclass
@@ -34,6 +43,8 @@ class NodeOptions:
     serve: int = -1
     debug: bool = False
     daemon: bool = False
+    service_window: ServiceWindow | None = None
+    config_file: str | None = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,15 +87,82 @@ def parser() -> argparse.ArgumentParser:
                    help="let a client's cleanup call dispynode_shutdown()")
     p.add_argument("--force_cleanup", action="store_true",
                    help="always remove clients' files when their computations close")
+    p.add_argument("--service_start", default=None, metavar="HH:MM",
+                   help="accept jobs from this time of day (needs --service_stop or _end)")
+    p.add_argument("--service_stop", default=None, metavar="HH:MM",
+                   help="accept no new jobs from this time of day (running jobs finish)")
+    p.add_argument("--service_end", default=None, metavar="HH:MM",
+                   help="kill running jobs at this time of day")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     p.add_argument("--daemon", action="store_true", help="do not read commands on stdin")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="read options from FILE (options on the command line win)")
+    p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the options to FILE (stdout without FILE) and exit;"
+                        " address, external address and name are not written")
     return p
+
+
+def config_schema(p: argparse.ArgumentParser | None = None) -> dict[str, type]:
+    """Option name -> type of its value in a configuration file."""
+    schema: dict[str, type] = {}
+    for action in (p or parser())._actions:
+        if action.dest in NOT_STORED:
+            continue
+        if action.nargs == 0:
+            kind: type = bool
+        elif isinstance(action.default, list):
+            kind = list
+        else:
+            kind = action.type if action.type in (int, float) else str
+        schema[action.dest] = kind
+    return schema
+
+
+def _given(argv: list[str] | None) -> set[str]:
+    """The options named on the command line (so they win over the file)."""
+    probe = parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def _merge_file(p: argparse.ArgumentParser, a: argparse.Namespace,
+                argv: list[str] | None) -> None:
+    try:
+        values = config_file.load(a.config, config_schema(p))
+    except config_file.ConfigError as exc:
+        p.error(f"--config {exc}")
+    given = _given(argv)
+    for key, value in values.items():
+        if key not in given:
+            setattr(a, key, value)
+
+
+def _save(a: argparse.Namespace) -> None:
+    values: dict[str, Any] = {}
+    for key, kind in config_schema().items():
+        if key in NODE_SPECIFIC or (key == "secret" and not a.secret):
+            continue
+        value = getattr(a, key)
+        values[key] = kind(value) if kind in (int, float) and value is not None else value
+    comment = ("dispynode configuration (dispynode --save_config); use with"
+               " dispynode --config FILE.\nOptions on the command line win over this file.")
+    try:
+        config_file.save(values, a.save_config, comment)
+    except OSError as exc:
+        sys.exit(f"dispynode: cannot write {a.save_config}: {exc.strerror}")
+    if a.save_config != "-":
+        print(f"dispynode: configuration saved in {a.save_config}", file=sys.stderr)
+    sys.exit(0)
 
 
 def parse(argv: list[str] | None = None) -> NodeOptions:
     """Parse and validate; exits with a clear message on a bad option."""
     p = parser()
     a = p.parse_args(argv)
+    if a.config:
+        _merge_file(p, a, argv)
     ncpu = os.cpu_count() or 1
     if a.cpus > ncpu:
         p.error(f"--cpus {a.cpus}: this machine has only {ncpu} CPUs")
@@ -104,11 +182,19 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         p.error("--msg_timeout must be > 0")
     if a.zombie_interval <= 0:
         p.error("--zombie_interval must be > 0 (minutes)")
+    if a.ping_interval < 0:
+        p.error("--ping_interval must be >= 0 (seconds; 0 = announce only at start)")
+    try:
+        window = ServiceWindow.from_options(a.service_start, a.service_stop, a.service_end)
+    except ValueError as exc:
+        p.error(str(exc))
     if (a.keyfile or a.certfile) and not a.certfile:
         p.error("--keyfile needs --certfile")
     for f in (a.keyfile, a.certfile):
         if f and not os.path.isfile(f):
             p.error(f"TLS file {f} does not exist")
+    if a.save_config:
+        _save(a)
     cpus = a.cpus if a.cpus > 0 else ncpu + a.cpus
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,
@@ -118,4 +204,5 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         msg_timeout=a.msg_timeout, zombie_interval=a.zombie_interval,
         ping_interval=a.ping_interval, clean=a.clean, client_shutdown=a.client_shutdown,
         force_cleanup=a.force_cleanup, serve=a.serve, debug=a.debug, daemon=a.daemon,
+        service_window=window, config_file=a.config,
     )

@@ -1,0 +1,197 @@
+"""dispynode configuration files: typed ``key = value`` data, never evaluated.
+
+The original ``eval``-ed values read back from its configuration files; here a file is
+data only. ``--save_config`` writes a small subset of TOML (one ``[dispynode]`` table of
+strings, integers, floats, booleans and lists of strings), so any TOML reader reads it
+too, and an operator can add comments. A JSON object (flat, or under "dispynode") is
+accepted as well. Every value is checked against the type of its option.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+SECTION = "dispynode"
+
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_NUMBER = re.compile(r"[+-]?(?:\d[\d_]*)(?:\.\d[\d_]*)?(?:[eE][+-]?\d+)?")
+_JSON_STRING = json.JSONDecoder()
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+# ---- writing ----------------------------------------------------------------------
+
+
+def _value_text(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value_text(key, v) for v in value) + "]"
+    raise ConfigError(f"option {key}: cannot save a value of type {type(value).__name__}")
+
+
+def dumps(values: dict[str, Any], comment: str = "") -> str:
+    """The text of a configuration file holding ``values`` (None values are left out)."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines.append(f"[{SECTION}]")
+    for key in sorted(values):
+        if values[key] is not None:
+            lines.append(f"{key} = {_value_text(key, values[key])}")
+    return "\n".join(lines) + "\n"
+
+
+def save(values: dict[str, Any], path: str | None, comment: str = "") -> None:
+    """Write ``values`` to ``path``, or to stdout when path is None or '-'."""
+    text = dumps(values, comment)
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+# ---- reading ----------------------------------------------------------------------
+
+
+def _parse_value(text: str, pos: int) -> tuple[Any, int]:
+    """One TOML-subset value starting at ``text[pos]``; returns it and the next position."""
+    if pos >= len(text):
+        raise ValueError("missing value")
+    ch = text[pos]
+    if ch == '"':
+        try:
+            return _JSON_STRING.raw_decode(text, pos)
+        except ValueError:
+            raise ValueError("unterminated or invalid string") from None
+    if ch == "'":
+        close = text.find("'", pos + 1)
+        if close < 0:
+            raise ValueError("unterminated string")
+        return text[pos + 1:close], close + 1
+    if ch == "[":
+        items: list[Any] = []
+        pos += 1
+        while True:
+            while pos < len(text) and text[pos] in " \t":
+                pos += 1
+            if pos < len(text) and text[pos] == "]":
+                return items, pos + 1
+            item, pos = _parse_value(text, pos)
+            items.append(item)
+            while pos < len(text) and text[pos] in " \t":
+                pos += 1
+            if pos < len(text) and text[pos] == ",":
+                pos += 1
+            elif pos >= len(text) or text[pos] != "]":
+                raise ValueError("list must be [a, b, ...] on one line")
+    for word, value in (("true", True), ("false", False)):
+        if text.startswith(word, pos):
+            return value, pos + len(word)
+    match = _NUMBER.match(text, pos)
+    if match:
+        raw = match.group().replace("_", "")
+        number: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        return number, match.end()
+    raise ValueError(f"cannot read value {text[pos:].strip()!r} (quote strings)")
+
+
+def _parse_line(line: str) -> tuple[str, Any]:
+    match = _KEY.match(line)
+    if not match:
+        raise ValueError("expected key = value")
+    key, pos = match.group(), match.end()
+    rest = line[pos:].lstrip()
+    if not rest.startswith("="):
+        raise ValueError(f"expected '=' after {key}")
+    pos = len(line) - len(rest) + 1
+    while pos < len(line) and line[pos] in " \t":
+        pos += 1
+    value, pos = _parse_value(line, pos)
+    tail = line[pos:].strip()
+    if tail and not tail.startswith("#"):
+        raise ValueError(f"unexpected text after the value: {tail!r}")
+    return key, value
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    """Raw values of a TOML-subset or JSON configuration (types not yet checked)."""
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"invalid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("a JSON configuration must be an object")
+        if isinstance(data.get(SECTION), dict) and len(data) == 1:
+            data = data[SECTION]
+        return data
+    values: dict[str, Any] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            name = line.split("#", 1)[0].strip()
+            if name != f"[{SECTION}]":
+                raise ConfigError(f"line {number}: unknown section {name} (only [{SECTION}])")
+            continue
+        try:
+            key, value = _parse_line(line)
+        except ValueError as exc:
+            raise ConfigError(f"line {number}: {exc}") from None
+        if key in values:
+            raise ConfigError(f"line {number}: {key} is given twice")
+        values[key] = value
+    return values
+
+
+def check(values: dict[str, Any], schema: dict[str, type]) -> dict[str, Any]:
+    """Values converted to their option's type; ConfigError for unknown keys or types."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = schema.get(key)
+        if kind is None:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"unknown option {key!r} (known: {known})")
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif kind is list:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:  # str; a number is accepted where the option takes text (e.g. a size)
+            ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+            value = str(value) if ok else value
+        if not ok:
+            expected = {list: "a list of strings", bool: "true or false"}.get(
+                kind, f"a value of type {kind.__name__}")
+            raise ConfigError(f"option {key} = {value!r}: expected {expected}")
+        out[key] = value
+    return out
+
+
+def load(path: str, schema: dict[str, type]) -> dict[str, Any]:
+    """Read and check a configuration file; ConfigError names the file on any problem."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return check(parse_text(text), schema)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
