@@ -120,6 +120,8 @@ def to_allocations(nodes: Any, node_port: int = config.NodePort) -> list[NodeAll
         nodes = ["*"]
     if isinstance(nodes, (str, NodeAllocate, DispyNode, dict, tuple)):
         nodes = [nodes]
+    if not isinstance(nodes, (list, set, frozenset)):
+        raise ValueError(f"invalid nodes {nodes!r}: use a list of hosts or NodeAllocate")
     allocs = []
     for item in nodes:
         if isinstance(item, NodeAllocate):

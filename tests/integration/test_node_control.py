@@ -1,0 +1,304 @@
+"""Node control from the client: allocate, deallocate, close, resetup, CPUs, files, status."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+import weakref
+
+import pytest
+from conftest import wait_started
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class NodeEvents:
+    """cluster_status callback that lets a test wait for node events."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.events: list[tuple[int, object]] = []
+
+    def __call__(self, status, node, job) -> None:
+        if job is None:
+            with self.cond:
+                self.events.append((status, node))
+                self.cond.notify_all()
+
+    def count(self, status: int) -> int:
+        return sum(1 for s, _ in self.events if s == status)
+
+    def wait(self, status: int, n: int = 1, timeout: float = 30) -> object:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.count(status) >= n, timeout), self.events
+            return [nd for s, nd in self.events if s == status][n - 1]
+
+
+def make(node, computation, nodes=None, **kw):
+    return dispy.JobCluster(computation, nodes=nodes or ["127.0.0.1"], node_port=node.port,
+                            port=0, **kw)
+
+
+def slow(x):
+    dispy_provisional_result("started")  # noqa: F821 (a dispy builtin on the node)
+    time.sleep(x)
+    return x
+
+
+def ident(x):
+    return x
+
+
+def test_unknown_node_gives_minus_one_and_a_logged_reason(node, caplog):
+    caplog.set_level(logging.ERROR, logger="dispy")
+    with make(node, ident) as cluster:
+        assert cluster.submit(1)() == 1
+        for call in (lambda: cluster.deallocate_node("10.9.9.9"),
+                     lambda: cluster.close_node("10.9.9.9"),
+                     lambda: cluster.resetup_node("10.9.9.9"),
+                     lambda: cluster.node_jobs("10.9.9.9"),
+                     lambda: cluster.set_node_cpus("10.9.9.9", 1),
+                     lambda: cluster.send_file(__file__, "10.9.9.9")):
+            assert call() == -1
+        assert cluster.submit_node("10.9.9.9", 1) is None
+        assert cluster.allocate_node(42) == -1
+    assert "not a node of this cluster" in caplog.text
+
+
+def test_node_jobs_and_set_node_cpus(node):
+    events = NodeEvents()
+    with make(node, slow, cluster_status=events) as cluster:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        assert cluster.set_node_cpus(dnode, -1) == 1
+        jobs = [cluster.submit(1.0) for _ in range(3)]
+        wait_started(jobs[0])
+        running = cluster.node_jobs("127.0.0.1")
+        assert running == [jobs[0]]  # one CPU: the others wait
+        assert cluster.status().jobs_pending == 2
+        assert cluster.set_node_cpus("127.0.0.1", 2) == 2
+        wait_started(jobs[1])
+        assert len(cluster.node_jobs(dnode)) == 2
+        assert cluster.set_node_cpus("127.0.0.1", -2) == -1  # none would be left
+        for job in jobs:
+            assert job() == 1.0
+
+
+def test_deallocate_then_allocate_again(node):
+    events = NodeEvents()
+    with make(node, ident, cluster_status=events) as cluster:
+        events.wait(dispy.DispyNode.Initialized)
+        assert cluster.deallocate_node("127.0.0.1") == 0
+        job = cluster.submit(5)
+        assert not job.finish.wait(1.0)  # queued: no node takes it
+        assert job.status == dispy.DispyJob.Created
+        assert cluster.allocate_node("127.0.0.1") == 0
+        assert job() == 5
+        assert events.count(dispy.DispyNode.Initialized) == 1  # never set up again
+
+
+def test_close_node_then_allocate_node_sets_it_up_again(node):
+    events = NodeEvents()
+    with make(node, slow, cluster_status=events) as cluster:
+        events.wait(dispy.DispyNode.Initialized)
+        running = cluster.submit(0.5)
+        wait_started(running)
+        assert cluster.close_node("127.0.0.1") == 0
+        assert running() == 0.5  # close_node lets running jobs finish
+        events.wait(dispy.DispyNode.Closed)
+        assert cluster.submit_node("127.0.0.1", 1) is None
+        queued = cluster.submit(0.1)
+        assert not queued.finish.wait(1.0)
+        assert cluster.allocate_node(dispy.NodeAllocate("127.0.0.1", port=node.port)) == 0
+        events.wait(dispy.DispyNode.Initialized, 2)
+        assert queued() == 0.1
+
+
+def test_close_node_terminate_pending_cancels_running_jobs(node):
+    events = NodeEvents()
+    with make(node, slow, cluster_status=events) as cluster:
+        events.wait(dispy.DispyNode.Initialized)
+        job = cluster.submit(60)
+        wait_started(job)
+        assert cluster.close_node("127.0.0.1", terminate_pending=True) == 0
+        job()
+        assert job.status == dispy.DispyJob.Cancelled
+        events.wait(dispy.DispyNode.Closed)
+
+
+def setup_data(value):
+    global data
+    data = value
+    return 0
+
+
+def read_data():
+    return data  # noqa: F821 (set by setup)
+
+
+def test_resetup_node_swaps_in_memory_data(node):
+    events = NodeEvents()
+    alloc = dispy.NodeAllocate("127.0.0.1", port=node.port, setup_args=("first",))
+    with make(node, read_data, nodes=[alloc], setup=setup_data, cluster_status=events) as c:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        assert c.submit()() == "first"
+        alloc.setup_args = ("second",)
+        assert c.resetup_node(dnode) == 0
+        events.wait(dispy.DispyNode.Initialized, 2)
+        assert [c.submit()() for _ in range(4)] == ["second"] * 4
+        assert events.count(dispy.DispyNode.Closed) == 0
+
+
+def stat_of(name):
+    import os
+
+    st = os.stat(name)
+    with open(name, "rb") as fh:
+        return st.st_size, st.st_mtime_ns, st.st_mode & 0o777, fh.read(16)
+
+
+def test_send_file_to_a_node(node, tmp_path):
+    events = NodeEvents()
+    data = tmp_path / "sub" / "data.txt"
+    data.parent.mkdir()
+    data.write_text("payload")
+    os.chmod(data, 0o640)
+    os.utime(data, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    with make(node, stat_of, cluster_status=events) as cluster:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        assert cluster.send_file(str(data), dnode) == 0
+        size, mtime, mode, text = cluster.submit("data.txt")()  # basename only
+        assert (size, mtime, mode, text) == (7, 1_600_000_000_123_456_789, 0o640, b"payload")
+        assert cluster.send_file(str(tmp_path / "missing"), dnode) == -1
+
+
+def test_send_file_over_the_node_limit_is_refused(node_factory, tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="dispy")
+    node = node_factory("--max_file_size", "1k")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 5000)
+    events = NodeEvents()
+    with make(node, ident, cluster_status=events) as cluster:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        assert cluster.send_file(str(big), dnode) == -1
+        assert "big.bin" in caplog.text and "1024" in caplog.text
+        assert cluster.submit(3)() == 3  # the computation is unharmed
+
+
+def test_unchanged_files_are_not_sent_again(node, tmp_path):
+    data = tmp_path / "big.bin"
+    data.write_bytes(os.urandom(3 << 20))
+
+    def run_cluster():
+        events = NodeEvents()
+        with make(node, stat_of, depends=[str(data)], dest_path="shared", cleanup=False,
+                  cluster_status=events) as cluster:
+            dnode = events.wait(dispy.DispyNode.Initialized)
+            size = cluster.submit("big.bin")()[0]
+            return size, dnode.tx
+
+    size, tx_first = run_cluster()  # tx counts bytes sent to the node by this program
+    assert size == 3 << 20 and tx_first > 3 << 20
+    size, tx_second = run_cluster()
+    assert size == 3 << 20 and tx_second - tx_first < 1 << 20
+    data.write_bytes(os.urandom(2 << 20))  # changed: sent again
+    size, tx_third = run_cluster()
+    assert size == 2 << 20 and tx_third - tx_second > 2 << 20
+
+
+def job_dep_present(name):
+    import os
+
+    return os.path.exists(name)
+
+
+def test_job_depends_files_removed_after_the_job(node, tmp_path):
+    dep = tmp_path / "per_job.txt"
+    dep.write_text("x")
+    with make(node, job_dep_present, cleanup=False, dest_path="keep") as cluster:
+        assert cluster.submit("per_job.txt", dispy_job_depends=[str(dep)])() is True
+        assert cluster.submit("per_job.txt")() is False
+
+
+class LinuxWithMemory(dispy.NodeAllocate):
+    """Only Linux nodes that report more than 1 MB of free memory."""
+
+    seen: list = []
+
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        self.seen.append((avail_info, platform))
+        if (isinstance(avail_info, dispy.DispyNodeAvailInfo) and avail_info.memory > 2**20
+                and platform.startswith("Linux")):
+            return 1
+        return 0
+
+
+class NoWindows(dispy.NodeAllocate):
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        return cpus if platform.startswith("Windows") else 0
+
+
+def test_nodeallocate_subclass_filters_on_avail_info_and_platform(node):
+    events = NodeEvents()
+    alloc = LinuxWithMemory("127.0.0.1", port=node.port)
+    with make(node, ident, nodes=[alloc], cluster_status=events) as cluster:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        assert cluster.status().nodes[0].cpus == dnode.cpus
+        jobs = [cluster.submit(i) for i in range(4)]
+        assert [j() for j in jobs] == [0, 1, 2, 3]
+    avail, platform = alloc.seen[0]
+    assert avail.disk > 0 and 0 <= avail.cpu <= 100 and "Linux" in platform
+
+
+def test_nodeallocate_that_refuses_leaves_jobs_queued(node):
+    with make(node, ident, nodes=[NoWindows("127.0.0.1", port=node.port)]) as cluster:
+        job = cluster.submit(1)
+        assert not job.finish.wait(1.5)
+        assert cluster.close(timeout=0, terminate=True)
+    assert job.status == dispy.DispyJob.Cancelled
+
+
+def test_avail_info_arrives_with_pulses(node):
+    events = NodeEvents()
+    with make(node, slow, pulse_interval=1, cluster_status=events) as cluster:
+        dnode = events.wait(dispy.DispyNode.Initialized)
+        job = cluster.submit(0.1)
+        got = events.wait(dispy.DispyNode.AvailInfo, 2)
+        assert got is dnode
+        info = dnode.avail_info
+        assert isinstance(info, dispy.DispyNodeAvailInfo)
+        assert info.memory > 0 and info.disk > 0 and 0 <= info.swap <= 100
+        assert dnode.update_time > 0
+        job()
+    for attr in ("ip_addr", "name", "cpus", "avail_cpus", "busy", "jobs_done", "cpu_time",
+                 "tx", "rx", "update_time", "avail_info"):
+        assert hasattr(dnode, attr)
+    assert dnode.jobs_done == 1 and dnode.tx > 0 and dnode.rx > 0
+
+
+def test_discover_nodes_adds_a_second_node(node_factory):
+    first, second = node_factory(), node_factory()
+    events = NodeEvents()
+    with dispy.JobCluster(ident, nodes=[dispy.NodeAllocate("127.0.0.1", port=first.port)],
+                          port=0, cluster_status=events) as cluster:
+        events.wait(dispy.DispyNode.Initialized)
+        assert cluster.discover_nodes([dispy.NodeAllocate("127.0.0.1", port=second.port)]) == 0
+        events.wait(dispy.DispyNode.Initialized, 2)
+        assert sorted(n.port for n in cluster.status().nodes) == sorted(
+            [first.port, second.port])
+
+
+def test_finished_jobs_are_freed_when_the_user_drops_them(node):
+    with make(node, ident, callback=lambda job: None) as cluster:
+        job = cluster.submit(b"r" * 100_000)
+        assert len(job()) == 100_000
+        assert job._args is None  # arguments dropped once dispatched (not reentrant)
+        cluster.wait()
+        ref = weakref.ref(job)
+        del job
+        gc.collect()
+        assert ref() is None
