@@ -8,6 +8,7 @@ cannot be delivered at once are kept until the client acknowledges them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import pickle  # only to encode None; the daemon never unpickles
@@ -26,6 +27,7 @@ from .._version import __version__
 from ..wire import discovery, netif, tls
 from ..wire.frames import FrameError, read_frame, write_frame
 from ..wire.handshake import HandshakeError, server_handshake
+from . import service
 from .avail import avail_info
 from .computation import Computation, HostProcess
 from .files import safe_join, too_big
@@ -79,36 +81,55 @@ class NodeDaemon:
         self.tasks: set[asyncio.Task] = set()
         self.node_id = uuid.uuid4().hex
         self.waiting: deque[tuple[Computation, dict, list]] = deque()
+        #: service window state (--service_start/stop/end); jobs run only while OPEN
+        self.service_state = service.OPEN
+        #: uids of jobs killed at service end; their clients were already told
+        self.killed: set[str] = set()
+        #: client ids presumed gone, whose running jobs are still finishing
+        self.zombies: set[str] = set()
+        self.lock_fd: int | None = None
 
     # ---- start and stop ---------------------------------------------------------
 
     def _lock(self) -> None:
+        """Own ``root`` with an flock: the kernel drops it when a node dies (even kill -9),
+        so a stale file never stops a restart, while a live node on it is refused."""
         os.makedirs(self.root, exist_ok=True)
-        pidfile = os.path.join(self.root, "node.pid")
+        fd = os.open(os.path.join(self.root, "node.pid"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            with open(pidfile) as fh:
-                pid = int(fh.read().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != os.getpid() and psutil.pid_exists(pid):
-            try:
-                cmd = " ".join(psutil.Process(pid).cmdline())
-            except psutil.Error:
-                cmd = ""
-            if "dispynode" in cmd or "dispy.dispynode" in cmd:
-                raise SystemExit(
-                    f"dispynode: another dispynode (PID {pid}) serves port "
-                    f"{self.opts.node_port} with {self.root}; stop it first"
-                )
-        if pid and not self.opts.clean:
-            log.info("previous dispynode (PID %s) is gone; taking over %s", pid, self.root)
-        with open(pidfile, "w") as fh:
-            fh.write(str(os.getpid()))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SystemExit(
+                f"dispynode: another dispynode (PID {pid}) serves port "
+                f"{self.opts.node_port} with {self.root}; stop it first"
+            ) from None
+        previous = os.read(fd, 32).decode(errors="replace").strip()
+        if previous and not self.opts.clean:
+            log.info("previous dispynode (PID %s) is gone; taking over %s", previous, self.root)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.lock_fd = fd
+
+    def _clean(self) -> None:
+        """--clean: remove files and saved results of earlier runs (all but the lock)."""
+        for entry in os.scandir(self.root):
+            if entry.name == "node.pid":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+        log.info("--clean: removed files of earlier runs in %s", self.root)
 
     async def start(self) -> None:
         self._lock()
         if self.opts.clean:
-            shutil.rmtree(os.path.join(self.root, "clients"), ignore_errors=True)
+            self._clean()
         loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
@@ -142,7 +163,16 @@ class NodeDaemon:
                 "dispynode runs without a secret: anyone who can reach port %d can run code"
                 " here; use -s/--secret", self.opts.node_port,
             )
+        if self.opts.config_file:
+            log.info("options from %s (command-line options win)", self.opts.config_file)
+        if self.opts.service_window is not None:
+            log.info("service window: %s", self.opts.service_window.describe())
+            self._service_tick()
         self._spawn(self._housekeeping())
+        if self.opts.serve == 0:
+            log.info("--serve 0: no clients to serve; quitting")
+            self.request_stop(terminate=False)
+            return
         self.announce()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -191,6 +221,9 @@ class NodeDaemon:
             os.unlink(os.path.join(self.root, "node.pid"))
         except OSError:
             pass
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     # ---- discovery --------------------------------------------------------------
 
@@ -204,34 +237,45 @@ class NodeDaemon:
         busy_with = None
         if self.owner is not None and self.owner.client_id != client_id:
             busy_with = self.owner.describe()
+        elif self.owner is None and self.service_state != service.OPEN:
+            busy_with = f"none: {self._service_text()}"  # clients retry when it opens
         return {
             "name": self.name, "version": __version__, "port": self.opts.node_port,
             "node_id": self.node_id,
-            "ip_addr": ip or (self.ifs[0].address if self.ifs else None), "cpus": self.cpus,
+            "ip_addr": ip or (self.ifs[0].address if self.ifs else None),
+            "cpus": self._usable_cpus(),
             "busy": self.busy, "busy_with": busy_with, "platform": platform.platform(),
             "avail_info": avail_info(self.opts.dest_path_prefix),
-            "accepting": self.accepting and self.cpus > 0,
+            "accepting": self.accepting and self._usable_cpus() > 0,
         }
 
+    def _usable_cpus(self) -> int:
+        """CPUs offered to clients: none outside the service window."""
+        return self.cpus if self.service_state == service.OPEN else 0
+
     def announce(self) -> None:
-        """Tell clients on our networks (and --scheduler_node) that this node is free."""
-        if self.udp is None:
+        """Tell clients on our networks (and --scheduler_node) that this node is free.
+
+        The address announced is --ext_ip_addr when given (a node behind NAT)."""
+        if self.udp is None or self.service_state != service.OPEN:
             return
         msg = {"op": "node", **self.info()}
         port = self.opts.scheduler_port
+        ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
+        sent = set()
         for i in self.ifs:
-            if i.broadcast:
-                self.udp.send({**msg, "ip_addr": self.opts.ext_ip_addrs[0]
-                               if self.opts.ext_ip_addrs else i.address}, (i.broadcast, port))
-            else:
-                self.udp.send({**msg, "ip_addr": i.address}, (i.address, port))
+            target = i.broadcast or i.address
+            self.udp.send({**msg, "ip_addr": ext or i.address}, (target, port))
+            sent.add(target)
         if self.opts.scheduler_node:
             try:
                 target = netif.resolve(self.opts.scheduler_node)
             except OSError as exc:
                 log.warning("cannot resolve --scheduler_node %s: %s", self.opts.scheduler_node, exc)
             else:
-                self.udp.send(msg, (target, port))
+                if target not in sent:
+                    self.udp.send(msg, (target, port))
+                log.debug("announced to --scheduler_node %s:%d", target, port)
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
         if msg.get("op") != "discover":
@@ -277,6 +321,7 @@ class NodeDaemon:
             session.writer.close()
         session.writer, session.addr = writer, peer[0]
         session.last_seen = time.monotonic()
+        self._keepalive(writer)
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
         await self._read_client(session, reader, writer, peer[0])
@@ -304,8 +349,24 @@ class NodeDaemon:
         finally:
             if session.writer is writer:
                 session.writer = None
+                session.last_seen = time.monotonic()  # zombie_interval counts from here
             writer.close()
             self._check_free(session)
+
+    def _keepalive(self, writer: asyncio.StreamWriter) -> None:
+        """TCP keepalive well within --zombie_interval, so a client whose machine vanished
+        (no FIN ever comes) is noticed as disconnected, while an idle live one is not."""
+        sock = writer.get_extra_info("socket")
+        if sock is None:
+            return
+        idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 4))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+        except (OSError, AttributeError):
+            pass
 
     def _on_client(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")
@@ -351,6 +412,10 @@ class NodeDaemon:
         if not self.accepting:
             session.send({"op": "setup_done", "cid": cid, "ok": False,
                           "reason": "node is not accepting computations (shutting down)"})
+            return
+        if self.owner is None and self.service_state != service.OPEN:
+            session.send({"op": "setup_done", "cid": cid, "ok": False,
+                          "reason": f"node is {self._service_text()}"})
             return
         self.owner = session
         base = os.path.join(self.root, "clients", session.client_id)
@@ -462,6 +527,10 @@ class NodeDaemon:
         """Release the node when its owner has nothing left here."""
         if session.computations or session.undelivered:
             return
+        try:  # the client's own directory, unless it kept files there (cleanup=False)
+            os.rmdir(os.path.join(self.root, "clients", session.client_id))
+        except OSError:
+            pass
         if session.writer is None:
             self.sessions.pop(session.client_id, None)
         if self.owner is session:
@@ -484,6 +553,8 @@ class NodeDaemon:
             reason = "computation is not set up on this node"
         elif not self.accepting:
             reason = "node is shutting down"
+        elif self.service_state != service.OPEN:
+            reason = f"node is {self._service_text()}"
         if reason is not None:
             session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
                           "reason": reason})
@@ -530,6 +601,11 @@ class NodeDaemon:
                     pass
             self.jobs_done += 1
             comp.jobs_done += 1
+            if header["uid"] in self.killed:  # its client was told at service end
+                self.killed.discard(header["uid"])
+                self._start_jobs()
+                self._maybe_finish()
+                return
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[header["uid"]] = (header, bufs)
             session.send(header, bufs)
@@ -544,7 +620,12 @@ class NodeDaemon:
             assert comp.host is not None
             comp.host.send({"op": "file_reply", "ok": reason is None, "reason": reason})
         elif op == "shutdown_request":
-            log.info("client %s asked the node to shut down", session.describe())
+            if not self.opts.client_shutdown:
+                log.warning("client %s called dispynode_shutdown(): refused (node was not"
+                            " started with --client_shutdown)", session.describe())
+                return
+            log.info("client %s called dispynode_shutdown(): the node quits once this"
+                     " client's computations close", session.describe())
             self.opts.serve = self.served + 1
 
     # ---- periodic work ----------------------------------------------------------
@@ -562,26 +643,96 @@ class NodeDaemon:
                         last_pulse[session.client_id] = now
                         session.send({"op": "pulse", "busy": self.busy,
                                       "avail_info": avail_info(self.opts.dest_path_prefix)})
-                silent = now - session.last_seen
-                if session.writer is None and silent > self.opts.zombie_interval * 60:
-                    running = sum(len(c.running) for c in session.computations.values())
-                    if running == 0:
-                        log.warning("client %s silent for %.0f s: releasing the node",
-                                    session.describe(), silent)
-                        session.undelivered.clear()
-                        for comp in list(session.computations.values()):
-                            await self._close_computation(comp, CANCELLED, "zombie", False)
-                        self._check_free(session)
+                await self._check_zombie(session, now)
+            self._service_tick()
             if (self.opts.ping_interval and self.owner is None
                     and now - last_announce >= self.opts.ping_interval):
                 last_announce = now
                 self.announce()
+
+    async def _check_zombie(self, session: Session, now: float) -> None:
+        """A client disconnected for --zombie_interval is presumed gone (a zombie): its
+        running jobs finish, then its computations close and the node is free again."""
+        silent = now - session.last_seen
+        if session.writer is not None or silent <= self.opts.zombie_interval * 60:
+            return
+        running = sum(len(c.running) for c in session.computations.values())
+        if running:
+            if session.client_id not in self.zombies:
+                self.zombies.add(session.client_id)
+                log.warning("client %s silent for %.0f s: presumed gone; the node is freed"
+                            " after its %d running job(s) finish", session.describe(), silent,
+                            running)
+            return
+        self.zombies.discard(session.client_id)
+        log.warning("client %s silent for %.0f s: presumed gone; releasing the node",
+                    session.describe(), silent)
+        session.undelivered.clear()
+        for comp in list(session.computations.values()):
+            await self._close_computation(comp, CANCELLED, "client presumed gone", False)
+        self._check_free(session)
+
+    # ---- service window -----------------------------------------------------------
+
+    def _service_text(self) -> str:
+        window = self.opts.service_window
+        if window is None:
+            return "in service"
+        if self.service_state == service.OPEN:
+            wait, _ = window.next_change(service.seconds_of_day(service.clock()))
+            until = service.format_hhmm(service.seconds_of_day(service.clock() + wait))
+            return f"in service hours until {until}"
+        what = "not accepting jobs" if self.service_state == service.STOPPED else "closed"
+        return f"outside service hours ({what}; opens at {service.format_hhmm(window.start)})"
+
+    def _service_tick(self) -> None:
+        """Follow the service window: open, stop accepting jobs, or end (kill jobs)."""
+        window = self.opts.service_window
+        if window is None:
+            return
+        state = window.state(service.seconds_of_day(service.clock()))
+        if state == self.service_state:
+            return
+        self.service_state = state
+        log.info("service window: %s", self._service_text())
+        if self.owner is not None:
+            self.owner.send({"op": "cpus", "cpus": self._usable_cpus()})
+        if state == service.OPEN:
+            self._start_jobs()
+            if self.owner is None:
+                self.announce()
+            return
+        reason = f"node is {self._service_text()}"
+        while self.waiting:
+            comp, header, _ = self.waiting.popleft()
+            comp.session.send({"op": "job_refused", "cid": comp.cid, "uid": header["uid"],
+                               "reason": reason})
+        if state == service.CLOSED:
+            self._kill_running(reason)
+
+    def _kill_running(self, reason: str) -> None:
+        """Service end: kill running jobs; their clients resubmit them (reentrant) or
+        end them with the reason."""
+        for session in self.sessions.values():
+            for comp in session.computations.values():
+                for uid in list(comp.running):
+                    if uid in self.killed or comp.host is None:
+                        continue
+                    self.killed.add(uid)
+                    session.send({"op": "job_refused", "cid": comp.cid, "uid": uid,
+                                  "status": TERMINATED,
+                                  "reason": f"service window ended; job killed ({reason})"})
+                    comp.host.send({"op": "kill", "uid": uid})
+                    log.info("job %s of %s killed at service end", uid, session.describe())
 
     # ---- status (stdin menu) ------------------------------------------------------
 
     def status_text(self) -> str:
         lines = [f"Serving {self.cpus} CPUs as {self.name!r}; {self.busy} busy;"
                  f" {self.jobs_done} jobs done; {self.served} clients served"]
+        if self.opts.service_window is not None:
+            lines.append(f"  service: {self.opts.service_window.describe()};"
+                         f" now {self._service_text()}")
         for session in self.sessions.values():
             for comp in session.computations.values():
                 lines.append(f"  {session.describe()}: {comp.name!r} running "
@@ -593,7 +744,7 @@ class NodeDaemon:
         self.cpus = max(0, min(ncpu, cpus if cpus >= 0 else ncpu + cpus))
         log.info("now using %d CPUs", self.cpus)
         if self.owner is not None:
-            self.owner.send({"op": "cpus", "cpus": self.cpus})
+            self.owner.send({"op": "cpus", "cpus": self._usable_cpus()})
         self._start_jobs()
         if self.cpus and self.owner is None:
             self.announce()

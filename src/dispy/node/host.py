@@ -54,6 +54,7 @@ class ComputationHost:
         self.setup_args: tuple = ()
         self.allow_shutdown = False
         self.closing = False
+        self.pid = os.getpid()
         #: job processes waiting for the client's answer to dispy_send_file
         self.file_waiters: list[JobProcess] = []
 
@@ -91,10 +92,14 @@ class ComputationHost:
         send_frame_sync(self.daemon, {"op": "ready", "pid": os.getpid()})
 
     def _shutdown_request(self) -> int:
+        """dispynode_shutdown(): only in a cluster's cleanup, only with --client_shutdown."""
         if not self.allow_shutdown:
-            sys.stderr.write(
-                "dispynode_shutdown() refused: the node was not started with --client_shutdown\n"
-            )
+            log.warning("dispynode_shutdown() refused: the node was not started with"
+                        " --client_shutdown")
+            return -1
+        if not self.closing or os.getpid() != self.pid:
+            log.warning("dispynode_shutdown() refused: it works only in a cluster's cleanup"
+                        " function")
             return -1
         send_frame_sync(self.daemon, {"op": "shutdown_request"})
         return 0
@@ -180,6 +185,11 @@ class ComputationHost:
             send_frame_sync(proc.sock, header, bufs)
         elif op == "cancel":
             self._cancel(header["uid"])
+        elif op == "kill":  # service window ended: no grace period
+            for proc in list(self.procs.values()):
+                if proc.uid == header["uid"]:
+                    proc.cancelled = True
+                    self._signal(proc, signal.SIGKILL)
         elif op == "cpus":
             self.cpus = max(1, int(header["cpus"]))
         elif op == "file_reply":
