@@ -9,9 +9,10 @@ from ._version import __version__
 from .client.cluster import JobCluster
 from .client.job import DispyJob
 from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
+from .client.recover import recover_jobs
 from .log import logger
 
 __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "DispyNodeAvailInfo",
-    "ClusterStatus", "config", "__version__",
+    "ClusterStatus", "config", "__version__", "recover_jobs",
 ]

@@ -139,6 +139,7 @@ class JobCluster:
             callback=callback, cluster_status=cluster_status, reentrant=reentrant,
             pulse_interval=pulse_interval, ping_interval=ping_interval,
             dest_path=dest_path, cleanup=cleanup, ext_ip_addr=ext_ip_addr,
+            recover_file=recover_file,
         )
         self._engine.call(_call_async(self._engine.add_cluster, self._state)).result()
 

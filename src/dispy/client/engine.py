@@ -29,9 +29,10 @@ from ..wire import discovery, netif, tls
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, client_handshake
 from .callbacks import CallbackRunner
-from .job import DispyJob
+from .job import DispyJob, decode_result
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
+from .recover import Journal, default_path
 
 log = logging.getLogger("dispy")
 
@@ -62,6 +63,7 @@ class Engine:
         self.core = SchedulerCore()
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
+        self.journals: dict[str, Journal] = {}
         self.callbacks = CallbackRunner()
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
@@ -126,6 +128,12 @@ class Engine:
         """(loop) A new cluster: find its nodes."""
         self.clusters[cs.cid] = cs
         self.core.add_cluster(cs.cid)
+        path = cs.recover_file or default_path()
+        journal = self.journals.get(path)
+        if journal is None:
+            journal = self.journals[path] = Journal(path)
+        journal.add_cluster(cs, self.client_id)
+        cs.journal = journal
         cs.created = time.monotonic()
         self._discover(cs)
         for link in list(self.links.values()):
@@ -425,16 +433,7 @@ class Engine:
             node.jobs_done += 1
             node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
             node.update_time = time.time()
-        out: Any = bufs[1] if len(bufs) > 2 else b""
-        err: Any = bufs[2] if len(bufs) > 2 else b""
-        if header.get("text", True):
-            out, err = out.decode(errors="replace"), err.decode(errors="replace")
-        try:
-            result = cloudpickle.loads(bufs[0]) if bufs else None
-            status, exc = int(header["status"]), header.get("exception")
-        except Exception as error:
-            result, status = None, DispyJob.Terminated
-            exc = f"result could not be unpickled at the client: {error!r}"
+        status, result, out, err, exc = decode_result(header, bufs)
         job.start_time = header.get("start_time", job.start_time)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
 
@@ -491,8 +490,16 @@ class Engine:
 
     def _flush_acks(self, link: NodeLink) -> None:
         if link.acks:
+            self._flush_journals()  # forget jobs durably before the node may drop results
             link.send({"op": "ack", "uids": link.acks})
             link.acks = []
+
+    def _flush_journals(self) -> None:
+        for journal in self.journals.values():
+            try:
+                journal.flush()
+            except Exception as exc:  # a full disk must not stop the cluster
+                log.warning("recover file %s not updated: %s", journal.path, exc)
 
     # ---- job life cycle -------------------------------------------------------------
 
@@ -522,6 +529,8 @@ class Engine:
         job._args = None
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
+        if job.ip_addr is not None:
+            cs.journal.finished(job._uid)
         job.finish.set()
         self._job_event(job)
         cs.job_finished()
@@ -540,6 +549,7 @@ class Engine:
         self._job_event(job)
 
     def _dispatch(self) -> None:
+        batch = []
         for uid, cid, key in self.core.dispatch():
             cs = self.clusters.get(cid)
             link = self.links.get(key)
@@ -548,20 +558,27 @@ class Engine:
                 self.core.finished(uid)
                 continue
             link.running[uid] = job
+            job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
+            cs.journal.dispatched(job, cid, link.ip, link.port)
+            batch.append((job, cs, link))
+        if not batch:
+            return
+        self._flush_journals()  # journaled before sent: recover_jobs can find every job
+        for job, cs, link in batch:
+            uid = job._uid
             bufs = [job._args or b""]
             if job._deps is not None:
                 names, files = job._deps
-                if not self._send_job_files(link, cid, uid, files):
+                if not self._send_job_files(link, cs.cid, uid, files):
                     link.running.pop(uid, None)
                     self.core.finished(uid)
                     self._finish(job, DispyJob.Cancelled, None, None, None,
                                  "Cancelled: dispy_job_depends files could not be read")
                     continue
                 bufs.append(names)
-            link.send({"op": "job", "cid": cid, "uid": uid}, bufs)
+            link.send({"op": "job", "cid": cs.cid, "uid": uid}, bufs)
             if not cs.reentrant:
                 job._args = job._deps = None
-            job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
             if link.node is not None:
                 link.node.busy += 1
             self._job_event(job)
@@ -599,6 +616,11 @@ class Engine:
         cs = job._cluster
         if cs.reentrant and job._args is not None and job._pin is None:
             log.info("job %s resubmitted: %s", job.id, reason)
+            cs.journal.finished(job._uid)
+            # a new id: a late result of the first run can never be taken for this one
+            cs.jobs.pop(job._uid, None)
+            job._uid = self.new_uid()
+            cs.jobs[job._uid] = job
             job.status, job.ip_addr = DispyJob.Created, None
             self.core.submit(cs.cid, job._uid)
             self._job_event(job)
@@ -611,9 +633,13 @@ class Engine:
         """The connection broke: retry for a while before presuming the node dead."""
         link.state, link.reason = "down", reason
         if link.running or any(s == "ready" for s in link.clusters.values()):
-            link.lost_at = time.monotonic()
-            log.info("node %s: %s; reconnecting", link.describe(), reason)
-            self._connect(link)
+            now = time.monotonic()
+            link.lost_at = min(now, link.last_heard)  # silence counts from the last frame
+            if now - link.lost_at > self._grace(link):
+                self._node_dead(link, f"{reason} after {now - link.lost_at:.0f} s of silence")
+            else:
+                log.info("node %s: %s; reconnecting", link.describe(), reason)
+                self._connect(link)
         for fut in link.closing.values():
             if not fut.done():
                 fut.set_result(False)
@@ -679,7 +705,7 @@ class Engine:
             if link.state == "connected":
                 limit = self._pulse_limit(link)
                 if limit and link.running and now - link.last_heard > limit:
-                    if link.writer is not None:
+                    if link.writer is not None:  # _read's end presumes the node dead
                         link.writer.close()
                 continue
             if link.state == "connecting" or now < link.retry_at:
@@ -852,6 +878,11 @@ class Engine:
         for job in list(cs.jobs.values()):
             self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
         self.clusters.pop(cs.cid, None)
+        try:
+            if cs.journal.remove_cluster(cs.cid):
+                self.journals.pop(cs.journal.path, None)
+        except Exception as exc:
+            log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
 
     def _release_idle_links(self) -> None:

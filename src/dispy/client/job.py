@@ -70,4 +70,21 @@ STATUS_NAMES = {
     DispyJob.Terminated: "Terminated", DispyJob.Abandoned: "Abandoned",
     DispyJob.Finished: "Finished",
 }
+def decode_result(header: dict, bufs: list[bytes]) -> tuple:
+    """A node's "done" frame as (status, result, stdout, stderr, exception)."""
+    import cloudpickle
+
+    out: Any = bufs[1] if len(bufs) > 2 else b""
+    err: Any = bufs[2] if len(bufs) > 2 else b""
+    if header.get("text", True):
+        out, err = out.decode(errors="replace"), err.decode(errors="replace")
+    try:
+        result = cloudpickle.loads(bufs[0]) if bufs else None
+        status, exc = int(header["status"]), header.get("exception")
+    except Exception as error:
+        result, status = None, DispyJob.Terminated
+        exc = f"result could not be unpickled at the client: {error!r}"
+    return status, result, out, err, exc
+
+
 FINAL = {DispyJob.Cancelled, DispyJob.Terminated, DispyJob.Abandoned, DispyJob.Finished}

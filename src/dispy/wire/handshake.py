@@ -36,12 +36,14 @@ def _mismatch(ours: str, theirs: dict) -> str:
 async def client_handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    secret: str,
+    secret: str | bytes,
     hello: dict[str, Any],
     timeout: float,
 ) -> dict[str, Any]:
-    """Authenticate to a daemon; returns its welcome (node information)."""
-    key = auth.derive_key(secret)
+    """Authenticate to a daemon; returns its welcome (node information).
+
+    ``secret`` may be the derived key itself (bytes), as a recover file keeps it."""
+    key = secret if isinstance(secret, bytes) else auth.derive_key(secret)
     nonce = auth.new_nonce()
     write_frame(
         writer,

@@ -1,0 +1,107 @@
+"""recover_file and recover_jobs: a client program crashes, a new one gets the results."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+CLIENT = textwrap.dedent("""
+    import os, sys, time
+    import dispy
+
+    def compute(n, secs):
+        import time
+        time.sleep(secs)
+        print("job", n)
+        return n * n
+
+    port, secs, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=port, port=0,
+                               recover_file=sys.argv[4] if len(sys.argv) > 4 else None)
+    jobs = [cluster.submit(i, secs) for i in range(count)]
+    for i, job in enumerate(jobs):
+        job.id = i
+    while any(job.status != dispy.DispyJob.Running for job in jobs):
+        time.sleep(0.02)
+    print("all running", flush=True)
+    sys.stdin.read()  # killed here by the test
+""")
+
+
+def crashed_client(tmp_path, node, secs, count, recover_file=None):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    args = [sys.executable, str(script), str(node.port), str(secs), str(count)]
+    if recover_file:
+        args.append(recover_file)
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "all running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def double(x):
+    return 2 * x
+
+
+def test_recover_jobs_after_the_client_was_killed(node, tmp_path):
+    crashed_client(tmp_path, node, 1.0, 2)
+    files = glob.glob(str(tmp_path / "_dispy_*"))
+    assert len([f for f in files if not f.endswith(("-wal", "-shm"))]) == 1
+    jobs = dispy.recover_jobs()  # the newest recover file in the working directory
+    assert sorted((job.id, job.result, job.status) for job in jobs) == [
+        (0, 0, dispy.DispyJob.Finished), (1, 1, dispy.DispyJob.Finished)]
+    assert all(job.stdout.startswith("job ") for job in jobs)
+    assert all(job() == job.result for job in jobs)
+    assert not glob.glob(str(tmp_path / "_dispy_*"))  # consumed
+    with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
+        assert c.submit(21)() == 42  # the node serves a new client at once
+
+
+def test_recover_with_timeout_and_terminate_pending(node, tmp_path):
+    crashed_client(tmp_path, node, 60, 2, "mine.rec")
+    jobs = dispy.recover_jobs("mine.rec", timeout=0.5, terminate_pending=True)
+    assert [job.status for job in jobs] == [dispy.DispyJob.Cancelled] * 2
+    assert not os.path.exists("mine.rec")
+    with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
+        assert c.submit(1)() == 2
+
+
+def test_recover_with_timeout_leaves_running_jobs_for_later(node, tmp_path):
+    crashed_client(tmp_path, node, 2.0, 2, "later.rec")
+    first = dispy.recover_jobs("later.rec", timeout=0.2)
+    assert [job.status for job in first] == [dispy.DispyJob.Running] * 2
+    assert os.path.exists("later.rec")
+    second = dispy.recover_jobs("later.rec")
+    assert sorted(job.result for job in second) == [0, 1]
+    assert not os.path.exists("later.rec")
+
+
+def test_recover_file_is_removed_after_a_clean_close(node, tmp_path):
+    cluster = dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0)
+    [path] = [f for f in glob.glob(str(tmp_path / "_dispy_*")) if f[-4:] not in ("-wal", "-shm")]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert cluster.submit(2)() == 4
+    cluster.close()
+    assert not glob.glob(str(tmp_path / "_dispy_*"))
+
+
+def test_recover_jobs_without_a_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        dispy.recover_jobs()
+    (tmp_path / "_dispy_bad").write_text("not sqlite")
+    with pytest.raises(ValueError, match="not a dispy recover file"):
+        dispy.recover_jobs("_dispy_bad")
