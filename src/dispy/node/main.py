@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 
@@ -18,6 +19,10 @@ async def _serve(argv: list[str] | None) -> int:
     dispy_log = logging.getLogger("dispy")
     dispy_log.handlers.clear()  # the root handler prints; no second copy
     dispy_log.setLevel(level)
+    shown = dataclasses.asdict(opts)
+    shown["secret"] = "(given)" if opts.secret else ""
+    logging.getLogger("dispy.node").debug(
+        "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
     try:
         daemon = NodeDaemon(opts)
     except ValueError as exc:

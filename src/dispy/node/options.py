@@ -201,7 +201,7 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         scheduler_port=sched_port, scheduler_node=a.scheduler_node, name=a.name,
         secret=a.secret, dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
         keyfile=a.keyfile, certfile=a.certfile, max_file_size=max_file_size,
-        msg_timeout=a.msg_timeout, zombie_interval=a.zombie_interval,
+        msg_timeout=float(a.msg_timeout), zombie_interval=a.zombie_interval,
         ping_interval=a.ping_interval, clean=a.clean, client_shutdown=a.client_shutdown,
         force_cleanup=a.force_cleanup, serve=a.serve, debug=a.debug, daemon=a.daemon,
         service_window=window, config_file=a.config,
