@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -105,3 +106,53 @@ def test_recover_jobs_without_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "_dispy_bad").write_text("not sqlite")
     with pytest.raises(ValueError, match="not a dispy recover file"):
         dispy.recover_jobs("_dispy_bad")
+
+
+def test_results_survive_a_node_restart(node_factory, tmp_path):
+    node = node_factory()
+    crashed_client(tmp_path, node, 0.3, 2, "restart.rec")
+    deadline = time.monotonic() + 15
+    while node.output().count("kept on disk") < 2:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.05)
+    node.stop(signal.SIGTERM)
+    again = node_factory(port=node.port)
+    again.wait_for("kept 2 undelivered result(s)")
+    jobs = dispy.recover_jobs("restart.rec")
+    assert sorted((job.id, job.result) for job in jobs) == [(0, 0), (1, 1)]
+    with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=again.port, port=0) as c:
+        assert c.submit(5)() == 10
+    again.stop(signal.SIGTERM)
+    third = node_factory(port=node.port)  # fetched results are not kept any more
+    assert "undelivered" not in third.output()
+
+
+def test_jobs_lost_with_a_killed_node_come_back_abandoned(node_factory, tmp_path):
+    node = node_factory()
+    crashed_client(tmp_path, node, 30, 2, "lost.rec")
+    node.stop(signal.SIGKILL)
+    again = node_factory(port=node.port)
+    jobs = dispy.recover_jobs("lost.rec")
+    assert [job.status for job in jobs] == [dispy.DispyJob.Abandoned] * 2
+    assert "no record" in jobs[0].exception
+    assert again.proc.poll() is None
+
+
+def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT.replace("sys.stdin.read()  # killed here by the test",
+                                     "cluster.wait()"))
+    proc = subprocess.Popen([sys.executable, str(script), str(node.port), "1.0", "2",
+                             "int.rec"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "all running"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while the program waits for its jobs
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    jobs = dispy.recover_jobs("int.rec")
+    assert sorted(job.result for job in jobs) == [0, 1]

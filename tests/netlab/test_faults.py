@@ -155,3 +155,21 @@ def test_client_killed_then_recover_jobs(dispy_lan: DispyLan) -> None:
     assert all(r[0] == x * x for x, _, r in got)
     again = Client(dispy_lan, "--jobs", "8", "--secs", "0.05")  # the nodes serve a new client
     check(again.finish(), dispy_lan, 8, allow_cancelled=False)
+
+
+def test_node_restarted_with_undelivered_results(dispy_lan: DispyLan) -> None:
+    client = Client(dispy_lan, "--jobs", "4", "--secs", "1", "--hold",
+                    "--recover-file", "restart.rec")
+    client.wait_line(lambda x: x == "all running")
+    client.proc.send_signal(signal.SIGKILL)
+    client.finish()
+    node1 = dispy_lan.nodes["node1"]
+    deadline = time.monotonic() + 30
+    while node1.output().count("kept on disk") < 2:
+        assert time.monotonic() < deadline, node1.output()
+        time.sleep(0.05)
+    node1.stop(signal.SIGTERM)
+    node1.start()
+    node1.wait_for("kept 2 undelivered result(s)")
+    got = recover(dispy_lan, "restart.rec")
+    assert [(x, s) for x, s, _ in got] == [(i, FINISHED) for i in range(4)], got

@@ -32,6 +32,7 @@ from .avail import avail_info
 from .computation import Computation, HostProcess
 from .files import safe_join, too_big
 from .options import NodeOptions
+from .results import ResultStore
 
 log = logging.getLogger("dispy.node")
 
@@ -48,6 +49,12 @@ class Session:
         self.writer: asyncio.StreamWriter | None = None
         self.computations: dict[str, Computation] = {}
         self.undelivered: dict[str, tuple[dict, list]] = {}
+        #: results not yet on disk -> when they were produced; uids already on disk
+        self.unsaved: dict[str, float] = {}
+        self.saved: set[str] = set()
+        #: kept only for its results (client presumed gone, or node restarted): it does
+        #: not hold the node; recover_jobs, connecting with this client id, fetches them
+        self.orphan = False
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
 
@@ -88,6 +95,7 @@ class NodeDaemon:
         #: client ids presumed gone, whose running jobs are still finishing
         self.zombies: set[str] = set()
         self.lock_fd: int | None = None
+        self.store: ResultStore | None = None
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -130,6 +138,7 @@ class NodeDaemon:
         self._lock()
         if self.opts.clean:
             self._clean()
+        self._restore_results()
         loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
@@ -175,6 +184,38 @@ class NodeDaemon:
             return
         self.announce()
 
+    def _restore_results(self) -> None:
+        """Results kept by an earlier run wait for their clients (recover_jobs)."""
+        self.store = ResultStore(os.path.join(self.root, "results.db"))
+        kept = self.store.load()
+        for client_id, (name, results) in kept.items():
+            session = Session(client_id, name, "?")
+            session.orphan = True
+            for header, bufs in results:
+                session.undelivered[header["uid"]] = (header, bufs)
+                session.saved.add(header["uid"])
+            self.sessions[client_id] = session
+        if kept:
+            log.info("kept %d undelivered result(s) of %d client(s) from an earlier run",
+                     sum(len(r) for _, r in kept.values()), len(kept))
+
+    def _save_results(self, session: Session, older_than: float | None = None) -> None:
+        """Write unacknowledged results to disk (all, or those older than the given time)."""
+        uids = [uid for uid, t in session.unsaved.items()
+                if older_than is None or t <= older_than]
+        items = []
+        for uid in uids:
+            del session.unsaved[uid]
+            entry = session.undelivered.get(uid)
+            if entry is not None:
+                items.append((session.client_id, session.name, entry[0], entry[1]))
+                session.saved.add(uid)
+        if items and self.store is not None:
+            try:
+                self.store.save(items)
+            except Exception as exc:  # e.g. a full disk: the results stay in memory
+                log.warning("could not keep %d result(s) on disk: %s", len(items), exc)
+
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
@@ -201,6 +242,7 @@ class NodeDaemon:
         for session in list(self.sessions.values()):
             for comp in list(session.computations.values()):
                 await self._close_computation(comp, status, reason, notify=True)
+            self._save_results(session)
             if session.writer is not None:
                 try:
                     await asyncio.wait_for(session.writer.drain(), self.opts.msg_timeout)
@@ -215,6 +257,9 @@ class NodeDaemon:
         for session in self.sessions.values():
             if session.writer is not None:
                 session.writer.close()
+            self._save_results(session)
+        if self.store is not None:
+            self.store.close()
         if self.udp and self.udp.transport:
             self.udp.transport.close()
         try:
@@ -338,6 +383,11 @@ class NodeDaemon:
             while True:
                 header, bufs = await read_frame(reader)
                 session.last_seen = time.monotonic()
+                old = session.computations.get(header.get("cid"))
+                if header.get("op") == "compute" and old is not None:
+                    # the client presumed us dead and sets up again: end the old one first
+                    await self._close_computation(old, TERMINATED, "set up again by client",
+                                                  notify=False, release=False)
                 try:
                     self._on_client(session, header, bufs)
                 except Exception:
@@ -355,16 +405,22 @@ class NodeDaemon:
 
     def _keepalive(self, writer: asyncio.StreamWriter) -> None:
         """TCP keepalive well within --zombie_interval, so a client whose machine vanished
-        (no FIN ever comes) is noticed as disconnected, while an idle live one is not."""
+        (no FIN ever comes) is noticed as disconnected, while an idle live one is not. The
+        user timeout does the same when results are waiting unacknowledged (keepalive
+        probes stop while data is in flight, and retransmissions go on for many minutes)."""
         sock = writer.get_extra_info("socket")
-        if sock is None:
+        if sock is not None:
             return
         idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
+        interval, count = max(1, idle // 4), 4
+        user_timeout = max(self.opts.msg_timeout, idle + interval * count)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 4))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(user_timeout * 1000))
         except (OSError, AttributeError):
             pass
 
@@ -373,8 +429,15 @@ class NodeDaemon:
         if op == "job":
             self._job(session, header, bufs)
         elif op == "ack":
+            dropped = []
             for uid in header.get("uids", ()):
                 session.undelivered.pop(uid, None)
+                session.unsaved.pop(uid, None)
+                if uid in session.saved:
+                    session.saved.discard(uid)
+                    dropped.append(uid)
+            if dropped and self.store is not None:
+                self.store.drop(session.client_id, dropped)
             self._check_free(session)
         elif op == "compute":
             self._compute(session, header, bufs)
@@ -382,6 +445,8 @@ class NodeDaemon:
             self._file(session, header, bufs)
         elif op == "files_check":
             self._files_check(session, header)
+        elif op == "jobs_query":
+            self._jobs_query(session, header)
         elif op == "setup":
             comp = session.computations.get(header.get("cid"))
             if comp is not None:
@@ -418,6 +483,7 @@ class NodeDaemon:
                           "reason": f"node is {self._service_text()}"})
             return
         self.owner = session
+        session.orphan = False
         base = os.path.join(self.root, "clients", session.client_id)
         dest = header.get("dest_path")
         try:
@@ -468,6 +534,16 @@ class NodeDaemon:
                 comp.failed = f"file transfer failed: {exc}"
             else:
                 log.warning("file for job %s not stored: %s", job_uid, exc)
+
+    def _jobs_query(self, session: Session, header: dict) -> None:
+        """recover_jobs asks which of its jobs this node still knows."""
+        known = set(session.undelivered)
+        for comp in session.computations.values():
+            known.update(comp.running)
+        known.update(str(item[1].get("uid")) for item in self.waiting
+                     if item[0].session is session)
+        unknown = [uid for uid in header.get("uids", ()) if uid not in known]
+        session.send({"op": "reply", "reply": header.get("reply"), "unknown": unknown})
 
     def _files_check(self, session: Session, header: dict) -> None:
         """Answer which of the listed files are missing or differ (shared dest_path)."""
@@ -525,13 +601,13 @@ class NodeDaemon:
 
     def _check_free(self, session: Session) -> None:
         """Release the node when its owner has nothing left here."""
-        if session.computations or session.undelivered:
+        if session.computations or (session.undelivered and not session.orphan):
             return
         try:  # the client's own directory, unless it kept files there (cleanup=False)
             os.rmdir(os.path.join(self.root, "clients", session.client_id))
         except OSError:
             pass
-        if session.writer is None:
+        if session.writer is None and not session.undelivered:
             self.sessions.pop(session.client_id, None)
         if self.owner is session:
             self.owner = None
@@ -608,7 +684,11 @@ class NodeDaemon:
                 return
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[header["uid"]] = (header, bufs)
-            session.send(header, bufs)
+            session.unsaved[header["uid"]] = time.monotonic()
+            if not session.send(header, bufs):
+                log.info("client %s is away: result of job %s kept on disk",
+                         session.describe(), header["uid"])
+                self._save_results(session)
             self._start_jobs()
             self._maybe_finish()
         elif op == "provisional":
@@ -644,6 +724,7 @@ class NodeDaemon:
                         session.send({"op": "pulse", "busy": self.busy,
                                       "avail_info": avail_info(self.opts.dest_path_prefix)})
                 await self._check_zombie(session, now)
+                self._save_results(session, older_than=now - 1.0)
             self._service_tick()
             if (self.opts.ping_interval and self.owner is None
                     and now - last_announce >= self.opts.ping_interval):
@@ -654,7 +735,8 @@ class NodeDaemon:
         """A client disconnected for --zombie_interval is presumed gone (a zombie): its
         running jobs finish, then its computations close and the node is free again."""
         silent = now - session.last_seen
-        if session.writer is not None or silent <= self.opts.zombie_interval * 60:
+        if (session.writer is not None or session.orphan
+                or silent <= self.opts.zombie_interval * 60):
             return
         running = sum(len(c.running) for c in session.computations.values())
         if running:
@@ -667,7 +749,8 @@ class NodeDaemon:
         self.zombies.discard(session.client_id)
         log.warning("client %s silent for %.0f s: presumed gone; releasing the node",
                     session.describe(), silent)
-        session.undelivered.clear()
+        self._save_results(session)  # recover_jobs can still fetch them
+        session.orphan = True
         for comp in list(session.computations.values()):
             await self._close_computation(comp, CANCELLED, "client presumed gone", False)
         self._check_free(session)
