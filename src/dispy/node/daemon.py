@@ -409,7 +409,7 @@ class NodeDaemon:
         user timeout does the same when results are waiting unacknowledged (keepalive
         probes stop while data is in flight, and retransmissions go on for many minutes)."""
         sock = writer.get_extra_info("socket")
-        if sock is not None:
+        if sock is None:
             return
         idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
         interval, count = max(1, idle // 4), 4
