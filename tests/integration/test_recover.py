@@ -32,7 +32,10 @@ CLIENT = textwrap.dedent("""
     jobs = [cluster.submit(i, secs) for i in range(count)]
     for i, job in enumerate(jobs):
         job.id = i
-    while any(job.status != dispy.DispyJob.Running for job in jobs):
+    def running():
+        return sum(job.status == dispy.DispyJob.Running for job in jobs)
+
+    while not cluster.status().nodes or running() < min(count, cluster.status().nodes[0].cpus):
         time.sleep(0.02)
     print("all running", flush=True)
     sys.stdin.read()  # killed here by the test
@@ -156,3 +159,11 @@ def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     jobs = dispy.recover_jobs("int.rec")
     assert sorted(job.result for job in jobs) == [0, 1]
+
+
+def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):
+    crashed_client(tmp_path, node, 0.5, 6, "queued.rec")  # 2 run, 4 wait in the client
+    jobs = dispy.recover_jobs("queued.rec")
+    assert sorted((job.id, job.result, job.status) for job in jobs) == [
+        (i, i * i, dispy.DispyJob.Finished) for i in range(6)]
+    assert not glob.glob(str(tmp_path / "queued.rec*"))

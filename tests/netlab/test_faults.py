@@ -144,8 +144,8 @@ def recover(lan: DispyLan, path: str, *args: str) -> dict:
 
 
 def test_client_killed_then_recover_jobs(dispy_lan: DispyLan) -> None:
-    jobs = 4  # as many as the two nodes have CPUs: each is running when the client dies
-    client = Client(dispy_lan, "--jobs", str(jobs), "--secs", "3", "--hold",
+    jobs = 20  # 4 run on the nodes' CPUs when the client dies; 16 are queued in it
+    client = Client(dispy_lan, "--jobs", str(jobs), "--secs", "2", "--hold",
                     "--recover-file", "crash.rec")
     client.wait_line(lambda x: x == "all running")
     client.proc.send_signal(signal.SIGKILL)

@@ -88,6 +88,7 @@ class JobCluster:
         job_status: Any = None,
         poll_interval: float | None = None,
         ipv4_udp_multicast: bool = False,
+        _resume: dict | None = None,
     ) -> None:
         logger.setLevel(loglevel)
         ip_addr = ip_addr if ip_addr is not None else host
@@ -122,10 +123,13 @@ class JobCluster:
             if f and not os.path.isfile(f):
                 raise ValueError(f"TLS file {f} does not exist")
         allocs = to_allocations(nodes, node_port)
-        package = shipping.package(
-            computation, list(depends or []), setup, cleanup if callable(cleanup) else None
-        )
-        self._name = _name_of(computation)
+        if _resume is not None:  # recover_jobs runs jobs a crashed program had queued
+            package, self._name = _resume["package"], _resume["name"]
+        else:
+            package = shipping.package(
+                computation, list(depends or []), setup, cleanup if callable(cleanup) else None
+            )
+            self._name = _name_of(computation)
         self._lock = threading.Condition()
         self._pending = 0
         self._submitted = 0
@@ -167,6 +171,16 @@ class JobCluster:
         with self._lock:
             self._pending += 1
             self._submitted += 1
+        return job
+
+    def _submit_packed(self, data: bytes, job_id: Any) -> DispyJob:
+        """Queue a job whose arguments are already packed (recover_jobs)."""
+        job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
+        job.id = job_id
+        with self._lock:
+            self._pending += 1
+            self._submitted += 1
+        self._engine.post(self._engine.submit, job, None)
         return job
 
     def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:

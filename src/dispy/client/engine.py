@@ -100,6 +100,7 @@ class Engine:
             except Exception:
                 log.exception("engine: %s failed", getattr(fn, "__name__", fn))
         self._dispatch()
+        self._flush_journals()  # submitted jobs are in the recover file from here on
 
     def new_uid(self) -> str:
         return f"{next(self._uids):x}"
@@ -458,7 +459,9 @@ class Engine:
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
         reason = f"node {link.describe()} refused the job: {header.get('reason')}"
-        self._requeue_or_cancel(job, reason)
+        killed = header.get("status") == DispyJob.Terminated  # e.g. the service window ended
+        self._requeue_or_cancel(job, reason, DispyJob.Terminated if killed else
+                                DispyJob.Cancelled)
 
     def _pulse(self, link: NodeLink, header: dict) -> None:
         node = link.node
@@ -529,8 +532,7 @@ class Engine:
         job._args = None
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
-        if job.ip_addr is not None:
-            cs.journal.finished(job._uid)
+        cs.journal.finished(job._uid)
         job.finish.set()
         self._job_event(job)
         cs.job_finished()
@@ -546,6 +548,7 @@ class Engine:
                          f"Cancelled: node {pin[0]}:{pin[1]} is not set up for this cluster")
             return
         self.core.submit(cs.cid, job._uid, pin)
+        cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
     def _dispatch(self) -> None:
@@ -612,7 +615,9 @@ class Engine:
                 return 0
         return -1
 
-    def _requeue_or_cancel(self, job: DispyJob, reason: str) -> None:
+    def _requeue_or_cancel(self, job: DispyJob, reason: str,
+                           status: int = DispyJob.Cancelled) -> None:
+        """A job lost its node: resubmit it (reentrant) or end it with ``status``."""
         cs = job._cluster
         if cs.reentrant and job._args is not None and job._pin is None:
             log.info("job %s resubmitted: %s", job.id, reason)
@@ -623,9 +628,11 @@ class Engine:
             cs.jobs[job._uid] = job
             job.status, job.ip_addr = DispyJob.Created, None
             self.core.submit(cs.cid, job._uid)
+            cs.journal.queued(job, cs.cid)
             self._job_event(job)
         else:
-            self._finish(job, DispyJob.Cancelled, None, None, None, f"Cancelled: {reason}")
+            name = "Terminated" if status == DispyJob.Terminated else "Cancelled"
+            self._finish(job, status, None, None, None, f"{name}: {reason}")
 
     # ---- lost nodes -----------------------------------------------------------------
 
@@ -686,6 +693,7 @@ class Engine:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             try:
+                self._flush_journals()  # queued jobs reach the recover file too
                 self._tick(now)
                 waiting = [cs for cs in self.clusters.values() if cs.jobs and
                            not self.core.usable(cs.cid)]

@@ -17,6 +17,8 @@ import sqlite3
 import time
 from typing import Any
 
+import cloudpickle
+
 from .. import config
 from ..wire import auth, tls
 from ..wire.frames import FrameError, read_frame, write_frame
@@ -27,10 +29,14 @@ log = logging.getLogger("dispy")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, client_id TEXT,
-    key BLOB, certfile TEXT, keyfile TEXT, created REAL);
+    key BLOB, certfile TEXT, keyfile TEXT, created REAL, spec BLOB);
 CREATE TABLE IF NOT EXISTS jobs (uid TEXT PRIMARY KEY, cid TEXT, ip TEXT, port INTEGER,
-    job_id TEXT, submit_time REAL, start_time REAL);
+    job_id TEXT, submit_time REAL, start_time REAL, args BLOB);
 """
+
+#: Arguments larger than this are not kept in the recover file (a queued job with such
+#: arguments cannot be rerun by recover_jobs); keeps the journal cheap for big payloads.
+MAX_KEPT_ARGS = 1 << 20
 
 
 def default_path() -> str:
@@ -48,32 +54,51 @@ class Journal:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
         self.clusters: set[str] = set()
+        self._queued: list[tuple[DispyJob, str]] = []
         self._added: list[tuple] = []
         self._done: list[tuple] = []
 
     def add_cluster(self, cs: Any, client_id: str) -> None:
         profile = cs.profile
+        try:  # what recover_jobs needs to run the jobs that were still queued
+            spec = cloudpickle.dumps({
+                "name": cs.name, "package": cs.package, "allocs": cs.allocs,
+                "dest_path": cs.dest_path, "cleanup": cs.cleanup is not False,
+                "reentrant": cs.reentrant, "pulse_interval": cs.pulse_interval})
+        except Exception as exc:
+            log.warning("%r: queued jobs cannot be rerun after a crash: %s", cs.name, exc)
+            spec = None
         self.db.execute(
-            "INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (cs.cid, cs.name, client_id, auth.derive_key(profile.secret),
-             _abs(profile.certfile), _abs(profile.keyfile), time.time()))
+            "INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (cs.cid, cs.name, client_id, auth.key_of(profile.secret),
+             _abs(profile.certfile), _abs(profile.keyfile), time.time(), spec))
         self.clusters.add(cs.cid)
 
+    def queued(self, job: DispyJob, cid: str) -> None:
+        self._queued.append((job, cid))
+
     def dispatched(self, job: DispyJob, cid: str, ip: str, port: int) -> None:
-        job_id = job.id if isinstance(job.id, (int, float, str)) else None
-        self._added.append((job._uid, cid, ip, port, None if job_id is None else repr(job_id),
-                            job.submit_time, time.time()))
+        self._added.append((job._uid, cid, ip, port, _id_text(job), job.submit_time,
+                            time.time(), None))
 
     def finished(self, uid: str) -> None:
         self._done.append((uid,))
 
     def flush(self) -> None:
         """Commit what was journaled: before jobs are sent and before results are acked."""
-        if not (self._added or self._done):
+        if not (self._queued or self._added or self._done):
             return
+        queued = [(job._uid, cid, None, None, _id_text(job), job.submit_time, None,
+                   job._args if job._args is not None and len(job._args) <= MAX_KEPT_ARGS
+                   else None)
+                  for job, cid in self._queued if job.status == DispyJob.Created]
+        self._queued = []
         with self.db:
+            if queued:
+                self.db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                    queued)
             if self._added:
-                self.db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self.db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                     self._added)
             if self._done:
                 self.db.executemany("DELETE FROM jobs WHERE uid = ?", self._done)
@@ -91,6 +116,11 @@ class Journal:
         self.db.close()
         _unlink(self.path)
         return True
+
+
+def _id_text(job: DispyJob) -> str | None:
+    """The user's job id, if it is a plain value (kept as its repr)."""
+    return repr(job.id) if isinstance(job.id, (int, float, str)) else None
 
 
 def _abs(path: str | None) -> str | None:
@@ -116,13 +146,15 @@ def newest_recover_file(directory: str = ".") -> str | None:
 
 def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
                  terminate_pending: bool = False) -> list[DispyJob]:
-    """Collect the results of the jobs a crashed client program left on its nodes.
+    """Collect the results of the jobs a crashed client program left behind.
 
-    Waits for running jobs (at most ``timeout`` seconds), cancels those still running
-    then when ``terminate_pending``, and releases the nodes. Jobs a node no longer
-    knows (it was restarted while they ran) come back Abandoned with the reason. Jobs
-    still running after ``timeout`` come back Running and stay in the recover file, so
-    a later call can fetch them; the file is removed once nothing is left in it.
+    Jobs it had sent to nodes: their results are fetched from the nodes (running ones
+    are waited for, at most ``timeout`` seconds, then cancelled if
+    ``terminate_pending``), and the nodes are released. Jobs still queued in the crashed
+    program are run now with its computation, kept in the file. Jobs a node no longer
+    knows (it was killed while they ran) come back Abandoned with the reason. Jobs not
+    finished when ``timeout`` passes come back Running (or Cancelled) and stay in the
+    file for a later call; the file is removed once nothing is left in it.
     """
     path = recover_file or newest_recover_file()
     if path is None or not os.path.isfile(path):
@@ -134,17 +166,21 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     except sqlite3.DatabaseError as exc:
         db.close()
         raise ValueError(f"{path} is not a dispy recover file: {exc}") from None
+    deadline = None if timeout is None else time.monotonic() + timeout
     groups: dict[tuple, list[tuple]] = {}
+    queued: dict[str, list[tuple]] = {}
     for row in rows:
         cluster = clusters.get(row[1])
         if cluster is None:
+            continue
+        if row[2] is None:
+            queued.setdefault(row[1], []).append(row)
             continue
         groups.setdefault((row[2], row[3], cluster[2], cluster[3], cluster[4], cluster[5]),
                           []).append(row)
     jobs: list[DispyJob] = []
 
     async def run_all() -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
         await asyncio.gather(*(_recover_node(target, group, deadline, terminate_pending, jobs)
                                for target, group in groups.items()))
 
@@ -152,6 +188,8 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     for job in jobs:
         job.finish.set()  # job() returns at once; unfinished ones show status Running
     done = [(job._uid,) for job in jobs if job.status != DispyJob.Running]
+    for cid, group in queued.items():
+        done += _rerun(path, clusters[cid], group, deadline, terminate_pending, jobs)
     with db:
         db.executemany("DELETE FROM jobs WHERE uid = ?", done)
         left = {row[0] for row in db.execute("SELECT DISTINCT cid FROM jobs")}
@@ -161,6 +199,46 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     if not left:
         _unlink(path)
     return jobs
+
+
+def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
+           terminate: bool, out: list[DispyJob]) -> list[tuple]:
+    """Run the jobs the crashed program had not sent yet; returns the rows now done."""
+    from .cluster import JobCluster
+
+    runnable = [row for row in rows if row[7] is not None]
+    for row in rows:
+        if row[7] is None:
+            job = _recovered(row)
+            _end(job, DispyJob.Abandoned, "Abandoned: it was queued in the crashed program"
+                 " and its arguments were too big to keep in the recover file")
+            out.append(job)
+    gone = [(row[0],) for row in rows if row[7] is None]
+    if not runnable:
+        return gone
+    try:
+        spec = cloudpickle.loads(cluster[7])
+    except Exception as exc:
+        log.warning("recover_jobs: %d queued job(s) of %r cannot be rerun: %s",
+                    len(runnable), cluster[1], exc)
+        return gone
+    rerun = JobCluster(
+        None, nodes=spec["allocs"], dest_path=spec["dest_path"], cleanup=spec["cleanup"],
+        reentrant=spec["reentrant"], pulse_interval=spec["pulse_interval"],
+        secret=bytes(cluster[3]), certfile=cluster[4], keyfile=cluster[5], port=0,
+        recover_file=path + ".rerun", _resume=spec)
+    new = []
+    for row in runnable:
+        job_id = _recovered(row).id
+        new.append((row, rerun._submit_packed(bytes(row[7]), job_id)))
+    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    finished = rerun.wait(wait)
+    rerun.close(timeout=0, terminate=True)
+    for row, job in new:
+        out.append(job)
+        if finished or terminate or job.status != DispyJob.Cancelled:
+            gone.append((row[0],))
+    return gone
 
 
 def _recovered(row: tuple) -> DispyJob:

@@ -21,6 +21,11 @@ def derive_key(secret: str) -> bytes:
     return hashlib.sha256(b"dispy-auth-v1:" + (secret or "").encode()).digest()
 
 
+def key_of(secret: str | bytes) -> bytes:
+    """A secret, or a key already derived from one (as a recover file keeps it)."""
+    return secret if isinstance(secret, bytes) else derive_key(secret)
+
+
 def new_nonce() -> str:
     """A fresh random challenge, hex encoded."""
     return secrets.token_hex(32)

@@ -43,7 +43,7 @@ async def client_handshake(
     """Authenticate to a daemon; returns its welcome (node information).
 
     ``secret`` may be the derived key itself (bytes), as a recover file keeps it."""
-    key = secret if isinstance(secret, bytes) else auth.derive_key(secret)
+    key = auth.key_of(secret)
     nonce = auth.new_nonce()
     write_frame(
         writer,
