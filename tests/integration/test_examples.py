@@ -109,10 +109,6 @@ def delegate(name, n):
     return globals()[name](n)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dispy_job_depends functions outlive their job: jobproc._add_job_globals puts them in "
-    "the computation's globals and in builtins of the warm job process, so a later job "
-    "that did not ship them still finds them"))
 def test_delegate_functions_are_for_their_job_only(node_factory):
     one_cpu = node_factory("-c", "1")
     with dispy.JobCluster(delegate, nodes=["127.0.0.1"], node_port=one_cpu.port,
@@ -152,11 +148,6 @@ def test_job_scheduler_one_job_at_a_time_on_one_node(alpha, tmp_path):
     assert check_one_job_per_node(out, {"alpha"}) == {"alpha": 8}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster_status gets the wrong DispyNode for job events when two nodes share an IP "
-    "address (different ports): engine._job_event looks the node up with "
-    "cs.nodes_by_ip(job.ip_addr), so every job is reported with the node set up first, "
-    "which then gets two jobs at a time while the other node gets no second job"))
 def test_job_scheduler_one_job_at_a_time_on_two_nodes(pair, tmp_path):
     out = run_example("job_scheduler.py", tmp_path, *pair)
     counts = check_one_job_per_node(out, {"alpha", "beta"})
@@ -215,10 +206,6 @@ def set_value(v):
     return 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resetup_node returns before the node is taken out of scheduling: JobCluster."
-    "resetup_node only queues engine.close_node on the loop, so jobs submitted right "
-    "after it (the original replace_inmem idiom) may still run on the old setup"))
 def test_jobs_submitted_right_after_resetup_node_see_the_new_setup(alpha):
     alloc = dispy.NodeAllocate("127.0.0.1", port=alpha.port, setup_args=(0,))
     with dispy.JobCluster(lookup_value, nodes=[alloc], port=0, setup=set_value) as cluster:
@@ -242,10 +229,6 @@ class PhasedData(dispy.NodeAllocate):
         return super().allocate(cluster, ip_addr, name, cpus, avail_info, platform)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resetup_node does not call NodeAllocate.allocate() again (engine.close_node(resetup="
-    "True) goes straight to _setup); 4.15 does, and its replace_inmem.py chooses the next "
-    "data file in allocate(), so with dispy 5 the node silently keeps the old data"))
 def test_resetup_node_asks_allocate_again(alpha):
     ready = threading.Semaphore(0)
 

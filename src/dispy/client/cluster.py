@@ -36,12 +36,6 @@ class _ClusterState:
         self.created = time.monotonic()
         self.stall_reported = 0.0
 
-    def nodes_by_ip(self, ip: str | None) -> DispyNode | None:
-        for node in self.nodes.values():
-            if node.ip_addr == ip:
-                return node
-        return None
-
     def node_files(self, alloc: NodeAllocate) -> list[shipping.FileSpec]:
         return [shipping.FileSpec(os.path.abspath(p), shipping.relpath_for(p))
                 for p in alloc.depends]
@@ -261,18 +255,19 @@ class JobCluster:
         link = self._node_link(node, "close_node")
         if link is None:
             return -1
-        self._engine.call(self._engine.close_node(self._state, link, terminate_pending))
-        return 0
+        return self._on_loop(self._engine.close_node, self._state, link, terminate_pending)
 
     def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
-        """Close the computation on ``node`` and run setup again with the current
-        NodeAllocate ``setup_args`` and ``depends`` (e.g. to swap in-memory data): 0, or -1."""
+        """Close the computation on ``node`` and run setup again (e.g. to swap in-memory
+        data): its NodeAllocate's ``allocate`` is called again, then setup runs with the
+        current ``setup_args`` and ``depends``. Jobs submitted from now on run after the new
+        setup; those already running there finish first (or are cancelled with
+        ``terminate_pending``). Returns 0, or -1 for a node that is not set up."""
         link = self._node_link(node, "resetup_node")
         if link is None:
             return -1
-        self._engine.call(self._engine.close_node(self._state, link, terminate_pending,
-                                                  resetup=True))
-        return 0
+        return self._on_loop(self._engine.close_node, self._state, link, terminate_pending,
+                             True)
 
     def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob] | int:
         """Jobs of this cluster running on ``node``, or -1 for an unknown node."""

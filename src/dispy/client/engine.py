@@ -518,7 +518,7 @@ class Engine:
         if cs.callback is not None:
             self.callbacks.call(cs.callback, snap)
         if cs.cluster_status is not None:
-            node = cs.nodes_by_ip(job.ip_addr)
+            node = cs.nodes.get(job._key) if job._key is not None else None
             self.callbacks.call(cs.cluster_status, job.status, node, snap)
 
     def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
@@ -562,6 +562,7 @@ class Engine:
                 continue
             link.running[uid] = job
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
+            job._key = link.key
             cs.journal.dispatched(job, cid, link.ip, link.port)
             batch.append((job, cs, link))
         if not batch:
@@ -819,24 +820,33 @@ class Engine:
         log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
         return -1
 
-    async def close_node(self, cs: Any, link: NodeLink, terminate: bool,
-                         resetup: bool = False) -> None:
+    def close_node(self, cs: Any, link: NodeLink, terminate: bool,
+                   resetup: bool = False) -> int:
         """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
-        with ``resetup``, set the computation up there again with the current setup_args."""
+        with ``resetup``, set the computation up there again (``allocate`` is asked again
+        for its CPUs and setup_args). No new job goes there from the moment this returns."""
         if link.clusters.get(cs.cid) not in ("ready", "deallocated", "setup"):
-            return
+            return -1
         link.clusters[cs.cid] = "closing"
         self.core.node_unready(cs.cid, link.key)
         if not resetup:
-            cs.nodes.pop(link.key, None)
-            for uid in self.core.unpin(cs.cid, link.key):
-                job = cs.jobs.get(uid)
-                if job is not None:
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 f"Cancelled: node {link.describe()} was closed")
+            self._forget_node(cs, link, "was closed")
         if terminate:
             for job in self.node_jobs(cs, link):
                 link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
+        asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
+        return 0
+
+    def _forget_node(self, cs: Any, link: NodeLink, why: str) -> None:
+        cs.nodes.pop(link.key, None)
+        for uid in self.core.unpin(cs.cid, link.key):
+            job = cs.jobs.get(uid)
+            if job is not None:
+                self._finish(job, DispyJob.Cancelled, None, None, None,
+                             f"Cancelled: node {link.describe()} {why}")
+
+    async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
+                          resetup: bool) -> None:
         while self.node_jobs(cs, link) and link.writer is not None:
             await asyncio.sleep(0.05)
         if link.writer is not None:
@@ -850,10 +860,20 @@ class Engine:
         if link.clusters.get(cs.cid) != "closing":
             return  # the node was lost meanwhile
         alloc = self._wants(cs, link.ip, link.port)
-        if resetup and alloc is not None and link.state == "connected":
-            link.clusters[cs.cid] = "setup"
-            await self._setup(link, cs, alloc)
-            return
+        node = link.node
+        if resetup and alloc is not None and node is not None and link.state == "connected":
+            try:
+                cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus,
+                                      node.avail_info, node.platform)
+            except Exception:
+                log.exception("NodeAllocate.allocate failed for node %s", link.describe())
+                cpus = 0
+            if isinstance(cpus, int) and cpus > 0:
+                cs.node_cpus[link.key] = min(cpus, node.cpus)
+                link.clusters[cs.cid] = "setup"
+                await self._setup(link, cs, alloc)
+                return
+            self._forget_node(cs, link, "is not used any more (NodeAllocate gave 0 CPUs)")
         link.clusters[cs.cid] = "closed: by close_node"
         self._status(cs, DispyNode.Closed, link.node, None)
         self._release_idle_links()

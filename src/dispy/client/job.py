@@ -23,7 +23,7 @@ class DispyJob:
     __slots__ = (
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "finish", "_args", "_cluster", "_uid", "_pin",
-        "_final", "_deps", "__weakref__",
+        "_final", "_deps", "_key", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -44,6 +44,8 @@ class DispyJob:
         self._pin: Any = None
         self._final = False
         self._deps: Any = None
+        #: the node (link key) the job was last sent to
+        self._key: Any = None
 
     def __call__(self, clear: bool = False) -> Any:
         """Wait until the job ends (any final status) and return its result."""

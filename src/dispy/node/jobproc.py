@@ -171,16 +171,41 @@ def _run_program(program: str, args_buf: bytes) -> dict[str, Any]:
     return _pack_result(reply, result)
 
 
-def _add_job_globals(computation: Any, data: bytes) -> None:
-    """Functions and classes of ``dispy_job_depends``, visible to the computation."""
+_MISSING = object()
+
+
+def _add_job_globals(computation: Any, data: bytes) -> list[tuple[Any, str, Any]]:
+    """Functions and classes of ``dispy_job_depends``, visible to the computation for
+    this job only: returns what they replaced, for ``_restore_globals`` after the job."""
     import builtins
 
     names = cloudpickle.loads(data)
     namespace = getattr(computation, "__globals__", None)
+    saved: list[tuple[Any, str, Any]] = []
     for key, value in names.items():
         if namespace is not None:
+            saved.append((namespace, key, namespace.get(key, _MISSING)))
             namespace[key] = value
+        saved.append((builtins, key, getattr(builtins, key, _MISSING)))
         setattr(builtins, key, value)
+    return saved
+
+
+def _restore_globals(saved: list[tuple[Any, str, Any]]) -> None:
+    """Undo ``_add_job_globals`` so the next job in this warm process does not see them."""
+    for where, key, old in reversed(saved):
+        if isinstance(where, dict):
+            if old is _MISSING:
+                where.pop(key, None)
+            else:
+                where[key] = old
+        elif old is _MISSING:
+            try:
+                delattr(where, key)
+            except AttributeError:
+                pass
+        else:
+            setattr(where, key, old)
 
 
 def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str | None) -> None:
@@ -200,12 +225,14 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                 break
             _State.uid = header["uid"]
             start = time.time()
-            if len(bufs) > 1:
-                _add_job_globals(computation, bufs[1])
-            if program is not None:
-                reply = _run_program(program, bufs[0])
-            else:
-                reply = _run_function(computation, bufs[0])
+            saved = _add_job_globals(computation, bufs[1]) if len(bufs) > 1 else []
+            try:
+                if program is not None:
+                    reply = _run_program(program, bufs[0])
+                else:
+                    reply = _run_function(computation, bufs[0])
+            finally:
+                _restore_globals(saved)
             data = reply.pop("_result")
             out, err = reply.pop("stdout"), reply.pop("stderr")
             reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time(),
