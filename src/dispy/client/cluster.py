@@ -319,7 +319,10 @@ class JobCluster:
                                 else config.NodePort)
 
         async def add() -> None:
-            self._state.allocs.extend(allocs)
+            known = {(a.host, a.port) for a in self._state.allocs}
+            # the same node asked for again (e.g. in a loop) is looked for, not added again
+            self._state.allocs.extend(a for a in allocs if (a.host, a.port) not in known
+                                      or type(a) is not NodeAllocate)
             self._engine._discover(self._state, allocs)
 
         self._engine.call(add()).result()

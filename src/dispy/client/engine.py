@@ -279,20 +279,25 @@ class Engine:
         cs.node_cpus[link.key] = min(cpus, node.cpus)
         asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
 
-    async def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> None:
+    def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
+        """Set the computation up on a node with the files and setup_args ``alloc`` has
+        now: an ``allocate`` that sets them per node may be called for another node next."""
+        files = list(cs.package.files) + cs.node_files(alloc)
+        return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
+
+    async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
              "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
              "kind": "program" if cs.package.program else "function"},
             [cs.package.bundle],
         )
-        files = list(cs.package.files) + cs.node_files(alloc)
         if cs.dest_path and files:
             files = await self._files_needed(link, cs.cid, files)
         for spec in files:
             if not await self._send_file(link, cs.cid, spec.local, spec.relpath):
                 return
-        link.send({"op": "setup", "cid": cs.cid}, [cloudpickle.dumps(alloc.setup_args)])
+        link.send({"op": "setup", "cid": cs.cid}, [setup_args])
 
     async def _files_needed(self, link: NodeLink, cid: str, files: list) -> list:
         """With a shared ``dest_path`` the node may have the files already: skip those."""
