@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,15 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# Benchmarks (not part of `make test`): sets up benchmarks/.envs on first use.
+# make bench ARGS="--quick" for a smoke run; benchmarks/README.md lists the options.
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py $(ARGS)
+
+# Fault-tolerance soak: 20 000 jobs over 3 nodes while a killer restarts nodes.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
