@@ -167,3 +167,16 @@ def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):
     assert sorted((job.id, job.result, job.status) for job in jobs) == [
         (i, i * i, dispy.DispyJob.Finished) for i in range(6)]
     assert not glob.glob(str(tmp_path / "queued.rec*"))
+
+
+def test_clean_removes_kept_results(node_factory, tmp_path):
+    node = node_factory()
+    crashed_client(tmp_path, node, 0.2, 2, "clean.rec")
+    deadline = time.monotonic() + 15
+    while node.output().count("kept on disk") < 2:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.05)
+    node.stop(signal.SIGTERM)
+    node_factory("--clean", port=node.port)
+    jobs = dispy.recover_jobs("clean.rec")
+    assert [job.status for job in jobs] == [dispy.DispyJob.Abandoned] * 2
