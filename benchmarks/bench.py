@@ -223,9 +223,11 @@ def summarize(records: list[dict], systems: list[str], workloads: list[str]) -> 
         for metric, better in METRICS[w]:
             per: dict[str, Any] = {}
             for s in systems:
+                # a hung run's speed is meaningless; reliability counts what hung
                 vals = [r["metrics"][metric] for r in records
                         if r["workload"] == w and r.get("system") == s
-                        and metric in r.get("metrics", {})]
+                        and metric in r.get("metrics", {})
+                        and (r["status"] != "hung" or w == "reliability")]
                 if vals:
                     per[s] = {"median": statistics.median(vals), "min": min(vals),
                               "max": max(vals), "n": len(vals)}

@@ -42,9 +42,9 @@ def ensure_tag() -> str:
     return tag
 
 
-def tagged_pids(tag: str, exclude: Sequence[int] = ()) -> list[int]:
-    """Processes whose environment carries ``DISPY_BENCH_TAG=tag`` (any session or group)."""
-    needle = f"{TAG_VAR}={tag}".encode()
+def tagged_pids(tag: str, exclude: Sequence[int] = (), var: str = TAG_VAR) -> list[int]:
+    """Processes whose environment carries ``var=tag`` (in any session or group)."""
+    needle = f"{var}={tag}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in exclude:
@@ -59,12 +59,13 @@ def tagged_pids(tag: str, exclude: Sequence[int] = ()) -> list[int]:
     return found
 
 
-def kill_tagged(tag: str, exclude: Sequence[int] = (), timeout: float = 10.0) -> int:
-    """SIGKILL every process carrying ``tag`` (but not ``exclude``); returns how many."""
+def kill_tagged(tag: str, exclude: Sequence[int] = (), timeout: float = 10.0,
+                var: str = TAG_VAR) -> int:
+    """SIGKILL every process carrying ``var=tag`` (but not ``exclude``); returns how many."""
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = tagged_pids(tag, exclude)
+        pids = tagged_pids(tag, exclude, var)
         alive = [p for p in pids if not _is_zombie(p)]
         if not alive:
             break
@@ -344,13 +345,9 @@ def w_latency(sys_: Adapter, p: dict, jobfns: Any) -> dict:
 def calibrate_busy(busy: Callable[[int], int], job_ms: float) -> tuple[int, float]:
     """Iterations for a ``job_ms`` busy loop here, and the measured seconds per job."""
     n = 200_000
-    while True:
-        t0 = time.perf_counter()
-        busy(n)
-        dt = time.perf_counter() - t0
-        if dt > 0.02:
-            break
+    while _timed(busy, n) < 0.02:
         n *= 4
+    dt = min(_timed(busy, n) for _ in range(5))  # the least disturbed of a few tries
     iters = int(n * job_ms / 1000 / dt)
     best = min(_timed(busy, iters) for _ in range(3))
     return iters, best
