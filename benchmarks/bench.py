@@ -157,24 +157,29 @@ def run_one(system: str, python: Path, workload: str, params: dict, timeout: flo
     env = {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)
     argv = [str(python), str(HERE / "systems" / DRIVERS[system]), "--workload", workload,
-            "--params", json.dumps(params), "--workdir", str(workdir)]
+            "--params", json.dumps(params), "--workdir", str(workdir),
+            "--deadline", str(timeout + 60)]
     out_path, err_path = workdir / "driver.out", workdir / "driver.err"
     t0 = time.monotonic()
     timed_out = False
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=workdir, env=env, start_new_session=True)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:
+    try:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                    cwd=workdir, env=env, start_new_session=True)
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            kill_tagged(tag)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+                kill_tagged(tag)
+    except BaseException:  # interrupted: the run's processes are dead; drop its files too
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     wall = time.monotonic() - t0
     record = None
     for line in out_path.read_text(errors="replace").splitlines():
@@ -372,6 +377,8 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = workload_params(args)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind, so every run's cleanup runs
+        signal.signal(sig, lambda num, _frame: sys.exit(128 + num))
     logs = HERE / ".logs"
     logs.mkdir(exist_ok=True)
     pythons: dict[str, Path] = {}

@@ -14,6 +14,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -495,14 +496,26 @@ def emit(record: dict) -> None:
     sys.stdout.flush()
 
 
+def _watchdog(tag: str, seconds: float) -> None:
+    """Even if nobody is left to time this driver out, it does not outlive its deadline."""
+    time.sleep(seconds)
+    sys.stderr.write(f"driver: deadline of {seconds:.0f} s passed; killing the run\n")
+    kill_tagged(tag, exclude=ancestors())
+    os._exit(124)
+
+
 def driver_main(make: Callable[[Path], Adapter]) -> None:
     """Run one workload on the system ``make`` builds; print the result; exit hard."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     ap.add_argument("--params", default="{}", help="workload parameters as JSON")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--deadline", type=float, default=None,
+                    help="seconds after which the driver kills what it started and exits")
     args = ap.parse_args()
     tag = ensure_tag()
+    if args.deadline:
+        threading.Thread(target=_watchdog, args=(tag, args.deadline), daemon=True).start()
     workdir = Path(args.workdir or os.getcwd()).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(workdir)

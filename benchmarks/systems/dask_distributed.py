@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,19 @@ class Dask(Adapter):
              "--no-dashboard"], "scheduler", env)
         self.procs.wait_for(proc, log, "Scheduler at", 120)
         self.scheduler_pid = proc.pid
+        workers = []
         for k, c in enumerate(cpus):
-            self.procs.start([str(BIN / "dask"), "worker", self.address, "--host", "127.0.0.1",
-                              "--nworkers", str(c), "--nthreads", "1", "--no-dashboard"],
-                             f"worker-{k}", env)
+            proc, log = self.procs.start(
+                [str(BIN / "dask"), "worker", self.address, "--host", "127.0.0.1",
+                 "--nworkers", str(c), "--nthreads", "1", "--no-dashboard"], f"worker-{k}", env)
+            workers.append((proc, log, c))
+        deadline = time.monotonic() + 180
+        for proc, log, c in workers:  # "node already running": every worker registered
+            while log.read_text(errors="replace").count("Registered to") < c:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{log.name}: workers did not register:\n"
+                                       + log.read_text(errors="replace")[-2000:])
+                time.sleep(0.1)
 
     def open(self, fn: Callable) -> None:
         self.fn = fn
