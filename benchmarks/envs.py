@@ -65,7 +65,8 @@ def ensure(name: str, reinstall: bool = False, log=print) -> Env:
             except subprocess.TimeoutExpired:
                 rc = "timeout"
             if rc != 0:
-                tail = out.read_text(errors="replace").strip().splitlines()[-5:]
+                lines = out.read_text(errors="replace").strip().splitlines()
+                tail = [ln for ln in lines if "ERROR" in ln][-3:] or lines[-3:]
                 reason = f"`{' '.join(step[-3:])}` failed ({rc}): " + " | ".join(tail)
                 failed.write_text(reason + "\n")
                 log(f"[setup] {name}: {reason}")
