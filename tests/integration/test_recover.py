@@ -57,6 +57,14 @@ def crashed_client(tmp_path, node, secs, count, recover_file=None):
         proc.wait(10)
 
 
+def wait_kept(node, count: int) -> None:
+    """Wait until the node logged that it kept ``count`` results for an absent client."""
+    deadline = time.monotonic() + 15
+    while node.output().count("kept on disk") < count:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.05)
+
+
 def double(x):
     return 2 * x
 
@@ -114,10 +122,7 @@ def test_recover_jobs_without_a_file_is_a_clear_error(tmp_path):
 def test_results_survive_a_node_restart(node_factory, tmp_path):
     node = node_factory()
     crashed_client(tmp_path, node, 0.3, 2, "restart.rec")
-    deadline = time.monotonic() + 15
-    while node.output().count("kept on disk") < 2:
-        assert time.monotonic() < deadline, node.output()
-        time.sleep(0.05)
+    wait_kept(node, 2)
     node.stop(signal.SIGTERM)
     again = node_factory(port=node.port)
     again.wait_for("kept 2 undelivered result(s)")
@@ -172,10 +177,7 @@ def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):
 def test_clean_removes_kept_results(node_factory, tmp_path):
     node = node_factory()
     crashed_client(tmp_path, node, 0.2, 2, "clean.rec")
-    deadline = time.monotonic() + 15
-    while node.output().count("kept on disk") < 2:
-        assert time.monotonic() < deadline, node.output()
-        time.sleep(0.05)
+    wait_kept(node, 2)
     node.stop(signal.SIGTERM)
     node_factory("--clean", port=node.port)
     jobs = dispy.recover_jobs("clean.rec")

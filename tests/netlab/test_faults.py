@@ -106,30 +106,27 @@ def test_node_killed_in_the_middle_of_200_jobs(dispy_lan: DispyLan, reentrant: b
         assert counts[CANCELLED] <= 2  # at most the node's 2 running jobs
 
 
-def test_short_link_cut_loses_nothing(dispy_lan: DispyLan) -> None:
-    client = Client(dispy_lan, "--jobs", "40", "--secs", "0.5", "--pulse", "1")
+def cut_link(lan: DispyLan, seconds: float, *args: str) -> ClientRun:
+    """Run 40 jobs of 0.5 s with pulse_interval=1 and cut node1's link for ``seconds``."""
+    client = Client(lan, "--jobs", "40", "--secs", "0.5", "--pulse", "1", *args)
     client.wait_line(lambda x: x == "ready")
     client.progress(4)
-    node1 = dispy_lan.nodes["node1"]
+    node1 = lan.nodes["node1"]
     node1.host.link_down()
-    time.sleep(2)  # the fault itself: 2 x pulse_interval without a link
+    time.sleep(seconds)  # the fault itself: the link stays down this long
     node1.host.link_up()
     run = client.finish()
-    assert check(run, dispy_lan, 40, allow_cancelled=False)[FINISHED] == 40
+    assert check(run, lan, 40, allow_cancelled=False)[FINISHED] == 40
+    return run
+
+
+def test_short_link_cut_loses_nothing(dispy_lan: DispyLan) -> None:
+    run = cut_link(dispy_lan, 2)  # 2 x pulse_interval
     assert "presumed dead" not in run.stderr
 
 
 def test_long_link_cut_drops_the_node_and_resubmits(dispy_lan: DispyLan) -> None:
-    client = Client(dispy_lan, "--jobs", "40", "--secs", "0.5", "--pulse", "1",
-                    "--reentrant")
-    client.wait_line(lambda x: x == "ready")
-    client.progress(4)
-    node1 = dispy_lan.nodes["node1"]
-    node1.host.link_down()
-    time.sleep(10)  # the fault itself: 10 x pulse_interval without a link
-    node1.host.link_up()
-    run = client.finish()
-    assert check(run, dispy_lan, 40, allow_cancelled=False)[FINISHED] == 40
+    run = cut_link(dispy_lan, 10, "--reentrant")  # 10 x pulse_interval
     assert "presumed dead" in run.stderr
 
 

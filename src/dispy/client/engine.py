@@ -339,9 +339,7 @@ class Engine:
                 while True:
                     chunk = fh.read(config.FileChunkSize)
                     final = offset + len(chunk) >= st.st_size
-                    header = {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
-                              "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
-                              "mode": st.st_mode & 0o7777, "offset": offset, "final": final}
+                    header = _file_header(cid, relpath, st, offset, final)
                     if final and confirm:
                         return await self._request(link, header, [chunk])
                     link.send(header, [chunk])
@@ -601,10 +599,7 @@ class Engine:
             except OSError as exc:
                 log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
                 return False
-            link.send({"op": "file", "cid": cid, "job": uid, "path": spec.relpath,
-                       "size": st.st_size, "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns,
-                       "mode": st.st_mode & 0o7777,
-                       "offset": 0, "final": True}, [data])
+            link.send({**_file_header(cid, spec.relpath, st, 0, True), "job": uid}, [data])
         return True
 
     def cancel(self, job: DispyJob) -> int:
@@ -931,3 +926,9 @@ class Engine:
                 self.core.remove_node(link.key)
                 writer.close()
 
+
+def _file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:
+    """A "file" frame's header: the node keeps the exact mtime and mode."""
+    return {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
+            "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
+            "offset": offset, "final": final}
