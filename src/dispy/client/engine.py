@@ -364,8 +364,8 @@ class Engine:
                     link.node.rx += sum(len(b) for b in bufs) + 64
                 self._on_frame(link, header, bufs)
                 if not reader._buffer:  # type: ignore[attr-defined]
+                    self._dispatch()  # its journal commit also covers the finished jobs
                     self._flush_acks(link)
-                    self._dispatch()
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             reason = f"connection lost: {exc.__class__.__name__}"
         except FrameError as exc:
