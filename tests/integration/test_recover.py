@@ -182,3 +182,29 @@ def test_clean_removes_kept_results(node_factory, tmp_path):
     node_factory("--clean", port=node.port)
     jobs = dispy.recover_jobs("clean.rec")
     assert [job.status for job in jobs] == [dispy.DispyJob.Abandoned] * 2
+
+
+def test_programs_started_together_get_their_own_recover_files(tmp_path):
+    from dispy.client.recover import default_path
+
+    first, second = default_path(), default_path()
+    assert first != second and os.path.exists(first) and os.path.exists(second)
+    assert os.path.basename(second).startswith(os.path.basename(first))
+
+
+def test_a_recover_file_in_use_is_a_clear_error(node, tmp_path):
+    import sqlite3
+
+    holder = sqlite3.connect(tmp_path / "busy.rec")
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE held (x)")
+    try:
+        with pytest.raises(ValueError, match="busy.rec cannot be used"):
+            dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                             recover_file="busy.rec")
+    finally:
+        holder.close()
+    with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                          recover_file="busy.rec") as cluster:
+        assert cluster.submit(4)() == 8

@@ -64,6 +64,8 @@ class Engine:
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
         self.journals: dict[str, Journal] = {}
+        #: this program's default recover file, shared by its clusters while one is open
+        self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
@@ -127,14 +129,19 @@ class Engine:
 
     def add_cluster(self, cs: Any) -> None:
         """(loop) A new cluster: find its nodes."""
-        self.clusters[cs.cid] = cs
-        self.core.add_cluster(cs.cid)
-        path = cs.recover_file or default_path()
-        journal = self.journals.get(path)
+        path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
+        journal = self.journals.get(path) if path else None
         if journal is None:
-            journal = self.journals[path] = Journal(path)
+            # ValueError when it is in use
+            journal = Journal(os.path.abspath(cs.recover_file) if cs.recover_file
+                              else default_path())
+            self.journals[journal.path] = journal
+            if not cs.recover_file:
+                self.default_journal = journal.path
         journal.add_cluster(cs, self.client_id)
         cs.journal = journal
+        self.clusters[cs.cid] = cs
+        self.core.add_cluster(cs.cid)
         cs.created = time.monotonic()
         self._discover(cs)
         for link in list(self.links.values()):

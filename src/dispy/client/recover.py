@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import itertools
 import logging
 import os
 import sqlite3
@@ -40,7 +41,16 @@ MAX_KEPT_ARGS = 1 << 20
 
 
 def default_path() -> str:
-    return os.path.abspath(time.strftime("_dispy_%Y%m%d%H%M%S"))
+    """A new ``_dispy_YYYYMMDDHHMMSS`` file (``_N`` added when programs start together)."""
+    base = os.path.abspath(time.strftime("_dispy_%Y%m%d%H%M%S"))
+    for n in itertools.count():
+        path = f"{base}_{n}" if n else base
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
 
 
 class Journal:
@@ -48,14 +58,18 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        os.chmod(path, 0o600)  # it holds the key that authenticates to the nodes
-        # Only this process writes it, and only a crash of this process must not lose it
-        # (the OS keeps written pages): no fsync, no shared-memory locking per commit.
-        self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            os.chmod(path, 0o600)  # it holds the key that authenticates to the nodes
+            # Only this process writes it, and only a crash of this process must not lose
+            # it (the OS keeps written pages): no fsync, no shared-memory locking per commit.
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ValueError(f"recover file {path} cannot be used (is another program using"
+                             f" it?): {exc}") from None
         self.clusters: set[str] = set()
         self._queued: list[tuple[DispyJob, str]] = []
         self._added: list[tuple] = []
