@@ -2,9 +2,15 @@
 
 Jobs are opaque hashable tokens. A node has a number of CPUs; each cluster that is set
 up on a node may use up to its own allocation of them. Jobs pinned to a node go
-first; otherwise the job submitted earliest (over all clusters) is served first, and
-jobs are spread to the least-loaded node. The caller turns each decision into
-messages and reports back when a job ends or a node goes away.
+first; otherwise the policy picks the cluster: ``fifo`` (default) serves the job
+submitted earliest over all clusters, ``fair`` serves the cluster with the fewest
+running jobs, so each busy cluster gets an equal share of the CPUs. Jobs are spread to
+the least-loaded node. The caller turns each decision into messages and reports back
+when a job ends or a node goes away.
+
+Clusters are admitted in the order they arrive: an ``exclusive`` cluster waits until
+every admitted cluster is removed, and while it is admitted no other cluster is. The
+caller sets up on nodes only the clusters that are admitted.
 """
 
 from __future__ import annotations
@@ -45,11 +51,23 @@ class _Queued:
     node: NodeKey | None
 
 
+POLICIES = ("fifo", "fair")
+
+
 class SchedulerCore:
     """Queues per cluster, CPU accounting per node, and the dispatch decision."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: str = "fifo") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"scheduling policy must be one of {', '.join(POLICIES)}")
+        self.policy = policy
         self._seq = itertools.count()
+        #: clusters allowed to run; the exclusive one among them, if any
+        self._admitted: set[Hashable] = set()
+        self._exclusive: Hashable | None = None
+        self._waiting: deque[tuple[Hashable, bool]] = deque()
+        #: cluster id -> its jobs running anywhere (for the fair policy)
+        self._runs: dict[Hashable, int] = {}
         self._nodes: dict[NodeKey, _Node] = {}
         self._queues: dict[Hashable, deque[_Queued]] = {}
         self._entries: dict[Job, _Queued] = {}
@@ -57,11 +75,51 @@ class SchedulerCore:
 
     # ---- clusters ---------------------------------------------------------------
 
-    def add_cluster(self, cid: Hashable) -> None:
-        self._queues.setdefault(cid, deque())
+    def add_cluster(self, cid: Hashable, exclusive: bool = False) -> bool:
+        """Queue a cluster for admission; True when it is admitted at once."""
+        if cid in self._queues:
+            return cid in self._admitted
+        self._queues[cid] = deque()
+        self._runs[cid] = 0
+        self._waiting.append((cid, exclusive))
+        return cid in self.admit()
+
+    def admit(self) -> list[Hashable]:
+        """Admit waiting clusters in arrival order; returns the newly admitted ones.
+
+        Nobody overtakes a waiting exclusive cluster, so it is not starved."""
+        out = []
+        while self._waiting:
+            cid, exclusive = self._waiting[0]
+            if self._exclusive is not None or (exclusive and self._admitted):
+                break
+            self._waiting.popleft()
+            self._admitted.add(cid)
+            if exclusive:
+                self._exclusive = cid
+            out.append(cid)
+        return out
+
+    def admitted(self, cid: Hashable) -> bool:
+        return cid in self._admitted
+
+    def waiting_for(self, cid: Hashable) -> list[Hashable]:
+        """What an unadmitted cluster waits for: the admitted clusters, then those ahead."""
+        ahead = []
+        for other, _ in self._waiting:
+            if other == cid:
+                return sorted(self._admitted, key=str) + ahead
+            ahead.append(other)
+        return []
 
     def remove_cluster(self, cid: Hashable) -> list[Job]:
-        """Forget a cluster; returns its jobs that were still queued."""
+        """Forget a cluster; returns its jobs that were still queued. Call ``admit``
+        afterwards: clusters that waited for this one may run now."""
+        self._admitted.discard(cid)
+        self._waiting = deque(w for w in self._waiting if w[0] != cid)
+        if self._exclusive == cid:
+            self._exclusive = None
+        self._runs.pop(cid, None)
         left = [q.job for q in self._queues.pop(cid, ()) if self._live(q)]
         for job in left:
             del self._entries[job]
@@ -110,7 +168,9 @@ class SchedulerCore:
             return [], []
         running = [job for job, (_, k) in self._running.items() if k == key]
         for job in running:
-            del self._running[job]
+            cid, _ = self._running.pop(job)
+            if cid in self._runs:
+                self._runs[cid] -= 1
         pinned = [q.job for q in node.pinned if self._live(q)]
         for job in pinned:
             del self._entries[job]
@@ -148,6 +208,8 @@ class SchedulerCore:
         if placed is None:
             return None
         cid, key = placed
+        if cid in self._runs:
+            self._runs[cid] -= 1
         node = self._nodes.get(key)
         if node is not None:
             node.busy -= 1
@@ -175,8 +237,13 @@ class SchedulerCore:
             queue.popleft()
         return queue[0] if queue else None
 
+    def running(self, cid: Hashable) -> int:
+        """Jobs of ``cid`` running on any node."""
+        return self._runs.get(cid, 0)
+
     def _pick(self, node: _Node) -> _Queued | None:
         best_q = None
+        fair = self.policy == "fair"
         self._head(node.pinned)
         for i, entry in enumerate(node.pinned):
             if self._live(entry) and node.used.get(entry.cid, 0) < node.alloc.get(entry.cid, 0):
@@ -189,8 +256,11 @@ class SchedulerCore:
             if not queue:
                 continue
             head = self._head(queue)
-            if head is not None and (best_q is None or head.seq < best_q[0].seq):
-                best_q = (head, queue)
+            if head is None:
+                continue
+            rank = (self._runs.get(cid, 0), head.seq) if fair else (head.seq,)
+            if best_q is None or rank < best_q[2]:
+                best_q = (head, queue, rank)
         if best_q is None:
             return None
         return best_q[1].popleft()
@@ -209,6 +279,7 @@ class SchedulerCore:
             node.busy += 1
             node.used[entry.cid] = node.used.get(entry.cid, 0) + 1
             self._running[entry.job] = (entry.cid, node.key)
+            self._runs[entry.cid] = self._runs.get(entry.cid, 0) + 1
             out.append((entry.job, entry.cid, node.key))
             if node.free() > 0:
                 heapq.heappush(heap, (node.load(), i, node))
