@@ -80,6 +80,25 @@ def start_node(tmp: Path, *args: str, port: int | None = None, wait: bool = True
     return node
 
 
+def start_scheduler(tmp: Path, *args: str, wait: bool = True,
+                    ip: str = "127.0.0.1") -> NodeProcess:
+    """A dispyscheduler on free ports; ``.port`` is the port clients connect to."""
+    port = free_port()
+    prefix = tmp / f"scheduler-{port}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    log = tmp / f"scheduler-{port}.log"
+    argv = [sys.executable, "-m", "dispy.dispyscheduler", "-i", ip, "--scheduler_port",
+            str(port), "-p", str(free_port()), "--dest_path_prefix", str(prefix), "--daemon",
+            *args]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    sched = NodeProcess(port, prefix, log, proc)
+    if wait:
+        sched.wait_for("clients connect to")
+    return sched
+
+
 def wait_started(job, timeout: float = 30.0) -> None:
     """Wait until a job said it started (it calls ``dispy_provisional_result``)."""
     deadline = time.monotonic() + timeout
@@ -101,6 +120,21 @@ def node_factory(tmp_path: Path) -> Iterator:
     yield make
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def scheduler_factory(tmp_path: Path) -> Iterator:
+    """Start dispyschedulers with ``scheduler_factory(*args)``; killed at teardown."""
+    procs: list[NodeProcess] = []
+
+    def make(*args: str, **kw) -> NodeProcess:
+        sched = start_scheduler(tmp_path, *args, **kw)
+        procs.append(sched)
+        return sched
+
+    yield make
+    for sched in procs:
+        sched.stop()
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from .client.cluster import JobCluster
 from .client.job import DispyJob
 from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
 from .client.recover import recover_jobs
+from .client.shared import SharedJobCluster
 from .log import logger
 
 __all__ = [
-    "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "DispyNodeAvailInfo",
+    "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
+    "DispyNodeAvailInfo",
     "ClusterStatus", "config", "__version__", "recover_jobs",
 ]

@@ -139,7 +139,14 @@ class JobCluster:
             dest_path=dest_path, cleanup=cleanup, ext_ip_addr=ext_ip_addr,
             recover_file=recover_file,
         )
+        self._start()
+
+    def _start(self) -> None:
+        """Hand the cluster to the engine, which finds and sets up its nodes."""
         self._engine.call(_call_async(self._engine.add_cluster, self._state)).result()
+
+    def _queue(self, job: DispyJob, pin: tuple | None) -> None:
+        self._engine.post(self._engine.submit, job, pin)
 
     # ---- jobs -------------------------------------------------------------------
 
@@ -174,21 +181,21 @@ class JobCluster:
         with self._lock:
             self._pending += 1
             self._submitted += 1
-        self._engine.post(self._engine.submit, job, None)
+        self._queue(job, None)
         return job
 
     def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:
         """Queue a job; returns it, or None (with a logged reason) if it can't be queued."""
         job = self._make_job(args, kwargs)
         if job is not None:
-            self._engine.post(self._engine.submit, job, None)
+            self._queue(job, None)
         return job
 
     def submit_job_id(self, job_id: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
         job = self._make_job(args, kwargs)
         if job is not None:
             job.id = job_id
-            self._engine.post(self._engine.submit, job, None)
+            self._queue(job, None)
         return job
 
     def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
@@ -202,7 +209,7 @@ class JobCluster:
         job = self._make_job(args, kwargs)
         if job is not None:
             job._pin = key
-            self._engine.post(self._engine.submit, job, key)
+            self._queue(job, key)
         return job
 
     def submit_job_id_node(self, job_id: Any, node: Any, *args: Any, **kw: Any):
@@ -354,9 +361,12 @@ class JobCluster:
         if not done and not terminate:
             return False
         self._closed = True
-        self._engine.call(self._engine.close_cluster(self._state, terminate)).result()
+        self._engine.call(self._close_on_loop(terminate)).result()
         self._engine.callbacks.drain(timeout)
         return True
+
+    def _close_on_loop(self, terminate: bool) -> Any:
+        return self._engine.close_cluster(self._state, terminate)
 
     def shutdown(self) -> None:
         self.close()

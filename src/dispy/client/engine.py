@@ -55,7 +55,8 @@ class Engine:
                 cls._instance = Engine(port, ip_addrs)
             return cls._instance
 
-    def __init__(self, port: int, ip_addrs: list[str] | None) -> None:
+    def __init__(self, port: int, ip_addrs: list[str] | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.client_id = uuid.uuid4().hex
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
@@ -63,6 +64,8 @@ class Engine:
         self.core = SchedulerCore()
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
+        #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
+        self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
         #: this program's default recover file, shared by its clusters while one is open
         self.default_journal: str | None = None
@@ -71,6 +74,9 @@ class Engine:
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
         self._wakeup_pending = False
+        if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
+            self.loop = loop
+            return
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
@@ -129,17 +135,7 @@ class Engine:
 
     def add_cluster(self, cs: Any) -> None:
         """(loop) A new cluster: find its nodes."""
-        path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
-        journal = self.journals.get(path) if path else None
-        if journal is None:
-            # ValueError when it is in use
-            journal = Journal(os.path.abspath(cs.recover_file) if cs.recover_file
-                              else default_path())
-            self.journals[journal.path] = journal
-            if not cs.recover_file:
-                self.default_journal = journal.path
-        journal.add_cluster(cs, self.client_id)
-        cs.journal = journal
+        cs.journal = self._journal_for(cs)
         self.clusters[cs.cid] = cs
         self.core.add_cluster(cs.cid)
         cs.created = time.monotonic()
@@ -147,6 +143,19 @@ class Engine:
         for link in list(self.links.values()):
             if link.state == "connected" and link.profile == cs.profile:
                 self._consider(link, cs)
+
+    def _journal_for(self, cs: Any) -> Any:
+        """The recover file that keeps ``cs``'s jobs (ValueError when it is in use)."""
+        path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
+        journal = self.journals.get(path) if path else None
+        if journal is None:
+            journal = Journal(os.path.abspath(cs.recover_file) if cs.recover_file
+                              else default_path())
+            self.journals[journal.path] = journal
+            if not cs.recover_file:
+                self.default_journal = journal.path
+        journal.add_cluster(cs, self.client_id)
+        return journal
 
     def _discover(self, cs: Any, allocs: list | None = None) -> None:
         for alloc in allocs or cs.allocs:
@@ -273,18 +282,24 @@ class Engine:
         node = link.node
         if alloc is None or node is None or cs.cid in link.clusters:
             return
-        try:
-            cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
-                                  node.platform)
-        except Exception:
-            log.exception("NodeAllocate.allocate failed for node %s", link.describe())
-            cpus = 0
-        if not isinstance(cpus, int) or cpus <= 0:
+        cpus = self._allocate(cs, link, alloc)
+        if cpus <= 0:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
             return
         link.clusters[cs.cid] = "setup"
         cs.node_cpus[link.key] = min(cpus, node.cpus)
         asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
+
+    def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
+        """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""
+        node = link.node
+        try:
+            cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
+                                  node.platform)
+        except Exception:
+            log.exception("NodeAllocate.allocate failed for node %s", link.describe())
+            return 0
+        return cpus if isinstance(cpus, int) and cpus > 0 else 0
 
     def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
         """Set the computation up on a node with the files and setup_args ``alloc`` has
@@ -444,6 +459,10 @@ class Engine:
             node.jobs_done += 1
             node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
             node.update_time = time.time()
+        self._deliver(job, header, bufs)
+
+    def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        """A job's result arrived from the node that ran it."""
         status, result, out, err, exc = decode_result(header, bufs)
         job.start_time = header.get("start_time", job.start_time)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
@@ -869,13 +888,8 @@ class Engine:
         alloc = self._wants(cs, link.ip, link.port)
         node = link.node
         if resetup and alloc is not None and node is not None and link.state == "connected":
-            try:
-                cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus,
-                                      node.avail_info, node.platform)
-            except Exception:
-                log.exception("NodeAllocate.allocate failed for node %s", link.describe())
-                cpus = 0
-            if isinstance(cpus, int) and cpus > 0:
+            cpus = self._allocate(cs, link, alloc)
+            if cpus > 0:
                 cs.node_cpus[link.key] = min(cpus, node.cpus)
                 link.clusters[cs.cid] = "setup"
                 await self._setup(link, cs, alloc)

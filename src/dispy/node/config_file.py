@@ -9,9 +9,11 @@ accepted as well. Every value is checked against the type of its option.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 SECTION = "dispynode"
@@ -40,19 +42,20 @@ def _value_text(key: str, value: Any) -> str:
     raise ConfigError(f"option {key}: cannot save a value of type {type(value).__name__}")
 
 
-def dumps(values: dict[str, Any], comment: str = "") -> str:
+def dumps(values: dict[str, Any], comment: str = "", section: str = SECTION) -> str:
     """The text of a configuration file holding ``values`` (None values are left out)."""
     lines = [f"# {line}".rstrip() for line in comment.splitlines()]
-    lines.append(f"[{SECTION}]")
+    lines.append(f"[{section}]")
     for key in sorted(values):
         if values[key] is not None:
             lines.append(f"{key} = {_value_text(key, values[key])}")
     return "\n".join(lines) + "\n"
 
 
-def save(values: dict[str, Any], path: str | None, comment: str = "") -> None:
+def save(values: dict[str, Any], path: str | None, comment: str = "",
+         section: str = SECTION) -> None:
     """Write ``values`` to ``path``, or to stdout when path is None or '-'."""
-    text = dumps(values, comment)
+    text = dumps(values, comment, section)
     if path in (None, "-"):
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -124,7 +127,7 @@ def _parse_line(line: str) -> tuple[str, Any]:
     return key, value
 
 
-def parse_text(text: str) -> dict[str, Any]:
+def parse_text(text: str, section: str = SECTION) -> dict[str, Any]:
     """Raw values of a TOML-subset or JSON configuration (types not yet checked)."""
     if text.lstrip().startswith("{"):
         try:
@@ -133,8 +136,8 @@ def parse_text(text: str) -> dict[str, Any]:
             raise ConfigError(f"invalid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError("a JSON configuration must be an object")
-        if isinstance(data.get(SECTION), dict) and len(data) == 1:
-            data = data[SECTION]
+        if isinstance(data.get(section), dict) and len(data) == 1:
+            data = data[section]
         return data
     values: dict[str, Any] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -143,8 +146,8 @@ def parse_text(text: str) -> dict[str, Any]:
             continue
         if line.startswith("["):
             name = line.split("#", 1)[0].strip()
-            if name != f"[{SECTION}]":
-                raise ConfigError(f"line {number}: unknown section {name} (only [{SECTION}])")
+            if name != f"[{section}]":
+                raise ConfigError(f"line {number}: unknown section {name} (only [{section}])")
             continue
         try:
             key, value = _parse_line(line)
@@ -184,7 +187,7 @@ def check(values: dict[str, Any], schema: dict[str, type]) -> dict[str, Any]:
     return out
 
 
-def load(path: str, schema: dict[str, type]) -> dict[str, Any]:
+def load(path: str, schema: dict[str, type], section: str = SECTION) -> dict[str, Any]:
     """Read and check a configuration file; ConfigError names the file on any problem."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -192,6 +195,51 @@ def load(path: str, schema: dict[str, type]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return check(parse_text(text), schema)
+        return check(parse_text(text, section), schema)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# ---- options of a command -----------------------------------------------------------
+
+#: Options about the configuration file itself; never stored in one.
+NOT_STORED = ("config", "save_config", "help")
+
+
+def schema_of(p: argparse.ArgumentParser) -> dict[str, type]:
+    """Option name -> type of its value in a configuration file."""
+    schema: dict[str, type] = {}
+    for action in p._actions:
+        if action.dest in NOT_STORED:
+            continue
+        if action.nargs == 0:
+            kind: type = bool
+        elif isinstance(action.default, list):
+            kind = list
+        else:
+            kind = action.type if action.type in (int, float) else str
+        schema[action.dest] = kind
+    return schema
+
+
+def given_options(make_parser: Callable[[], argparse.ArgumentParser],
+                  argv: list[str] | None) -> set[str]:
+    """The options named on the command line (so they win over the file)."""
+    probe = make_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def merge_file(make_parser: Callable[[], argparse.ArgumentParser], a: argparse.Namespace,
+               argv: list[str] | None, section: str = SECTION) -> None:
+    """Fill ``a`` from ``a.config``; options given on the command line win."""
+    p = make_parser()
+    try:
+        values = load(a.config, schema_of(p), section)
+    except ConfigError as exc:
+        p.error(f"--config {exc}")
+    given = given_options(make_parser, argv)
+    for key, value in values.items():
+        if key not in given:
+            setattr(a, key, value)

@@ -30,7 +30,7 @@ from ..wire.handshake import HandshakeError, server_handshake
 from . import service
 from .avail import avail_info
 from .computation import Computation, HostProcess
-from .files import safe_join, too_big
+from .files import safe_join, too_big, write_chunk
 from .options import NodeOptions
 from .results import ResultStore
 
@@ -513,14 +513,7 @@ class NodeDaemon:
             reason = too_big(int(header["size"]), self.opts.max_file_size)
             if reason:
                 raise ValueError(f"{header['path']}: {reason}")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "r+b" if header.get("offset") else "wb") as fh:
-                fh.seek(int(header.get("offset", 0)))
-                for buf in bufs:
-                    fh.write(buf)
-            if header.get("final"):
-                os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
-                _set_mtime(path, header)
+            if write_chunk(path, header, bufs):
                 if job_uid is None:
                     comp.files.append(path)
                 else:
@@ -695,7 +688,7 @@ class NodeDaemon:
             session.send(header, bufs)
         elif op == "send_file":
             reason = too_big(int(header.get("size", 0)), self.opts.max_file_size)
-            if reason is None and not session.send(header, bufs):
+            if reason is None and not session.send({**header, "cid": comp.cid}, bufs):
                 reason = "client is not connected"
             assert comp.host is not None
             comp.host.send({"op": "file_reply", "ok": reason is None, "reason": reason})
@@ -831,15 +824,6 @@ class NodeDaemon:
         self._start_jobs()
         if self.cpus and self.owner is None:
             self.announce()
-
-
-def _set_mtime(path: str, header: dict) -> None:
-    """Keep the sender's modification time exactly (the file cache compares it)."""
-    ns = header.get("mtime_ns")
-    if isinstance(ns, int):
-        os.utime(path, ns=(ns, ns))
-    else:
-        os.utime(path, (float(header["mtime"]), float(header["mtime"])))
 
 
 def install_signals(daemon: NodeDaemon) -> None:

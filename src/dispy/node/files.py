@@ -36,3 +36,22 @@ def too_big(size: int, limit: int) -> str | None:
     if limit and size > limit:
         return f"file of {size} bytes is over the node's max_file_size of {limit} bytes"
     return None
+
+
+def write_chunk(path: str, header: dict, bufs: list[bytes]) -> bool:
+    """Write one chunk of a "file" frame at its offset; True when the file is complete
+    (then it gets the sender's mode and exact mtime: the file cache compares it)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "r+b" if header.get("offset") else "wb") as fh:
+        fh.seek(int(header.get("offset", 0)))
+        for buf in bufs:
+            fh.write(buf)
+    if not header.get("final"):
+        return False
+    os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
+    ns = header.get("mtime_ns")
+    if isinstance(ns, int):
+        os.utime(path, ns=(ns, ns))
+    else:
+        os.utime(path, (float(header["mtime"]), float(header["mtime"])))
+    return True

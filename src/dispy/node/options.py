@@ -16,8 +16,6 @@ from .service import ServiceWindow
 
 #: Options that describe one machine, so a file shared by many nodes must not hold them.
 NODE_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "name")
-#: Options about the configuration file itself; never stored in one.
-NOT_STORED = ("config", "save_config", "help")
 
 
 @dataclass
@@ -105,38 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config_schema(p: argparse.ArgumentParser | None = None) -> dict[str, type]:
     """Option name -> type of its value in a configuration file."""
-    schema: dict[str, type] = {}
-    for action in (p or parser())._actions:
-        if action.dest in NOT_STORED:
-            continue
-        if action.nargs == 0:
-            kind: type = bool
-        elif isinstance(action.default, list):
-            kind = list
-        else:
-            kind = action.type if action.type in (int, float) else str
-        schema[action.dest] = kind
-    return schema
-
-
-def _given(argv: list[str] | None) -> set[str]:
-    """The options named on the command line (so they win over the file)."""
-    probe = parser()
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(probe.parse_args(argv)))
-
-
-def _merge_file(p: argparse.ArgumentParser, a: argparse.Namespace,
-                argv: list[str] | None) -> None:
-    try:
-        values = config_file.load(a.config, config_schema(p))
-    except config_file.ConfigError as exc:
-        p.error(f"--config {exc}")
-    given = _given(argv)
-    for key, value in values.items():
-        if key not in given:
-            setattr(a, key, value)
+    return config_file.schema_of(p or parser())
 
 
 def _save(a: argparse.Namespace) -> None:
@@ -162,7 +129,7 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
     p = parser()
     a = p.parse_args(argv)
     if a.config:
-        _merge_file(p, a, argv)
+        config_file.merge_file(parser, a, argv)
     ncpu = os.cpu_count() or 1
     if a.cpus > ncpu:
         p.error(f"--cpus {a.cpus}: this machine has only {ncpu} CPUs")

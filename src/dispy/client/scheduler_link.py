@@ -1,0 +1,497 @@
+"""SharedJobCluster's connection to a dispyscheduler: jobs out, results and events in.
+
+The scheduler holds a program's jobs while the connection is down and sends the
+results again when it comes back; jobs lost with a broken connection are sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import cloudpickle
+
+from .. import config
+from ..wire import tls
+from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.handshake import HandshakeError, client_handshake
+from .engine import Engine, _file_header
+from .job import DispyJob
+from .links import Profile
+from .nodes import DispyNode, NodeAllocate, avail_from
+
+log = logging.getLogger("dispy")
+
+#: How long a lost scheduler may take to come back before its jobs are given up.
+SCHEDULER_GRACE = 60.0
+
+
+def _custom(alloc: NodeAllocate) -> bool:
+    return type(alloc).allocate is not NodeAllocate.allocate
+
+
+def alloc_specs(allocs: list[NodeAllocate], first: int = 0) -> tuple[list[dict], list[bytes]]:
+    """NodeAllocates as data for the scheduler, and their pickled setup_args."""
+    specs, blobs = [], []
+    for i, alloc in enumerate(allocs):
+        specs.append({"host": alloc.host, "port": alloc.port, "cpus": alloc.cpus,
+                      "custom": _custom(alloc), "index": first + i, "setup_args": i,
+                      "depends": [_relpath(p) for p in alloc.depends]})
+        blobs.append(cloudpickle.dumps(alloc.setup_args))
+    return specs, blobs
+
+
+def _relpath(path: str) -> str:
+    from .shipping import relpath_for
+
+    return relpath_for(path)
+
+
+class SchedulerLink:
+    """The program's connection to one dispyscheduler (on the engine loop only)."""
+
+    def __init__(self, engine: Engine, ip: str, port: int, profile: Profile) -> None:
+        self.engine = engine
+        self.ip = ip
+        self.port = port
+        self.profile = profile
+        self.writer: asyncio.StreamWriter | None = None
+        self.scheduler_id: str | None = None
+        self.pulse_interval: float | None = None
+        self.clusters: dict[str, Any] = {}
+        #: jobs sent and not yet final, by uid
+        self.jobs: dict[str, DispyJob] = {}
+        self.acks: list[str] = []
+        self.replies: dict[str, asyncio.Future] = {}
+        self.answers: dict[str, asyncio.Future] = {}
+        self.closing: dict[str, asyncio.Future] = {}
+        self.reconnecting: asyncio.Task | None = None
+
+    def describe(self) -> str:
+        return f"dispyscheduler {self.ip}:{self.port}"
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        write_frame(self.writer, header, bufs)
+        return True
+
+    # ---- connection ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect and authenticate with the cluster secret; ConnectionError says why."""
+        try:
+            ctx = tls.client_context(self.profile.certfile, self.profile.keyfile)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.ip, self.port, ssl=ctx, limit=1 << 20),
+                config.MsgTimeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectionError(f"cannot connect to {self.describe()}:"
+                                  f" {exc or 'timed out'}") from None
+        try:
+            welcome = await client_handshake(
+                reader, writer, self.profile.secret,
+                {"client_id": self.engine.client_id, "client_name": self.engine.client_name},
+                config.MsgTimeout)
+        except HandshakeError as exc:
+            writer.close()
+            raise ConnectionError(f"{self.describe()} refused this client: {exc}") from None
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
+            writer.close()
+            raise ConnectionError(f"handshake with {self.describe()} failed:"
+                                  f" {exc or exc.__class__.__name__}") from None
+        if not welcome.get("scheduler"):
+            writer.close()
+            raise ConnectionError(f"{self.ip}:{self.port} is not a dispyscheduler (a dispynode?"
+                                  " use JobCluster for nodes)")
+        restarted = self.scheduler_id is not None and welcome.get("scheduler_id") != \
+            self.scheduler_id
+        self.scheduler_id = welcome.get("scheduler_id")
+        self.pulse_interval = welcome.get("pulse_interval")
+        self.writer = writer
+        asyncio.get_running_loop().create_task(self._read(reader, writer))
+        if restarted:
+            self._give_up("the scheduler was restarted and no longer knows them")
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reason = "connection closed by the scheduler"
+        try:
+            while True:
+                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                try:
+                    self._on_frame(header, bufs)
+                except Exception:
+                    log.exception("failed to handle %r from %s", header.get("op"),
+                                  self.describe())
+                if not reader._buffer:  # type: ignore[attr-defined]
+                    self._flush_acks()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            reason = f"connection lost: {exc.__class__.__name__}"
+        except FrameError as exc:
+            reason = f"bad frame: {exc}"
+        finally:
+            writer.close()
+            if self.writer is writer:
+                self.writer = None
+                self._lost(reason)
+
+    def _lost(self, reason: str) -> None:
+        for futs in (self.replies, self.closing):
+            for fut in futs.values():
+                if not fut.done():
+                    fut.set_result(None)
+        if not self.clusters:
+            return
+        log.warning("%s: %s; reconnecting", self.describe(), reason)
+        if self.reconnecting is None or self.reconnecting.done():
+            self.reconnecting = asyncio.get_running_loop().create_task(self._reconnect(reason))
+
+    async def _reconnect(self, reason: str) -> None:
+        since = time.monotonic()
+        while self.clusters and self.writer is None:
+            await asyncio.sleep(1.0)
+            try:
+                await self.connect()
+            except ConnectionError as exc:
+                reason = str(exc)
+                if time.monotonic() - since > SCHEDULER_GRACE:
+                    self._give_up(f"{self.describe()} unreachable for"
+                                  f" {time.monotonic() - since:.0f} s: {reason}")
+                    return
+                continue
+            log.info("%s: connected again", self.describe())
+            self._resend()
+
+    def _resend(self) -> None:
+        """Frames may have been lost with the connection: ask which jobs it lacks."""
+        uids = list(self.jobs)
+        if uids:
+            self.send({"op": "jobs_query", "uids": uids, "reply": "resend"})
+
+    def _resend_answer(self, unknown: list) -> None:
+        for uid in unknown:
+            job = self.jobs.get(uid)
+            if job is None:
+                continue
+            if job._args is not None and job.status == DispyJob.Created:
+                self._send_job(job)
+            else:
+                self.jobs.pop(uid, None)
+                self.engine._finish(job, DispyJob.Abandoned, None, None, None,
+                                    f"Abandoned: {self.describe()} lost it with the"
+                                    " connection")
+
+    def _give_up(self, reason: str) -> None:
+        jobs, self.jobs = list(self.jobs.values()), {}
+        if jobs:
+            log.error("%s: %d job(s) abandoned: %s", self.describe(), len(jobs), reason)
+        for job in jobs:
+            self.engine._finish(job, DispyJob.Abandoned, None, None, None,
+                                f"Abandoned: {reason}")
+        for cs in list(self.clusters.values()):
+            for node in list(cs.nodes.values()):
+                self.engine._status(cs, DispyNode.Closed, node, None)
+            cs.nodes.clear()
+            fut = self.answers.get(cs.cid)
+            if fut is not None and not fut.done():
+                fut.set_result({"op": "refused", "reason": reason})
+        if self.writer is not None:
+            self.clusters.clear()  # a restarted scheduler does not know them
+
+    def _flush_acks(self) -> None:
+        if self.acks:
+            self.engine._flush_journals()  # forget jobs durably before the results go
+            self.send({"op": "ack", "uids": self.acks})
+            self.acks = []
+
+    # ---- messages from the scheduler ----------------------------------------------
+
+    def _on_frame(self, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        if op == "done":
+            self._done(header, bufs)
+        elif op == "job_status":
+            self._job_status(header)
+        elif op == "provisional":
+            self._provisional(header, bufs)
+        elif op == "node":
+            self._node(header)
+        elif op == "send_file":
+            self.engine._file_from_node(self, header, bufs)  # type: ignore[arg-type]
+        elif op == "allocate":
+            asyncio.get_running_loop().create_task(self._allocate(header))
+        elif op == "reply":
+            if header.get("reply") == "resend":
+                self._resend_answer(header.get("unknown", []))
+                return
+            fut = self.replies.pop(str(header.get("reply")), None)
+            if fut is not None and not fut.done():
+                fut.set_result(header)
+        elif op in ("scheduled", "waiting", "refused"):
+            self._admission(header)
+        elif op == "closed":
+            fut = self.closing.pop(str(header.get("cid")), None)
+            if fut is not None and not fut.done():
+                fut.set_result(True)
+        elif op == "scheduler_stopping":
+            log.warning("%s is stopping: jobs of %r still running there are terminated",
+                        self.describe(), header.get("cid"))
+
+    def _done(self, header: dict, bufs: list[bytes]) -> None:
+        uid = str(header.get("uid"))
+        self.acks.append(uid)
+        job = self.jobs.pop(uid, None)
+        if job is None or job._final:
+            return
+        ip, port = header.get("ip"), header.get("port")
+        if ip is not None:
+            job.ip_addr, job._key = ip, (ip, port)
+            node = job._cluster.nodes.get((ip, port))
+            if node is not None:
+                node.jobs_done += 1
+                node.cpu_time += max(0.0, header.get("end_time", 0) -
+                                     header.get("start_time", 0))
+                node.busy = max(0, node.busy - 1)
+        self.engine._deliver(job, header, bufs)
+
+    def _job_status(self, header: dict) -> None:
+        job = self.jobs.get(str(header.get("uid")))
+        if job is None or job._final:
+            return
+        job.status = int(header.get("status", DispyJob.Created))
+        if job.status == DispyJob.Running:
+            ip, port = header.get("ip"), header.get("port")
+            job.ip_addr, job._key = ip, (ip, port)
+            job.start_time = header.get("start_time") or time.time()
+            node = job._cluster.nodes.get((ip, port))
+            if node is not None:
+                node.busy += 1
+            if not job._cluster.reentrant:
+                job._args = job._deps = None  # the scheduler has it
+        else:
+            job.ip_addr = None
+        self.engine._job_event(job)
+
+    def _provisional(self, header: dict, bufs: list[bytes]) -> None:
+        job = self.jobs.get(str(header.get("uid")))
+        if job is None or job._final:
+            return
+        try:
+            job.result = cloudpickle.loads(bufs[0])
+        except Exception as exc:
+            log.warning("provisional result of job %s could not be unpickled: %s", job.id, exc)
+            return
+        job.status = DispyJob.ProvisionalResult
+        self.engine._job_event(job)
+
+    def _node(self, header: dict) -> None:
+        cs = self.clusters.get(str(header.get("cid")))
+        info = header.get("node")
+        if cs is None or not isinstance(info, dict):
+            return
+        key = (info.get("ip"), info.get("port"))
+        node = cs.nodes.get(key)
+        if node is None:
+            node = DispyNode(str(info.get("ip")), str(info.get("name")),
+                             int(info.get("cpus", 0)), int(info.get("port", 0)))
+        node.cpus = node.avail_cpus = int(info.get("cpus", node.cpus))
+        node.platform = str(info.get("platform", ""))
+        node.avail_info = avail_from(info.get("avail_info"))
+        node.update_time = time.time()
+        status = int(header.get("status", 0))
+        if status == DispyNode.Closed:
+            cs.nodes.pop(key, None)
+        else:
+            cs.nodes[key] = node
+        self.engine._status(cs, status, node, None)
+
+    async def _allocate(self, header: dict) -> None:
+        """The scheduler asks what an overridden NodeAllocate.allocate says for a node."""
+        cs = self.clusters.get(str(header.get("cid")))
+        info = header.get("node") or {}
+        answer: dict = {"op": "reply", "reply": header.get("reply"), "cpus": 0}
+        try:
+            alloc = cs.allocs[int(header.get("alloc", -1))] if cs is not None else None
+        except (IndexError, ValueError):
+            alloc = None
+        if alloc is None:
+            self.send(answer)
+            return
+        try:
+            cpus = alloc.allocate(cs.cluster, info.get("ip"), info.get("name"),
+                                  int(info.get("cpus", 0)), avail_from(info.get("avail_info")),
+                                  info.get("platform", ""))
+        except Exception:
+            log.exception("NodeAllocate.allocate failed for node %s", info.get("ip"))
+            cpus = 0
+        if not isinstance(cpus, int) or cpus <= 0:
+            self.send(answer)
+            return
+        depends = [_relpath(p) for p in alloc.depends]
+        for path, rel in zip(alloc.depends, depends, strict=True):
+            if not await self._upload(cs.cid, os.path.abspath(path), rel):
+                self.send(answer)
+                return
+        self.send({**answer, "cpus": cpus, "depends": depends},
+                  [cloudpickle.dumps(alloc.setup_args)])
+
+    def _admission(self, header: dict) -> None:
+        op = header.get("op")
+        cid = str(header.get("cid"))
+        cs = self.clusters.get(cid)
+        if op == "waiting" and cs is not None:
+            log.warning("%r: %s", cs.name, header.get("reason"))
+        elif op == "scheduled" and cs is not None:
+            log.info("%r: scheduled by %s", cs.name, self.describe())
+        fut = self.answers.pop(cid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(header)
+
+    # ---- requests -------------------------------------------------------------------
+
+    async def request(self, header: dict, bufs: list | tuple = ()) -> dict | None:
+        token = self.engine.new_uid()
+        fut = asyncio.get_running_loop().create_future()
+        self.replies[token] = fut
+        if not self.send({**header, "reply": token}, bufs):
+            self.replies.pop(token, None)
+            return None
+        try:
+            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.replies.pop(token, None)
+
+    async def _upload(self, cid: str, local: str, relpath: str,
+                      extra: dict | None = None) -> Any:
+        """Send a file in chunks; with ``extra`` holding a reply token, returns the reply."""
+        try:
+            st = os.stat(local)
+            with open(local, "rb") as fh:
+                offset = 0
+                while True:
+                    chunk = fh.read(config.FileChunkSize)
+                    final = offset + len(chunk) >= st.st_size
+                    header = {**_file_header(cid, relpath, st, offset, final), **(extra or {})}
+                    if final and extra and "node" in extra:
+                        return await self.request(header, [chunk])
+                    if not self.send(header, [chunk]):
+                        return False
+                    offset += len(chunk)
+                    if self.writer is not None:
+                        await self.writer.drain()
+                    if final:
+                        return True
+        except (OSError, ConnectionError) as exc:
+            log.error("could not send %s to %s: %s", local, self.describe(), exc)
+            return {"ok": False, "reason": str(exc)} if extra else False
+
+    async def add_cluster(self, cs: Any) -> dict:
+        """Create the computation at the scheduler; returns its first answer."""
+        if self.writer is None:
+            await self.connect()
+        self.clusters[cs.cid] = cs
+        specs, blobs = alloc_specs(cs.allocs)
+        files = cs.package.files
+        for alloc in cs.allocs:
+            if not _custom(alloc):
+                files = files + cs.node_files(alloc)
+        self.send({"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
+                   "cleanup": cs.cleanup is not False, "reentrant": cs.reentrant,
+                   "exclusive": cs.exclusive, "program": cs.package.program,
+                   "files": [spec.relpath for spec in cs.package.files], "allocs": specs},
+                  [cs.package.bundle, *blobs])
+        for spec in files:
+            if not await self._upload(cs.cid, spec.local, spec.relpath):
+                break
+        fut = asyncio.get_running_loop().create_future()
+        self.answers[cs.cid] = fut
+        self.send({"op": "schedule", "cid": cs.cid})
+        try:
+            answer = await asyncio.wait_for(fut, config.MsgTimeout * 6)
+        except asyncio.TimeoutError:
+            answer = {"op": "refused", "reason": f"no answer from {self.describe()}"}
+        if answer.get("op") == "refused":
+            self.clusters.pop(cs.cid, None)
+        return answer
+
+    def submit(self, job: DispyJob, pin: tuple | None) -> None:
+        """(loop) Journal the job and send it to the scheduler at once."""
+        cs = job._cluster
+        cs.jobs[job._uid] = job
+        cs.journal.queued(job, cs.cid)
+        if cs.cid not in self.clusters:
+            self.engine._finish(job, DispyJob.Cancelled, None, None, None,
+                                f"Cancelled: {self.describe()} does not run this cluster")
+            return
+        self.jobs[job._uid] = job
+        cs.journal.dispatched(job, cs.cid, self.ip, self.port)
+        self.engine._flush_journals()
+        self._send_job(job)
+        self.engine._job_event(job)
+
+    def _send_job(self, job: DispyJob) -> None:
+        cs = job._cluster
+        bufs = [job._args or b""]
+        if job._deps is not None:
+            names, files = job._deps
+            for spec in files:
+                try:
+                    st = os.stat(spec.local)
+                    with open(spec.local, "rb") as fh:
+                        data = fh.read()
+                except OSError as exc:
+                    self.jobs.pop(job._uid, None)
+                    self.engine._finish(job, DispyJob.Cancelled, None, None, None,
+                                        f"Cancelled: dispy_job_depends: cannot read"
+                                        f" {spec.local}: {exc}")
+                    return
+                self.send({**_file_header(cs.cid, spec.relpath, st, 0, True),
+                           "job": job._uid}, [data])
+            bufs.append(names)
+        header = {"op": "job", "cid": cs.cid, "uid": job._uid}
+        if job._pin is not None:
+            header["pin"] = list(job._pin)
+        self.send(header, bufs)
+
+    def cancel(self, job: DispyJob) -> int:
+        if job._final:
+            return -1
+        if job._uid not in self.jobs:
+            self.engine._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+            return 0
+        self.send({"op": "cancel", "cid": job._cluster.cid, "uid": job._uid})
+        return 0
+
+    async def close_cluster(self, cs: Any, terminate: bool) -> None:
+        if cs.cid in self.clusters and self.writer is not None:
+            fut = asyncio.get_running_loop().create_future()
+            self.closing[cs.cid] = fut
+            self.send({"op": "close", "cid": cs.cid, "terminate": terminate})
+            try:
+                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+            except asyncio.TimeoutError:
+                log.warning("%s did not confirm closing %r", self.describe(), cs.name)
+        self.clusters.pop(cs.cid, None)
+        for node in list(cs.nodes.values()):
+            self.engine._status(cs, DispyNode.Closed, node, None)
+        cs.nodes.clear()
+        for job in list(cs.jobs.values()):
+            self.jobs.pop(job._uid, None)
+            self.engine._finish(job, DispyJob.Cancelled, None, None, None,
+                                "Cancelled: cluster closed")
+        self.engine.clusters.pop(cs.cid, None)
+        try:
+            if cs.journal.remove_cluster(cs.cid):
+                self.engine.journals.pop(cs.journal.path, None)
+        except Exception as exc:
+            log.warning("recover file %s not updated: %s", cs.journal.path, exc)
+        if not self.clusters and self.writer is not None:
+            self._flush_acks()
+            writer, self.writer = self.writer, None
+            writer.close()
+            self.engine.scheduler_links.pop((self.ip, self.port, self.profile), None)

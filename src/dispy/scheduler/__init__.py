@@ -1,0 +1,1 @@
+"""dispyscheduler: share dispynode servers between several client programs."""

@@ -1,0 +1,354 @@
+"""dispyscheduler's side facing the client programs: one session per program.
+
+A session outlives its connection: results wait (in memory) until the client
+acknowledges them, so a client that reconnects, or ``recover_jobs`` after it crashed,
+still gets them. A session whose client stays away longer than ``--zombie_interval``
+is ended: its jobs are cancelled on the nodes and the nodes serve the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import shutil
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import config
+from ..client.job import DispyJob
+from ..client.shipping import FileSpec
+from ..node.files import safe_join, too_big, write_chunk
+from ..wire.frames import write_frame
+from .engine import RelayedJob, RemoteCluster, SharedAlloc
+
+if TYPE_CHECKING:
+    from .daemon import SchedulerDaemon
+
+log = logging.getLogger("dispy.scheduler")
+
+
+class ClientSession:
+    """A client program (by its client id), its computations and undelivered results."""
+
+    def __init__(self, client_id: str, name: str, addr: str, root: str) -> None:
+        self.client_id = client_id
+        self.name = name
+        self.addr = addr
+        self.root = root
+        self.writer: asyncio.StreamWriter | None = None
+        self.clusters: dict[str, RemoteCluster] = {}
+        self.undelivered: dict[str, tuple[dict, list]] = {}
+        self.replies: dict[str, asyncio.Future] = {}
+        #: client job uid -> files that came with it (dispy_job_depends), until it ends
+        self.job_files: dict[str, list[FileSpec]] = {}
+        self.last_seen = time.monotonic()
+        self._tokens = itertools.count(1)
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+        if self.writer is None or self.writer.is_closing():
+            return False
+        write_frame(self.writer, header, bufs)
+        return True
+
+    def result(self, header: dict, bufs: list) -> None:
+        """A job ended: kept until the client acknowledges it."""
+        self.undelivered[str(header["uid"])] = (header, bufs)
+        self.send(header, bufs)
+
+    async def request(self, header: dict, bufs: list | tuple = ()) -> tuple | None:
+        """Ask the client and wait for its reply: (header, bufs), or None."""
+        token = f"s{next(self._tokens)}"
+        fut = asyncio.get_running_loop().create_future()
+        self.replies[token] = fut
+        try:
+            if not self.send({**header, "reply": token}, bufs):
+                return None
+            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.replies.pop(token, None)
+
+    def drop_job_files(self, uid: str) -> None:
+        files = self.job_files.pop(uid, None)
+        if files:  # they are all under <store>/jobs/<uid>/
+            first = files[0]
+            root = first.local[:len(first.local) - len(os.path.normpath(first.relpath))]
+            shutil.rmtree(root, ignore_errors=True)
+
+    def describe(self) -> str:
+        return f"client {self.name} at {self.addr}"
+
+
+def _reply(session: ClientSession, header: dict, **answer: Any) -> None:
+    if header.get("reply") is not None:
+        session.send({"op": "reply", "reply": header["reply"], **answer})
+
+
+class ClientService:
+    """Turns a client's requests into the engine's work (on the scheduler's loop)."""
+
+    def __init__(self, daemon: SchedulerDaemon) -> None:
+        self.daemon = daemon
+        self.engine = daemon.engine
+        self._cids = itertools.count(1)
+        #: every computation by the engine's cluster id (admitted or waiting)
+        self.computations: dict[str, RemoteCluster] = {}
+
+    def handle(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        handler = _OPS.get(str(op))
+        if handler is None:
+            log.warning("ignoring unknown request %r from %s", op, session.describe())
+            return
+        handler(self, session, header, bufs)
+
+    def _cluster(self, session: ClientSession, header: dict) -> RemoteCluster | None:
+        cs = session.clusters.get(str(header.get("cid")))
+        if cs is None:
+            _reply(session, header, ok=False, rc=-1, reason="computation is not known here")
+        return cs
+
+    # ---- computations ---------------------------------------------------------------
+
+    def compute(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        ccid = str(header.get("cid"))
+        try:
+            if ccid in session.clusters:
+                raise ValueError("computation was created already")
+            allocs = self._allocs(header.get("allocs"), bufs, 1)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            session.send({"op": "refused", "cid": ccid, "reason": f"invalid computation: {exc}"})
+            return
+        cid = f"s{next(self._cids)}.{ccid}"
+        store = os.path.join(session.root, ccid.replace("/", "_"))
+        opts = self.daemon.opts
+        cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
+                           self.daemon.node_profile, opts.pulse_interval,
+                           opts.ping_interval or None)
+        session.clusters[ccid] = cs
+        self.computations[cid] = cs
+
+    @staticmethod
+    def _allocs(specs: Any, bufs: list[bytes], first: int) -> list[SharedAlloc]:
+        if not isinstance(specs, list) or not specs:
+            raise ValueError("no nodes given")
+        allocs = [SharedAlloc(spec, bufs[first + int(spec["setup_args"])]) for spec in specs]
+        allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
+        return allocs
+
+    def schedule(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        """All files of a computation are here: admit it, or tell the client it waits."""
+        cs = session.clusters.get(str(header.get("cid")))
+        if cs is None:
+            return
+        if cs.failed:
+            session.send({"op": "refused", "cid": cs.client_cid, "reason": cs.failed})
+            self._forget(cs)
+            return
+        if self.engine.core.add_cluster(cs.cid, cs.exclusive):
+            self._start(cs)
+            return
+        names = [self.computations[c].describe() for c in self.engine.core.waiting_for(cs.cid)
+                 if c in self.computations]
+        reason = (f"{'exclusive ' if cs.exclusive else ''}computation waits for "
+                  f"{', '.join(names) or 'its turn'}")
+        log.info("computation %s %s", cs.describe(), reason)
+        session.send({"op": "waiting", "cid": cs.client_cid, "reason": reason})
+
+    def _start(self, cs: RemoteCluster) -> None:
+        log.info("computation %s scheduled%s", cs.describe(),
+                 " (exclusive: it has every node to itself)" if cs.exclusive else "")
+        self.engine.add_cluster(cs)
+        cs.session.send({"op": "scheduled", "cid": cs.client_cid})
+        self.engine._dispatch()
+
+    def admit_waiting(self) -> None:
+        for cid in self.engine.core.admit():
+            cs = self.computations.get(cid)
+            if cs is not None:
+                self._start(cs)
+
+    async def close(self, cs: RemoteCluster, terminate: bool) -> None:
+        """End a computation: its queued jobs are cancelled, running ones finish (or are
+        terminated); the nodes it used serve the others."""
+        await self.engine.close_cluster(cs, terminate)
+        self._forget(cs)
+        cs.session.send({"op": "closed", "cid": cs.client_cid})
+        log.info("computation %s closed", cs.describe())
+        self.admit_waiting()
+
+    def _forget(self, cs: RemoteCluster) -> None:
+        cs.session.clusters.pop(cs.client_cid, None)
+        self.computations.pop(cs.cid, None)
+        shutil.rmtree(cs.store, ignore_errors=True)
+
+    def close_request(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        cs = session.clusters.get(str(header.get("cid")))
+        if cs is None:
+            session.send({"op": "closed", "cid": header.get("cid")})
+            return
+        self.daemon.spawn(self.close(cs, bool(header.get("terminate"))))
+
+    # ---- files ----------------------------------------------------------------------
+
+    def file(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        """A chunk of a computation's file, a job's file, or a file for send_file."""
+        cs = self._cluster(session, header)
+        if cs is None:
+            return
+        job_uid = header.get("job")
+        target = header.get("node")
+        if job_uid is not None:
+            root = os.path.join(cs.store, "jobs", str(job_uid).replace("/", "_"))
+        elif target is not None:
+            root = os.path.join(cs.store, "send", str(header.get("xfer")).replace("/", "_"))
+        else:
+            root = cs.store
+        try:
+            path = safe_join(root, header["path"])
+            reason = too_big(int(header["size"]), self.daemon.opts.max_file_size)
+            if reason:
+                raise ValueError(f"{header['path']}: {reason.replace('node', 'scheduler')}")
+            complete = write_chunk(path, header, bufs)
+        except (ValueError, KeyError, OSError) as exc:
+            if target is not None:
+                _reply(session, header, ok=False, reason=str(exc))
+            elif job_uid is None:
+                cs.failed = f"file transfer to the scheduler failed: {exc}"
+            else:
+                log.warning("file for job %s of %s not stored: %s", job_uid, cs.describe(), exc)
+            return
+        if not complete:
+            return
+        if job_uid is not None:
+            session.job_files.setdefault(str(job_uid), []).append(
+                FileSpec(path, str(header["path"])))
+        elif target is not None:
+            self.daemon.spawn(self._send_file(session, cs, header, path))
+
+    async def _send_file(self, session: ClientSession, cs: RemoteCluster, header: dict,
+                         path: str) -> None:
+        try:
+            link = self._node(cs, header.get("node"))
+            rc = -1 if link is None else await self.engine.send_file(cs, link, path)
+            reason = "node is not set up for this computation" if link is None else (
+                "the node refused it (the scheduler's log says why)")
+            _reply(session, header, ok=rc == 0, reason=None if rc == 0 else reason)
+        finally:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+    def _node(self, cs: RemoteCluster, node: Any) -> Any:
+        try:
+            ip, port = str(node[0]), int(node[1])
+        except (TypeError, ValueError, IndexError):
+            return None
+        return self.engine.find_link(cs, ip, port)
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    def job(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        uid = str(header.get("uid"))
+        cs = session.clusters.get(str(header.get("cid")))
+        if cs is None or not bufs:
+            session.result({"op": "done", "cid": header.get("cid"), "uid": uid,
+                            "status": DispyJob.Cancelled,
+                            "exception": "Cancelled: the scheduler does not know this"
+                                         " computation (it was closed or the scheduler"
+                                         " restarted)"}, [])
+            return
+        if uid in cs.by_client_uid or uid in session.undelivered:
+            return  # sent again after a reconnect: we have it
+        job = RelayedJob(cs, bufs[0], self.engine.new_uid(), time.time())
+        job.client_uid = uid
+        job.id = uid
+        if len(bufs) > 1:
+            job._deps = (bufs[1], session.job_files.get(uid, []))
+        pin = header.get("pin")
+        key = None
+        if pin is not None:
+            try:
+                key = (str(pin[0]), int(pin[1]), self.daemon.node_profile)
+            except (TypeError, ValueError, IndexError):
+                key = ("?", 0, self.daemon.node_profile)
+            job._pin = key
+        cs.by_client_uid[uid] = job
+        self.engine.submit(job, key)
+
+    def cancel(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        cs = session.clusters.get(str(header.get("cid")))
+        job = cs.by_client_uid.get(str(header.get("uid"))) if cs is not None else None
+        if job is not None:
+            self.engine.cancel(job)
+
+    def ack(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        for uid in header.get("uids", ()):
+            session.undelivered.pop(str(uid), None)
+
+    def jobs_query(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        """Which of these jobs are unknown here (recover_jobs, or a client that reconnects
+        after frames were lost with the connection)."""
+        known = set(session.undelivered)
+        for cs in session.clusters.values():
+            known.update(cs.by_client_uid)
+        unknown = [uid for uid in header.get("uids", ()) if uid not in known]
+        _reply(session, header, unknown=unknown)
+
+    def reply(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        fut = session.replies.pop(str(header.get("reply")), None)
+        if fut is not None and not fut.done():
+            fut.set_result((header, bufs))
+
+    # ---- node control ---------------------------------------------------------------
+
+    def allocate_node(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        cs = self._cluster(session, header)
+        if cs is None:
+            return
+        try:
+            allocs = self._allocs(header.get("allocs"), bufs, 0)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            _reply(session, header, rc=-1, reason=f"invalid node: {exc}")
+            return
+        _reply(session, header, rc=self.engine.allocate_node(cs, allocs))
+
+    def node_control(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+        """deallocate_node, close_node and resetup_node of SharedJobCluster."""
+        cs = self._cluster(session, header)
+        if cs is None:
+            return
+        link = self._node(cs, header.get("node"))
+        op = header.get("op")
+        if link is None:
+            _reply(session, header, rc=-1, reason="node is not set up for this computation")
+            return
+        terminate = bool(header.get("terminate"))
+        if op == "deallocate_node":
+            rc = self.engine.deallocate_node(cs, link)
+        elif op == "close_node":
+            rc = self.engine.close_node(cs, link, terminate)
+        else:
+            if isinstance(header.get("cpus"), int) and bufs:
+                cs.per_node[link.key] = (header["cpus"], bufs[0],
+                                         [str(p) for p in header.get("depends", ())])
+            rc = self.engine.close_node(cs, link, terminate, True)
+        _reply(session, header, rc=rc)
+
+
+_OPS = {
+    "compute": ClientService.compute,
+    "schedule": ClientService.schedule,
+    "close": ClientService.close_request,
+    "file": ClientService.file,
+    "job": ClientService.job,
+    "cancel": ClientService.cancel,
+    "ack": ClientService.ack,
+    "jobs_query": ClientService.jobs_query,
+    "reply": ClientService.reply,
+    "allocate_node": ClientService.allocate_node,
+    "deallocate_node": ClientService.node_control,
+    "close_node": ClientService.node_control,
+    "resetup_node": ClientService.node_control,
+}

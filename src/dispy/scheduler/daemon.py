@@ -1,0 +1,239 @@
+"""dispyscheduler: several client programs share the same nodes at the same time.
+
+Clients (SharedJobCluster) authenticate with the cluster secret, nodes with the node
+secret; the two are checked separately, each leg with its own TLS certificate. Jobs of
+every client are matched to node CPUs by the one scheduling core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from .. import config
+from .._version import __version__
+from ..client.links import Profile
+from ..wire import tls
+from ..wire.frames import FrameError, read_frame
+from ..wire.handshake import HandshakeError, server_handshake
+from .clients import ClientService, ClientSession
+from .engine import SchedulerEngine
+from .options import SchedulerOptions
+
+log = logging.getLogger("dispy.scheduler")
+
+
+class SchedulerDaemon:
+    def __init__(self, opts: SchedulerOptions) -> None:
+        self.opts = opts
+        self.name = socket.gethostname()
+        self.scheduler_id = uuid.uuid4().hex
+        self.root = os.path.join(opts.dest_path_prefix, "dispy",
+                                 f"scheduler-{opts.scheduler_port}")
+        self.node_profile = Profile(opts.node_secret, opts.node_certfile, opts.node_keyfile)
+        self.sessions: dict[str, ClientSession] = {}
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.stop_event = asyncio.Event()
+        self.engine: SchedulerEngine | None = None
+        self.service: ClientService | None = None
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ---- start and stop ---------------------------------------------------------
+
+    async def start(self) -> None:
+        config.MsgTimeout = self.opts.msg_timeout
+        if self.opts.clean:
+            shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        try:
+            self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
+                                          self.opts.policy, loop, self.opts.nodes)
+        except OSError as exc:
+            raise SystemExit(f"dispyscheduler: {exc}") from None
+        self.service = ClientService(self)
+        ssl_ctx = tls.server_context(self.opts.cluster_certfile, self.opts.cluster_keyfile)
+        hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]
+        for host in hosts:
+            try:
+                server = await asyncio.start_server(self._serve_conn, host,
+                                                    self.opts.scheduler_port, ssl=ssl_ctx,
+                                                    limit=1 << 20)
+            except OSError as exc:
+                raise SystemExit(
+                    f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
+                    f" ({host or 'all interfaces'}): {exc.strerror}") from None
+            self.servers.append(server)
+        await self.engine.start()
+        addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
+        log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
+                 " policy %s", __version__, addrs, self.opts.scheduler_port,
+                 self.opts.node_port, self.opts.policy)
+        if not self.opts.cluster_secret:
+            log.warning("dispyscheduler runs without --cluster_secret: anyone who can reach"
+                        " port %d can run code on the nodes", self.opts.scheduler_port)
+        if self.opts.config_file:
+            log.info("options from %s (command-line options win)", self.opts.config_file)
+        self.spawn(self._housekeeping())
+        self._find_nodes()
+
+    def _find_nodes(self) -> None:
+        """Ask the nodes on our networks (and those named with -n) to announce themselves,
+        so the first computation finds them at once."""
+        assert self.engine is not None
+        self.engine._broadcast_discover(self.opts.node_port)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def stop(self) -> None:
+        """Close every computation (running jobs are terminated), then the connections."""
+        for server in self.servers:
+            server.close()
+        if self.service is not None:
+            for cs in list(self.service.computations.values()):
+                cs.session.send({"op": "scheduler_stopping", "cid": cs.client_cid})
+                await self.service.close(cs, terminate=True)
+        for session in self.sessions.values():
+            if session.writer is not None:
+                session.writer.close()
+        for task in list(self.tasks):
+            task.cancel()
+        log.info("dispyscheduler stopped")
+
+    # ---- clients ------------------------------------------------------------------
+
+    def _welcome(self, hello: dict) -> dict:
+        return {"scheduler": True, "scheduler_id": self.scheduler_id, "name": self.name,
+                "pulse_interval": self.opts.pulse_interval, "cpus": 0,
+                "node_port": self.opts.node_port}
+
+    async def _serve_conn(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            hello = await server_handshake(reader, writer, self.opts.cluster_secret,
+                                           self._welcome, self.opts.msg_timeout,
+                                           name=f"dispyscheduler {self.name}")
+        except HandshakeError as exc:
+            log.warning("refused connection from %s: %s", peer[0], exc)
+            writer.close()
+            return
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as exc:
+            log.warning("dropped connection from %s during handshake: %s", peer[0],
+                        exc.__class__.__name__ if not str(exc) else exc)
+            writer.close()
+            return
+        client_id = str(hello.get("client_id") or uuid.uuid4().hex)
+        session = self.sessions.get(client_id)
+        if session is None:
+            root = os.path.join(self.root, client_id.replace("/", "_")[:64])
+            session = ClientSession(client_id, str(hello.get("client_name", "?")), peer[0],
+                                    root)
+            self.sessions[client_id] = session
+            log.info("%s connected", session.describe())
+        elif session.writer is not None:
+            session.writer.close()
+        session.writer, session.addr = writer, peer[0]
+        session.last_seen = time.monotonic()
+        for header, bufs in list(session.undelivered.values()):
+            session.send(header, bufs)
+        await self._read_client(session, reader, writer)
+
+    async def _read_client(self, session: ClientSession, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        assert self.service is not None and self.engine is not None
+        try:
+            while True:
+                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                session.last_seen = time.monotonic()
+                try:
+                    self.service.handle(session, header, bufs)
+                except Exception:
+                    log.exception("failed to handle %r from %s", header.get("op"),
+                                  session.describe())
+                if not reader._buffer:  # type: ignore[attr-defined]
+                    self.engine._dispatch()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            log.info("%s disconnected", session.describe())
+        except FrameError as exc:
+            log.warning("dropped connection from %s: %s", session.describe(), exc)
+        finally:
+            writer.close()
+            if session.writer is writer:
+                session.writer = None
+                session.last_seen = time.monotonic()  # zombie_interval counts from here
+                if not session.clusters and not session.undelivered:
+                    self.sessions.pop(session.client_id, None)
+
+    # ---- periodic work --------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, max(0.5, self.opts.zombie_interval * 60 / 10)))
+            try:
+                self._zombies(time.monotonic())
+            except Exception:
+                log.exception("scheduler housekeeping failed")
+
+    def _zombies(self, now: float) -> None:
+        """End the computations of clients away longer than --zombie_interval."""
+        assert self.service is not None
+        limit = self.opts.zombie_interval * 60
+        for session in list(self.sessions.values()):
+            if session.writer is not None or now - session.last_seen < limit:
+                continue
+            log.warning("%s away for %.0f s (--zombie_interval): its %d computation(s)"
+                        " are closed and their jobs cancelled", session.describe(),
+                        now - session.last_seen, len(session.clusters))
+            del self.sessions[session.client_id]
+            for cs in list(session.clusters.values()):
+                self.spawn(self.service.close(cs, terminate=True))
+            session.undelivered.clear()
+            self.spawn(self._remove_later(session.root))
+
+    async def _remove_later(self, path: str) -> None:
+        await asyncio.sleep(1)
+        shutil.rmtree(path, ignore_errors=True)
+
+    # ---- status ---------------------------------------------------------------------
+
+    def status_text(self) -> str:
+        assert self.engine is not None and self.service is not None
+        lines = [f"dispyscheduler {__version__} on {self.name}, policy {self.opts.policy}"]
+        lines.append("  nodes:")
+        for link in self.engine.links.values():
+            node = link.node
+            if node is None or link.state != "connected":
+                continue
+            lines.append(f"    {node.name:20} {link.ip}:{link.port}  cpus {node.cpus}"
+                         f"  busy {self.engine.core.node_busy(link.key)}"
+                         f"  jobs done {node.jobs_done}")
+        lines.append("  computations:")
+        for cs in self.service.computations.values():
+            state = "running" if self.engine.core.admitted(cs.cid) else "waiting"
+            lines.append(f"    {cs.describe()}: {state}, {len(cs.jobs)} job(s) pending,"
+                         f" {self.engine.core.running(cs.cid)} running")
+        away = [s for s in self.sessions.values() if s.writer is None]
+        if away:
+            lines.append(f"  clients away: {', '.join(s.describe() for s in away)}")
+        return "\n".join(lines)
+
+
+def install_signals(daemon: SchedulerDaemon) -> None:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)

@@ -1,0 +1,230 @@
+"""dispyscheduler's side facing the nodes: the client's engine, relaying instead of deciding.
+
+It is the same engine a JobCluster uses (discovery, one connection per node, setup,
+dispatch by the one scheduling core, node failure), run on the scheduler's loop. What
+differs is where a job's life ends: results, provisional results, files and status
+changes go to the client program that submitted the job, as the bytes the node sent.
+The scheduler never unpickles a client's arguments or a node's results, and never runs
+a client's code: a NodeAllocate whose ``allocate`` is overridden is asked in the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from ..client.engine import Engine
+from ..client.job import DispyJob
+from ..client.links import NodeLink
+from ..client.nodes import DispyNode, NodeAllocate
+from ..client.shipping import FileSpec, Package
+from ..scheduling import SchedulerCore
+
+log = logging.getLogger("dispy.scheduler")
+
+
+class RelayedJob(DispyJob):
+    """A client's job as the scheduler holds it: arguments and results stay bytes."""
+
+    __slots__ = ("client_uid",)
+
+
+class SharedAlloc(NodeAllocate):
+    """A client's NodeAllocate as plain data: pattern, port, CPUs, setup_args (pickled by
+    the client, passed on unopened) and the relative paths of its per-node files."""
+
+    def __init__(self, spec: dict, setup_blob: bytes) -> None:
+        super().__init__(str(spec["host"]), spec.get("port"), int(spec.get("cpus", 0)))
+        self.index = int(spec.get("index", 0))
+        self.custom = bool(spec.get("custom"))
+        self.relpaths = [str(p) for p in spec.get("depends", ())]
+        self.setup_blob = setup_blob
+
+
+class NullJournal:
+    """The scheduler keeps no recover file of its own: each client keeps one."""
+
+    path = ""
+
+    def queued(self, *_: Any) -> None:
+        pass
+
+    dispatched = finished = flush = queued
+
+    def remove_cluster(self, cid: str) -> bool:
+        return False
+
+
+class RemoteCluster:
+    """A client's computation as the engine sees a cluster."""
+
+    def __init__(self, session: Any, client_cid: str, cid: str, header: dict,
+                 bundle: bytes, allocs: list[SharedAlloc], store: str, node_profile: Any,
+                 pulse_interval: float | None, ping_interval: float | None) -> None:
+        self.session = session
+        self.client_cid = client_cid
+        self.cid = cid
+        self.cluster = self  # what a NodeAllocate's allocate() is given
+        self.name = str(header.get("name", "?"))
+        self.exclusive = bool(header.get("exclusive"))
+        self.reentrant = bool(header.get("reentrant"))
+        self.dest_path = header.get("dest_path") or None
+        self.cleanup = bool(header.get("cleanup", True))
+        self.allocs = allocs
+        self.store = store
+        files = [FileSpec(os.path.join(store, p), p) for p in header.get("files", ())]
+        self.package = Package(bundle, files, str(header.get("program") or "") or None)
+        self.profile = node_profile
+        self.pulse_interval = pulse_interval
+        self.ping_interval = ping_interval
+        self.recover_file = None
+        self.callback = self.cluster_status = None
+        self.journal: Any = NullJournal()
+        self.jobs: dict[str, RelayedJob] = {}
+        self.by_client_uid: dict[str, RelayedJob] = {}
+        self.nodes: dict[tuple, DispyNode] = {}
+        self.node_cpus: dict[tuple, int] = {}
+        #: node key -> (cpus, setup_args blob, relpaths) the client's allocate() chose
+        self.per_node: dict[tuple, tuple[int, bytes, list[str]]] = {}
+        self.failed: str | None = None
+        self.created = time.monotonic()
+        self.stall_reported = 0.0
+
+    def node_files(self, alloc: SharedAlloc) -> list[FileSpec]:
+        return [FileSpec(os.path.join(self.store, p), p) for p in alloc.relpaths]
+
+    def job_finished(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name!r} of {self.session.describe()}"
+
+
+def node_info(node: DispyNode) -> dict:
+    """A node as the clients see it (JSON)."""
+    avail = node.avail_info._asdict() if node.avail_info is not None else None
+    return {"ip": node.ip_addr, "port": node.port, "name": node.name, "cpus": node.cpus,
+            "busy": node.busy, "jobs_done": node.jobs_done, "cpu_time": node.cpu_time,
+            "platform": node.platform, "avail_info": avail, "tx": node.tx, "rx": node.rx}
+
+
+class SchedulerEngine(Engine):
+    """The node-facing engine of dispyscheduler; every hook reports to the job's client."""
+
+    def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
+                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None) -> None:
+        super().__init__(port, ip_addrs, loop=loop)
+        self.core = SchedulerCore(policy)
+        self.client_name = f"dispyscheduler@{self.client_name}"
+        #: nodes named with -n: discovery also asks them directly (other networks)
+        self.extra_nodes = list(extra_nodes or [])
+
+    async def start(self) -> None:
+        await self._start()
+
+    def _journal_for(self, cs: Any) -> Any:
+        return cs.journal
+
+    def _broadcast_discover(self, port: int) -> None:
+        super()._broadcast_discover(port)
+        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
+               "client_id": self.client_id}
+        for host in self.extra_nodes:
+            self.udp.send(msg, (host, port))
+
+    # ---- allocation: plain patterns here, overridden allocate() in the client -----
+
+    def _consider(self, link: NodeLink, cs: Any) -> None:
+        alloc = self._wants(cs, link.ip, link.port)
+        if alloc is None or link.node is None or cs.cid in link.clusters:
+            return
+        if not alloc.custom:
+            super()._consider(link, cs)
+            return
+        link.clusters[cs.cid] = "setup"
+        asyncio.get_running_loop().create_task(self._ask_client(link, cs, alloc))
+
+    async def _ask_client(self, link: NodeLink, cs: RemoteCluster, alloc: SharedAlloc) -> None:
+        answer = await cs.session.request({"op": "allocate", "cid": cs.client_cid,
+                                           "alloc": alloc.index, "node": node_info(link.node)})
+        if link.clusters.get(cs.cid) != "setup" or link.node is None:
+            return
+        header, bufs = answer if answer is not None else ({}, [])
+        cpus = header.get("cpus")
+        if not isinstance(cpus, int) or cpus <= 0 or not bufs:
+            link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            return
+        cs.per_node[link.key] = (cpus, bufs[0], [str(p) for p in header.get("depends", ())])
+        cs.node_cpus[link.key] = min(cpus, link.node.cpus)
+        await self._setup(link, cs, alloc)
+
+    def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
+        chosen = cs.per_node.get(link.key)
+        return chosen[0] if chosen is not None else super()._allocate(cs, link, alloc)
+
+    def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
+        chosen = cs.per_node.get(link.key)
+        blob, relpaths = (chosen[1], chosen[2]) if chosen else (alloc.setup_blob, alloc.relpaths)
+        files = list(cs.package.files) + [FileSpec(os.path.join(cs.store, p), p)
+                                          for p in relpaths]
+        return self._set_up(link, cs, files, blob)
+
+    # ---- the job's life ends at its client ----------------------------------------
+
+    def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        link = self.links.get(job._key)
+        self._end(job, {**header, "ip": link.ip if link else None,
+                        "port": link.port if link else None}, bufs)
+
+    def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
+                exception: str | None, end_time: float | None = None) -> None:
+        # the scheduler's own verdicts (cancelled, node lost): a reason, no result
+        self._end(job, {"status": status, "exception": exception,
+                        "start_time": job.start_time, "end_time": end_time or time.time()}, [])
+
+    def _end(self, job: Any, header: dict, bufs: list[bytes]) -> None:
+        if job._final:
+            return
+        job._final = True
+        job._args = job._deps = None
+        cs = job._cluster
+        cs.jobs.pop(job._uid, None)
+        cs.by_client_uid.pop(job.client_uid, None)
+        cs.session.result({**header, "op": "done", "uid": job.client_uid,
+                           "cid": cs.client_cid}, bufs)
+        cs.session.drop_job_files(job.client_uid)
+
+    def _job_event(self, job: DispyJob) -> None:
+        if job._final or (job.status == DispyJob.Created and job.start_time is None):
+            return  # the client knows a job it just submitted is queued
+        cs = job._cluster
+        link = self.links.get(job._key) if job.status == DispyJob.Running else None
+        cs.session.send({"op": "job_status", "cid": cs.client_cid, "uid": job.client_uid,
+                         "status": job.status, "start_time": job.start_time,
+                         "ip": link.ip if link else None, "port": link.port if link else None})
+
+    def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        job = link.running.get(header.get("uid"))
+        if job is None or job._final:
+            return
+        cs = job._cluster
+        cs.session.send({"op": "provisional", "cid": cs.client_cid, "uid": job.client_uid},
+                        bufs)
+
+    def _file_from_node(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
+        cs = self.clusters.get(header.get("cid"))
+        if cs is None or not cs.session.send({**header, "cid": cs.client_cid}, bufs):
+            log.warning("file %r from node %s not passed on: its client is not connected",
+                        header.get("path"), link.describe())
+
+    def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+        if node is not None:
+            cs.session.send({"op": "node", "cid": cs.client_cid, "status": status,
+                             "node": node_info(node)})
+
+    def _report_stall(self, cs: Any, now: float) -> None:
+        if cs.session.writer is not None:
+            super()._report_stall(cs, now)

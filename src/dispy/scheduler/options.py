@@ -1,0 +1,169 @@
+"""dispyscheduler's command line: the spec's options, the 4.15 aliases, and their checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import config
+from ..node import config_file
+from ..node.files import parse_size
+
+SECTION = "dispyscheduler"
+#: Options that describe one machine, so a shared file must not hold them.
+HOST_SPECIFIC = ("ip_addrs", "ext_ip_addrs")
+SECRETS = ("node_secret", "cluster_secret")
+
+
+@dataclass
+class SchedulerOptions:
+    nodes: list[str] = field(default_factory=list)
+    ip_addrs: list[str] = field(default_factory=list)
+    ext_ip_addrs: list[str] = field(default_factory=list)
+    port: int = config.ClientPort
+    scheduler_port: int = config.SharedSchedulerPort
+    node_port: int = config.NodePort
+    node_secret: str = ""
+    cluster_secret: str = ""
+    node_keyfile: str | None = None
+    node_certfile: str | None = None
+    cluster_keyfile: str | None = None
+    cluster_certfile: str | None = None
+    pulse_interval: float | None = None
+    ping_interval: float | None = None
+    zombie_interval: float = 60.0
+    msg_timeout: float = config.MsgTimeout
+    dest_path_prefix: str = ""
+    max_file_size: int = 0
+    policy: str = "fifo"
+    clean: bool = False
+    debug: bool = False
+    daemon: bool = False
+    config_file: str | None = None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dispyscheduler",
+        description="Share dispynode servers between several dispy client programs"
+                    " (they use SharedJobCluster).")
+    p.add_argument("-n", "--nodes", action="append", default=[],
+                   help="node to contact at start (repeatable); not needed on the same network")
+    p.add_argument("-i", "--ip_addr", "--host", dest="ip_addrs", action="append", default=[],
+                   help="address or host name of an interface to use (repeatable)")
+    p.add_argument("--ext_ip_addr", "--ext_host", dest="ext_ip_addrs", action="append",
+                   default=[], help="address announced to nodes, for a scheduler behind NAT")
+    p.add_argument("-p", "--port", type=int, default=None,
+                   help=f"UDP port where nodes announce themselves (default {config.ClientPort})")
+    p.add_argument("--scheduler_port", type=int, default=None,
+                   help="TCP port clients connect to (default "
+                        f"{config.SharedSchedulerPort})")
+    p.add_argument("--node_port", type=int, default=None,
+                   help=f"port the nodes serve on (default {config.NodePort})")
+    p.add_argument("--dispy_port", type=int, default=None,
+                   help="4.15 base port: nodes announce to base, nodes serve on base + 1,"
+                        " clients connect to base + 2")
+    p.add_argument("--node_secret", default="", help="secret the nodes were given")
+    p.add_argument("--cluster_secret", default="",
+                   help="secret clients must know (SharedJobCluster's secret)")
+    p.add_argument("--node_keyfile", default=None, help="private key for TLS with nodes")
+    p.add_argument("--node_certfile", default=None, help="certificate for TLS with nodes")
+    p.add_argument("--cluster_keyfile", default=None, help="private key for TLS with clients")
+    p.add_argument("--cluster_certfile", default=None,
+                   help="certificate for TLS with clients")
+    p.add_argument("--pulse_interval", type=float, default=None,
+                   help="seconds between nodes' pulses; a node silent for 5 pulses is"
+                        " presumed dead (1..600)")
+    p.add_argument("--ping_interval", type=float, default=None,
+                   help="seconds between repeated discovery of nodes")
+    p.add_argument("--zombie_interval", type=float, default=60.0,
+                   help="minutes a disconnected client's computations are kept (default 60)")
+    p.add_argument("--msg_timeout", type=float, default=config.MsgTimeout,
+                   help="seconds a network operation may take")
+    p.add_argument("--dest_path_prefix", default="",
+                   help="directory for clients' files (default: the system temp directory)")
+    p.add_argument("--max_file_size", default="0",
+                   help="largest file accepted from a client, with optional k/m/g/t suffix;"
+                        " 0 = no limit")
+    p.add_argument("--policy", choices=("fifo", "fair"), default="fifo",
+                   help="between computations: fifo (first submitted, first served) or fair"
+                        " (each busy computation gets an equal share of the CPUs)")
+    p.add_argument("--clean", action="store_true",
+                   help="remove files of earlier runs at start")
+    p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    p.add_argument("--daemon", action="store_true", help="do not read commands on stdin")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="read options from FILE (options on the command line win)")
+    p.add_argument("--save_config", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the options to FILE (stdout without FILE) and exit;"
+                        " addresses are not written")
+    return p
+
+
+def _save(a: argparse.Namespace) -> None:
+    values: dict[str, Any] = {}
+    for key, kind in config_file.schema_of(parser()).items():
+        if key in HOST_SPECIFIC or (key in SECRETS and not getattr(a, key)):
+            continue
+        value = getattr(a, key)
+        values[key] = kind(value) if kind in (int, float) and value is not None else value
+    comment = ("dispyscheduler configuration (dispyscheduler --save_config); use with"
+               " dispyscheduler --config FILE.\nOptions on the command line win over this file.")
+    try:
+        config_file.save(values, a.save_config, comment, SECTION)
+    except OSError as exc:
+        sys.exit(f"dispyscheduler: cannot write {a.save_config}: {exc.strerror}")
+    if a.save_config != "-":
+        print(f"dispyscheduler: configuration saved in {a.save_config}", file=sys.stderr)
+    sys.exit(0)
+
+
+def parse(argv: list[str] | None = None) -> SchedulerOptions:
+    """Parse and validate; exits with a clear message on a bad option."""
+    p = parser()
+    a = p.parse_args(argv)
+    if a.config:
+        config_file.merge_file(parser, a, argv, SECTION)
+    base = a.dispy_port
+    port = a.port if a.port is not None else (base or config.ClientPort)
+    node_port = a.node_port if a.node_port is not None else (
+        base + 1 if base else config.NodePort)
+    sched_port = a.scheduler_port if a.scheduler_port is not None else (
+        base + 2 if base else config.SharedSchedulerPort)
+    if a.pulse_interval is not None and not 1 <= a.pulse_interval <= 600:
+        p.error("--pulse_interval must be between 1 and 600 seconds")
+    if a.ping_interval is not None and not 1 <= a.ping_interval <= 1000:
+        p.error("--ping_interval must be between 1 and 1000 seconds")
+    if a.zombie_interval <= 0:
+        p.error("--zombie_interval must be > 0 (minutes)")
+    if a.msg_timeout <= 0:
+        p.error("--msg_timeout must be > 0")
+    try:
+        max_file_size = parse_size(a.max_file_size)
+    except ValueError as exc:
+        p.error(f"--max_file_size: {exc}")
+    for leg in ("node", "cluster"):
+        key, cert = getattr(a, f"{leg}_keyfile"), getattr(a, f"{leg}_certfile")
+        if key and not cert:
+            p.error(f"--{leg}_keyfile needs --{leg}_certfile")
+        for f in (key, cert):
+            if f and not os.path.isfile(f):
+                p.error(f"TLS file {f} does not exist")
+    if a.save_config:
+        _save(a)
+    return SchedulerOptions(
+        nodes=a.nodes, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, port=port,
+        scheduler_port=sched_port, node_port=node_port, node_secret=a.node_secret,
+        cluster_secret=a.cluster_secret, node_keyfile=a.node_keyfile,
+        node_certfile=a.node_certfile, cluster_keyfile=a.cluster_keyfile,
+        cluster_certfile=a.cluster_certfile, pulse_interval=a.pulse_interval,
+        ping_interval=a.ping_interval, zombie_interval=a.zombie_interval,
+        msg_timeout=float(a.msg_timeout),
+        dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
+        max_file_size=max_file_size, policy=a.policy, clean=a.clean, debug=a.debug,
+        daemon=a.daemon, config_file=a.config,
+    )
