@@ -1,0 +1,323 @@
+"""SharedJobCluster through a real dispyscheduler and real dispynodes on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_started
+
+import dispy
+
+pytestmark = pytest.mark.timeout(120)
+
+CLIENT = str(Path(__file__).parents[1] / "netlab" / "programs" / "shared_client.py")
+
+
+def shared(sched, node, computation, **kw):
+    nodes = kw.pop("nodes", None) or [dispy.NodeAllocate("127.0.0.1", node.port)]
+    return dispy.SharedJobCluster(computation, nodes=nodes, scheduler_node="127.0.0.1",
+                                  scheduler_port=sched.port, **kw)
+
+
+def double(x):
+    return 2 * x
+
+
+def slow(x):
+    dispy_provisional_result("started")  # noqa: F821 (a dispy builtin on the node)
+    time.sleep(x)
+    return x
+
+
+def test_jobs_results_callbacks_and_node_events(scheduler_factory, node):
+    sched = scheduler_factory()
+    seen, nodes = [], []
+    lock = threading.Lock()
+
+    def callback(job):
+        with lock:
+            seen.append((job.id, job.status))
+
+    def cluster_status(status, dnode, job):
+        if job is None:
+            nodes.append((status, dnode))
+
+    with shared(sched, node, double, callback=callback, cluster_status=cluster_status) as c:
+        jobs = [c.submit(i) for i in range(20)]
+        assert [j() for j in jobs] == [2 * i for i in range(20)]
+        assert all(j.status == dispy.DispyJob.Finished and j.ip_addr == "127.0.0.1"
+                   for j in jobs)
+        st = c.status()
+        assert [n.port for n in st.nodes] == [node.port] and st.jobs_pending == 0
+        assert st.nodes[0].jobs_done == 20
+    assert nodes[0][0] == dispy.DispyNode.Initialized
+    assert nodes[-1][0] == dispy.DispyNode.Closed
+    finals = [s for _, s in seen if s == dispy.DispyJob.Finished]
+    assert len(finals) == 20
+    assert any(s == dispy.DispyJob.Running for _, s in seen)
+
+
+def test_lambda_provisional_result_and_cancel(scheduler_factory, node):
+    sched = scheduler_factory()
+    with shared(sched, node, slow) as c:
+        job = c.submit(30)
+        wait_started(job)
+        assert job.result == "started"
+        assert c.node_jobs("127.0.0.1") == [job]
+        assert c.cancel(job) == 0
+        job()
+        assert job.status in (dispy.DispyJob.Cancelled, dispy.DispyJob.Terminated)
+        assert c.cancel(job) == -1
+    with shared(sched, node, lambda x: x + 1) as c:
+        assert c.submit(41)() == 42
+
+
+def test_queued_job_cancelled_at_the_scheduler(scheduler_factory, node_factory):
+    node = node_factory("-c", "1")
+    sched = scheduler_factory()
+    with shared(sched, node, slow) as c:
+        first = c.submit(30)
+        wait_started(first)
+        queued = c.submit(1)
+        assert c.cancel(queued) == 0
+        queued()
+        assert queued.status == dispy.DispyJob.Cancelled
+        c.cancel(first)
+        first()
+
+
+def test_two_clusters_share_one_node_at_once(scheduler_factory, node):
+    sched = scheduler_factory()
+    with shared(sched, node, slow) as a, shared(sched, node, lambda x: (time.sleep(x), x)[1]) \
+            as b:
+        ja = a.submit(3)
+        wait_started(ja)
+        jb = b.submit(0.2)
+        assert jb() == 0.2  # ran while ja was still running on the same 2-CPU node
+        assert ja.status == dispy.DispyJob.ProvisionalResult
+        a.cancel(ja)
+
+
+def test_exclusive_cluster_waits_then_runs_alone(scheduler_factory, node, caplog):
+    caplog.set_level(logging.INFO, logger="dispy")
+    sched = scheduler_factory()
+    a = shared(sched, node, slow)
+    first = a.submit(2)
+    wait_started(first)
+    x = shared(sched, node, double, exclusive=True)
+    assert "waits for" in caplog.text
+    xjob = x.submit(5)
+    time.sleep(0.5)
+    assert xjob.status == dispy.DispyJob.Created  # waits for `a` to close
+    assert first() == 2
+    closed = time.time()
+    a.close()
+    assert xjob() == 10 and xjob.start_time >= closed - 0.5
+    b = shared(sched, node, double)  # arrives while x runs: waits for it
+    bjob = b.submit(1)
+    time.sleep(0.5)
+    assert bjob.status == dispy.DispyJob.Created
+    x.close()
+    assert bjob() == 2
+    b.close()
+
+
+def test_set_node_cpus_is_refused_submit_node_works(scheduler_factory, node, caplog):
+    sched = scheduler_factory()
+    with shared(sched, node, double) as c:
+        assert c.submit(1)() == 2
+        assert c.set_node_cpus("127.0.0.1", 1) == -1
+        assert "shared" in caplog.text
+        job = c.submit_node("127.0.0.1", 4)
+        assert job() == 8 and job.ip_addr == "127.0.0.1"
+        assert c.submit_node("10.9.9.9", 1) is None
+        assert c.node_jobs("10.9.9.9") == -1
+
+
+def send_back(name):
+    os.makedirs(os.path.dirname(name), exist_ok=True)
+    with open(name, "w") as fh:
+        fh.write("from the node")
+    dispy_send_file(name)  # noqa: F821 (a dispy builtin on the node)
+    return open("data.txt").read()
+
+
+def read_file(name):
+    return open(name).read()
+
+
+def test_files_both_ways(scheduler_factory, node, tmp_path):
+    sched = scheduler_factory()
+    (tmp_path / "data.txt").write_text("to the node")
+    os.makedirs(tmp_path / "out", exist_ok=True)
+    with shared(sched, node, send_back, depends=["data.txt"]) as c:
+        job = c.submit("out/back.txt")
+        assert job() == "to the node", job.exception
+        assert (tmp_path / "out" / "back.txt").read_text() == "from the node"
+    (tmp_path / "extra.txt").write_text("sent later")
+    (tmp_path / "perjob.txt").write_text("with the job")
+    with shared(sched, node, read_file) as c:
+        assert c.submit("perjob.txt", dispy_job_depends=["perjob.txt"])() == "with the job"
+        assert c.submit("perjob.txt", dispy_job_depends=["perjob.txt"])() == "with the job"
+        assert c.send_file(str(tmp_path / "extra.txt"), "127.0.0.1") == 0
+        assert c.submit("extra.txt")() == "sent later"
+        assert c.send_file(str(tmp_path / "missing.txt"), "127.0.0.1") == -1
+
+
+def test_file_over_max_file_size_is_a_clear_error(scheduler_factory, node, tmp_path):
+    sched = scheduler_factory("--max_file_size", "1k")
+    (tmp_path / "big.bin").write_bytes(b"x" * 5000)
+    with pytest.raises(ConnectionError, match="max_file_size"):
+        shared(sched, node, double, depends=["big.bin"])
+
+
+def test_cluster_and_node_secrets_are_checked_separately(scheduler_factory, node_factory,
+                                                         caplog):
+    node = node_factory("-c", "2", "-s", "nodesecret")
+    sched = scheduler_factory("--cluster_secret", "clustersecret", "--node_secret",
+                              "nodesecret")
+    with pytest.raises(ConnectionError, match="secret mismatch"):
+        shared(sched, node, double, secret="nodesecret")
+    with shared(sched, node, double, secret="clustersecret") as c:
+        assert c.submit(3)() == 6
+    # a node with another secret refuses the scheduler; the scheduler log says so
+    other = node_factory("-c", "1", "-s", "different")
+    with shared(sched, other, double, secret="clustersecret") as c:
+        job = c.submit(1)
+        deadline = time.monotonic() + 20
+        while "secret mismatch" not in sched.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "secret mismatch" in sched.output()
+        c.cancel(job)
+    # and a client cannot use the scheduler's port with JobCluster
+    with pytest.raises(ConnectionError, match="cannot connect"):
+        dispy.SharedJobCluster(double, nodes=["127.0.0.1"], scheduler_node="127.0.0.1",
+                               scheduler_port=node.port + 7)
+
+
+@pytest.fixture
+def certfile(tmp_path):
+    path = tmp_path / "sskeycert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", str(path), "-nodes",
+         "-out", str(path), "-days", "2", "-subj", "/CN=dispy"],
+        check=True, capture_output=True)
+    return str(path)
+
+
+def test_tls_on_both_legs(scheduler_factory, node_factory, certfile, tmp_path):
+    node = node_factory("-c", "2", "--certfile", certfile)
+    other = tmp_path / "cluster.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", str(other), "-nodes",
+         "-out", str(other), "-days", "2", "-subj", "/CN=cluster"],
+        check=True, capture_output=True)
+    sched = scheduler_factory("--node_certfile", certfile, "--cluster_certfile", str(other))
+    with shared(sched, node, double, certfile=str(other)) as c:
+        assert c.submit(21)() == 42
+    with pytest.raises(ConnectionError):
+        shared(sched, node, double)  # no certificate: the TLS handshake fails
+
+
+def run_client(sched, node, *args, hold=False):
+    argv = [sys.executable, CLIENT, "--scheduler", "127.0.0.1", "--scheduler-port",
+            str(sched.port), "--nodes", f"127.0.0.1:{node.port}", *args]
+    if hold:
+        argv.append("--hold")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def result_of(proc, timeout=90):
+    out, err = proc.communicate(timeout=timeout)
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"no result; rc={proc.returncode}\n{out}\n{err}"
+    return json.loads(lines[-1][7:])
+
+
+def test_two_programs_at_once_and_a_killed_one_frees_its_cpus(scheduler_factory,
+                                                              node_factory):
+    node = node_factory("-c", "2")
+    sched = scheduler_factory("--zombie_interval", "0.05")  # 3 s
+    doomed = run_client(sched, node, "--tag", "K", "--jobs", "4", "--secs", "60", hold=True)
+    try:
+        assert doomed.stdout.readline().startswith("ready")
+        time.sleep(1)  # its jobs occupy both CPUs
+        a = run_client(sched, node, "--tag", "A", "--jobs", "10", "--secs", "0.05")
+        b = run_client(sched, node, "--tag", "B", "--jobs", "10", "--secs", "0.05")
+        time.sleep(1)
+        os.killpg(doomed.pid, 9)
+        doomed.wait(10)
+        for proc, tag in ((a, "A"), (b, "B")):
+            res = result_of(proc)
+            assert [j["result"][:2] for j in res["jobs"]] == [[tag, i * i] for i in range(10)]
+        log = sched.output()
+        assert "away for" in log and "closed" in log
+    finally:
+        if doomed.poll() is None:
+            os.killpg(doomed.pid, 9)
+            doomed.wait(10)
+
+
+def test_node_lost_reentrant_jobs_move_others_are_cancelled(scheduler_factory,
+                                                            node_factory):
+    n1 = node_factory("-c", "1")
+    n2 = node_factory("-c", "1")
+    sched = scheduler_factory("--pulse_interval", "1")
+    nodes = [dispy.NodeAllocate("127.0.0.1", n.port) for n in (n1, n2)]
+    with shared(sched, n1, slow, nodes=nodes, reentrant=True) as re, \
+            shared(sched, n1, slow, nodes=nodes) as plain:
+        while len(re.status().nodes) < 2 or len(plain.status().nodes) < 2:
+            time.sleep(0.05)
+        jobs = [re.submit(1.5) for _ in range(2)] + [plain.submit(1.5) for _ in range(2)]
+        for job in jobs:
+            wait_started(job)
+        victims = [j for j in jobs if j.ip_addr and (j._key or (None, None))[1] == n1.port]
+        n1.stop()
+        for job in jobs:
+            job()
+        for job in jobs:
+            if job in victims and job._cluster is plain._state:
+                assert job.status == dispy.DispyJob.Cancelled
+                assert "lost" in job.exception
+            else:
+                assert job.status == dispy.DispyJob.Finished, job.exception
+
+
+def test_options_and_config_file(tmp_path):
+    cfg = tmp_path / "sched.cfg"
+    run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", "--cluster_secret",
+                          "s3", "--policy", "fair", "--zombie_interval", "5",
+                          "--save_config", str(cfg)], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 0, run.stderr
+    text = cfg.read_text()
+    assert "[dispyscheduler]" in text and 'policy = "fair"' in text
+    from dispy.scheduler import options
+    opts = options.parse(["--config", str(cfg), "--zombie_interval", "7"])
+    assert opts.cluster_secret == "s3" and opts.policy == "fair"
+    assert opts.zombie_interval == 7.0
+    opts = options.parse(["--dispy_port", "9700"])
+    assert (opts.port, opts.node_port, opts.scheduler_port) == (9700, 9701, 9702)
+    for bad in (["--pulse_interval", "0"], ["--policy", "random"], ["--zombie_interval", "0"],
+                ["--node_keyfile", "k.pem"]):
+        run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", *bad],
+                             capture_output=True, text=True, timeout=30)
+        assert run.returncode == 2 and "error" in run.stderr
+
+
+def test_port_in_use_is_a_clear_error(scheduler_factory):
+    sched = scheduler_factory()
+    run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", "-i", "127.0.0.1",
+                          "--scheduler_port", str(sched.port), "--daemon"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert f"cannot listen on TCP port {sched.port}" in run.stderr
