@@ -72,7 +72,8 @@ class SharedJobCluster(JobCluster):
         super().__init__(computation, nodes=nodes, depends=depends, callback=callback,
                          cluster_status=cluster_status, ip_addr=ip_addr, ext_ip_addr=ext_ip_addr,
                          port=port if port is not None else client_port,
-                         node_port=node_port or (dispy_port + 1 if dispy_port else None),
+                         # 0: no port given, the scheduler's --node_port applies
+                         node_port=node_port or (dispy_port + 1 if dispy_port else 0),
                          recover_file=recover_file, dest_path=dest_path, loglevel=loglevel,
                          setup=setup, cleanup=cleanup, reentrant=reentrant, secret=secret,
                          keyfile=keyfile, certfile=certfile, host=host, ext_host=ext_host,

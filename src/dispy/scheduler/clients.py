@@ -131,11 +131,12 @@ class ClientService:
         session.clusters[ccid] = cs
         self.computations[cid] = cs
 
-    @staticmethod
-    def _allocs(specs: Any, bufs: list[bytes], first: int) -> list[SharedAlloc]:
+    def _allocs(self, specs: Any, bufs: list[bytes], first: int) -> list[SharedAlloc]:
         if not isinstance(specs, list) or not specs:
             raise ValueError("no nodes given")
-        allocs = [SharedAlloc(spec, bufs[first + int(spec["setup_args"])]) for spec in specs]
+        port = self.daemon.opts.node_port
+        allocs = [SharedAlloc(spec, bufs[first + int(spec["setup_args"])], port)
+                  for spec in specs]
         allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
         return allocs
 

@@ -36,8 +36,10 @@ class SharedAlloc(NodeAllocate):
     """A client's NodeAllocate as plain data: pattern, port, CPUs, setup_args (pickled by
     the client, passed on unopened) and the relative paths of its per-node files."""
 
-    def __init__(self, spec: dict, setup_blob: bytes) -> None:
-        super().__init__(str(spec["host"]), spec.get("port"), int(spec.get("cpus", 0)))
+    def __init__(self, spec: dict, setup_blob: bytes, node_port: int) -> None:
+        # no port from the client: the nodes' port is the scheduler's --node_port
+        super().__init__(str(spec["host"]), spec.get("port") or node_port,
+                         int(spec.get("cpus", 0)))
         self.index = int(spec.get("index", 0))
         self.custom = bool(spec.get("custom"))
         self.relpaths = [str(p) for p in spec.get("depends", ())]
