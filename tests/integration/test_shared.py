@@ -267,6 +267,30 @@ def test_two_programs_at_once_and_a_killed_one_frees_its_cpus(scheduler_factory,
             doomed.wait(10)
 
 
+def test_recover_jobs_of_a_killed_shared_client(scheduler_factory, node_factory, tmp_path):
+    node = node_factory("-c", "2")
+    sched = scheduler_factory()
+    recover = str(tmp_path / "shared.rec")
+    doomed = run_client(sched, node, "--tag", "R", "--jobs", "4", "--secs", "1.5",
+                        "--recover-file", recover, hold=True)
+    try:
+        assert doomed.stdout.readline().startswith("ready")
+        time.sleep(0.5)
+        os.killpg(doomed.pid, 9)
+        doomed.wait(10)
+    finally:
+        if doomed.poll() is None:
+            os.killpg(doomed.pid, 9)
+            doomed.wait(10)
+    jobs = dispy.recover_jobs(recover, timeout=60)
+    assert sorted(j.result[1] for j in jobs) == [0, 1, 4, 9]
+    assert all(j.status == dispy.DispyJob.Finished for j in jobs)
+    assert not os.path.exists(recover)
+    # the scheduler closed the computation: the node serves a new client at once
+    with shared(sched, node, double) as c:
+        assert c.submit(2)() == 4
+
+
 def test_node_lost_reentrant_jobs_move_others_are_cancelled(scheduler_factory,
                                                             node_factory):
     n1 = node_factory("-c", "1")

@@ -6,7 +6,7 @@ clock). Every wait is bounded.
 
     --scheduler IP --scheduler-port P --nodes SPEC[,SPEC] (IP, IP:PORT or *)
     [--tag T] [--jobs N] [--secs S] [--exclusive] [--secret S] [--certfile F]
-    [--hold] (never exit; the test kills the program)
+    [--recover-file F] [--hold] (never exit; the test kills the program)
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--secret", default="")
     ap.add_argument("--certfile", default=None)
     ap.add_argument("--hold", action="store_true")
+    ap.add_argument("--recover-file", default=None)
     ap.add_argument("--deadline", type=float, default=100)
     a = ap.parse_args()
     try:
@@ -54,7 +55,7 @@ def main() -> None:
             compute, nodes=[node_spec(n) for n in a.nodes.split(",")],
             scheduler_node=a.scheduler, scheduler_port=a.scheduler_port,
             exclusive=a.exclusive, reentrant=a.reentrant, secret=a.secret,
-            certfile=a.certfile)
+            certfile=a.certfile, recover_file=a.recover_file)
     except ConnectionError as exc:
         print(f"REFUSED {exc}", flush=True)
         sys.exit(3)
