@@ -58,6 +58,9 @@ def test_jobs_results_callbacks_and_node_events(scheduler_factory, node):
         st = c.status()
         assert [n.port for n in st.nodes] == [node.port] and st.jobs_pending == 0
         assert st.nodes[0].jobs_done == 20
+    # the program never used the node itself, even though the node announced itself
+    comps = [ln for ln in node.output().splitlines() if "computation 'double'" in ln]
+    assert comps and all("from dispyscheduler@" in ln for ln in comps)
     assert nodes[0][0] == dispy.DispyNode.Initialized
     assert nodes[-1][0] == dispy.DispyNode.Closed
     finals = [s for _, s in seen if s == dispy.DispyJob.Finished]

@@ -87,9 +87,11 @@ def test_programs_share_nodes_and_an_exclusive_one_runs_alone(dispy_lan: DispyLa
                                                               tmp_path: Path) -> None:
     lan = dispy_lan
     sched = Scheduler(lan, tmp_path)
-    a = start_client(lan, sched, "--tag", "A", "--jobs", "24", "--secs", "0.4")
-    b = start_client(lan, sched, "--tag", "B", "--jobs", "24", "--secs", "0.4")
+    # A's two long jobs are spread over the two nodes; B's short ones fill the CPUs left
+    a = start_client(lan, sched, "--tag", "A", "--jobs", "2", "--secs", "3",
+                     "--wait-nodes", "2")
     assert a.stdout.readline().startswith("ready")
+    b = start_client(lan, sched, "--tag", "B", "--jobs", "24", "--secs", "0.2")
     assert b.stdout.readline().startswith("ready")
     x = start_client(lan, sched, "--tag", "X", "--jobs", "12", "--secs", "0.2",
                      "--exclusive")
@@ -97,7 +99,8 @@ def test_programs_share_nodes_and_an_exclusive_one_runs_alone(dispy_lan: DispyLa
     rx = finish(x, sched)
     ia, ib, ix = intervals(ra), intervals(rb), intervals(rx)
     # A and B ran on the same node at the same time (non-exclusive sharing)
-    assert any(pa[1] == pb[1] and pa[2] < pb[3] and pb[2] < pa[3] for pa in ia for pb in ib)
+    assert any(pa[1] == pb[1] and pa[2] < pb[3] and pb[2] < pa[3] for pa in ia for pb in ib), \
+        sorted(ia + ib, key=lambda iv: iv[2])
     assert {ip for _, ip, _, _ in ia + ib} == {n.ip for n in lan.nodes.values()}
     # X waited until A and B were done, then had both nodes to itself
     assert min(s for _, _, s, _ in ix) >= max(e for _, _, _, e in ia + ib)

@@ -484,7 +484,6 @@ class SchedulerLink:
             self.jobs.pop(job._uid, None)
             self.engine._finish(job, DispyJob.Cancelled, None, None, None,
                                 "Cancelled: cluster closed")
-        self.engine.clusters.pop(cs.cid, None)
         try:
             if cs.journal.remove_cluster(cs.cid):
                 self.engine.journals.pop(cs.journal.path, None)

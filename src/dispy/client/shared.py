@@ -85,8 +85,8 @@ class SharedJobCluster(JobCluster):
         engine = self._engine
 
         async def start() -> dict:
+            # not in engine.clusters: the engine must never use the nodes for it directly
             state.journal = engine._journal_for(state)
-            engine.clusters[state.cid] = state
             ip, port = self._scheduler
             key = (ip, port, state.profile)
             link = engine.scheduler_links.get(key)
@@ -109,7 +109,6 @@ class SharedJobCluster(JobCluster):
 
     def _forget(self) -> None:
         engine = self._engine
-        engine.clusters.pop(self._state.cid, None)
         journal = getattr(self._state, "journal", None)
         if journal is not None and journal.remove_cluster(self._state.cid):
             engine.journals.pop(journal.path, None)

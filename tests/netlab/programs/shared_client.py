@@ -6,7 +6,7 @@ clock). Every wait is bounded.
 
     --scheduler IP --scheduler-port P --nodes SPEC[,SPEC] (IP, IP:PORT or *)
     [--tag T] [--jobs N] [--secs S] [--exclusive] [--secret S] [--certfile F]
-    [--recover-file F] [--hold] (never exit; the test kills the program)
+    [--recover-file F] [--wait-nodes N] [--hold] (never exit; the test kills the program)
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--certfile", default=None)
     ap.add_argument("--hold", action="store_true")
     ap.add_argument("--recover-file", default=None)
+    ap.add_argument("--wait-nodes", type=int, default=0,
+                    help="submit only once this many nodes are set up")
     ap.add_argument("--deadline", type=float, default=100)
     a = ap.parse_args()
     try:
@@ -61,6 +63,8 @@ def main() -> None:
         sys.exit(3)
     created = time.time()
     deadline = time.monotonic() + a.deadline
+    while (len(cluster.status().nodes) < a.wait_nodes and time.monotonic() < deadline):
+        time.sleep(0.05)
     jobs = [cluster.submit(a.tag, i, a.secs) for i in range(a.jobs)]
     while not cluster.status().nodes and time.monotonic() < deadline:
         time.sleep(0.05)
