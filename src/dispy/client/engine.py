@@ -543,7 +543,7 @@ class Engine:
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.journal.finished(job._uid)
-        job.finish.set()
+        job._set_finished()
         self._job_event(job)
         cs.job_finished()
 

@@ -203,7 +203,7 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
 
     asyncio.run(run_all())
     for job in jobs:
-        job.finish.set()  # job() returns at once; unfinished ones show status Running
+        job._set_finished()  # job() returns at once; unfinished ones show status Running
     done = [(job._uid,) for job in jobs if job.status != DispyJob.Running]
     for cid, group in queued.items():
         done += _rerun(path, clusters[cid], group, deadline, terminate_pending, jobs)
@@ -344,13 +344,13 @@ def _fill(job: DispyJob, header: dict, bufs: list[bytes]) -> None:
     job.start_time = header.get("start_time", job.start_time)
     job.end_time = header.get("end_time", time.time())
     job._final = True
-    job.finish.set()
+    job._set_finished()
 
 
 def _end(job: DispyJob, status: int, reason: str) -> None:
     job.status, job.exception, job.end_time = status, reason, time.time()
     job._final = True
-    job.finish.set()
+    job._set_finished()
 
 
 def _give_up(pending: dict[str, DispyJob], reason: str) -> None:

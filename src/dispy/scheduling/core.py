@@ -37,8 +37,10 @@ class _Node:
         return self.busy / self.cpus if self.cpus else 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
+    """One queued job (slots: there is one per queued job, tens of thousands of them)."""
+
     seq: int
     job: Job
     cid: Hashable
