@@ -40,6 +40,12 @@ log = logging.getLogger("dispy")
 RETRY_INTERVAL = 5.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
+#: Jobs shorter than this (moving average per node) are sent ahead: one more job per CPU
+#: waits on the node, so its CPUs need not idle for a round trip to the client between
+#: jobs. Longer jobs are not: the round trip is then small, and a job waiting behind a
+#: long one on a busy node could have run on another node that frees up first.
+PREFETCH_BELOW = 0.05
+PREFETCH_PER_CPU = 2
 
 
 class Engine:
@@ -439,11 +445,15 @@ class Engine:
             return  # already final (e.g. node was presumed dead) or unknown: drop it
         self.core.finished(uid)
         node = link.node
+        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
         if node is not None:
             node.busy = max(0, node.busy - 1)
             node.jobs_done += 1
-            node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+            node.cpu_time += ran
             node.update_time = time.time()
+            avg = link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
+            self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
+                                   if avg < PREFETCH_BELOW else 0)
         status, result, out, err, exc = decode_result(header, bufs)
         job.start_time = header.get("start_time", job.start_time)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))

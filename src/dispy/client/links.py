@@ -40,6 +40,8 @@ class NodeLink:
     retry_at: float = 0.0
     lost_at: float | None = None
     last_heard: float = field(default_factory=time.monotonic)
+    #: recent run time of this node's jobs (moving average), to decide on prefetching
+    job_time: float | None = None
 
     @property
     def key(self) -> tuple:
