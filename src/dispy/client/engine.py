@@ -46,6 +46,10 @@ RECONNECT_GRACE = 10.0
 #: long one on a busy node could have run on another node that frees up first.
 PREFETCH_BELOW = 0.05
 PREFETCH_PER_CPU = 2
+#: Acks of results wait at most this long for a journal commit to go with (the node
+#: keeps unacknowledged results in memory for a second before it writes them to disk).
+ACK_DELAY = 0.05
+ACK_BATCH = 256
 
 
 class Engine:
@@ -358,6 +362,7 @@ class Engine:
                     link.send(header, [chunk])
                     offset += len(chunk)
                     if link.writer is not None:
+                        link.flush()
                         await link.writer.drain()
                     if final:
                         return True
@@ -377,8 +382,8 @@ class Engine:
                     link.node.rx += sum(len(b) for b in bufs) + 64
                 self._on_frame(link, header, bufs)
                 if not reader._buffer:  # type: ignore[attr-defined]
-                    self._dispatch()  # its journal commit also covers the finished jobs
-                    self._flush_acks(link)
+                    # its journal commit also covers the finished jobs
+                    self._ack_soon(link, self._dispatch())
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             reason = f"connection lost: {exc.__class__.__name__}"
         except FrameError as exc:
@@ -511,7 +516,22 @@ class Engine:
             log.warning("file %r from node %s not saved: %s", header.get("path"),
                         link.describe(), exc)
 
+    def _ack_soon(self, link: NodeLink, committed: bool) -> None:
+        """Ack results now if the journal just forgot their jobs anyway (a dispatch
+        commits); else soon, with a later commit: one commit per finished job would be
+        the client's biggest cost for tiny jobs."""
+        if not link.acks:
+            return
+        if committed or len(link.acks) >= ACK_BATCH:
+            self._flush_acks(link)
+        elif link.ack_timer is None:
+            link.ack_timer = asyncio.get_running_loop().call_later(
+                ACK_DELAY, self._flush_acks, link)
+
     def _flush_acks(self, link: NodeLink) -> None:
+        if link.ack_timer is not None:
+            link.ack_timer.cancel()
+            link.ack_timer = None
         if link.acks:
             self._flush_journals()  # forget jobs durably before the node may drop results
             link.send({"op": "ack", "uids": link.acks})
@@ -571,7 +591,8 @@ class Engine:
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Send what the core assigns; True when the journals were committed."""
         batch = []
         for uid, cid, key in self.core.dispatch():
             cs = self.clusters.get(cid)
@@ -586,7 +607,7 @@ class Engine:
             cs.journal.dispatched(job, cid, link.ip, link.port)
             batch.append((job, cs, link))
         if not batch:
-            return
+            return False
         self._flush_journals()  # journaled before sent: recover_jobs can find every job
         for job, cs, link in batch:
             uid = job._uid
@@ -606,6 +627,7 @@ class Engine:
             if link.node is not None:
                 link.node.busy += 1
             self._job_event(job)
+        return True
 
     def _send_job_files(self, link: NodeLink, cid: str, uid: str, files: list) -> bool:
         for spec in files:
@@ -938,6 +960,7 @@ class Engine:
                     cs.profile == link.profile and self._wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
+                link.flush()
                 writer, link.writer = link.writer, None
                 link.state, link.reason = "new", "released"
                 self.core.remove_node(link.key)

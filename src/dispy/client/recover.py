@@ -28,11 +28,13 @@ from .job import DispyJob, decode_result
 
 log = logging.getLogger("dispy")
 
+#: ``jobs`` is WITHOUT ROWID: one B-tree instead of a table plus a uid index halves the
+#: pages each commit writes (a commit per dispatch batch is on the tiny-job hot path).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, client_id TEXT,
     key BLOB, certfile TEXT, keyfile TEXT, created REAL, spec BLOB);
 CREATE TABLE IF NOT EXISTS jobs (uid TEXT PRIMARY KEY, cid TEXT, ip TEXT, port INTEGER,
-    job_id TEXT, submit_time REAL, start_time REAL, args BLOB);
+    job_id TEXT, submit_time REAL, start_time REAL, args BLOB) WITHOUT ROWID;
 """
 
 #: Arguments larger than this are not kept in the recover file (a queued job with such

@@ -79,9 +79,53 @@ async def read_frame(
     return header, buffers
 
 
+#: Pieces at least this big are written on their own (as memoryviews): joining them, as
+#: ``writelines`` does, or slicing ``bytes`` after a partial send would copy them.
+BIG_PIECE = 64 * 1024
+
+
+def write_pieces(writer: asyncio.StreamWriter, pieces: list[Buffer]) -> None:
+    """Write frame pieces with as few writes (syscalls) and copies as possible."""
+    small: list[Buffer] = []
+    for piece in pieces:
+        if (piece.nbytes if isinstance(piece, memoryview) else len(piece)) < BIG_PIECE:
+            small.append(piece)
+            continue
+        if small:
+            writer.write(b"".join(small))
+            small = []
+        writer.write(memoryview(piece).cast("B"))
+    if small:
+        writer.write(b"".join(small) if len(small) > 1 else small[0])
+
+
 def write_frame(writer: asyncio.StreamWriter, header: dict, buffers: list | tuple = ()) -> None:
     """Queue one frame on an asyncio writer."""
-    writer.writelines(encode(header, buffers))
+    write_pieces(writer, encode(header, buffers))
+
+
+class FrameBatch:
+    """Frames for one connection, written together at the end of the loop iteration
+    that produced them: a burst of results, jobs and acks then costs one send (and one
+    wake-up of the peer) instead of one per frame. Whoever drains or closes the writer
+    must ``flush`` first."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self) -> None:
+        self.pieces: list[Buffer] = []
+
+    def add(self, header: dict, buffers: list | tuple, flush: Any) -> None:
+        """Queue a frame; ``flush`` (no arguments) is called once, soon, on the loop."""
+        if not self.pieces:
+            asyncio.get_running_loop().call_soon(flush)
+        self.pieces += encode(header, buffers)
+
+    def write_to(self, writer: asyncio.StreamWriter | None) -> None:
+        """Write what is queued (dropped when the connection is gone)."""
+        pieces, self.pieces = self.pieces, []
+        if pieces and writer is not None and not writer.is_closing():
+            write_pieces(writer, pieces)
 
 
 # ---- blocking sockets (computation host and job processes) ---------------------------
