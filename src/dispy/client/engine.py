@@ -569,7 +569,7 @@ class Engine:
         job.status = status
         job.end_time = end_time or time.time()
         job._final = True
-        job._args = None
+        job._args = job._oob = None
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.journal.finished(job._uid)
@@ -621,9 +621,13 @@ class Engine:
                                  "Cancelled: dispy_job_depends files could not be read")
                     continue
                 bufs.append(names)
-            link.send({"op": "job", "cid": cs.cid, "uid": uid}, bufs)
+            header = {"op": "job", "cid": cs.cid, "uid": uid}
+            if job._oob:
+                header["oob"] = len(job._oob)
+                bufs += job._oob
+            link.send(header, bufs)
             if not cs.reentrant:
-                job._args = job._deps = None
+                job._args = job._deps = job._oob = None
             if link.node is not None:
                 link.node.busy += 1
             self._job_event(job)

@@ -23,7 +23,8 @@ class DispyJob:
 
     __slots__ = (
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
-        "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_cluster", "_uid",
+        "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
+        "_uid",
         "_pin", "_final", "_deps", "_key", "__weakref__",
     )
 
@@ -43,6 +44,8 @@ class DispyJob:
         self._event: threading.Event | None = None
         self._ended = False
         self._args: bytes | None = args_buf
+        #: big byte strings of the arguments, sent beside ``_args`` (see wire.oob)
+        self._oob: list | None = None
         self._cluster = cluster
         self._uid = uid
         self._pin: Any = None
@@ -100,14 +103,15 @@ STATUS_NAMES = {
 }
 def decode_result(header: dict, bufs: list[bytes]) -> tuple:
     """A node's "done" frame as (status, result, stdout, stderr, exception)."""
-    import cloudpickle
+    from ..wire import oob
 
+    bufs, extra = oob.split(header, bufs)
     out: Any = bufs[1] if len(bufs) > 2 else b""
     err: Any = bufs[2] if len(bufs) > 2 else b""
     if header.get("text", True):
         out, err = out.decode(errors="replace"), err.decode(errors="replace")
     try:
-        result = cloudpickle.loads(bufs[0]) if bufs else None
+        result = oob.loads(bufs[0], extra) if bufs else None
         status, exc = int(header["status"]), header.get("exception")
     except Exception as error:
         result, status = None, DispyJob.Terminated

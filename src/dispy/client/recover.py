@@ -108,7 +108,8 @@ class Journal:
         if not (self._queued or self._added or self._done):
             return
         queued = [(job._uid, cid, None, None, _id_text(job), job.submit_time, None,
-                   job._args if job._args is not None and len(job._args) <= MAX_KEPT_ARGS
+                   job._args if job._args is not None and job._oob is None
+                   and len(job._args) <= MAX_KEPT_ARGS
                    else None)
                   for job, cid in self._queued if job.status == DispyJob.Created]
         self._queued = []

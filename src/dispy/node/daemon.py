@@ -669,7 +669,10 @@ class NodeDaemon:
                 continue
             self.busy += 1
             comp.running[header["uid"]] = header
-            comp.host.send({"op": "job", "uid": header["uid"]}, bufs)
+            job = {"op": "job", "uid": header["uid"]}
+            if header.get("oob"):
+                job["oob"] = header["oob"]
+            comp.host.send(job, bufs)
 
     def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")

@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..wire import oob
 from ..wire.frames import recv_frame_sync, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
@@ -102,7 +103,7 @@ def _format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
+def _run_function(func: Any, args_buf: bytes, big: list) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -110,7 +111,7 @@ def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
     result = None
     try:
         try:
-            args, kwargs = cloudpickle.loads(args_buf)
+            args, kwargs = oob.loads(args_buf, big)
             _State.running = True
             try:
                 if _cancel_requested():
@@ -130,12 +131,12 @@ def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
 
 def _pack_result(reply: dict[str, Any], result: Any) -> dict[str, Any]:
     try:
-        reply["_result"] = cloudpickle.dumps(result, protocol=5)
+        reply["_result"], reply["_oob"] = oob.dumps(result)
     except Exception as exc:
         reply.update(
             status=TERMINATED,
             exception=f"result of type {type(result).__name__} could not be pickled: {exc}",
-            _result=cloudpickle.dumps(None),
+            _result=cloudpickle.dumps(None), _oob=[],
         )
     return reply
 
@@ -225,23 +226,25 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                 break
             _State.uid = header["uid"]
             start = time.time()
+            bufs, big = oob.split(header, bufs)
             saved = _add_job_globals(computation, bufs[1]) if len(bufs) > 1 else []
             try:
                 if program is not None:
                     reply = _run_program(program, bufs[0])
                 else:
-                    reply = _run_function(computation, bufs[0])
+                    reply = _run_function(computation, bufs[0], big)
             finally:
                 _restore_globals(saved)
-            data = reply.pop("_result")
+            data, big = reply.pop("_result"), reply.pop("_oob")
             out, err = reply.pop("stdout"), reply.pop("stderr")
             reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time(),
-                         text=isinstance(out, str))
+                         text=isinstance(out, str), oob=len(big))
             _State.uid = None
             sys.stdout.flush()
             if isinstance(out, str):
                 out, err = out.encode(errors="replace"), err.encode(errors="replace")
-            send_frame_sync(sock, reply, [data, out, err])
+            send_frame_sync(sock, reply, [data, out, err, *big])
+            del data, big, reply
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -132,9 +132,16 @@ class FrameBatch:
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes, in one ``bytes`` received in place (no copy) when possible."""
+    first = sock.recv(n, socket.MSG_WAITALL)
+    if len(first) == n:
+        return first
+    if not first:
+        raise EOFError("peer closed the connection")
     buf = bytearray(n)
+    buf[:len(first)] = first
+    got = len(first)
     view = memoryview(buf)
-    got = 0
     while got < n:
         k = sock.recv_into(view[got:])
         if k == 0:
