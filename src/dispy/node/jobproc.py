@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 
 from ..wire import oob
-from ..wire.frames import recv_frame_sync, send_frame_sync
+from ..wire.frames import SyncFrameReader, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
 
@@ -33,6 +33,7 @@ SLOT_SIZE = 64
 class _State:
     running = False
     sock: socket.socket | None = None
+    reader: SyncFrameReader | None = None
     uid: str | None = None
     #: shared with the host: the uid of the job the host wants cancelled
     slot: mmap.mmap | None = None
@@ -91,7 +92,8 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
         "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
     }
     send_frame_sync(_State.sock, header, [data])
-    reply, _ = recv_frame_sync(_State.sock)
+    assert _State.reader is not None
+    reply, _ = _State.reader.read_frame()
     if reply.get("ok"):
         return 0
     sys.stderr.write(f"dispy_send_file: {path} refused: {reply.get('reason')}\n")
@@ -214,12 +216,13 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _State.sock = sock
+    _State.reader = reader = SyncFrameReader(sock)
     _State.slot = slot
     code = 0
     try:
         while True:
             try:
-                header, bufs = recv_frame_sync(sock)
+                header, bufs = reader.read_frame()
             except KeyboardInterrupt:
                 continue
             except (EOFError, OSError):
