@@ -40,12 +40,14 @@ log = logging.getLogger("dispy")
 RETRY_INTERVAL = 5.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
-#: Jobs shorter than this (moving average per node) are sent ahead: one more job per CPU
-#: waits on the node, so its CPUs need not idle for a round trip to the client between
-#: jobs. Longer jobs are not: the round trip is then small, and a job waiting behind a
-#: long one on a busy node could have run on another node that frees up first.
-PREFETCH_BELOW = 0.05
-PREFETCH_PER_CPU = 2
+#: Jobs shorter than this (moving average per node) are sent ahead: up to
+#: PREFETCH_PER_CPU jobs per CPU wait on the node, so its CPUs need not idle for a round
+#: trip to the client between jobs (and jobs, results and journal commits come in
+#: batches). Longer jobs are not: the round trip is then small, and a job waiting behind
+#: others on a busy node could have run on another node that frees up first; the bound
+#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW.
+PREFETCH_BELOW = 0.02
+PREFETCH_PER_CPU = 4
 #: Acks of results wait at most this long for a journal commit to go with (the node
 #: keeps unacknowledged results in memory for a second before it writes them to disk).
 ACK_DELAY = 0.05
