@@ -81,6 +81,10 @@ def test_lambda_provisional_result_and_cancel(scheduler_factory, node):
         assert c.cancel(job) == -1
     with shared(sched, node, lambda x: x + 1) as c:
         assert c.submit(41)() == 42
+    with shared(sched, node, lambda b: (len(b), b[::-1])) as c:
+        big = os.urandom(3 << 20)  # out of band in both directions, through the scheduler
+        n, back = c.submit(big)()
+        assert n == len(big) and back == big[::-1]
 
 
 def test_queued_job_cancelled_at_the_scheduler(scheduler_factory, node_factory):

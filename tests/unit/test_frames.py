@@ -204,3 +204,41 @@ def test_deeply_nested_header_is_frame_error(head):
     assert len(head) < frames.PRE_AUTH_MAX_HEADER
     with pytest.raises(FrameError):
         read_bytes(raw_frame(head), max_header=frames.PRE_AUTH_MAX_HEADER, max_buffers=0)
+
+
+def test_sync_reader_buffers_several_frames_and_big_buffers():
+    import socket as _socket
+    import threading as _threading
+
+    from dispy.wire.frames import SyncFrameReader, send_frame_sync
+
+    a, b = _socket.socketpair()
+    big = bytes(range(256)) * 4096  # 1 MiB: received straight from the socket
+    frames = [({"op": "x", "i": i}, [b"a" * i, b""]) for i in range(5)]
+    frames.append(({"op": "big"}, [b"head", big]))
+    frames.append(({"op": "end"}, []))
+
+    def send():
+        for header, bufs in frames:
+            send_frame_sync(a, header, bufs)
+
+    t = _threading.Thread(target=send)
+    t.start()
+    reader = SyncFrameReader(b)
+    got = [reader.read_frame() for _ in frames]
+    t.join()
+    assert [h for h, _ in got] == [h for h, _ in frames]
+    assert [[bytes(x) for x in bufs] for _, bufs in got] == [bufs for _, bufs in frames]
+    assert not reader.buffered()
+    send_frame_sync(a, {"op": "again"}, [b"z"])
+    send_frame_sync(a, {"op": "more"})
+    assert reader.read_frame() == ({"op": "again"}, [b"z"])
+    assert reader.buffered()  # the second frame came with the first recv
+    assert reader.read_frame() == ({"op": "more"}, [])
+    a.close()
+    try:
+        reader.read_frame()
+        raise AssertionError("no EOFError")
+    except EOFError:
+        pass
+    b.close()

@@ -109,6 +109,46 @@ def test_cluster_allocation_never_exceeded():
     assert [cid for _, cid, _ in core.dispatch()] == ["A"]
 
 
+def test_prefetch_sends_jobs_ahead_of_free_cpus():
+    core = core_with({"n": 2})
+    for i in range(6):
+        core.submit("A", i)
+    assert len(core.dispatch()) == 2
+    core.set_prefetch("n", 2)
+    assert [job for job, _, _ in core.dispatch()] == [2, 3]
+    assert core.node_busy("n") == 4
+    assert core.dispatch() == []
+    core.finished(0)
+    assert [job for job, _, _ in core.dispatch()] == [4]
+    core.set_prefetch("n", 0)  # no new job until the node is below its CPUs again
+    core.finished(1)
+    assert core.dispatch() == []
+
+
+def test_prefetch_not_for_a_cluster_limited_to_fewer_cpus():
+    core = SchedulerCore()
+    core.add_cluster("A")
+    core.set_node("n", 2)
+    core.set_prefetch("n", 2)
+    core.node_ready("A", "n", 1)
+    for i in range(4):
+        core.submit("A", i)
+    assert len(core.dispatch()) == 1  # the node would run a second one on its other CPU
+
+
+def test_free_cpu_wins_over_prefetch_slot():
+    core = core_with({"a": 1, "b": 1})
+    core.set_prefetch("a", 1)
+    core.set_prefetch("b", 1)
+    core.submit("A", 0)
+    core.submit("A", 1)
+    assert {key for _, _, key in core.dispatch()} == {"a", "b"}
+
+
+def test_prefetch_of_unknown_node_is_ignored():
+    SchedulerCore().set_prefetch("nope", 3)
+
+
 def test_zero_allocation_and_zero_cpus_get_nothing():
     core = SchedulerCore()
     core.add_cluster("A")
@@ -355,6 +395,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ids = itertools.count()
         self.nodes = {}  # key -> cpus
         self.alloc = {}  # (key, cid) -> cpus
+        self.prefetch = {}  # key -> jobs that may wait there beyond its CPUs
         self.clusters = set()
         self.queued = {}  # job -> (cid, pinned node or None)
         self.running = {}  # job -> (cid, key)
@@ -366,6 +407,15 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.clusters.add(cid)
 
     # -- helpers
+
+    def cap(self, key):
+        cpus = self.nodes[key]
+        return cpus + self.prefetch.get(key, 0) if cpus > 0 else 0
+
+    def limit(self, key, cid):
+        """A cluster gets the node's prefetch slots only when it may use all its CPUs."""
+        alloc = self.alloc.get((key, cid), 0)
+        return alloc + self.prefetch.get(key, 0) if alloc >= self.nodes[key] > 0 else alloc
 
     def on(self, key, cid=None):
         return sum(1 for c, k in self.running.values() if k == key and (cid is None or c == cid))
@@ -387,17 +437,18 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.dispatched[job] += 1
             got[key] += 1
         for key in got:
-            assert self.on(key) <= max(self.nodes[key], before[key])
+            assert self.on(key) <= max(self.cap(key), before[key])
             for cid in CLUSTERS:
                 now = self.on(key, cid)
                 if now > before_c[(key, cid)]:
-                    assert now <= self.alloc.get((key, cid), 0)
-        # Work conserving for unpinned jobs: no free CPU is left idle next to a runnable job.
-        for key, cpus in self.nodes.items():
-            if self.on(key) >= cpus:
+                    assert now <= self.limit(key, cid)
+        # Work conserving for unpinned jobs: no free CPU (or prefetch slot) is left idle
+        # next to a runnable job.
+        for key in self.nodes:
+            if self.on(key) >= self.cap(key):
                 continue
             for cid in CLUSTERS:
-                if self.on(key, cid) < self.alloc.get((key, cid), 0):
+                if self.on(key, cid) < self.limit(key, cid):
                     waiting = [j for j, (c, p) in self.queued.items() if c == cid and p is None]
                     assert not waiting, f"{key} idle while {waiting} of {cid} wait"
         return out
@@ -408,6 +459,12 @@ class SchedulerMachine(RuleBasedStateMachine):
     def set_node(self, key, cpus):
         self.core.set_node(key, cpus)
         self.nodes[key] = cpus
+
+    @rule(key=st.sampled_from(NODE_KEYS), jobs=st.integers(0, 2))
+    def set_prefetch(self, key, jobs):
+        self.core.set_prefetch(key, jobs)
+        if key in self.nodes:
+            self.prefetch[key] = jobs
 
     @rule(key=st.sampled_from(NODE_KEYS), cid=st.sampled_from(CLUSTERS), cpus=st.integers(0, 3))
     def node_ready(self, key, cid, cpus):
@@ -463,6 +520,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             del self.queued[job]
             self.gone.add(job)
         self.nodes.pop(key, None)
+        self.prefetch.pop(key, None)
         for k in [k for k in self.alloc if k[0] == key]:
             del self.alloc[k]
         for job in running:

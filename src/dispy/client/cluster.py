@@ -162,12 +162,13 @@ class JobCluster:
         if self._state.package.program is not None:
             args = tuple(str(a) for a in args)
         try:
-            data = shipping.pack_args(args, kwargs)
+            data, big = shipping.pack_job_args(args, kwargs)
             deps = shipping.job_dependencies(depends) if depends else None
         except ValueError as exc:
             log.error("cluster %r: job not submitted: %s", self._name, exc)
             return None
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
+        job._oob = big
         job._deps = deps
         with self._lock:
             self._pending += 1

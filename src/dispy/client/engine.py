@@ -40,6 +40,18 @@ log = logging.getLogger("dispy")
 RETRY_INTERVAL = 5.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
+#: Jobs shorter than this (moving average per node) are sent ahead: up to
+#: PREFETCH_PER_CPU jobs per CPU wait on the node, so its CPUs need not idle for a round
+#: trip to the client between jobs (and jobs, results and journal commits come in
+#: batches). Longer jobs are not: the round trip is then small, and a job waiting behind
+#: others on a busy node could have run on another node that frees up first; the bound
+#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW.
+PREFETCH_BELOW = 0.02
+PREFETCH_PER_CPU = 4
+#: Acks of results wait at most this long for a journal commit to go with (the node
+#: keeps unacknowledged results in memory for a second before it writes them to disk).
+ACK_DELAY = 0.05
+ACK_BATCH = 256
 
 
 class Engine:
@@ -367,6 +379,7 @@ class Engine:
                     link.send(header, [chunk])
                     offset += len(chunk)
                     if link.writer is not None:
+                        link.flush()
                         await link.writer.drain()
                     if final:
                         return True
@@ -386,8 +399,8 @@ class Engine:
                     link.node.rx += sum(len(b) for b in bufs) + 64
                 self._on_frame(link, header, bufs)
                 if not reader._buffer:  # type: ignore[attr-defined]
-                    self._dispatch()  # its journal commit also covers the finished jobs
-                    self._flush_acks(link)
+                    # its journal commit also covers the finished jobs
+                    self._ack_soon(link, self._dispatch())
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             reason = f"connection lost: {exc.__class__.__name__}"
         except FrameError as exc:
@@ -454,11 +467,15 @@ class Engine:
             return  # already final (e.g. node was presumed dead) or unknown: drop it
         self.core.finished(uid)
         node = link.node
+        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
         if node is not None:
             node.busy = max(0, node.busy - 1)
             node.jobs_done += 1
-            node.cpu_time += max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+            node.cpu_time += ran
             node.update_time = time.time()
+            avg = link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
+            self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
+                                   if avg < PREFETCH_BELOW else 0)
         self._deliver(job, header, bufs)
 
     def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
@@ -520,7 +537,22 @@ class Engine:
             log.warning("file %r from node %s not saved: %s", header.get("path"),
                         link.describe(), exc)
 
+    def _ack_soon(self, link: NodeLink, committed: bool) -> None:
+        """Ack results now if the journal just forgot their jobs anyway (a dispatch
+        commits); else soon, with a later commit: one commit per finished job would be
+        the client's biggest cost for tiny jobs."""
+        if not link.acks:
+            return
+        if committed or len(link.acks) >= ACK_BATCH:
+            self._flush_acks(link)
+        elif link.ack_timer is None:
+            link.ack_timer = asyncio.get_running_loop().call_later(
+                ACK_DELAY, self._flush_acks, link)
+
     def _flush_acks(self, link: NodeLink) -> None:
+        if link.ack_timer is not None:
+            link.ack_timer.cancel()
+            link.ack_timer = None
         if link.acks:
             self._flush_journals()  # forget jobs durably before the node may drop results
             link.send({"op": "ack", "uids": link.acks})
@@ -558,11 +590,11 @@ class Engine:
         job.status = status
         job.end_time = end_time or time.time()
         job._final = True
-        job._args = None
+        job._args = job._oob = None
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.journal.finished(job._uid)
-        job.finish.set()
+        job._set_finished()
         self._job_event(job)
         cs.job_finished()
 
@@ -580,7 +612,8 @@ class Engine:
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Send what the core assigns; True when the journals were committed."""
         batch = []
         for uid, cid, key in self.core.dispatch():
             cs = self.clusters.get(cid)
@@ -595,7 +628,7 @@ class Engine:
             cs.journal.dispatched(job, cid, link.ip, link.port)
             batch.append((job, cs, link))
         if not batch:
-            return
+            return False
         self._flush_journals()  # journaled before sent: recover_jobs can find every job
         for job, cs, link in batch:
             uid = job._uid
@@ -609,12 +642,17 @@ class Engine:
                                  "Cancelled: dispy_job_depends files could not be read")
                     continue
                 bufs.append(names)
-            link.send({"op": "job", "cid": cs.cid, "uid": uid}, bufs)
+            header = {"op": "job", "cid": cs.cid, "uid": uid}
+            if job._oob:
+                header["oob"] = len(job._oob)
+                bufs += job._oob
+            link.send(header, bufs)
             if not cs.reentrant:
-                job._args = job._deps = None
+                job._args = job._deps = job._oob = None
             if link.node is not None:
                 link.node.busy += 1
             self._job_event(job)
+        return True
 
     def _send_job_files(self, link: NodeLink, cid: str, uid: str, files: list) -> bool:
         for spec in files:
@@ -942,6 +980,7 @@ class Engine:
                     cs.profile == link.profile and self._wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
+                link.flush()
                 writer, link.writer = link.writer, None
                 link.state, link.reason = "new", "released"
                 self.core.remove_node(link.key)

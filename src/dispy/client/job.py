@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 _ids = itertools.count(1)
+_event_lock = threading.Lock()
 
 
 class DispyJob:
@@ -22,8 +23,9 @@ class DispyJob:
 
     __slots__ = (
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
-        "end_time", "status", "ip_addr", "finish", "_args", "_cluster", "_uid", "_pin",
-        "_final", "_deps", "_key", "__weakref__",
+        "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
+        "_uid",
+        "_pin", "_final", "_deps", "_key", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -37,8 +39,13 @@ class DispyJob:
         self.end_time: float | None = None
         self.status = DispyJob.Created
         self.ip_addr: str | None = None
-        self.finish = threading.Event()
+        #: created only when someone waits: an Event (Condition, lock, deque) costs ~1 KB,
+        #: most of a queued job's memory, and most jobs are never waited on one by one
+        self._event: threading.Event | None = None
+        self._ended = False
         self._args: bytes | None = args_buf
+        #: big byte strings of the arguments, sent beside ``_args`` (see wire.oob)
+        self._oob: list | None = None
         self._cluster = cluster
         self._uid = uid
         self._pin: Any = None
@@ -47,9 +54,31 @@ class DispyJob:
         #: the node (link key) the job was last sent to
         self._key: Any = None
 
+    @property
+    def finish(self) -> threading.Event:
+        """Set when the job reached its final status (created on first use)."""
+        event = self._event
+        if event is None:
+            with _event_lock:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+            # _set_finished may have run before the event existed: it set _ended first
+            if self._ended:
+                event.set()
+        return event
+
+    def _set_finished(self) -> None:
+        """(engine) The job is final: wake whoever waits, now or later."""
+        self._ended = True
+        event = self._event
+        if event is not None:
+            event.set()
+
     def __call__(self, clear: bool = False) -> Any:
         """Wait until the job ends (any final status) and return its result."""
-        self.finish.wait()
+        if not self._ended:
+            self.finish.wait()
         return self.result
 
     def __lt__(self, other: DispyJob) -> bool:
@@ -74,14 +103,15 @@ STATUS_NAMES = {
 }
 def decode_result(header: dict, bufs: list[bytes]) -> tuple:
     """A node's "done" frame as (status, result, stdout, stderr, exception)."""
-    import cloudpickle
+    from ..wire import oob
 
+    bufs, extra = oob.split(header, bufs)
     out: Any = bufs[1] if len(bufs) > 2 else b""
     err: Any = bufs[2] if len(bufs) > 2 else b""
     if header.get("text", True):
         out, err = out.decode(errors="replace"), err.decode(errors="replace")
     try:
-        result = cloudpickle.loads(bufs[0]) if bufs else None
+        result = oob.loads(bufs[0], extra) if bufs else None
         status, exc = int(header["status"]), header.get("exception")
     except Exception as error:
         result, status = None, DispyJob.Terminated

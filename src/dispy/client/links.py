@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..wire.frames import write_frame
+from ..wire.frames import FrameBatch
 from .nodes import DispyNode
 
 
@@ -34,12 +34,17 @@ class NodeLink:
     clusters: dict[str, str] = field(default_factory=dict)
     running: dict[str, Any] = field(default_factory=dict)
     acks: list[str] = field(default_factory=list)
+    #: sends the acks that no journal commit took along (see Engine._ack_soon)
+    ack_timer: asyncio.TimerHandle | None = None
     closing: dict[str, asyncio.Future] = field(default_factory=dict)
     #: request token -> future answered by the node's reply (file checks and transfers)
     replies: dict[str, asyncio.Future] = field(default_factory=dict)
     retry_at: float = 0.0
     lost_at: float | None = None
     last_heard: float = field(default_factory=time.monotonic)
+    #: recent run time of this node's jobs (moving average), to decide on prefetching
+    job_time: float | None = None
+    outbox: FrameBatch = field(default_factory=FrameBatch)
 
     @property
     def key(self) -> tuple:
@@ -48,10 +53,14 @@ class NodeLink:
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
         if self.writer is None or self.writer.is_closing():
             return False
-        write_frame(self.writer, header, bufs)
+        self.outbox.add(header, bufs, self.flush)
         if self.node is not None:
             self.node.tx += sum(len(b) for b in bufs) + 64
         return True
+
+    def flush(self) -> None:
+        """Write the frames queued by ``send`` now (before a drain or a close)."""
+        self.outbox.write_to(self.writer)
 
     def describe(self) -> str:
         name = f"{self.node.name} " if self.node else ""

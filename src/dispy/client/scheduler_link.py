@@ -270,7 +270,7 @@ class SchedulerLink:
             if node is not None:
                 node.busy += 1
             if not job._cluster.reentrant:
-                job._args = job._deps = None  # the scheduler has it
+                job._args = job._deps = job._oob = None  # the scheduler has it
         else:
             job.ip_addr = None
         self.engine._job_event(job)
@@ -456,6 +456,9 @@ class SchedulerLink:
         header = {"op": "job", "cid": cs.cid, "uid": job._uid}
         if job._pin is not None:
             header["pin"] = list(job._pin)
+        if job._oob:  # big byte strings of the arguments, as the node takes them
+            header["oob"] = len(job._oob)
+            bufs += job._oob
         self.send(header, bufs)
 
     def cancel(self, job: DispyJob) -> int:

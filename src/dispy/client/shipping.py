@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import pickle
 import shutil
 import sys
 import sysconfig
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+
+from ..wire import oob
 
 _INSTALLED = tuple(
     os.path.realpath(p) + os.sep
@@ -158,13 +161,33 @@ def package(computation: Any, depends: list[Any], setup: Any, cleanup: Any) -> P
     return Package(data, files, program)
 
 
+#: Argument byte strings from this size on travel out of band (uncopied). As big as the
+#: largest arguments the recover file keeps: a job with out-of-band buffers is not kept.
+ARGS_OOB_MIN = 1 << 20
+_PLAIN = frozenset((int, float, str, bool, type(None)))
+_BYTES = frozenset((bytes, bytearray))
+
+
 def pack_args(args: tuple, kwargs: dict) -> bytes:
-    """Arguments of one job; raises ValueError when they cannot be pickled."""
+    """Arguments of one job as one pickle; raises ValueError when they cannot be pickled."""
+    data, _ = pack_job_args(args, kwargs, oob_min=1 << 62)
+    return data
+
+
+def pack_job_args(args: tuple, kwargs: dict, oob_min: int = ARGS_OOB_MIN
+                  ) -> tuple[bytes, list | None]:
+    """Arguments of one job: (pickle, its out-of-band buffers or None); raises
+    ValueError when they cannot be pickled."""
+    if all(type(v) in _PLAIN or (type(v) in _BYTES and len(v) < oob_min)
+           for v in (*args, *kwargs.values())):
+        # nothing for cloudpickle or out of band: the C pickler is ~20x cheaper
+        return pickle.dumps((args, kwargs), protocol=5), None
     for value in (*args, *kwargs.values()):
         if not isinstance(value, (int, float, str, bytes, bool, type(None))):
             ship_by_value(type(value))
     try:
-        return cloudpickle.dumps((args, kwargs), protocol=5)
+        data, bufs = oob.dumps((args, kwargs), oob_min)
+        return data, bufs or None
     except Exception as exc:
         raise ValueError(f"job arguments cannot be pickled: {exc}") from exc
 

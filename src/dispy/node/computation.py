@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.frames import read_frame, write_frame
+from ..wire.frames import FrameBatch, read_frame, write_frame
 
 log = logging.getLogger("dispy.node")
 
@@ -29,6 +29,7 @@ class HostProcess:
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self.outbox = FrameBatch()
 
     async def start(self, init: dict, bufs: list[bytes]) -> str | None:
         """Start the host and run setup; returns None when ready, else the reason."""
@@ -68,7 +69,10 @@ class HostProcess:
 
     def send(self, header: dict, bufs: list | tuple = ()) -> None:
         if self.writer is not None and not self.writer.is_closing():
-            write_frame(self.writer, header, bufs)
+            self.outbox.add(header, bufs, self.flush)
+
+    def flush(self) -> None:
+        self.outbox.write_to(self.writer)
 
     async def close(self, status: int, reason: str, timeout: float) -> None:
         """Ask the host to stop (running jobs end with ``status``) and wait for it."""
@@ -82,6 +86,7 @@ class HostProcess:
             self.kill()
             await self.proc.wait()
         if self.writer is not None:
+            self.flush()
             self.writer.close()
 
     def kill(self) -> None:

@@ -25,7 +25,7 @@ import psutil
 
 from .._version import __version__
 from ..wire import discovery, netif, tls
-from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.frames import FrameBatch, FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
 from . import service
 from .avail import avail_info
@@ -57,12 +57,17 @@ class Session:
         self.orphan = False
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
+        self.outbox = FrameBatch()
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
         if self.writer is None or self.writer.is_closing():
             return False
-        write_frame(self.writer, header, bufs)
+        self.outbox.add(header, bufs, self.flush)
         return True
+
+    def flush(self) -> None:
+        """Write the frames queued by ``send`` now (before a drain or a close)."""
+        self.outbox.write_to(self.writer)
 
     def describe(self) -> str:
         return f"{self.name} at {self.addr}"
@@ -244,6 +249,7 @@ class NodeDaemon:
                 await self._close_computation(comp, status, reason, notify=True)
             self._save_results(session)
             if session.writer is not None:
+                session.flush()
                 try:
                     await asyncio.wait_for(session.writer.drain(), self.opts.msg_timeout)
                 except (asyncio.TimeoutError, ConnectionError):
@@ -256,6 +262,7 @@ class NodeDaemon:
             server.close()
         for session in self.sessions.values():
             if session.writer is not None:
+                session.flush()
                 session.writer.close()
             self._save_results(session)
         if self.store is not None:
@@ -363,6 +370,7 @@ class NodeDaemon:
             session = Session(client_id, str(hello.get("client_name", "?")), peer[0])
             self.sessions[client_id] = session
         elif session.writer is not None:
+            session.flush()
             session.writer.close()
         session.writer, session.addr = writer, peer[0]
         session.last_seen = time.monotonic()
@@ -654,7 +662,10 @@ class NodeDaemon:
                 continue
             self.busy += 1
             comp.running[header["uid"]] = header
-            comp.host.send({"op": "job", "uid": header["uid"]}, bufs)
+            job = {"op": "job", "uid": header["uid"]}
+            if header.get("oob"):
+                job["oob"] = header["oob"]
+            comp.host.send(job, bufs)
 
     def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")

@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire.frames import recv_frame_sync, send_frame_sync
+from ..wire.frames import SyncFrameReader, send_frame_sync
 from . import jobenv, jobproc
 
 log = logging.getLogger("dispy.node.host")
@@ -37,6 +37,7 @@ class JobProcess:
     pid: int
     sock: socket.socket
     slot: Any
+    reader: SyncFrameReader
     uid: str | None = None
     cancelled: bool = False
     escalate: list[tuple[float, int]] = field(default_factory=list)
@@ -45,6 +46,7 @@ class JobProcess:
 class ComputationHost:
     def __init__(self, daemon: socket.socket) -> None:
         self.daemon = daemon
+        self.from_daemon = SyncFrameReader(daemon)
         self.sel = selectors.DefaultSelector()
         self.procs: dict[int, JobProcess] = {}
         self.cpus = 1
@@ -119,7 +121,7 @@ class ComputationHost:
                 proc.sock.close()
             jobproc.serve(child, slot, self.computation, self.program)
         child.close()
-        proc = JobProcess(pid, parent, slot)
+        proc = JobProcess(pid, parent, slot, SyncFrameReader(parent))
         self.procs[pid] = proc
         self.sel.register(parent, selectors.EVENT_READ, ("proc", proc))
         return proc
@@ -143,8 +145,14 @@ class ComputationHost:
         return f"job process exited with code {os.WEXITSTATUS(status)}"
 
     def _proc_event(self, proc: JobProcess) -> None:
+        """Handle the frames from a job process (all those already buffered)."""
+        self._proc_frame(proc)
+        while proc.pid in self.procs and proc.reader.buffered():
+            self._proc_frame(proc)
+
+    def _proc_frame(self, proc: JobProcess) -> None:
         try:
-            header, bufs = recv_frame_sync(proc.sock)
+            header, bufs = proc.reader.read_frame()
         except (EOFError, OSError):
             uid, cancelled = proc.uid, proc.cancelled
             reason = self._reap(proc)
@@ -173,8 +181,14 @@ class ComputationHost:
     # ---- requests from the daemon ------------------------------------------------
 
     def _daemon_event(self) -> None:
+        """Handle the daemon's requests (all those already buffered)."""
+        self._daemon_frame()
+        while not self.closing and self.from_daemon.buffered():
+            self._daemon_frame()
+
+    def _daemon_frame(self) -> None:
         try:
-            header, bufs = recv_frame_sync(self.daemon)
+            header, bufs = self.from_daemon.read_frame()
         except (EOFError, OSError):
             self._close(jobproc.TERMINATED, "node daemon went away")
             return
@@ -251,7 +265,7 @@ class ComputationHost:
     # ---- main loop --------------------------------------------------------------
 
     def run(self) -> None:
-        header, bufs = recv_frame_sync(self.daemon)
+        header, bufs = self.from_daemon.read_frame()
         self.init(header, bufs)
         self.sel.register(self.daemon, selectors.EVENT_READ, ("daemon", None))
         while not self.closing:

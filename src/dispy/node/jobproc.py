@@ -21,7 +21,8 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire.frames import recv_frame_sync, send_frame_sync
+from ..wire import oob
+from ..wire.frames import SyncFrameReader, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
 
@@ -32,6 +33,7 @@ SLOT_SIZE = 64
 class _State:
     running = False
     sock: socket.socket | None = None
+    reader: SyncFrameReader | None = None
     uid: str | None = None
     #: shared with the host: the uid of the job the host wants cancelled
     slot: mmap.mmap | None = None
@@ -90,7 +92,8 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
         "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
     }
     send_frame_sync(_State.sock, header, [data])
-    reply, _ = recv_frame_sync(_State.sock)
+    assert _State.reader is not None
+    reply, _ = _State.reader.read_frame()
     if reply.get("ok"):
         return 0
     sys.stderr.write(f"dispy_send_file: {path} refused: {reply.get('reason')}\n")
@@ -102,7 +105,7 @@ def _format_exception(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
+def _run_function(func: Any, args_buf: bytes, big: list) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -110,7 +113,7 @@ def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
     result = None
     try:
         try:
-            args, kwargs = cloudpickle.loads(args_buf)
+            args, kwargs = oob.loads(args_buf, big)
             _State.running = True
             try:
                 if _cancel_requested():
@@ -130,12 +133,12 @@ def _run_function(func: Any, args_buf: bytes) -> dict[str, Any]:
 
 def _pack_result(reply: dict[str, Any], result: Any) -> dict[str, Any]:
     try:
-        reply["_result"] = cloudpickle.dumps(result, protocol=5)
+        reply["_result"], reply["_oob"] = oob.dumps(result)
     except Exception as exc:
         reply.update(
             status=TERMINATED,
             exception=f"result of type {type(result).__name__} could not be pickled: {exc}",
-            _result=cloudpickle.dumps(None),
+            _result=cloudpickle.dumps(None), _oob=[],
         )
     return reply
 
@@ -213,35 +216,38 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _State.sock = sock
+    _State.reader = reader = SyncFrameReader(sock)
     _State.slot = slot
     code = 0
     try:
         while True:
             try:
-                header, bufs = recv_frame_sync(sock)
+                header, bufs = reader.read_frame()
             except KeyboardInterrupt:
                 continue
             except (EOFError, OSError):
                 break
             _State.uid = header["uid"]
             start = time.time()
+            bufs, big = oob.split(header, bufs)
             saved = _add_job_globals(computation, bufs[1]) if len(bufs) > 1 else []
             try:
                 if program is not None:
                     reply = _run_program(program, bufs[0])
                 else:
-                    reply = _run_function(computation, bufs[0])
+                    reply = _run_function(computation, bufs[0], big)
             finally:
                 _restore_globals(saved)
-            data = reply.pop("_result")
+            data, big = reply.pop("_result"), reply.pop("_oob")
             out, err = reply.pop("stdout"), reply.pop("stderr")
             reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time(),
-                         text=isinstance(out, str))
+                         text=isinstance(out, str), oob=len(big))
             _State.uid = None
             sys.stdout.flush()
             if isinstance(out, str):
                 out, err = out.encode(errors="replace"), err.encode(errors="replace")
-            send_frame_sync(sock, reply, [data, out, err])
+            send_frame_sync(sock, reply, [data, out, err, *big])
+            del data, big, reply
     except BaseException:
         traceback.print_exc()
         code = 1

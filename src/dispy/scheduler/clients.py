@@ -20,6 +20,7 @@ from .. import config
 from ..client.job import DispyJob
 from ..client.shipping import FileSpec
 from ..node.files import safe_join, too_big, write_chunk
+from ..wire import oob
 from ..wire.frames import write_frame
 from .engine import RelayedJob, RemoteCluster, SharedAlloc
 
@@ -262,9 +263,11 @@ class ClientService:
             return
         if uid in cs.by_client_uid or uid in session.undelivered:
             return  # sent again after a reconnect: we have it
+        bufs, big = oob.split(header, bufs)  # passed on unopened, as the client sent them
         job = RelayedJob(cs, bufs[0], self.engine.new_uid(), time.time())
         job.client_uid = uid
         job.id = uid
+        job._oob = big or None
         if len(bufs) > 1:
             job._deps = (bufs[1], session.job_files.get(uid, []))
         pin = header.get("pin")

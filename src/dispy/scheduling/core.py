@@ -30,6 +30,8 @@ class _Node:
     key: NodeKey
     cpus: int
     busy: int = 0
+    #: jobs that may wait on the node beyond its CPUs (sent ahead of a free CPU)
+    prefetch: int = 0
     #: cluster id -> CPUs that cluster may use here
     alloc: dict[Hashable, int] = field(default_factory=dict)
     #: cluster id -> jobs of that cluster running here
@@ -37,14 +39,23 @@ class _Node:
     pinned: deque = field(default_factory=deque)
 
     def free(self) -> int:
-        return self.cpus - self.busy
+        return self.cpus + (self.prefetch if self.cpus > 0 else 0) - self.busy
+
+    def limit(self, cid: Hashable) -> int:
+        """Jobs of ``cid`` the node may hold. Jobs sent ahead only for a cluster that may
+        use every CPU: the node runs waiting jobs on whichever CPU frees up, so extra jobs
+        of a cluster limited to fewer CPUs would run beyond its allocation."""
+        cpus = self.alloc.get(cid, 0)
+        return cpus + self.prefetch if cpus >= self.cpus > 0 else cpus
 
     def load(self) -> float:
         return self.busy / self.cpus if self.cpus else 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
+    """One queued job (slots: there is one per queued job, tens of thousands of them)."""
+
     seq: int
     job: Job
     cid: Hashable
@@ -149,6 +160,13 @@ class SchedulerCore:
         else:
             node.cpus = cpus
 
+    def set_prefetch(self, key: NodeKey, jobs: int) -> None:
+        """Let up to ``jobs`` jobs wait on node ``key`` beyond its CPUs, so that its CPUs
+        do not idle for a round trip between short jobs (see ``_Node.limit``)."""
+        node = self._nodes.get(key)
+        if node is not None:
+            node.prefetch = max(0, jobs)
+
     def node_ready(self, cid: Hashable, key: NodeKey, cpus: int) -> None:
         """Cluster ``cid`` is set up on node ``key`` and may use ``cpus`` of its CPUs."""
         node = self._nodes[key]
@@ -246,11 +264,11 @@ class SchedulerCore:
         fair = self.policy == "fair"
         self._head(node.pinned)
         for i, entry in enumerate(node.pinned):
-            if self._live(entry) and node.used.get(entry.cid, 0) < node.alloc.get(entry.cid, 0):
+            if self._live(entry) and node.used.get(entry.cid, 0) < node.limit(entry.cid):
                 del node.pinned[i]
                 return entry
-        for cid, cpus in node.alloc.items():
-            if node.used.get(cid, 0) >= cpus:
+        for cid in node.alloc:
+            if node.used.get(cid, 0) >= node.limit(cid):
                 continue
             queue = self._queues.get(cid)
             if not queue:
@@ -266,7 +284,8 @@ class SchedulerCore:
         return best_q[1].popleft()
 
     def dispatch(self) -> list[tuple[Job, Hashable, NodeKey]]:
-        """Assign as many queued jobs as there are free CPUs: (job, cluster, node)."""
+        """Assign as many queued jobs as there are free CPUs (and prefetch slots; the
+        least-loaded node first, so a free CPU wins over a slot): (job, cluster, node)."""
         heap = [(n.load(), i, n) for i, n in enumerate(self._nodes.values()) if n.free() > 0]
         heapq.heapify(heap)
         out = []

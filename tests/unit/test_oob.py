@@ -1,0 +1,53 @@
+"""Out-of-band pickling of big byte strings: same values and types, fewer copies."""
+
+import os
+
+from dispy.client import shipping
+from dispy.wire import oob
+
+BIG = os.urandom(oob.OOB_MIN + 1)
+
+
+def roundtrip(obj, **kw):
+    data, bufs = oob.dumps(obj, **kw)
+    # the receiver gets each buffer as the bytes of a frame
+    return oob.loads(data, [bytes(b) for b in bufs]), bufs
+
+
+def test_big_bytes_and_bytearray_go_out_of_band_and_keep_their_type():
+    value, bufs = roundtrip(((BIG, bytearray(BIG), 3), {"k": BIG}))
+    (a, b, n), kw = value
+    assert type(a) is bytes and a == BIG
+    assert type(b) is bytearray and b == BIG
+    assert n == 3 and kw["k"] == BIG
+    assert len(bufs) == 2  # the same string passed twice is sent once
+
+
+def test_frame_buffer_becomes_the_value_without_a_copy():
+    data, bufs = oob.dumps(BIG)
+    frame = [bytes(b) for b in bufs]
+    assert oob.loads(data, frame) is frame[0]
+
+
+def test_small_values_and_long_containers_stay_inline():
+    assert roundtrip(b"x" * 10)[1] == []
+    assert roundtrip(list(range(1000)))[1] == []
+    assert roundtrip([BIG] * 100) == ([BIG] * 100, [])  # not searched: inline
+    value, bufs = roundtrip({"a": [BIG]})
+    assert value == {"a": [BIG]} and len(bufs) == 1
+
+
+def test_split_by_header():
+    assert oob.split({"oob": 2}, [1, 2, 3, 4]) == ([1, 2], [3, 4])
+    assert oob.split({}, [1, 2]) == ([1, 2], [])
+    assert oob.split({"oob": 5}, [1]) == ([1], [])  # malformed count: ignored
+    assert oob.split({"oob": "x"}, [1]) == ([1], [])
+
+
+def test_job_arguments_out_of_band_only_when_too_big_for_the_recover_file():
+    data, big = shipping.pack_job_args((BIG,), {})
+    assert big is None  # small enough to be kept in the recover file as one pickle
+    huge = os.urandom(shipping.ARGS_OOB_MIN)
+    data, big = shipping.pack_job_args((huge,), {})
+    assert len(big) == 1 and len(data) < 1000
+    assert oob.loads(data, [bytes(b) for b in big]) == ((huge,), {})
