@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,40 +64,35 @@ class NodeProcess:
                 self.proc.wait(5)
 
 
-def start_node(tmp: Path, *args: str, port: int | None = None, wait: bool = True,
-               ip: str = "127.0.0.1") -> NodeProcess:
-    port = port or free_port()
-    prefix = tmp / f"node-{port}"
+def _spawn(tmp: Path, kind: str, port: int, argv: list[str], ready: str | None) -> NodeProcess:
+    """Start ``python -m dispy.<kind>`` with its own directory and log under ``tmp``."""
+    prefix = tmp / f"{kind.removeprefix('dispy')}-{port}"
     prefix.mkdir(parents=True, exist_ok=True)
-    log = tmp / f"node-{port}.log"
-    argv = [sys.executable, "-m", "dispy.dispynode", "-i", ip, "-p", str(port),
-            "--dest_path_prefix", str(prefix), "--daemon", *args]
+    log = tmp / f"{kind.removeprefix('dispy')}-{port}.log"
+    argv = [sys.executable, "-m", f"dispy.{kind}", "--dest_path_prefix", str(prefix),
+            "--daemon", *argv]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    node = NodeProcess(port, prefix, log, proc)
-    if wait:
-        node.wait_for("serving")
-    return node
+    daemon = NodeProcess(port, prefix, log, proc)
+    if ready:
+        daemon.wait_for(ready)
+    return daemon
+
+
+def start_node(tmp: Path, *args: str, port: int | None = None, wait: bool = True,
+               ip: str = "127.0.0.1") -> NodeProcess:
+    port = port or free_port()
+    return _spawn(tmp, "dispynode", port, ["-i", ip, "-p", str(port), *args],
+                  "serving" if wait else None)
 
 
 def start_scheduler(tmp: Path, *args: str, wait: bool = True,
                     ip: str = "127.0.0.1") -> NodeProcess:
     """A dispyscheduler on free ports; ``.port`` is the port clients connect to."""
     port = free_port()
-    prefix = tmp / f"scheduler-{port}"
-    prefix.mkdir(parents=True, exist_ok=True)
-    log = tmp / f"scheduler-{port}.log"
-    argv = [sys.executable, "-m", "dispy.dispyscheduler", "-i", ip, "--scheduler_port",
-            str(port), "-p", str(free_port()), "--dest_path_prefix", str(prefix), "--daemon",
-            *args]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    sched = NodeProcess(port, prefix, log, proc)
-    if wait:
-        sched.wait_for("clients connect to")
-    return sched
+    argv = ["-i", ip, "--scheduler_port", str(port), "-p", str(free_port()), *args]
+    return _spawn(tmp, "dispyscheduler", port, argv, "clients connect to" if wait else None)
 
 
 def wait_started(job, timeout: float = 30.0) -> None:
@@ -107,34 +103,27 @@ def wait_started(job, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator:
-    """Start dispynodes with ``node_factory(*args)``; all are killed at teardown."""
-    nodes: list[NodeProcess] = []
+def _factory(start: Any) -> Any:
+    @pytest.fixture
+    def factory(tmp_path: Path) -> Iterator:
+        procs: list[NodeProcess] = []
 
-    def make(*args: str, **kw) -> NodeProcess:
-        node = start_node(tmp_path, *args, **kw)
-        nodes.append(node)
-        return node
+        def make(*args: str, **kw) -> NodeProcess:
+            proc = start(tmp_path, *args, **kw)
+            procs.append(proc)
+            return proc
 
-    yield make
-    for node in nodes:
-        node.stop()
+        yield make
+        for proc in procs:
+            proc.stop()
+
+    return factory
 
 
-@pytest.fixture
-def scheduler_factory(tmp_path: Path) -> Iterator:
-    """Start dispyschedulers with ``scheduler_factory(*args)``; killed at teardown."""
-    procs: list[NodeProcess] = []
-
-    def make(*args: str, **kw) -> NodeProcess:
-        sched = start_scheduler(tmp_path, *args, **kw)
-        procs.append(sched)
-        return sched
-
-    yield make
-    for sched in procs:
-        sched.stop()
+#: ``node_factory(*args)`` starts a dispynode; all are killed at teardown.
+node_factory = _factory(start_node)
+#: ``scheduler_factory(*args)`` starts a dispyscheduler; all are killed at teardown.
+scheduler_factory = _factory(start_scheduler)
 
 
 @pytest.fixture

@@ -36,3 +36,11 @@ def _make() -> DispyLogger:
 
 
 logger = _make()
+
+
+def daemon_logging(debug: bool) -> None:
+    """Logging for dispynode and dispyscheduler: everything through the root handler."""
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s - %(message)s")
+    logger.handlers.clear()  # the root handler prints; no second copy
+    logger.setLevel(level)

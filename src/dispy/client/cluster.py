@@ -17,7 +17,7 @@ from . import shipping
 from .engine import Engine
 from .job import DispyJob
 from .links import Profile
-from .nodes import ClusterStatus, DispyNode, NodeAllocate, to_allocations
+from .nodes import ClusterStatus, DispyNode, NodeAllocate, node_address, to_allocations
 from .status import format_status
 
 log = logging.getLogger("dispy")
@@ -221,12 +221,7 @@ class JobCluster:
 
     def _node_link(self, node: Any, what: str = "") -> Any:
         """The engine's connection to ``node`` (DispyNode, IP or host name), or None."""
-        if isinstance(node, DispyNode):
-            ip, port = node.ip_addr, node.port
-        elif isinstance(node, str) and node and "*" not in node:
-            ip, port = NodeAllocate(node).host, None
-        else:
-            ip, port = None, None
+        ip, port = node_address(node)
 
         async def find() -> Any:
             return self._engine.find_link(self._state, ip, port) if ip else None

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -367,22 +368,14 @@ class Engine:
                          confirm: bool = False) -> Any:
         """Send a file in chunks; with ``confirm``, returns the node's verdict (dict)."""
         try:
-            st = os.stat(local)
-            with open(local, "rb") as fh:
-                offset = 0
-                while True:
-                    chunk = fh.read(config.FileChunkSize)
-                    final = offset + len(chunk) >= st.st_size
-                    header = _file_header(cid, relpath, st, offset, final)
-                    if final and confirm:
-                        return await self._request(link, header, [chunk])
-                    link.send(header, [chunk])
-                    offset += len(chunk)
-                    if link.writer is not None:
-                        link.flush()
-                        await link.writer.drain()
-                    if final:
-                        return True
+            for header, chunk in file_chunks(cid, local, relpath):
+                if header["final"] and confirm:
+                    return await self._request(link, header, [chunk])
+                link.send(header, [chunk])
+                if link.writer is not None:
+                    link.flush()
+                    await link.writer.drain()
+            return True
         except (OSError, ConnectionError) as exc:
             log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
             return {"ok": False, "reason": str(exc)} if confirm else False
@@ -485,7 +478,10 @@ class Engine:
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        job = link.running.get(header.get("uid"))
+        self._provisional_result(link.running.get(header.get("uid")), bufs)
+
+    def _provisional_result(self, job: DispyJob | None, bufs: list[bytes]) -> None:
+        """A running job sent ``dispy_provisional_result``: tell the callbacks."""
         if job is None or job._final:
             return
         try:
@@ -985,6 +981,20 @@ class Engine:
                 link.state, link.reason = "new", "released"
                 self.core.remove_node(link.key)
                 writer.close()
+
+
+def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:
+    """A file as the (header, chunk) of its "file" frames; OSError if it can't be read."""
+    st = os.stat(local)
+    with open(local, "rb") as fh:
+        offset = 0
+        while True:
+            chunk = fh.read(config.FileChunkSize)
+            final = offset + len(chunk) >= st.st_size
+            yield _file_header(cid, relpath, st, offset, final), chunk
+            if final:
+                return
+            offset += len(chunk)
 
 
 def _file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:

@@ -114,6 +114,16 @@ class NodeAllocate:
         return f"NodeAllocate({self.host!r}, port={self.port}, cpus={self.cpus})"
 
 
+def node_address(node: Any) -> tuple[str | None, int | None]:
+    """(ip, port or None) of a node given as DispyNode, IP or host name; (None, None)
+    for anything else (a wildcard is not one node)."""
+    if isinstance(node, DispyNode):
+        return node.ip_addr, node.port
+    if isinstance(node, str) and node and "*" not in node:
+        return NodeAllocate(node).host, None
+    return None, None
+
+
 def to_allocations(nodes: Any, node_port: int = config.NodePort) -> list[NodeAllocate]:
     """Normalise the ``nodes`` parameter (str, tuple, dict, NodeAllocate, DispyNode)."""
     if nodes is None:

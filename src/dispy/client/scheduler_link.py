@@ -18,7 +18,7 @@ from .. import config
 from ..wire import tls
 from ..wire.frames import FrameError, read_frame, write_frame
 from ..wire.handshake import HandshakeError, client_handshake
-from .engine import Engine, _file_header
+from .engine import Engine, _file_header, file_chunks
 from .job import DispyJob
 from .links import Profile
 from .nodes import DispyNode, NodeAllocate, avail_from
@@ -276,16 +276,7 @@ class SchedulerLink:
         self.engine._job_event(job)
 
     def _provisional(self, header: dict, bufs: list[bytes]) -> None:
-        job = self.jobs.get(str(header.get("uid")))
-        if job is None or job._final:
-            return
-        try:
-            job.result = cloudpickle.loads(bufs[0])
-        except Exception as exc:
-            log.warning("provisional result of job %s could not be unpickled: %s", job.id, exc)
-            return
-        job.status = DispyJob.ProvisionalResult
-        self.engine._job_event(job)
+        self.engine._provisional_result(self.jobs.get(str(header.get("uid"))), bufs)
 
     def _node(self, header: dict) -> None:
         cs = self.clusters.get(str(header.get("cid")))
@@ -368,24 +359,18 @@ class SchedulerLink:
 
     async def _upload(self, cid: str, local: str, relpath: str,
                       extra: dict | None = None) -> Any:
-        """Send a file in chunks; with ``extra`` holding a reply token, returns the reply."""
+        """Send a file in chunks; with ``extra`` naming a node (send_file), returns the
+        scheduler's reply."""
         try:
-            st = os.stat(local)
-            with open(local, "rb") as fh:
-                offset = 0
-                while True:
-                    chunk = fh.read(config.FileChunkSize)
-                    final = offset + len(chunk) >= st.st_size
-                    header = {**_file_header(cid, relpath, st, offset, final), **(extra or {})}
-                    if final and extra and "node" in extra:
-                        return await self.request(header, [chunk])
-                    if not self.send(header, [chunk]):
-                        return False
-                    offset += len(chunk)
-                    if self.writer is not None:
-                        await self.writer.drain()
-                    if final:
-                        return True
+            for header, chunk in file_chunks(cid, local, relpath):
+                header.update(extra or {})
+                if header["final"] and extra and "node" in extra:
+                    return await self.request(header, [chunk])
+                if not self.send(header, [chunk]):
+                    return False
+                if self.writer is not None:
+                    await self.writer.drain()
+            return True
         except (OSError, ConnectionError) as exc:
             log.error("could not send %s to %s: %s", local, self.describe(), exc)
             return {"ok": False, "reason": str(exc)} if extra else False

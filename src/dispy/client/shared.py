@@ -19,7 +19,7 @@ from ..log import logger
 from ..wire import netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
-from .nodes import ClusterStatus, DispyNode, NodeAllocate, to_allocations
+from .nodes import ClusterStatus, DispyNode, node_address, to_allocations
 from .scheduler_link import SchedulerLink, _relpath, alloc_specs
 
 log = logging.getLogger("dispy")
@@ -128,12 +128,7 @@ class SharedJobCluster(JobCluster):
     # ---- nodes: they are the scheduler's; we know what it told us ----------------------
 
     def _find_node(self, node: Any, what: str = "") -> DispyNode | None:
-        if isinstance(node, DispyNode):
-            ip, port = node.ip_addr, node.port
-        elif isinstance(node, str) and node and "*" not in node:
-            ip, port = NodeAllocate(node).host, None
-        else:
-            ip, port = None, None
+        ip, port = node_address(node)
 
         async def find() -> DispyNode | None:
             for (nip, nport), found in self._state.nodes.items():

@@ -243,3 +243,23 @@ def merge_file(make_parser: Callable[[], argparse.ArgumentParser], a: argparse.N
     for key, value in values.items():
         if key not in given:
             setattr(a, key, value)
+
+
+def save_options(a: argparse.Namespace, p: argparse.ArgumentParser, skip: Callable[[str], bool],
+                 prog: str, section: str = SECTION) -> None:
+    """``--save_config``: write the options (except those ``skip`` names) and exit."""
+    values: dict[str, Any] = {}
+    for key, kind in schema_of(p).items():
+        if skip(key):
+            continue
+        value = getattr(a, key)
+        values[key] = kind(value) if kind in (int, float) and value is not None else value
+    comment = (f"{prog} configuration ({prog} --save_config); use with {prog} --config FILE."
+               "\nOptions on the command line win over this file.")
+    try:
+        save(values, a.save_config, comment, section)
+    except OSError as exc:
+        sys.exit(f"{prog}: cannot write {a.save_config}: {exc.strerror}")
+    if a.save_config != "-":
+        print(f"{prog}: configuration saved in {a.save_config}", file=sys.stderr)
+    sys.exit(0)

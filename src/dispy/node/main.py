@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 
+from ..log import daemon_logging
 from . import menu
 from .daemon import NodeDaemon, install_signals
 from .options import parse
@@ -14,11 +15,7 @@ from .options import parse
 
 async def _serve(argv: list[str] | None) -> int:
     opts = parse(argv)
-    level = logging.DEBUG if opts.debug else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s - %(message)s")
-    dispy_log = logging.getLogger("dispy")
-    dispy_log.handlers.clear()  # the root handler prints; no second copy
-    dispy_log.setLevel(level)
+    daemon_logging(opts.debug)
     shown = dataclasses.asdict(opts)
     shown["secret"] = "(given)" if opts.secret else ""
     logging.getLogger("dispy.node").debug(

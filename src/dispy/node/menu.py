@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Callable
 
 from .daemon import NodeDaemon
 
@@ -34,17 +35,21 @@ def _handle(daemon: NodeDaemon, line: str, saved: list[int]) -> None:
         print(daemon.status_text())
 
 
-def start(daemon: NodeDaemon) -> None:
-    """Read commands on a thread; each is handled on the daemon's loop."""
+def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None:
+    """Read lines on stdin in a thread; each is handled on the running loop."""
     loop = asyncio.get_running_loop()
-    saved = [daemon.cpus]
 
     def reader() -> None:
         while True:
-            print(PROMPT, end="", flush=True)
+            print(prompt, end="", flush=True)
             line = sys.stdin.readline()
             if not line:
                 return  # stdin closed: keep serving, just stop reading
-            loop.call_soon_threadsafe(_handle, daemon, line, saved)
+            loop.call_soon_threadsafe(handle, line)
 
-    threading.Thread(target=reader, name="dispynode-menu", daemon=True).start()
+    threading.Thread(target=reader, name=name, daemon=True).start()
+
+
+def start(daemon: NodeDaemon) -> None:
+    saved = [daemon.cpus]
+    read_commands(PROMPT, lambda line: _handle(daemon, line, saved), "dispynode-menu")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
 from .. import config
 from . import config_file
@@ -106,24 +104,6 @@ def config_schema(p: argparse.ArgumentParser | None = None) -> dict[str, type]:
     return config_file.schema_of(p or parser())
 
 
-def _save(a: argparse.Namespace) -> None:
-    values: dict[str, Any] = {}
-    for key, kind in config_schema().items():
-        if key in NODE_SPECIFIC or (key == "secret" and not a.secret):
-            continue
-        value = getattr(a, key)
-        values[key] = kind(value) if kind in (int, float) and value is not None else value
-    comment = ("dispynode configuration (dispynode --save_config); use with"
-               " dispynode --config FILE.\nOptions on the command line win over this file.")
-    try:
-        config_file.save(values, a.save_config, comment)
-    except OSError as exc:
-        sys.exit(f"dispynode: cannot write {a.save_config}: {exc.strerror}")
-    if a.save_config != "-":
-        print(f"dispynode: configuration saved in {a.save_config}", file=sys.stderr)
-    sys.exit(0)
-
-
 def parse(argv: list[str] | None = None) -> NodeOptions:
     """Parse and validate; exits with a clear message on a bad option."""
     p = parser()
@@ -161,7 +141,9 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         if f and not os.path.isfile(f):
             p.error(f"TLS file {f} does not exist")
     if a.save_config:
-        _save(a)
+        config_file.save_options(
+            a, parser(), lambda k: k in NODE_SPECIFIC or (k == "secret" and not a.secret),
+            "dispynode")
     cpus = a.cpus if a.cpus > 0 else ncpu + a.cpus
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,

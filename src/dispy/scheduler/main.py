@@ -6,8 +6,9 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import threading
 
+from ..log import daemon_logging
+from ..node.menu import read_commands
 from .daemon import SchedulerDaemon, install_signals
 from .options import parse
 
@@ -15,33 +16,18 @@ PROMPT = 'Enter "quit" or "exit" to terminate dispyscheduler, anything else to g
 
 
 def _menu(daemon: SchedulerDaemon) -> None:
-    """Read commands on a thread; each is handled on the daemon's loop."""
-    loop = asyncio.get_running_loop()
-
     def handle(line: str) -> None:
         if line.strip().lower() in ("quit", "exit"):
             daemon.request_stop()
         else:
             print(daemon.status_text(), flush=True)
 
-    def reader() -> None:
-        while True:
-            print(PROMPT, end="", flush=True)
-            line = sys.stdin.readline()
-            if not line:
-                return  # stdin closed: keep serving, just stop reading
-            loop.call_soon_threadsafe(handle, line)
-
-    threading.Thread(target=reader, name="dispyscheduler-menu", daemon=True).start()
+    read_commands(PROMPT, handle, "dispyscheduler-menu")
 
 
 async def _serve(argv: list[str] | None) -> int:
     opts = parse(argv)
-    level = logging.DEBUG if opts.debug else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s - %(message)s")
-    dispy_log = logging.getLogger("dispy")
-    dispy_log.handlers.clear()  # the root handler prints; no second copy
-    dispy_log.setLevel(level)
+    daemon_logging(opts.debug)
     shown = dataclasses.asdict(opts)
     for key in ("node_secret", "cluster_secret"):
         shown[key] = "(given)" if shown[key] else ""

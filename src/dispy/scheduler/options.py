@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
 from .. import config
 from ..node import config_file
@@ -104,24 +102,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _save(a: argparse.Namespace) -> None:
-    values: dict[str, Any] = {}
-    for key, kind in config_file.schema_of(parser()).items():
-        if key in HOST_SPECIFIC or (key in SECRETS and not getattr(a, key)):
-            continue
-        value = getattr(a, key)
-        values[key] = kind(value) if kind in (int, float) and value is not None else value
-    comment = ("dispyscheduler configuration (dispyscheduler --save_config); use with"
-               " dispyscheduler --config FILE.\nOptions on the command line win over this file.")
-    try:
-        config_file.save(values, a.save_config, comment, SECTION)
-    except OSError as exc:
-        sys.exit(f"dispyscheduler: cannot write {a.save_config}: {exc.strerror}")
-    if a.save_config != "-":
-        print(f"dispyscheduler: configuration saved in {a.save_config}", file=sys.stderr)
-    sys.exit(0)
-
-
 def parse(argv: list[str] | None = None) -> SchedulerOptions:
     """Parse and validate; exits with a clear message on a bad option."""
     p = parser()
@@ -154,7 +134,9 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
             if f and not os.path.isfile(f):
                 p.error(f"TLS file {f} does not exist")
     if a.save_config:
-        _save(a)
+        config_file.save_options(
+            a, parser(), lambda k: k in HOST_SPECIFIC or (k in SECRETS and not getattr(a, k)),
+            "dispyscheduler", SECTION)
     return SchedulerOptions(
         nodes=a.nodes, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, port=port,
         scheduler_port=sched_port, node_port=node_port, node_secret=a.node_secret,
