@@ -1,7 +1,10 @@
 """The daemon's side of one computation: its directory, its host process, its jobs.
 
-The daemon only moves opaque buffers between the client and the computation host;
-it never unpickles them, so no user code runs in the daemon's process.
+The computation host (``dispy.node.host``) holds the unpickled computation and forks
+the job processes; each job process connects to the daemon itself (``JobLink``), so
+jobs and results go straight between the daemon and the process that runs them, and
+the host is asked only to fork, cancel, reap and close. The daemon only moves opaque
+buffers; it never unpickles them, so no user code runs in the daemon's process.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -53,10 +57,12 @@ class HostProcess:
         return None
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
+        closed = False
         try:
             while True:
                 header, bufs = await read_frame(reader)
                 if header.get("op") == "closed":
+                    closed = True
                     break
                 self.on_message(header, bufs)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -66,6 +72,10 @@ class HostProcess:
                 await self.proc.wait()
             if not self.closed.done():
                 self.closed.set_result(True)
+            if not closed:
+                code = self.proc.returncode if self.proc is not None else None
+                self.on_message({"op": "host_lost",
+                                 "reason": f"computation host exited with code {code}"}, [])
 
     def send(self, header: dict, bufs: list | tuple = ()) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -97,6 +107,36 @@ class HostProcess:
                 pass
 
 
+class JobLink:
+    """The daemon's connection to one job process of a computation."""
+
+    __slots__ = ("pid", "writer", "outbox", "uid", "cancelled", "settling", "lost")
+
+    def __init__(self, pid: int, writer: asyncio.StreamWriter) -> None:
+        self.pid = pid
+        self.writer = writer
+        self.outbox = FrameBatch()
+        #: the job it runs, or None when idle
+        self.uid: str | None = None
+        #: its job was cancelled or killed: when it ends, the host settles the process
+        #: (stops its signal escalation) before it takes another job
+        self.cancelled = False
+        self.settling = False
+        self.lost = False
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> None:
+        if not self.writer.is_closing():
+            self.outbox.add(header, bufs, self.flush)
+
+    def flush(self) -> None:
+        self.outbox.write_to(self.writer)
+
+    def close(self) -> None:
+        self.lost = True
+        self.flush()
+        self.writer.close()
+
+
 class Computation:
     """One client computation on this node."""
 
@@ -110,7 +150,19 @@ class Computation:
         self.dir = directory
         self.session = session
         self.host: HostProcess | None = None
-        self.running: dict[str, dict] = {}
+        #: shown to the computation host, which hands it to each job process it forks:
+        #: a job process connecting to the daemon proves with it whose it is
+        self.token = secrets.token_hex(16)
+        #: job uid -> the job process running it
+        self.running: dict[str, JobLink] = {}
+        self.links: dict[int, JobLink] = {}
+        self.idle: list[JobLink] = []
+        #: job processes asked of the host and not connected yet
+        self.forking = 0
+        #: job processes lost, waiting for the host to tell how they ended
+        self.reaping: dict[int, JobLink] = {}
+        #: (status, reason) for the jobs still running once the computation closes
+        self.closing: tuple[int, str] | None = None
         self.files: list[str] = []
         #: job uid -> files sent with that job (dispy_job_depends), removed after it
         self.job_files: dict[str, list[str]] = {}

@@ -11,11 +11,11 @@ import asyncio
 import fcntl
 import logging
 import os
-import pickle  # only to encode None; the daemon never unpickles
 import platform
 import shutil
 import signal
 import socket
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -31,6 +31,7 @@ from . import service
 from .avail import avail_info
 from .computation import Computation, HostProcess
 from .files import safe_join, too_big, write_chunk
+from .jobs import JobRunner
 from .options import NodeOptions
 from .results import ResultStore
 
@@ -73,7 +74,7 @@ class Session:
         return f"{self.name} at {self.addr}"
 
 
-class NodeDaemon:
+class NodeDaemon(JobRunner):
     def __init__(self, opts: NodeOptions) -> None:
         self.opts = opts
         self.name = opts.name or socket.gethostname()
@@ -93,6 +94,11 @@ class NodeDaemon:
         self.tasks: set[asyncio.Task] = set()
         self.node_id = uuid.uuid4().hex
         self.waiting: deque[tuple[Computation, dict, list]] = deque()
+        #: computation token -> computation, for job processes connecting (jobs.py)
+        self.job_tokens: dict[str, Computation] = {}
+        #: private directory of the Unix socket job processes connect to
+        self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
+        self.jobs_path = os.path.join(self.jobs_dir, "jobs")
         #: service window state (--service_start/stop/end); jobs run only while OPEN
         self.service_state = service.OPEN
         #: uids of jobs killed at service end; their clients were already told
@@ -158,6 +164,9 @@ class NodeDaemon:
                     f" ({host or 'all interfaces'}): {exc.strerror}"
                 ) from None
             self.servers.append(server)
+        self.servers.append(await asyncio.start_unix_server(
+            self._serve_job_link, self.jobs_path, limit=1 << 20))
+        os.chmod(self.jobs_path, 0o600)
         try:
             sock = discovery.udp_socket(self.opts.node_port, reuse=False)
         except OSError as exc:
@@ -276,6 +285,7 @@ class NodeDaemon:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+        shutil.rmtree(self.jobs_dir, ignore_errors=True)
 
     # ---- discovery --------------------------------------------------------------
 
@@ -568,11 +578,13 @@ class NodeDaemon:
         if comp.failed is None:
             comp.host = HostProcess(lambda h, b: self._on_host(comp, h, b))
             init = {
-                "op": "init", "cid": comp.cid, "dir": comp.dir, "cpus": self.cpus,
+                "op": "init", "cid": comp.cid, "dir": comp.dir,
+                "jobs_path": self.jobs_path, "token": comp.token,
                 "node_name": self.name, "node_ip_addr": netif.address_towards(
                     session.addr, self.ifs) or session.addr,
                 "client_shutdown": self.opts.client_shutdown,
             }
+            self.job_tokens[comp.token] = comp
             comp.failed = await comp.host.start(init, [comp.bundle, *setup_args])
         comp.bundle = b""
         if comp.failed is not None:
@@ -591,8 +603,11 @@ class NodeDaemon:
         if session.computations.get(comp.cid) is not comp:
             return
         del session.computations[comp.cid]
+        self.job_tokens.pop(comp.token, None)
+        comp.closing = (status, reason)
         if comp.host is not None:
             await comp.host.close(status, reason, self.opts.msg_timeout)
+        self._finish_links(comp, reason)
         comp.remove_files(self.opts.force_cleanup)
         if notify:
             session.send({"op": "closed", "cid": comp.cid})
@@ -619,98 +634,6 @@ class NodeDaemon:
                 self.request_stop(terminate=False)
             else:
                 self.announce()
-
-    # ---- jobs -------------------------------------------------------------------
-
-    def _job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        comp = session.computations.get(header.get("cid"))
-        uid = header.get("uid")
-        reason = None
-        if comp is None or not comp.ready or comp.host is None:
-            reason = "computation is not set up on this node"
-        elif not self.accepting:
-            reason = "node is shutting down"
-        elif self.service_state != service.OPEN:
-            reason = f"node is {self._service_text()}"
-        if reason is not None:
-            session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
-                          "reason": reason})
-            return
-        assert comp is not None
-        self.waiting.append((comp, header, bufs))
-        self._start_jobs()
-
-    def _cancel(self, comp: Computation, uid: str) -> None:
-        if comp.host is not None and uid in comp.running:
-            comp.host.send({"op": "cancel", "uid": uid})
-            return
-        for item in self.waiting:
-            if item[0] is comp and item[1].get("uid") == uid:
-                self.waiting.remove(item)
-                now = time.time()
-                self._on_host(comp, {"op": "done", "uid": uid, "status": CANCELLED,
-                                     "exception": "Cancelled", "text": True,
-                                     "start_time": now, "end_time": now},
-                              [pickle.dumps(None), b"", b""])
-                return
-
-    def _start_jobs(self) -> None:
-        """Run waiting jobs while CPUs are free (the client may briefly send more)."""
-        while self.waiting and self.busy < self.cpus:
-            comp, header, bufs = self.waiting.popleft()
-            if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
-                continue
-            self.busy += 1
-            comp.running[header["uid"]] = header
-            job = {"op": "job", "uid": header["uid"]}
-            if header.get("oob"):
-                job["oob"] = header["oob"]
-            comp.host.send(job, bufs)
-
-    def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        header["cid"] = comp.cid
-        session = comp.session
-        if op == "done":
-            if comp.running.pop(header["uid"], None) is not None:
-                self.busy -= 1
-            for path in comp.job_files.pop(header["uid"], ()):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            self.jobs_done += 1
-            comp.jobs_done += 1
-            if header["uid"] in self.killed:  # its client was told at service end
-                self.killed.discard(header["uid"])
-                self._start_jobs()
-                self._maybe_finish()
-                return
-            comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
-            session.undelivered[header["uid"]] = (header, bufs)
-            session.unsaved[header["uid"]] = time.monotonic()
-            if not session.send(header, bufs):
-                log.info("client %s is away: result of job %s kept on disk",
-                         session.describe(), header["uid"])
-                self._save_results(session)
-            self._start_jobs()
-            self._maybe_finish()
-        elif op == "provisional":
-            session.send(header, bufs)
-        elif op == "send_file":
-            reason = too_big(int(header.get("size", 0)), self.opts.max_file_size)
-            if reason is None and not session.send({**header, "cid": comp.cid}, bufs):
-                reason = "client is not connected"
-            assert comp.host is not None
-            comp.host.send({"op": "file_reply", "ok": reason is None, "reason": reason})
-        elif op == "shutdown_request":
-            if not self.opts.client_shutdown:
-                log.warning("client %s called dispynode_shutdown(): refused (node was not"
-                            " started with --client_shutdown)", session.describe())
-                return
-            log.info("client %s called dispynode_shutdown(): the node quits once this"
-                     " client's computations close", session.describe())
-            self.opts.serve = self.served + 1
 
     # ---- periodic work ----------------------------------------------------------
 
@@ -796,21 +719,6 @@ class NodeDaemon:
                                "reason": reason})
         if state == service.CLOSED:
             self._kill_running(reason)
-
-    def _kill_running(self, reason: str) -> None:
-        """Service end: kill running jobs; their clients resubmit them (reentrant) or
-        end them with the reason."""
-        for session in self.sessions.values():
-            for comp in session.computations.values():
-                for uid in list(comp.running):
-                    if uid in self.killed or comp.host is None:
-                        continue
-                    self.killed.add(uid)
-                    session.send({"op": "job_refused", "cid": comp.cid, "uid": uid,
-                                  "status": TERMINATED,
-                                  "reason": f"service window ended; job killed ({reason})"})
-                    comp.host.send({"op": "kill", "uid": uid})
-                    log.info("job %s of %s killed at service end", uid, session.describe())
 
     # ---- status (stdin menu) ------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 Started by the daemon with a socket to it (``python -m dispy.node.host FD``). It
 unpickles the shipped computation (the daemon never does), runs ``setup`` once, forks
-warm job processes that inherit setup's globals, relays their results, escalates
-cancellation (SIGINT, SIGTERM, SIGKILL), replaces job processes that die, and runs
-``cleanup`` when the computation closes.
+warm job processes that inherit setup's globals, escalates cancellation (SIGINT,
+SIGTERM, SIGKILL), reaps job processes and says how they ended, and runs ``cleanup``
+when the computation closes. Jobs and results do not pass through it: each job
+process it forks is connected to the daemon's job socket before the fork.
 """
 
 from __future__ import annotations
@@ -30,16 +31,14 @@ log = logging.getLogger("dispy.node.host")
 #: Seconds after KeyboardInterrupt before SIGTERM, and after that before SIGKILL.
 CANCEL_TERM_AFTER = 5.0
 CANCEL_KILL_AFTER = 3.0
+#: Seconds a job process that closed its connection has to exit before SIGKILL.
+REAP_WAIT = 2.0
 
 
 @dataclass
 class JobProcess:
     pid: int
-    sock: socket.socket
     slot: Any
-    reader: SyncFrameReader
-    uid: str | None = None
-    cancelled: bool = False
     escalate: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -47,9 +46,7 @@ class ComputationHost:
     def __init__(self, daemon: socket.socket) -> None:
         self.daemon = daemon
         self.from_daemon = SyncFrameReader(daemon)
-        self.sel = selectors.DefaultSelector()
         self.procs: dict[int, JobProcess] = {}
-        self.cpus = 1
         self.computation: Any = None
         self.program: str | None = None
         self.cleanup: Any = None
@@ -57,8 +54,9 @@ class ComputationHost:
         self.allow_shutdown = False
         self.closing = False
         self.pid = os.getpid()
-        #: job processes waiting for the client's answer to dispy_send_file
-        self.file_waiters: list[JobProcess] = []
+        #: the daemon's socket for job processes, and the token they show there
+        self.jobs_path = ""
+        self.token = ""
 
     # ---- set up -----------------------------------------------------------------
 
@@ -66,7 +64,7 @@ class ComputationHost:
         os.makedirs(header["dir"], exist_ok=True)
         os.chdir(header["dir"])
         sys.path.insert(0, header["dir"])
-        self.cpus = header["cpus"]
+        self.jobs_path, self.token = header["jobs_path"], header["token"]
         self.allow_shutdown = header.get("client_shutdown", False)
         jobenv.install(
             header["node_name"], header["node_ip_addr"], header["dir"],
@@ -108,75 +106,47 @@ class ComputationHost:
 
     # ---- job processes ----------------------------------------------------------
 
-    def _fork(self) -> JobProcess:
-        parent, child = socket.socketpair()
+    def _fork(self) -> None:
+        """Fork a job process, connected to the daemon before the fork so that a
+        failure is seen here; the daemon learns its pid in the hello sent from here."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.jobs_path)
+        except OSError as exc:
+            sock.close()
+            send_frame_sync(self.daemon, {"op": "fork_failed",
+                                          "reason": f"job process cannot reach the node: {exc}"})
+            return
         slot = jobproc.new_slot()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            parent.close()
             self.daemon.close()
-            for proc in self.procs.values():
-                proc.sock.close()
-            jobproc.serve(child, slot, self.computation, self.program)
-        child.close()
-        proc = JobProcess(pid, parent, slot, SyncFrameReader(parent))
-        self.procs[pid] = proc
-        self.sel.register(parent, selectors.EVENT_READ, ("proc", proc))
-        return proc
+            jobproc.serve(sock, slot, self.computation, self.program)
+        send_frame_sync(sock, {"op": "hello", "token": self.token, "pid": pid})
+        sock.close()
+        self.procs[pid] = JobProcess(pid, slot)
 
-    def _idle_proc(self) -> JobProcess:
-        for proc in self.procs.values():
-            if proc.uid is None:
-                return proc
-        return self._fork()
-
-    def _reap(self, proc: JobProcess) -> str:
-        self.sel.unregister(proc.sock)
-        proc.sock.close()
-        del self.procs[proc.pid]
+    def _reap(self, pid: int) -> str:
+        """Wait for a job process whose socket closed; say how it ended."""
+        self.procs.pop(pid, None)
+        deadline = time.monotonic() + REAP_WAIT
         try:
-            _, status = os.waitpid(proc.pid, 0)
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:  # closed its socket but lives on
+                    os.kill(pid, signal.SIGKILL)
+                    _, status = os.waitpid(pid, 0)
+                    return "job process closed its connection; killed"
+                time.sleep(0.005)
         except ChildProcessError:
             return "job process vanished"
         if os.WIFSIGNALED(status):
             return f"job process was killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
         return f"job process exited with code {os.WEXITSTATUS(status)}"
-
-    def _proc_event(self, proc: JobProcess) -> None:
-        """Handle the frames from a job process (all those already buffered)."""
-        self._proc_frame(proc)
-        while proc.pid in self.procs and proc.reader.buffered():
-            self._proc_frame(proc)
-
-    def _proc_frame(self, proc: JobProcess) -> None:
-        try:
-            header, bufs = proc.reader.read_frame()
-        except (EOFError, OSError):
-            uid, cancelled = proc.uid, proc.cancelled
-            reason = self._reap(proc)
-            if uid is not None:
-                status = jobproc.CANCELLED if cancelled else jobproc.TERMINATED
-                text = ("Cancelled: " if cancelled else "") + reason
-                if self.closing:
-                    status, text = self.close_status, self.close_reason or reason
-                now = time.time()
-                send_frame_sync(
-                    self.daemon,
-                    {"op": "done", "uid": uid, "status": status, "exception": text,
-                     "text": self.program is None, "start_time": now, "end_time": now},
-                    [cloudpickle.dumps(None), b"", b""],
-                )
-            return
-        op = header.get("op")
-        if op == "done":
-            proc.uid, proc.cancelled, proc.escalate = None, False, []
-        elif op == "send_file":
-            send_frame_sync(self.daemon, header, bufs)
-            self.file_waiters.append(proc)
-            return
-        send_frame_sync(self.daemon, header, bufs)
 
     # ---- requests from the daemon ------------------------------------------------
 
@@ -190,39 +160,33 @@ class ComputationHost:
         try:
             header, bufs = self.from_daemon.read_frame()
         except (EOFError, OSError):
-            self._close(jobproc.TERMINATED, "node daemon went away")
+            self._close()
             return
         op = header.get("op")
-        if op == "job":
-            proc = self._idle_proc()
-            proc.uid = header["uid"]
-            send_frame_sync(proc.sock, header, bufs)
-        elif op == "cancel":
-            self._cancel(header["uid"])
-        elif op == "kill":  # service window ended: no grace period
-            for proc in list(self.procs.values()):
-                if proc.uid == header["uid"]:
-                    proc.cancelled = True
-                    self._signal(proc, signal.SIGKILL)
-        elif op == "cpus":
-            self.cpus = max(1, int(header["cpus"]))
-        elif op == "file_reply":
-            if self.file_waiters:
-                send_frame_sync(self.file_waiters.pop(0).sock, header)
+        pid = header.get("pid")
+        proc = self.procs.get(pid) if isinstance(pid, int) else None
+        if op == "fork":
+            for _ in range(int(header.get("count", 1))):
+                self._fork()
+        elif op == "cancel" and proc is not None:
+            now = time.monotonic()
+            proc.escalate = [
+                (now + CANCEL_TERM_AFTER, signal.SIGTERM),
+                (now + CANCEL_TERM_AFTER + CANCEL_KILL_AFTER, signal.SIGKILL),
+            ]
+            jobproc.write_slot(proc.slot, str(header["uid"]))
+            self._signal(proc, signal.SIGINT)
+        elif op == "kill" and proc is not None:  # service window ended: no grace period
+            self._signal(proc, signal.SIGKILL)
+        elif op == "settle":  # its cancelled job ended: it may take another job
+            if proc is not None:
+                proc.escalate = []
+            send_frame_sync(self.daemon, {"op": "settled", "pid": pid})
+        elif op == "reap":
+            send_frame_sync(self.daemon, {"op": "reaped", "pid": pid,
+                                          "reason": self._reap(int(pid))})
         elif op == "close":
-            self._close(header.get("status", jobproc.CANCELLED), header.get("reason", ""))
-
-    def _cancel(self, uid: str) -> None:
-        for proc in self.procs.values():
-            if proc.uid == uid and not proc.cancelled:
-                proc.cancelled = True
-                now = time.monotonic()
-                proc.escalate = [
-                    (now + CANCEL_TERM_AFTER, signal.SIGTERM),
-                    (now + CANCEL_TERM_AFTER + CANCEL_KILL_AFTER, signal.SIGKILL),
-                ]
-                jobproc.write_slot(proc.slot, uid)
-                self._signal(proc, signal.SIGINT)
+            self._close()
 
     def _signal(self, proc: JobProcess, sig: int) -> None:
         try:
@@ -241,17 +205,17 @@ class ComputationHost:
                 nearest = due if nearest is None else min(nearest, due)
         return nearest
 
-    def _close(self, status: int, reason: str) -> None:
+    def _close(self) -> None:
+        """Kill the job processes (the daemon ends their jobs), then run cleanup."""
         self.closing = True
-        self.close_status, self.close_reason = status, reason
         for proc in list(self.procs.values()):
             self._signal(proc, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while self.procs and time.monotonic() < deadline:
-            for key, _ in self.sel.select(timeout=0.5):
-                kind, proc = key.data
-                if kind == "proc":
-                    self._proc_event(proc)
+        for pid in list(self.procs):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.procs.clear()
         if callable(self.cleanup):
             try:
                 self.cleanup(*self.setup_args)
@@ -267,17 +231,11 @@ class ComputationHost:
     def run(self) -> None:
         header, bufs = self.from_daemon.read_frame()
         self.init(header, bufs)
-        self.sel.register(self.daemon, selectors.EVENT_READ, ("daemon", None))
+        sel = selectors.DefaultSelector()
+        sel.register(self.daemon, selectors.EVENT_READ)
         while not self.closing:
-            timeout = self._escalate()
-            for key, _ in self.sel.select(timeout=timeout):
-                kind, proc = key.data
-                if kind == "daemon":
-                    self._daemon_event()
-                elif proc.pid in self.procs:
-                    self._proc_event(proc)
-                if self.closing:
-                    break
+            if sel.select(timeout=self._escalate()):
+                self._daemon_event()
 
 
 def main() -> None:

@@ -1,0 +1,297 @@
+"""The node daemon's job path: queue, dispatch to job processes, results, cancel.
+
+Each job process of a computation connects to the daemon's Unix socket (showing the
+computation's token), so a job and its result cross one local socket, not two. The
+computation host is asked only for what needs its process: fork, signal, reap.
+Part of ``NodeDaemon`` (a mixin), kept apart so each file reads as one thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle  # only to encode None; the daemon never unpickles
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..wire.frames import PRE_AUTH_MAX_HEADER, FrameError, read_frame
+from . import service
+from .computation import Computation, JobLink
+from .files import too_big
+
+if TYPE_CHECKING:
+    from .daemon import Session
+
+log = logging.getLogger("dispy.node")
+
+CANCELLED, TERMINATED = 8, 9
+_NONE = pickle.dumps(None)
+
+
+class JobRunner:
+    """Jobs of all computations on this node, sharing its CPUs."""
+
+    cpus: int
+    busy: int
+    jobs_done: int
+    accepting: bool
+    service_state: int
+    opts: Any
+    waiting: deque[tuple[Computation, dict, list]]
+    killed: set[str]
+    job_tokens: dict[str, Computation]
+
+    if TYPE_CHECKING:  # provided by NodeDaemon
+        sessions: dict[str, Session]
+        served: int
+
+        def _service_text(self) -> str: ...
+        def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
+        def _maybe_finish(self) -> None: ...
+
+    # ---- from the client ---------------------------------------------------------
+
+    def _job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        comp = session.computations.get(header.get("cid"))
+        uid = header.get("uid")
+        reason = None
+        if comp is None or not comp.ready or comp.host is None:
+            reason = "computation is not set up on this node"
+        elif comp.failed is not None:
+            reason = comp.failed
+        elif not self.accepting:
+            reason = "node is shutting down"
+        elif self.service_state != service.OPEN:
+            reason = f"node is {self._service_text()}"
+        if reason is not None:
+            session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
+                          "reason": reason})
+            return
+        assert comp is not None
+        self.waiting.append((comp, header, bufs))
+        self._start_jobs()
+
+    def _cancel(self, comp: Computation, uid: str) -> None:
+        link = comp.running.get(uid)
+        if link is not None:
+            if not link.cancelled and comp.host is not None:
+                link.cancelled = True
+                comp.host.send({"op": "cancel", "pid": link.pid, "uid": uid})
+            return
+        for item in self.waiting:
+            if item[0] is comp and item[1].get("uid") == uid:
+                self.waiting.remove(item)
+                self._end_job(comp, uid, CANCELLED, "Cancelled")
+                return
+
+    def _start_jobs(self) -> None:
+        """Run waiting jobs while CPUs are free (the client may briefly send more). A
+        computation without an idle job process asks its host for one and its job waits
+        (at the head of the queue) until that process connects."""
+        while self.waiting and self.busy < self.cpus:
+            comp, header, bufs = self.waiting[0]
+            if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
+                self.waiting.popleft()
+                continue
+            if comp.failed is not None:
+                self.waiting.popleft()
+                self._end_job(comp, header["uid"], TERMINATED, comp.failed, start=False)
+                continue
+            if not comp.idle:
+                if comp.forking == 0 and len(comp.links) < self.cpus:
+                    comp.forking += 1
+                    comp.host.send({"op": "fork"})
+                return
+            self.waiting.popleft()
+            link = comp.idle.pop()
+            self.busy += 1
+            uid = header["uid"]
+            comp.running[uid] = link
+            link.uid = uid
+            job = {"op": "job", "uid": uid}
+            if header.get("oob"):
+                job["oob"] = header["oob"]
+            link.send(job, bufs)
+
+    # ---- job processes -------------------------------------------------------------
+
+    async def _serve_job_link(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
+        """A job process forked by a computation host connects here."""
+        try:
+            hello, _ = await asyncio.wait_for(
+                read_frame(reader, PRE_AUTH_MAX_HEADER, 0), self.opts.msg_timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError):
+            writer.close()
+            return
+        comp = self.job_tokens.get(str(hello.get("token")))
+        pid = hello.get("pid")
+        if comp is None or not isinstance(pid, int) or comp.closing is not None:
+            writer.close()
+            return
+        link = JobLink(pid, writer)
+        comp.links[pid] = link
+        comp.forking = max(0, comp.forking - 1)
+        comp.idle.append(link)
+        self._start_jobs()
+        try:
+            while True:
+                header, bufs = await read_frame(reader)
+                self._on_link(comp, link, header, bufs)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, FrameError):
+            pass
+        finally:
+            writer.close()
+            self._link_lost(comp, link)
+
+    def _on_link(self, comp: Computation, link: JobLink, header: dict,
+                 bufs: list[bytes]) -> None:
+        op = header.get("op")
+        session = comp.session
+        if op == "done":
+            if link.uid != header.get("uid"):
+                return
+            self._job_done(comp, link, header, bufs)
+        elif op == "provisional":
+            header["cid"] = comp.cid
+            session.send(header, bufs)
+        elif op == "send_file":
+            reason = too_big(int(header.get("size", 0)), self.opts.max_file_size)
+            if reason is None and not session.send({**header, "cid": comp.cid}, bufs):
+                reason = "client is not connected"
+            link.send({"op": "file_reply", "ok": reason is None, "reason": reason})
+
+    def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
+                  bufs: list, start: bool = True) -> None:
+        uid = header["uid"]
+        if link is not None:
+            link.uid = None
+            if link.cancelled and comp.host is not None and not link.lost:
+                link.settling = True  # back to idle once the host has settled it
+                comp.host.send({"op": "settle", "pid": link.pid})
+            elif not link.lost:
+                comp.idle.append(link)
+        if comp.running.pop(uid, None) is not None:
+            self.busy -= 1
+        for path in comp.job_files.pop(uid, ()):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.jobs_done += 1
+        comp.jobs_done += 1
+        if uid in self.killed:  # its client was told at service end
+            self.killed.discard(uid)
+        else:
+            session = comp.session
+            header["cid"] = comp.cid
+            comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
+            session.undelivered[uid] = (header, bufs)
+            session.unsaved[uid] = time.monotonic()
+            if not session.send(header, bufs):
+                log.info("client %s is away: result of job %s kept on disk",
+                         session.describe(), uid)
+                self._save_results(session)
+        if start:
+            self._start_jobs()
+        self._maybe_finish()
+
+    def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
+                 link: JobLink | None = None, start: bool = True) -> None:
+        """A job that ends without a result of its own (cancelled, process lost)."""
+        now = time.time()
+        self._job_done(comp, link, {
+            "op": "done", "uid": uid, "status": status, "exception": reason,
+            "text": comp.kind != "program", "start_time": now, "end_time": now,
+        }, [_NONE, b"", b""], start)
+
+    def _link_lost(self, comp: Computation, link: JobLink) -> None:
+        """A job process's connection closed: it died (or was killed)."""
+        if link.lost:
+            return
+        link.lost = True
+        comp.links.pop(link.pid, None)
+        if link in comp.idle:
+            comp.idle.remove(link)
+        if comp.closing is not None:
+            if link.uid is not None:
+                self._end_job(comp, link.uid, *comp.closing, link=link)
+            return
+        if comp.host is not None:
+            comp.reaping[link.pid] = link
+            comp.host.send({"op": "reap", "pid": link.pid})
+        self._start_jobs()
+
+    def _finish_links(self, comp: Computation, reason: str) -> None:
+        """End the jobs of a computation whose host has gone: none of them can report."""
+        status, text = comp.closing or (TERMINATED, reason)
+        for link in list(comp.links.values()) + list(comp.reaping.values()):
+            if link.uid is not None:
+                self._end_job(comp, link.uid, status, text, link=link)
+            link.close()
+        comp.links.clear()
+        comp.reaping.clear()
+        comp.idle.clear()
+
+    # ---- from the computation host ----------------------------------------------------
+
+    def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
+        op = header.get("op")
+        if op == "reaped":
+            link = comp.reaping.pop(header.get("pid"), None)
+            if link is not None and link.uid is not None:
+                status = CANCELLED if link.cancelled else TERMINATED
+                text = str(header.get("reason", "job process died"))
+                self._end_job(comp, link.uid, status,
+                              ("Cancelled: " if link.cancelled else "") + text, link=link)
+        elif op == "settled":
+            link = comp.links.get(header.get("pid"))
+            if link is not None and link.settling:
+                link.settling = link.cancelled = False
+                comp.idle.append(link)
+                self._start_jobs()
+        elif op == "fork_failed":
+            comp.forking = max(0, comp.forking - 1)
+            reason = str(header.get("reason"))
+            log.error("computation %r: %s", comp.name, reason)
+            if not comp.links:  # nothing will run its jobs
+                for item in [i for i in self.waiting if i[0] is comp]:
+                    self.waiting.remove(item)
+                    self._end_job(comp, item[1]["uid"], TERMINATED, reason)
+        elif op == "host_lost" and comp.closing is None:
+            reason = str(header.get("reason"))
+            log.error("computation %r: %s", comp.name, reason)
+            comp.failed = reason  # running jobs still report; no new ones start
+            comp.forking = 0
+            for link in list(comp.reaping.values()):
+                if link.uid is not None:
+                    self._end_job(comp, link.uid, TERMINATED, reason, link=link)
+            comp.reaping.clear()
+            self._start_jobs()
+        elif op == "shutdown_request":
+            session = comp.session
+            if not self.opts.client_shutdown:
+                log.warning("client %s called dispynode_shutdown(): refused (node was not"
+                            " started with --client_shutdown)", session.describe())
+                return
+            log.info("client %s called dispynode_shutdown(): the node quits once this"
+                     " client's computations close", session.describe())
+            self.opts.serve = self.served + 1
+
+    def _kill_running(self, reason: str) -> None:
+        """Service end: kill running jobs; their clients resubmit them (reentrant) or
+        end them with the reason."""
+        for session in self.sessions.values():
+            for comp in session.computations.values():
+                for uid, link in list(comp.running.items()):
+                    if uid in self.killed or comp.host is None:
+                        continue
+                    self.killed.add(uid)
+                    link.cancelled = True
+                    session.send({"op": "job_refused", "cid": comp.cid, "uid": uid,
+                                  "status": TERMINATED,
+                                  "reason": f"service window ended; job killed ({reason})"})
+                    comp.host.send({"op": "kill", "pid": link.pid})
+                    log.info("job %s of %s killed at service end", uid, session.describe())
