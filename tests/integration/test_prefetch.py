@@ -93,3 +93,19 @@ def test_node_dies_with_jobs_waiting_on_it(node_factory, tmp_path, reentrant):
         again.stop()
     finally:
         cluster.close(timeout=0, terminate=True)
+
+
+def test_big_arguments_are_not_sent_ahead(node_factory, tmp_path):
+    """Megabytes waiting on a node would only take its memory: a job with big arguments
+    is sent when a CPU is free, not ahead."""
+    node = node_factory("-c", "1")
+    flag = str(tmp_path / "go")
+    with dispy.JobCluster(work, nodes=["127.0.0.1"], node_port=node.port, port=0) as cluster:
+        _warm(cluster)
+        first = cluster.submit(60, flag)
+        wait_started(first)
+        big = cluster.submit(-1, b"x" * 2_000_000)
+        time.sleep(0.5)
+        assert big.status == dispy.DispyJob.Created  # kept by the client
+        open(flag, "w").close()
+        assert first() == 60 and big() == -1

@@ -26,7 +26,7 @@ import cloudpickle
 from .. import config
 from ..node.files import safe_join
 from ..scheduling import SchedulerCore
-from ..wire import discovery, netif, tls
+from ..wire import discovery, heap, netif, tls
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, client_handshake
 from .callbacks import CallbackRunner
@@ -46,7 +46,9 @@ RECONNECT_GRACE = 10.0
 #: trip to the client between jobs (and jobs, results and journal commits come in
 #: batches). Longer jobs are not: the round trip is then small, and a job waiting behind
 #: others on a busy node could have run on another node that frees up first; the bound
-#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW.
+#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW. Nor are jobs with big
+#: (out-of-band) arguments or results: sending them ahead only piles megabytes up on
+#: the node (fresh memory, page faults) while the transfers themselves keep it busy.
 PREFETCH_BELOW = 0.02
 PREFETCH_PER_CPU = 4
 #: Acks of results wait at most this long for a journal commit to go with (the node
@@ -90,6 +92,7 @@ class Engine:
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             self.loop = loop
             return
+        heap.keep_freed()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
@@ -417,6 +420,8 @@ class Engine:
             self._provisional(link, header, bufs)
         elif op == "job_refused":
             self._job_refused(link, header)
+        elif op == "computation_lost":
+            self._computation_lost(link, header)
         elif op == "closed":
             fut = link.closing.pop(header.get("cid"), None)
             if fut is not None and not fut.done():
@@ -467,8 +472,9 @@ class Engine:
             node.cpu_time += ran
             node.update_time = time.time()
             avg = link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
+            big = link.job_big = 0.8 * link.job_big + 0.2 * bool(header.get("oob"))
             self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
-                                   if avg < PREFETCH_BELOW else 0)
+                                   if avg < PREFETCH_BELOW and big < 0.5 else 0)
         self._deliver(job, header, bufs)
 
     def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
@@ -504,6 +510,19 @@ class Engine:
         killed = header.get("status") == DispyJob.Terminated  # e.g. the service window ended
         self._requeue_or_cancel(job, reason, DispyJob.Terminated if killed else
                                 DispyJob.Cancelled)
+
+    def _computation_lost(self, link: NodeLink, header: dict) -> None:
+        """The node lost a computation (its host process died): no more of its jobs go
+        there; jobs it still runs report, the others come back as refused."""
+        cs = self.clusters.get(header.get("cid"))
+        if cs is None or link.clusters.get(cs.cid) != "ready":
+            return
+        reason = str(header.get("reason", "?"))
+        log.warning("node %s is not used for %r any more: %s", link.describe(), cs.name, reason)
+        link.clusters[cs.cid] = f"failed: {reason}"
+        self.core.node_unready(cs.cid, link.key)
+        self._forget_node(cs, link, f"lost the computation: {reason}")
+        self._status(cs, DispyNode.Closed, link.node, None)
 
     def _pulse(self, link: NodeLink, header: dict) -> None:
         node = link.node
@@ -604,6 +623,10 @@ class Engine:
             self._finish(job, DispyJob.Cancelled, None, None, None,
                          f"Cancelled: node {pin[0]}:{pin[1]} is not set up for this cluster")
             return
+        if job._oob:  # big arguments: none are sent ahead (see PREFETCH_BELOW)
+            for other in self.links.values():
+                other.job_big = 1.0
+                self.core.set_prefetch(other.key, 0)
         self.core.submit(cs.cid, job._uid, pin)
         cs.journal.queued(job, cs.cid)
         self._job_event(job)

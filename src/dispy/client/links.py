@@ -44,6 +44,8 @@ class NodeLink:
     last_heard: float = field(default_factory=time.monotonic)
     #: recent run time of this node's jobs (moving average), to decide on prefetching
     job_time: float | None = None
+    #: moving share of its results that carried big (out-of-band) buffers
+    job_big: float = 0.0
     outbox: FrameBatch = field(default_factory=FrameBatch)
 
     @property

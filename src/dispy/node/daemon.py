@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
-from ..wire import discovery, netif, tls
+from ..wire import discovery, heap, netif, tls
 from ..wire.frames import FrameBatch, FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
 from . import service
@@ -146,6 +146,7 @@ class NodeDaemon(JobRunner):
         log.info("--clean: removed files of earlier runs in %s", self.root)
 
     async def start(self) -> None:
+        heap.keep_freed()
         self._lock()
         if self.opts.clean:
             self._clean()

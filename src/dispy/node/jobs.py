@@ -50,6 +50,9 @@ class JobRunner:
         def _service_text(self) -> str: ...
         def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
         def _maybe_finish(self) -> None: ...
+        def _spawn(self, coro: Any) -> asyncio.Task: ...
+        async def _close_computation(self, comp: Computation, status: int, reason: str,
+                                     notify: bool, release: bool = True) -> None: ...
 
     # ---- from the client ---------------------------------------------------------
 
@@ -97,7 +100,7 @@ class JobRunner:
                 continue
             if comp.failed is not None:
                 self.waiting.popleft()
-                self._end_job(comp, header["uid"], TERMINATED, comp.failed, start=False)
+                self._refuse(comp, header["uid"], comp.failed)
                 continue
             if not comp.idle:
                 if comp.forking == 0 and len(comp.links) < self.cpus:
@@ -164,7 +167,7 @@ class JobRunner:
             link.send({"op": "file_reply", "ok": reason is None, "reason": reason})
 
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
-                  bufs: list, start: bool = True) -> None:
+                  bufs: list) -> None:
         uid = header["uid"]
         if link is not None:
             link.uid = None
@@ -175,6 +178,7 @@ class JobRunner:
                 comp.idle.append(link)
         if comp.running.pop(uid, None) is not None:
             self.busy -= 1
+            self._close_if_broken(comp)
         for path in comp.job_files.pop(uid, ()):
             try:
                 os.unlink(path)
@@ -194,18 +198,17 @@ class JobRunner:
                 log.info("client %s is away: result of job %s kept on disk",
                          session.describe(), uid)
                 self._save_results(session)
-        if start:
-            self._start_jobs()
+        self._start_jobs()
         self._maybe_finish()
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
-                 link: JobLink | None = None, start: bool = True) -> None:
+                 link: JobLink | None = None) -> None:
         """A job that ends without a result of its own (cancelled, process lost)."""
         now = time.time()
         self._job_done(comp, link, {
             "op": "done", "uid": uid, "status": status, "exception": reason,
             "text": comp.kind != "program", "start_time": now, "end_time": now,
-        }, [_NONE, b"", b""], start)
+        }, [_NONE, b"", b""])
 
     def _link_lost(self, comp: Computation, link: JobLink) -> None:
         """A job process's connection closed: it died (or was killed)."""
@@ -252,24 +255,8 @@ class JobRunner:
                 link.settling = link.cancelled = False
                 comp.idle.append(link)
                 self._start_jobs()
-        elif op == "fork_failed":
-            comp.forking = max(0, comp.forking - 1)
-            reason = str(header.get("reason"))
-            log.error("computation %r: %s", comp.name, reason)
-            if not comp.links:  # nothing will run its jobs
-                for item in [i for i in self.waiting if i[0] is comp]:
-                    self.waiting.remove(item)
-                    self._end_job(comp, item[1]["uid"], TERMINATED, reason)
-        elif op == "host_lost" and comp.closing is None:
-            reason = str(header.get("reason"))
-            log.error("computation %r: %s", comp.name, reason)
-            comp.failed = reason  # running jobs still report; no new ones start
-            comp.forking = 0
-            for link in list(comp.reaping.values()):
-                if link.uid is not None:
-                    self._end_job(comp, link.uid, TERMINATED, reason, link=link)
-            comp.reaping.clear()
-            self._start_jobs()
+        elif op in ("fork_failed", "host_lost") and comp.closing is None:
+            self._computation_broken(comp, str(header.get("reason")))
         elif op == "shutdown_request":
             session = comp.session
             if not self.opts.client_shutdown:
@@ -279,6 +266,35 @@ class JobRunner:
             log.info("client %s called dispynode_shutdown(): the node quits once this"
                      " client's computations close", session.describe())
             self.opts.serve = self.served + 1
+
+    def _computation_broken(self, comp: Computation, reason: str) -> None:
+        """Its host died or cannot fork: the jobs already running still report, the
+        waiting ones go back to the client (reentrant ones run elsewhere), and the
+        client stops sending jobs of it here."""
+        if comp.failed is not None:
+            return
+        log.error("computation %r of %s: %s", comp.name, comp.session.describe(), reason)
+        comp.failed = reason
+        comp.forking = 0
+        comp.session.send({"op": "computation_lost", "cid": comp.cid, "reason": reason})
+        for item in [i for i in self.waiting if i[0] is comp]:
+            self.waiting.remove(item)
+            self._refuse(comp, item[1]["uid"], reason)
+        for link in list(comp.reaping.values()):
+            if link.uid is not None:
+                self._end_job(comp, link.uid, TERMINATED, reason, link=link)
+        comp.reaping.clear()
+        self._close_if_broken(comp)
+        self._start_jobs()
+
+    def _close_if_broken(self, comp: Computation) -> None:
+        """A broken computation closes (freeing the node) once its last job reported."""
+        if comp.failed is not None and comp.ready and not comp.running:
+            comp.ready = False
+            self._spawn(self._close_computation(comp, TERMINATED, comp.failed, notify=False))
+
+    def _refuse(self, comp: Computation, uid: Any, reason: str) -> None:
+        comp.session.send({"op": "job_refused", "cid": comp.cid, "uid": uid, "reason": reason})
 
     def _kill_running(self, reason: str) -> None:
         """Service end: kill running jobs; their clients resubmit them (reentrant) or

@@ -20,7 +20,7 @@ from typing import Any
 from .. import config
 from .._version import __version__
 from ..client.links import Profile
-from ..wire import tls
+from ..wire import heap, tls
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
 from .clients import ClientService, ClientSession
@@ -54,6 +54,7 @@ class SchedulerDaemon:
     # ---- start and stop ---------------------------------------------------------
 
     async def start(self) -> None:
+        heap.keep_freed()
         config.MsgTimeout = self.opts.msg_timeout
         if self.opts.clean:
             shutil.rmtree(self.root, ignore_errors=True)

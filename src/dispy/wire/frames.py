@@ -17,6 +17,8 @@ import socket
 import struct
 from typing import Any
 
+from . import heap
+
 PREFIX = struct.Struct("!II")
 BUFLEN = struct.Struct("!Q")
 
@@ -76,6 +78,7 @@ async def read_frame(
         if blen > max_buffer:
             raise FrameError(f"buffer of {blen} bytes is over the limit of {max_buffer}")
         if blen >= BIG_READ:
+            heap.note_big()
             buffers.append(await _read_big(reader, blen))
         else:
             buffers.append(await reader.readexactly(blen))
@@ -123,12 +126,15 @@ def write_pieces(writer: asyncio.StreamWriter, pieces: list[Buffer]) -> None:
     """Write frame pieces with as few writes (syscalls) and copies as possible."""
     small: list[Buffer] = []
     for piece in pieces:
-        if (piece.nbytes if isinstance(piece, memoryview) else len(piece)) < BIG_PIECE:
+        size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
+        if size < BIG_PIECE:
             small.append(piece)
             continue
         if small:
             writer.write(b"".join(small))
             small = []
+        if size >= BIG_READ:
+            heap.note_big()
         writer.write(memoryview(piece).cast("B"))
     if small:
         writer.write(b"".join(small) if len(small) > 1 else small[0])
