@@ -20,11 +20,17 @@ class FakeLibc:
         return 1
 
 
-def test_trims_once_after_the_last_big_buffer(monkeypatch):
-    fake = FakeLibc()
-    monkeypatch.setattr(heap, "_libc", fake)
+@pytest.fixture
+def fake(monkeypatch) -> FakeLibc:
+    """An active heap module whose trims are counted, with a short quiet spell."""
+    libc = FakeLibc()
+    monkeypatch.setattr(heap, "_libc", libc)
     monkeypatch.setattr(heap, "_state", {"active": True, "last": 0.0, "due": 0.0})
     monkeypatch.setattr(heap, "QUIET", 0.2)
+    return libc
+
+
+def test_trims_once_after_the_last_big_buffer(fake):
 
     async def burst() -> None:
         for _ in range(5):  # a burst keeps pushing the trim back
@@ -54,11 +60,7 @@ def test_can_be_turned_off(monkeypatch):
     assert heap.keep_freed() is False
 
 
-def test_rearms_when_its_loop_stopped(monkeypatch):
-    fake = FakeLibc()
-    monkeypatch.setattr(heap, "_libc", fake)
-    monkeypatch.setattr(heap, "_state", {"active": True, "last": 0.0, "due": 0.0})
-    monkeypatch.setattr(heap, "QUIET", 0.1)
+def test_rearms_when_its_loop_stopped(fake):
 
     async def arm_only() -> None:
         heap.note_big()
@@ -66,7 +68,7 @@ def test_rearms_when_its_loop_stopped(monkeypatch):
     asyncio.run(arm_only())  # that loop ends before its trim is due
 
     async def later() -> None:
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.45)
         heap.note_big()
         while fake.trims == 0:
             await asyncio.sleep(0.02)
