@@ -234,13 +234,19 @@ class JobCluster:
     def _on_loop(self, fn: Any, *args: Any) -> Any:
         return self._engine.call(_call_async(fn, *args)).result()
 
-    def allocate_node(self, node: Any) -> int:
-        """Use ``node`` (host, IP, NodeAllocate or a list of them) too: 0, or -1 if invalid."""
+    def _allocations(self, node: Any) -> list | None:
+        """``allocate_node``'s argument as NodeAllocates (None, logged, if invalid)."""
         try:
             port = self._state.allocs[0].port if self._state.allocs else config.NodePort
-            allocs = to_allocations(node, port)
+            return to_allocations(node, port)
         except ValueError as exc:
             log.error("cluster %r: allocate_node: %s", self._name, exc)
+            return None
+
+    def allocate_node(self, node: Any) -> int:
+        """Use ``node`` (host, IP, NodeAllocate or a list of them) too: 0, or -1 if invalid."""
+        allocs = self._allocations(node)
+        if allocs is None:
             return -1
         return self._on_loop(self._engine.allocate_node, self._state, allocs)
 

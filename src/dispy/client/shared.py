@@ -19,7 +19,7 @@ from ..log import logger
 from ..wire import netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
-from .nodes import ClusterStatus, DispyNode, node_address, to_allocations
+from .nodes import ClusterStatus, DispyNode, node_address
 from .scheduler_link import SchedulerLink, _relpath, alloc_specs
 
 log = logging.getLogger("dispy")
@@ -183,11 +183,8 @@ class SharedJobCluster(JobCluster):
         return int(answer.get("rc", -1))
 
     def allocate_node(self, node: Any) -> int:
-        try:
-            port = self._state.allocs[0].port if self._state.allocs else config.NodePort
-            allocs = to_allocations(node, port)
-        except ValueError as exc:
-            log.error("cluster %r: allocate_node: %s", self._name, exc)
+        allocs = self._allocations(node)
+        if allocs is None:
             return -1
 
         async def add() -> int:

@@ -26,16 +26,7 @@ async def _serve(argv: list[str] | None) -> int:
         print(f"dispynode: {exc}", file=sys.stderr)
         return 2
     install_signals(daemon)
-    try:
-        await daemon.start()
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if not opts.daemon and sys.stdin is not None and sys.stdin.isatty():
-        menu.start(daemon)
-    await daemon.stop_event.wait()
-    await daemon.stop()
-    return 0
+    return await menu.serve_until_stopped(daemon, opts.daemon, menu.start)
 
 
 def main(argv: list[str] | None = None) -> None:

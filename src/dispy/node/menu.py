@@ -6,6 +6,7 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .daemon import NodeDaemon
 
@@ -53,3 +54,19 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
 def start(daemon: NodeDaemon) -> None:
     saved = [daemon.cpus]
     read_commands(PROMPT, lambda line: _handle(daemon, line, saved), "dispynode-menu")
+
+
+async def serve_until_stopped(daemon: Any, background: bool,
+                              show_menu: Callable[[Any], None]) -> int:
+    """Start a daemon (dispynode or dispyscheduler), give it its stdin menu when run
+    interactively, and serve until it is told to stop; the process exit code."""
+    try:
+        await daemon.start()
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not background and sys.stdin is not None and sys.stdin.isatty():
+        show_menu(daemon)
+    await daemon.stop_event.wait()
+    await daemon.stop()
+    return 0

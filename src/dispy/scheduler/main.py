@@ -8,7 +8,7 @@ import logging
 import sys
 
 from ..log import daemon_logging
-from ..node.menu import read_commands
+from ..node.menu import read_commands, serve_until_stopped
 from .daemon import SchedulerDaemon, install_signals
 from .options import parse
 
@@ -35,16 +35,7 @@ async def _serve(argv: list[str] | None) -> int:
         "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
     daemon = SchedulerDaemon(opts)
     install_signals(daemon)
-    try:
-        await daemon.start()
-    except SystemExit as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if not opts.daemon and sys.stdin is not None and sys.stdin.isatty():
-        _menu(daemon)
-    await daemon.stop_event.wait()
-    await daemon.stop()
-    return 0
+    return await serve_until_stopped(daemon, opts.daemon, _menu)
 
 
 def main(argv: list[str] | None = None) -> None:
