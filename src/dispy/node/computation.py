@@ -157,8 +157,10 @@ class Computation:
         self.running: dict[str, JobLink] = {}
         self.links: dict[int, JobLink] = {}
         self.idle: list[JobLink] = []
-        #: job processes asked of the host and not connected yet
+        #: job processes asked of the host and not connected yet; done when the first
+        #: ones (one per CPU, at setup) have
         self.forking = 0
+        self.forked: asyncio.Future | None = None
         #: job processes lost, waiting for the host to tell how they ended
         self.reaping: dict[int, JobLink] = {}
         #: (status, reason) for the jobs still running once the computation closes

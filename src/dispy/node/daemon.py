@@ -587,6 +587,8 @@ class NodeDaemon(JobRunner):
             }
             self.job_tokens[comp.token] = comp
             comp.failed = await comp.host.start(init, [comp.bundle, *setup_args])
+            if comp.failed is None:
+                await self._prefork(comp)  # may fail the computation too
         comp.bundle = b""
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])

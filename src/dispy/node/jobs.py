@@ -120,6 +120,28 @@ class JobRunner:
 
     # ---- job processes -------------------------------------------------------------
 
+    async def _prefork(self, comp: Computation) -> None:
+        """A job process per CPU before the client hears setup is done, so a job sent to
+        a free CPU starts at once (and a cancel finds it running). Should they not all
+        connect in time, later jobs ask for processes as they need them."""
+        if comp.host is None or self.cpus <= 0:
+            return
+        comp.forked = asyncio.get_running_loop().create_future()
+        comp.forking = self.cpus
+        comp.host.send({"op": "fork", "count": self.cpus})
+        try:
+            await asyncio.wait_for(asyncio.shield(comp.forked), self.opts.msg_timeout)
+        except asyncio.TimeoutError:
+            log.warning("computation %r: %d job process(es) not started in %s s",
+                        comp.name, comp.forking, self.opts.msg_timeout)
+            comp.forking = 0
+
+    def _forked(self, comp: Computation) -> None:
+        """One fewer job process to wait for (it connected, or forking failed)."""
+        comp.forking = max(0, comp.forking - 1)
+        if comp.forking == 0 and comp.forked is not None and not comp.forked.done():
+            comp.forked.set_result(None)
+
     async def _serve_job_link(self, reader: asyncio.StreamReader,
                               writer: asyncio.StreamWriter) -> None:
         """A job process forked by a computation host connects here."""
@@ -136,8 +158,8 @@ class JobRunner:
             return
         link = JobLink(pid, writer)
         comp.links[pid] = link
-        comp.forking = max(0, comp.forking - 1)
         comp.idle.append(link)
+        self._forked(comp)
         self._start_jobs()
         try:
             while True:
@@ -275,7 +297,8 @@ class JobRunner:
             return
         log.error("computation %r of %s: %s", comp.name, comp.session.describe(), reason)
         comp.failed = reason
-        comp.forking = 0
+        comp.forking = 1
+        self._forked(comp)
         comp.session.send({"op": "computation_lost", "cid": comp.cid, "reason": reason})
         for item in [i for i in self.waiting if i[0] is comp]:
             self.waiting.remove(item)
