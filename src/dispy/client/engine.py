@@ -27,8 +27,10 @@ from .. import config
 from ..node.files import safe_join
 from ..scheduling import SchedulerCore
 from ..wire import discovery, heap, netif, tls
-from ..wire.frames import FrameError, read_frame
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
+from ..wire.sessions import new_session_key
 from .callbacks import CallbackRunner
 from .job import DispyJob, decode_result
 from .links import NodeLink, Profile
@@ -73,6 +75,8 @@ class Engine:
     def __init__(self, port: int, ip_addrs: list[str] | None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.client_id = uuid.uuid4().hex
+        #: secret: binds this program's connections to its sessions on daemons
+        self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
         self.ifs = netif.select(ip_addrs)
@@ -170,7 +174,7 @@ class Engine:
             self.journals[journal.path] = journal
             if not cs.recover_file:
                 self.default_journal = journal.path
-        journal.add_cluster(cs, self.client_id)
+        journal.add_cluster(cs, self.session_key)
         return journal
 
     def _discover(self, cs: Any, allocs: list | None = None) -> None:
@@ -236,45 +240,49 @@ class Engine:
         timeout = config.MsgTimeout
         try:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(link.ip, link.port, ssl=ctx, limit=1 << 20), timeout)
+            conn = await Connection.open(link.ip, link.port, ctx, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self._unreachable(link, f"cannot connect: {exc or 'timed out'}")
             return
         try:
             welcome = await client_handshake(
-                reader, writer, link.profile.secret,
-                {"client_id": self.client_id, "client_name": self.client_name}, timeout)
+                conn, link.profile.secret, self.hello(), timeout,
+                Limits(max_buffer=config.MaxFrameSize))
         except HandshakeError as exc:
             link.state, link.reason = "refused", str(exc)
             link.retry_at = time.monotonic() + RETRY_INTERVAL * 6
             log.warning("node %s: %s", link.describe(), exc)
-            writer.close()
+            conn.close()
             self._after_lost_link(link)
             return
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
-            writer.close()
+        except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
+            conn.close()
             self._unreachable(link, f"handshake failed: {exc or exc.__class__.__name__}")
             return
         if welcome.get("busy_with"):
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
             link.retry_at = time.monotonic() + RETRY_INTERVAL
-            writer.close()
+            conn.close()
             self._after_lost_link(link)
             return
-        self._connected(link, welcome, reader, writer)
+        self._connected(link, welcome, conn)
+
+    def hello(self) -> dict[str, str]:
+        """What this program says of itself in a handshake (the session key is secret)."""
+        return {"client_id": self.client_id, "client_name": self.client_name,
+                "session": self.session_key}
 
     def _unreachable(self, link: NodeLink, reason: str) -> None:
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
         self._after_lost_link(link)
 
-    def _connected(self, link: NodeLink, welcome: dict, reader, writer) -> None:
+    def _connected(self, link: NodeLink, welcome: dict, conn: Connection) -> None:
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
             self._node_dead(link, "node restarted")
         link.node_id = welcome.get("node_id")
-        link.writer, link.state, link.reason = writer, "connected", "connected"
+        link.conn, link.state, link.reason = conn, "connected", "connected"
         link.lost_at = None
         link.last_heard = time.monotonic()
         if link.node is None:
@@ -286,7 +294,7 @@ class Engine:
         node.avail_info = avail_from(welcome.get("avail_info"))
         node.update_time = time.time()
         self.core.set_node(link.key, node.cpus)
-        asyncio.get_running_loop().create_task(self._read(link, reader, writer))
+        asyncio.get_running_loop().create_task(self._read(link, conn))
         for cs in list(self.clusters.values()):
             if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
                 self._consider(link, cs)
@@ -354,18 +362,9 @@ class Engine:
 
     async def _request(self, link: NodeLink, header: dict, bufs: list | tuple = ()) -> Any:
         """Send ``header`` and wait for the node's reply to it (None if none came)."""
-        token = self.new_uid()
-        fut = asyncio.get_running_loop().create_future()
-        link.replies[token] = fut
-        if not link.send({**header, "reply": token}, bufs):
-            link.replies.pop(token, None)
+        if link.conn is None:
             return None
-        try:
-            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            link.replies.pop(token, None)
+        return await link.conn.request(header, bufs, config.MsgTimeout * 3)
 
     async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
                          confirm: bool = False) -> Any:
@@ -375,9 +374,8 @@ class Engine:
                 if header["final"] and confirm:
                     return await self._request(link, header, [chunk])
                 link.send(header, [chunk])
-                if link.writer is not None:
-                    link.flush()
-                    await link.writer.drain()
+                if link.conn is not None:
+                    await link.conn.drain()
             return True
         except (OSError, ConnectionError) as exc:
             log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
@@ -385,29 +383,30 @@ class Engine:
 
     # ---- messages from nodes --------------------------------------------------------
 
-    async def _read(self, link: NodeLink, reader, writer) -> None:
+    async def _read(self, link: NodeLink, conn: Connection) -> None:
         reason = "connection closed by node"
         try:
             while True:
-                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                header, bufs = await conn.recv()
                 link.last_heard = time.monotonic()
                 if link.node is not None:
                     link.node.rx += sum(len(b) for b in bufs) + 64
                 self._on_frame(link, header, bufs)
-                if not reader._buffer:  # type: ignore[attr-defined]
+                if not conn.pending():
                     # its journal commit also covers the finished jobs
                     self._ack_soon(link, self._dispatch())
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc.__class__.__name__}"
+        except (ConnectionClosed, OSError) as exc:
+            reason = f"connection lost: {exc}"
         except FrameError as exc:
             reason = f"bad frame from node: {exc}"
+            log.warning("node %s: %s", link.describe(), reason)
         except Exception:
             log.exception("engine: failed to handle a message from %s", link.describe())
             reason = "internal error"
         finally:
-            writer.close()
-            if link.writer is writer:
-                link.writer = None
+            conn.close()
+            if link.conn is conn:
+                link.conn = None
                 self._lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
@@ -432,10 +431,6 @@ class Engine:
             self._file_from_node(link, header, bufs)
         elif op == "cpus":
             self._node_cpus(link, int(header.get("cpus", 0)))
-        elif op == "reply":
-            fut = link.replies.pop(str(header.get("reply")), None)
-            if fut is not None and not fut.done():
-                fut.set_result(header)
 
     def _setup_done(self, link: NodeLink, header: dict) -> None:
         cs = self.clusters.get(header.get("cid"))
@@ -797,8 +792,8 @@ class Engine:
             if link.state == "connected":
                 limit = self._pulse_limit(link)
                 if limit and link.running and now - link.last_heard > limit:
-                    if link.writer is not None:  # _read's end presumes the node dead
-                        link.writer.close()
+                    if link.conn is not None:  # _read's end presumes the node dead
+                        link.conn.close()
                 continue
             if link.state == "connecting" or now < link.retry_at:
                 continue
@@ -930,9 +925,9 @@ class Engine:
 
     async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
                           resetup: bool) -> None:
-        while self.node_jobs(cs, link) and link.writer is not None:
+        while self.node_jobs(cs, link) and link.conn is not None:
             await asyncio.sleep(0.05)
-        if link.writer is not None:
+        if link.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
             link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
@@ -967,7 +962,7 @@ class Engine:
         waits = []
         for link in list(self.links.values()):
             state = link.clusters.pop(cs.cid, None)
-            if state is None or link.writer is None:
+            if state is None or link.conn is None:
                 continue
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
@@ -995,15 +990,15 @@ class Engine:
         """Disconnect from nodes that no open cluster uses, so other clients may."""
         for link in list(self.links.values()):
             if not any(s in ("setup", "ready", "deallocated", "closing")
-                       for s in link.clusters.values()) and link.writer is not None and not any(
+                       for s in link.clusters.values()) and link.conn is not None and not any(
                     cs.profile == link.profile and self._wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
-                link.flush()
-                writer, link.writer = link.writer, None
+                conn, link.conn = link.conn, None
                 link.state, link.reason = "new", "released"
                 self.core.remove_node(link.key)
-                writer.close()
+                if conn is not None:
+                    conn.close()
 
 
 def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:

@@ -22,7 +22,8 @@ import cloudpickle
 
 from .. import config
 from ..wire import auth, tls
-from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from .job import DispyJob, decode_result
 
@@ -31,7 +32,7 @@ log = logging.getLogger("dispy")
 #: ``jobs`` is WITHOUT ROWID: one B-tree instead of a table plus a uid index halves the
 #: pages each commit writes (a commit per dispatch batch is on the tiny-job hot path).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, client_id TEXT,
+CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, session TEXT,
     key BLOB, certfile TEXT, keyfile TEXT, created REAL, spec BLOB);
 CREATE TABLE IF NOT EXISTS jobs (uid TEXT PRIMARY KEY, cid TEXT, ip TEXT, port INTEGER,
     job_id TEXT, submit_time REAL, start_time REAL, args BLOB) WITHOUT ROWID;
@@ -77,7 +78,7 @@ class Journal:
         self._added: list[tuple] = []
         self._done: list[tuple] = []
 
-    def add_cluster(self, cs: Any, client_id: str) -> None:
+    def add_cluster(self, cs: Any, session: str) -> None:
         profile = cs.profile
         try:  # what recover_jobs needs to run the jobs that were still queued
             spec = cloudpickle.dumps({
@@ -89,7 +90,7 @@ class Journal:
             spec = None
         self.db.execute(
             "INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (cs.cid, cs.name, client_id, auth.key_of(profile.secret),
+            (cs.cid, cs.name, session, auth.key_of(profile.secret),
              _abs(profile.certfile), _abs(profile.keyfile), time.time(), spec))
         self.clusters.add(cs.cid)
 
@@ -281,23 +282,26 @@ def _literal(text: str) -> Any:
 
 async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None,
                         terminate: bool, out: list[DispyJob]) -> None:
-    ip, port, client_id, key, certfile, keyfile = target
+    ip, port, session, key, certfile, keyfile = target
     pending = {row[0]: _recovered(row) for row in rows}
     out.extend(pending.values())
     where = f"{ip}:{port}"
     try:
         ctx = tls.client_context(certfile, keyfile)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(ip, port, ssl=ctx, limit=1 << 20), config.MsgTimeout)
-        await client_handshake(reader, writer, bytes(key),
-                               {"client_id": client_id, "client_name": "recover_jobs"},
-                               config.MsgTimeout)
-    except (OSError, asyncio.TimeoutError, HandshakeError, FrameError,
-            asyncio.IncompleteReadError) as exc:
+        conn = await Connection.open(ip, port, ctx, config.MsgTimeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
+        return
+    try:
+        await client_handshake(conn, bytes(key), {"client_id": "recover_jobs", "client_name":
+                                                  "recover_jobs", "session": session},
+                               config.MsgTimeout, Limits(max_buffer=config.MaxFrameSize))
+    except (OSError, asyncio.TimeoutError, HandshakeError, FrameError, ConnectionClosed) as exc:
+        conn.close()
         _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
         return
     cids = sorted({row[1] for row in rows})
-    write_frame(writer, {"op": "jobs_query", "uids": list(pending), "reply": "q"})
+    conn.send({"op": "jobs_query", "uids": list(pending), "reply": "q"})
     terminated = False
     try:
         while pending:
@@ -307,18 +311,17 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
                     break
                 terminated = True  # cancel what is left, then wait for those results
                 for uid in pending:
-                    write_frame(writer, {"op": "cancel", "cid": _cid_of(rows, uid), "uid": uid})
+                    conn.send({"op": "cancel", "cid": _cid_of(rows, uid), "uid": uid})
                 deadline = time.monotonic() + config.MsgTimeout
                 continue
             try:
-                header, bufs = await asyncio.wait_for(
-                    read_frame(reader, max_buffer=config.MaxFrameSize), wait)
+                header, bufs = await conn.recv(wait)
             except asyncio.TimeoutError:
                 continue
             op = header.get("op")
             if op == "done":
                 uid = str(header.get("uid"))
-                write_frame(writer, {"op": "ack", "uids": [uid]})
+                conn.send({"op": "ack", "uids": [uid]})
                 job = pending.pop(uid, None)
                 if job is not None:
                     _fill(job, header, bufs)
@@ -330,12 +333,12 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
                              "of this job (it was restarted while the job ran)")
         if not pending:
             for cid in cids:
-                write_frame(writer, {"op": "close", "cid": cid, "terminate": terminate})
-        await asyncio.wait_for(writer.drain(), config.MsgTimeout)
-    except (OSError, asyncio.IncompleteReadError, FrameError, asyncio.TimeoutError) as exc:
-        _give_up(pending, f"connection to node {where} lost: {exc.__class__.__name__}")
+                conn.send({"op": "close", "cid": cid, "terminate": terminate})
+        await asyncio.wait_for(conn.drain(), config.MsgTimeout)
+    except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
+        _give_up(pending, f"connection to node {where} lost: {exc or exc.__class__.__name__}")
     finally:
-        writer.close()
+        conn.close()
 
 
 def _cid_of(rows: list[tuple], uid: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire.frames import SyncFrameReader, send_frame_sync
+from ..wire.sync import SyncFrameReader, send_frame_sync
 from . import jobenv, jobproc
 
 log = logging.getLogger("dispy.node.host")

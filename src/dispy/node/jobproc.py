@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 
 from ..wire import oob
-from ..wire.frames import SyncFrameReader, send_frame_sync
+from ..wire.sync import SyncFrameReader, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
 

@@ -16,7 +16,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..wire.frames import PRE_AUTH_MAX_HEADER, FrameError, read_frame
+from ..wire.codec import FrameError
+from ..wire.connection import Connection, ConnectionClosed
 from . import service
 from .computation import Computation, JobLink
 from .files import too_big
@@ -142,33 +143,29 @@ class JobRunner:
         if comp.forking == 0 and comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
 
-    async def _serve_job_link(self, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter) -> None:
+    async def _serve_job_link(self, conn: Connection) -> None:
         """A job process forked by a computation host connects here."""
         try:
-            hello, _ = await asyncio.wait_for(
-                read_frame(reader, PRE_AUTH_MAX_HEADER, 0), self.opts.msg_timeout)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError):
-            writer.close()
+            hello, _ = await conn.recv(self.opts.msg_timeout)
+        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError):
             return
         comp = self.job_tokens.get(str(hello.get("token")))
         pid = hello.get("pid")
         if comp is None or not isinstance(pid, int) or comp.closing is not None:
-            writer.close()
             return
-        link = JobLink(pid, writer)
+        link = JobLink(pid, conn)
         comp.links[pid] = link
         comp.idle.append(link)
         self._forked(comp)
         self._start_jobs()
         try:
             while True:
-                header, bufs = await read_frame(reader)
+                header, bufs = await conn.recv()
                 self._on_link(comp, link, header, bufs)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, FrameError):
+        except (ConnectionClosed, OSError, FrameError):
             pass
         finally:
-            writer.close()
+            conn.close()
             self._link_lost(comp, link)
 
     def _on_link(self, comp: Computation, link: JobLink, header: dict,

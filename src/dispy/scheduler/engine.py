@@ -228,5 +228,5 @@ class SchedulerEngine(Engine):
                              "node": node_info(node)})
 
     def _report_stall(self, cs: Any, now: float) -> None:
-        if cs.session.writer is not None:
+        if cs.session.conn is not None:
             super()._report_stall(cs, now)
