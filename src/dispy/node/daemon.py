@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
-from ..wire import auth, connection, discovery, heap, netif, tls
+from ..wire import auth, connection, discovery, heap, messages, netif, tls
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
@@ -451,6 +451,11 @@ class NodeDaemon(JobRunner):
             pass
 
     def _on_client(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        try:
+            messages.parse_request(header, bufs)
+        except messages.MessageError as exc:
+            self._refuse_request(session, header, str(exc))
+            return
         op = header.get("op")
         if op == "job":
             self._job(session, header, bufs)
@@ -491,6 +496,13 @@ class NodeDaemon(JobRunner):
                 session.send({"op": "closed", "cid": header.get("cid")})
         else:
             log.warning("ignoring unknown request %r from %s", op, session.describe())
+
+    def _refuse_request(self, session: Session, header: dict, reason: str) -> None:
+        """A request that does not fit its record: refused, nothing else changes."""
+        log.warning("refused a request from %s: %s", session.describe(), reason)
+        reply = header.get("reply")
+        if isinstance(reply, str) and messages.ID.fullmatch(reply):
+            session.send({"op": "reply", "reply": reply, "ok": False, "reason": reason})
 
     # ---- computations -----------------------------------------------------------
 

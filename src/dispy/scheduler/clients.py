@@ -19,7 +19,7 @@ from .. import config
 from ..client.job import DispyJob
 from ..client.shipping import FileSpec
 from ..node.files import safe_join, too_big, write_chunk
-from ..wire import oob
+from ..wire import messages, oob
 from ..wire.connection import Connection
 from .engine import RelayedJob, RemoteCluster, SharedAlloc
 
@@ -88,10 +88,15 @@ class ClientService:
         self.computations: dict[str, RemoteCluster] = {}
 
     def handle(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        handler = _OPS.get(str(op))
-        if handler is None:
-            log.warning("ignoring unknown request %r from %s", op, session.describe())
+        handler = _OPS.get(str(header.get("op")))
+        try:
+            if handler is None:
+                raise messages.MessageError(f"unknown request {str(header.get('op'))[:40]!r}")
+            messages.parse_request(header, bufs)
+        except messages.MessageError as exc:
+            log.warning("refused a request from %s: %s", session.describe(), exc)
+            if isinstance(header.get("reply"), str) and messages.ID.fullmatch(header["reply"]):
+                _reply(session, header, ok=False, rc=-1, reason=str(exc))
             return
         handler(self, session, header, bufs)
 
