@@ -26,6 +26,7 @@ import cloudpickle
 from .. import config
 from ..node.files import safe_join
 from ..scheduling import SchedulerCore
+from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..wire import discovery, heap, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -73,14 +74,15 @@ class Engine:
             return cls._instance
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo") -> None:
         self.client_id = uuid.uuid4().hex
         #: secret: binds this program's connections to its sessions on daemons
         self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
         self.ifs = netif.select(ip_addrs)
-        self.core = SchedulerCore()
+        self.core = SchedulerCore(policy)
+        self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
@@ -441,11 +443,8 @@ class Engine:
             link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
             log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
                         cs.name, reason)
-            for uid in self.core.unpin(cs.cid, link.key):
-                job = cs.jobs.get(uid)
-                if job is not None:
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 f"Cancelled: setup failed on node {link.describe()}")
+            self._apply(self.lifecycle.unpinned(
+                cs.cid, link.key, f"Cancelled: setup failed on node {link.describe()}"))
             return
         link.clusters[cs.cid] = "ready"
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
@@ -453,12 +452,12 @@ class Engine:
         self._status(cs, DispyNode.Initialized, link.node, None)
 
     def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        uid = header.get("uid")
+        uid = str(header.get("uid"))
         link.acks.append(uid)
+        delivered = self.lifecycle.result(uid, link.key)
         job = link.running.pop(uid, None)
-        if job is None:
+        if not delivered or job is None:
             return  # already final (e.g. node was presumed dead) or unknown: drop it
-        self.core.finished(uid)
         node = link.node
         ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
         if node is not None:
@@ -494,17 +493,14 @@ class Engine:
         self._job_event(job)
 
     def _job_refused(self, link: NodeLink, header: dict) -> None:
-        uid = header.get("uid")
-        job = link.running.pop(uid, None)
-        if job is None:
+        uid = str(header.get("uid"))
+        if link.running.pop(uid, None) is None:
             return
-        self.core.finished(uid)
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
         reason = f"node {link.describe()} refused the job: {header.get('reason')}"
         killed = header.get("status") == DispyJob.Terminated  # e.g. the service window ended
-        self._requeue_or_cancel(job, reason, DispyJob.Terminated if killed else
-                                DispyJob.Cancelled)
+        self._apply(self.lifecycle.refused(uid, link.key, reason, killed))
 
     def _computation_lost(self, link: NodeLink, header: dict) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
@@ -622,19 +618,20 @@ class Engine:
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
-        self.core.submit(cs.cid, job._uid, pin)
+        self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin))
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
     def _dispatch(self) -> bool:
         """Send what the core assigns; True when the journals were committed."""
         batch = []
-        for uid, cid, key in self.core.dispatch():
-            cs = self.clusters.get(cid)
-            link = self.links.get(key)
+        for send in self.lifecycle.dispatch():
+            uid, cid = send.uid, send.cid
+            cs = self.clusters.get(str(cid))
+            link = self.links.get(send.node)
             job = cs.jobs.get(uid) if cs is not None else None
-            if job is None or link is None:
-                self.core.finished(uid)
+            if job is None or link is None or cs is None:
+                self._apply(self.lifecycle.send_failed(uid, "internal: job or node unknown"))
                 continue
             link.running[uid] = job
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
@@ -650,10 +647,8 @@ class Engine:
             if job._deps is not None:
                 names, files = job._deps
                 if not self._send_job_files(link, cs.cid, uid, files):
-                    link.running.pop(uid, None)
-                    self.core.finished(uid)
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 "Cancelled: dispy_job_depends files could not be read")
+                    self._apply(self.lifecycle.send_failed(
+                        uid, "dispy_job_depends files could not be read"))
                     continue
                 bufs.append(names)
             header = {"op": "job", "cid": cs.cid, "uid": uid}
@@ -684,34 +679,42 @@ class Engine:
         """(loop) Cancel a queued or running job: 0, or -1 when it already ended."""
         if job._final:
             return -1
-        cs = job._cluster
-        if self.core.cancel(job._uid):
-            self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
-            return 0
-        for link in self.links.values():
-            if job._uid in link.running:
-                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
-                return 0
-        return -1
+        out = self.lifecycle.cancel(job._uid)
+        self._apply(out)
+        return 0 if out else -1
 
-    def _requeue_or_cancel(self, job: DispyJob, reason: str,
-                           status: int = DispyJob.Cancelled) -> None:
-        """A job lost its node: resubmit it (reentrant) or end it with ``status``."""
-        cs = job._cluster
-        if cs.reentrant and job._args is not None and job._pin is None:
-            log.info("job %s resubmitted: %s", job.id, reason)
-            cs.journal.finished(job._uid)
-            # a new id: a late result of the first run can never be taken for this one
-            cs.jobs.pop(job._uid, None)
-            job._uid = self.new_uid()
-            cs.jobs[job._uid] = job
-            job.status, job.ip_addr = DispyJob.Created, None
-            self.core.submit(cs.cid, job._uid)
-            cs.journal.queued(job, cs.cid)
-            self._job_event(job)
-        else:
-            name = "Terminated" if status == DispyJob.Terminated else "Cancelled"
-            self._finish(job, status, None, None, None, f"{name}: {reason}")
+    def _apply(self, out: list[Instruction]) -> None:
+        """Carry out what the job life cycle decided (lifecycle.py)."""
+        for ins in out:
+            if isinstance(ins, SendCancel):
+                link = self.links.get(ins.node)
+                if link is not None:
+                    link.send({"op": "cancel", "cid": ins.cid, "uid": ins.uid})
+                continue
+            cs = self.clusters.get(str(getattr(ins, "cid", "")))
+            job = cs.jobs.get(ins.uid) if cs is not None else None
+            if job is None or cs is None:
+                continue
+            if job._key is not None:
+                link = self.links.get(job._key)
+                if link is not None:
+                    link.running.pop(ins.uid, None)
+            if isinstance(ins, End):
+                self._finish(job, ins.status, None, None, None, ins.reason)
+            elif isinstance(ins, Resubmit):
+                self._resubmitted(cs, job, ins.new_uid, ins.reason)
+
+    def _resubmitted(self, cs: Any, job: DispyJob, new_uid: str, reason: str) -> None:
+        """A job lost its node and runs again, under a new id (a late result of the
+        first run can never be taken for this one)."""
+        log.info("job %s resubmitted: %s", job.id, reason)
+        cs.journal.finished(job._uid)
+        cs.jobs.pop(job._uid, None)
+        job._uid = new_uid
+        cs.jobs[new_uid] = job
+        job.status, job.ip_addr, job._key = DispyJob.Created, None, None
+        cs.journal.queued(job, cs.cid)
+        self._job_event(job)
 
     # ---- lost nodes -----------------------------------------------------------------
 
@@ -742,19 +745,10 @@ class Engine:
 
     def _node_dead(self, link: NodeLink, reason: str) -> None:
         link.lost_at = None
-        running, pinned = self.core.remove_node(link.key)
-        jobs = list(link.running.values())
-        link.running.clear()
         log.warning("node %s presumed dead (%s); %d running job(s) affected",
-                    link.describe(), reason, len(jobs))
-        for job in jobs:
-            self._requeue_or_cancel(job, f"node {link.describe()} lost: {reason}")
-        for uid in pinned:
-            for cs in self.clusters.values():
-                job = cs.jobs.get(uid)
-                if job is not None:
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 f"Cancelled: node {link.describe()} lost: {reason}")
+                    link.describe(), reason, len(link.running))
+        self._apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
+        link.running.clear()
         for cid, state in list(link.clusters.items()):
             cs = self.clusters.get(cid)
             if cs is not None and state == "ready":
@@ -917,11 +911,8 @@ class Engine:
 
     def _forget_node(self, cs: Any, link: NodeLink, why: str) -> None:
         cs.nodes.pop(link.key, None)
-        for uid in self.core.unpin(cs.cid, link.key):
-            job = cs.jobs.get(uid)
-            if job is not None:
-                self._finish(job, DispyJob.Cancelled, None, None, None,
-                             f"Cancelled: node {link.describe()} {why}")
+        self._apply(self.lifecycle.unpinned(cs.cid, link.key,
+                                            f"Cancelled: node {link.describe()} {why}"))
 
     async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
                           resetup: bool) -> None:
@@ -955,10 +946,7 @@ class Engine:
 
     async def close_cluster(self, cs: Any, terminate: bool) -> None:
         """Close the computation on every node; release nodes no cluster uses any more."""
-        for uid in self.core.remove_cluster(cs.cid):
-            job = cs.jobs.get(uid)
-            if job is not None:
-                self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+        self._apply(self.lifecycle.cluster_closing(cs.cid))
         waits = []
         for link in list(self.links.values()):
             state = link.clusters.pop(cs.cid, None)
@@ -976,7 +964,8 @@ class Engine:
             self.core.node_unready(cs.cid, link.key)
             if state == "ready":
                 self._status(cs, DispyNode.Closed, link.node, None)
-        for job in list(cs.jobs.values()):
+        self._apply(self.lifecycle.cluster_closed(cs.cid))
+        for job in list(cs.jobs.values()):  # none are left; never leave one without a status
             self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
         self.clusters.pop(cs.cid, None)
         try:

@@ -21,7 +21,6 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
-from ..scheduling import SchedulerCore
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -118,8 +117,7 @@ class SchedulerEngine(Engine):
 
     def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
                  loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None) -> None:
-        super().__init__(port, ip_addrs, loop=loop)
-        self.core = SchedulerCore(policy)
+        super().__init__(port, ip_addrs, loop=loop, policy=policy)
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
         self.extra_nodes = list(extra_nodes or [])

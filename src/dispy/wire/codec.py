@@ -49,8 +49,9 @@ MAX_HEADER = 16 * 1024 * 1024
 MAX_BUFFERS = 4096
 #: Buffers at least this big get a buffer of their own, filled in place.
 BIG = 64 * 1024
-#: A big buffer's memory grows with what arrived, starting at this size.
-FIRST_ALLOCATION = 1 << 20
+#: A big buffer gets this much memory at once (or its size, if smaller); beyond it,
+#: memory grows with what arrived, so a declared size alone cannot make us allocate.
+FIRST_ALLOCATION = 16 << 20
 #: The sender starts a new record once a record's body is this big.
 RECORD_TARGET = 1 << 20
 
