@@ -3,15 +3,80 @@ timeouts, discovery amplification and announcement floods (real daemons, real so
 
 from __future__ import annotations
 
+import resource
 import socket
+import subprocess
+import threading
+import time
 
 import pytest
 
+import dispy
 from dispy.wire import frames
 
 pytestmark = pytest.mark.timeout(90)
 
 FAKE = "2026-01-01 INFO fake"
+#: a second loopback source address: the attacker, while clients use 127.0.0.1
+ATTACKER = "127.0.0.2"
+
+
+def ident(x):
+    return x
+
+
+class IdleFlood:
+    """Keeps ``count`` connections from ``source`` to a daemon open without a word, and
+    opens a new one for every one the daemon closes (as a patient attacker would)."""
+
+    def __init__(self, port: int, count: int = 200, source: str = ATTACKER) -> None:
+        self.port, self.count, self.source = port, count, source
+        self.socks: list[socket.socket] = []
+        self.opened = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> IdleFlood:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while self.opened < self.count:
+            assert time.monotonic() < deadline, f"only {self.opened} connections opened"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.socks:
+            sock.close()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            while len(self.socks) < self.count:
+                sock = socket.socket()
+                sock.bind((self.source, 0))
+                sock.setblocking(False)
+                try:
+                    sock.connect(("127.0.0.1", self.port))
+                except BlockingIOError:
+                    pass
+                self.socks.append(sock)
+                self.opened += 1
+            for sock in list(self.socks):
+                try:
+                    if sock.recv(1) == b"":
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                self.socks.remove(sock)
+                sock.close()
+            self.stop.wait(0.05)
+
+
+def _limit_descriptors(pid: int, limit: int = 128) -> None:
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
 
 
 def _send_hello(port: int, hello: dict) -> None:
@@ -33,3 +98,75 @@ def test_peer_strings_cannot_forge_log_lines(node):
     lines = node.output().splitlines()
     assert not [line for line in lines if line.startswith(FAKE)], node.output()
     assert any("1.0\\n2026-01-01 INFO fake" in line for line in lines)
+
+
+def _check_quiet(log: str) -> None:
+    assert len(log) < 64 * 1024, f"log grew to {len(log)} bytes:\n{log[:4000]}"
+    assert "Traceback" not in log, log[:4000]
+
+
+def test_idle_connection_flood_does_not_block_a_client_of_a_node(node_factory):
+    node = node_factory("-c", "1", "--msg_timeout", "5")
+    _limit_descriptors(node.proc.pid)
+    with IdleFlood(node.port) as flood:
+        with dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=node.port,
+                              port=0) as cluster:
+            job = cluster.submit(7)
+            assert job.finish.wait(40), "the flood kept the client's job from running"
+            assert job.result == 7
+        assert flood.opened > 200  # the node closed connections over its caps at once
+    out = node.output()
+    assert f"refused connection from {ATTACKER}" in out
+    _check_quiet(out)
+
+
+def test_idle_connection_flood_does_not_block_a_client_of_a_scheduler(
+        scheduler_factory, node_factory):
+    node = node_factory("-c", "1")
+    sched = scheduler_factory("--msg_timeout", "5")
+    _limit_descriptors(sched.proc.pid)
+    with IdleFlood(sched.port) as flood:
+        with dispy.SharedJobCluster(ident, nodes=[dispy.NodeAllocate("127.0.0.1", node.port)],
+                                    scheduler_node="127.0.0.1",
+                                    scheduler_port=sched.port) as cluster:
+            job = cluster.submit(8)
+            assert job.finish.wait(40), "the flood kept the client's job from running"
+            assert job.result == 8
+        assert flood.opened > 200
+    out = sched.output()
+    assert f"refused connection from {ATTACKER}" in out
+    _check_quiet(out)
+
+
+@pytest.fixture
+def certfile(tmp_path):
+    path = tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-keyout", str(path), "-nodes", "-out", str(path), "-days", "2",
+         "-subj", "/CN=dispy-test"], check=True, capture_output=True, timeout=30)
+    return str(path)
+
+
+def _seconds_until_closed(port: int, bound: float = 10.0) -> float:
+    """Open a TCP connection, say nothing (no TLS ClientHello), and time the daemon's EOF."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=bound) as sock:
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail(f"a silent connection was still open after {bound} s")
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize("daemon", ["node", "scheduler"])
+def test_silent_tls_connection_is_closed_after_msg_timeout(daemon, node_factory,
+                                                           scheduler_factory, certfile):
+    if daemon == "node":
+        proc = node_factory("--certfile", certfile, "--msg_timeout", "2")
+    else:
+        proc = scheduler_factory("--cluster_certfile", certfile, "--msg_timeout", "2")
+    assert 1.5 < _seconds_until_closed(proc.port) < 10

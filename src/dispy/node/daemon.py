@@ -25,6 +25,7 @@ import psutil
 
 from .._version import __version__
 from ..wire import discovery, heap, netif, tls
+from ..wire.admission import Admission
 from ..wire.frames import FrameBatch, FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
 from . import service
@@ -107,6 +108,8 @@ class NodeDaemon(JobRunner):
         self.zombies: set[str] = set()
         self.lock_fd: int | None = None
         self.store: ResultStore | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispynode", logger=log)
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -157,7 +160,8 @@ class NodeDaemon(JobRunner):
         for host in hosts:
             try:
                 server = await asyncio.start_server(
-                    self._serve_conn, host, self.opts.node_port, ssl=ssl_ctx, limit=1 << 20
+                    self._serve_conn, host, self.opts.node_port, ssl=ssl_ctx, limit=1 << 20,
+                    ssl_handshake_timeout=self.opts.msg_timeout if ssl_ctx else None,
                 )
             except OSError as exc:
                 raise SystemExit(
@@ -358,6 +362,8 @@ class NodeDaemon(JobRunner):
 
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if not await self.admission.admit(peer[0], writer):
+            return
         try:
             hello = await server_handshake(
                 reader, writer, self.opts.secret, self._welcome, self.opts.msg_timeout,
@@ -372,6 +378,8 @@ class NodeDaemon(JobRunner):
                         exc.__class__.__name__ if not str(exc) else exc)
             await self._drop(writer)
             return
+        finally:
+            self.admission.release(peer[0])
         client_id = str(hello.get("client_id") or uuid.uuid4().hex)
         if self.owner is not None and self.owner.client_id != client_id:
             await self._drop(writer)  # the welcome told it who holds the node

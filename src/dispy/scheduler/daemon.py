@@ -21,6 +21,7 @@ from .. import config
 from .._version import __version__
 from ..client.links import Profile
 from ..wire import heap, tls
+from ..wire.admission import Admission
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
 from .clients import ClientService, ClientSession
@@ -44,6 +45,8 @@ class SchedulerDaemon:
         self.stop_event = asyncio.Event()
         self.engine: SchedulerEngine | None = None
         self.service: ClientService | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispyscheduler", logger=log)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -70,9 +73,10 @@ class SchedulerDaemon:
         hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:
-                server = await asyncio.start_server(self._serve_conn, host,
-                                                    self.opts.scheduler_port, ssl=ssl_ctx,
-                                                    limit=1 << 20)
+                server = await asyncio.start_server(
+                    self._serve_conn, host, self.opts.scheduler_port, ssl=ssl_ctx,
+                    limit=1 << 20,
+                    ssl_handshake_timeout=self.opts.msg_timeout if ssl_ctx else None)
             except OSError as exc:
                 raise SystemExit(
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
@@ -125,6 +129,8 @@ class SchedulerDaemon:
     async def _serve_conn(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if not await self.admission.admit(peer[0], writer):
+            return
         try:
             hello = await server_handshake(reader, writer, self.opts.cluster_secret,
                                            self._welcome, self.opts.msg_timeout,
@@ -138,6 +144,8 @@ class SchedulerDaemon:
                         exc.__class__.__name__ if not str(exc) else exc)
             writer.close()
             return
+        finally:
+            self.admission.release(peer[0])
         client_id = str(hello.get("client_id") or uuid.uuid4().hex)
         session = self.sessions.get(client_id)
         if session is None:
