@@ -3,6 +3,7 @@ timeouts, discovery amplification and announcement floods (real daemons, real so
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import socket
 import subprocess
@@ -10,9 +11,11 @@ import threading
 import time
 
 import pytest
+from conftest import free_port
 
 import dispy
-from dispy.wire import frames
+from dispy.client.announced import MAX_CONNECTING, MAX_UNREACHED
+from dispy.wire import discovery, frames
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,3 +173,103 @@ def test_silent_tls_connection_is_closed_after_msg_timeout(daemon, node_factory,
     else:
         proc = scheduler_factory("--cluster_certfile", certfile, "--msg_timeout", "2")
     assert 1.5 < _seconds_until_closed(proc.port) < 10
+
+
+def _replies(sock: socket.socket, wait: float) -> list[bytes]:
+    """Datagrams arriving on ``sock`` within ``wait`` seconds."""
+    got = []
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            got.append(sock.recv(65536))
+        except TimeoutError:
+            break
+    return got
+
+
+def test_discover_reply_is_no_larger_than_the_request(node):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        reply_port = udp.getsockname()[1]
+        bare = discovery.encode({"op": "discover", "reply_port": reply_port,
+                                 "client_id": "c" * 32})
+        udp.sendto(bare, ("127.0.0.1", node.port))
+        sizes = [len(r) for r in _replies(udp, 2.0)]
+        assert all(size <= len(bare) for size in sizes), (len(bare), sizes)
+        padded = discovery.encode(discovery.discover_request(reply_port, "c" * 32))
+        udp.sendto(padded, ("127.0.0.1", node.port))
+        replies = _replies(udp, 5.0)
+    assert replies, "the node did not answer a padded discover"
+    reply = discovery.decode(replies[0])
+    assert len(replies[0]) <= len(padded) and reply["port"] == node.port
+
+
+def _announce_flood(client_port: int, port: int, count: int, prefix: str = "127.1") -> None:
+    """``count`` forged node announcements naming ``prefix``.x.y:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for i in range(count):
+            ip = f"{prefix}.{i // 250}.{i % 250 + 1}"
+            msg = discovery.encode({"op": "node", "ip_addr": ip, "port": port,
+                                    "name": "fake", "cpus": 8})
+            udp.sendto(msg, ("127.0.0.1", client_port))
+
+
+class SilentListener:
+    """Accepts TCP connections on every loopback address and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("0.0.0.0", 0))
+        self.sock.listen(4096)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.conns.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for conn in self.conns:
+            conn.close()
+        self.sock.close()
+
+
+def test_announcement_flood_makes_few_connection_attempts():
+    listener = SilentListener()
+    try:
+        client_port = free_port()
+        with dispy.JobCluster(ident, nodes=["127.1.*"], ip_addr="127.0.0.1",
+                              port=client_port, node_port=listener.port) as cluster:
+            _announce_flood(client_port, listener.port, 3000)
+            _announce_flood(client_port, listener.port, 200, prefix="127.2")  # not in nodes
+            deadline = time.monotonic() + 10
+            while len(listener.conns) < MAX_CONNECTING:
+                assert time.monotonic() < deadline, f"{len(listener.conns)} attempts only"
+                time.sleep(0.05)
+            time.sleep(1.0)  # more attempts, were they not bounded, would arrive now
+            attempts = list(listener.conns)
+            links = len(cluster._engine.links)
+        assert len(attempts) <= MAX_CONNECTING
+        assert all(c.getsockname()[0].startswith("127.1.") for c in attempts)
+        assert links <= MAX_CONNECTING + MAX_UNREACHED
+    finally:
+        listener.close()
+
+
+def test_real_node_is_used_after_an_announcement_flood(node):
+    client_port = free_port()
+    with dispy.JobCluster(ident, nodes=["127.*"], ip_addr="127.0.0.1", port=client_port,
+                          node_port=node.port) as cluster:
+        _announce_flood(client_port, node.port, 3000)
+        job = cluster.submit(11)
+        assert job.finish.wait(30), "the real node was never used"
+        assert job.result == 11
+        assert len(cluster._engine.links) <= MAX_CONNECTING + MAX_UNREACHED + 1

@@ -352,8 +352,17 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
-        self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
-                      (addr[0], reply_port))
+        info = self.info(addr[0], msg.get("client_id"))
+        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
+        if info["busy_with"]:
+            lean["busy_with"] = str(info["busy_with"])[:200]
+        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
+                                       self.udp.last_size)
+        if reply is None:  # answering would send more bytes than came: an amplifier
+            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
+                      self.udp.last_size, addr[0])
+            return
+        self.udp.send(reply, (addr[0], reply_port))
 
     # ---- client connections -------------------------------------------------------
 

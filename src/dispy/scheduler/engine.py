@@ -22,6 +22,7 @@ from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
 from ..scheduling import SchedulerCore
+from ..wire import discovery
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -132,8 +133,8 @@ class SchedulerEngine(Engine):
 
     def _broadcast_discover(self, port: int) -> None:
         super()._broadcast_discover(port)
-        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
-               "client_id": self.client_id}
+        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+                                         self.client_id)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
 
