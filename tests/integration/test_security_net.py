@@ -4,14 +4,15 @@ timeouts, discovery amplification and announcement floods (real daemons, real so
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from conftest import free_port
 
 import dispy
 from dispy.client.announced import MAX_CONNECTING, MAX_UNREACHED
@@ -205,14 +206,53 @@ def test_discover_reply_is_no_larger_than_the_request(node):
     assert len(replies[0]) <= len(padded) and reply["port"] == node.port
 
 
-def _announce_flood(client_port: int, port: int, count: int, prefix: str = "127.1") -> None:
-    """``count`` forged node announcements naming ``prefix``.x.y:``port``."""
+#: A client program with its own engine on 127.0.0.1 (tests share one engine per process,
+#: made by whichever test came first): it floods itself with ``count`` forged
+#: announcements naming 127.1.x.y:PORT (and 200 naming 127.2.x.y, outside its ``nodes``),
+#: optionally runs a job, waits for a line on stdin, then prints what it saw.
+FLOODED_CLIENT = """
+import json, socket, sys
+import dispy
+from dispy.wire import discovery
+
+def ident(x):
+    return x
+
+pattern, node_port, count, run_job = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+with dispy.JobCluster(ident, nodes=[pattern], ip_addr="127.0.0.1", port=0,
+                      node_port=node_port) as cluster:
+    engine = cluster._engine
+    target = ("127.0.0.1", engine.udp.transport.get_extra_info("sockname")[1])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        for i in range(count):
-            ip = f"{prefix}.{i // 250}.{i % 250 + 1}"
-            msg = discovery.encode({"op": "node", "ip_addr": ip, "port": port,
-                                    "name": "fake", "cpus": 8})
-            udp.sendto(msg, ("127.0.0.1", client_port))
+        for prefix, n in (("127.1", count), ("127.2", 200)):
+            for i in range(n):
+                ip = f"{prefix}.{i // 250}.{i % 250 + 1}"
+                udp.sendto(discovery.encode({"op": "node", "ip_addr": ip, "port": node_port,
+                                             "name": "fake", "cpus": 8}), target)
+    result = None
+    if run_job == "job":
+        job = cluster.submit(11)
+        result = job.result if job.finish.wait(30) else "never ran"
+    print("flooded", flush=True)
+    sys.stdin.readline()
+    print(json.dumps({"links": len(engine.links), "result": result}), flush=True)
+"""
+
+
+def _flooded_client(pattern: str, node_port: int, job: bool) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", FLOODED_CLIENT, pattern, str(node_port), "3000",
+         "job" if job else "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _finish(client: subprocess.Popen) -> dict:
+    try:
+        out, _ = client.communicate("done\n", timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return json.loads(out.splitlines()[-1])
 
 
 class SilentListener:
@@ -244,32 +284,32 @@ class SilentListener:
 
 def test_announcement_flood_makes_few_connection_attempts():
     listener = SilentListener()
+    client = _flooded_client("127.1.*", listener.port, job=False)
     try:
-        client_port = free_port()
-        with dispy.JobCluster(ident, nodes=["127.1.*"], ip_addr="127.0.0.1",
-                              port=client_port, node_port=listener.port) as cluster:
-            _announce_flood(client_port, listener.port, 3000)
-            _announce_flood(client_port, listener.port, 200, prefix="127.2")  # not in nodes
-            deadline = time.monotonic() + 10
-            while len(listener.conns) < MAX_CONNECTING:
-                assert time.monotonic() < deadline, f"{len(listener.conns)} attempts only"
-                time.sleep(0.05)
-            time.sleep(1.0)  # more attempts, were they not bounded, would arrive now
-            attempts = list(listener.conns)
-            links = len(cluster._engine.links)
-        assert len(attempts) <= MAX_CONNECTING
-        assert all(c.getsockname()[0].startswith("127.1.") for c in attempts)
-        assert links <= MAX_CONNECTING + MAX_UNREACHED
+        assert client.stdout.readline().strip() == "flooded"
+        deadline = time.monotonic() + 10
+        while len(listener.conns) < MAX_CONNECTING:
+            assert time.monotonic() < deadline, f"{len(listener.conns)} attempts only"
+            time.sleep(0.05)
+        time.sleep(1.0)  # more attempts, were they not bounded, would arrive now
+        attempts = [conn.getsockname()[0] for conn in listener.conns]
+        seen = _finish(client)
     finally:
+        client.kill()
+        client.wait()
         listener.close()
+    assert len(attempts) <= MAX_CONNECTING
+    assert all(ip.startswith("127.1.") for ip in attempts)
+    assert seen["links"] <= MAX_CONNECTING + MAX_UNREACHED
 
 
 def test_real_node_is_used_after_an_announcement_flood(node):
-    client_port = free_port()
-    with dispy.JobCluster(ident, nodes=["127.*"], ip_addr="127.0.0.1", port=client_port,
-                          node_port=node.port) as cluster:
-        _announce_flood(client_port, node.port, 3000)
-        job = cluster.submit(11)
-        assert job.finish.wait(30), "the real node was never used"
-        assert job.result == 11
-        assert len(cluster._engine.links) <= MAX_CONNECTING + MAX_UNREACHED + 1
+    client = _flooded_client("127.*", node.port, job=True)
+    try:
+        assert client.stdout.readline().strip() == "flooded"
+        seen = _finish(client)
+    finally:
+        client.kill()
+        client.wait()
+    assert seen["result"] == 11, "the real node was never used"
+    assert seen["links"] <= MAX_CONNECTING + MAX_UNREACHED + 1
