@@ -32,6 +32,7 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
+from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
 from .job import DispyJob, decode_result
 from .links import NodeLink, Profile
@@ -85,6 +86,8 @@ class Engine:
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
+        #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
+        self.announced = AnnouncedNodes()
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
@@ -189,8 +192,8 @@ class Engine:
                     self._connect(link)
 
     def _broadcast_discover(self, port: int) -> None:
-        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
-               "client_id": self.client_id}
+        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+                                         self.client_id)
         for i in self.ifs:
             self.udp.send(msg, (i.broadcast or i.address, port))
 
@@ -223,7 +226,10 @@ class Engine:
         for cs in list(self.clusters.values()):
             if self._wants(cs, ip, port) is None:
                 continue
-            link = self._link(ip, port, cs.profile)
+            link = self.links.get((ip, port, cs.profile))
+            if link is None or link.node is None:  # never met: a bounded queue decides
+                self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
+                continue
             if link.state in ("connecting", "connected"):
                 continue
             if msg.get("busy_with"):
@@ -231,12 +237,38 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
             else:
                 self._connect(link)
+        self._try_announced()
+
+    def _try_announced(self) -> None:
+        """Try announced nodes not met yet, a few at a time (client/announced.py)."""
+        for key, busy_with in self.announced.take():
+            link = self._link(*key)
+            if link.state in ("connecting", "connected"):
+                self.announced.done(key, met=True)
+            elif busy_with:
+                link.state, link.reason = "busy", f"busy with client {busy_with}"
+                link.retry_at = time.monotonic() + RETRY_INTERVAL
+                self._announced_done(link)
+            else:
+                self._connect(link).add_done_callback(lambda _, ln=link: self._announced_done(ln))
+
+    def _announced_done(self, link: NodeLink) -> None:
+        """An attempt on an announced node ended: forget the oldest never reached (unless
+        a cluster names them), and try the next ones waiting."""
+        for key in self.announced.done(link.key, met=link.node is not None):
+            old = self.links.get(key)
+            if (old is not None and old.node is None
+                    and old.state not in ("connecting", "connected")
+                    and not any(not a.wildcard and a.matches(old.ip, old.port)
+                                for cs in self.clusters.values() for a in cs.allocs)):
+                del self.links[key]
+        self._try_announced()
 
     # ---- connections ----------------------------------------------------------------
 
-    def _connect(self, link: NodeLink) -> None:
+    def _connect(self, link: NodeLink) -> asyncio.Task:
         link.state = "connecting"
-        asyncio.get_running_loop().create_task(self._open(link))
+        return asyncio.get_running_loop().create_task(self._open(link))
 
     async def _open(self, link: NodeLink) -> None:
         timeout = config.MsgTimeout

@@ -26,6 +26,7 @@ import psutil
 
 from .._version import __version__
 from ..wire import auth, connection, discovery, heap, messages, netif, tls
+from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
@@ -111,6 +112,8 @@ class NodeDaemon(JobRunner):
         self.zombies: set[str] = set()
         self.lock_fd: int | None = None
         self.store: ResultStore | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispynode", logger=log)
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -354,8 +357,17 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
-        self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
-                      (addr[0], reply_port))
+        info = self.info(addr[0], msg.get("client_id"))
+        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
+        if info["busy_with"]:
+            lean["busy_with"] = str(info["busy_with"])[:200]
+        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
+                                       self.udp.last_size)
+        if reply is None:  # answering would send more bytes than came: an amplifier
+            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
+                      self.udp.last_size, addr[0])
+            return
+        self.udp.send(reply, (addr[0], reply_port))
 
     # ---- client connections -------------------------------------------------------
 
@@ -370,6 +382,8 @@ class NodeDaemon(JobRunner):
             sids["sid"] = session_id(hello.get("session"))
             return self.info(None, sid=sids["sid"])
 
+        if not await self.admission.admit(peer, conn):
+            return
         try:
             hello = await server_handshake(
                 conn, self._keys, welcome, self.opts.msg_timeout, name=f"node {self.name}",
@@ -386,6 +400,8 @@ class NodeDaemon(JobRunner):
                     else exc)
             conn.close()
             return
+        finally:
+            self.admission.release(peer)
         sid = sids["sid"]
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..wire.admission import quiet_accept_errors
 from .daemon import NodeDaemon
 
 PROMPT = (
@@ -60,6 +62,7 @@ async def serve_until_stopped(daemon: Any, background: bool,
                               show_menu: Callable[[Any], None]) -> int:
     """Start a daemon (dispynode or dispyscheduler), give it its stdin menu when run
     interactively, and serve until it is told to stop; the process exit code."""
+    quiet_accept_errors(asyncio.get_running_loop(), logging.getLogger("dispy.admission"))
     try:
         await daemon.start()
     except SystemExit as exc:

@@ -21,6 +21,7 @@ from .. import config
 from .._version import __version__
 from ..client.links import Profile
 from ..wire import auth, connection, heap, tls
+from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
@@ -46,6 +47,8 @@ class SchedulerDaemon:
         self.stop_event = asyncio.Event()
         self.engine: SchedulerEngine | None = None
         self.service: ClientService | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispyscheduler", logger=log)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -129,6 +132,8 @@ class SchedulerDaemon:
 
     async def _serve_conn(self, conn: Connection) -> None:
         peer = conn.peer[0]
+        if not await self.admission.admit(peer, conn):
+            return
         try:
             hello = await server_handshake(conn, self._keys, self._welcome,
                                            self.opts.msg_timeout,
@@ -147,6 +152,8 @@ class SchedulerDaemon:
                     else exc)
             conn.close()
             return
+        finally:
+            self.admission.release(peer)
         sid = session_id(hello.get("session"))
         session = self.sessions.get(sid)
         if session is None:

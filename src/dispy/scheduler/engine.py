@@ -21,6 +21,7 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
+from ..wire import discovery
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -130,8 +131,8 @@ class SchedulerEngine(Engine):
 
     def _broadcast_discover(self, port: int) -> None:
         super()._broadcast_discover(port)
-        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
-               "client_id": self.client_id}
+        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+                                         self.client_id)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
 
