@@ -79,3 +79,17 @@ def test_stdin_menu(tmp_path):
 
 
 
+
+def test_first_stall_report_comes_early(caplog):
+    """Without a node, the user hears so within 2-3 s, not after 10 s."""
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=free_port(), port=0)
+    start = time.monotonic()
+    cluster.submit(1)
+    try:
+        deadline = start + 6
+        while "no node is usable" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert time.monotonic() - start < 4.5
+    finally:
+        cluster.close(timeout=0, terminate=True)

@@ -85,6 +85,8 @@ class Engine:
         #: this program's default recover file, shared by its clusters while one is open
         self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
+        #: (ip, port) of nodes that answered but match no cluster's ``nodes``
+        self.unmatched: dict[tuple[str, int], float] = {}
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
@@ -214,9 +216,12 @@ class Engine:
             log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
                         ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
             return
+        wanted = False
         for cs in list(self.clusters.values()):
             if self._wants(cs, ip, port) is None:
                 continue
+            wanted = True
+            self.unmatched.pop((ip, port), None)
             link = self._link(ip, port, cs.profile)
             if link.state in ("connecting", "connected"):
                 continue
@@ -225,6 +230,17 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
             else:
                 self._connect(link)
+        if not wanted and self.clusters:
+            self._unmatched_node(ip, port)
+
+    def _unmatched_node(self, ip: str, port: int) -> None:
+        """A node answered that no cluster's ``nodes`` matches: say so once per node (and
+        in the stall report), so a pattern that matches nothing is not a silent wait."""
+        if (ip, port) in self.unmatched:
+            return
+        self.unmatched[(ip, port)] = time.monotonic()
+        patterns = sorted({a.host for cs in self.clusters.values() for a in cs.allocs})
+        log.info("node %s:%d answered but matches none of nodes=%s", ip, port, patterns)
 
     # ---- connections ----------------------------------------------------------------
 
@@ -819,15 +835,22 @@ class Engine:
 
     def _report_stall(self, cs: Any, now: float) -> None:
         every = config.StallReportInterval
-        if now - cs.created < every or now - cs.stall_reported < every:
+        first = min(every, config.FirstStallReport)
+        if now - cs.created < first or now - cs.stall_reported < every:
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()
                  if self._wants(cs, link.ip, link.port) is not None]
         if not known:
             targets = ", ".join(a.host for a in cs.allocs)
-            log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
-                        cs.name, len(cs.jobs), targets)
+            others = sorted(f"{ip}:{port}" for ip, port in self.unmatched)
+            if others:
+                log.warning("%r: %d job(s) waiting; %d node(s) answered but match none of"
+                            " nodes=[%s]: %s", cs.name, len(cs.jobs), len(others), targets,
+                            ", ".join(others[:20]))
+            else:
+                log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
+                            cs.name, len(cs.jobs), targets)
             return
         lines = []
         for link in known:
