@@ -149,6 +149,17 @@ def test_set_node_cpus_is_refused_submit_node_works(scheduler_factory, node, cap
         assert c.node_jobs("10.9.9.9") == -1
 
 
+def test_cooperative_scheduler_lets_programs_set_node_cpus(scheduler_factory, node_factory):
+    """4.15's dispyscheduler --cooperative: set_node_cpus works through the scheduler."""
+    node = node_factory("-c", "2")
+    sched = scheduler_factory("--cooperative", "--early_cluster_scheduler")
+    with shared(sched, node, double) as c:
+        assert c.submit(1)() == 2
+        assert c.set_node_cpus("127.0.0.1", 1) == 1
+        assert [j() for j in [c.submit(i) for i in range(4)]] == [0, 2, 4, 6]
+    assert "policy early" in sched.output()
+
+
 def send_back(name):
     os.makedirs(os.path.dirname(name), exist_ok=True)
     with open(name, "w") as fh:

@@ -167,10 +167,12 @@ class SharedJobCluster(JobCluster):
         return self._engine.call(jobs()).result()
 
     def set_node_cpus(self, node: Any, cpus: int) -> int:
-        """Refused: the node is shared with other programs (returns -1)."""
-        log.error("cluster %r: set_node_cpus is not allowed with SharedJobCluster: node %s is"
-                  " shared with other programs", self._name, node)
-        return -1
+        """As JobCluster's when dispyscheduler runs with ``--cooperative`` (or the cluster
+        is exclusive); otherwise refused (-1, logged): the node is shared."""
+        found = self._find_node(node, "set_node_cpus")
+        return -1 if found is None else self._control(
+            {"op": "set_node_cpus", "cid": self._state.cid,
+             "node": [found.ip_addr, found.port], "cpus": int(cpus)})
 
     def _control(self, header: dict, bufs: list | tuple = ()) -> int:
         assert self._link is not None
