@@ -29,5 +29,9 @@ StallReportInterval = 10.0
 #: answers within a second; a user should not wait long to learn that none did).
 FirstStallReport = 2.5
 
+#: Seconds submit_node, send_file, set_node_cpus (and the other node methods) wait for a
+#: node the cluster is still connecting to or setting up, before they give up.
+NodeSetupWait = 30.0
+
 #: Version of the wire protocol; every handshake and datagram carries it.
 PROTOCOL_VERSION = 1

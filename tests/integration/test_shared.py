@@ -149,6 +149,14 @@ def test_set_node_cpus_is_refused_submit_node_works(scheduler_factory, node, cap
         assert c.node_jobs("10.9.9.9") == -1
 
 
+def test_submit_node_right_after_creation_waits_for_the_node(scheduler_factory, node):
+    sched = scheduler_factory()
+    with shared(sched, node, double) as c:
+        job = c.submit_node("127.0.0.1", 5)
+        assert job is not None and job() == 10
+        assert c.wait_nodes(1, timeout=10) == 1
+
+
 def test_cooperative_scheduler_lets_programs_set_node_cpus(scheduler_factory, node_factory):
     """4.15's dispyscheduler --cooperative: set_node_cpus works through the scheduler."""
     node = node_factory("-c", "2")

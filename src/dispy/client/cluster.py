@@ -200,7 +200,9 @@ class JobCluster:
         return job
 
     def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
-        """Queue a job that may run only on ``node`` (DispyNode, IP or host name)."""
+        """Queue a job that may run only on ``node`` (DispyNode, IP or host name). A node
+        the cluster is still connecting to or setting up is waited for (at most
+        ``config.NodeSetupWait`` seconds)."""
         link = self._node_link(node)
         if link is None or link.clusters.get(self._state.cid) not in ("ready", "setup"):
             log.error("cluster %r: node %s is not set up for this cluster; job not submitted",
@@ -220,13 +222,21 @@ class JobCluster:
         return job
 
     def _node_link(self, node: Any, what: str = "") -> Any:
-        """The engine's connection to ``node`` (DispyNode, IP or host name), or None."""
+        """The engine's connection to ``node`` (DispyNode, IP or host name), or None.
+
+        A node of this cluster that is still being connected or set up (e.g. listed in
+        ``nodes`` and asked for right after ``JobCluster()``) is waited for, at most
+        ``config.NodeSetupWait`` seconds."""
         ip, port = node_address(node)
-
-        async def find() -> Any:
-            return self._engine.find_link(self._state, ip, port) if ip else None
-
-        link = self._engine.call(find()).result()
+        link = None
+        if ip:
+            deadline = time.monotonic() + config.NodeSetupWait
+            while True:
+                link, pending = self._on_loop(self._engine.node_readiness, self._state, ip,
+                                              port)
+                if link is not None or not pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         if link is None and what:
             log.error("cluster %r: %s(%r): not a node of this cluster", self._name, what, node)
         return link
@@ -322,6 +332,20 @@ class JobCluster:
         self.wait()
 
     # ---- nodes and status -------------------------------------------------------
+
+    def wait_nodes(self, n: int = 1, timeout: float | None = None) -> int:
+        """Wait until at least ``n`` nodes are set up for this cluster (or ``timeout``
+        seconds passed); returns the number of nodes set up. (Not in the original, whose
+        programs slept a few seconds or counted ``DispyNode.Initialized`` callbacks.)"""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"wait_nodes: n must be an int >= 1, not {n!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready = len(self.status().nodes)
+            if ready >= n or self._closed or (deadline is not None
+                                              and time.monotonic() >= deadline):
+                return ready
+            time.sleep(0.05)
 
     def discover_nodes(self, nodes: Any) -> int:
         allocs = to_allocations(nodes, self._state.allocs[0].port if self._state.allocs

@@ -39,6 +39,9 @@ log = logging.getLogger("dispy")
 
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
 RETRY_INTERVAL = 5.0
+#: Seconds after a cluster starts during which a node matching one of its patterns may
+#: still answer the discovery broadcast (``node_readiness``).
+DISCOVERY_WAIT = 3.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
 #: Jobs shorter than this (moving average per node) are sent ahead: up to
@@ -871,6 +874,24 @@ class Engine:
                     and (port is None or link.port == port)):
                 return link
         return None
+
+    def node_readiness(self, cs: Any, ip: str, port: int | None) -> tuple[Any, bool]:
+        """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
+        whether the node is still being connected or set up for ``cs`` (worth waiting
+        for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
+        link = self.find_link(cs, ip, port)
+        if link is not None:
+            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
+        links = [lk for lk in self.links.values() if lk.profile == cs.profile and lk.ip == ip
+                 and (port is None or lk.port == port)
+                 and self._wants(cs, lk.ip, lk.port) is not None]
+        if links:
+            return None, any(lk.state in ("connecting", "connected") for lk in links)
+        allocs = [a for a in cs.allocs if a.matches(ip, port)]
+        if any(not a.wildcard for a in allocs):
+            return None, True
+        # a pattern's nodes answer the discovery broadcast within moments, or not at all
+        return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
 
     def allocate_node(self, cs: Any, allocs: list) -> int:
         """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""

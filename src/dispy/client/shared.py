@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import cloudpickle
@@ -23,6 +24,10 @@ from .nodes import ClusterStatus, DispyNode, node_address
 from .scheduler_link import SchedulerLink, _relpath, alloc_specs
 
 log = logging.getLogger("dispy")
+
+#: Seconds after a cluster starts during which the scheduler may still be finding and
+#: setting up a node that matches one of its patterns.
+SHARED_DISCOVERY_WAIT = 5.0
 
 
 def _default_scheduler(ip_addr: list[str] | None) -> str:
@@ -128,15 +133,26 @@ class SharedJobCluster(JobCluster):
     # ---- nodes: they are the scheduler's; we know what it told us ----------------------
 
     def _find_node(self, node: Any, what: str = "") -> DispyNode | None:
+        """The node as the scheduler reported it set up. One that ``nodes`` names (or a
+        pattern matches, while the scheduler may still be finding it) is waited for, at
+        most ``config.NodeSetupWait`` seconds."""
         ip, port = node_address(node)
 
-        async def find() -> DispyNode | None:
+        async def find() -> tuple[DispyNode | None, bool]:
             for (nip, nport), found in self._state.nodes.items():
                 if nip == ip and (port is None or nport == port):
-                    return found
-            return None
+                    return found, False
+            allocs = [a for a in self._state.allocs if a.matches(ip, port)]
+            young = time.monotonic() - self._state.created < SHARED_DISCOVERY_WAIT
+            return None, any(not a.wildcard or young for a in allocs)
 
-        found = self._engine.call(find()).result() if ip else None
+        found = None
+        deadline = time.monotonic() + config.NodeSetupWait
+        while ip and not self._closed:
+            found, pending = self._engine.call(find()).result()
+            if found is not None or not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if found is None and what:
             log.error("cluster %r: %s(%r): not a node of this cluster", self._name, what, node)
         return found
