@@ -157,6 +157,16 @@ def test_submit_node_right_after_creation_waits_for_the_node(scheduler_factory, 
         assert c.wait_nodes(1, timeout=10) == 1
 
 
+def test_print_status_shows_traffic(scheduler_factory, node, capsys):
+    sched = scheduler_factory()
+    with shared(sched, node, double) as c:
+        assert [j() for j in [c.submit(i) for i in range(3)]] == [0, 2, 4]
+        c.print_status()
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "127.0.0.1" in ln)
+    cells = [cell.strip() for cell in line.split("|")]
+    assert cells[2] == "3" and cells[5] != "0 B" and cells[6] != "0 B", line
+
+
 def test_cooperative_scheduler_lets_programs_set_node_cpus(scheduler_factory, node_factory):
     """4.15's dispyscheduler --cooperative: set_node_cpus works through the scheduler."""
     node = node_factory("-c", "2")

@@ -18,7 +18,7 @@ from .engine import Engine
 from .job import DispyJob
 from .links import Profile
 from .nodes import ClusterStatus, DispyNode, NodeAllocate, node_address, to_allocations
-from .status import format_status
+from .status import NodeStats, format_status
 
 log = logging.getLogger("dispy")
 _cids = itertools.count(1)
@@ -35,6 +35,8 @@ class _ClusterState:
         self.node_cpus: dict[tuple, int] = {}
         self.created = time.monotonic()
         self.stall_reported = 0.0
+        #: this cluster's own work per node, for print_status (node key -> NodeStats)
+        self.stats: dict[tuple, NodeStats] = {}
 
     def node_files(self, alloc: NodeAllocate) -> list[shipping.FileSpec]:
         return [shipping.FileSpec(os.path.abspath(p), shipping.relpath_for(p))
@@ -170,6 +172,8 @@ class JobCluster:
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
         job._oob = big
         job._deps = deps
+        if big:
+            job._tx += sum(memoryview(b).nbytes for b in big)
         with self._lock:
             self._pending += 1
             self._submitted += 1
@@ -369,11 +373,23 @@ class JobCluster:
         return self._engine.call(get()).result()
 
     def print_status(self, wall_time: float | None = None) -> None:
-        """Print per-node jobs, CPU time and traffic, and the overall speedup."""
-        st = self.status()
+        """Print per-node jobs, CPU time and traffic of this cluster, and its speedup.
+
+        CPUs are those this cluster may use on each node (its share, not the node's
+        total); jobs, time and bytes count this cluster's jobs only."""
+
+        async def rows() -> tuple[list[NodeStats], int]:
+            state = self._state
+            for key, node in state.nodes.items():
+                row = state.stats.setdefault(key, NodeStats(node.ip_addr, node.name))
+                row.cpus = state.node_cpus.get(key, node.cpus)
+            return list(state.stats.values()), 0
+
+        table, _ = self._engine.call(rows()).result()
+        pending = self.status().jobs_pending
         if wall_time is None:
             wall_time = time.time() - self._start_time
-        print(format_status(st.nodes, st.jobs_pending, wall_time))
+        print(format_status(table, pending, wall_time))
 
     stats = print_status
 

