@@ -4,10 +4,6 @@ word when TLS is on one side only."""
 
 from __future__ import annotations
 
-import logging
-import pickle
-import threading
-
 import pytest
 
 import dispy
