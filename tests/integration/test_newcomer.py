@@ -4,6 +4,9 @@ word when TLS is on one side only."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 
 import dispy
@@ -48,3 +51,48 @@ def test_stdout_types_through_the_scheduler(scheduler_factory, node, tmp_path):
     with dispy.SharedJobCluster(write_program(tmp_path), **kw) as c:
         job = c.submit(4)
         assert job() == 0 and job.stdout == b"out 4\n"
+
+
+def test_unpicklable_argument_returns_none_and_logs_why(node, caplog):
+    """As 4.15, submit() returns None; the ERROR log names the argument and its type."""
+    with dispy.JobCluster(talk, nodes=[("127.0.0.1", node.port)], port=0) as c:
+        assert c.submit(threading.Lock()) is None
+        assert c.submit(5)() == 5
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("argument 1 is a _thread.lock" in r.getMessage() for r in errors), caplog.text
+
+
+CELL = '''\
+def inner(x):
+    return 10 // x
+
+
+def analyse(x):
+    y = x * 2
+    return inner(y - y)
+'''
+
+
+def test_traceback_shows_file_names_and_source_lines(node):
+    """cloudpickle names all shipped code "<dynamic-code>"; the computation's file name
+    is kept and its source shipped, so the node's traceback reads as locally, even for
+    a file the node cannot read (here, code only in the client's linecache, as a
+    notebook cell)."""
+    import linecache
+
+    fname = "/no/such/dir/analysis_cell.py"
+    linecache.cache[fname] = (len(CELL), None, CELL.splitlines(True), fname)
+    namespace = {"__name__": "analysis_cell"}
+    exec(compile(CELL, fname, "exec"), namespace)
+    try:
+        with dispy.JobCluster(namespace["analyse"], nodes=[("127.0.0.1", node.port)],
+                              port=0) as c:
+            job = c.submit(3)
+            job()
+    finally:
+        del linecache.cache[fname]
+    assert job.status == dispy.DispyJob.Terminated
+    text = job.exception
+    assert f'File "{fname}", line 7, in analyse' in text, text
+    assert "return inner(y - y)" in text and "return 10 // x" in text, text
+    assert "<dynamic-code>" not in text and "ZeroDivisionError" in text

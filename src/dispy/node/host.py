@@ -76,6 +76,7 @@ class ComputationHost:
             if os.environ.get(initfile.ENV):
                 self.init_close = initfile.run(os.environ[initfile.ENV])
             bundle = cloudpickle.loads(bufs[0])
+            jobproc.register_sources(bundle.get("sources"))
             self.setup_args = tuple(cloudpickle.loads(bufs[1])) if len(bufs) > 1 else ()
             self.computation = bundle.get("computation")
             self.program = bundle.get("program")
