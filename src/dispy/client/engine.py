@@ -259,7 +259,8 @@ class Engine:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(link.ip, link.port, ssl=ctx, limit=1 << 20), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            self._unreachable(link, f"cannot connect: {exc or 'timed out'}")
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"cannot connect: {exc or 'timed out'}")
             return
         try:
             welcome = await client_handshake(
@@ -274,7 +275,8 @@ class Engine:
             return
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
             writer.close()
-            self._unreachable(link, f"handshake failed: {exc or exc.__class__.__name__}")
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"handshake failed: {exc or exc.__class__.__name__}")
             return
         if welcome.get("busy_with"):
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
