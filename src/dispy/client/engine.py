@@ -9,6 +9,7 @@ the callback thread, never here.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import itertools
 import logging
@@ -99,6 +100,7 @@ class Engine:
             self.loop = loop
             return
         heap.keep_freed()
+        atexit.register(self._at_exit)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
@@ -131,6 +133,32 @@ class Engine:
                 log.exception("engine: %s failed", getattr(fn, "__name__", fn))
         self._dispatch()
         self._flush_journals()  # submitted jobs are in the recover file from here on
+
+    def _at_exit(self) -> None:
+        """The program exits (also after Ctrl-C): remove recover files with nothing left
+        to recover; name the others and how to get their jobs' results."""
+        async def close() -> list[tuple[str, int]]:
+            kept = []
+            for path, journal in list(self.journals.items()):
+                try:
+                    left = journal.close_at_exit()
+                except Exception as exc:
+                    log.debug("recover file %s: %s", path, exc)
+                    continue
+                if left:
+                    kept.append((path, left))
+            self.journals.clear()
+            return kept
+
+        if not self.thread.is_alive():
+            return
+        try:
+            kept = self.call(close()).result(timeout=5)
+        except Exception:
+            return
+        for path, left in kept:
+            log.warning("recover file %s keeps %d job(s) that did not finish; "
+                        "dispy.recover_jobs(%r) gets their results", path, left, path)
 
     def new_uid(self) -> str:
         return f"{next(self._uids):x}"
