@@ -96,3 +96,36 @@ def test_traceback_shows_file_names_and_source_lines(node):
     assert f'File "{fname}", line 7, in analyse' in text, text
     assert "return inner(y - y)" in text and "return 10 // x" in text, text
     assert "<dynamic-code>" not in text and "ZeroDivisionError" in text
+
+
+def test_debug_logs_trace_discovery_setup_jobs_and_unused_nodes(node_factory, caplog):
+    """dispy.logger.setLevel(DEBUG) (kept by JobCluster without loglevel) and dispynode
+    -d show discovery, handshake, setup, each job's dispatch and result, and why a node
+    is not used."""
+    node = node_factory("-c", "1", "-d")
+    other = node_factory("-c", "1")
+
+    class OnlyFirst(dispy.NodeAllocate):
+        def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+            return 0
+
+    old = dispy.logger.level
+    dispy.logger.setLevel(dispy.logger.DEBUG)
+    try:
+        caplog.set_level(logging.DEBUG, logger="dispy")
+        nodes = [("127.0.0.1", node.port), OnlyFirst("127.0.0.1", other.port)]
+        with dispy.JobCluster(talk, nodes=nodes, port=0) as c:
+            job = c.submit(7)
+            assert job() == 7
+        assert dispy.logger.level == dispy.logger.DEBUG
+    finally:
+        dispy.logger.setLevel(old)
+    text = caplog.text
+    for expected in (f"node 127.0.0.1:{node.port}: connecting", "handshake done",
+                     "setting up 'talk'", "'talk' set up", f"job {job.id} of 'talk' sent",
+                     f"job {job.id} of 'talk': Finished", "NodeAllocate gave 0 CPUs"):
+        assert expected in text, (expected, text)
+    node.wait_for("done: status 11")
+    out = node.output()
+    for expected in ("handshake with 127.0.0.1", "setup of 'talk': done", "queued"):
+        assert expected in out, (expected, out)

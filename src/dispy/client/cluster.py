@@ -68,7 +68,7 @@ class JobCluster:
         node_port: int | None = None,
         recover_file: str | None = None,
         dest_path: str | None = None,
-        loglevel: int = logger.WARNING,
+        loglevel: int | None = None,
         setup: Any = None,
         cleanup: Any = True,
         pulse_interval: float | None = None,
@@ -86,7 +86,8 @@ class JobCluster:
         ipv4_udp_multicast: bool = False,
         _resume: dict | None = None,
     ) -> None:
-        logger.setLevel(loglevel)
+        if loglevel is not None:  # else keep what the program set (dispy.logger.setLevel)
+            logger.setLevel(loglevel)
         ip_addr = ip_addr if ip_addr is not None else host
         ext_ip_addr = ext_ip_addr if ext_ip_addr is not None else ext_host
         callback = callback if callback is not None else job_status

@@ -31,7 +31,7 @@ from ..wire import discovery, heap, netif, tls
 from ..wire.frames import FrameError, read_frame
 from ..wire.handshake import HandshakeError, client_handshake
 from .callbacks import CallbackRunner
-from .job import DispyJob, decode_result
+from .job import STATUS_NAMES, DispyJob, decode_result
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
 from .recover import Journal, default_path
@@ -220,6 +220,7 @@ class Engine:
         msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
                "client_id": self.client_id}
         for i in self.ifs:
+            log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
             self.udp.send(msg, (i.broadcast or i.address, port))
 
     def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
@@ -244,6 +245,8 @@ class Engine:
         port = msg.get("port")
         if not isinstance(ip, str) or not isinstance(port, int):
             return
+        log.debug("discovery: node %s:%d answered (%s)", ip, port,
+                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
         if msg.get("proto") != config.PROTOCOL_VERSION:
             log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
                         ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
@@ -277,6 +280,7 @@ class Engine:
     # ---- connections ----------------------------------------------------------------
 
     def _connect(self, link: NodeLink) -> None:
+        log.debug("node %s: connecting", link.describe())
         link.state = "connecting"
         asyncio.get_running_loop().create_task(self._open(link))
 
@@ -315,11 +319,13 @@ class Engine:
         self._connected(link, welcome, reader, writer)
 
     def _unreachable(self, link: NodeLink, reason: str) -> None:
+        log.debug("node %s: not used now: %s", link.describe(), reason)
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
         self._after_lost_link(link)
 
     def _connected(self, link: NodeLink, welcome: dict, reader, writer) -> None:
+        log.debug("node %s: handshake done: %s CPUs", link.describe(), welcome.get("cpus"))
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
             self._node_dead(link, "node restarted")
@@ -351,6 +357,8 @@ class Engine:
         cpus = self._allocate(cs, link, alloc)
         if cpus <= 0:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
+                      cs.name)
             return
         link.clusters[cs.cid] = "setup"
         cs.node_cpus[link.key] = min(cpus, node.cpus)
@@ -374,6 +382,7 @@ class Engine:
         return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
 
     async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
+        log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
              "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
@@ -503,6 +512,8 @@ class Engine:
                                  f"Cancelled: setup failed on node {link.describe()}")
             return
         link.clusters[cs.cid] = "ready"
+        log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name,
+                  cs.node_cpus.get(link.key, 1))
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
         cs.nodes[link.key] = link.node
         self._status(cs, DispyNode.Initialized, link.node, None)
@@ -530,6 +541,9 @@ class Engine:
     def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
         """A job's result arrived from the node that ran it."""
         status, result, out, err, exc = decode_result(header, bufs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s of %r: %s from %s", job.id, job._cluster.name,
+                      STATUS_NAMES.get(status, status), job.ip_addr)
         job.start_time = header.get("start_time", job.start_time)
         self._count(job, header, bufs)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
@@ -713,7 +727,10 @@ class Engine:
         if not batch:
             return False
         self._flush_journals()  # journaled before sent: recover_jobs can find every job
+        debug = log.isEnabledFor(logging.DEBUG)
         for job, cs, link in batch:
+            if debug:
+                log.debug("job %s of %r sent to node %s", job.id, cs.name, link.describe())
             uid = job._uid
             bufs = [job._args or b""]
             if job._deps is not None:

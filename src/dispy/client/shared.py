@@ -51,7 +51,7 @@ class SharedJobCluster(JobCluster):
                  callback: Any = None, cluster_status: Any = None, ip_addr: Any = None,
                  port: int | None = None, scheduler_node: str | None = None,
                  scheduler_port: int | None = None, ext_ip_addr: Any = None,
-                 dest_path: str | None = None, loglevel: int = logger.WARNING,
+                 dest_path: str | None = None, loglevel: int | None = None,
                  setup: Any = None, cleanup: Any = True, reentrant: bool = False,
                  exclusive: bool = False, secret: str = "", keyfile: str | None = None,
                  certfile: str | None = None, recover_file: str | None = None, *,

@@ -74,6 +74,12 @@ class Session:
         return f"{self.name} at {self.addr}"
 
 
+def is_probe(exc: BaseException) -> bool:
+    """A peer that connected and closed without a byte (a port scan, a health check,
+    ``nc -z``): not worth a warning."""
+    return isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
+
+
 #: Longest path of a Unix socket (sun_path is 108 bytes on Linux, with its NUL).
 SOCKET_PATH_MAX = 107
 
@@ -359,6 +365,7 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
+        log.debug("discover from %s: answering to port %d", addr[0], reply_port)
         self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
                       (addr[0], reply_port))
 
@@ -379,11 +386,13 @@ class NodeDaemon(JobRunner):
             await self._drop(writer)
             return
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as exc:
-            log.warning("dropped connection from %s during handshake: %s", peer[0],
-                        exc.__class__.__name__ if not str(exc) else exc)
+            log.log(logging.DEBUG if is_probe(exc) else logging.WARNING,
+                    "dropped connection from %s during handshake: %s", peer[0],
+                    exc.__class__.__name__ if not str(exc) else exc)
             await self._drop(writer)
             return
         client_id = str(hello.get("client_id") or uuid.uuid4().hex)
+        log.debug("handshake with %s (%s) done", peer[0], hello.get("client_name"))
         if self.owner is not None and self.owner.client_id != client_id:
             await self._drop(writer)  # the welcome told it who holds the node
             return
@@ -601,6 +610,7 @@ class NodeDaemon(JobRunner):
             if comp.failed is None:
                 await self._prefork(comp)  # may fail the computation too
         comp.bundle = b""
+        log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})
