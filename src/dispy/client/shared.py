@@ -16,7 +16,6 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..log import logger
 from ..wire import netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
