@@ -374,10 +374,11 @@ def test_options_and_config_file(tmp_path):
         assert run.returncode == 2 and "error" in run.stderr
 
 
-def test_port_in_use_is_a_clear_error(scheduler_factory):
+def test_port_in_use_is_a_clear_error(scheduler_factory, tmp_path):
     sched = scheduler_factory()
     run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", "-i", "127.0.0.1",
-                          "--scheduler_port", str(sched.port), "--daemon"],
+                          "--scheduler_port", str(sched.port), "--daemon",
+                          "--dest_path_prefix", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert f"cannot listen on TCP port {sched.port}" in run.stderr
