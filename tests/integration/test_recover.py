@@ -162,8 +162,36 @@ def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "recover file" in err and "dispy.recover_jobs(" in err  # says how to recover
     jobs = dispy.recover_jobs("int.rec")
     assert sorted(job.result for job in jobs) == [0, 1]
+
+
+EXITS = textwrap.dedent("""
+    import sys
+    import dispy
+
+    def compute(n):
+        return n * n
+
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=int(sys.argv[1]),
+                               port=0)
+    assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 1, 4]
+    if sys.argv[2] == "interrupt":
+        raise KeyboardInterrupt  # Ctrl-C after the jobs are done
+    # else: the program ends without cluster.close(), as many published programs do
+""")
+
+
+@pytest.mark.parametrize("how", ["interrupt", "no_close"])
+def test_recover_file_of_a_program_that_exits_with_nothing_to_recover_goes(node, tmp_path,
+                                                                          how):
+    script = tmp_path / "exits.py"
+    script.write_text(EXITS)
+    proc = subprocess.run([sys.executable, str(script), str(node.port), how],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == (-2 if how == "interrupt" else 0), proc.stderr
+    assert glob.glob(str(tmp_path / "_dispy_*")) == [], proc.stderr
 
 
 def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):

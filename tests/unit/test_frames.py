@@ -9,11 +9,11 @@ import struct
 import threading
 
 import pytest
+from dispy.wire.frames import FrameError, encode, read_frame, recv_frame_sync, send_frame_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispy.wire import frames
-from dispy.wire.frames import FrameError, encode, read_frame, recv_frame_sync, send_frame_sync
 
 pytestmark = pytest.mark.timeout(30)
 

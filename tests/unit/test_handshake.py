@@ -7,10 +7,10 @@ import socket
 import struct
 
 import pytest
+from dispy.wire.frames import PRE_AUTH_MAX_HEADER, FrameError, encode, read_frame
 
 from dispy.config import PROTOCOL_VERSION
 from dispy.wire import auth
-from dispy.wire.frames import PRE_AUTH_MAX_HEADER, FrameError, encode, read_frame
 from dispy.wire.handshake import HandshakeError, client_handshake, server_handshake
 
 pytestmark = pytest.mark.timeout(30)

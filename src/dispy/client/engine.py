@@ -9,6 +9,7 @@ the callback thread, never here.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import itertools
 import logging
@@ -34,15 +35,19 @@ from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
 from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
-from .job import DispyJob, decode_result
+from .job import STATUS_NAMES, DispyJob, decode_result
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
 from .recover import Journal, default_path
+from .status import NodeStats
 
 log = logging.getLogger("dispy")
 
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
 RETRY_INTERVAL = 5.0
+#: Seconds after a cluster starts during which a node matching one of its patterns may
+#: still answer the discovery broadcast (``node_readiness``).
+DISCOVERY_WAIT = 3.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
 #: Jobs shorter than this (moving average per node) are sent ahead: up to
@@ -94,6 +99,8 @@ class Engine:
         #: this program's default recover file, shared by its clusters while one is open
         self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
+        #: (ip, port) of nodes that answered but match no cluster's ``nodes``
+        self.unmatched: dict[tuple[str, int], float] = {}
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
@@ -102,6 +109,7 @@ class Engine:
             self.loop = loop
             return
         heap.keep_freed()
+        atexit.register(self._at_exit)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
@@ -134,6 +142,32 @@ class Engine:
                 log.exception("engine: %s failed", getattr(fn, "__name__", fn))
         self._dispatch()
         self._flush_journals()  # submitted jobs are in the recover file from here on
+
+    def _at_exit(self) -> None:
+        """The program exits (also after Ctrl-C): remove recover files with nothing left
+        to recover; name the others and how to get their jobs' results."""
+        async def close() -> list[tuple[str, int]]:
+            kept = []
+            for path, journal in list(self.journals.items()):
+                try:
+                    left = journal.close_at_exit()
+                except Exception as exc:
+                    log.debug("recover file %s: %s", path, exc)
+                    continue
+                if left:
+                    kept.append((path, left))
+            self.journals.clear()
+            return kept
+
+        if not self.thread.is_alive():
+            return
+        try:
+            kept = self.call(close()).result(timeout=5)
+        except Exception:
+            return
+        for path, left in kept:
+            log.warning("recover file %s keeps %d job(s) that did not finish; "
+                        "dispy.recover_jobs(%r) gets their results", path, left, path)
 
     def new_uid(self) -> str:
         return f"{next(self._uids):x}"
@@ -195,6 +229,7 @@ class Engine:
         msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
                                          self.client_id)
         for i in self.ifs:
+            log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
             self.udp.send(msg, (i.broadcast or i.address, port))
 
     def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
@@ -219,13 +254,18 @@ class Engine:
         port = msg.get("port")
         if not isinstance(ip, str) or not isinstance(port, int):
             return
+        log.debug("discovery: node %s:%d answered (%s)", ip, port,
+                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
         if msg.get("proto") != config.PROTOCOL_VERSION:
             log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
                         ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
             return
+        wanted = False
         for cs in list(self.clusters.values()):
             if self._wants(cs, ip, port) is None:
                 continue
+            wanted = True
+            self.unmatched.pop((ip, port), None)
             link = self.links.get((ip, port, cs.profile))
             if link is None or link.node is None:  # never met: a bounded queue decides
                 self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
@@ -237,6 +277,8 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
             else:
                 self._connect(link)
+        if not wanted and self.clusters:
+            self._unmatched_node(ip, port)
         self._try_announced()
 
     def _try_announced(self) -> None:
@@ -266,7 +308,17 @@ class Engine:
 
     # ---- connections ----------------------------------------------------------------
 
+    def _unmatched_node(self, ip: str, port: int) -> None:
+        """A node answered that no cluster's ``nodes`` matches: say so once per node (and
+        in the stall report), so a pattern that matches nothing is not a silent wait."""
+        if (ip, port) in self.unmatched:
+            return
+        self.unmatched[(ip, port)] = time.monotonic()
+        patterns = sorted({a.host for cs in self.clusters.values() for a in cs.allocs})
+        log.info("node %s:%d answered but matches none of nodes=%s", ip, port, patterns)
+
     def _connect(self, link: NodeLink) -> asyncio.Task:
+        log.debug("node %s: connecting", link.describe())
         link.state = "connecting"
         return asyncio.get_running_loop().create_task(self._open(link))
 
@@ -276,7 +328,8 @@ class Engine:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
             conn = await Connection.open(link.ip, link.port, ctx, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            self._unreachable(link, f"cannot connect: {exc or 'timed out'}")
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"cannot connect: {exc or 'timed out'}")
             return
         try:
             welcome = await client_handshake(
@@ -291,7 +344,8 @@ class Engine:
             return
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
-            self._unreachable(link, f"handshake failed: {exc or exc.__class__.__name__}")
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"handshake failed: {exc or exc.__class__.__name__}")
             return
         if welcome.get("busy_with"):
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
@@ -307,11 +361,13 @@ class Engine:
                 "session": self.session_key}
 
     def _unreachable(self, link: NodeLink, reason: str) -> None:
+        log.debug("node %s: not used now: %s", link.describe(), reason)
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
         self._after_lost_link(link)
 
     def _connected(self, link: NodeLink, welcome: dict, conn: Connection) -> None:
+        log.debug("node %s: handshake done: %s CPUs", link.describe(), welcome.get("cpus"))
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
             self._node_dead(link, "node restarted")
@@ -343,6 +399,8 @@ class Engine:
         cpus = self._allocate(cs, link, alloc)
         if cpus <= 0:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
+                      cs.name)
             return
         link.clusters[cs.cid] = "setup"
         cs.node_cpus[link.key] = min(cpus, node.cpus)
@@ -366,6 +424,7 @@ class Engine:
         return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
 
     async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
+        log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
              "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
@@ -479,6 +538,8 @@ class Engine:
                 cs.cid, link.key, f"Cancelled: setup failed on node {link.describe()}"))
             return
         link.clusters[cs.cid] = "ready"
+        log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name,
+                  cs.node_cpus.get(link.key, 1))
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
         cs.nodes[link.key] = link.node
         self._status(cs, DispyNode.Initialized, link.node, None)
@@ -506,8 +567,25 @@ class Engine:
     def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
         """A job's result arrived from the node that ran it."""
         status, result, out, err, exc = decode_result(header, bufs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s of %r: %s from %s", job.id, job._cluster.name,
+                      STATUS_NAMES.get(status, status), job.ip_addr)
         job.start_time = header.get("start_time", job.start_time)
+        self._count(job, header, bufs)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
+
+    def _count(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        """Add a finished job to its cluster's statistics of its node (print_status)."""
+        cs, key = job._cluster, job._key
+        if key is None or not hasattr(cs, "stats"):
+            return
+        row = cs.stats.get(key)
+        if row is None:
+            node = cs.nodes.get(key)
+            row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
+                                            node.name if node is not None else "")
+        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+        row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         self._provisional_result(link.running.get(header.get("uid")), bufs)
@@ -673,7 +751,10 @@ class Engine:
         if not batch:
             return False
         self._flush_journals()  # journaled before sent: recover_jobs can find every job
+        debug = log.isEnabledFor(logging.DEBUG)
         for job, cs, link in batch:
+            if debug:
+                log.debug("job %s of %r sent to node %s", job.id, cs.name, link.describe())
             uid = job._uid
             bufs = [job._args or b""]
             if job._deps is not None:
@@ -840,15 +921,22 @@ class Engine:
 
     def _report_stall(self, cs: Any, now: float) -> None:
         every = config.StallReportInterval
-        if now - cs.created < every or now - cs.stall_reported < every:
+        first = min(every, config.FirstStallReport)
+        if now - cs.created < first or now - cs.stall_reported < every:
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()
                  if self._wants(cs, link.ip, link.port) is not None]
         if not known:
             targets = ", ".join(a.host for a in cs.allocs)
-            log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
-                        cs.name, len(cs.jobs), targets)
+            others = sorted(f"{ip}:{port}" for ip, port in self.unmatched)
+            if others:
+                log.warning("%r: %d job(s) waiting; %d node(s) answered but match none of"
+                            " nodes=[%s]: %s", cs.name, len(cs.jobs), len(others), targets,
+                            ", ".join(others[:20]))
+            else:
+                log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
+                            cs.name, len(cs.jobs), targets)
             return
         lines = []
         for link in known:
@@ -869,6 +957,24 @@ class Engine:
                     and (port is None or link.port == port)):
                 return link
         return None
+
+    def node_readiness(self, cs: Any, ip: str, port: int | None) -> tuple[Any, bool]:
+        """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
+        whether the node is still being connected or set up for ``cs`` (worth waiting
+        for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
+        link = self.find_link(cs, ip, port)
+        if link is not None:
+            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
+        links = [lk for lk in self.links.values() if lk.profile == cs.profile and lk.ip == ip
+                 and (port is None or lk.port == port)
+                 and self._wants(cs, lk.ip, lk.port) is not None]
+        if links:
+            return None, any(lk.state in ("connecting", "connected") for lk in links)
+        allocs = [a for a in cs.allocs if a.matches(ip, port)]
+        if any(not a.wildcard for a in allocs):
+            return None, True
+        # a pattern's nodes answer the discovery broadcast within moments, or not at all
+        return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
 
     def allocate_node(self, cs: Any, allocs: list) -> int:
         """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""

@@ -139,6 +139,17 @@ class Journal:
         return True
 
 
+    def close_at_exit(self) -> int:
+        """The program exits: remove the file if no job in it is left to recover
+        (returns 0), else keep it for ``recover_jobs`` (returns how many jobs it keeps)."""
+        self.flush()
+        left = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        self.db.close()
+        if not left:
+            _unlink(self.path)
+        return left
+
+
 def _id_text(job: DispyJob) -> str | None:
     """The user's job id, if it is a plain value (kept as its repr)."""
     return repr(job.id) if isinstance(job.id, (int, float, str)) else None

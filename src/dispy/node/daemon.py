@@ -79,6 +79,10 @@ class Session:
         return f"{self.name} at {self.addr}"
 
 
+#: Longest path of a Unix socket (sun_path is 108 bytes on Linux, with its NUL).
+SOCKET_PATH_MAX = 107
+
+
 class NodeDaemon(JobRunner):
     def __init__(self, opts: NodeOptions) -> None:
         self.opts = opts
@@ -101,8 +105,12 @@ class NodeDaemon(JobRunner):
         self.waiting: deque[tuple[Computation, dict, list]] = deque()
         #: computation token -> computation, for job processes connecting (jobs.py)
         self.job_tokens: dict[str, Computation] = {}
-        #: private directory of the Unix socket job processes connect to
-        self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
+        #: private directory of the Unix socket job processes connect to: under the
+        #: node's own directory, so a node killed with -9 leaves nothing in /tmp (the next
+        #: start removes it); a temp dir only if that path is too long for a socket
+        self.jobs_dir = os.path.join(self.root, "sockets")
+        if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
+            self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
         self.jobs_path = os.path.join(self.jobs_dir, "jobs")
         #: service window state (--service_start/stop/end); jobs run only while OPEN
         self.service_state = service.OPEN
@@ -157,6 +165,9 @@ class NodeDaemon(JobRunner):
         self._lock()
         if self.opts.clean:
             self._clean()
+        if os.path.dirname(self.jobs_dir) == self.root:  # a killed node's socket goes
+            shutil.rmtree(self.jobs_dir, ignore_errors=True)
+        os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
         self._restore_results()
         loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
@@ -403,6 +414,7 @@ class NodeDaemon(JobRunner):
         finally:
             self.admission.release(peer)
         sid = sids["sid"]
+        log.debug("handshake with %s (%s) done", peer, hello.get("client_name"))
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node
             return
@@ -625,6 +637,7 @@ class NodeDaemon(JobRunner):
             if comp.failed is None:
                 await self._prefork(comp)  # may fail the computation too
         comp.bundle = b""
+        log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})

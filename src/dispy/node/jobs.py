@@ -70,10 +70,12 @@ class JobRunner:
         elif self.service_state != service.OPEN:
             reason = f"node is {self._service_text()}"
         if reason is not None:
+            log.debug("job %s refused: %s", uid, reason)
             session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
                           "reason": reason})
             return
         assert comp is not None
+        log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, header, bufs))
         self._start_jobs()
 
@@ -188,6 +190,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
                   bufs: list) -> None:
         uid = header["uid"]
+        log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
         if link is not None:
             link.uid = None
             if link.cancelled and comp.host is not None and not link.lost:

@@ -44,7 +44,8 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
 
     def reader() -> None:
         while True:
-            print(prompt, end="", flush=True)
+            # a line of its own: log lines printed while we wait must not run into it
+            print(prompt.rstrip(), flush=True)
             line = sys.stdin.readline()
             if not line:
                 return  # stdin closed: keep serving, just stop reading

@@ -191,7 +191,7 @@ class _FrameParser:
         lim = self.limits
         while end - pos >= 8:
             hlen, nbufs = PREFIX.unpack_from(data, pos)
-            if hlen > lim.max_header or nbufs > lim.max_buffers:
+            if hlen > lim.max_header or nbufs > lim.max_buffers or hlen >> 24 in (0x15, 0x16):
                 break  # the slow path raises the error
             p = pos + 8 + hlen
             if p > end:
@@ -244,6 +244,8 @@ class _FrameParser:
     def _step(self, piece: bytes) -> None:
         lim = self.limits
         if self.state == _PREFIX:
+            if piece[:2] in (b"\x15\x03", b"\x16\x03"):
+                raise FrameError("the peer speaks TLS (a TLS record came instead of a frame)")
             hlen, nbufs = PREFIX.unpack(piece)
             if hlen > lim.max_header:
                 raise FrameError(f"header of {hlen} bytes is over the limit of {lim.max_header}")
