@@ -218,7 +218,7 @@ class NodeDaemon(JobRunner):
 
     def _restore_results(self) -> None:
         """Results kept by an earlier run wait for their clients (recover_jobs)."""
-        self.store = ResultStore(os.path.join(self.root, "results.db"))
+        self.store = ResultStore(os.path.join(self.root, "results.log"))
         kept = self.store.load()
         for sid, (name, results) in kept.items():
             session = Session(sid, "?", name, "?")
@@ -247,6 +247,15 @@ class NodeDaemon(JobRunner):
                 self.store.save(items)
             except Exception as exc:  # e.g. a full disk: the results stay in memory
                 log.warning("could not keep %d result(s) on disk: %s", len(items), exc)
+
+    def _report_soon(self, session: Session, uid: str) -> None:
+        """A job's result: on disk first, then to its client, so a node killed at any
+        moment loses none. (Deferring the write to group results of one loop iteration
+        cost a quarter of tiny-job throughput: the result then left an iteration later.)"""
+        self._save_results(session)
+        entry = session.undelivered.get(uid)
+        if entry is not None and not session.send(*entry):
+            log.info("client %s is away: result of job %s kept on disk", session.describe(), uid)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)

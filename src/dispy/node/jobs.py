@@ -50,6 +50,8 @@ class JobRunner:
 
         def _service_text(self) -> str: ...
         def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
+
+        def _report_soon(self, session: Session, uid: str) -> None: ...
         def _maybe_finish(self) -> None: ...
         def _spawn(self, coro: Any) -> asyncio.Task: ...
         async def _close_computation(self, comp: Computation, status: int, reason: str,
@@ -216,10 +218,7 @@ class JobRunner:
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
-            if not session.send(header, bufs):
-                log.info("client %s is away: result of job %s kept on disk",
-                         session.describe(), uid)
-                self._save_results(session)
+            self._report_soon(session, uid)
         self._start_jobs()
         self._maybe_finish()
 
