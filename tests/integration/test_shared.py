@@ -382,3 +382,4 @@ def test_port_in_use_is_a_clear_error(scheduler_factory, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert f"cannot listen on TCP port {sched.port}" in run.stderr
+    assert not (tmp_path / "dispy").exists()  # a start that failed leaves nothing behind

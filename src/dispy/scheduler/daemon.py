@@ -61,9 +61,6 @@ class SchedulerDaemon:
     async def start(self) -> None:
         heap.keep_freed()
         config.MsgTimeout = self.opts.msg_timeout
-        if self.opts.clean:
-            shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
         loop = asyncio.get_running_loop()
         try:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
@@ -83,6 +80,10 @@ class SchedulerDaemon:
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
+        # its directory only once it serves: a start that fails leaves nothing behind
+        if self.opts.clean:
+            shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, exist_ok=True)
         await self.engine.start()
         addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
         log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
