@@ -236,3 +236,18 @@ def test_a_recover_file_in_use_is_a_clear_error(node, tmp_path):
     with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0,
                           recover_file="busy.rec") as cluster:
         assert cluster.submit(4)() == 8
+
+
+def test_queued_jobs_rerun_with_a_timeout_go_on_for_a_later_call(node, tmp_path):
+    """Jobs the crashed program had only queued are rerun; when ``timeout`` passes
+    they go on (as the spec says of timeout), come back Running, not Cancelled, and a
+    later call returns their results instead of running them again from the start."""
+    crashed_client(tmp_path, node, 1.5, 4, "queued.rec")  # 2 run on the node, 2 queued
+    first = dispy.recover_jobs("queued.rec", timeout=0.5)
+    assert len(first) == 4  # still running on the node, or still waiting for a CPU
+    assert {job.status for job in first} <= {dispy.DispyJob.Running, dispy.DispyJob.Created}
+    assert os.path.exists("queued.rec")
+    second = dispy.recover_jobs("queued.rec")
+    assert sorted((job.id, job.status, job.result) for job in second) == [
+        (i, dispy.DispyJob.Finished, i * i) for i in range(4)]
+    assert not os.path.exists("queued.rec")

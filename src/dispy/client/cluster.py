@@ -408,6 +408,11 @@ class JobCluster:
         self._engine.callbacks.drain(timeout)
         return True
 
+    def _detach(self) -> None:
+        """Leave the jobs running on their nodes, in the recover file (recover_jobs)."""
+        self._closed = True
+        self._engine.call(self._engine.detach_cluster(self._state)).result()
+
     def _close_on_loop(self, terminate: bool) -> Any:
         return self._engine.close_cluster(self._state, terminate)
 

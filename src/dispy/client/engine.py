@@ -1113,6 +1113,22 @@ class Engine:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
 
+    async def detach_cluster(self, cs: Any) -> None:
+        """Let go of a cluster without closing it on its nodes: its jobs go on there and
+        stay in its recover file for a later ``recover_jobs`` (which uses this for the
+        jobs it reran when its ``timeout`` passes)."""
+        cs.journal.flush()
+        for uid in self.lifecycle.forget_cluster(cs.cid):
+            for link in self.links.values():
+                link.running.pop(uid, None)
+        for link in self.links.values():
+            link.clusters.pop(cs.cid, None)
+        self.clusters.pop(cs.cid, None)
+        if self.journals.get(cs.journal.path) is cs.journal:
+            del self.journals[cs.journal.path]
+        cs.journal.db.close()
+        self._release_idle_links()
+
     def _release_idle_links(self) -> None:
         """Disconnect from nodes that no open cluster uses, so other clients may."""
         for link in list(self.links.values()):

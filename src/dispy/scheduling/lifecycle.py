@@ -193,6 +193,15 @@ class JobLifecycle:
         self.closing.discard(cid)
         return out
 
+    def forget_cluster(self, cid: Hashable) -> list[str]:
+        """The engine lets go of the cluster without ending its jobs (they go on on
+        their nodes, another program fetches them); returns their uids."""
+        self.core.remove_cluster(cid)
+        gone = [rec.uid for rec in self.jobs.values() if rec.cid == cid]
+        for uid in gone:
+            del self.jobs[uid]
+        return gone
+
     # -- helpers --
 
     def _release(self, rec: JobRecord) -> None:
