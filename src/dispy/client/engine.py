@@ -862,6 +862,7 @@ class Engine:
                     link.describe(), reason, len(link.running))
         self._apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
         link.running.clear()
+        self._dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
         for cid, state in list(link.clusters.items()):
             cs = self.clusters.get(cid)
             if cs is not None and state == "ready":

@@ -1,0 +1,163 @@
+"""A node simulator: one process that speaks the real protocol as N dispynodes.
+
+Each simulated node listens on its own port of 127.0.0.1, authenticates clients with the
+real handshake (``dispy.wire``), accepts computations, files and setup, and answers each
+job at once (or after ``--service`` seconds) with a fixed result, so the client and
+dispyscheduler can be measured at 10, 100 or 1 000 nodes on one machine. It runs no
+user code and unpickles nothing.
+
+    python benchmarks/nodesim.py --nodes 1000 --cpus 64 [--service 0.0] [--secret S]
+
+Prints ``PORTS <first> <last>`` (the ports are consecutive) once every node listens.
+Standard input takes commands: ``vanish K`` makes K nodes (the last ones) drop their
+connections and stop listening (a node lost at once), ``quit`` ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import cloudpickle  # noqa: E402
+
+from dispy.wire import auth, connection  # noqa: E402
+from dispy.wire.codec import Limits  # noqa: E402
+from dispy.wire.connection import Connection, ConnectionClosed  # noqa: E402
+from dispy.wire.handshake import HandshakeError, server_handshake  # noqa: E402
+
+FINISHED, CANCELLED = 11, 8
+RESULT = cloudpickle.dumps(None)
+
+
+class SimNode:
+    def __init__(self, port: int, cpus: int, secret: str, service: float) -> None:
+        self.port = port
+        self.cpus = cpus
+        self.key = auth.derive_key(secret)
+        self.service = service
+        self.node_id = uuid.uuid4().hex
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: set[Connection] = set()
+        self.jobs = 0
+
+    def info(self) -> dict[str, Any]:
+        return {"name": f"sim-{self.port}", "version": "sim", "port": self.port,
+                "node_id": self.node_id, "ip_addr": "127.0.0.1", "cpus": self.cpus,
+                "busy": 0, "busy_with": None, "platform": "simulated",
+                "avail_info": {"cpu": 10.0, "memory": 1 << 30, "disk": 1 << 34, "swap": 0.0},
+                "accepting": True}
+
+    async def start(self) -> None:
+        self.server = await connection.serve(self.serve, "127.0.0.1", self.port)
+
+    async def serve(self, conn: Connection) -> None:
+        try:
+            await server_handshake(conn, lambda role: self.key if role == "client" else None,
+                                   lambda hello: self.info(), 10.0, name=f"sim {self.port}",
+                                   identity={"node_id": self.node_id},
+                                   limits=Limits(max_buffer=1 << 31))
+        except (HandshakeError, ConnectionClosed, asyncio.TimeoutError, OSError):
+            return
+        self.conns.add(conn)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                header, _ = await conn.recv()
+                op = header.get("op")
+                if op == "job":
+                    self.jobs += 1
+                    done = self.done_frame(header)
+                    if self.service:
+                        loop.call_later(self.service, conn.send, *done)
+                    else:
+                        conn.send(*done)
+                elif op == "setup":
+                    conn.send({"op": "setup_done", "cid": header.get("cid"), "ok": True,
+                               "cpus": self.cpus})
+                elif op in ("file", "files_check") and header.get("reply"):
+                    conn.send({"op": "reply", "reply": header["reply"], "ok": True,
+                               "paths": [f.get("path") for f in header.get("files", ())]})
+                elif op == "close":
+                    conn.send({"op": "closed", "cid": header.get("cid")})
+                elif op == "jobs_query":
+                    conn.send({"op": "reply", "reply": header.get("reply"), "unknown": []})
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self.conns.discard(conn)
+
+    @staticmethod
+    def done_frame(header: dict) -> tuple[dict, list]:
+        now = time.time()
+        return ({"op": "done", "uid": header.get("uid"), "cid": header.get("cid"),
+                 "status": FINISHED, "start_time": now, "end_time": now, "text": True},
+                [RESULT, b"", b""])
+
+    def vanish(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+
+def free_block(n: int) -> int:
+    """A first port such that ``n`` consecutive ports are free on 127.0.0.1."""
+    for base in range(20000, 60000 - n, 97):
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise SystemExit("nodesim: no block of free ports")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--cpus", type=int, default=64)
+    ap.add_argument("--service", type=float, default=0.0)
+    ap.add_argument("--secret", default="")
+    a = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    base = free_block(a.nodes)
+    nodes = [SimNode(base + i, a.cpus, a.secret, a.service) for i in range(a.nodes)]
+    for node in nodes:
+        await node.start()
+    print(f"PORTS {base} {base + a.nodes - 1}", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().split()
+        if not line or line[0] == "quit":
+            break
+        if line[0] == "vanish":
+            for node in nodes[-int(line[1]):]:
+                node.vanish()
+            print(f"VANISHED {line[1]}", flush=True)
+        elif line[0] == "jobs":
+            print(f"JOBS {sum(n.jobs for n in nodes)}", flush=True)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
