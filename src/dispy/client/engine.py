@@ -25,7 +25,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..node.files import safe_join
+from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..wire import discovery, heap, netif, tls

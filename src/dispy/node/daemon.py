@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
+from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import auth, connection, discovery, heap, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
@@ -34,7 +35,6 @@ from ..wire.sessions import session_id
 from . import service
 from .avail import avail_info
 from .computation import Computation, HostProcess
-from .files import safe_join, too_big, write_chunk
 from .jobs import JobRunner
 from .options import NodeOptions
 from .results import ResultStore

@@ -16,11 +16,11 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ..daemon.files import too_big
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from . import service
 from .computation import Computation, JobLink
-from .files import too_big
 
 if TYPE_CHECKING:
     from .daemon import Session

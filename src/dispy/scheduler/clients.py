@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..client.job import DispyJob
 from ..client.shipping import FileSpec
-from ..node.files import safe_join, too_big, write_chunk
+from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import messages, oob
 from ..wire.connection import Connection
 from .engine import RelayedJob, RemoteCluster, SharedAlloc
