@@ -36,9 +36,9 @@ from ..wire.sessions import new_session_key
 from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
 from .job import STATUS_NAMES, DispyJob, decode_result
+from .journal import Journal, default_path
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
-from .recover import Journal, default_path
 from .status import NodeStats
 
 log = logging.getLogger("dispy")
@@ -80,8 +80,11 @@ class Engine:
             return cls._instance
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
-                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo") -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo",
+                 msg_timeout: float | None = None) -> None:
         self.client_id = uuid.uuid4().hex
+        #: seconds to wait for a peer's answer (dispyscheduler passes its --msg_timeout)
+        self.msg_timeout = config.MsgTimeout if msg_timeout is None else msg_timeout
         #: secret: binds this program's connections to its sessions on daemons
         self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
@@ -323,7 +326,7 @@ class Engine:
         return asyncio.get_running_loop().create_task(self._open(link))
 
     async def _open(self, link: NodeLink) -> None:
-        timeout = config.MsgTimeout
+        timeout = self.msg_timeout
         try:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
             conn = await Connection.open(link.ip, link.port, ctx, timeout)
@@ -457,7 +460,7 @@ class Engine:
         """Send ``header`` and wait for the node's reply to it (None if none came)."""
         if link.conn is None:
             return None
-        return await link.conn.request(header, bufs, config.MsgTimeout * 3)
+        return await link.conn.request(header, bufs, self.msg_timeout * 3)
 
     async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
                          confirm: bool = False) -> Any:
@@ -1061,7 +1064,7 @@ class Engine:
             link.closing[cs.cid] = fut
             link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
             try:
-                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+                await asyncio.wait_for(fut, self.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
         if link.clusters.get(cs.cid) != "closing":
@@ -1096,7 +1099,7 @@ class Engine:
             waits.append((link, fut, state))
         for link, fut, state in waits:
             try:
-                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+                await asyncio.wait_for(fut, self.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
             self.core.node_unready(cs.cid, link.key)

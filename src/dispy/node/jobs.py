@@ -21,9 +21,7 @@ from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from . import service
 from .computation import Computation, JobLink
-
-if TYPE_CHECKING:
-    from .daemon import Session
+from .session import Session
 
 log = logging.getLogger("dispy.node")
 

@@ -117,8 +117,9 @@ class SchedulerEngine(Engine):
     """The node-facing engine of dispyscheduler; every hook reports to the job's client."""
 
     def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
-                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None) -> None:
-        super().__init__(port, ip_addrs, loop=loop, policy=policy)
+                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None,
+                 msg_timeout: float | None = None) -> None:
+        super().__init__(port, ip_addrs, loop=loop, policy=policy, msg_timeout=msg_timeout)
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
         self.extra_nodes = list(extra_nodes or [])
