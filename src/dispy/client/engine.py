@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -28,7 +28,7 @@ from .. import config
 from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
-from ..wire import discovery, heap, netif, tls
+from ..wire import discovery, heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -93,9 +93,9 @@ class Engine:
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
-        self.links: dict[tuple, NodeLink] = {}
+        self.links: dict[Hashable, NodeLink] = {}
         #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
-        self.announced = AnnouncedNodes()
+        self.announced: AnnouncedNodes[tuple[str, int, Profile]] = AnnouncedNodes()
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
@@ -229,7 +229,7 @@ class Engine:
                     self._connect(link)
 
     def _broadcast_discover(self, port: int) -> None:
-        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+        msg = discovery.discover_request(self.udp.local_port(),
                                          self.client_id)
         for i in self.ifs:
             log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
@@ -295,7 +295,10 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
                 self._announced_done(link)
             else:
-                self._connect(link).add_done_callback(lambda _, ln=link: self._announced_done(ln))
+                self._connect(link).add_done_callback(self._announced_callback(link))
+
+    def _announced_callback(self, link: NodeLink) -> Callable[[object], None]:
+        return lambda _: self._announced_done(link)
 
     def _announced_done(self, link: NodeLink) -> None:
         """An attempt on an announced node ended: forget the oldest never reached (unless
@@ -412,6 +415,8 @@ class Engine:
     def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
         """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""
         node = link.node
+        if node is None:  # not met yet: nothing to allocate on
+            return 0
         try:
             cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
                                   node.platform)
@@ -518,7 +523,7 @@ class Engine:
         elif op == "computation_lost":
             self._computation_lost(link, header)
         elif op == "closed":
-            fut = link.closing.pop(header.get("cid"), None)
+            fut = link.closing.pop(messages.id_field(header, "cid"), None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
         elif op == "pulse":
@@ -529,7 +534,7 @@ class Engine:
             self._node_cpus(link, int(header.get("cpus", 0)))
 
     def _setup_done(self, link: NodeLink, header: dict) -> None:
-        cs = self.clusters.get(header.get("cid"))
+        cs = self.clusters.get(messages.id_field(header, "cid"))
         if cs is None or link.clusters.get(cs.cid) != "setup":
             return  # closed meanwhile (close_node during setup)
         if not header.get("ok"):
@@ -591,7 +596,7 @@ class Engine:
         row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        self._provisional_result(link.running.get(header.get("uid")), bufs)
+        self._provisional_result(link.running.get(messages.id_field(header, "uid")), bufs)
 
     def _provisional_result(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         """A running job sent ``dispy_provisional_result``: tell the callbacks."""
@@ -618,7 +623,7 @@ class Engine:
     def _computation_lost(self, link: NodeLink, header: dict) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
         there; jobs it still runs report, the others come back as refused."""
-        cs = self.clusters.get(header.get("cid"))
+        cs = self.clusters.get(messages.id_field(header, "cid"))
         if cs is None or link.clusters.get(cs.cid) != "ready":
             return
         reason = str(header.get("reason", "?"))
@@ -1127,9 +1132,10 @@ class Engine:
         for link in self.links.values():
             link.clusters.pop(cs.cid, None)
         self.clusters.pop(cs.cid, None)
-        if self.journals.get(cs.journal.path) is cs.journal:
-            del self.journals[cs.journal.path]
-        cs.journal.db.close()
+        journal: Journal = cs.journal
+        if self.journals.get(journal.path) is journal:
+            del self.journals[journal.path]
+        journal.db.close()
         self._release_idle_links()
 
     def _release_idle_links(self) -> None:

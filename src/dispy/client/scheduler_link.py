@@ -299,7 +299,7 @@ class SchedulerLink:
             alloc = cs.allocs[int(header.get("alloc", -1))] if cs is not None else None
         except (IndexError, ValueError):
             alloc = None
-        if alloc is None:
+        if cs is None or alloc is None:
             self.send(answer)
             return
         try:

@@ -412,7 +412,7 @@ class NodeDaemon(JobRunner):
             while True:
                 header, bufs = await conn.recv()
                 session.last_seen = time.monotonic()
-                old = session.computations.get(header.get("cid"))
+                old = session.computations.get(messages.id_field(header, "cid"))
                 if header.get("op") == "compute" and old is not None:
                     # the client presumed us dead and sets up again: end the old one first
                     await self._close_computation(old, TERMINATED, "set up again by client",
@@ -482,15 +482,15 @@ class NodeDaemon(JobRunner):
         elif op == "jobs_query":
             self._jobs_query(session, header)
         elif op == "setup":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 self._spawn(self._setup(comp, bufs))
         elif op == "cancel":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 self._cancel(comp, str(header.get("uid")))
         elif op == "close":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 status = CANCELLED if header.get("terminate") else TERMINATED
                 self._spawn(self._close_computation(comp, status, "computation closed", True,
@@ -541,7 +541,7 @@ class NodeDaemon(JobRunner):
         log.info("computation %r from %s", comp.name, session.describe())
 
     def _file(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        comp = session.computations.get(header.get("cid"))
+        comp = session.computations.get(messages.id_field(header, "cid"))
         reply = header.get("reply")
         if comp is None or comp.failed:
             if reply is not None:
@@ -581,7 +581,7 @@ class NodeDaemon(JobRunner):
 
     def _files_check(self, session: Session, header: dict) -> None:
         """Answer which of the listed files are missing or differ (shared dest_path)."""
-        comp = session.computations.get(header.get("cid"))
+        comp = session.computations.get(messages.id_field(header, "cid"))
         need = []
         for entry in header.get("files", ()):
             try:
@@ -589,7 +589,8 @@ class NodeDaemon(JobRunner):
                 st = os.stat(path) if path else None
             except (ValueError, KeyError, TypeError, OSError):
                 st = None
-            if (st is not None and st.st_size == entry.get("size")
+            if (comp is not None and path is not None and st is not None
+                    and st.st_size == entry.get("size")
                     and st.st_mtime_ns == entry.get("mtime_ns")):
                 comp.files.append(path)
             else:

@@ -170,7 +170,7 @@ class ClientService:
 
     def admit_waiting(self) -> None:
         for cid in self.engine.core.admit():
-            cs = self.computations.get(cid)
+            cs = self.computations.get(str(cid))
             if cs is not None:
                 self._start(cs)
 
