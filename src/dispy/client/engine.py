@@ -35,6 +35,7 @@ from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
 from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
+from .clusterstate import ClusterState
 from .job import STATUS_NAMES, DispyJob, decode_result
 from .journal import Journal, default_path
 from .links import NodeLink, Profile
@@ -195,7 +196,7 @@ class Engine:
 
     # ---- clusters -----------------------------------------------------------------
 
-    def add_cluster(self, cs: Any) -> None:
+    def add_cluster(self, cs: ClusterState) -> None:
         """(loop) A new cluster: find its nodes."""
         cs.journal = self._journal_for(cs)
         self.clusters[cs.cid] = cs
@@ -206,7 +207,7 @@ class Engine:
             if link.state == "connected" and link.profile == cs.profile:
                 self._consider(link, cs)
 
-    def _journal_for(self, cs: Any) -> Any:
+    def _journal_for(self, cs: ClusterState) -> Any:
         """The recover file that keeps ``cs``'s jobs (ValueError when it is in use)."""
         path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
         journal = self.journals.get(path) if path else None
@@ -219,7 +220,7 @@ class Engine:
         journal.add_cluster(cs, self.session_key)
         return journal
 
-    def _discover(self, cs: Any, allocs: list | None = None) -> None:
+    def _discover(self, cs: ClusterState, allocs: list | None = None) -> None:
         for alloc in allocs or cs.allocs:
             if alloc.wildcard:
                 self._broadcast_discover(alloc.port)
@@ -242,7 +243,7 @@ class Engine:
             link = self.links[key] = NodeLink(ip, port, profile)
         return link
 
-    def _wants(self, cs: Any, ip: str, port: int) -> Any:
+    def _wants(self, cs: ClusterState, ip: str, port: int) -> Any:
         for alloc in cs.allocs:
             if alloc.matches(ip, port):
                 return alloc
@@ -396,7 +397,7 @@ class Engine:
                 self._consider(link, cs)
         self._dispatch()
 
-    def _consider(self, link: NodeLink, cs: Any) -> None:
+    def _consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
         alloc = self._wants(cs, link.ip, link.port)
         node = link.node
@@ -412,7 +413,7 @@ class Engine:
         cs.node_cpus[link.key] = min(cpus, node.cpus)
         asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
 
-    def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
+    def _allocate(self, cs: ClusterState, link: NodeLink, alloc: Any) -> int:
         """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""
         node = link.node
         if node is None:  # not met yet: nothing to allocate on
@@ -425,13 +426,14 @@ class Engine:
             return 0
         return cpus if isinstance(cpus, int) and cpus > 0 else 0
 
-    def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
+    def _setup(self, link: NodeLink, cs: ClusterState, alloc: Any) -> Any:
         """Set the computation up on a node with the files and setup_args ``alloc`` has
         now: an ``allocate`` that sets them per node may be called for another node next."""
         files = list(cs.package.files) + cs.node_files(alloc)
         return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
 
-    async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
+    async def _set_up(self, link: NodeLink, cs: ClusterState, files: list,
+                      setup_args: bytes) -> None:
         log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
@@ -691,7 +693,7 @@ class Engine:
 
     # ---- job life cycle -------------------------------------------------------------
 
-    def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+    def _status(self, cs: ClusterState, status: int, node: Any, job: Any) -> None:
         if cs.cluster_status is not None:
             self.callbacks.call(cs.cluster_status, status, node, job)
 
@@ -825,7 +827,7 @@ class Engine:
             elif isinstance(ins, Resubmit):
                 self._resubmitted(cs, job, ins.new_uid, ins.reason)
 
-    def _resubmitted(self, cs: Any, job: DispyJob, new_uid: str, reason: str) -> None:
+    def _resubmitted(self, cs: ClusterState, job: DispyJob, new_uid: str, reason: str) -> None:
         """A job lost its node and runs again, under a new id (a late result of the
         first run can never be taken for this one)."""
         log.info("job %s resubmitted: %s", job.id, reason)
@@ -927,7 +929,7 @@ class Engine:
                   if cs.pulse_interval and cs.cid in link.clusters]
         return 5 * min(pulses) if pulses else None
 
-    def _report_stall(self, cs: Any, now: float) -> None:
+    def _report_stall(self, cs: ClusterState, now: float) -> None:
         every = config.StallReportInterval
         first = min(every, config.FirstStallReport)
         if now - cs.created < first or now - cs.stall_reported < every:
@@ -958,7 +960,7 @@ class Engine:
 
     # ---- node control (cluster methods) -----------------------------------------------
 
-    def find_link(self, cs: Any, ip: str, port: int | None) -> NodeLink | None:
+    def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:
         """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
         for link in self.links.values():
             if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
@@ -966,7 +968,7 @@ class Engine:
                 return link
         return None
 
-    def node_readiness(self, cs: Any, ip: str, port: int | None) -> tuple[Any, bool]:
+    def node_readiness(self, cs: ClusterState, ip: str, port: int | None) -> tuple[Any, bool]:
         """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
         whether the node is still being connected or set up for ``cs`` (worth waiting
         for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
@@ -984,7 +986,7 @@ class Engine:
         # a pattern's nodes answer the discovery broadcast within moments, or not at all
         return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
 
-    def allocate_node(self, cs: Any, allocs: list) -> int:
+    def allocate_node(self, cs: ClusterState, allocs: list) -> int:
         """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
         cs.allocs[:0] = allocs
         cs.allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
@@ -1004,7 +1006,7 @@ class Engine:
         self._dispatch()
         return 0
 
-    def deallocate_node(self, cs: Any, link: NodeLink) -> int:
+    def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
         """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
         if link.clusters.get(cs.cid) != "ready":
             return -1
@@ -1012,10 +1014,10 @@ class Engine:
         self.core.node_unready(cs.cid, link.key)
         return 0
 
-    def node_jobs(self, cs: Any, link: NodeLink) -> list[DispyJob]:
+    def node_jobs(self, cs: ClusterState, link: NodeLink) -> list[DispyJob]:
         return [job for job in link.running.values() if job._cluster is cs]
 
-    def set_node_cpus(self, cs: Any, link: NodeLink, cpus: int) -> int:
+    def set_node_cpus(self, cs: ClusterState, link: NodeLink, cpus: int) -> int:
         node = link.node
         if node is None:
             return -1
@@ -1030,7 +1032,7 @@ class Engine:
             self._dispatch()
         return n
 
-    async def send_file(self, cs: Any, link: NodeLink, path: str) -> int:
+    async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
         answer = await self._send_file(link, cs.cid, path, os.path.basename(path), confirm=True)
         if isinstance(answer, dict) and answer.get("ok"):
             return 0
@@ -1038,7 +1040,7 @@ class Engine:
         log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
         return -1
 
-    def close_node(self, cs: Any, link: NodeLink, terminate: bool,
+    def close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
                    resetup: bool = False) -> int:
         """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
         with ``resetup``, set the computation up there again (``allocate`` is asked again
@@ -1055,12 +1057,12 @@ class Engine:
         asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
         return 0
 
-    def _forget_node(self, cs: Any, link: NodeLink, why: str) -> None:
+    def _forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None:
         cs.nodes.pop(link.key, None)
         self._apply(self.lifecycle.unpinned(cs.cid, link.key,
                                             f"Cancelled: node {link.describe()} {why}"))
 
-    async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
+    async def _close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
                           resetup: bool) -> None:
         while self.node_jobs(cs, link) and link.conn is not None:
             await asyncio.sleep(0.05)
@@ -1090,7 +1092,7 @@ class Engine:
 
     # ---- closing --------------------------------------------------------------------
 
-    async def close_cluster(self, cs: Any, terminate: bool) -> None:
+    async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
         """Close the computation on every node; release nodes no cluster uses any more."""
         self._apply(self.lifecycle.cluster_closing(cs.cid))
         waits = []
@@ -1121,7 +1123,7 @@ class Engine:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
 
-    async def detach_cluster(self, cs: Any) -> None:
+    async def detach_cluster(self, cs: ClusterState) -> None:
         """Let go of a cluster without closing it on its nodes: its jobs go on there and
         stay in its recover file for a later ``recover_jobs`` (which uses this for the
         jobs it reran when its ``timeout`` passes)."""
