@@ -17,10 +17,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src
 
 # Benchmarks (not part of `make test`): sets up benchmarks/.envs on first use.
 # make bench ARGS="--quick" for a smoke run; benchmarks/README.md lists the options.

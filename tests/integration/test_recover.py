@@ -213,7 +213,7 @@ def test_clean_removes_kept_results(node_factory, tmp_path):
 
 
 def test_programs_started_together_get_their_own_recover_files(tmp_path):
-    from dispy.client.recover import default_path
+    from dispy.client.journal import default_path
 
     first, second = default_path(), default_path()
     assert first != second and os.path.exists(first) and os.path.exists(second)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import dispy
+from dispy.client.engine import Engine
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -124,7 +125,8 @@ def test_plain_client_cannot_talk_to_tls_node(node_factory, certfile, monkeypatc
 
 def test_tls_client_cannot_talk_to_plain_node(node, certfile, monkeypatch, caplog):
     monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
-    monkeypatch.setattr(dispy.config, "MsgTimeout", 2)
+    # the engine (one per process, maybe made by an earlier test) reads its own timeout
+    monkeypatch.setattr(Engine.get(0, None), "msg_timeout", 2)
     cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=node.port, port=0,
                                certfile=certfile)
     job = cluster.submit(1)

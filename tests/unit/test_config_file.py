@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from dispy.node import config_file, options
-from dispy.node.config_file import ConfigError
+from dispy.daemon import config_file
+from dispy.daemon.config_file import ConfigError
+from dispy.node import options
 
 SCHEMA = {"cpus": int, "zombie_interval": float, "secret": str, "clean": bool,
           "ext_ip_addrs": list, "max_file_size": str}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispy.node.files import parse_size, safe_join, too_big
+from dispy.daemon.files import parse_size, safe_join, too_big
 
 pytestmark = pytest.mark.timeout(30)
 

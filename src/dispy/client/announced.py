@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 #: connection attempts to announced, not yet met nodes at the same time
 MAX_CONNECTING = 16
@@ -21,8 +21,10 @@ MAX_PENDING = 256
 #: announced nodes never reached that are remembered (to report why, to retry)
 MAX_UNREACHED = 64
 
+K = TypeVar("K", bound=Hashable)
 
-class AnnouncedNodes:
+
+class AnnouncedNodes(Generic[K]):
     """Announced nodes the client has not met: which to try now, which to forget."""
 
     def __init__(self, max_connecting: int = MAX_CONNECTING, max_pending: int = MAX_PENDING,
@@ -33,12 +35,12 @@ class AnnouncedNodes:
         self.max_pending = max_pending
         self.max_unreached = max_unreached
         #: key -> what the announcement said (kept for the attempt)
-        self.pending: OrderedDict[Hashable, Any] = OrderedDict()
-        self.connecting: set[Hashable] = set()
-        self.unreached: OrderedDict[Hashable, None] = OrderedDict()
+        self.pending: OrderedDict[K, Any] = OrderedDict()
+        self.connecting: set[K] = set()
+        self.unreached: OrderedDict[K, None] = OrderedDict()
         self.dropped = 0
 
-    def offer(self, key: Hashable, info: Any = None) -> None:
+    def offer(self, key: K, info: Any = None) -> None:
         """An announcement of a node not met yet; a newer one replaces an older."""
         if key in self.connecting:
             return
@@ -48,7 +50,7 @@ class AnnouncedNodes:
             self.pending.popitem(last=False)
             self.dropped += 1
 
-    def take(self) -> list[tuple[Hashable, Any]]:
+    def take(self) -> list[tuple[K, Any]]:
         """The announced nodes to try now, newest first (they count as connecting until
         ``done``)."""
         batch = []
@@ -58,7 +60,7 @@ class AnnouncedNodes:
             batch.append((key, info))
         return batch
 
-    def done(self, key: Hashable, met: bool) -> list[Hashable]:
+    def done(self, key: K, met: bool) -> list[K]:
         """An attempt ended; returns the keys of never-reached nodes to forget now."""
         self.connecting.discard(key)
         self.unreached.pop(key, None)

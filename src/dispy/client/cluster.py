@@ -9,13 +9,14 @@ import os
 import threading
 import time
 import types
-from typing import Any
+from typing import Any, Literal
 
 from .. import config
 from ..log import logger
 from . import shipping
 from .engine import Engine
 from .job import DispyJob
+from .journal import Journal
 from .links import Profile
 from .nodes import ClusterStatus, DispyNode, NodeAllocate, node_address, to_allocations
 from .status import NodeStats, format_status
@@ -27,9 +28,32 @@ _cids = itertools.count(1)
 class _ClusterState:
     """What the engine keeps per cluster (touched on the engine thread only)."""
 
-    def __init__(self, cluster: JobCluster, **kw: Any) -> None:
+    def __init__(self, cluster: JobCluster, *, cid: str, name: str,
+                 allocs: list[NodeAllocate], package: shipping.Package, profile: Profile,
+                 callback: Any, cluster_status: Any, reentrant: bool,
+                 pulse_interval: float | None, ping_interval: float | None,
+                 dest_path: str | None, cleanup: Any, ext_ip_addr: list[str] | None,
+                 recover_file: str | None) -> None:
         self.cluster = cluster
-        self.__dict__.update(kw)
+        self.cid = cid
+        self.name = name
+        self.allocs = allocs
+        self.package = package
+        self.profile = profile
+        self.callback = callback
+        self.cluster_status = cluster_status
+        self.reentrant = reentrant
+        self.pulse_interval = pulse_interval
+        self.ping_interval = ping_interval
+        self.dest_path = dest_path
+        #: True, False or the user's cleanup function
+        self.cleanup = cleanup
+        self.ext_ip_addr = ext_ip_addr
+        self.recover_file = recover_file
+        #: SharedJobCluster only: the scheduler gives it nodes of its own
+        self.exclusive = False
+        #: set by the engine (or the scheduler link) when the cluster is added
+        self.journal: Journal | None = None
         self.jobs: dict[str, DispyJob] = {}
         self.nodes: dict[tuple, DispyNode] = {}
         self.node_cpus: dict[tuple, int] = {}
@@ -74,7 +98,7 @@ class JobCluster:
         pulse_interval: float | None = None,
         ping_interval: float | None = None,
         reentrant: bool = False,
-        secret: str = "",
+        secret: str | bytes = "",
         keyfile: str | None = None,
         certfile: str | None = None,
         *,
@@ -422,7 +446,7 @@ class JobCluster:
     def __enter__(self) -> JobCluster:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is None:
             self.close()
         else:

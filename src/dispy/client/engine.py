@@ -19,26 +19,27 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import cloudpickle
 
 from .. import config
-from ..node.files import safe_join
+from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
-from ..wire import discovery, heap, netif, tls
+from ..wire import discovery, heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
 from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
+from .clusterstate import ClusterState
 from .job import STATUS_NAMES, DispyJob, decode_result
+from .journal import Journal, default_path
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
-from .recover import Journal, default_path
 from .status import NodeStats
 
 log = logging.getLogger("dispy")
@@ -80,8 +81,11 @@ class Engine:
             return cls._instance
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
-                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo") -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo",
+                 msg_timeout: float | None = None) -> None:
         self.client_id = uuid.uuid4().hex
+        #: seconds to wait for a peer's answer (dispyscheduler passes its --msg_timeout)
+        self.msg_timeout = config.MsgTimeout if msg_timeout is None else msg_timeout
         #: secret: binds this program's connections to its sessions on daemons
         self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
@@ -90,9 +94,9 @@ class Engine:
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
-        self.links: dict[tuple, NodeLink] = {}
+        self.links: dict[Hashable, NodeLink] = {}
         #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
-        self.announced = AnnouncedNodes()
+        self.announced: AnnouncedNodes[tuple[str, int, Profile]] = AnnouncedNodes()
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
@@ -192,7 +196,7 @@ class Engine:
 
     # ---- clusters -----------------------------------------------------------------
 
-    def add_cluster(self, cs: Any) -> None:
+    def add_cluster(self, cs: ClusterState) -> None:
         """(loop) A new cluster: find its nodes."""
         cs.journal = self._journal_for(cs)
         self.clusters[cs.cid] = cs
@@ -203,7 +207,7 @@ class Engine:
             if link.state == "connected" and link.profile == cs.profile:
                 self._consider(link, cs)
 
-    def _journal_for(self, cs: Any) -> Any:
+    def _journal_for(self, cs: ClusterState) -> Any:
         """The recover file that keeps ``cs``'s jobs (ValueError when it is in use)."""
         path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
         journal = self.journals.get(path) if path else None
@@ -216,7 +220,7 @@ class Engine:
         journal.add_cluster(cs, self.session_key)
         return journal
 
-    def _discover(self, cs: Any, allocs: list | None = None) -> None:
+    def _discover(self, cs: ClusterState, allocs: list | None = None) -> None:
         for alloc in allocs or cs.allocs:
             if alloc.wildcard:
                 self._broadcast_discover(alloc.port)
@@ -226,7 +230,7 @@ class Engine:
                     self._connect(link)
 
     def _broadcast_discover(self, port: int) -> None:
-        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+        msg = discovery.discover_request(self.udp.local_port(),
                                          self.client_id)
         for i in self.ifs:
             log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
@@ -239,7 +243,7 @@ class Engine:
             link = self.links[key] = NodeLink(ip, port, profile)
         return link
 
-    def _wants(self, cs: Any, ip: str, port: int) -> Any:
+    def _wants(self, cs: ClusterState, ip: str, port: int) -> Any:
         for alloc in cs.allocs:
             if alloc.matches(ip, port):
                 return alloc
@@ -292,7 +296,10 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
                 self._announced_done(link)
             else:
-                self._connect(link).add_done_callback(lambda _, ln=link: self._announced_done(ln))
+                self._connect(link).add_done_callback(self._announced_callback(link))
+
+    def _announced_callback(self, link: NodeLink) -> Callable[[object], None]:
+        return lambda _: self._announced_done(link)
 
     def _announced_done(self, link: NodeLink) -> None:
         """An attempt on an announced node ended: forget the oldest never reached (unless
@@ -323,7 +330,7 @@ class Engine:
         return asyncio.get_running_loop().create_task(self._open(link))
 
     async def _open(self, link: NodeLink) -> None:
-        timeout = config.MsgTimeout
+        timeout = self.msg_timeout
         try:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
             conn = await Connection.open(link.ip, link.port, ctx, timeout)
@@ -390,7 +397,7 @@ class Engine:
                 self._consider(link, cs)
         self._dispatch()
 
-    def _consider(self, link: NodeLink, cs: Any) -> None:
+    def _consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
         alloc = self._wants(cs, link.ip, link.port)
         node = link.node
@@ -406,9 +413,11 @@ class Engine:
         cs.node_cpus[link.key] = min(cpus, node.cpus)
         asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
 
-    def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
+    def _allocate(self, cs: ClusterState, link: NodeLink, alloc: Any) -> int:
         """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""
         node = link.node
+        if node is None:  # not met yet: nothing to allocate on
+            return 0
         try:
             cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
                                   node.platform)
@@ -417,13 +426,14 @@ class Engine:
             return 0
         return cpus if isinstance(cpus, int) and cpus > 0 else 0
 
-    def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
+    def _setup(self, link: NodeLink, cs: ClusterState, alloc: Any) -> Any:
         """Set the computation up on a node with the files and setup_args ``alloc`` has
         now: an ``allocate`` that sets them per node may be called for another node next."""
         files = list(cs.package.files) + cs.node_files(alloc)
         return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
 
-    async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
+    async def _set_up(self, link: NodeLink, cs: ClusterState, files: list,
+                      setup_args: bytes) -> None:
         log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
@@ -457,7 +467,7 @@ class Engine:
         """Send ``header`` and wait for the node's reply to it (None if none came)."""
         if link.conn is None:
             return None
-        return await link.conn.request(header, bufs, config.MsgTimeout * 3)
+        return await link.conn.request(header, bufs, self.msg_timeout * 3)
 
     async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
                          confirm: bool = False) -> Any:
@@ -515,7 +525,7 @@ class Engine:
         elif op == "computation_lost":
             self._computation_lost(link, header)
         elif op == "closed":
-            fut = link.closing.pop(header.get("cid"), None)
+            fut = link.closing.pop(messages.id_field(header, "cid"), None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
         elif op == "pulse":
@@ -526,7 +536,7 @@ class Engine:
             self._node_cpus(link, int(header.get("cpus", 0)))
 
     def _setup_done(self, link: NodeLink, header: dict) -> None:
-        cs = self.clusters.get(header.get("cid"))
+        cs = self.clusters.get(messages.id_field(header, "cid"))
         if cs is None or link.clusters.get(cs.cid) != "setup":
             return  # closed meanwhile (close_node during setup)
         if not header.get("ok"):
@@ -588,7 +598,7 @@ class Engine:
         row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        self._provisional_result(link.running.get(header.get("uid")), bufs)
+        self._provisional_result(link.running.get(messages.id_field(header, "uid")), bufs)
 
     def _provisional_result(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         """A running job sent ``dispy_provisional_result``: tell the callbacks."""
@@ -615,7 +625,7 @@ class Engine:
     def _computation_lost(self, link: NodeLink, header: dict) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
         there; jobs it still runs report, the others come back as refused."""
-        cs = self.clusters.get(header.get("cid"))
+        cs = self.clusters.get(messages.id_field(header, "cid"))
         if cs is None or link.clusters.get(cs.cid) != "ready":
             return
         reason = str(header.get("reason", "?"))
@@ -683,7 +693,7 @@ class Engine:
 
     # ---- job life cycle -------------------------------------------------------------
 
-    def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+    def _status(self, cs: ClusterState, status: int, node: Any, job: Any) -> None:
         if cs.cluster_status is not None:
             self.callbacks.call(cs.cluster_status, status, node, job)
 
@@ -817,7 +827,7 @@ class Engine:
             elif isinstance(ins, Resubmit):
                 self._resubmitted(cs, job, ins.new_uid, ins.reason)
 
-    def _resubmitted(self, cs: Any, job: DispyJob, new_uid: str, reason: str) -> None:
+    def _resubmitted(self, cs: ClusterState, job: DispyJob, new_uid: str, reason: str) -> None:
         """A job lost its node and runs again, under a new id (a late result of the
         first run can never be taken for this one)."""
         log.info("job %s resubmitted: %s", job.id, reason)
@@ -920,7 +930,7 @@ class Engine:
                   if cs.pulse_interval and cs.cid in link.clusters]
         return 5 * min(pulses) if pulses else None
 
-    def _report_stall(self, cs: Any, now: float) -> None:
+    def _report_stall(self, cs: ClusterState, now: float) -> None:
         every = config.StallReportInterval
         first = min(every, config.FirstStallReport)
         if now - cs.created < first or now - cs.stall_reported < every:
@@ -951,7 +961,7 @@ class Engine:
 
     # ---- node control (cluster methods) -----------------------------------------------
 
-    def find_link(self, cs: Any, ip: str, port: int | None) -> NodeLink | None:
+    def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:
         """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
         for link in self.links.values():
             if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
@@ -959,7 +969,7 @@ class Engine:
                 return link
         return None
 
-    def node_readiness(self, cs: Any, ip: str, port: int | None) -> tuple[Any, bool]:
+    def node_readiness(self, cs: ClusterState, ip: str, port: int | None) -> tuple[Any, bool]:
         """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
         whether the node is still being connected or set up for ``cs`` (worth waiting
         for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
@@ -977,7 +987,7 @@ class Engine:
         # a pattern's nodes answer the discovery broadcast within moments, or not at all
         return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
 
-    def allocate_node(self, cs: Any, allocs: list) -> int:
+    def allocate_node(self, cs: ClusterState, allocs: list) -> int:
         """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
         cs.allocs[:0] = allocs
         cs.allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
@@ -997,7 +1007,7 @@ class Engine:
         self._dispatch()
         return 0
 
-    def deallocate_node(self, cs: Any, link: NodeLink) -> int:
+    def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
         """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
         if link.clusters.get(cs.cid) != "ready":
             return -1
@@ -1005,10 +1015,10 @@ class Engine:
         self.core.node_unready(cs.cid, link.key)
         return 0
 
-    def node_jobs(self, cs: Any, link: NodeLink) -> list[DispyJob]:
+    def node_jobs(self, cs: ClusterState, link: NodeLink) -> list[DispyJob]:
         return [job for job in link.running.values() if job._cluster is cs]
 
-    def set_node_cpus(self, cs: Any, link: NodeLink, cpus: int) -> int:
+    def set_node_cpus(self, cs: ClusterState, link: NodeLink, cpus: int) -> int:
         node = link.node
         if node is None:
             return -1
@@ -1023,7 +1033,7 @@ class Engine:
             self._dispatch()
         return n
 
-    async def send_file(self, cs: Any, link: NodeLink, path: str) -> int:
+    async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
         answer = await self._send_file(link, cs.cid, path, os.path.basename(path), confirm=True)
         if isinstance(answer, dict) and answer.get("ok"):
             return 0
@@ -1031,7 +1041,7 @@ class Engine:
         log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
         return -1
 
-    def close_node(self, cs: Any, link: NodeLink, terminate: bool,
+    def close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
                    resetup: bool = False) -> int:
         """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
         with ``resetup``, set the computation up there again (``allocate`` is asked again
@@ -1048,12 +1058,12 @@ class Engine:
         asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
         return 0
 
-    def _forget_node(self, cs: Any, link: NodeLink, why: str) -> None:
+    def _forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None:
         cs.nodes.pop(link.key, None)
         self._apply(self.lifecycle.unpinned(cs.cid, link.key,
                                             f"Cancelled: node {link.describe()} {why}"))
 
-    async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
+    async def _close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
                           resetup: bool) -> None:
         while self.node_jobs(cs, link) and link.conn is not None:
             await asyncio.sleep(0.05)
@@ -1062,7 +1072,7 @@ class Engine:
             link.closing[cs.cid] = fut
             link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
             try:
-                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+                await asyncio.wait_for(fut, self.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
         if link.clusters.get(cs.cid) != "closing":
@@ -1083,7 +1093,7 @@ class Engine:
 
     # ---- closing --------------------------------------------------------------------
 
-    async def close_cluster(self, cs: Any, terminate: bool) -> None:
+    async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
         """Close the computation on every node; release nodes no cluster uses any more."""
         self._apply(self.lifecycle.cluster_closing(cs.cid))
         waits = []
@@ -1097,7 +1107,7 @@ class Engine:
             waits.append((link, fut, state))
         for link, fut, state in waits:
             try:
-                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+                await asyncio.wait_for(fut, self.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
             self.core.node_unready(cs.cid, link.key)
@@ -1114,7 +1124,7 @@ class Engine:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
 
-    async def detach_cluster(self, cs: Any) -> None:
+    async def detach_cluster(self, cs: ClusterState) -> None:
         """Let go of a cluster without closing it on its nodes: its jobs go on there and
         stay in its recover file for a later ``recover_jobs`` (which uses this for the
         jobs it reran when its ``timeout`` passes)."""
@@ -1125,9 +1135,10 @@ class Engine:
         for link in self.links.values():
             link.clusters.pop(cs.cid, None)
         self.clusters.pop(cs.cid, None)
-        if self.journals.get(cs.journal.path) is cs.journal:
-            del self.journals[cs.journal.path]
-        cs.journal.db.close()
+        journal: Journal = cs.journal
+        if self.journals.get(journal.path) is journal:
+            del self.journals[journal.path]
+        journal.db.close()
         self._release_idle_links()
 
     def _release_idle_links(self) -> None:

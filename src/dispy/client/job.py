@@ -28,7 +28,7 @@ class DispyJob:
         "_pin", "_final", "_deps", "_key", "_tx", "__weakref__",
     )
 
-    def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
+    def __init__(self, cluster: Any, args_buf: bytes | None, uid: str, submit_time: float) -> None:
         self.id: Any = next(_ids)
         self.result: Any = None
         self.stdout: Any = None

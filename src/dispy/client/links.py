@@ -15,7 +15,8 @@ from .nodes import DispyNode
 class Profile:
     """What a cluster authenticates with; clusters with equal profiles share links."""
 
-    secret: str = ""
+    #: the cluster's secret, or the key derived from it (recover_jobs has only that)
+    secret: str | bytes = ""
     certfile: str | None = None
     keyfile: str | None = None
 

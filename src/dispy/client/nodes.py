@@ -61,7 +61,7 @@ def unescape_pattern(host: str) -> str:
 
 def _resolve(host: str) -> str:
     try:
-        return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+        return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
     except (OSError, IndexError):
         return host
 
@@ -132,7 +132,7 @@ def node_address(node: Any) -> tuple[str | None, int | None]:
     return None, None
 
 
-def to_allocations(nodes: Any, node_port: int = config.NodePort) -> list[NodeAllocate]:
+def to_allocations(nodes: Any, node_port: int | None = config.NodePort) -> list[NodeAllocate]:
     """Normalise the ``nodes`` parameter (str, tuple, dict, NodeAllocate, DispyNode)."""
     if nodes is None:
         nodes = ["*"]

@@ -19,6 +19,7 @@ from ..wire import tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
+from .clusterstate import ClusterState
 from .engine import Engine, _file_header, file_chunks
 from .job import DispyJob
 from .links import Profile
@@ -299,7 +300,7 @@ class SchedulerLink:
             alloc = cs.allocs[int(header.get("alloc", -1))] if cs is not None else None
         except (IndexError, ValueError):
             alloc = None
-        if alloc is None:
+        if cs is None or alloc is None:
             self.send(answer)
             return
         try:
@@ -357,7 +358,7 @@ class SchedulerLink:
             log.error("could not send %s to %s: %s", local, self.describe(), exc)
             return {"ok": False, "reason": str(exc)} if extra else False
 
-    async def add_cluster(self, cs: Any) -> dict:
+    async def add_cluster(self, cs: ClusterState) -> dict:
         """Create the computation at the scheduler; returns its first answer."""
         if self.conn is None:
             await self.connect()
@@ -437,7 +438,7 @@ class SchedulerLink:
         self.send({"op": "cancel", "cid": job._cluster.cid, "uid": job._uid})
         return 0
 
-    async def close_cluster(self, cs: Any, terminate: bool) -> None:
+    async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
         if cs.cid in self.clusters and self.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             self.closing[cs.cid] = fut

@@ -137,7 +137,7 @@ class SharedJobCluster(JobCluster):
         most ``config.NodeSetupWait`` seconds."""
         ip, port = node_address(node)
 
-        async def find() -> tuple[DispyNode | None, bool]:
+        async def find(ip: str) -> tuple[DispyNode | None, bool]:
             for (nip, nport), found in self._state.nodes.items():
                 if nip == ip and (port is None or nport == port):
                     return found, False
@@ -148,7 +148,7 @@ class SharedJobCluster(JobCluster):
         found = None
         deadline = time.monotonic() + config.NodeSetupWait
         while ip and not self._closed:
-            found, pending = self._engine.call(find()).result()
+            found, pending = self._engine.call(find(ip)).result()
             if found is not None or not pending or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)

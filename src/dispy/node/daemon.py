@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
+from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import auth, connection, discovery, heap, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
@@ -34,49 +35,14 @@ from ..wire.sessions import session_id
 from . import service
 from .avail import avail_info
 from .computation import Computation, HostProcess
-from .files import safe_join, too_big, write_chunk
 from .jobs import JobRunner
 from .options import NodeOptions
 from .results import ResultStore
+from .session import Session
 
 log = logging.getLogger("dispy.node")
 
 CANCELLED, TERMINATED = 8, 9
-
-
-class Session:
-    """A client program and its computations here. It is found by ``sid``, the digest of
-    the secret session key the program's connections present after authenticating,
-    never by the client id it claims (a second program knowing the cluster secret
-    cannot take it over); ``sid`` also names its directory and its kept results."""
-
-    def __init__(self, sid: str, client_id: str, name: str, addr: str) -> None:
-        self.sid = sid
-        self.client_id = client_id
-        self.name = name
-        self.addr = addr
-        self.conn: Connection | None = None
-        self.computations: dict[str, Computation] = {}
-        self.undelivered: dict[str, tuple[dict, list]] = {}
-        #: results not yet on disk -> when they were produced; uids already on disk
-        self.unsaved: dict[str, float] = {}
-        self.saved: set[str] = set()
-        #: kept only for its results (client presumed gone, or node restarted): it does
-        #: not hold the node; recover_jobs, connecting with this client id, fetches them
-        self.orphan = False
-        self.last_seen = time.monotonic()
-        self.pulse_interval: float | None = None
-
-    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
-        return self.conn is not None and self.conn.send(header, bufs)
-
-    def flush(self) -> None:
-        """Write the frames queued by ``send`` now (before a drain or a close)."""
-        if self.conn is not None:
-            self.conn.flush()
-
-    def describe(self) -> str:
-        return f"{self.name} at {self.addr}"
 
 
 #: Longest path of a Unix socket (sun_path is 108 bytes on Linux, with its NUL).
@@ -446,7 +412,7 @@ class NodeDaemon(JobRunner):
             while True:
                 header, bufs = await conn.recv()
                 session.last_seen = time.monotonic()
-                old = session.computations.get(header.get("cid"))
+                old = session.computations.get(messages.id_field(header, "cid"))
                 if header.get("op") == "compute" and old is not None:
                     # the client presumed us dead and sets up again: end the old one first
                     await self._close_computation(old, TERMINATED, "set up again by client",
@@ -516,15 +482,15 @@ class NodeDaemon(JobRunner):
         elif op == "jobs_query":
             self._jobs_query(session, header)
         elif op == "setup":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 self._spawn(self._setup(comp, bufs))
         elif op == "cancel":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 self._cancel(comp, str(header.get("uid")))
         elif op == "close":
-            comp = session.computations.get(header.get("cid"))
+            comp = session.computations.get(messages.id_field(header, "cid"))
             if comp is not None:
                 status = CANCELLED if header.get("terminate") else TERMINATED
                 self._spawn(self._close_computation(comp, status, "computation closed", True,
@@ -575,7 +541,7 @@ class NodeDaemon(JobRunner):
         log.info("computation %r from %s", comp.name, session.describe())
 
     def _file(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        comp = session.computations.get(header.get("cid"))
+        comp = session.computations.get(messages.id_field(header, "cid"))
         reply = header.get("reply")
         if comp is None or comp.failed:
             if reply is not None:
@@ -615,7 +581,7 @@ class NodeDaemon(JobRunner):
 
     def _files_check(self, session: Session, header: dict) -> None:
         """Answer which of the listed files are missing or differ (shared dest_path)."""
-        comp = session.computations.get(header.get("cid"))
+        comp = session.computations.get(messages.id_field(header, "cid"))
         need = []
         for entry in header.get("files", ()):
             try:
@@ -623,7 +589,8 @@ class NodeDaemon(JobRunner):
                 st = os.stat(path) if path else None
             except (ValueError, KeyError, TypeError, OSError):
                 st = None
-            if (st is not None and st.st_size == entry.get("size")
+            if (comp is not None and path is not None and st is not None
+                    and st.st_size == entry.get("size")
                     and st.st_mtime_ns == entry.get("mtime_ns")):
                 comp.files.append(path)
             else:

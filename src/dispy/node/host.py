@@ -187,7 +187,7 @@ class ComputationHost:
             if proc is not None:
                 proc.escalate = []
             send_frame_sync(self.daemon, {"op": "settled", "pid": pid})
-        elif op == "reap":
+        elif op == "reap" and isinstance(pid, int):
             send_frame_sync(self.daemon, {"op": "reaped", "pid": pid,
                                           "reason": self._reap(int(pid))})
         elif op == "close":

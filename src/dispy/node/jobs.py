@@ -16,14 +16,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ..daemon.files import too_big
+from ..wire import messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from . import service
 from .computation import Computation, JobLink
-from .files import too_big
-
-if TYPE_CHECKING:
-    from .daemon import Session
+from .session import Session
 
 log = logging.getLogger("dispy.node")
 
@@ -38,7 +37,7 @@ class JobRunner:
     busy: int
     jobs_done: int
     accepting: bool
-    service_state: int
+    service_state: str
     opts: Any
     waiting: deque[tuple[Computation, dict, list]]
     killed: set[str]
@@ -60,7 +59,7 @@ class JobRunner:
     # ---- from the client ---------------------------------------------------------
 
     def _job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        comp = session.computations.get(header.get("cid"))
+        comp = session.computations.get(messages.id_field(header, "cid"))
         uid = header.get("uid")
         reason = None
         if comp is None or not comp.ready or comp.host is None:
@@ -263,15 +262,18 @@ class JobRunner:
 
     def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")
+        pid = header.get("pid")
+        if not isinstance(pid, int):  # no job process named: -1 matches none
+            pid = -1
         if op == "reaped":
-            link = comp.reaping.pop(header.get("pid"), None)
+            link = comp.reaping.pop(pid, None)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
                 text = str(header.get("reason", "job process died"))
                 self._end_job(comp, link.uid, status,
                               ("Cancelled: " if link.cancelled else "") + text, link=link)
         elif op == "settled":
-            link = comp.links.get(header.get("pid"))
+            link = comp.links.get(pid)
             if link is not None and link.settling:
                 link.settling = link.cancelled = False
                 comp.idle.append(link)

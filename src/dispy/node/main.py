@@ -1,4 +1,5 @@
-"""dispynode's entry point: parse options, start the daemon, serve until told to stop."""
+"""dispynode's entry point: parse options, start the daemon, serve until told to stop, and
+its stdin menu (status, CPUs, stop/start, quit)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,41 @@ import logging
 import os
 import sys
 
+from ..daemon.menu import read_commands, serve_until_stopped
 from ..log import daemon_logging
-from . import initfile, menu
+from . import initfile
 from .daemon import NodeDaemon, install_signals
 from .options import parse
+
+PROMPT = (
+    'Enter "quit" or "exit" to terminate dispynode, "stop" to stop service, "start" to'
+    ' restart service, "cpus" to change CPUs used, anything else to get status: '
+)
+
+
+def _handle(daemon: NodeDaemon, line: str, saved: list[int]) -> None:
+    words = line.split()
+    cmd = words[0].lower() if words else ""
+    if cmd in ("quit", "exit"):
+        daemon.request_stop(terminate=False)
+    elif cmd == "stop":
+        if daemon.cpus:
+            saved[0] = daemon.cpus
+        daemon.set_cpus(0)
+    elif cmd == "start":
+        daemon.set_cpus(saved[0] or daemon.opts.cpus)
+    elif cmd == "cpus":
+        try:
+            daemon.set_cpus(int(words[1]))
+        except (IndexError, ValueError):
+            print("usage: cpus N   (N > 0 uses N CPUs, N < 0 leaves -N unused)")
+    else:
+        print(daemon.status_text())
+
+
+def _menu(daemon: NodeDaemon) -> None:
+    saved = [daemon.cpus]
+    read_commands(PROMPT, lambda line: _handle(daemon, line, saved), "dispynode-menu")
 
 
 async def _serve(argv: list[str] | None) -> int:
@@ -32,7 +64,7 @@ async def _serve(argv: list[str] | None) -> int:
         print(f"dispynode: {exc}", file=sys.stderr)
         return 2
     install_signals(daemon)
-    return await menu.serve_until_stopped(daemon, opts.daemon, menu.start)
+    return await serve_until_stopped(daemon, opts.daemon, _menu)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .. import config
-from . import config_file
-from .files import parse_size
+from ..daemon import config_file
+from ..daemon.files import parse_size
 from .service import ServiceWindow
 
 #: Options that describe one machine, so a file shared by many nodes must not hold them.

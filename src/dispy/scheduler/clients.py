@@ -13,18 +13,17 @@ import logging
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from .. import config
 from ..client.job import DispyJob
+from ..client.links import Profile
 from ..client.shipping import FileSpec
-from ..node.files import safe_join, too_big, write_chunk
+from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import messages, oob
 from ..wire.connection import Connection
-from .engine import RelayedJob, RemoteCluster, SharedAlloc
-
-if TYPE_CHECKING:
-    from .daemon import SchedulerDaemon
+from .engine import RelayedJob, RemoteCluster, SchedulerEngine, SharedAlloc
+from .options import SchedulerOptions
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -34,7 +33,8 @@ class ClientSession:
     the digest of the secret session key its connections present, never by the client
     id it claims; ``sid`` also names its directory."""
 
-    def __init__(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
+    def __init__(self, sid: str, client_id: str, name: str, addr: str, root: str,
+                 msg_timeout: float) -> None:
         self.sid = sid
         self.client_id = client_id
         self.name = name
@@ -46,6 +46,7 @@ class ClientSession:
         #: client job uid -> files that came with it (dispy_job_depends), until it ends
         self.job_files: dict[str, list[FileSpec]] = {}
         self.last_seen = time.monotonic()
+        self.msg_timeout = msg_timeout
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
@@ -59,7 +60,7 @@ class ClientSession:
         """Ask the client and wait for its reply: (header, bufs), or None."""
         if self.conn is None:
             return None
-        return await self.conn.request_frame(header, bufs, config.MsgTimeout * 3)
+        return await self.conn.request_frame(header, bufs, self.msg_timeout * 3)
 
     def drop_job_files(self, uid: str) -> None:
         files = self.job_files.pop(uid, None)
@@ -80,9 +81,13 @@ def _reply(session: ClientSession, header: dict, **answer: Any) -> None:
 class ClientService:
     """Turns a client's requests into the engine's work (on the scheduler's loop)."""
 
-    def __init__(self, daemon: SchedulerDaemon) -> None:
-        self.daemon = daemon
-        self.engine = daemon.engine
+    def __init__(self, engine: SchedulerEngine, opts: SchedulerOptions, node_profile: Profile,
+                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        self.engine = engine
+        self.opts = opts
+        self.node_profile = node_profile
+        #: runs a coroutine as a task the daemon keeps (and awaits at stop)
+        self.spawn = spawn
         self._cids = itertools.count(1)
         #: every computation by the engine's cluster id (admitted or waiting)
         self.computations: dict[str, RemoteCluster] = {}
@@ -119,9 +124,9 @@ class ClientService:
             return
         cid = f"s{next(self._cids)}.{ccid}"
         store = os.path.join(session.root, ccid.replace("/", "_"))
-        opts = self.daemon.opts
+        opts = self.opts
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
-                           self.daemon.node_profile, opts.pulse_interval,
+                           self.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
         if opts.cleanup_nodes:
             cs.cleanup = True
@@ -131,7 +136,7 @@ class ClientService:
     def _allocs(self, specs: Any, bufs: list[bytes], first: int) -> list[SharedAlloc]:
         if not isinstance(specs, list) or not specs:
             raise ValueError("no nodes given")
-        port = self.daemon.opts.node_port
+        port = self.opts.node_port
         allocs = [SharedAlloc(spec, bufs[first + int(spec["setup_args"])], port)
                   for spec in specs]
         allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
@@ -165,7 +170,7 @@ class ClientService:
 
     def admit_waiting(self) -> None:
         for cid in self.engine.core.admit():
-            cs = self.computations.get(cid)
+            cs = self.computations.get(str(cid))
             if cs is not None:
                 self._start(cs)
 
@@ -188,7 +193,7 @@ class ClientService:
         if cs is None:
             session.send({"op": "closed", "cid": header.get("cid")})
             return
-        self.daemon.spawn(self.close(cs, bool(header.get("terminate"))))
+        self.spawn(self.close(cs, bool(header.get("terminate"))))
 
     # ---- files ----------------------------------------------------------------------
 
@@ -207,7 +212,7 @@ class ClientService:
             root = cs.store
         try:
             path = safe_join(root, header["path"])
-            reason = too_big(int(header["size"]), self.daemon.opts.max_file_size)
+            reason = too_big(int(header["size"]), self.opts.max_file_size)
             if reason:
                 raise ValueError(f"{header['path']}: {reason.replace('node', 'scheduler')}")
             complete = write_chunk(path, header, bufs)
@@ -225,7 +230,7 @@ class ClientService:
             session.job_files.setdefault(str(job_uid), []).append(
                 FileSpec(path, str(header["path"])))
         elif target is not None:
-            self.daemon.spawn(self._send_file(session, cs, header, path))
+            self.spawn(self._send_file(session, cs, header, path))
 
     async def _send_file(self, session: ClientSession, cs: RemoteCluster, header: dict,
                          path: str) -> None:
@@ -270,9 +275,9 @@ class ClientService:
         key = None
         if pin is not None:
             try:
-                key = (str(pin[0]), int(pin[1]), self.daemon.node_profile)
+                key = (str(pin[0]), int(pin[1]), self.node_profile)
             except (TypeError, ValueError, IndexError):
-                key = ("?", 0, self.daemon.node_profile)
+                key = ("?", 0, self.node_profile)
             job._pin = key
         cs.by_client_uid[uid] = job
         self.engine.submit(job, key)
@@ -325,7 +330,7 @@ class ClientService:
         elif op == "close_node":
             rc = self.engine.close_node(cs, link, terminate)
         elif op == "set_node_cpus":
-            if not (self.daemon.opts.cooperative or cs.exclusive):
+            if not (self.opts.cooperative or cs.exclusive):
                 _reply(session, header, rc=-1, reason="the node is shared: the scheduler"
                        " allows set_node_cpus only with --cooperative (or to an exclusive"
                        " computation)")

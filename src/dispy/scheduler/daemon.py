@@ -60,14 +60,14 @@ class SchedulerDaemon:
 
     async def start(self) -> None:
         heap.keep_freed()
-        config.MsgTimeout = self.opts.msg_timeout
         loop = asyncio.get_running_loop()
         try:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
-                                          self.opts.policy, loop, self.opts.nodes)
+                                          self.opts.policy, loop, self.opts.nodes,
+                                          self.opts.msg_timeout)
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: {exc}") from None
-        self.service = ClientService(self)
+        self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)
         ssl_ctx = tls.server_context(self.opts.cluster_certfile, self.opts.cluster_keyfile)
         hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
@@ -160,7 +160,7 @@ class SchedulerDaemon:
         if session is None:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,
-                                    os.path.join(self.root, sid))
+                                    os.path.join(self.root, sid), self.opts.msg_timeout)
             self.sessions[sid] = session
             log.info("%s connected", session.describe())
         elif session.conn is not None:

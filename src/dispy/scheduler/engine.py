@@ -21,7 +21,7 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
-from ..wire import discovery
+from ..wire import discovery, messages
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -30,6 +30,8 @@ class RelayedJob(DispyJob):
     """A client's job as the scheduler holds it: arguments and results stay bytes."""
 
     __slots__ = ("client_uid",)
+    #: the job's uid at its client program
+    client_uid: str
 
 
 class SharedAlloc(NodeAllocate):
@@ -117,8 +119,9 @@ class SchedulerEngine(Engine):
     """The node-facing engine of dispyscheduler; every hook reports to the job's client."""
 
     def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
-                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None) -> None:
-        super().__init__(port, ip_addrs, loop=loop, policy=policy)
+                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None,
+                 msg_timeout: float | None = None) -> None:
+        super().__init__(port, ip_addrs, loop=loop, policy=policy, msg_timeout=msg_timeout)
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
         self.extra_nodes = list(extra_nodes or [])
@@ -131,7 +134,7 @@ class SchedulerEngine(Engine):
 
     def _broadcast_discover(self, port: int) -> None:
         super()._broadcast_discover(port)
-        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+        msg = discovery.discover_request(self.udp.local_port(),
                                          self.client_id)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
@@ -149,6 +152,8 @@ class SchedulerEngine(Engine):
         asyncio.get_running_loop().create_task(self._ask_client(link, cs, alloc))
 
     async def _ask_client(self, link: NodeLink, cs: RemoteCluster, alloc: SharedAlloc) -> None:
+        if link.node is None:  # lost before we asked
+            return
         answer = await cs.session.request({"op": "allocate", "cid": cs.client_cid,
                                            "alloc": alloc.index, "node": node_info(link.node)})
         if link.clusters.get(cs.cid) != "setup" or link.node is None:
@@ -199,6 +204,7 @@ class SchedulerEngine(Engine):
         cs.session.drop_job_files(job.client_uid)
 
     def _job_event(self, job: DispyJob) -> None:
+        assert isinstance(job, RelayedJob)  # the only jobs the scheduler's engine holds
         if job._final or (job.status == DispyJob.Created and job.start_time is None):
             return  # the client knows a job it just submitted is queued
         cs = job._cluster
@@ -208,7 +214,7 @@ class SchedulerEngine(Engine):
                          "ip": link.ip if link else None, "port": link.port if link else None})
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        job = link.running.get(header.get("uid"))
+        job = link.running.get(messages.id_field(header, "uid"))
         if job is None or job._final:
             return
         cs = job._cluster
@@ -216,7 +222,7 @@ class SchedulerEngine(Engine):
                         bufs)
 
     def _file_from_node(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        cs = self.clusters.get(header.get("cid"))
+        cs = self.clusters.get(messages.id_field(header, "cid"))
         if cs is None or not cs.session.send({**header, "cid": cs.client_cid}, bufs):
             log.warning("file %r from node %s not passed on: its client is not connected",
                         header.get("path"), link.describe())

@@ -7,8 +7,8 @@ import dataclasses
 import logging
 import sys
 
+from ..daemon.menu import read_commands, serve_until_stopped
 from ..log import daemon_logging
-from ..node.menu import read_commands, serve_until_stopped
 from .daemon import SchedulerDaemon, install_signals
 from .options import parse
 

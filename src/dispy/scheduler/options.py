@@ -8,8 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .. import config
-from ..node import config_file
-from ..node.files import parse_size
+from ..daemon import config_file
+from ..daemon.files import parse_size
 
 SECTION = "dispyscheduler"
 #: Options that describe one machine, so a shared file must not hold them.

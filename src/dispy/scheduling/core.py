@@ -120,7 +120,7 @@ class SchedulerCore:
 
     def waiting_for(self, cid: Hashable) -> list[Hashable]:
         """What an unadmitted cluster waits for: the admitted clusters, then those ahead."""
-        ahead = []
+        ahead: list[Hashable] = []
         for other, _ in self._waiting:
             if other == cid:
                 return sorted(self._admitted, key=str) + ahead

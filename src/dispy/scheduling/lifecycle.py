@@ -117,9 +117,9 @@ class JobLifecycle:
         self.core.submit(cid, uid, pin)
         return []
 
-    def dispatch(self) -> list[Instruction]:
+    def dispatch(self) -> list[Send]:
         """Jobs the core assigned to free CPUs."""
-        out: list[Instruction] = []
+        out: list[Send] = []
         for uid, cid, node in self.core.dispatch():
             rec = self.jobs.get(str(uid))
             if rec is None or rec.state is not State.QUEUED:

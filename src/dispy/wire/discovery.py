@@ -100,6 +100,12 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("%s: UDP error: %s", self.name, exc)
 
+    def local_port(self) -> int:
+        """The UDP port this socket is bound to (nodes answer a discover request there)."""
+        if self.transport is None:
+            raise RuntimeError(f"{self.name}: the discovery socket is not open")
+        return int(self.transport.get_extra_info("sockname")[1])
+
     def send(self, msg: dict, addr: tuple) -> None:
         if self.transport is not None:
             try:

@@ -242,3 +242,10 @@ def parse_request(header: dict[str, Any], bufs: list[Any] | None = None) -> Reco
         if record.offset > record.size:
             raise MessageError("'offset' is past 'size'")
     return record
+
+
+def id_field(header: dict[str, Any], name: str) -> str:
+    """``header[name]`` when it is a string, else "" (which no id equals): the cid or uid
+    a peer named, to look up, where a missing or malformed one must match nothing."""
+    value = header.get(name)
+    return value if isinstance(value, str) else ""

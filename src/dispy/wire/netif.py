@@ -53,7 +53,7 @@ def interfaces(include_loopback: bool = True) -> list[Interface]:
 
 def resolve(host: str) -> str:
     """IPv4 address of a host name or address string."""
-    return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
 
 
 def select(ip_addrs: list[str] | None) -> list[Interface]:

@@ -63,10 +63,10 @@ def _wrap(obj: Any, min_size: int, depth: int, memo: dict) -> Any:
     if kind is dict:
         items = {k: _wrap(v, min_size, depth - 1, memo) for k, v in obj.items()}
         return items if any(items[k] is not v for k, v in obj.items()) else obj
-    items = [_wrap(v, min_size, depth - 1, memo) for v in obj]
-    if all(a is b for a, b in zip(items, obj, strict=True)):
+    wrapped = [_wrap(v, min_size, depth - 1, memo) for v in obj]
+    if all(a is b for a, b in zip(wrapped, obj, strict=True)):
         return obj
-    return tuple(items) if kind is tuple else items
+    return tuple(wrapped) if kind is tuple else wrapped
 
 
 def dumps(obj: Any, min_size: int = OOB_MIN, depth: int = 2

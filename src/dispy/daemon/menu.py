@@ -1,4 +1,5 @@
-"""The stdin menu of an interactive dispynode: status, CPUs, stop/start, quit."""
+"""A daemon's stdin menu (lines read in a thread, handled on the loop) and the start,
+serve, stop sequence that dispynode and dispyscheduler share."""
 
 from __future__ import annotations
 
@@ -7,35 +8,22 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol, TypeVar
 
 from ..wire.admission import quiet_accept_errors
-from .daemon import NodeDaemon
-
-PROMPT = (
-    'Enter "quit" or "exit" to terminate dispynode, "stop" to stop service, "start" to'
-    ' restart service, "cpus" to change CPUs used, anything else to get status: '
-)
 
 
-def _handle(daemon: NodeDaemon, line: str, saved: list[int]) -> None:
-    words = line.split()
-    cmd = words[0].lower() if words else ""
-    if cmd in ("quit", "exit"):
-        daemon.request_stop(terminate=False)
-    elif cmd == "stop":
-        if daemon.cpus:
-            saved[0] = daemon.cpus
-        daemon.set_cpus(0)
-    elif cmd == "start":
-        daemon.set_cpus(saved[0] or daemon.opts.cpus)
-    elif cmd == "cpus":
-        try:
-            daemon.set_cpus(int(words[1]))
-        except (IndexError, ValueError):
-            print("usage: cpus N   (N > 0 uses N CPUs, N < 0 leaves -N unused)")
-    else:
-        print(daemon.status_text())
+class Serving(Protocol):
+    """What serve_until_stopped needs of a daemon."""
+
+    stop_event: asyncio.Event
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+D = TypeVar("D", bound=Serving)
 
 
 def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None:
@@ -54,13 +42,8 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
     threading.Thread(target=reader, name=name, daemon=True).start()
 
 
-def start(daemon: NodeDaemon) -> None:
-    saved = [daemon.cpus]
-    read_commands(PROMPT, lambda line: _handle(daemon, line, saved), "dispynode-menu")
-
-
-async def serve_until_stopped(daemon: Any, background: bool,
-                              show_menu: Callable[[Any], None]) -> int:
+async def serve_until_stopped(daemon: D, background: bool,
+                              show_menu: Callable[[D], None]) -> int:
     """Start a daemon (dispynode or dispyscheduler), give it its stdin menu when run
     interactively, and serve until it is told to stop; the process exit code."""
     quiet_accept_errors(asyncio.get_running_loop(), logging.getLogger("dispy.admission"))

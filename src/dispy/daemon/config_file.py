@@ -1,4 +1,5 @@
-"""dispynode configuration files: typed ``key = value`` data, never evaluated.
+"""Configuration files of dispynode and dispyscheduler: typed ``key = value`` data, never
+evaluated.
 
 The original ``eval``-ed values read back from its configuration files; here a file is
 data only. ``--save_config`` writes a small subset of TOML (one ``[dispynode]`` table of

@@ -1,0 +1,44 @@
+"""A client program's session on the node: its connection, computations and results
+not yet acknowledged."""
+
+from __future__ import annotations
+
+import time
+
+from ..wire.connection import Connection
+from .computation import Computation
+
+
+class Session:
+    """A client program and its computations here. It is found by ``sid``, the digest of
+    the secret session key the program's connections present after authenticating,
+    never by the client id it claims (a second program knowing the cluster secret
+    cannot take it over); ``sid`` also names its directory and its kept results."""
+
+    def __init__(self, sid: str, client_id: str, name: str, addr: str) -> None:
+        self.sid = sid
+        self.client_id = client_id
+        self.name = name
+        self.addr = addr
+        self.conn: Connection | None = None
+        self.computations: dict[str, Computation] = {}
+        self.undelivered: dict[str, tuple[dict, list]] = {}
+        #: results not yet on disk -> when they were produced; uids already on disk
+        self.unsaved: dict[str, float] = {}
+        self.saved: set[str] = set()
+        #: kept only for its results (client presumed gone, or node restarted): it does
+        #: not hold the node; recover_jobs, connecting with this client id, fetches them
+        self.orphan = False
+        self.last_seen = time.monotonic()
+        self.pulse_interval: float | None = None
+
+    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+        return self.conn is not None and self.conn.send(header, bufs)
+
+    def flush(self) -> None:
+        """Write the frames queued by ``send`` now (before a drain or a close)."""
+        if self.conn is not None:
+            self.conn.flush()
+
+    def describe(self) -> str:
+        return f"{self.name} at {self.addr}"
