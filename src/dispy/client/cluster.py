@@ -321,6 +321,14 @@ class JobCluster:
     def __call__(self) -> None:
         self.wait()
 
+    def map(self, *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Any:
+        """Run a job per item (items of several iterables are zipped into the arguments)
+        and yield the results in order, as ``Executor.map``; a job that did not finish
+        raises ``dispy.JobError``, ``TimeoutError`` after ``timeout`` seconds."""
+        from .futures import cluster_map
+
+        return cluster_map(self, iterables, timeout, chunksize)
+
     # ---- nodes and status -------------------------------------------------------
 
     def discover_nodes(self, nodes: Any) -> int:

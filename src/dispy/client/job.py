@@ -25,7 +25,7 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_future", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -53,6 +53,8 @@ class DispyJob:
         self._deps: Any = None
         #: the node (link key) the job was last sent to
         self._key: Any = None
+        #: concurrent.futures.Future, created on first use of ``future`` (see futures.py)
+        self._future: Any = None
 
     @property
     def finish(self) -> threading.Event:
@@ -74,11 +76,35 @@ class DispyJob:
         event = self._event
         if event is not None:
             event.set()
+        if self._future is not None:
+            from .futures import settle
 
-    def __call__(self, clear: bool = False) -> Any:
-        """Wait until the job ends (any final status) and return its result."""
+            settle(self)
+
+    @property
+    def future(self) -> Any:
+        """A ``concurrent.futures.Future`` of the job: its result when it ends Finished,
+        else ``dispy.JobError`` (status and exception text); created on first use."""
+        from .futures import future_of
+
+        return future_of(self)
+
+    def __await__(self) -> Any:
+        """``await job`` in asyncio code: the result, or raises ``dispy.JobError``."""
+        import asyncio
+
+        return asyncio.wrap_future(self.future).__await__()
+
+    def __call__(self, clear: bool = False, timeout: float | None = None) -> Any:
+        """Wait until the job ends (any final status) and return its result (None unless
+        Finished); ``TimeoutError`` when ``timeout`` seconds pass first."""
         if not self._ended:
-            self.finish.wait()
+            if timeout is None:
+                self.finish.wait()
+            else:
+                from .futures import wait_job
+
+                wait_job(self, timeout)
         return self.result
 
     def __lt__(self, other: DispyJob) -> bool:
