@@ -7,6 +7,7 @@
 from . import config
 from ._version import __version__
 from .client.cluster import JobCluster
+from .client.executor import Executor
 from .client.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -25,5 +26,6 @@ __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
     "DispyNodeAvailInfo",
     "ClusterStatus", "config", "__version__", "recover_jobs",
-    "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
+    "Executor", "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
 ]

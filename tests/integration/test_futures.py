@@ -90,6 +90,7 @@ def test_as_completed_and_wait(node):
 
 def test_future_cancel_queued_not_running(node):
     with make(node) as cluster:
+        assert cluster.submit(0.5)() == 1.0  # a longer job: no more jobs sent ahead
         running = [cluster.submit(3.0) for _ in range(2)]  # both CPUs busy
         for job in running:
             wait_started(job)

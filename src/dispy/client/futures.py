@@ -6,7 +6,8 @@ resolved when the job reaches its final status: ``Finished`` gives the job's res
 any other final status (Cancelled, Terminated, Abandoned) raises :class:`JobError`,
 which carries the status and the job's exception text. ``future.cancel()`` follows the
 stdlib: a queued job is cancelled (the future then is ``cancelled()``), a running one is
-not (use ``cluster.cancel(job)`` to interrupt it).
+not (use ``cluster.cancel(job)`` to interrupt it). As with ProcessPoolExecutor, a job
+already sent to a node (short jobs are sent ahead of a free CPU) counts as running.
 
 Done callbacks of these futures run in the client's engine thread: keep them short and
 never wait in them for another job.
