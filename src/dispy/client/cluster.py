@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import config
 from ..log import logger
-from . import shipping
+from . import joboptions, shipping
 from .engine import Engine
 from .job import DispyJob
 from .links import Profile
@@ -162,6 +162,7 @@ class JobCluster:
         if self._state.package.program is not None:
             args = tuple(str(a) for a in args)
         try:
+            opts = joboptions.pop(kwargs)
             data, big = shipping.pack_job_args(args, kwargs)
             deps = shipping.job_dependencies(depends) if depends else None
         except ValueError as exc:
@@ -170,6 +171,7 @@ class JobCluster:
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
         job._oob = big
         job._deps = deps
+        job._opts = opts
         with self._lock:
             self._pending += 1
             self._submitted += 1

@@ -31,6 +31,7 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
+from . import joboptions
 from .callbacks import CallbackRunner
 from .job import DispyJob, decode_result
 from .links import NodeLink, Profile
@@ -622,7 +623,7 @@ class Engine:
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
-        self.core.submit(cs.cid, job._uid, pin)
+        self.core.submit(cs.cid, job._uid, pin, joboptions.priority(job))
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
@@ -656,7 +657,7 @@ class Engine:
                                  "Cancelled: dispy_job_depends files could not be read")
                     continue
                 bufs.append(names)
-            header = {"op": "job", "cid": cs.cid, "uid": uid}
+            header = {"op": "job", "cid": cs.cid, "uid": uid, **joboptions.header_fields(job)}
             if job._oob:
                 header["oob"] = len(job._oob)
                 bufs += job._oob
@@ -706,7 +707,7 @@ class Engine:
             job._uid = self.new_uid()
             cs.jobs[job._uid] = job
             job.status, job.ip_addr = DispyJob.Created, None
-            self.core.submit(cs.cid, job._uid)
+            self.core.submit(cs.cid, job._uid, None, joboptions.priority(job))
             cs.journal.queued(job, cs.cid)
             self._job_event(job)
         else:

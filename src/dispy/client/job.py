@@ -25,7 +25,7 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "_future", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_future", "_opts", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -55,6 +55,8 @@ class DispyJob:
         self._key: Any = None
         #: concurrent.futures.Future, created on first use of ``future`` (see futures.py)
         self._future: Any = None
+        #: dispy_job_timeout / dispy_job_priority, if given (see joboptions.py)
+        self._opts: dict | None = None
 
     @property
     def finish(self) -> threading.Event:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
-from . import service
+from . import service, timeouts
 from .computation import Computation, JobLink
 from .files import too_big
 
@@ -118,6 +118,7 @@ class JobRunner:
             if header.get("oob"):
                 job["oob"] = header["oob"]
             link.send(job, bufs)
+            timeouts.arm(self, comp, uid, header)
 
     # ---- job processes -------------------------------------------------------------
 
@@ -188,6 +189,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
                   bufs: list) -> None:
         uid = header["uid"]
+        timeouts.settle(self, comp, header)
         if link is not None:
             link.uid = None
             if link.cancelled and comp.host is not None and not link.lost:

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import config
+from ..client import joboptions
 from ..client.job import DispyJob
 from ..client.shipping import FileSpec
 from ..node.files import safe_join, too_big, write_chunk
@@ -272,6 +273,7 @@ class ClientService:
             except (TypeError, ValueError, IndexError):
                 key = ("?", 0, self.daemon.node_profile)
             job._pin = key
+        job._opts = joboptions.from_header(header)
         cs.by_client_uid[uid] = job
         self.engine.submit(job, key)
 
