@@ -35,6 +35,8 @@ class _ClusterState:
         self.node_cpus: dict[tuple, int] = {}
         self.created = time.monotonic()
         self.stall_reported = 0.0
+        #: jobs that ended other than Finished (for progress bars)
+        self.failed = 0
 
     def node_files(self, alloc: NodeAllocate) -> list[shipping.FileSpec]:
         return [shipping.FileSpec(os.path.abspath(p), shipping.relpath_for(p))
@@ -312,10 +314,16 @@ class JobCluster:
             if self._pending == 0:
                 self._lock.notify_all()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted job ended; False if ``timeout`` passed first."""
-        with self._lock:
-            done = self._lock.wait_for(lambda: self._pending == 0, timeout)
+    def wait(self, timeout: float | None = None, progress: bool = False) -> bool:
+        """Wait until every submitted job ended; False if ``timeout`` passed first.
+        ``progress=True`` shows a tqdm bar meanwhile (done/failed, jobs/s, ETA)."""
+        if progress:
+            from .progress import wait_cluster
+
+            done = wait_cluster(self, timeout)
+        else:
+            with self._lock:
+                done = self._lock.wait_for(lambda: self._pending == 0, timeout)
         if done:
             self._engine.callbacks.drain(timeout)
         return done

@@ -249,9 +249,10 @@ class Executor(cf.Executor):
             task.set_exception(JobError(job))
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[Any]:
+            chunksize: int = 1, progress: bool = False) -> Iterator[Any]:
         """Results of ``fn`` over the zipped ``iterables``, in order; ``chunksize`` items
-        go in one job. Leaving the loop early cancels the queued calls."""
+        go in one job. Leaving the loop early cancels the queued calls. ``progress=True``
+        shows a tqdm bar of the jobs (done/failed, jobs/s, ETA)."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         if not callable(fn):
@@ -268,7 +269,7 @@ class Executor(cf.Executor):
             tasks = []
             while chunk := list(itertools.islice(items, chunksize)):
                 tasks.append(self._start(_Task(self, key, "chunk", chunk, {})))
-        return _in_order(tasks, deadline, chunksize > 1)
+        return _in_order(tasks, deadline, chunksize > 1, progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more calls; ``cancel_futures`` cancels the queued ones. With ``wait`` return
@@ -298,7 +299,13 @@ class Executor(cf.Executor):
         return self._cluster
 
 
-def _in_order(tasks: list[cf.Future], deadline: float | None, chunks: bool) -> Iterator[Any]:
+def _in_order(tasks: list[cf.Future], deadline: float | None, chunks: bool,
+              progress: bool) -> Iterator[Any]:
+    bar = None
+    if progress:
+        from .progress import FutureProgress
+
+        bar = FutureProgress(tasks)
     try:
         tasks.reverse()
         while tasks:
@@ -312,3 +319,5 @@ def _in_order(tasks: list[cf.Future], deadline: float | None, chunks: bool) -> I
     finally:
         for task in tasks:
             task.cancel()
+        if bar is not None:
+            bar.close()

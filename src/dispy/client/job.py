@@ -75,6 +75,8 @@ class DispyJob:
     def _set_finished(self) -> None:
         """(engine) The job is final: wake whoever waits, now or later."""
         self._ended = True
+        if self.status != DispyJob.Finished and hasattr(self._cluster, "failed"):
+            self._cluster.failed += 1
         event = self._event
         if event is not None:
             event.set()
