@@ -269,7 +269,12 @@ class Executor(cf.Executor):
             tasks = []
             while chunk := list(itertools.islice(items, chunksize)):
                 tasks.append(self._start(_Task(self, key, "chunk", chunk, {})))
-        return _in_order(tasks, deadline, chunksize > 1, progress)
+        bar = None
+        if progress:
+            from .progress import FutureProgress
+
+            bar = FutureProgress(tasks)
+        return _in_order(tasks, deadline, chunksize > 1, bar)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more calls; ``cancel_futures`` cancels the queued ones. With ``wait`` return
@@ -300,12 +305,7 @@ class Executor(cf.Executor):
 
 
 def _in_order(tasks: list[cf.Future], deadline: float | None, chunks: bool,
-              progress: bool) -> Iterator[Any]:
-    bar = None
-    if progress:
-        from .progress import FutureProgress
-
-        bar = FutureProgress(tasks)
+              bar: Any) -> Iterator[Any]:
     try:
         tasks.reverse()
         while tasks:
