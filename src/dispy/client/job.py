@@ -25,7 +25,7 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "_future", "_opts", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_tx", "_future", "_opts", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -57,6 +57,8 @@ class DispyJob:
         self._future: Any = None
         #: dispy_job_timeout / dispy_job_priority, if given (see joboptions.py)
         self._opts: dict | None = None
+        #: bytes of its arguments, for print_status's "Sent"
+        self._tx = len(args_buf) if args_buf else 0
 
     @property
     def finish(self) -> threading.Event:

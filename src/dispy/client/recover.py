@@ -139,6 +139,17 @@ class Journal:
         return True
 
 
+    def close_at_exit(self) -> int:
+        """The program exits: remove the file if no job in it is left to recover
+        (returns 0), else keep it for ``recover_jobs`` (returns how many jobs it keeps)."""
+        self.flush()
+        left = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        self.db.close()
+        if not left:
+            _unlink(self.path)
+        return left
+
+
 def _id_text(job: DispyJob) -> str | None:
     """The user's job id, if it is a plain value (kept as its repr)."""
     return repr(job.id) if isinstance(job.id, (int, float, str)) else None
@@ -174,8 +185,10 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     ``terminate_pending``), and the nodes are released. Jobs still queued in the crashed
     program are run now with its computation, kept in the file. Jobs a node no longer
     knows (it was killed while they ran) come back Abandoned with the reason. Jobs not
-    finished when ``timeout`` passes come back Running (or Cancelled) and stay in the
-    file for a later call; the file is removed once nothing is left in it.
+    finished when ``timeout`` passes go on where they are and come back Running (or
+    Created, still waiting for a CPU); they stay in the file and a later call returns
+    their results. With ``terminate_pending`` they are cancelled instead. The file is
+    removed once nothing is left in it.
     """
     path = recover_file or newest_recover_file()
     if path is None or not os.path.isfile(path):
@@ -254,12 +267,36 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
         new.append((row, rerun._submit_packed(bytes(row[7]), job_id)))
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     finished = rerun.wait(wait)
-    rerun.close(timeout=0, terminate=True)
+    if finished or terminate:
+        rerun.close(timeout=0, terminate=True)
+    else:  # the jobs go on (as the spec says of timeout); a later call fetches them
+        rerun._detach()
+        _adopt(path, path + ".rerun", [job._uid for _, job in new if not job._final])
     for row, job in new:
         out.append(job)
-        if finished or terminate or job.status != DispyJob.Cancelled:
-            gone.append((row[0],))
+        gone.append((row[0],))
     return gone
+
+
+def _adopt(path: str, rerun_path: str, uids: list[str]) -> None:
+    """Move the rerun's journal rows of unfinished jobs (where they run, or their
+    arguments if still queued) and its cluster into the recover file."""
+    src = sqlite3.connect(rerun_path)
+    try:
+        clusters = list(src.execute("SELECT * FROM clusters"))
+        marks = ",".join("?" * len(uids))
+        rows = list(src.execute(f"SELECT * FROM jobs WHERE uid IN ({marks})", uids))
+    finally:
+        src.close()
+    _unlink(rerun_path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        with db:
+            db.executemany("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           clusters)
+            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        db.close()
 
 
 def _recovered(row: tuple) -> DispyJob:

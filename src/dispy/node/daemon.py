@@ -26,6 +26,7 @@ import psutil
 
 from .._version import __version__
 from ..wire import auth, connection, discovery, heap, messages, netif, tls
+from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
@@ -78,6 +79,10 @@ class Session:
         return f"{self.name} at {self.addr}"
 
 
+#: Longest path of a Unix socket (sun_path is 108 bytes on Linux, with its NUL).
+SOCKET_PATH_MAX = 107
+
+
 class NodeDaemon(JobRunner):
     def __init__(self, opts: NodeOptions) -> None:
         self.opts = opts
@@ -100,8 +105,12 @@ class NodeDaemon(JobRunner):
         self.waiting: deque[tuple[Computation, dict, list]] = deque()
         #: computation token -> computation, for job processes connecting (jobs.py)
         self.job_tokens: dict[str, Computation] = {}
-        #: private directory of the Unix socket job processes connect to
-        self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
+        #: private directory of the Unix socket job processes connect to: under the
+        #: node's own directory, so a node killed with -9 leaves nothing in /tmp (the next
+        #: start removes it); a temp dir only if that path is too long for a socket
+        self.jobs_dir = os.path.join(self.root, "sockets")
+        if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
+            self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
         self.jobs_path = os.path.join(self.jobs_dir, "jobs")
         #: service window state (--service_start/stop/end); jobs run only while OPEN
         self.service_state = service.OPEN
@@ -111,6 +120,8 @@ class NodeDaemon(JobRunner):
         self.zombies: set[str] = set()
         self.lock_fd: int | None = None
         self.store: ResultStore | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispynode", logger=log)
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -154,6 +165,9 @@ class NodeDaemon(JobRunner):
         self._lock()
         if self.opts.clean:
             self._clean()
+        if os.path.dirname(self.jobs_dir) == self.root:  # a killed node's socket goes
+            shutil.rmtree(self.jobs_dir, ignore_errors=True)
+        os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
         self._restore_results()
         loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
@@ -204,7 +218,7 @@ class NodeDaemon(JobRunner):
 
     def _restore_results(self) -> None:
         """Results kept by an earlier run wait for their clients (recover_jobs)."""
-        self.store = ResultStore(os.path.join(self.root, "results.db"))
+        self.store = ResultStore(os.path.join(self.root, "results.log"))
         kept = self.store.load()
         for sid, (name, results) in kept.items():
             session = Session(sid, "?", name, "?")
@@ -233,6 +247,15 @@ class NodeDaemon(JobRunner):
                 self.store.save(items)
             except Exception as exc:  # e.g. a full disk: the results stay in memory
                 log.warning("could not keep %d result(s) on disk: %s", len(items), exc)
+
+    def _report_soon(self, session: Session, uid: str) -> None:
+        """A job's result: on disk first, then to its client, so a node killed at any
+        moment loses none. (Deferring the write to group results of one loop iteration
+        cost a quarter of tiny-job throughput: the result then left an iteration later.)"""
+        self._save_results(session)
+        entry = session.undelivered.get(uid)
+        if entry is not None and not session.send(*entry):
+            log.info("client %s is away: result of job %s kept on disk", session.describe(), uid)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -354,8 +377,17 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
-        self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
-                      (addr[0], reply_port))
+        info = self.info(addr[0], msg.get("client_id"))
+        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
+        if info["busy_with"]:
+            lean["busy_with"] = str(info["busy_with"])[:200]
+        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
+                                       self.udp.last_size)
+        if reply is None:  # answering would send more bytes than came: an amplifier
+            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
+                      self.udp.last_size, addr[0])
+            return
+        self.udp.send(reply, (addr[0], reply_port))
 
     # ---- client connections -------------------------------------------------------
 
@@ -370,6 +402,8 @@ class NodeDaemon(JobRunner):
             sids["sid"] = session_id(hello.get("session"))
             return self.info(None, sid=sids["sid"])
 
+        if not await self.admission.admit(peer, conn):
+            return
         try:
             hello = await server_handshake(
                 conn, self._keys, welcome, self.opts.msg_timeout, name=f"node {self.name}",
@@ -386,7 +420,10 @@ class NodeDaemon(JobRunner):
                     else exc)
             conn.close()
             return
+        finally:
+            self.admission.release(peer)
         sid = sids["sid"]
+        log.debug("handshake with %s (%s) done", peer, hello.get("client_name"))
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node
             return
@@ -609,6 +646,7 @@ class NodeDaemon(JobRunner):
             if comp.failed is None:
                 await self._prefork(comp)  # may fail the computation too
         comp.bundle = b""
+        log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})

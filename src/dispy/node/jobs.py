@@ -50,6 +50,8 @@ class JobRunner:
 
         def _service_text(self) -> str: ...
         def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
+
+        def _report_soon(self, session: Session, uid: str) -> None: ...
         def _maybe_finish(self) -> None: ...
         def _spawn(self, coro: Any) -> asyncio.Task: ...
         async def _close_computation(self, comp: Computation, status: int, reason: str,
@@ -70,10 +72,12 @@ class JobRunner:
         elif self.service_state != service.OPEN:
             reason = f"node is {self._service_text()}"
         if reason is not None:
+            log.debug("job %s refused: %s", uid, reason)
             session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
                           "reason": reason})
             return
         assert comp is not None
+        log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, header, bufs))
         self._start_jobs()
 
@@ -190,6 +194,7 @@ class JobRunner:
                   bufs: list) -> None:
         uid = header["uid"]
         timeouts.settle(self, comp, header)
+        log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
         if link is not None:
             link.uid = None
             if link.cancelled and comp.host is not None and not link.lost:
@@ -215,10 +220,7 @@ class JobRunner:
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
-            if not session.send(header, bufs):
-                log.info("client %s is away: result of job %s kept on disk",
-                         session.describe(), uid)
-                self._save_results(session)
+            self._report_soon(session, uid)
         self._start_jobs()
         self._maybe_finish()
 

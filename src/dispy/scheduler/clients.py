@@ -124,6 +124,8 @@ class ClientService:
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
                            self.daemon.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
+        if opts.cleanup_nodes:
+            cs.cleanup = True
         session.clusters[ccid] = cs
         self.computations[cid] = cs
 
@@ -310,7 +312,7 @@ class ClientService:
         _reply(session, header, rc=self.engine.allocate_node(cs, allocs))
 
     def node_control(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        """deallocate_node, close_node and resetup_node of SharedJobCluster."""
+        """deallocate_node, close_node, resetup_node and set_node_cpus of SharedJobCluster."""
         cs = self._cluster(session, header)
         if cs is None:
             return
@@ -324,6 +326,16 @@ class ClientService:
             rc = self.engine.deallocate_node(cs, link)
         elif op == "close_node":
             rc = self.engine.close_node(cs, link, terminate)
+        elif op == "set_node_cpus":
+            if not (self.daemon.opts.cooperative or cs.exclusive):
+                _reply(session, header, rc=-1, reason="the node is shared: the scheduler"
+                       " allows set_node_cpus only with --cooperative (or to an exclusive"
+                       " computation)")
+                return
+            try:
+                rc = self.engine.set_node_cpus(cs, link, int(header.get("cpus", 0)))
+            except (TypeError, ValueError):
+                rc = -1
         else:
             if isinstance(header.get("cpus"), int) and bufs:
                 cs.per_node[link.key] = (header["cpus"], bufs[0],
@@ -345,4 +357,5 @@ _OPS = {
     "deallocate_node": ClientService.node_control,
     "close_node": ClientService.node_control,
     "resetup_node": ClientService.node_control,
+    "set_node_cpus": ClientService.node_control,
 }

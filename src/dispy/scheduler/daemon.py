@@ -21,6 +21,7 @@ from .. import config
 from .._version import __version__
 from ..client.links import Profile
 from ..wire import auth, connection, heap, tls
+from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
@@ -46,6 +47,8 @@ class SchedulerDaemon:
         self.stop_event = asyncio.Event()
         self.engine: SchedulerEngine | None = None
         self.service: ClientService | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispyscheduler", logger=log)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -58,9 +61,6 @@ class SchedulerDaemon:
     async def start(self) -> None:
         heap.keep_freed()
         config.MsgTimeout = self.opts.msg_timeout
-        if self.opts.clean:
-            shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
         loop = asyncio.get_running_loop()
         try:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
@@ -80,6 +80,10 @@ class SchedulerDaemon:
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
+        # its directory only once it serves: a start that fails leaves nothing behind
+        if self.opts.clean:
+            shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, exist_ok=True)
         await self.engine.start()
         addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
         log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
@@ -129,6 +133,8 @@ class SchedulerDaemon:
 
     async def _serve_conn(self, conn: Connection) -> None:
         peer = conn.peer[0]
+        if not await self.admission.admit(peer, conn):
+            return
         try:
             hello = await server_handshake(conn, self._keys, self._welcome,
                                            self.opts.msg_timeout,
@@ -147,6 +153,8 @@ class SchedulerDaemon:
                     else exc)
             conn.close()
             return
+        finally:
+            self.admission.release(peer)
         sid = session_id(hello.get("session"))
         session = self.sessions.get(sid)
         if session is None:

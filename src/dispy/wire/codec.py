@@ -49,8 +49,9 @@ MAX_HEADER = 16 * 1024 * 1024
 MAX_BUFFERS = 4096
 #: Buffers at least this big get a buffer of their own, filled in place.
 BIG = 64 * 1024
-#: A big buffer's memory grows with what arrived, starting at this size.
-FIRST_ALLOCATION = 1 << 20
+#: A big buffer gets this much memory at once (or its size, if smaller); beyond it,
+#: memory grows with what arrived, so a declared size alone cannot make us allocate.
+FIRST_ALLOCATION = 16 << 20
 #: The sender starts a new record once a record's body is this big.
 RECORD_TARGET = 1 << 20
 
@@ -190,7 +191,7 @@ class _FrameParser:
         lim = self.limits
         while end - pos >= 8:
             hlen, nbufs = PREFIX.unpack_from(data, pos)
-            if hlen > lim.max_header or nbufs > lim.max_buffers:
+            if hlen > lim.max_header or nbufs > lim.max_buffers or hlen >> 24 in (0x15, 0x16):
                 break  # the slow path raises the error
             p = pos + 8 + hlen
             if p > end:
@@ -243,6 +244,8 @@ class _FrameParser:
     def _step(self, piece: bytes) -> None:
         lim = self.limits
         if self.state == _PREFIX:
+            if piece[:2] in (b"\x15\x03", b"\x16\x03"):
+                raise FrameError("the peer speaks TLS (a TLS record came instead of a frame)")
             hlen, nbufs = PREFIX.unpack(piece)
             if hlen > lim.max_header:
                 raise FrameError(f"header of {hlen} bytes is over the limit of {lim.max_header}")

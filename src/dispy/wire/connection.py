@@ -40,7 +40,12 @@ log = logging.getLogger("dispy.wire")
 
 
 class ConnectionClosed(Exception):
-    """The connection is gone; ``str()`` says why."""
+    """The connection is gone; ``str()`` says why, ``received`` how many bytes came
+    before (0: the peer closed without a word, as a TLS daemon does to a plain peer)."""
+
+    def __init__(self, reason: str, received: int = 0) -> None:
+        super().__init__(reason)
+        self.received = received
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -163,7 +168,7 @@ class Connection(asyncio.BufferedProtocol):
                 if self._error is not None:
                     raise self._error
                 if self._closed is not None:
-                    raise ConnectionClosed(self._closed)
+                    raise ConnectionClosed(self._closed, self.bytes_in)
                 self._waiter = self.loop.create_future()
                 try:
                     if timeout is None:

@@ -199,7 +199,8 @@ class Schedule(Record):
 
 @dataclass(frozen=True)
 class NodeControl(Record):
-    """allocate_node, deallocate_node, close_node, resetup_node (dispyscheduler)."""
+    """allocate_node, deallocate_node, close_node, resetup_node, set_node_cpus
+    (dispyscheduler)."""
     op: ClassVar[str] = "node_control"
     cid: Id = Id("")
     node: list[Any] | None = None
@@ -214,14 +215,14 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "compute": ("cid",), "setup": ("cid",), "job": ("cid", "uid"), "cancel": ("cid", "uid"),
     "close": ("cid",), "file": ("cid", "path", "size"), "files_check": ("cid",),
     "schedule": ("cid",), "allocate_node": ("cid",), "deallocate_node": ("cid",),
-    "close_node": ("cid",), "resetup_node": ("cid",),
+    "close_node": ("cid",), "resetup_node": ("cid",), "set_node_cpus": ("cid",),
 }
 
 CLIENT_REQUESTS: dict[str, type[Record]] = {
     "compute": Compute, "setup": Setup, "job": Job, "cancel": Cancel, "close": Close,
     "ack": Ack, "jobs_query": JobsQuery, "file": File, "files_check": FilesCheck,
     "schedule": Schedule, "allocate_node": NodeControl, "deallocate_node": NodeControl,
-    "close_node": NodeControl, "resetup_node": NodeControl,
+    "close_node": NodeControl, "resetup_node": NodeControl, "set_node_cpus": NodeControl,
 }
 
 
