@@ -7,6 +7,15 @@
 from . import config
 from ._version import __version__
 from .client.cluster import JobCluster
+from .client.executor import Executor
+from .client.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    JobError,
+    as_completed,
+    wait,
+)
 from .client.job import DispyJob
 from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
 from .client.recover import recover_jobs
@@ -17,4 +26,6 @@ __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
     "DispyNodeAvailInfo",
     "ClusterStatus", "config", "__version__", "recover_jobs",
+    "Executor", "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
 ]

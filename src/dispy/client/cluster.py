@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from .. import config
 from ..log import logger
-from . import shipping
+from . import joboptions, shipping
 from .engine import Engine
 from .job import DispyJob
 from .journal import Journal
@@ -59,6 +59,8 @@ class _ClusterState:
         self.node_cpus: dict[tuple, int] = {}
         self.created = time.monotonic()
         self.stall_reported = 0.0
+        #: jobs that ended other than Finished (for progress bars)
+        self.failed = 0
         #: this cluster's own work per node, for print_status (node key -> NodeStats)
         self.stats: dict[tuple, NodeStats] = {}
 
@@ -189,6 +191,7 @@ class JobCluster:
         if self._state.package.program is not None:
             args = tuple(str(a) for a in args)
         try:
+            opts = joboptions.pop(kwargs)
             data, big = shipping.pack_job_args(args, kwargs)
             deps = shipping.job_dependencies(depends) if depends else None
         except ValueError as exc:
@@ -197,6 +200,7 @@ class JobCluster:
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
         job._oob = big
         job._deps = deps
+        job._opts = opts
         if big:
             job._tx += sum(memoryview(b).nbytes for b in big)
         with self._lock:
@@ -349,16 +353,30 @@ class JobCluster:
             if self._pending == 0:
                 self._lock.notify_all()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted job ended; False if ``timeout`` passed first."""
-        with self._lock:
-            done = self._lock.wait_for(lambda: self._pending == 0, timeout)
+    def wait(self, timeout: float | None = None, progress: bool = False) -> bool:
+        """Wait until every submitted job ended; False if ``timeout`` passed first.
+        ``progress=True`` shows a tqdm bar meanwhile (done/failed, jobs/s, ETA)."""
+        if progress:
+            from .progress import wait_cluster
+
+            done = wait_cluster(self, timeout)
+        else:
+            with self._lock:
+                done = self._lock.wait_for(lambda: self._pending == 0, timeout)
         if done:
             self._engine.callbacks.drain(timeout)
         return done
 
     def __call__(self) -> None:
         self.wait()
+
+    def map(self, *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Any:
+        """Run a job per item (items of several iterables are zipped into the arguments)
+        and yield the results in order, as ``Executor.map``; a job that did not finish
+        raises ``dispy.JobError``, ``TimeoutError`` after ``timeout`` seconds."""
+        from .futures import cluster_map
+
+        return cluster_map(self, iterables, timeout, chunksize)
 
     # ---- nodes and status -------------------------------------------------------
 

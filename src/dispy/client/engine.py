@@ -33,6 +33,7 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
+from . import joboptions
 from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
 from .clusterstate import ClusterState
@@ -738,7 +739,8 @@ class Engine:
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
-        self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin))
+        self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin,
+                                          joboptions.priority(job)))
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
@@ -774,7 +776,7 @@ class Engine:
                         uid, "dispy_job_depends files could not be read"))
                     continue
                 bufs.append(names)
-            header = {"op": "job", "cid": cs.cid, "uid": uid}
+            header = {"op": "job", "cid": cs.cid, "uid": uid, **joboptions.header_fields(job)}
             if job._oob:
                 header["oob"] = len(job._oob)
                 bufs += job._oob

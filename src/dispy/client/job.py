@@ -10,6 +10,11 @@ _ids = itertools.count(1)
 _event_lock = threading.Lock()
 
 
+#: settle / future_of / wait_job, registered by client/futures.py (which imports this
+#: module, so this one does not import it back)
+FUTURE_HOOKS: dict[str, Any] = {}
+
+
 class DispyJob:
     """A submitted job. ``id`` is the user's to set; everything else is read-only."""
 
@@ -25,7 +30,7 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "_tx", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_tx", "_future", "_opts", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes | None, uid: str, submit_time: float) -> None:
@@ -53,6 +58,10 @@ class DispyJob:
         self._deps: Any = None
         #: the node (link key) the job was last sent to
         self._key: Any = None
+        #: concurrent.futures.Future, created on first use of ``future`` (see futures.py)
+        self._future: Any = None
+        #: dispy_job_timeout / dispy_job_priority, if given (see joboptions.py)
+        self._opts: dict | None = None
         #: bytes of its arguments, for print_status's "Sent"
         self._tx = len(args_buf) if args_buf else 0
 
@@ -73,14 +82,34 @@ class DispyJob:
     def _set_finished(self) -> None:
         """(engine) The job is final: wake whoever waits, now or later."""
         self._ended = True
+        if self.status != DispyJob.Finished and hasattr(self._cluster, "failed"):
+            self._cluster.failed += 1
         event = self._event
         if event is not None:
             event.set()
+        if self._future is not None:
+            FUTURE_HOOKS["settle"](self)
 
-    def __call__(self, clear: bool = False) -> Any:
-        """Wait until the job ends (any final status) and return its result."""
+    @property
+    def future(self) -> Any:
+        """A ``concurrent.futures.Future`` of the job: its result when it ends Finished,
+        else ``dispy.JobError`` (status and exception text); created on first use."""
+        return FUTURE_HOOKS["future_of"](self)
+
+    def __await__(self) -> Any:
+        """``await job`` in asyncio code: the result, or raises ``dispy.JobError``."""
+        import asyncio
+
+        return asyncio.wrap_future(self.future).__await__()
+
+    def __call__(self, clear: bool = False, timeout: float | None = None) -> Any:
+        """Wait until the job ends (any final status) and return its result (None unless
+        Finished); ``TimeoutError`` when ``timeout`` seconds pass first."""
         if not self._ended:
-            self.finish.wait()
+            if timeout is None:
+                self.finish.wait()
+            else:
+                FUTURE_HOOKS["wait_job"](self, timeout)
         return self.result
 
     def __lt__(self, other: DispyJob) -> bool:

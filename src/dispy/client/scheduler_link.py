@@ -19,6 +19,7 @@ from ..wire import tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
+from . import joboptions
 from .clusterstate import ClusterState
 from .engine import Engine, _file_header, file_chunks
 from .job import DispyJob
@@ -421,7 +422,7 @@ class SchedulerLink:
                 self.send({**_file_header(cs.cid, spec.relpath, st, 0, True),
                            "job": job._uid}, [data])
             bufs.append(names)
-        header = {"op": "job", "cid": cs.cid, "uid": job._uid}
+        header = {"op": "job", "cid": cs.cid, "uid": job._uid, **joboptions.header_fields(job)}
         if job._pin is not None:
             header["pin"] = list(job._pin)
         if job._oob:  # big byte strings of the arguments, as the node takes them

@@ -20,7 +20,7 @@ from ..daemon.files import too_big
 from ..wire import messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
-from . import service
+from . import service, timeouts
 from .computation import Computation, JobLink
 from .session import Session
 
@@ -121,6 +121,7 @@ class JobRunner:
             if header.get("oob"):
                 job["oob"] = header["oob"]
             link.send(job, bufs)
+            timeouts.arm(self, comp, uid, header)
 
     # ---- job processes -------------------------------------------------------------
 
@@ -191,6 +192,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
                   bufs: list) -> None:
         uid = header["uid"]
+        timeouts.settle(self, comp, header)
         log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
         if link is not None:
             link.uid = None

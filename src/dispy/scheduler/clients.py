@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..client import joboptions
 from ..client.job import DispyJob
 from ..client.links import Profile
 from ..client.shipping import FileSpec
@@ -279,6 +280,7 @@ class ClientService:
             except (TypeError, ValueError, IndexError):
                 key = ("?", 0, self.node_profile)
             job._pin = key
+        job._opts = joboptions.from_header(header)
         cs.by_client_uid[uid] = job
         self.engine.submit(job, key)
 

@@ -9,6 +9,10 @@ cluster created first (4.15's ``--early_cluster_scheduler``). Jobs are spread to
 the least-loaded node. The caller turns each decision into messages and reports back
 when a job ends or a node goes away.
 
+A job may have a priority (an int, default 0): higher priorities go first, over all
+clusters with ``fifo`` and within each cluster with ``fair``; equal priorities keep the
+order of submission (pinned jobs too).
+
 Clusters are admitted in the order they arrive: an ``exclusive`` cluster waits until
 every admitted cluster is removed, and while it is admitted no other cluster is. The
 caller sets up on nodes only the clusters that are admitted.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 Job = Hashable
@@ -38,6 +42,8 @@ class _Node:
     #: cluster id -> jobs of that cluster running here
     used: dict[Hashable, int] = field(default_factory=dict)
     pinned: deque = field(default_factory=deque)
+    #: some pinned job has a priority other than 0 (then the whole list is looked at)
+    pinned_priorities: bool = False
 
     def free(self) -> int:
         return self.cpus + (self.prefetch if self.cpus > 0 else 0) - self.busy
@@ -61,6 +67,47 @@ class _Queued:
     job: Job
     cid: Hashable
     node: NodeKey | None
+    priority: int = 0
+
+
+class _Queue:
+    """A cluster's queue: one deque per priority, the highest first. Nearly always one
+    priority is in use, so this costs about what a single deque does."""
+
+    __slots__ = ("levels", "order")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, deque[_Queued]] = {}
+        #: priorities in use, highest first
+        self.order: list[int] = []
+
+    def append(self, entry: _Queued) -> None:
+        level = self.levels.get(entry.priority)
+        if level is None:
+            level = self.levels[entry.priority] = deque()
+            self.order.append(entry.priority)
+            self.order.sort(reverse=True)
+        level.append(entry)
+
+    def __iter__(self) -> Iterator[_Queued]:
+        for priority in self.order:
+            yield from self.levels[priority]
+
+    def head(self, live: Callable[[_Queued], bool]) -> _Queued | None:
+        """The first live entry (dropping dead ones and emptied priorities on the way)."""
+        while self.order:
+            priority = self.order[0]
+            level = self.levels[priority]
+            while level and not live(level[0]):
+                level.popleft()
+            if level:
+                return level[0]
+            del self.levels[priority]
+            self.order.pop(0)
+        return None
+
+    def popleft(self) -> _Queued:
+        return self.levels[self.order[0]].popleft()
 
 
 POLICIES = ("fifo", "fair", "early")
@@ -83,7 +130,7 @@ class SchedulerCore:
         #: cluster id -> order of arrival (for the early policy)
         self._order: dict[Hashable, int] = {}
         self._nodes: dict[NodeKey, _Node] = {}
-        self._queues: dict[Hashable, deque[_Queued]] = {}
+        self._queues: dict[Hashable, _Queue] = {}
         self._entries: dict[Job, _Queued] = {}
         self._running: dict[Job, tuple[Hashable, NodeKey]] = {}
 
@@ -93,7 +140,7 @@ class SchedulerCore:
         """Queue a cluster for admission; True when it is admitted at once."""
         if cid in self._queues:
             return cid in self._admitted
-        self._queues[cid] = deque()
+        self._queues[cid] = _Queue()
         self._runs[cid] = 0
         self._order[cid] = next(self._seq)
         self._waiting.append((cid, exclusive))
@@ -212,14 +259,18 @@ class SchedulerCore:
 
     # ---- jobs -------------------------------------------------------------------
 
-    def submit(self, cid: Hashable, job: Job, node: NodeKey | None = None) -> None:
-        """Queue a job; with ``node`` it may run only there."""
-        entry = _Queued(next(self._seq), job, cid, node)
+    def submit(self, cid: Hashable, job: Job, node: NodeKey | None = None,
+               priority: int = 0) -> None:
+        """Queue a job; with ``node`` it may run only there; higher ``priority`` first."""
+        entry = _Queued(next(self._seq), job, cid, node, priority)
         self._entries[job] = entry
         if node is None:
             self._queues[cid].append(entry)
         else:
-            self._nodes[node].pinned.append(entry)
+            target = self._nodes[node]
+            target.pinned.append(entry)
+            if priority:
+                target.pinned_priorities = True
 
     def cancel(self, job: Job) -> bool:
         """Remove a queued job; False when it is not queued (running or unknown)."""
@@ -268,25 +319,31 @@ class SchedulerCore:
         best_q = None
         fair, early = self.policy == "fair", self.policy == "early"
         self._head(node.pinned)
+        pick = None
         for i, entry in enumerate(node.pinned):
             if self._live(entry) and node.used.get(entry.cid, 0) < node.limit(entry.cid):
-                del node.pinned[i]
-                return entry
+                if pick is None or entry.priority > pick[1].priority:
+                    pick = (i, entry)
+                if not node.pinned_priorities:
+                    break  # all of priority 0: the first one it is
+        if pick is not None:
+            del node.pinned[pick[0]]
+            return pick[1]
         for cid in node.alloc:
             if node.used.get(cid, 0) >= node.limit(cid):
                 continue
             queue = self._queues.get(cid)
-            if not queue:
+            if queue is None:
                 continue
-            head = self._head(queue)
+            head = queue.head(self._live)
             if head is None:
                 continue
             if fair:
-                rank: tuple = (self._runs.get(cid, 0), head.seq)
+                rank: tuple = (self._runs.get(cid, 0), -head.priority, head.seq)
             elif early:
-                rank = (self._order.get(cid, 0), head.seq)
+                rank = (self._order.get(cid, 0), -head.priority, head.seq)
             else:
-                rank = (head.seq,)
+                rank = (-head.priority, head.seq)
             if best_q is None or rank < best_q[2]:
                 best_q = (head, queue, rank)
         if best_q is None:

@@ -39,6 +39,8 @@ class JobRecord:
     pin: NodeKey | None = None
     state: State = State.QUEUED
     node: NodeKey | None = None
+    #: dispy_job_priority (SchedulerCore: higher first), kept for a resubmission
+    priority: int = 0
 
 
 # ---- instructions ----------------------------------------------------------------------
@@ -109,12 +111,13 @@ class JobLifecycle:
     # -- events --
 
     def submit(self, uid: str, cid: Hashable, resubmittable: bool,
-               pin: NodeKey | None = None) -> list[Instruction]:
+               pin: NodeKey | None = None, priority: int = 0) -> list[Instruction]:
         if cid in self.closing:
             self.jobs[uid] = JobRecord(uid, cid, False)
             return self._end(uid, CANCELLED, "Cancelled: cluster closed")
-        self.jobs[uid] = JobRecord(uid, cid, resubmittable and pin is None, pin)
-        self.core.submit(cid, uid, pin)
+        self.jobs[uid] = JobRecord(uid, cid, resubmittable and pin is None, pin,
+                                   priority=priority)
+        self.core.submit(cid, uid, pin, priority)
         return []
 
     def dispatch(self) -> list[Send]:
@@ -217,8 +220,8 @@ class JobLifecycle:
         if rec.resubmittable and rec.cid not in self.closing:
             self._release(rec)
             new = self.new_uid()
-            self.jobs[new] = JobRecord(new, rec.cid, True)
-            self.core.submit(rec.cid, new)
+            self.jobs[new] = JobRecord(new, rec.cid, True, priority=rec.priority)
+            self.core.submit(rec.cid, new, None, rec.priority)
             return [Resubmit(rec.uid, rec.cid, new, reason)]
         name = "Terminated" if status == TERMINATED else "Cancelled"
         return self._end(rec.uid, status, f"{name}: {reason}")

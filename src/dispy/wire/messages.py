@@ -135,6 +135,10 @@ class Job(Record):
     uid: Id = Id("")
     oob: int = 0
     pin: list[Any] | None = None
+    #: seconds the job may run (the node ends it Terminated after that)
+    timeout: float | None = None
+    #: higher first (dispyscheduler's queue)
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,8 @@ def parse_request(header: dict[str, Any], bufs: list[Any] | None = None) -> Reco
         _nonneg("oob", record.oob)
         if bufs is not None and record.oob > len(bufs):
             raise MessageError("'oob' counts more buffers than the job carries")
+        if record.timeout is not None and not 0 < record.timeout < float("inf"):
+            raise MessageError("'timeout' is not a positive number of seconds")
     elif isinstance(record, File):
         _nonneg("size", record.size)
         _nonneg("offset", record.offset)

@@ -1,0 +1,43 @@
+"""The examples of futures, Executor, timeouts and priorities, run as programs against a
+real dispynode (see test_examples.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_examples import run_example
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def alpha(node_factory):
+    return node_factory("-c", "2", "--name", "alpha")
+
+
+def test_futures_asyncio(alpha, tmp_path):
+    out = run_example("futures_asyncio.py", tmp_path, alpha)
+    assert "map: [0, 1, 4, 9, 16, 25]" in out
+    found = re.search(r"^as completed: \[(.*)\]$", out, re.M)
+    assert found and sorted(int(v) for v in found[1].split(", ")) == [0, 1, 4, 9, 16]
+    assert "failed: Terminated ValueError: negative: -1" in out
+    assert "not yet; then: 16" in out
+    assert "awaited: [49, 64, 81]" in out
+
+
+def test_executor(alpha, tmp_path):
+    out = run_example("executor.py", tmp_path, alpha)
+    for n, steps in ((27, 111), (97, 118), (871, 178)):
+        assert f"collatz_steps({n}) = {steps}" in out
+    assert "longest below 1000: 871" in out
+    assert "lambda: 40" in out
+    assert "remote ValueError: invalid literal for int() with base 10: 'not a number'" in out
+
+
+def test_timeout_priority(alpha, tmp_path):
+    out = run_example("timeout_priority.py", tmp_path, alpha)
+    assert "stuck: terminated=True: timed out after 1 s" in out
+    order = re.search(r"^started in order: (.*)$", out, re.M)[1].split()
+    assert sorted(order) == sorted(f"p{p}-{i}" for p in (0, 5, 1) for i in range(2))
+    assert order[-1] == "p0-1" and order.index("p5-1") < order.index("p1-0")
