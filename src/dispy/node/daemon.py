@@ -446,7 +446,8 @@ class NodeDaemon(JobRunner):
             while True:
                 header, bufs = await conn.recv()
                 session.last_seen = time.monotonic()
-                old = session.computations.get(header.get("cid"))
+                cid = header.get("cid")  # checked by _on_client; may be unhashable here
+                old = session.computations.get(cid) if isinstance(cid, str) else None
                 if header.get("op") == "compute" and old is not None:
                     # the client presumed us dead and sets up again: end the old one first
                     await self._close_computation(old, TERMINATED, "set up again by client",
