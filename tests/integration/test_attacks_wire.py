@@ -214,3 +214,60 @@ def test_records_replayed_into_a_fresh_session_fail(node, tmp_path, caplog, dire
         node.wait_for("record 0 failed its authentication tag")
     else:
         assert "record 1 failed its authentication tag" in caplog.text  # 0 was the welcome
+
+
+# ---- the same relay on dispyscheduler's client leg ------------------------------------
+
+
+@pytest.mark.parametrize("towards", [S2C, C2S])
+@pytest.mark.parametrize("form", ["plain", "wrong-tag"])
+def test_forged_frames_on_the_schedulers_client_leg(node, scheduler_factory, tmp_path,
+                                                     caplog, towards, form):
+    """Between a SharedJobCluster and dispyscheduler: a forged result towards the
+    program, or a forged job towards the scheduler, both carrying a pickle, drop the
+    connection with a clear line; nothing is unpickled; the job ends once."""
+    sched = scheduler_factory("--cluster_secret", SECRET, "--node_secret", SECRET)
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(Evil(str(marker)))
+    caplog.set_level(logging.INFO, logger="dispy")
+
+    def inject(link: Link, unit: Unit) -> bytes:
+        for header, _ in unit.frames:
+            if header.get("op") == "job":
+                forged = (({"op": "done", "cid": header["cid"], "uid": header["uid"],
+                            "status": 11, "start_time": 0, "end_time": 1}, [evil])
+                          if towards == S2C else
+                          ({"op": "job", "cid": header["cid"], "uid": "forged1"}, [evil]))
+                data = plain_frame(*forged) if form == "plain" else forged_record([forged])
+                if towards == S2C:
+                    link.write(S2C, data)
+                else:
+                    return unit.raw + data
+        return unit.raw
+
+    go = str(tmp_path / "go")
+    finals = Finals()
+    with Relay(sched.port) as relay:
+        relay.hook = once(inject)
+        with dispy.SharedJobCluster(run_when_told,
+                                    nodes=[dispy.NodeAllocate("127.0.0.1", node.port)],
+                                    scheduler_node="127.0.0.1", scheduler_port=relay.port,
+                                    secret=SECRET, callback=finals) as cluster:
+            job = cluster.submit(go, 21)
+            if towards == S2C:
+                wait_until(lambda: "bad frame" in caplog.text, what="program dropping the link")
+            else:
+                sched.wait_for("dropped connection from")
+            Path(go).touch()
+            assert job.finish.wait(60), job.status
+            cluster.wait(timeout=30)
+    expected = "failed its authentication tag" if form == "wrong-tag" else "over the limit"
+    if towards == S2C:
+        line = next(r.getMessage() for r in caplog.records if "bad frame" in r.getMessage())
+    else:
+        line = next(x for x in sched.output().splitlines() if "dropped connection from" in x)
+    assert expected in line, line
+    assert not marker.exists()
+    assert job.status == dispy.DispyJob.Finished and job.result == 42
+    assert list(finals.seen.values()) == [[dispy.DispyJob.Finished]]
+    assert Path(go + ".runs").read_text().split() == ["21"]
