@@ -846,6 +846,8 @@ class Engine:
     def _lost(self, link: NodeLink, reason: str) -> None:
         """The connection broke: retry for a while before presuming the node dead."""
         link.state, link.reason = "down", reason
+        for cid in [c for c, s in link.clusters.items() if s == "setup"]:
+            del link.clusters[cid]  # its setup went down with the link: set up again
         if link.running or any(s == "ready" for s in link.clusters.values()):
             now = time.monotonic()
             link.lost_at = min(now, link.last_heard)  # silence counts from the last frame

@@ -76,6 +76,11 @@ class JobRunner:
                           "reason": reason})
             return
         assert comp is not None
+        if uid in comp.running or any(c is comp and h["uid"] == uid for c, h, _ in self.waiting):
+            # the first one reports; a second would take a CPU that no result frees
+            log.warning("ignored job %s from %s: a job with this id is already here", uid,
+                        session.describe())
+            return
         log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, header, bufs))
         self._start_jobs()

@@ -449,7 +449,8 @@ class FrameDecoder:
 
     def seal(self, key: bytes, limits: Limits) -> None:
         """From now on the peer sends records tagged with ``key``."""
-        if self.frames:
+        if self.frames or not self._parser.at_boundary():
+            # a frame begun in plain bytes must not be finished by sealed ones
             raise FrameError("frames arrived before the handshake finished")
         self._key = key
         self._parser.limits = limits
