@@ -27,7 +27,7 @@ from .._version import __version__
 from ..wire import discovery, heap, netif, tls
 from ..wire.frames import FrameBatch, FrameError, read_frame
 from ..wire.handshake import HandshakeError, server_handshake
-from . import service
+from . import admin, service
 from .avail import avail_info
 from .computation import Computation, HostProcess
 from .files import safe_join, too_big, write_chunk
@@ -84,6 +84,7 @@ class NodeDaemon(JobRunner):
         self.owner: Session | None = None
         self.served = 0
         self.jobs_done = 0
+        self.cpu_time = 0.0
         self.accepting = True
         self.stopping = False
         self.stop_event = asyncio.Event()
@@ -360,7 +361,7 @@ class NodeDaemon(JobRunner):
         peer = writer.get_extra_info("peername") or ("?", 0)
         try:
             hello = await server_handshake(
-                reader, writer, self.opts.secret, self._welcome, self.opts.msg_timeout,
+                reader, writer, admin.secret_for(self), self._welcome, self.opts.msg_timeout,
                 name=f"node {self.name}",
             )
         except HandshakeError as exc:
@@ -372,6 +373,8 @@ class NodeDaemon(JobRunner):
                         exc.__class__.__name__ if not str(exc) else exc)
             await self._drop(writer)
             return
+        if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
+            return await admin.serve(self, reader, writer, peer[0])
         client_id = str(hello.get("client_id") or uuid.uuid4().hex)
         if self.owner is not None and self.owner.client_id != client_id:
             await self._drop(writer)  # the welcome told it who holds the node

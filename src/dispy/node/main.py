@@ -18,6 +18,7 @@ async def _serve(argv: list[str] | None) -> int:
     daemon_logging(opts.debug)
     shown = dataclasses.asdict(opts)
     shown["secret"] = "(given)" if opts.secret else ""
+    shown["admin_secret"] = "(given)" if opts.admin_secret else ""
     logging.getLogger("dispy.node").debug(
         "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
     try:

@@ -26,6 +26,7 @@ class NodeOptions:
     scheduler_node: str | None = None
     name: str = ""
     secret: str = ""
+    admin_secret: str = ""
     dest_path_prefix: str = ""
     keyfile: str | None = None
     certfile: str | None = None
@@ -63,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"port clients listen on for announcements (default {config.ClientPort})")
     p.add_argument("--name", default="", help="name of this node (default: host name)")
     p.add_argument("-s", "--secret", default="", help="secret clients must know")
+    p.add_argument("--admin_secret", default="",
+                   help="secret dispyadmin must know to see details and control this node"
+                        " (without it the node cannot be administered)")
     p.add_argument("--dest_path_prefix", default="",
                    help="directory for clients' files (default: the system temp directory)")
     p.add_argument("--keyfile", default=None, help="private key for TLS")
@@ -142,13 +146,15 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
             p.error(f"TLS file {f} does not exist")
     if a.save_config:
         config_file.save_options(
-            a, parser(), lambda k: k in NODE_SPECIFIC or (k == "secret" and not a.secret),
+            a, parser(), lambda k: (k in NODE_SPECIFIC or (k == "secret" and not a.secret)
+                       or (k == "admin_secret" and not a.admin_secret)),
             "dispynode")
     cpus = a.cpus if a.cpus > 0 else ncpu + a.cpus
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,
         scheduler_port=sched_port, scheduler_node=a.scheduler_node, name=a.name,
-        secret=a.secret, dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
+        secret=a.secret, admin_secret=a.admin_secret,
+        dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
         keyfile=a.keyfile, certfile=a.certfile, max_file_size=max_file_size,
         msg_timeout=float(a.msg_timeout), zombie_interval=a.zombie_interval,
         ping_interval=a.ping_interval, clean=a.clean, client_shutdown=a.client_shutdown,

@@ -72,16 +72,26 @@ async def client_handshake(
 async def server_handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    secret: str,
+    secret: str | Callable[[dict[str, Any]], str | None],
     welcome: Callable[[dict[str, Any]], dict[str, Any]],
     timeout: float,
     name: str = "this node",
 ) -> dict[str, Any]:
-    """Authenticate a connecting client; returns its hello. ``welcome`` builds our answer."""
-    key = auth.derive_key(secret)
+    """Authenticate a connecting client; returns its hello. ``welcome`` builds our answer.
+
+    ``secret`` may pick the secret by the hello (its "role": dispyadmin's "admin" needs
+    the node's admin secret); None refuses that role."""
     hello = await _read_small(reader, timeout)
     if hello.get("op") != "hello" or not isinstance(hello.get("nonce"), str):
         raise HandshakeError("first frame is not a hello")
+    if callable(secret):
+        chosen = secret(hello)
+        if chosen is None:
+            reason = f"{name} does not accept the role {str(hello.get('role'))[:20]!r}"
+            write_frame(writer, {"op": "error", "reason": reason})
+            raise HandshakeError(reason)
+        secret = chosen
+    key = auth.derive_key(secret)
     if hello.get("proto") != PROTOCOL_VERSION:
         reason = _mismatch(name, hello)
         write_frame(writer, {"op": "error", "reason": reason})
