@@ -227,10 +227,10 @@ class WebServer:
         """Listen on the current loop; OSError when the port is taken."""
         self.loop = asyncio.get_running_loop()
         self.app.on_shutdown.append(self._close_streams)
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl,
-                           shutdown_timeout=1.0)
+        site = web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl)
         try:
             await site.start()
         except OSError:

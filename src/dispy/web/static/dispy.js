@@ -91,19 +91,22 @@ const Dispy = (() => {
       this.table = el("table", {cls: "data", id: this.opts.id});
       container.replaceChildren(this.table);
     }
-    render(rows) {
+    render(rows, force) {
+      const sig = JSON.stringify(rows) + this.sortKey + this.sortDir;
+      if (!force && sig === this.sig) return;  // unchanged: keep the DOM (and clicks on it)
       this.rows = rows;
       const focus = document.activeElement;
       if (focus && focus.tagName === "INPUT" && focus.type !== "checkbox" && this.table.contains(focus)) {
         return;  // someone is typing in the table: the next update redraws it
       }
+      this.sig = sig;
       const head = el("tr");
       if (this.opts.select) {
         const all = el("input", {type: "checkbox", cls: "select-all", title: "select all"});
         all.checked = rows.length > 0 && rows.every((r) => this.selected.has(r.key));
         all.addEventListener("change", () => {
           for (const r of this.rows) all.checked ? this.selected.add(r.key) : this.selected.delete(r.key);
-          this.render(this.rows);
+          this.render(this.rows, true);
         });
         head.append(el("th", {}, all));
       }
@@ -112,7 +115,7 @@ const Dispy = (() => {
         head.append(el("th", {cls: "sortable", "data-key": c.key, onclick: () => {
           this.sortDir = this.sortKey === c.key ? -this.sortDir : 1;
           this.sortKey = c.key;
-          this.render(this.rows);
+          this.render(this.rows, true);
         }}, c.title + mark));
       }
       const col = this.columns.find((c) => c.key === this.sortKey) || this.columns[0];
@@ -179,7 +182,8 @@ const Dispy = (() => {
       for (const pts of this.series.values()) for (const [t, v] of pts) {
         tmin = Math.min(tmin, t); tmax = Math.max(tmax, t); vmax = Math.max(vmax, v);
       }
-      if (this.opts.max) vmax = Math.max(vmax, this.opts.max);
+      vmax *= 1.1;  // headroom: a flat line does not hide under the top grid line
+      if (this.opts.max) vmax = Math.min(Math.max(vmax, this.opts.max), this.opts.max);
       if (!isFinite(tmin)) { tmin = Date.now() / 1000 - 60; tmax = tmin + 60; }
       if (tmax - tmin < 30) tmin = tmax - 30;
       if (vmax <= 0) vmax = 1;
@@ -218,6 +222,11 @@ const Dispy = (() => {
           path.setAttribute("class", "series");
           path.setAttribute("data-name", name);
           svg.append(path);
+          const [lt, lv] = pts[pts.length - 1];
+          const dot = document.createElementNS(SVGNS, "circle");
+          dot.setAttribute("cx", x(lt).toFixed(1)); dot.setAttribute("cy", y(lv).toFixed(1));
+          dot.setAttribute("r", "3"); dot.setAttribute("fill", color);
+          svg.append(dot);
         }
         const swatch = el("span", {cls: "swatch"});
         swatch.style.background = color;
