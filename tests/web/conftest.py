@@ -82,7 +82,8 @@ def png_pixels_vary(png: bytes) -> bool:
 
 
 def screenshot(driver: Any, path: Path) -> bytes:
-    """Save a screenshot and check that it shows something."""
+    """Save a screenshot (of the top of the page) and check that it shows something."""
+    driver.execute_script("window.scrollTo(0, 0)")
     png = driver.get_screenshot_as_png()
     path.write_bytes(png)
     assert len(png) > 5000, f"{path}: screenshot of {len(png)} bytes is blank"

@@ -189,7 +189,8 @@ class WebServer:
             if given is not None and hmac.compare_digest(given, self.token):
                 if request.method == "GET" and request.path != "/events":
                     # the token goes into a cookie and out of the address bar
-                    resp = web.HTTPFound(request.rel_url.without_query("token"))
+                    query = {k: v for k, v in request.query.items() if k != "token"}
+                    resp = web.HTTPFound(request.rel_url.with_query(query))
                     self._set_cookie(resp)
                     raise resp
             elif not hmac.compare_digest(request.cookies.get(self.cookie, ""), self.token):

@@ -7,7 +7,7 @@
     {key: "cpu_time", title: "CPU time (s)", fmt: secs},
   ], {id: "summary-table"});
   const nodes = new Table(document.getElementById("nodes"), [
-    {key: "ip_addr", title: "IP address", cls: "text", sort: (r) => r.ip_addr.split(".").map((x) => x.padStart(3, "0")).join(".") + ":" + r.port,
+    {key: "ip_addr", title: "IP address", cls: "text", sort: (r) => r.ip_addr.split(".").map((x) => x.padStart(3, "0")).join(".") + ":" + String(r.port).padStart(5, "0"),
      cell: (r) => el("a", {href: "admin_node?node=" + encodeURIComponent(r.key), cls: "node-link"}, r.key)},
     {key: "name", title: "Name", cls: "text"}, {key: "cpus", title: "CPUs"},
     {key: "admin", title: "Admin", cell: (r) => r.admin ? "yes" : "no"},
@@ -19,7 +19,7 @@
     {key: "updated", title: "Last update", fmt: clock},
     {key: "error", title: "Note", cls: "text"},
   ], {select: true, id: "node-table"});
-  const jobs = new Chart(document.getElementById("charts"), {title: "Jobs done per node", id: "chart-jobs", fmt: (v) => v.toFixed(0)});
+  const jobs = new Chart(document.getElementById("charts"), {title: "Jobs done per node", id: "chart-jobs", min: 4, fmt: (v) => v.toFixed(0)});
   let interval = 60;
   const poll = Admin.pollControls(() => interval);
   Admin.serviceControls(document.getElementById("service-controls"), () => nodes.selection());

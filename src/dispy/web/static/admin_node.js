@@ -21,7 +21,7 @@
     {key: "error", title: "Note", cls: "text"},
   ], {id: "node-info"});
   const charts = document.getElementById("charts");
-  const jobs = new Chart(charts, {title: "Jobs done", id: "chart-jobs", fmt: (v) => v.toFixed(0)});
+  const jobs = new Chart(charts, {title: "Jobs done", id: "chart-jobs", min: 4, fmt: (v) => v.toFixed(0)});
   const cpu = new Chart(charts, {title: "CPU used (%)", id: "chart-cpu", max: 100});
   const mem = new Chart(charts, {title: "Memory available", id: "chart-mem", fmt: bytes});
   let interval = 60;
