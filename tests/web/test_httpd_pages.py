@@ -159,8 +159,7 @@ def test_manage_page_sets_cpus_adds_and_closes_nodes(page, watched, two_nodes, n
     wait_until("CPUs set", lambda: "CPUs: compute: 1" in page.find_element(By.ID,
                                                                             "message").text)
     jobs = [cluster.submit(3) for _ in range(6)]
-    for job in jobs:
-        wait_until("jobs dispatched", lambda: sum(n.busy for n in cluster.status().nodes) == 3)
+    wait_until("jobs dispatched", lambda: sum(n.busy for n in cluster.status().nodes) == 3)
     busy = {f"{n.ip_addr}:{n.port}": n.busy for n in cluster.status().nodes}
     assert busy == {ka: 1, kb: 2}, busy
     for job in jobs:
