@@ -150,12 +150,15 @@ def runs_of(w: str, args: argparse.Namespace) -> int:
 
 
 def run_one(system: str, python: Path, workload: str, params: dict, timeout: float,
-            logs: Path) -> dict[str, Any]:
-    """Run one driver in a fresh session; always kill everything it started."""
+            logs: Path, pythonpath: str | None = None) -> dict[str, Any]:
+    """Run one driver in a fresh session; always kill everything it started.
+    ``pythonpath``: run this project from another source tree (ab.py)."""
     tag = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix=f"db-{system}-"))
     env = {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     argv = [str(python), str(HERE / "systems" / DRIVERS[system]), "--workload", workload,
             "--params", json.dumps(params), "--workdir", str(workdir),
             "--deadline", str(timeout + 60)]

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+#: where pytest was started (the repository); recover files must not appear here
+ROOT = os.getcwd()
 
 
 def free_port() -> int:
@@ -130,6 +137,59 @@ scheduler_factory = _factory(start_scheduler)
 def node(node_factory) -> NodeProcess:
     """One dispynode with 2 CPUs on 127.0.0.1."""
     return node_factory("-c", "2")
+
+
+
+
+def _locks_in(directory: str) -> set[str]:
+    """Lab lock files: the only such files this process (not its children) creates."""
+    return set(glob.glob(os.path.join(directory, "dispy-netlab-*.lock")))
+
+
+def _live_lock(path: str) -> bool:
+    """A lock file someone holds (a lab still running, e.g. in another test run)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leaves_nothing_behind() -> Iterator[None]:
+    """Fail the run when it leaves files behind: anything the processes it starts put
+    in their temp dir (dispynode-*, dispy-demo-*, ...: they run with TMPDIR pointing at
+    a private directory, so other programs on the machine do not count), new
+    dispy-netlab-*.lock files nobody holds in /tmp, or recover files (_dispy_*) here.
+    (Children's leftovers are looked for in their private temp dir, not in /tmp, where
+    other test runs on the same machine may leave theirs.)"""
+    system_tmp = tempfile.gettempdir()  # this process keeps the system's
+    private = tempfile.mkdtemp(prefix="dispy-tests-tmp-")
+    old_tmpdir = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    before = _locks_in(system_tmp)
+    recover_before = set(glob.glob(os.path.join(ROOT, "_dispy_*")))
+    try:
+        yield
+    finally:
+        if old_tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_tmpdir
+        left = sorted(os.path.join(private, name) for name in os.listdir(private))
+        left += sorted(p for p in _locks_in(system_tmp) - before if not _live_lock(p))
+        left += sorted(set(glob.glob(os.path.join(ROOT, "_dispy_*"))) - {
+            *recover_before})
+        shutil.rmtree(private, ignore_errors=True)
+        if left:
+            pytest.fail("the test run left these behind:\n  " + "\n  ".join(left),
+                        pytrace=False)
 
 
 @pytest.fixture(autouse=True)

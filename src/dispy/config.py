@@ -25,6 +25,13 @@ Java = "/usr/bin/java"
 
 #: Seconds between the client's "why are my jobs waiting" reports while no node is usable.
 StallReportInterval = 10.0
+#: Seconds after a cluster is created before the first such report (a node on the LAN
+#: answers within a second; a user should not wait long to learn that none did).
+FirstStallReport = 2.5
+
+#: Seconds submit_node, send_file, set_node_cpus (and the other node methods) wait for a
+#: node the cluster is still connecting to or setting up, before they give up.
+NodeSetupWait = 30.0
 
 #: Version of the wire protocol; every handshake and datagram carries it.
 PROTOCOL_VERSION = 1

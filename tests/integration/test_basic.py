@@ -35,6 +35,27 @@ def test_print_status(node, capsys):
     assert "Node Time Sec" in out and "127.0.0.1" in out and "speedup" in out
 
 
+def _row(out: str) -> list[str]:
+    line = next(ln for ln in out.splitlines() if "127.0.0.1 (" in ln)
+    return [cell.strip() for cell in line.split("|")]
+
+
+def test_print_status_counts_this_cluster_only(node, capsys):
+    """CPUs are the cluster's share; jobs, time and bytes are this cluster's (the first
+    cluster's jobs do not show in the second's table)."""
+    with cluster_for(node, square) as first:
+        assert [j() for j in [first.submit(i) for i in range(5)]] == [0, 1, 4, 9, 16]
+    capsys.readouterr()
+    nodes = [dispy.NodeAllocate("127.0.0.1", node.port, cpus=1)]
+    with dispy.JobCluster(square, nodes=nodes, port=0) as second:
+        assert second.submit(3)() == 9
+        assert second.submit(4)() == 16
+        second.print_status()
+    _, cpus, jobs, _, _, sent, rcvd = _row(capsys.readouterr().out)
+    assert (cpus, jobs) == ("1", "2")
+    assert sent != "0 B" and rcvd != "0 B"
+
+
 def test_node_globals_visible(node):
     def where():
         return dispy_node_name, dispy_node_ip_addr, os.getcwd() == dispy_job_path  # noqa: F821

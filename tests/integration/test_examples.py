@@ -268,3 +268,19 @@ def test_bounded_submit_never_exceeds_its_bound(alpha, tmp_path):
     assert m, out
     most, bound, waits = map(int, m.groups())
     assert bound == 10 and most <= bound and waits > 0
+
+
+def test_demo_shows_a_speedup_and_leaves_nothing(tmp_path):
+    """`make demo`: two CPUs pay off (speedup > 1), it takes seconds, and neither its
+    temporary node directory nor a recover file is left behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "demo.py")], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    speedup = float(re.search(r"speedup: ([0-9.]+)", proc.stdout).group(1))
+    assert speedup > 1.2, proc.stdout
+    assert list(tmp.iterdir()) == [] and list(work.iterdir()) == []

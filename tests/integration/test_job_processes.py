@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_started
 
 import dispy
-from dispy.wire.frames import send_frame_sync
+from dispy.wire.sync import send_frame_sync
 
 pytestmark = pytest.mark.timeout(90)
 

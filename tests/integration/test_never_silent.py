@@ -61,6 +61,9 @@ def test_stdin_menu(tmp_path):
                 time.sleep(0.05)
 
         wait_for("Enter \"quit\"")
+        # the prompt is a line of its own: log lines do not run into it
+        text = log.read_text()
+        assert "anything else to get status:\n" in text.replace("\r\n", "\n"), text
         os.write(master, b"cpus 1\n")
         wait_for("now using 1 CPUs")
         os.write(master, b"stop\n")
@@ -79,3 +82,32 @@ def test_stdin_menu(tmp_path):
 
 
 
+
+def test_first_stall_report_comes_early(caplog):
+    """Without a node, the user hears so within 2-3 s, not after 10 s."""
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=free_port(), port=0)
+    start = time.monotonic()
+    cluster.submit(1)
+    try:
+        deadline = start + 6
+        while "no node is usable" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert time.monotonic() - start < 4.5
+    finally:
+        cluster.close(timeout=0, terminate=True)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_plain_tcp_probe_is_not_a_warning(node_factory, debug):
+    """A port check (connect, close) is logged only with -d."""
+    import socket
+
+    node = node_factory("-c", "1", *(["-d"] if debug else []))
+    socket.create_connection(("127.0.0.1", node.port), timeout=5).close()
+    with dispy.JobCluster(ident, nodes=[("127.0.0.1", node.port)], port=0) as cluster:
+        assert cluster.submit(1)() == 1  # the node handled the probe before this
+    if debug:
+        node.wait_for("dropped connection from 127.0.0.1 during handshake")
+    else:
+        assert "dropped connection" not in node.output()

@@ -125,3 +125,18 @@ def test_one_client_at_a_time_and_busy_reason(node, tmp_path, caplog, monkeypatc
     finally:
         other.kill()
         other.wait()
+
+
+def test_job_socket_lives_under_the_node_directory(node_factory, tmp_path):
+    """No /tmp/dispynode-* directory: the job socket is in the node's own directory, and
+    what a node killed with -9 left there is removed at the next start."""
+    node = node_factory("-c", "1")
+    sockets = node.prefix / "dispy" / f"node-{node.port}" / "sockets"
+    assert (sockets / "jobs").exists()
+    (sockets / "stale").write_text("from a killed node")
+    node.stop()  # SIGKILL
+    again = node_factory("-c", "1", port=node.port)
+    assert again.prefix == node.prefix
+    assert (sockets / "jobs").exists() and not (sockets / "stale").exists()
+    with dispy.JobCluster(ident, nodes=[("127.0.0.1", again.port)], port=0) as c:
+        assert c.submit(7)() == 7

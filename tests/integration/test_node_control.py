@@ -302,3 +302,50 @@ def test_finished_jobs_are_freed_when_the_user_drops_them(node):
         del job
         gc.collect()
         assert ref() is None
+
+
+def slow_setup():
+    time.sleep(1)
+    return 0
+
+
+def read_it(name):
+    with open(name) as fh:
+        return fh.read()
+
+
+def test_node_methods_right_after_jobcluster_wait_for_setup(node, tmp_path):
+    """submit_node, send_file and set_node_cpus for a listed node that is still being
+    set up wait for it (the original said "Invalid node"); wait_nodes counts ready nodes."""
+    data = tmp_path / "data.txt"
+    data.write_text("payload")
+    with make(node, read_it, setup=slow_setup) as cluster:
+        assert cluster.send_file(str(data), "127.0.0.1") == 0
+        assert cluster.set_node_cpus("127.0.0.1", 1) == 1
+        job = cluster.submit_node("127.0.0.1", "data.txt")
+        assert job is not None and job() == "payload" and job.ip_addr == "127.0.0.1"
+        assert cluster.wait_nodes(1, timeout=10) == 1
+
+
+def test_wait_nodes_times_out_with_the_count(node):
+    with make(node, ident) as cluster:
+        assert cluster.wait_nodes(1, timeout=20) == 1
+        start = time.monotonic()
+        assert cluster.wait_nodes(2, timeout=0.3) == 1
+        assert time.monotonic() - start < 5
+        with pytest.raises(ValueError):
+            cluster.wait_nodes(0)
+
+
+def test_unreachable_listed_node_is_not_waited_for(caplog):
+    """A listed node that cannot be reached gives -1 soon, not after the setup wait."""
+    from conftest import free_port
+
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=free_port(), port=0)
+    try:
+        start = time.monotonic()
+        assert cluster.set_node_cpus("127.0.0.1", 1) == -1
+        assert cluster.submit_node("127.0.0.1", 1) is None
+        assert time.monotonic() - start < 10
+    finally:
+        cluster.close(timeout=0, terminate=True)

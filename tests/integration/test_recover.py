@@ -162,8 +162,36 @@ def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "recover file" in err and "dispy.recover_jobs(" in err  # says how to recover
     jobs = dispy.recover_jobs("int.rec")
     assert sorted(job.result for job in jobs) == [0, 1]
+
+
+EXITS = textwrap.dedent("""
+    import sys
+    import dispy
+
+    def compute(n):
+        return n * n
+
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=int(sys.argv[1]),
+                               port=0)
+    assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 1, 4]
+    if sys.argv[2] == "interrupt":
+        raise KeyboardInterrupt  # Ctrl-C after the jobs are done
+    # else: the program ends without cluster.close(), as many published programs do
+""")
+
+
+@pytest.mark.parametrize("how", ["interrupt", "no_close"])
+def test_recover_file_of_a_program_that_exits_with_nothing_to_recover_goes(node, tmp_path,
+                                                                          how):
+    script = tmp_path / "exits.py"
+    script.write_text(EXITS)
+    proc = subprocess.run([sys.executable, str(script), str(node.port), how],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == (-2 if how == "interrupt" else 0), proc.stderr
+    assert glob.glob(str(tmp_path / "_dispy_*")) == [], proc.stderr
 
 
 def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):
@@ -208,3 +236,18 @@ def test_a_recover_file_in_use_is_a_clear_error(node, tmp_path):
     with dispy.JobCluster(double, nodes=["127.0.0.1"], node_port=node.port, port=0,
                           recover_file="busy.rec") as cluster:
         assert cluster.submit(4)() == 8
+
+
+def test_queued_jobs_rerun_with_a_timeout_go_on_for_a_later_call(node, tmp_path):
+    """Jobs the crashed program had only queued are rerun; when ``timeout`` passes
+    they go on (as the spec says of timeout), come back Running, not Cancelled, and a
+    later call returns their results instead of running them again from the start."""
+    crashed_client(tmp_path, node, 1.5, 4, "queued.rec")  # 2 run on the node, 2 queued
+    first = dispy.recover_jobs("queued.rec", timeout=0.5)
+    assert len(first) == 4  # still running on the node, or still waiting for a CPU
+    assert {job.status for job in first} <= {dispy.DispyJob.Running, dispy.DispyJob.Created}
+    assert os.path.exists("queued.rec")
+    second = dispy.recover_jobs("queued.rec")
+    assert sorted((job.id, job.status, job.result) for job in second) == [
+        (i, dispy.DispyJob.Finished, i * i) for i in range(4)]
+    assert not os.path.exists("queued.rec")

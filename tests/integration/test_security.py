@@ -119,4 +119,17 @@ def test_plain_client_cannot_talk_to_tls_node(node_factory, certfile, monkeypatc
     assert cluster.wait(timeout=3) is False
     cluster.close(timeout=0, terminate=True)
     assert job.status == dispy.DispyJob.Cancelled
-    assert "handshake failed" in caplog.text or "cannot connect" in caplog.text
+    assert "the node uses TLS; give certfile/keyfile" in caplog.text
+
+
+def test_tls_client_cannot_talk_to_plain_node(node, certfile, monkeypatch, caplog):
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    monkeypatch.setattr(dispy.config, "MsgTimeout", 2)
+    cluster = dispy.JobCluster(ident, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                               certfile=certfile)
+    job = cluster.submit(1)
+    assert cluster.wait(timeout=4) is False
+    cluster.close(timeout=0, terminate=True)
+    assert job.status == dispy.DispyJob.Cancelled
+    assert ("the node does not use TLS" in caplog.text
+            or "the node gave no TLS answer" in caplog.text), caplog.text

@@ -149,6 +149,35 @@ def test_set_node_cpus_is_refused_submit_node_works(scheduler_factory, node, cap
         assert c.node_jobs("10.9.9.9") == -1
 
 
+def test_submit_node_right_after_creation_waits_for_the_node(scheduler_factory, node):
+    sched = scheduler_factory()
+    with shared(sched, node, double) as c:
+        job = c.submit_node("127.0.0.1", 5)
+        assert job is not None and job() == 10
+        assert c.wait_nodes(1, timeout=10) == 1
+
+
+def test_print_status_shows_traffic(scheduler_factory, node, capsys):
+    sched = scheduler_factory()
+    with shared(sched, node, double) as c:
+        assert [j() for j in [c.submit(i) for i in range(3)]] == [0, 2, 4]
+        c.print_status()
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "127.0.0.1" in ln)
+    cells = [cell.strip() for cell in line.split("|")]
+    assert cells[2] == "3" and cells[5] != "0 B" and cells[6] != "0 B", line
+
+
+def test_cooperative_scheduler_lets_programs_set_node_cpus(scheduler_factory, node_factory):
+    """4.15's dispyscheduler --cooperative: set_node_cpus works through the scheduler."""
+    node = node_factory("-c", "2")
+    sched = scheduler_factory("--cooperative", "--early_cluster_scheduler")
+    with shared(sched, node, double) as c:
+        assert c.submit(1)() == 2
+        assert c.set_node_cpus("127.0.0.1", 1) == 1
+        assert [j() for j in [c.submit(i) for i in range(4)]] == [0, 2, 4, 6]
+    assert "policy early" in sched.output()
+
+
 def send_back(name):
     os.makedirs(os.path.dirname(name), exist_ok=True)
     with open(name, "w") as fh:
@@ -345,10 +374,12 @@ def test_options_and_config_file(tmp_path):
         assert run.returncode == 2 and "error" in run.stderr
 
 
-def test_port_in_use_is_a_clear_error(scheduler_factory):
+def test_port_in_use_is_a_clear_error(scheduler_factory, tmp_path):
     sched = scheduler_factory()
     run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", "-i", "127.0.0.1",
-                          "--scheduler_port", str(sched.port), "--daemon"],
+                          "--scheduler_port", str(sched.port), "--daemon",
+                          "--dest_path_prefix", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert f"cannot listen on TCP port {sched.port}" in run.stderr
+    assert not (tmp_path / "dispy").exists()  # a start that failed leaves nothing behind

@@ -149,6 +149,7 @@ class Lab:
         self.hosts: dict[str, Host] = {}
         self.namespaces: list[str] = []
         self._lock_fd: int | None = None
+        self._lock_path = ""
         self._next = 1
         self.switch_ns = f"dnl-sw-{self.suffix}"
         self.bridge = f"br{self.suffix}"
@@ -166,13 +167,18 @@ class Lab:
     def _reserve_subnet(self) -> ipaddress.IPv4Network:
         """Pick a random free 10.77.N.0/24 so Labs running side by side never share one."""
         for n in random.sample(range(1, 255), 254):
-            fd = os.open(_LOCK_PATH.format(n), os.O_CREAT | os.O_RDWR, 0o644)
+            path = _LOCK_PATH.format(n)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # the holder before us removes the file when done (close): a lock on a
+                # removed file reserves nothing, so it must still be the file at the path
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    raise OSError("lock file was removed")
             except OSError:
                 os.close(fd)
                 continue
-            self._lock_fd = fd
+            self._lock_fd, self._lock_path = fd, path
             return ipaddress.IPv4Network(f"10.77.{n}.0/24")
         raise RuntimeError("no free 10.77.N.0/24 subnet for a netlab Lab")
 
@@ -224,6 +230,8 @@ class Lab:
             _ip("netns", "del", ns, check=False)
         self.namespaces.clear()
         if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path)  # still locked: nobody can take it meanwhile
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 

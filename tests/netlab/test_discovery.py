@@ -35,12 +35,16 @@ def check_jobs(lan: DispyLan, report: dict, detail: str) -> set[str]:
     return used
 
 
-@pytest.mark.parametrize("form", ["star", "wildcard", "explicit", "explicit_tuples"])
+@pytest.mark.parametrize("form", ["star", "wildcard", "escaped_wildcard", "explicit",
+                                  "explicit_tuples"])
 def test_client_finds_and_uses_both_nodes(dispy_lan: DispyLan, form: str) -> None:
     node1, node2 = dispy_lan.nodes["node1"], dispy_lan.nodes["node2"]
     nodes = {
         "star": ["*"],
         "wildcard": [dispy_lan.wildcard],
+        # published programs write '10.0.0.\\*' (a backslash before '*'), as the original's
+        # reStructuredText docs did; the original accepted every 10.0.0.x node
+        "escaped_wildcard": [dispy_lan.wildcard.replace("*", "\\*")],
         "explicit": [node1.ip, node2.ip],
         "explicit_tuples": [[node1.ip, dispy_lan.port], [node2.ip, dispy_lan.port]],
     }[form]
@@ -96,3 +100,19 @@ def test_late_node_found_by_its_announcement(dispy_lan_idle: DispyLan) -> None:
     assert check_jobs(lan, report, detail) == {node1.ip, node2.ip}, detail
     assert sorted(report["nodes_at_end"]) == sorted([node1.ip, node2.ip]), detail
     assert report["closed"] is True, detail
+
+
+def test_nodes_that_match_no_pattern_are_named(dispy_lan: DispyLan) -> None:
+    """Nodes answer a broadcast but the program's pattern matches none of them: the log
+    says which nodes answered and that they match nothing (not "no node answered")."""
+    other = dispy_lan.wildcard.rsplit(".", 2)[0] + ".254.\\*"  # another subnet
+    run = dispy_lan.run_client(CLIENT, "--nodes", json.dumps([other]),
+                               "--node-port", str(dispy_lan.port), "--jobs", "1",
+                               "--deadline", "5")
+    detail = run.describe() + dispy_lan.diagnostics()
+    out = run.stdout + run.stderr
+    for node in dispy_lan.nodes.values():
+        assert f"node {node.ip}:{dispy_lan.port} answered but matches none of nodes=" in out, \
+            detail
+    assert "answered but match none of nodes=" in out, detail
+    assert "no node answered at all" not in out, detail

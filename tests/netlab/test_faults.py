@@ -170,3 +170,22 @@ def test_node_restarted_with_undelivered_results(dispy_lan: DispyLan) -> None:
     node1.wait_for("kept 2 undelivered result(s)")
     got = recover(dispy_lan, "restart.rec")
     assert [(x, s) for x, s, _ in got] == [(i, FINISHED) for i in range(4)], got
+
+
+def test_node_killed_just_after_its_results_left_keeps_them(dispy_lan: DispyLan) -> None:
+    """Results go to disk before the node reports them: a node killed right after
+    sending results that never arrived (the client's link is down) still has them."""
+    client = Client(dispy_lan, "--jobs", "4", "--secs", "3", "--hold",
+                    "--recover-file", "window.rec")
+    client.wait_line(lambda x: x == "all running")
+    dispy_lan.client.link_down()
+    time.sleep(3.3)  # the fault: the jobs end and their results leave into a dead link
+    node1 = dispy_lan.nodes["node1"]
+    node1.stop(signal.SIGKILL)  # within a second of the results: before, they were lost
+    client.proc.send_signal(signal.SIGKILL)
+    client.finish()
+    dispy_lan.client.link_up()
+    node1.start()
+    node1.wait_for("undelivered result(s)")
+    got = recover(dispy_lan, "window.rec")
+    assert [(x, s) for x, s, _ in got] == [(i, FINISHED) for i in range(4)], got

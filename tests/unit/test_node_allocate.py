@@ -161,3 +161,11 @@ def test_to_allocations_invalid_entries(bad):
 def test_to_allocations_bad_shape_is_value_error(bad):
     with pytest.raises(ValueError):
         to_allocations(bad)
+
+
+@pytest.mark.parametrize("pattern", ["10.0.0.\\*", "10\\.0\\.0\\.\\*", "10.0.0.*"])
+def test_escaped_wildcard_matches_like_the_original(pattern):
+    alloc = NodeAllocate(pattern)
+    assert alloc.wildcard and alloc.host == "10.0.0.*"
+    assert alloc.matches("10.0.0.5") and alloc.matches("10.0.0.254")
+    assert not alloc.matches("10.0.1.5")

@@ -160,3 +160,21 @@ def test_admission_invariants(ops):
         # nothing waits when nothing runs
         if present:
             assert admitted
+
+
+def test_early_serves_the_cluster_created_first():
+    """4.15's --early_cluster_scheduler: jobs of the earliest-created cluster go first,
+    even when a later cluster submitted earlier."""
+    core = shared("early", nodes={"n1": 1})
+    for cid in ("A", "B"):
+        core.add_cluster(cid)
+        ready_everywhere(core, cid)
+    core.submit("B", "b0")
+    core.submit("B", "b1")
+    core.submit("A", "a0")
+    order = []
+    for _ in range(3):
+        (job, _, _), = core.dispatch()
+        order.append(job)
+        core.finished(job)
+    assert order == ["a0", "b0", "b1"]

@@ -229,3 +229,31 @@ def test_job_dependencies(tmp_path):
         shipping.job_dependencies([str(tmp_path / "missing")])
     with pytest.raises(ValueError, match="cannot be shipped"):
         shipping.job_dependencies([uses_lock])
+
+
+def test_unpicklable_argument_is_named_with_its_type():
+    import threading
+
+    from dispy.client.shipping import pack_job_args
+
+    with pytest.raises(ValueError) as exc:
+        pack_job_args((1, threading.Lock()), {})
+    assert "argument 2 is a _thread.lock" in str(exc.value)
+    with pytest.raises(ValueError) as exc:
+        pack_job_args((), {"lock": threading.Lock()})
+    assert "keyword argument 'lock' is a _thread.lock" in str(exc.value)
+
+
+def test_shipped_code_keeps_its_file_name_and_source():
+    import cloudpickle
+
+    from dispy.client.shipping import dumps_code, sources_of
+
+    def local(x):
+        return x + 1
+
+    data, names = dumps_code({"f": local})
+    assert __file__ in names
+    assert cloudpickle.loads(data)["f"].__code__.co_filename == __file__
+    assert "def local(x):\n" in "".join(sources_of(names)[__file__])
+    assert sources_of({"<stdin>"}) == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -31,12 +32,17 @@ def browser() -> Iterator[Any]:
                 "--disable-background-networking", "--window-size=1300,1000",
                 "--disable-dev-shm-usage"):
         opts.add_argument(arg)
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    # Chromium's own files (profile, sockets) go into a directory removed at the end
+    home = tempfile.mkdtemp(prefix="dispy-chromium-")
+    opts.add_argument(f"--user-data-dir={home}/profile")
+    service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": home})
+    driver = webdriver.Chrome(options=opts, service=service)
     driver.set_page_load_timeout(20)
     try:
         yield driver
     finally:
         driver.quit()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_node_without_admin_secret_refuses_admin(node_factory):
     node = node_factory("-c", "1")  # no secrets at all: clients may, dispyadmin may not
 
     async def go():
-        with pytest.raises(AdminError, match="does not accept the role 'admin'"):
+        with pytest.raises(AdminError, match="does not serve peers in role 'admin'"):
             await AdminLink("127.0.0.1", node.port, "").info()
 
     run(go())

@@ -18,7 +18,7 @@ from .engine import Engine
 from .job import DispyJob
 from .links import Profile
 from .nodes import ClusterStatus, DispyNode, NodeAllocate, node_address, to_allocations
-from .status import format_status
+from .status import NodeStats, format_status
 
 log = logging.getLogger("dispy")
 _cids = itertools.count(1)
@@ -35,6 +35,8 @@ class _ClusterState:
         self.node_cpus: dict[tuple, int] = {}
         self.created = time.monotonic()
         self.stall_reported = 0.0
+        #: this cluster's own work per node, for print_status (node key -> NodeStats)
+        self.stats: dict[tuple, NodeStats] = {}
 
     def node_files(self, alloc: NodeAllocate) -> list[shipping.FileSpec]:
         return [shipping.FileSpec(os.path.abspath(p), shipping.relpath_for(p))
@@ -66,7 +68,7 @@ class JobCluster:
         node_port: int | None = None,
         recover_file: str | None = None,
         dest_path: str | None = None,
-        loglevel: int = logger.WARNING,
+        loglevel: int | None = None,
         setup: Any = None,
         cleanup: Any = True,
         pulse_interval: float | None = None,
@@ -84,7 +86,8 @@ class JobCluster:
         ipv4_udp_multicast: bool = False,
         _resume: dict | None = None,
     ) -> None:
-        logger.setLevel(loglevel)
+        if loglevel is not None:  # else keep what the program set (dispy.logger.setLevel)
+            logger.setLevel(loglevel)
         ip_addr = ip_addr if ip_addr is not None else host
         ext_ip_addr = ext_ip_addr if ext_ip_addr is not None else ext_host
         callback = callback if callback is not None else job_status
@@ -170,6 +173,8 @@ class JobCluster:
         job = DispyJob(self._state, data, self._engine.new_uid(), time.time())
         job._oob = big
         job._deps = deps
+        if big:
+            job._tx += sum(memoryview(b).nbytes for b in big)
         with self._lock:
             self._pending += 1
             self._submitted += 1
@@ -200,7 +205,9 @@ class JobCluster:
         return job
 
     def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
-        """Queue a job that may run only on ``node`` (DispyNode, IP or host name)."""
+        """Queue a job that may run only on ``node`` (DispyNode, IP or host name). A node
+        the cluster is still connecting to or setting up is waited for (at most
+        ``config.NodeSetupWait`` seconds)."""
         link = self._node_link(node)
         if link is None or link.clusters.get(self._state.cid) not in ("ready", "setup"):
             log.error("cluster %r: node %s is not set up for this cluster; job not submitted",
@@ -220,13 +227,21 @@ class JobCluster:
         return job
 
     def _node_link(self, node: Any, what: str = "") -> Any:
-        """The engine's connection to ``node`` (DispyNode, IP or host name), or None."""
+        """The engine's connection to ``node`` (DispyNode, IP or host name), or None.
+
+        A node of this cluster that is still being connected or set up (e.g. listed in
+        ``nodes`` and asked for right after ``JobCluster()``) is waited for, at most
+        ``config.NodeSetupWait`` seconds."""
         ip, port = node_address(node)
-
-        async def find() -> Any:
-            return self._engine.find_link(self._state, ip, port) if ip else None
-
-        link = self._engine.call(find()).result()
+        link = None
+        if ip:
+            deadline = time.monotonic() + config.NodeSetupWait
+            while True:
+                link, pending = self._on_loop(self._engine.node_readiness, self._state, ip,
+                                              port)
+                if link is not None or not pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         if link is None and what:
             log.error("cluster %r: %s(%r): not a node of this cluster", self._name, what, node)
         return link
@@ -323,6 +338,20 @@ class JobCluster:
 
     # ---- nodes and status -------------------------------------------------------
 
+    def wait_nodes(self, n: int = 1, timeout: float | None = None) -> int:
+        """Wait until at least ``n`` nodes are set up for this cluster (or ``timeout``
+        seconds passed); returns the number of nodes set up. (Not in the original, whose
+        programs slept a few seconds or counted ``DispyNode.Initialized`` callbacks.)"""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"wait_nodes: n must be an int >= 1, not {n!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready = len(self.status().nodes)
+            if ready >= n or self._closed or (deadline is not None
+                                              and time.monotonic() >= deadline):
+                return ready
+            time.sleep(0.05)
+
     def discover_nodes(self, nodes: Any) -> int:
         allocs = to_allocations(nodes, self._state.allocs[0].port if self._state.allocs
                                 else config.NodePort)
@@ -369,11 +398,23 @@ class JobCluster:
         return self._pending
 
     def print_status(self, wall_time: float | None = None) -> None:
-        """Print per-node jobs, CPU time and traffic, and the overall speedup."""
-        st = self.status()
+        """Print per-node jobs, CPU time and traffic of this cluster, and its speedup.
+
+        CPUs are those this cluster may use on each node (its share, not the node's
+        total); jobs, time and bytes count this cluster's jobs only."""
+
+        async def rows() -> tuple[list[NodeStats], int]:
+            state = self._state
+            for key, node in state.nodes.items():
+                row = state.stats.setdefault(key, NodeStats(node.ip_addr, node.name))
+                row.cpus = state.node_cpus.get(key, node.cpus)
+            return list(state.stats.values()), 0
+
+        table, _ = self._engine.call(rows()).result()
+        pending = self.status().jobs_pending
         if wall_time is None:
             wall_time = time.time() - self._start_time
-        print(format_status(st.nodes, st.jobs_pending, wall_time))
+        print(format_status(table, pending, wall_time))
 
     stats = print_status
 
@@ -390,6 +431,11 @@ class JobCluster:
         self._engine.call(self._close_on_loop(terminate)).result()
         self._engine.callbacks.drain(timeout)
         return True
+
+    def _detach(self) -> None:
+        """Leave the jobs running on their nodes, in the recover file (recover_jobs)."""
+        self._closed = True
+        self._engine.call(self._engine.detach_cluster(self._state)).result()
 
     def _close_on_loop(self, terminate: bool) -> Any:
         return self._engine.close_cluster(self._state, terminate)

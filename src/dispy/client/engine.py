@@ -9,6 +9,7 @@ the callback thread, never here.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import itertools
 import logging
@@ -26,19 +27,27 @@ import cloudpickle
 from .. import config
 from ..node.files import safe_join
 from ..scheduling import SchedulerCore
+from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..wire import discovery, heap, netif, tls
-from ..wire.frames import FrameError, read_frame
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
+from ..wire.sessions import new_session_key
+from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
-from .job import DispyJob, decode_result
+from .job import STATUS_NAMES, DispyJob, decode_result
 from .links import NodeLink, Profile
 from .nodes import DispyNode, avail_from
 from .recover import Journal, default_path
+from .status import NodeStats
 
 log = logging.getLogger("dispy")
 
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
 RETRY_INTERVAL = 5.0
+#: Seconds after a cluster starts during which a node matching one of its patterns may
+#: still answer the discovery broadcast (``node_readiness``).
+DISCOVERY_WAIT = 3.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
 #: Jobs shorter than this (moving average per node) are sent ahead: up to
@@ -71,20 +80,27 @@ class Engine:
             return cls._instance
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo") -> None:
         self.client_id = uuid.uuid4().hex
+        #: secret: binds this program's connections to its sessions on daemons
+        self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
         self.ifs = netif.select(ip_addrs)
-        self.core = SchedulerCore()
+        self.core = SchedulerCore(policy)
+        self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
         self.links: dict[tuple, NodeLink] = {}
+        #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
+        self.announced = AnnouncedNodes()
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
         #: this program's default recover file, shared by its clusters while one is open
         self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
+        #: (ip, port) of nodes that answered but match no cluster's ``nodes``
+        self.unmatched: dict[tuple[str, int], float] = {}
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
@@ -93,6 +109,7 @@ class Engine:
             self.loop = loop
             return
         heap.keep_freed()
+        atexit.register(self._at_exit)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
@@ -125,6 +142,32 @@ class Engine:
                 log.exception("engine: %s failed", getattr(fn, "__name__", fn))
         self._dispatch()
         self._flush_journals()  # submitted jobs are in the recover file from here on
+
+    def _at_exit(self) -> None:
+        """The program exits (also after Ctrl-C): remove recover files with nothing left
+        to recover; name the others and how to get their jobs' results."""
+        async def close() -> list[tuple[str, int]]:
+            kept = []
+            for path, journal in list(self.journals.items()):
+                try:
+                    left = journal.close_at_exit()
+                except Exception as exc:
+                    log.debug("recover file %s: %s", path, exc)
+                    continue
+                if left:
+                    kept.append((path, left))
+            self.journals.clear()
+            return kept
+
+        if not self.thread.is_alive():
+            return
+        try:
+            kept = self.call(close()).result(timeout=5)
+        except Exception:
+            return
+        for path, left in kept:
+            log.warning("recover file %s keeps %d job(s) that did not finish; "
+                        "dispy.recover_jobs(%r) gets their results", path, left, path)
 
     def new_uid(self) -> str:
         return f"{next(self._uids):x}"
@@ -170,7 +213,7 @@ class Engine:
             self.journals[journal.path] = journal
             if not cs.recover_file:
                 self.default_journal = journal.path
-        journal.add_cluster(cs, self.client_id)
+        journal.add_cluster(cs, self.session_key)
         return journal
 
     def _discover(self, cs: Any, allocs: list | None = None) -> None:
@@ -183,9 +226,10 @@ class Engine:
                     self._connect(link)
 
     def _broadcast_discover(self, port: int) -> None:
-        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
-               "client_id": self.client_id}
+        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+                                         self.client_id)
         for i in self.ifs:
+            log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
             self.udp.send(msg, (i.broadcast or i.address, port))
 
     def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
@@ -210,14 +254,22 @@ class Engine:
         port = msg.get("port")
         if not isinstance(ip, str) or not isinstance(port, int):
             return
+        log.debug("discovery: node %s:%d answered (%s)", ip, port,
+                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
         if msg.get("proto") != config.PROTOCOL_VERSION:
             log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
                         ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
             return
+        wanted = False
         for cs in list(self.clusters.values()):
             if self._wants(cs, ip, port) is None:
                 continue
-            link = self._link(ip, port, cs.profile)
+            wanted = True
+            self.unmatched.pop((ip, port), None)
+            link = self.links.get((ip, port, cs.profile))
+            if link is None or link.node is None:  # never met: a bounded queue decides
+                self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
+                continue
             if link.state in ("connecting", "connected"):
                 continue
             if msg.get("busy_with"):
@@ -225,56 +277,102 @@ class Engine:
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
             else:
                 self._connect(link)
+        if not wanted and self.clusters:
+            self._unmatched_node(ip, port)
+        self._try_announced()
+
+    def _try_announced(self) -> None:
+        """Try announced nodes not met yet, a few at a time (client/announced.py)."""
+        for key, busy_with in self.announced.take():
+            link = self._link(*key)
+            if link.state in ("connecting", "connected"):
+                self.announced.done(key, met=True)
+            elif busy_with:
+                link.state, link.reason = "busy", f"busy with client {busy_with}"
+                link.retry_at = time.monotonic() + RETRY_INTERVAL
+                self._announced_done(link)
+            else:
+                self._connect(link).add_done_callback(lambda _, ln=link: self._announced_done(ln))
+
+    def _announced_done(self, link: NodeLink) -> None:
+        """An attempt on an announced node ended: forget the oldest never reached (unless
+        a cluster names them), and try the next ones waiting."""
+        for key in self.announced.done(link.key, met=link.node is not None):
+            old = self.links.get(key)
+            if (old is not None and old.node is None
+                    and old.state not in ("connecting", "connected")
+                    and not any(not a.wildcard and a.matches(old.ip, old.port)
+                                for cs in self.clusters.values() for a in cs.allocs)):
+                del self.links[key]
+        self._try_announced()
 
     # ---- connections ----------------------------------------------------------------
 
-    def _connect(self, link: NodeLink) -> None:
+    def _unmatched_node(self, ip: str, port: int) -> None:
+        """A node answered that no cluster's ``nodes`` matches: say so once per node (and
+        in the stall report), so a pattern that matches nothing is not a silent wait."""
+        if (ip, port) in self.unmatched:
+            return
+        self.unmatched[(ip, port)] = time.monotonic()
+        patterns = sorted({a.host for cs in self.clusters.values() for a in cs.allocs})
+        log.info("node %s:%d answered but matches none of nodes=%s", ip, port, patterns)
+
+    def _connect(self, link: NodeLink) -> asyncio.Task:
+        log.debug("node %s: connecting", link.describe())
         link.state = "connecting"
-        asyncio.get_running_loop().create_task(self._open(link))
+        return asyncio.get_running_loop().create_task(self._open(link))
 
     async def _open(self, link: NodeLink) -> None:
         timeout = config.MsgTimeout
         try:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(link.ip, link.port, ssl=ctx, limit=1 << 20), timeout)
+            conn = await Connection.open(link.ip, link.port, ctx, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            self._unreachable(link, f"cannot connect: {exc or 'timed out'}")
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"cannot connect: {exc or 'timed out'}")
             return
         try:
             welcome = await client_handshake(
-                reader, writer, link.profile.secret,
-                {"client_id": self.client_id, "client_name": self.client_name}, timeout)
+                conn, link.profile.secret, self.hello(), timeout,
+                Limits(max_buffer=config.MaxFrameSize))
         except HandshakeError as exc:
             link.state, link.reason = "refused", str(exc)
             link.retry_at = time.monotonic() + RETRY_INTERVAL * 6
             log.warning("node %s: %s", link.describe(), exc)
-            writer.close()
+            conn.close()
             self._after_lost_link(link)
             return
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
-            writer.close()
-            self._unreachable(link, f"handshake failed: {exc or exc.__class__.__name__}")
+        except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
+            conn.close()
+            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+                              or f"handshake failed: {exc or exc.__class__.__name__}")
             return
         if welcome.get("busy_with"):
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
             link.retry_at = time.monotonic() + RETRY_INTERVAL
-            writer.close()
+            conn.close()
             self._after_lost_link(link)
             return
-        self._connected(link, welcome, reader, writer)
+        self._connected(link, welcome, conn)
+
+    def hello(self) -> dict[str, str]:
+        """What this program says of itself in a handshake (the session key is secret)."""
+        return {"client_id": self.client_id, "client_name": self.client_name,
+                "session": self.session_key}
 
     def _unreachable(self, link: NodeLink, reason: str) -> None:
+        log.debug("node %s: not used now: %s", link.describe(), reason)
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
         self._after_lost_link(link)
 
-    def _connected(self, link: NodeLink, welcome: dict, reader, writer) -> None:
+    def _connected(self, link: NodeLink, welcome: dict, conn: Connection) -> None:
+        log.debug("node %s: handshake done: %s CPUs", link.describe(), welcome.get("cpus"))
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
             self._node_dead(link, "node restarted")
         link.node_id = welcome.get("node_id")
-        link.writer, link.state, link.reason = writer, "connected", "connected"
+        link.conn, link.state, link.reason = conn, "connected", "connected"
         link.lost_at = None
         link.last_heard = time.monotonic()
         if link.node is None:
@@ -286,7 +384,7 @@ class Engine:
         node.avail_info = avail_from(welcome.get("avail_info"))
         node.update_time = time.time()
         self.core.set_node(link.key, node.cpus)
-        asyncio.get_running_loop().create_task(self._read(link, reader, writer))
+        asyncio.get_running_loop().create_task(self._read(link, conn))
         for cs in list(self.clusters.values()):
             if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
                 self._consider(link, cs)
@@ -301,6 +399,8 @@ class Engine:
         cpus = self._allocate(cs, link, alloc)
         if cpus <= 0:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
+                      cs.name)
             return
         link.clusters[cs.cid] = "setup"
         cs.node_cpus[link.key] = min(cpus, node.cpus)
@@ -324,6 +424,7 @@ class Engine:
         return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
 
     async def _set_up(self, link: NodeLink, cs: Any, files: list, setup_args: bytes) -> None:
+        log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
         link.send(
             {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
              "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
@@ -354,18 +455,9 @@ class Engine:
 
     async def _request(self, link: NodeLink, header: dict, bufs: list | tuple = ()) -> Any:
         """Send ``header`` and wait for the node's reply to it (None if none came)."""
-        token = self.new_uid()
-        fut = asyncio.get_running_loop().create_future()
-        link.replies[token] = fut
-        if not link.send({**header, "reply": token}, bufs):
-            link.replies.pop(token, None)
+        if link.conn is None:
             return None
-        try:
-            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            link.replies.pop(token, None)
+        return await link.conn.request(header, bufs, config.MsgTimeout * 3)
 
     async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
                          confirm: bool = False) -> Any:
@@ -375,9 +467,8 @@ class Engine:
                 if header["final"] and confirm:
                     return await self._request(link, header, [chunk])
                 link.send(header, [chunk])
-                if link.writer is not None:
-                    link.flush()
-                    await link.writer.drain()
+                if link.conn is not None:
+                    await link.conn.drain()
             return True
         except (OSError, ConnectionError) as exc:
             log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
@@ -385,29 +476,30 @@ class Engine:
 
     # ---- messages from nodes --------------------------------------------------------
 
-    async def _read(self, link: NodeLink, reader, writer) -> None:
+    async def _read(self, link: NodeLink, conn: Connection) -> None:
         reason = "connection closed by node"
         try:
             while True:
-                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                header, bufs = await conn.recv()
                 link.last_heard = time.monotonic()
                 if link.node is not None:
                     link.node.rx += sum(len(b) for b in bufs) + 64
                 self._on_frame(link, header, bufs)
-                if not reader._buffer:  # type: ignore[attr-defined]
+                if not conn.pending():
                     # its journal commit also covers the finished jobs
                     self._ack_soon(link, self._dispatch())
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc.__class__.__name__}"
+        except (ConnectionClosed, OSError) as exc:
+            reason = f"connection lost: {exc}"
         except FrameError as exc:
             reason = f"bad frame from node: {exc}"
+            log.warning("node %s: %s", link.describe(), reason)
         except Exception:
             log.exception("engine: failed to handle a message from %s", link.describe())
             reason = "internal error"
         finally:
-            writer.close()
-            if link.writer is writer:
-                link.writer = None
+            conn.close()
+            if link.conn is conn:
+                link.conn = None
                 self._lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
@@ -432,10 +524,6 @@ class Engine:
             self._file_from_node(link, header, bufs)
         elif op == "cpus":
             self._node_cpus(link, int(header.get("cpus", 0)))
-        elif op == "reply":
-            fut = link.replies.pop(str(header.get("reply")), None)
-            if fut is not None and not fut.done():
-                fut.set_result(header)
 
     def _setup_done(self, link: NodeLink, header: dict) -> None:
         cs = self.clusters.get(header.get("cid"))
@@ -446,24 +534,23 @@ class Engine:
             link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
             log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
                         cs.name, reason)
-            for uid in self.core.unpin(cs.cid, link.key):
-                job = cs.jobs.get(uid)
-                if job is not None:
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 f"Cancelled: setup failed on node {link.describe()}")
+            self._apply(self.lifecycle.unpinned(
+                cs.cid, link.key, f"Cancelled: setup failed on node {link.describe()}"))
             return
         link.clusters[cs.cid] = "ready"
+        log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name,
+                  cs.node_cpus.get(link.key, 1))
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
         cs.nodes[link.key] = link.node
         self._status(cs, DispyNode.Initialized, link.node, None)
 
     def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        uid = header.get("uid")
+        uid = str(header.get("uid"))
         link.acks.append(uid)
+        delivered = self.lifecycle.result(uid, link.key)
         job = link.running.pop(uid, None)
-        if job is None:
+        if not delivered or job is None:
             return  # already final (e.g. node was presumed dead) or unknown: drop it
-        self.core.finished(uid)
         node = link.node
         ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
         if node is not None:
@@ -480,8 +567,25 @@ class Engine:
     def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
         """A job's result arrived from the node that ran it."""
         status, result, out, err, exc = decode_result(header, bufs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s of %r: %s from %s", job.id, job._cluster.name,
+                      STATUS_NAMES.get(status, status), job.ip_addr)
         job.start_time = header.get("start_time", job.start_time)
+        self._count(job, header, bufs)
         self._finish(job, status, result, out, err, exc, header.get("end_time"))
+
+    def _count(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        """Add a finished job to its cluster's statistics of its node (print_status)."""
+        cs, key = job._cluster, job._key
+        if key is None or not hasattr(cs, "stats"):
+            return
+        row = cs.stats.get(key)
+        if row is None:
+            node = cs.nodes.get(key)
+            row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
+                                            node.name if node is not None else "")
+        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+        row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         self._provisional_result(link.running.get(header.get("uid")), bufs)
@@ -499,17 +603,14 @@ class Engine:
         self._job_event(job)
 
     def _job_refused(self, link: NodeLink, header: dict) -> None:
-        uid = header.get("uid")
-        job = link.running.pop(uid, None)
-        if job is None:
+        uid = str(header.get("uid"))
+        if link.running.pop(uid, None) is None:
             return
-        self.core.finished(uid)
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
         reason = f"node {link.describe()} refused the job: {header.get('reason')}"
         killed = header.get("status") == DispyJob.Terminated  # e.g. the service window ended
-        self._requeue_or_cancel(job, reason, DispyJob.Terminated if killed else
-                                DispyJob.Cancelled)
+        self._apply(self.lifecycle.refused(uid, link.key, reason, killed))
 
     def _computation_lost(self, link: NodeLink, header: dict) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
@@ -627,19 +728,20 @@ class Engine:
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
-        self.core.submit(cs.cid, job._uid, pin)
+        self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin))
         cs.journal.queued(job, cs.cid)
         self._job_event(job)
 
     def _dispatch(self) -> bool:
         """Send what the core assigns; True when the journals were committed."""
         batch = []
-        for uid, cid, key in self.core.dispatch():
-            cs = self.clusters.get(cid)
-            link = self.links.get(key)
+        for send in self.lifecycle.dispatch():
+            uid, cid = send.uid, send.cid
+            cs = self.clusters.get(str(cid))
+            link = self.links.get(send.node)
             job = cs.jobs.get(uid) if cs is not None else None
-            if job is None or link is None:
-                self.core.finished(uid)
+            if job is None or link is None or cs is None:
+                self._apply(self.lifecycle.send_failed(uid, "internal: job or node unknown"))
                 continue
             link.running[uid] = job
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
@@ -649,16 +751,17 @@ class Engine:
         if not batch:
             return False
         self._flush_journals()  # journaled before sent: recover_jobs can find every job
+        debug = log.isEnabledFor(logging.DEBUG)
         for job, cs, link in batch:
+            if debug:
+                log.debug("job %s of %r sent to node %s", job.id, cs.name, link.describe())
             uid = job._uid
             bufs = [job._args or b""]
             if job._deps is not None:
                 names, files = job._deps
                 if not self._send_job_files(link, cs.cid, uid, files):
-                    link.running.pop(uid, None)
-                    self.core.finished(uid)
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 "Cancelled: dispy_job_depends files could not be read")
+                    self._apply(self.lifecycle.send_failed(
+                        uid, "dispy_job_depends files could not be read"))
                     continue
                 bufs.append(names)
             header = {"op": "job", "cid": cs.cid, "uid": uid}
@@ -689,34 +792,42 @@ class Engine:
         """(loop) Cancel a queued or running job: 0, or -1 when it already ended."""
         if job._final:
             return -1
-        cs = job._cluster
-        if self.core.cancel(job._uid):
-            self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
-            return 0
-        for link in self.links.values():
-            if job._uid in link.running:
-                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
-                return 0
-        return -1
+        out = self.lifecycle.cancel(job._uid)
+        self._apply(out)
+        return 0 if out else -1
 
-    def _requeue_or_cancel(self, job: DispyJob, reason: str,
-                           status: int = DispyJob.Cancelled) -> None:
-        """A job lost its node: resubmit it (reentrant) or end it with ``status``."""
-        cs = job._cluster
-        if cs.reentrant and job._args is not None and job._pin is None:
-            log.info("job %s resubmitted: %s", job.id, reason)
-            cs.journal.finished(job._uid)
-            # a new id: a late result of the first run can never be taken for this one
-            cs.jobs.pop(job._uid, None)
-            job._uid = self.new_uid()
-            cs.jobs[job._uid] = job
-            job.status, job.ip_addr = DispyJob.Created, None
-            self.core.submit(cs.cid, job._uid)
-            cs.journal.queued(job, cs.cid)
-            self._job_event(job)
-        else:
-            name = "Terminated" if status == DispyJob.Terminated else "Cancelled"
-            self._finish(job, status, None, None, None, f"{name}: {reason}")
+    def _apply(self, out: list[Instruction]) -> None:
+        """Carry out what the job life cycle decided (lifecycle.py)."""
+        for ins in out:
+            if isinstance(ins, SendCancel):
+                link = self.links.get(ins.node)
+                if link is not None:
+                    link.send({"op": "cancel", "cid": ins.cid, "uid": ins.uid})
+                continue
+            cs = self.clusters.get(str(getattr(ins, "cid", "")))
+            job = cs.jobs.get(ins.uid) if cs is not None else None
+            if job is None or cs is None:
+                continue
+            if job._key is not None:
+                link = self.links.get(job._key)
+                if link is not None:
+                    link.running.pop(ins.uid, None)
+            if isinstance(ins, End):
+                self._finish(job, ins.status, None, None, None, ins.reason)
+            elif isinstance(ins, Resubmit):
+                self._resubmitted(cs, job, ins.new_uid, ins.reason)
+
+    def _resubmitted(self, cs: Any, job: DispyJob, new_uid: str, reason: str) -> None:
+        """A job lost its node and runs again, under a new id (a late result of the
+        first run can never be taken for this one)."""
+        log.info("job %s resubmitted: %s", job.id, reason)
+        cs.journal.finished(job._uid)
+        cs.jobs.pop(job._uid, None)
+        job._uid = new_uid
+        cs.jobs[new_uid] = job
+        job.status, job.ip_addr, job._key = DispyJob.Created, None, None
+        cs.journal.queued(job, cs.cid)
+        self._job_event(job)
 
     # ---- lost nodes -----------------------------------------------------------------
 
@@ -747,19 +858,10 @@ class Engine:
 
     def _node_dead(self, link: NodeLink, reason: str) -> None:
         link.lost_at = None
-        running, pinned = self.core.remove_node(link.key)
-        jobs = list(link.running.values())
-        link.running.clear()
         log.warning("node %s presumed dead (%s); %d running job(s) affected",
-                    link.describe(), reason, len(jobs))
-        for job in jobs:
-            self._requeue_or_cancel(job, f"node {link.describe()} lost: {reason}")
-        for uid in pinned:
-            for cs in self.clusters.values():
-                job = cs.jobs.get(uid)
-                if job is not None:
-                    self._finish(job, DispyJob.Cancelled, None, None, None,
-                                 f"Cancelled: node {link.describe()} lost: {reason}")
+                    link.describe(), reason, len(link.running))
+        self._apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
+        link.running.clear()
         for cid, state in list(link.clusters.items()):
             cs = self.clusters.get(cid)
             if cs is not None and state == "ready":
@@ -797,8 +899,8 @@ class Engine:
             if link.state == "connected":
                 limit = self._pulse_limit(link)
                 if limit and link.running and now - link.last_heard > limit:
-                    if link.writer is not None:  # _read's end presumes the node dead
-                        link.writer.close()
+                    if link.conn is not None:  # _read's end presumes the node dead
+                        link.conn.close()
                 continue
             if link.state == "connecting" or now < link.retry_at:
                 continue
@@ -819,15 +921,22 @@ class Engine:
 
     def _report_stall(self, cs: Any, now: float) -> None:
         every = config.StallReportInterval
-        if now - cs.created < every or now - cs.stall_reported < every:
+        first = min(every, config.FirstStallReport)
+        if now - cs.created < first or now - cs.stall_reported < every:
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()
                  if self._wants(cs, link.ip, link.port) is not None]
         if not known:
             targets = ", ".join(a.host for a in cs.allocs)
-            log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
-                        cs.name, len(cs.jobs), targets)
+            others = sorted(f"{ip}:{port}" for ip, port in self.unmatched)
+            if others:
+                log.warning("%r: %d job(s) waiting; %d node(s) answered but match none of"
+                            " nodes=[%s]: %s", cs.name, len(cs.jobs), len(others), targets,
+                            ", ".join(others[:20]))
+            else:
+                log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
+                            cs.name, len(cs.jobs), targets)
             return
         lines = []
         for link in known:
@@ -848,6 +957,24 @@ class Engine:
                     and (port is None or link.port == port)):
                 return link
         return None
+
+    def node_readiness(self, cs: Any, ip: str, port: int | None) -> tuple[Any, bool]:
+        """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
+        whether the node is still being connected or set up for ``cs`` (worth waiting
+        for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
+        link = self.find_link(cs, ip, port)
+        if link is not None:
+            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
+        links = [lk for lk in self.links.values() if lk.profile == cs.profile and lk.ip == ip
+                 and (port is None or lk.port == port)
+                 and self._wants(cs, lk.ip, lk.port) is not None]
+        if links:
+            return None, any(lk.state in ("connecting", "connected") for lk in links)
+        allocs = [a for a in cs.allocs if a.matches(ip, port)]
+        if any(not a.wildcard for a in allocs):
+            return None, True
+        # a pattern's nodes answer the discovery broadcast within moments, or not at all
+        return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
 
     def allocate_node(self, cs: Any, allocs: list) -> int:
         """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
@@ -922,17 +1049,14 @@ class Engine:
 
     def _forget_node(self, cs: Any, link: NodeLink, why: str) -> None:
         cs.nodes.pop(link.key, None)
-        for uid in self.core.unpin(cs.cid, link.key):
-            job = cs.jobs.get(uid)
-            if job is not None:
-                self._finish(job, DispyJob.Cancelled, None, None, None,
-                             f"Cancelled: node {link.describe()} {why}")
+        self._apply(self.lifecycle.unpinned(cs.cid, link.key,
+                                            f"Cancelled: node {link.describe()} {why}"))
 
     async def _close_node(self, cs: Any, link: NodeLink, terminate: bool,
                           resetup: bool) -> None:
-        while self.node_jobs(cs, link) and link.writer is not None:
+        while self.node_jobs(cs, link) and link.conn is not None:
             await asyncio.sleep(0.05)
-        if link.writer is not None:
+        if link.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
             link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
@@ -960,14 +1084,11 @@ class Engine:
 
     async def close_cluster(self, cs: Any, terminate: bool) -> None:
         """Close the computation on every node; release nodes no cluster uses any more."""
-        for uid in self.core.remove_cluster(cs.cid):
-            job = cs.jobs.get(uid)
-            if job is not None:
-                self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+        self._apply(self.lifecycle.cluster_closing(cs.cid))
         waits = []
         for link in list(self.links.values()):
             state = link.clusters.pop(cs.cid, None)
-            if state is None or link.writer is None:
+            if state is None or link.conn is None:
                 continue
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
@@ -981,7 +1102,8 @@ class Engine:
             self.core.node_unready(cs.cid, link.key)
             if state == "ready":
                 self._status(cs, DispyNode.Closed, link.node, None)
-        for job in list(cs.jobs.values()):
+        self._apply(self.lifecycle.cluster_closed(cs.cid))
+        for job in list(cs.jobs.values()):  # none are left; never leave one without a status
             self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
         self.clusters.pop(cs.cid, None)
         try:
@@ -991,19 +1113,35 @@ class Engine:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
 
+    async def detach_cluster(self, cs: Any) -> None:
+        """Let go of a cluster without closing it on its nodes: its jobs go on there and
+        stay in its recover file for a later ``recover_jobs`` (which uses this for the
+        jobs it reran when its ``timeout`` passes)."""
+        cs.journal.flush()
+        for uid in self.lifecycle.forget_cluster(cs.cid):
+            for link in self.links.values():
+                link.running.pop(uid, None)
+        for link in self.links.values():
+            link.clusters.pop(cs.cid, None)
+        self.clusters.pop(cs.cid, None)
+        if self.journals.get(cs.journal.path) is cs.journal:
+            del self.journals[cs.journal.path]
+        cs.journal.db.close()
+        self._release_idle_links()
+
     def _release_idle_links(self) -> None:
         """Disconnect from nodes that no open cluster uses, so other clients may."""
         for link in list(self.links.values()):
             if not any(s in ("setup", "ready", "deallocated", "closing")
-                       for s in link.clusters.values()) and link.writer is not None and not any(
+                       for s in link.clusters.values()) and link.conn is not None and not any(
                     cs.profile == link.profile and self._wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
-                link.flush()
-                writer, link.writer = link.writer, None
+                conn, link.conn = link.conn, None
                 link.state, link.reason = "new", "released"
                 self.core.remove_node(link.key)
-                writer.close()
+                if conn is not None:
+                    conn.close()
 
 
 def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:

@@ -25,7 +25,7 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_tx", "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes, uid: str, submit_time: float) -> None:
@@ -53,6 +53,8 @@ class DispyJob:
         self._deps: Any = None
         #: the node (link key) the job was last sent to
         self._key: Any = None
+        #: bytes of its arguments, for print_status's "Sent"
+        self._tx = len(args_buf) if args_buf else 0
 
     @property
     def finish(self) -> threading.Event:

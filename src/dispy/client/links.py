@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..wire.frames import FrameBatch
+from ..wire.connection import Connection
 from .nodes import DispyNode
 
 
@@ -29,7 +29,7 @@ class NodeLink:
     reason: str = "not contacted yet"
     node: DispyNode | None = None
     node_id: str | None = None
-    writer: asyncio.StreamWriter | None = None
+    conn: Connection | None = None
     #: cluster id -> "setup" | "ready" | "unused: why" | "failed: why"
     clusters: dict[str, str] = field(default_factory=dict)
     running: dict[str, Any] = field(default_factory=dict)
@@ -37,8 +37,6 @@ class NodeLink:
     #: sends the acks that no journal commit took along (see Engine._ack_soon)
     ack_timer: asyncio.TimerHandle | None = None
     closing: dict[str, asyncio.Future] = field(default_factory=dict)
-    #: request token -> future answered by the node's reply (file checks and transfers)
-    replies: dict[str, asyncio.Future] = field(default_factory=dict)
     retry_at: float = 0.0
     lost_at: float | None = None
     last_heard: float = field(default_factory=time.monotonic)
@@ -46,23 +44,22 @@ class NodeLink:
     job_time: float | None = None
     #: moving share of its results that carried big (out-of-band) buffers
     job_big: float = 0.0
-    outbox: FrameBatch = field(default_factory=FrameBatch)
 
     @property
     def key(self) -> tuple:
         return (self.ip, self.port, self.profile)
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
-        if self.writer is None or self.writer.is_closing():
+        if self.conn is None or not self.conn.send(header, bufs):
             return False
-        self.outbox.add(header, bufs, self.flush)
         if self.node is not None:
             self.node.tx += sum(len(b) for b in bufs) + 64
         return True
 
     def flush(self) -> None:
         """Write the frames queued by ``send`` now (before a drain or a close)."""
-        self.outbox.write_to(self.writer)
+        if self.conn is not None:
+            self.conn.flush()
 
     def describe(self) -> str:
         name = f"{self.node.name} " if self.node else ""

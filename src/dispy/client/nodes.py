@@ -52,6 +52,13 @@ class DispyNode:
         return f"<DispyNode {self.name} {self.ip_addr}:{self.port} cpus={self.cpus}>"
 
 
+def unescape_pattern(host: str) -> str:
+    """``'10.0.0.\\*'`` -> ``'10.0.0.*'``: published programs escape the wildcard (docs
+    written in reStructuredText); the original, matching a prefix with ``re.match``,
+    took them for every 10.0.0.x node. A backslash only quotes the character after it."""
+    return re.sub(r"\\(.)", r"\1", host).replace("\\", "") if "\\" in host else host
+
+
 def _resolve(host: str) -> str:
     try:
         return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
@@ -74,6 +81,7 @@ class NodeAllocate:
             raise ValueError(f"NodeAllocate host must be a non-empty string, not {host!r}")
         if not isinstance(setup_args, tuple):
             raise ValueError("NodeAllocate setup_args must be a tuple")
+        host = unescape_pattern(host)
         self.host = host if "*" in host else _resolve(host)
         self.port = int(port) if port else None
         self.cpus = int(cpus)

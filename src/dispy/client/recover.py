@@ -22,7 +22,8 @@ import cloudpickle
 
 from .. import config
 from ..wire import auth, tls
-from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from .job import DispyJob, decode_result
 
@@ -31,7 +32,7 @@ log = logging.getLogger("dispy")
 #: ``jobs`` is WITHOUT ROWID: one B-tree instead of a table plus a uid index halves the
 #: pages each commit writes (a commit per dispatch batch is on the tiny-job hot path).
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, client_id TEXT,
+CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, session TEXT,
     key BLOB, certfile TEXT, keyfile TEXT, created REAL, spec BLOB);
 CREATE TABLE IF NOT EXISTS jobs (uid TEXT PRIMARY KEY, cid TEXT, ip TEXT, port INTEGER,
     job_id TEXT, submit_time REAL, start_time REAL, args BLOB) WITHOUT ROWID;
@@ -77,7 +78,7 @@ class Journal:
         self._added: list[tuple] = []
         self._done: list[tuple] = []
 
-    def add_cluster(self, cs: Any, client_id: str) -> None:
+    def add_cluster(self, cs: Any, session: str) -> None:
         profile = cs.profile
         try:  # what recover_jobs needs to run the jobs that were still queued
             spec = cloudpickle.dumps({
@@ -89,7 +90,7 @@ class Journal:
             spec = None
         self.db.execute(
             "INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (cs.cid, cs.name, client_id, auth.key_of(profile.secret),
+            (cs.cid, cs.name, session, auth.key_of(profile.secret),
              _abs(profile.certfile), _abs(profile.keyfile), time.time(), spec))
         self.clusters.add(cs.cid)
 
@@ -138,6 +139,17 @@ class Journal:
         return True
 
 
+    def close_at_exit(self) -> int:
+        """The program exits: remove the file if no job in it is left to recover
+        (returns 0), else keep it for ``recover_jobs`` (returns how many jobs it keeps)."""
+        self.flush()
+        left = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        self.db.close()
+        if not left:
+            _unlink(self.path)
+        return left
+
+
 def _id_text(job: DispyJob) -> str | None:
     """The user's job id, if it is a plain value (kept as its repr)."""
     return repr(job.id) if isinstance(job.id, (int, float, str)) else None
@@ -173,8 +185,10 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     ``terminate_pending``), and the nodes are released. Jobs still queued in the crashed
     program are run now with its computation, kept in the file. Jobs a node no longer
     knows (it was killed while they ran) come back Abandoned with the reason. Jobs not
-    finished when ``timeout`` passes come back Running (or Cancelled) and stay in the
-    file for a later call; the file is removed once nothing is left in it.
+    finished when ``timeout`` passes go on where they are and come back Running (or
+    Created, still waiting for a CPU); they stay in the file and a later call returns
+    their results. With ``terminate_pending`` they are cancelled instead. The file is
+    removed once nothing is left in it.
     """
     path = recover_file or newest_recover_file()
     if path is None or not os.path.isfile(path):
@@ -253,12 +267,36 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
         new.append((row, rerun._submit_packed(bytes(row[7]), job_id)))
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     finished = rerun.wait(wait)
-    rerun.close(timeout=0, terminate=True)
+    if finished or terminate:
+        rerun.close(timeout=0, terminate=True)
+    else:  # the jobs go on (as the spec says of timeout); a later call fetches them
+        rerun._detach()
+        _adopt(path, path + ".rerun", [job._uid for _, job in new if not job._final])
     for row, job in new:
         out.append(job)
-        if finished or terminate or job.status != DispyJob.Cancelled:
-            gone.append((row[0],))
+        gone.append((row[0],))
     return gone
+
+
+def _adopt(path: str, rerun_path: str, uids: list[str]) -> None:
+    """Move the rerun's journal rows of unfinished jobs (where they run, or their
+    arguments if still queued) and its cluster into the recover file."""
+    src = sqlite3.connect(rerun_path)
+    try:
+        clusters = list(src.execute("SELECT * FROM clusters"))
+        marks = ",".join("?" * len(uids))
+        rows = list(src.execute(f"SELECT * FROM jobs WHERE uid IN ({marks})", uids))
+    finally:
+        src.close()
+    _unlink(rerun_path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        with db:
+            db.executemany("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           clusters)
+            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    finally:
+        db.close()
 
 
 def _recovered(row: tuple) -> DispyJob:
@@ -281,23 +319,26 @@ def _literal(text: str) -> Any:
 
 async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None,
                         terminate: bool, out: list[DispyJob]) -> None:
-    ip, port, client_id, key, certfile, keyfile = target
+    ip, port, session, key, certfile, keyfile = target
     pending = {row[0]: _recovered(row) for row in rows}
     out.extend(pending.values())
     where = f"{ip}:{port}"
     try:
         ctx = tls.client_context(certfile, keyfile)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(ip, port, ssl=ctx, limit=1 << 20), config.MsgTimeout)
-        await client_handshake(reader, writer, bytes(key),
-                               {"client_id": client_id, "client_name": "recover_jobs"},
-                               config.MsgTimeout)
-    except (OSError, asyncio.TimeoutError, HandshakeError, FrameError,
-            asyncio.IncompleteReadError) as exc:
+        conn = await Connection.open(ip, port, ctx, config.MsgTimeout)
+    except (OSError, asyncio.TimeoutError) as exc:
+        _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
+        return
+    try:
+        await client_handshake(conn, bytes(key), {"client_id": "recover_jobs", "client_name":
+                                                  "recover_jobs", "session": session},
+                               config.MsgTimeout, Limits(max_buffer=config.MaxFrameSize))
+    except (OSError, asyncio.TimeoutError, HandshakeError, FrameError, ConnectionClosed) as exc:
+        conn.close()
         _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
         return
     cids = sorted({row[1] for row in rows})
-    write_frame(writer, {"op": "jobs_query", "uids": list(pending), "reply": "q"})
+    conn.send({"op": "jobs_query", "uids": list(pending), "reply": "q"})
     terminated = False
     try:
         while pending:
@@ -307,18 +348,17 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
                     break
                 terminated = True  # cancel what is left, then wait for those results
                 for uid in pending:
-                    write_frame(writer, {"op": "cancel", "cid": _cid_of(rows, uid), "uid": uid})
+                    conn.send({"op": "cancel", "cid": _cid_of(rows, uid), "uid": uid})
                 deadline = time.monotonic() + config.MsgTimeout
                 continue
             try:
-                header, bufs = await asyncio.wait_for(
-                    read_frame(reader, max_buffer=config.MaxFrameSize), wait)
+                header, bufs = await conn.recv(wait)
             except asyncio.TimeoutError:
                 continue
             op = header.get("op")
             if op == "done":
                 uid = str(header.get("uid"))
-                write_frame(writer, {"op": "ack", "uids": [uid]})
+                conn.send({"op": "ack", "uids": [uid]})
                 job = pending.pop(uid, None)
                 if job is not None:
                     _fill(job, header, bufs)
@@ -330,12 +370,12 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
                              "of this job (it was restarted while the job ran)")
         if not pending:
             for cid in cids:
-                write_frame(writer, {"op": "close", "cid": cid, "terminate": terminate})
-        await asyncio.wait_for(writer.drain(), config.MsgTimeout)
-    except (OSError, asyncio.IncompleteReadError, FrameError, asyncio.TimeoutError) as exc:
-        _give_up(pending, f"connection to node {where} lost: {exc.__class__.__name__}")
+                conn.send({"op": "close", "cid": cid, "terminate": terminate})
+        await asyncio.wait_for(conn.drain(), config.MsgTimeout)
+    except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
+        _give_up(pending, f"connection to node {where} lost: {exc or exc.__class__.__name__}")
     finally:
-        writer.close()
+        conn.close()
 
 
 def _cid_of(rows: list[tuple], uid: str) -> str:

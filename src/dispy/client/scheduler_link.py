@@ -16,7 +16,8 @@ import cloudpickle
 
 from .. import config
 from ..wire import tls
-from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from .engine import Engine, _file_header, file_chunks
 from .job import DispyJob
@@ -58,14 +59,13 @@ class SchedulerLink:
         self.ip = ip
         self.port = port
         self.profile = profile
-        self.writer: asyncio.StreamWriter | None = None
+        self.conn: Connection | None = None
         self.scheduler_id: str | None = None
         self.pulse_interval: float | None = None
         self.clusters: dict[str, Any] = {}
         #: jobs sent and not yet final, by uid
         self.jobs: dict[str, DispyJob] = {}
         self.acks: list[str] = []
-        self.replies: dict[str, asyncio.Future] = {}
         self.answers: dict[str, asyncio.Future] = {}
         self.closing: dict[str, asyncio.Future] = {}
         self.reconnecting: asyncio.Task | None = None
@@ -74,10 +74,7 @@ class SchedulerLink:
         return f"dispyscheduler {self.ip}:{self.port}"
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
-        if self.writer is None or self.writer.is_closing():
-            return False
-        write_frame(self.writer, header, bufs)
-        return True
+        return self.conn is not None and self.conn.send(header, bufs)
 
     # ---- connection ---------------------------------------------------------------
 
@@ -85,64 +82,61 @@ class SchedulerLink:
         """Connect and authenticate with the cluster secret; ConnectionError says why."""
         try:
             ctx = tls.client_context(self.profile.certfile, self.profile.keyfile)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ip, self.port, ssl=ctx, limit=1 << 20),
-                config.MsgTimeout)
+            conn = await Connection.open(self.ip, self.port, ctx, config.MsgTimeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"cannot connect to {self.describe()}:"
                                   f" {exc or 'timed out'}") from None
         try:
             welcome = await client_handshake(
-                reader, writer, self.profile.secret,
-                {"client_id": self.engine.client_id, "client_name": self.engine.client_name},
-                config.MsgTimeout)
+                conn, self.profile.secret, self.engine.hello(), config.MsgTimeout,
+                Limits(max_buffer=config.MaxFrameSize))
         except HandshakeError as exc:
-            writer.close()
+            conn.close()
             raise ConnectionError(f"{self.describe()} refused this client: {exc}") from None
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError) as exc:
-            writer.close()
+        except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
+            conn.close()
             raise ConnectionError(f"handshake with {self.describe()} failed:"
                                   f" {exc or exc.__class__.__name__}") from None
         if not welcome.get("scheduler"):
-            writer.close()
+            conn.close()
             raise ConnectionError(f"{self.ip}:{self.port} is not a dispyscheduler (a dispynode?"
                                   " use JobCluster for nodes)")
         restarted = self.scheduler_id is not None and welcome.get("scheduler_id") != \
             self.scheduler_id
         self.scheduler_id = welcome.get("scheduler_id")
         self.pulse_interval = welcome.get("pulse_interval")
-        self.writer = writer
-        asyncio.get_running_loop().create_task(self._read(reader, writer))
+        self.conn = conn
+        asyncio.get_running_loop().create_task(self._read(conn))
         if restarted:
             self._give_up("the scheduler was restarted and no longer knows them")
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, conn: Connection) -> None:
         reason = "connection closed by the scheduler"
         try:
             while True:
-                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                header, bufs = await conn.recv()
                 try:
                     self._on_frame(header, bufs)
                 except Exception:
                     log.exception("failed to handle %r from %s", header.get("op"),
                                   self.describe())
-                if not reader._buffer:  # type: ignore[attr-defined]
+                if not conn.pending():
                     self._flush_acks()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            reason = f"connection lost: {exc.__class__.__name__}"
+        except (ConnectionClosed, OSError) as exc:
+            reason = f"connection lost: {exc}"
         except FrameError as exc:
             reason = f"bad frame: {exc}"
+            log.warning("%s: %s", self.describe(), reason)
         finally:
-            writer.close()
-            if self.writer is writer:
-                self.writer = None
+            conn.close()
+            if self.conn is conn:
+                self.conn = None
                 self._lost(reason)
 
     def _lost(self, reason: str) -> None:
-        for futs in (self.replies, self.closing):
-            for fut in futs.values():
-                if not fut.done():
-                    fut.set_result(None)
+        for fut in self.closing.values():
+            if not fut.done():
+                fut.set_result(None)
         if not self.clusters:
             return
         log.warning("%s: %s; reconnecting", self.describe(), reason)
@@ -151,7 +145,7 @@ class SchedulerLink:
 
     async def _reconnect(self, reason: str) -> None:
         since = time.monotonic()
-        while self.clusters and self.writer is None:
+        while self.clusters and self.conn is None:
             await asyncio.sleep(1.0)
             try:
                 await self.connect()
@@ -198,7 +192,7 @@ class SchedulerLink:
             fut = self.answers.get(cs.cid)
             if fut is not None and not fut.done():
                 fut.set_result({"op": "refused", "reason": reason})
-        if self.writer is not None:
+        if self.conn is not None:
             self.clusters.clear()  # a restarted scheduler does not know them
 
     def _flush_acks(self) -> None:
@@ -227,9 +221,6 @@ class SchedulerLink:
             if header.get("reply") == "resend":
                 self._resend_answer(header.get("unknown", []))
                 return
-            fut = self.replies.pop(str(header.get("reply")), None)
-            if fut is not None and not fut.done():
-                fut.set_result(header)
         elif op in ("scheduled", "waiting", "refused"):
             self._admission(header)
         elif op == "closed":
@@ -344,18 +335,9 @@ class SchedulerLink:
     # ---- requests -------------------------------------------------------------------
 
     async def request(self, header: dict, bufs: list | tuple = ()) -> dict | None:
-        token = self.engine.new_uid()
-        fut = asyncio.get_running_loop().create_future()
-        self.replies[token] = fut
-        if not self.send({**header, "reply": token}, bufs):
-            self.replies.pop(token, None)
+        if self.conn is None:
             return None
-        try:
-            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            self.replies.pop(token, None)
+        return await self.conn.request(header, bufs, config.MsgTimeout * 3)
 
     async def _upload(self, cid: str, local: str, relpath: str,
                       extra: dict | None = None) -> Any:
@@ -368,8 +350,8 @@ class SchedulerLink:
                     return await self.request(header, [chunk])
                 if not self.send(header, [chunk]):
                     return False
-                if self.writer is not None:
-                    await self.writer.drain()
+                if self.conn is not None:
+                    await self.conn.drain()
             return True
         except (OSError, ConnectionError) as exc:
             log.error("could not send %s to %s: %s", local, self.describe(), exc)
@@ -377,7 +359,7 @@ class SchedulerLink:
 
     async def add_cluster(self, cs: Any) -> dict:
         """Create the computation at the scheduler; returns its first answer."""
-        if self.writer is None:
+        if self.conn is None:
             await self.connect()
         self.clusters[cs.cid] = cs
         specs, blobs = alloc_specs(cs.allocs)
@@ -456,7 +438,7 @@ class SchedulerLink:
         return 0
 
     async def close_cluster(self, cs: Any, terminate: bool) -> None:
-        if cs.cid in self.clusters and self.writer is not None:
+        if cs.cid in self.clusters and self.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             self.closing[cs.cid] = fut
             self.send({"op": "close", "cid": cs.cid, "terminate": terminate})
@@ -477,8 +459,9 @@ class SchedulerLink:
                 self.engine.journals.pop(cs.journal.path, None)
         except Exception as exc:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
-        if not self.clusters and self.writer is not None:
+        if not self.clusters and self.conn is not None:
             self._flush_acks()
-            writer, self.writer = self.writer, None
-            writer.close()
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.close()
             self.engine.scheduler_links.pop((self.ip, self.port, self.profile), None)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import cloudpickle
 
 from .. import config
-from ..log import logger
 from ..wire import netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
@@ -23,6 +23,10 @@ from .nodes import ClusterStatus, DispyNode, node_address
 from .scheduler_link import SchedulerLink, _relpath, alloc_specs
 
 log = logging.getLogger("dispy")
+
+#: Seconds after a cluster starts during which the scheduler may still be finding and
+#: setting up a node that matches one of its patterns.
+SHARED_DISCOVERY_WAIT = 5.0
 
 
 def _default_scheduler(ip_addr: list[str] | None) -> str:
@@ -46,7 +50,7 @@ class SharedJobCluster(JobCluster):
                  callback: Any = None, cluster_status: Any = None, ip_addr: Any = None,
                  port: int | None = None, scheduler_node: str | None = None,
                  scheduler_port: int | None = None, ext_ip_addr: Any = None,
-                 dest_path: str | None = None, loglevel: int = logger.WARNING,
+                 dest_path: str | None = None, loglevel: int | None = None,
                  setup: Any = None, cleanup: Any = True, reentrant: bool = False,
                  exclusive: bool = False, secret: str = "", keyfile: str | None = None,
                  certfile: str | None = None, recover_file: str | None = None, *,
@@ -128,15 +132,26 @@ class SharedJobCluster(JobCluster):
     # ---- nodes: they are the scheduler's; we know what it told us ----------------------
 
     def _find_node(self, node: Any, what: str = "") -> DispyNode | None:
+        """The node as the scheduler reported it set up. One that ``nodes`` names (or a
+        pattern matches, while the scheduler may still be finding it) is waited for, at
+        most ``config.NodeSetupWait`` seconds."""
         ip, port = node_address(node)
 
-        async def find() -> DispyNode | None:
+        async def find() -> tuple[DispyNode | None, bool]:
             for (nip, nport), found in self._state.nodes.items():
                 if nip == ip and (port is None or nport == port):
-                    return found
-            return None
+                    return found, False
+            allocs = [a for a in self._state.allocs if a.matches(ip, port)]
+            young = time.monotonic() - self._state.created < SHARED_DISCOVERY_WAIT
+            return None, any(not a.wildcard or young for a in allocs)
 
-        found = self._engine.call(find()).result() if ip else None
+        found = None
+        deadline = time.monotonic() + config.NodeSetupWait
+        while ip and not self._closed:
+            found, pending = self._engine.call(find()).result()
+            if found is not None or not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if found is None and what:
             log.error("cluster %r: %s(%r): not a node of this cluster", self._name, what, node)
         return found
@@ -167,10 +182,12 @@ class SharedJobCluster(JobCluster):
         return self._engine.call(jobs()).result()
 
     def set_node_cpus(self, node: Any, cpus: int) -> int:
-        """Refused: the node is shared with other programs (returns -1)."""
-        log.error("cluster %r: set_node_cpus is not allowed with SharedJobCluster: node %s is"
-                  " shared with other programs", self._name, node)
-        return -1
+        """As JobCluster's when dispyscheduler runs with ``--cooperative`` (or the cluster
+        is exclusive); otherwise refused (-1, logged): the node is shared."""
+        found = self._find_node(node, "set_node_cpus")
+        return -1 if found is None else self._control(
+            {"op": "set_node_cpus", "cid": self._state.cid,
+             "node": [found.ip_addr, found.port], "cpus": int(cpus)})
 
     def _control(self, header: dict, bufs: list | tuple = ()) -> int:
         assert self._link is not None

@@ -8,13 +8,17 @@ in ``depends`` are shipped as files and imported on the node.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import io
+import linecache
 import os
 import pickle
 import shutil
 import sys
 import sysconfig
+import threading
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,10 +159,65 @@ def package(computation: Any, depends: list[Any], setup: Any, cleanup: Any) -> P
         if fn is not None:
             ship_by_value(fn)
     try:
-        data = cloudpickle.dumps(bundle, protocol=5)
+        _, filenames = dumps_code(bundle)
+        bundle["sources"] = sources_of(filenames)
+        data, _ = dumps_code(bundle)
     except Exception as exc:
         raise ValueError(f"computation cannot be shipped to nodes: {exc}") from exc
     return Package(data, files, program)
+
+
+#: Source text shipped so tracebacks on nodes show lines: at most this much per file.
+MAX_SOURCE = 1 << 20
+
+
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, but keeping its file name (cloudpickle
+    writes "<dynamic-code>"), so a traceback on the node names the user's file."""
+    ctor, args = cloudpickle.cloudpickle._code_reduce(code)
+    return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _CodePickler(cloudpickle.Pickler):
+    """A cloudpickle Pickler that keeps code objects' file names and records them."""
+
+    dispatch_table = collections.ChainMap(
+        {types.CodeType: lambda code: _CodePickler._current.reduce_code(code)},
+        cloudpickle.Pickler.dispatch_table,
+    )
+    _current: _CodePickler
+
+    def __init__(self, fh: Any) -> None:
+        super().__init__(fh, protocol=5)
+        self.filenames: set[str] = set()
+
+    def reduce_code(self, code: types.CodeType) -> Any:
+        self.filenames.add(code.co_filename)
+        return _code_reduce_keeping_filename(code)
+
+
+_pickle_lock = threading.Lock()
+
+
+def dumps_code(obj: Any) -> tuple[bytes, set[str]]:
+    """Pickle ``obj`` with cloudpickle keeping the code's file names; also returns them."""
+    fh = io.BytesIO()
+    with _pickle_lock:  # the dispatch table reaches the pickler through _current
+        pickler = _CodePickler._current = _CodePickler(fh)
+        pickler.dump(obj)
+    return fh.getvalue(), pickler.filenames
+
+
+def sources_of(filenames: set[str]) -> dict[str, list[str]]:
+    """The source lines of these files (real files, or notebook cells linecache knows)."""
+    out = {}
+    for name in filenames:
+        if name.startswith("<") and name not in linecache.cache:
+            continue
+        lines = linecache.getlines(name)
+        if lines and sum(len(ln) for ln in lines) <= MAX_SOURCE:
+            out[name] = lines
+    return out
 
 
 #: Argument byte strings from this size on travel out of band (uncopied). As big as the
@@ -189,13 +248,27 @@ def pack_job_args(args: tuple, kwargs: dict, oob_min: int = ARGS_OOB_MIN
         data, bufs = oob.dumps((args, kwargs), oob_min)
         return data, bufs or None
     except Exception as exc:
-        raise ValueError(f"job arguments cannot be pickled: {exc}") from exc
+        raise ValueError(f"job arguments cannot be pickled: {_culprit(args, kwargs, exc)}"
+                         ) from exc
+
+
+def _culprit(args: tuple, kwargs: dict, exc: Exception) -> str:
+    """Which argument could not be pickled, its type and why (for the user's log)."""
+    named = [(f"argument {i + 1}", v) for i, v in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, value in named:
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as err:
+            kind = type(value)
+            return f"{what} is a {kind.__module__}.{kind.__qualname__}: {err}"
+    return str(exc)
 
 
 def job_dependencies(depends: list[Any]) -> tuple[bytes, list[FileSpec]]:
     """``dispy_job_depends`` of one job: pickled code objects and files to copy."""
     names, files = dependencies(list(depends))
     try:
-        return cloudpickle.dumps(names, protocol=5), files
+        return dumps_code(names)[0], files
     except Exception as exc:
         raise ValueError(f"dispy_job_depends cannot be shipped: {exc}") from exc

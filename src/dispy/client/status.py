@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass
+class NodeStats:
+    """One cluster's work on one node (a row of ``print_status``)."""
+
+    ip_addr: str
+    name: str
+    cpus: int = 0
+    jobs_done: int = 0
+    cpu_time: float = 0.0
+    tx: int = 0
+    rx: int = 0
+
+    def count(self, ran: float, tx: int, rx: int) -> None:
+        self.jobs_done += 1
+        self.cpu_time += ran
+        self.tx += tx
+        self.rx += rx
 
 
 def _size(n: float) -> str:

@@ -9,17 +9,16 @@ checked against the client secret only), and the admin secret cannot run code.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import platform
 import time
-from collections.abc import Callable
 from typing import Any
 
 from .._version import __version__
-from ..wire import netif
-from ..wire.frames import FrameError, read_frame, write_frame
+from ..wire import auth, netif
+from ..wire.codec import FrameError
+from ..wire.connection import ConnectionClosed
 from . import service
 from .avail import avail_info
 from .service import ServiceWindow, format_hhmm
@@ -27,24 +26,13 @@ from .service import ServiceWindow, format_hhmm
 log = logging.getLogger("dispy.node")
 
 ROLE = "admin"
-CLIENT_ROLE = "client"
 CONTROLS = ("start", "stop", "end")
-#: Largest admin request: a few small JSON fields.
-MAX_REQUEST = 4096
 
 
-def secret_for(daemon: Any) -> Callable[[dict], str | None]:
-    """The secret a connecting peer must prove, by the role its hello claims."""
-
-    def pick(hello: dict) -> str | None:
-        role = hello.get("role", CLIENT_ROLE)
-        if role == CLIENT_ROLE:
-            return daemon.opts.secret
-        if role == ROLE:
-            return daemon.opts.admin_secret or None  # no --admin_secret: no admin
-        return None
-
-    return pick
+def key(daemon: Any) -> bytes | None:
+    """Key of the admin role: from --admin_secret; None (role refused) without one."""
+    secret = daemon.opts.admin_secret
+    return auth.derive_key(secret) if secret else None
 
 
 class AdminState:
@@ -65,25 +53,23 @@ def _state(daemon: Any) -> AdminState:
     return state
 
 
-async def serve(daemon: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                peer: str) -> None:
+async def serve(daemon: Any, conn: Any, peer: str) -> None:
     """Answer an authenticated dispyadmin's requests until it hangs up."""
     log.info("dispyadmin connected from %s", peer)
     try:
         while True:
-            header, _ = await read_frame(reader, MAX_REQUEST, 0)
+            header, _ = await conn.recv()
             try:
                 answer = handle(daemon, header, peer)
             except (ValueError, TypeError) as exc:
                 answer = {"ok": False, "error": str(exc)}
-            write_frame(writer, {"op": "reply", "reply": header.get("reply"), **answer})
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            conn.send({"op": "reply", "reply": header.get("reply"), **answer})
+    except (ConnectionClosed, ConnectionError, OSError):
         pass
     except FrameError as exc:
         log.warning("dispyadmin at %s: %s", peer, exc)
     finally:
-        writer.close()
+        conn.close()
 
 
 def handle(daemon: Any, header: dict, peer: str = "") -> dict[str, Any]:

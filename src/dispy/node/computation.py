@@ -19,7 +19,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.frames import FrameBatch, read_frame, write_frame
+from ..wire.codec import FrameError
+from ..wire.connection import Connection, ConnectionClosed
 
 log = logging.getLogger("dispy.node")
 
@@ -30,10 +31,9 @@ class HostProcess:
     def __init__(self, on_message: Callable[[dict, list[bytes]], None]) -> None:
         self.on_message = on_message
         self.proc: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.conn: Connection | None = None
         self.reader_task: asyncio.Task | None = None
         self.closed = asyncio.get_running_loop().create_future()
-        self.outbox = FrameBatch()
 
     async def start(self, init: dict, bufs: list[bytes]) -> str | None:
         """Start the host and run setup; returns None when ready, else the reason."""
@@ -43,29 +43,29 @@ class HostProcess:
             pass_fds=(child.fileno(),), start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
         )
         child.close()
-        reader, self.writer = await asyncio.open_unix_connection(sock=parent)
-        write_frame(self.writer, init, bufs)
+        self.conn = conn = await Connection.open_unix(parent)
+        conn.send(init, bufs)
         try:
-            header, _ = await read_frame(reader)
-        except (asyncio.IncompleteReadError, ConnectionError):
+            header, _ = await conn.recv()
+        except (ConnectionClosed, FrameError, OSError):
             code = await self.proc.wait()
             return f"computation host exited with code {code} during setup"
         if header.get("op") != "ready":
             await self.proc.wait()
             return str(header.get("reason", "setup failed"))
-        self.reader_task = asyncio.create_task(self._read(reader))
+        self.reader_task = asyncio.create_task(self._read(conn))
         return None
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, conn: Connection) -> None:
         closed = False
         try:
             while True:
-                header, bufs = await read_frame(reader)
+                header, bufs = await conn.recv()
                 if header.get("op") == "closed":
                     closed = True
                     break
                 self.on_message(header, bufs)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (ConnectionClosed, FrameError, OSError):
             pass
         finally:
             if self.proc is not None:
@@ -78,11 +78,12 @@ class HostProcess:
                                  "reason": f"computation host exited with code {code}"}, [])
 
     def send(self, header: dict, bufs: list | tuple = ()) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.outbox.add(header, bufs, self.flush)
+        if self.conn is not None:
+            self.conn.send(header, bufs)
 
     def flush(self) -> None:
-        self.outbox.write_to(self.writer)
+        if self.conn is not None:
+            self.conn.flush()
 
     async def close(self, status: int, reason: str, timeout: float) -> None:
         """Ask the host to stop (running jobs end with ``status``) and wait for it."""
@@ -95,9 +96,8 @@ class HostProcess:
             log.warning("computation host %s did not close in time; killing it", self.proc.pid)
             self.kill()
             await self.proc.wait()
-        if self.writer is not None:
-            self.flush()
-            self.writer.close()
+        if self.conn is not None:
+            self.conn.close()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -110,12 +110,11 @@ class HostProcess:
 class JobLink:
     """The daemon's connection to one job process of a computation."""
 
-    __slots__ = ("pid", "writer", "outbox", "uid", "cancelled", "settling", "lost")
+    __slots__ = ("pid", "conn", "uid", "cancelled", "settling", "lost")
 
-    def __init__(self, pid: int, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
-        self.writer = writer
-        self.outbox = FrameBatch()
+        self.conn = conn
         #: the job it runs, or None when idle
         self.uid: str | None = None
         #: its job was cancelled or killed: when it ends, the host settles the process
@@ -125,16 +124,14 @@ class JobLink:
         self.lost = False
 
     def send(self, header: dict, bufs: list | tuple = ()) -> None:
-        if not self.writer.is_closing():
-            self.outbox.add(header, bufs, self.flush)
+        self.conn.send(header, bufs)
 
     def flush(self) -> None:
-        self.outbox.write_to(self.writer)
+        self.conn.flush()
 
     def close(self) -> None:
         self.lost = True
-        self.flush()
-        self.writer.close()
+        self.conn.close()
 
 
 class Computation:

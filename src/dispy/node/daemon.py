@@ -8,6 +8,7 @@ cannot be delivered at once are kept until the client acknowledges them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -24,9 +25,12 @@ from typing import Any
 import psutil
 
 from .._version import __version__
-from ..wire import discovery, heap, netif, tls
-from ..wire.frames import FrameBatch, FrameError, read_frame
+from ..wire import auth, connection, discovery, heap, messages, netif, tls
+from ..wire.admission import Admission
+from ..wire.codec import FrameError
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
+from ..wire.sessions import session_id
 from . import admin, service
 from .avail import avail_info
 from .computation import Computation, HostProcess
@@ -41,13 +45,17 @@ CANCELLED, TERMINATED = 8, 9
 
 
 class Session:
-    """A client program (identified by its client id) and its computations here."""
+    """A client program and its computations here. It is found by ``sid``, the digest of
+    the secret session key the program's connections present after authenticating,
+    never by the client id it claims (a second program knowing the cluster secret
+    cannot take it over); ``sid`` also names its directory and its kept results."""
 
-    def __init__(self, client_id: str, name: str, addr: str) -> None:
+    def __init__(self, sid: str, client_id: str, name: str, addr: str) -> None:
+        self.sid = sid
         self.client_id = client_id
         self.name = name
         self.addr = addr
-        self.writer: asyncio.StreamWriter | None = None
+        self.conn: Connection | None = None
         self.computations: dict[str, Computation] = {}
         self.undelivered: dict[str, tuple[dict, list]] = {}
         #: results not yet on disk -> when they were produced; uids already on disk
@@ -58,20 +66,21 @@ class Session:
         self.orphan = False
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
-        self.outbox = FrameBatch()
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
-        if self.writer is None or self.writer.is_closing():
-            return False
-        self.outbox.add(header, bufs, self.flush)
-        return True
+        return self.conn is not None and self.conn.send(header, bufs)
 
     def flush(self) -> None:
         """Write the frames queued by ``send`` now (before a drain or a close)."""
-        self.outbox.write_to(self.writer)
+        if self.conn is not None:
+            self.conn.flush()
 
     def describe(self) -> str:
         return f"{self.name} at {self.addr}"
+
+
+#: Longest path of a Unix socket (sun_path is 108 bytes on Linux, with its NUL).
+SOCKET_PATH_MAX = 107
 
 
 class NodeDaemon(JobRunner):
@@ -97,8 +106,12 @@ class NodeDaemon(JobRunner):
         self.waiting: deque[tuple[Computation, dict, list]] = deque()
         #: computation token -> computation, for job processes connecting (jobs.py)
         self.job_tokens: dict[str, Computation] = {}
-        #: private directory of the Unix socket job processes connect to
-        self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
+        #: private directory of the Unix socket job processes connect to: under the
+        #: node's own directory, so a node killed with -9 leaves nothing in /tmp (the next
+        #: start removes it); a temp dir only if that path is too long for a socket
+        self.jobs_dir = os.path.join(self.root, "sockets")
+        if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
+            self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
         self.jobs_path = os.path.join(self.jobs_dir, "jobs")
         #: service window state (--service_start/stop/end); jobs run only while OPEN
         self.service_state = service.OPEN
@@ -108,6 +121,8 @@ class NodeDaemon(JobRunner):
         self.zombies: set[str] = set()
         self.lock_fd: int | None = None
         self.store: ResultStore | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispynode", logger=log)
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -151,23 +166,25 @@ class NodeDaemon(JobRunner):
         self._lock()
         if self.opts.clean:
             self._clean()
+        if os.path.dirname(self.jobs_dir) == self.root:  # a killed node's socket goes
+            shutil.rmtree(self.jobs_dir, ignore_errors=True)
+        os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
         self._restore_results()
         loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:
-                server = await asyncio.start_server(
-                    self._serve_conn, host, self.opts.node_port, ssl=ssl_ctx, limit=1 << 20
-                )
+                server = await connection.serve(
+                    self._serve_conn, host, self.opts.node_port, ssl_ctx,
+                    handshake_timeout=self.opts.msg_timeout)
             except OSError as exc:
                 raise SystemExit(
                     f"dispynode: cannot listen on TCP port {self.opts.node_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}"
                 ) from None
             self.servers.append(server)
-        self.servers.append(await asyncio.start_unix_server(
-            self._serve_job_link, self.jobs_path, limit=1 << 20))
+        self.servers.append(await connection.serve_unix(self._serve_job_link, self.jobs_path))
         os.chmod(self.jobs_path, 0o600)
         try:
             sock = discovery.udp_socket(self.opts.node_port, reuse=False)
@@ -202,15 +219,15 @@ class NodeDaemon(JobRunner):
 
     def _restore_results(self) -> None:
         """Results kept by an earlier run wait for their clients (recover_jobs)."""
-        self.store = ResultStore(os.path.join(self.root, "results.db"))
+        self.store = ResultStore(os.path.join(self.root, "results.log"))
         kept = self.store.load()
-        for client_id, (name, results) in kept.items():
-            session = Session(client_id, name, "?")
+        for sid, (name, results) in kept.items():
+            session = Session(sid, "?", name, "?")
             session.orphan = True
             for header, bufs in results:
                 session.undelivered[header["uid"]] = (header, bufs)
                 session.saved.add(header["uid"])
-            self.sessions[client_id] = session
+            self.sessions[sid] = session
         if kept:
             log.info("kept %d undelivered result(s) of %d client(s) from an earlier run",
                      sum(len(r) for _, r in kept.values()), len(kept))
@@ -224,13 +241,22 @@ class NodeDaemon(JobRunner):
             del session.unsaved[uid]
             entry = session.undelivered.get(uid)
             if entry is not None:
-                items.append((session.client_id, session.name, entry[0], entry[1]))
+                items.append((session.sid, session.name, entry[0], entry[1]))
                 session.saved.add(uid)
         if items and self.store is not None:
             try:
                 self.store.save(items)
             except Exception as exc:  # e.g. a full disk: the results stay in memory
                 log.warning("could not keep %d result(s) on disk: %s", len(items), exc)
+
+    def _report_soon(self, session: Session, uid: str) -> None:
+        """A job's result: on disk first, then to its client, so a node killed at any
+        moment loses none. (Deferring the write to group results of one loop iteration
+        cost a quarter of tiny-job throughput: the result then left an iteration later.)"""
+        self._save_results(session)
+        entry = session.undelivered.get(uid)
+        if entry is not None and not session.send(*entry):
+            log.info("client %s is away: result of job %s kept on disk", session.describe(), uid)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -259,10 +285,9 @@ class NodeDaemon(JobRunner):
             for comp in list(session.computations.values()):
                 await self._close_computation(comp, status, reason, notify=True)
             self._save_results(session)
-            if session.writer is not None:
-                session.flush()
+            if session.conn is not None:
                 try:
-                    await asyncio.wait_for(session.writer.drain(), self.opts.msg_timeout)
+                    await asyncio.wait_for(session.conn.drain(), self.opts.msg_timeout)
                 except (asyncio.TimeoutError, ConnectionError):
                     pass
         self.stop_event.set()
@@ -272,9 +297,8 @@ class NodeDaemon(JobRunner):
         for server in self.servers:
             server.close()
         for session in self.sessions.values():
-            if session.writer is not None:
-                session.flush()
-                session.writer.close()
+            if session.conn is not None:
+                session.conn.close()
             self._save_results(session)
         if self.store is not None:
             self.store.close()
@@ -291,15 +315,20 @@ class NodeDaemon(JobRunner):
 
     # ---- discovery --------------------------------------------------------------
 
-    def info(self, peer: str | None = None, client_id: str | None = None) -> dict[str, Any]:
-        """What clients learn about this node (in datagrams and the TCP welcome)."""
+    def info(self, peer: str | None = None, client_id: str | None = None,
+             sid: str | None = None) -> dict[str, Any]:
+        """What clients learn about this node (in datagrams and the TCP welcome). In a
+        datagram, ``client_id`` (claimed) only shapes the answer; over TCP the session
+        (``sid``) decides who holds the node."""
         ip = None
         if self.opts.ext_ip_addrs:
             ip = self.opts.ext_ip_addrs[0]
         elif peer:
             ip = netif.address_towards(peer, self.ifs)
         busy_with = None
-        if self.owner is not None and self.owner.client_id != client_id:
+        mine = self.owner is not None and (
+            self.owner.sid == sid if sid is not None else self.owner.client_id == client_id)
+        if self.owner is not None and not mine:
             busy_with = self.owner.describe()
         elif self.owner is None and self.service_state != service.OPEN:
             busy_with = f"none: {self._service_text()}"  # clients retry when it opens
@@ -349,61 +378,78 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
-        self.udp.send({"op": "node", **self.info(addr[0], msg.get("client_id"))},
-                      (addr[0], reply_port))
+        info = self.info(addr[0], msg.get("client_id"))
+        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
+        if info["busy_with"]:
+            lean["busy_with"] = str(info["busy_with"])[:200]
+        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
+                                       self.udp.last_size)
+        if reply is None:  # answering would send more bytes than came: an amplifier
+            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
+                      self.udp.last_size, addr[0])
+            return
+        self.udp.send(reply, (addr[0], reply_port))
 
     # ---- client connections -------------------------------------------------------
 
-    def _welcome(self, hello: dict) -> dict:
-        return self.info(None, hello.get("client_id"))
+    def _keys(self, role: str) -> bytes | None:
+        if role == admin.ROLE:  # dispyadmin (node/admin.py)
+            return admin.key(self)
+        return auth.derive_key(self.opts.secret) if role == auth.CLIENT_ROLE else None
 
-    async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        peer = writer.get_extra_info("peername") or ("?", 0)
+    async def _serve_conn(self, conn: Connection) -> None:
+        peer = conn.peer[0]
+        sids: dict[str, str] = {}
+
+        def welcome(hello: dict) -> dict:
+            sids["sid"] = session_id(hello.get("session"))
+            return self.info(None, sid=sids["sid"])
+
+        if not await self.admission.admit(peer, conn):
+            return
         try:
             hello = await server_handshake(
-                reader, writer, admin.secret_for(self), self._welcome, self.opts.msg_timeout,
-                name=f"node {self.name}",
-            )
+                conn, self._keys, welcome, self.opts.msg_timeout, name=f"node {self.name}",
+                identity={"node_id": self.node_id, "name": self.name})
         except HandshakeError as exc:
-            log.warning("refused connection from %s: %s", peer[0], exc)
-            await self._drop(writer)
+            log.warning("refused connection from %s: %s", peer, exc)
+            await conn.close_soon()
             return
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as exc:
-            log.warning("dropped connection from %s during handshake: %s", peer[0],
-                        exc.__class__.__name__ if not str(exc) else exc)
-            await self._drop(writer)
+        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError) as exc:
+            # a port probe (connect, close) is routine; a peer that stalls is not
+            level = logging.DEBUG if isinstance(exc, ConnectionClosed) else logging.INFO
+            log.log(level, "dropped connection from %s during handshake: %s", peer,
+                    "no hello within --msg_timeout" if isinstance(exc, asyncio.TimeoutError)
+                    else exc)
+            conn.close()
             return
+        finally:
+            self.admission.release(peer)
         if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
-            return await admin.serve(self, reader, writer, peer[0])
-        client_id = str(hello.get("client_id") or uuid.uuid4().hex)
-        if self.owner is not None and self.owner.client_id != client_id:
-            await self._drop(writer)  # the welcome told it who holds the node
+            return await admin.serve(self, conn, peer)
+        sid = sids["sid"]
+        log.debug("handshake with %s (%s) done", peer, hello.get("client_name"))
+        if self.owner is not None and self.owner.sid != sid:
+            await conn.close_soon()  # the welcome told it who holds the node
             return
-        session = self.sessions.get(client_id)
+        session = self.sessions.get(sid)
         if session is None:
-            session = Session(client_id, str(hello.get("client_name", "?")), peer[0])
-            self.sessions[client_id] = session
-        elif session.writer is not None:
-            session.flush()
-            session.writer.close()
-        session.writer, session.addr = writer, peer[0]
+            session = Session(sid, str(hello.get("client_id", "?"))[:64],
+                              str(hello.get("client_name", "?"))[:64], peer)
+            self.sessions[sid] = session
+        elif session.conn is not None:
+            session.conn.close()
+        session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
-        self._keepalive(writer)
+        self._keepalive(conn)
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
-        await self._read_client(session, reader, writer, peer[0])
+        await self._read_client(session, conn)
 
-    async def _drop(self, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(writer.drain(), 1)
-        except (asyncio.TimeoutError, OSError):
-            pass
-        writer.close()
-
-    async def _read_client(self, session: Session, reader, writer, peer: str) -> None:
+    async def _read_client(self, session: Session, conn: Connection) -> None:
         try:
             while True:
-                header, bufs = await read_frame(reader)
+                header, bufs = await conn.recv()
                 session.last_seen = time.monotonic()
                 old = session.computations.get(header.get("cid"))
                 if header.get("op") == "compute" and old is not None:
@@ -413,24 +459,24 @@ class NodeDaemon(JobRunner):
                 try:
                     self._on_client(session, header, bufs)
                 except Exception:
-                    log.exception("failed to handle %r from %s", header.get("op"), peer)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                    log.exception("failed to handle %r from %s", header.get("op"), conn.peer[0])
+        except (ConnectionClosed, OSError):
             log.debug("client %s disconnected", session.describe())
         except FrameError as exc:
-            log.warning("dropped connection from %s: %s", peer, exc)
+            log.warning("dropped connection from %s: %s", conn.peer[0], exc)
         finally:
-            if session.writer is writer:
-                session.writer = None
+            if session.conn is conn:
+                session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
-            writer.close()
+            conn.close()
             self._check_free(session)
 
-    def _keepalive(self, writer: asyncio.StreamWriter) -> None:
+    def _keepalive(self, conn: Connection) -> None:
         """TCP keepalive well within --zombie_interval, so a client whose machine vanished
         (no FIN ever comes) is noticed as disconnected, while an idle live one is not. The
         user timeout does the same when results are waiting unacknowledged (keepalive
         probes stop while data is in flight, and retransmissions go on for many minutes)."""
-        sock = writer.get_extra_info("socket")
+        sock = conn.get_extra_info("socket")
         if sock is None:
             return
         idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
@@ -447,6 +493,11 @@ class NodeDaemon(JobRunner):
             pass
 
     def _on_client(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+        try:
+            messages.parse_request(header, bufs)
+        except messages.MessageError as exc:
+            self._refuse_request(session, header, str(exc))
+            return
         op = header.get("op")
         if op == "job":
             self._job(session, header, bufs)
@@ -459,7 +510,7 @@ class NodeDaemon(JobRunner):
                     session.saved.discard(uid)
                     dropped.append(uid)
             if dropped and self.store is not None:
-                self.store.drop(session.client_id, dropped)
+                self.store.drop(session.sid, dropped)
             self._check_free(session)
         elif op == "compute":
             self._compute(session, header, bufs)
@@ -488,6 +539,13 @@ class NodeDaemon(JobRunner):
         else:
             log.warning("ignoring unknown request %r from %s", op, session.describe())
 
+    def _refuse_request(self, session: Session, header: dict, reason: str) -> None:
+        """A request that does not fit its record: refused, nothing else changes."""
+        log.warning("refused a request from %s: %s", session.describe(), reason)
+        reply = header.get("reply")
+        if isinstance(reply, str) and messages.ID.fullmatch(reply):
+            session.send({"op": "reply", "reply": reply, "ok": False, "reason": reason})
+
     # ---- computations -----------------------------------------------------------
 
     def _compute(self, session: Session, header: dict, bufs: list[bytes]) -> None:
@@ -506,7 +564,7 @@ class NodeDaemon(JobRunner):
             return
         self.owner = session
         session.orphan = False
-        base = os.path.join(self.root, "clients", session.client_id)
+        base = os.path.join(self.root, "clients", session.sid)
         dest = header.get("dest_path")
         try:
             directory = safe_join(base, dest) if dest else os.path.join(base, cid)
@@ -593,6 +651,7 @@ class NodeDaemon(JobRunner):
             if comp.failed is None:
                 await self._prefork(comp)  # may fail the computation too
         comp.bundle = b""
+        log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})
@@ -615,22 +674,26 @@ class NodeDaemon(JobRunner):
             await comp.host.close(status, reason, self.opts.msg_timeout)
         self._finish_links(comp, reason)
         comp.remove_files(self.opts.force_cleanup)
+        self._remove_client_dir(session)  # before the client hears "closed"
         if notify:
             session.send({"op": "closed", "cid": comp.cid})
         log.info("computation %r from %s closed", comp.name, session.describe())
         if release:
             self._check_free(session)
 
+    def _remove_client_dir(self, session: Session) -> None:
+        """The client's own directory, once empty (it keeps files with cleanup=False)."""
+        if not session.computations:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.root, "clients", session.sid))
+
     def _check_free(self, session: Session) -> None:
         """Release the node when its owner has nothing left here."""
         if session.computations or (session.undelivered and not session.orphan):
             return
-        try:  # the client's own directory, unless it kept files there (cleanup=False)
-            os.rmdir(os.path.join(self.root, "clients", session.client_id))
-        except OSError:
-            pass
-        if session.writer is None and not session.undelivered:
-            self.sessions.pop(session.client_id, None)
+        self._remove_client_dir(session)
+        if session.conn is None and not session.undelivered:
+            self.sessions.pop(session.sid, None)
         if self.owner is session:
             self.owner = None
             self.served += 1
@@ -651,9 +714,9 @@ class NodeDaemon(JobRunner):
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if session.pulse_interval and session.writer is not None:
-                    if now - last_pulse.get(session.client_id, 0) >= session.pulse_interval:
-                        last_pulse[session.client_id] = now
+                if session.pulse_interval and session.conn is not None:
+                    if now - last_pulse.get(session.sid, 0) >= session.pulse_interval:
+                        last_pulse[session.sid] = now
                         session.send({"op": "pulse", "busy": self.busy,
                                       "avail_info": avail_info(self.opts.dest_path_prefix)})
                 await self._check_zombie(session, now)
@@ -668,18 +731,18 @@ class NodeDaemon(JobRunner):
         """A client disconnected for --zombie_interval is presumed gone (a zombie): its
         running jobs finish, then its computations close and the node is free again."""
         silent = now - session.last_seen
-        if (session.writer is not None or session.orphan
+        if (session.conn is not None or session.orphan
                 or silent <= self.opts.zombie_interval * 60):
             return
         running = sum(len(c.running) for c in session.computations.values())
         if running:
-            if session.client_id not in self.zombies:
-                self.zombies.add(session.client_id)
+            if session.sid not in self.zombies:
+                self.zombies.add(session.sid)
                 log.warning("client %s silent for %.0f s: presumed gone; the node is freed"
                             " after its %d running job(s) finish", session.describe(), silent,
                             running)
             return
-        self.zombies.discard(session.client_id)
+        self.zombies.discard(session.sid)
         log.warning("client %s silent for %.0f s: presumed gone; releasing the node",
                     session.describe(), silent)
         self._save_results(session)  # recover_jobs can still fetch them

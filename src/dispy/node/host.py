@@ -23,8 +23,8 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire.frames import SyncFrameReader, send_frame_sync
-from . import jobenv, jobproc
+from ..wire.sync import SyncFrameReader, send_frame_sync
+from . import initfile, jobenv, jobproc
 
 log = logging.getLogger("dispy.node.host")
 
@@ -50,6 +50,8 @@ class ComputationHost:
         self.computation: Any = None
         self.program: str | None = None
         self.cleanup: Any = None
+        #: close() of dispynode's --init file, run when the computation ends
+        self.init_close: Any = None
         self.setup_args: tuple = ()
         self.allow_shutdown = False
         self.closing = False
@@ -71,7 +73,10 @@ class ComputationHost:
             jobproc.provisional_result, jobproc.send_file, self._shutdown_request,
         )
         try:
+            if os.environ.get(initfile.ENV):
+                self.init_close = initfile.run(os.environ[initfile.ENV])
             bundle = cloudpickle.loads(bufs[0])
+            jobproc.register_sources(bundle.get("sources"))
             self.setup_args = tuple(cloudpickle.loads(bufs[1])) if len(bufs) > 1 else ()
             self.computation = bundle.get("computation")
             self.program = bundle.get("program")
@@ -219,6 +224,11 @@ class ComputationHost:
         if callable(self.cleanup):
             try:
                 self.cleanup(*self.setup_args)
+            except BaseException:
+                traceback.print_exc()
+        if self.init_close is not None:
+            try:
+                self.init_close()
             except BaseException:
                 traceback.print_exc()
         try:

@@ -9,6 +9,7 @@ dies is replaced by the host.
 from __future__ import annotations
 
 import io
+import linecache
 import mmap
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 import cloudpickle
 
 from ..wire import oob
-from ..wire.frames import SyncFrameReader, send_frame_sync
+from ..wire.sync import SyncFrameReader, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
 
@@ -98,6 +99,17 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
         return 0
     sys.stderr.write(f"dispy_send_file: {path} refused: {reply.get('reason')}\n")
     return -1
+
+
+def register_sources(sources: Any) -> None:
+    """Put the shipped source of the computation's files in ``linecache``, so its
+    tracebacks show file names and lines as they would on the client (mtime None: the
+    entry is never checked against a file of the same name on this machine)."""
+    if not isinstance(sources, dict):
+        return
+    for name, lines in sources.items():
+        if isinstance(name, str) and isinstance(lines, list):
+            linecache.cache[name] = (sum(len(ln) for ln in lines), None, lines, name)
 
 
 def _format_exception(exc: BaseException) -> str:

@@ -16,7 +16,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..wire.frames import PRE_AUTH_MAX_HEADER, FrameError, read_frame
+from ..wire.codec import FrameError
+from ..wire.connection import Connection, ConnectionClosed
 from . import service
 from .computation import Computation, JobLink
 from .files import too_big
@@ -50,6 +51,8 @@ class JobRunner:
 
         def _service_text(self) -> str: ...
         def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
+
+        def _report_soon(self, session: Session, uid: str) -> None: ...
         def _maybe_finish(self) -> None: ...
         def _spawn(self, coro: Any) -> asyncio.Task: ...
         async def _close_computation(self, comp: Computation, status: int, reason: str,
@@ -70,10 +73,12 @@ class JobRunner:
         elif self.service_state != service.OPEN:
             reason = f"node is {self._service_text()}"
         if reason is not None:
+            log.debug("job %s refused: %s", uid, reason)
             session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
                           "reason": reason})
             return
         assert comp is not None
+        log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, header, bufs))
         self._start_jobs()
 
@@ -143,33 +148,29 @@ class JobRunner:
         if comp.forking == 0 and comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
 
-    async def _serve_job_link(self, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter) -> None:
+    async def _serve_job_link(self, conn: Connection) -> None:
         """A job process forked by a computation host connects here."""
         try:
-            hello, _ = await asyncio.wait_for(
-                read_frame(reader, PRE_AUTH_MAX_HEADER, 0), self.opts.msg_timeout)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError):
-            writer.close()
+            hello, _ = await conn.recv(self.opts.msg_timeout)
+        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError):
             return
         comp = self.job_tokens.get(str(hello.get("token")))
         pid = hello.get("pid")
         if comp is None or not isinstance(pid, int) or comp.closing is not None:
-            writer.close()
             return
-        link = JobLink(pid, writer)
+        link = JobLink(pid, conn)
         comp.links[pid] = link
         comp.idle.append(link)
         self._forked(comp)
         self._start_jobs()
         try:
             while True:
-                header, bufs = await read_frame(reader)
+                header, bufs = await conn.recv()
                 self._on_link(comp, link, header, bufs)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, FrameError):
+        except (ConnectionClosed, OSError, FrameError):
             pass
         finally:
-            writer.close()
+            conn.close()
             self._link_lost(comp, link)
 
     def _on_link(self, comp: Computation, link: JobLink, header: dict,
@@ -192,6 +193,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
                   bufs: list) -> None:
         uid = header["uid"]
+        log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
         if link is not None:
             link.uid = None
             if link.cancelled and comp.host is not None and not link.lost:
@@ -218,10 +220,7 @@ class JobRunner:
             self.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
-            if not session.send(header, bufs):
-                log.info("client %s is away: result of job %s kept on disk",
-                         session.describe(), uid)
-                self._save_results(session)
+            self._report_soon(session, uid)
         self._start_jobs()
         self._maybe_finish()
 

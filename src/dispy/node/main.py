@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 
 from ..log import daemon_logging
-from . import menu
+from . import initfile, menu
 from .daemon import NodeDaemon, install_signals
 from .options import parse
 
@@ -19,8 +20,12 @@ async def _serve(argv: list[str] | None) -> int:
     shown = dataclasses.asdict(opts)
     shown["secret"] = "(given)" if opts.secret else ""
     shown["admin_secret"] = "(given)" if opts.admin_secret else ""
-    logging.getLogger("dispy.node").debug(
-        "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
+    log = logging.getLogger("dispy.node")
+    log.debug("options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
+    for note in opts.notes:
+        log.info("%s", note)
+    if opts.init_file:  # computation hosts (our children) run it; see node.initfile
+        os.environ[initfile.ENV] = opts.init_file
     try:
         daemon = NodeDaemon(opts)
     except ValueError as exc:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..wire.admission import quiet_accept_errors
 from .daemon import NodeDaemon
 
 PROMPT = (
@@ -42,7 +44,8 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
 
     def reader() -> None:
         while True:
-            print(prompt, end="", flush=True)
+            # a line of its own: log lines printed while we wait must not run into it
+            print(prompt.rstrip(), flush=True)
             line = sys.stdin.readline()
             if not line:
                 return  # stdin closed: keep serving, just stop reading
@@ -60,6 +63,7 @@ async def serve_until_stopped(daemon: Any, background: bool,
                               show_menu: Callable[[Any], None]) -> int:
     """Start a daemon (dispynode or dispyscheduler), give it its stdin menu when run
     interactively, and serve until it is told to stop; the process exit code."""
+    quiet_accept_errors(asyncio.get_running_loop(), logging.getLogger("dispy.admission"))
     try:
         await daemon.start()
     except SystemExit as exc:

@@ -14,6 +14,8 @@ from .service import ServiceWindow
 
 #: Options that describe one machine, so a file shared by many nodes must not hold them.
 NODE_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "name")
+#: Written to a saved configuration only when given.
+SECRETS = ("secret", "admin_secret")
 
 
 @dataclass
@@ -26,7 +28,6 @@ class NodeOptions:
     scheduler_node: str | None = None
     name: str = ""
     secret: str = ""
-    admin_secret: str = ""
     dest_path_prefix: str = ""
     keyfile: str | None = None
     certfile: str | None = None
@@ -42,6 +43,12 @@ class NodeOptions:
     daemon: bool = False
     service_window: ServiceWindow | None = None
     config_file: str | None = None
+    #: dispyadmin's secret: the admin role of the handshake (node/admin.py); none: no admin
+    admin_secret: str = ""
+    #: 4.15's --init: a Python file whose init() runs in each computation's process
+    init_file: str | None = None
+    #: what 4.15 options given here mean in this version (logged at start)
+    notes: list[str] = field(default_factory=list)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,6 +100,16 @@ def parser() -> argparse.ArgumentParser:
                    help="accept no new jobs from this time of day (running jobs finish)")
     p.add_argument("--service_end", default=None, metavar="HH:MM",
                    help="kill running jobs at this time of day")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="Python file whose init() (returning 0) runs in each computation's"
+                        " process before setup; names it makes global are seen by the"
+                        " computations (str/int ones also as environment variables of"
+                        " program computations); its close() runs when the computation ends")
+    p.add_argument("--unsafe_setup", action="store_true",
+                   help="accepted for 4.15 compatibility: setup always runs in the"
+                        " computation's own process, whose globals jobs inherit")
+    p.add_argument("--ipv4_udp_multicast", action="store_true",
+                   help="accepted for 4.15 compatibility: discovery uses IPv4 broadcast")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     p.add_argument("--daemon", action="store_true", help="do not read commands on stdin")
     p.add_argument("--config", default=None, metavar="FILE",
@@ -144,20 +161,27 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
     for f in (a.keyfile, a.certfile):
         if f and not os.path.isfile(f):
             p.error(f"TLS file {f} does not exist")
+    if a.init and not os.path.isfile(a.init):
+        p.error(f"--init {a.init}: no such file")
     if a.save_config:
         config_file.save_options(
-            a, parser(), lambda k: (k in NODE_SPECIFIC or (k == "secret" and not a.secret)
-                       or (k == "admin_secret" and not a.admin_secret)),
+            a, parser(), lambda k: k in NODE_SPECIFIC or (k in SECRETS and not getattr(a, k)),
             "dispynode")
     cpus = a.cpus if a.cpus > 0 else ncpu + a.cpus
+    notes = []
+    if a.unsafe_setup:
+        notes.append("--unsafe_setup: setup runs in the computation's own process anyway"
+                     " (never in dispynode's); jobs inherit its globals")
+    if a.ipv4_udp_multicast:
+        notes.append("--ipv4_udp_multicast: ignored; discovery uses IPv4 broadcast")
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,
         scheduler_port=sched_port, scheduler_node=a.scheduler_node, name=a.name,
-        secret=a.secret, admin_secret=a.admin_secret,
-        dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
+        secret=a.secret, dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
         keyfile=a.keyfile, certfile=a.certfile, max_file_size=max_file_size,
         msg_timeout=float(a.msg_timeout), zombie_interval=a.zombie_interval,
         ping_interval=a.ping_interval, clean=a.clean, client_shutdown=a.client_shutdown,
         force_cleanup=a.force_cleanup, serve=a.serve, debug=a.debug, daemon=a.daemon,
-        service_window=window, config_file=a.config,
+        service_window=window, config_file=a.config, admin_secret=a.admin_secret,
+        init_file=os.path.abspath(a.init) if a.init else None, notes=notes,
     )

@@ -1,65 +1,162 @@
-"""Results a node could not deliver, kept on disk so they survive a node restart.
+"""Results kept on disk until their client acknowledges them.
 
-A result stays in memory until its client acknowledges it; one that is not
-acknowledged soon (client gone, link cut, node stopping) is written here (SQLite, WAL)
-and removed once acknowledged, so ``recover_jobs`` can still fetch it after the node
-restarts. ``--clean`` deletes the file. The daemon stores the opaque buffers as they
-came from the job; it never unpickles them.
+Every result a job produces is appended to a log before the node reports it (one
+``writev`` per loop iteration for all results that came in it), so a node killed at
+any moment loses none: after a restart, ``recover_jobs`` (or the reconnecting client)
+fetches them. An acknowledgement appends a small "drop" record. The log is rewritten
+with only the results still waiting once it has grown past ``COMPACT_AT`` (at once,
+when nothing is waiting: it is truncated). No fsync: this guards against the node
+process dying (``kill -9``, a crash), not the OS. The daemon stores the opaque buffers
+as they came from the job; it never unpickles them. ``--clean`` deletes the log.
+
+Record: ``!BQ`` kind and body length, then the body. A result's body is ``!I`` and a
+JSON of (session id, client name, header, buffer lengths), then the buffers; a drop's
+body is a JSON of (session id, uids). A record cut short by a crash ends the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
+import os
 import struct
 from collections.abc import Iterable
+from typing import Any
 
-_LEN = struct.Struct("!Q")
+_REC = struct.Struct("!BQ")
+_META = struct.Struct("!I")
+RESULT, DROP = 1, 2
+COMPACT_AT = 64 << 20
+_IOV_MAX = 512
 
 
-def _pack(bufs: list[bytes]) -> bytes:
-    return b"".join(_LEN.pack(len(b)) + bytes(b) for b in bufs)
+def _writev(fd: int, pieces: list[Any]) -> None:
+    for i in range(0, len(pieces), _IOV_MAX):
+        chunk = [memoryview(p).cast("B") for p in pieces[i:i + _IOV_MAX]]
+        while chunk:
+            n = os.writev(fd, chunk)
+            while chunk and n >= chunk[0].nbytes:
+                n -= chunk[0].nbytes
+                chunk.pop(0)
+            if chunk and n:
+                chunk[0] = chunk[0][n:]
 
 
-def _unpack(blob: bytes) -> list[bytes]:
-    bufs, pos = [], 0
-    while pos < len(blob):
-        (n,) = _LEN.unpack_from(blob, pos)
-        pos += _LEN.size
-        bufs.append(blob[pos:pos + n])
-        pos += n
-    return bufs
+def _open(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 class ResultStore:
     def __init__(self, path: str) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS results (uid TEXT, client_id TEXT,"
-                        " client_name TEXT, header TEXT, bufs BLOB,"
-                        " PRIMARY KEY (client_id, uid))")
+        self.path = path
+        #: (session id, uid) -> (offset, size) of its result record
+        self.live: dict[tuple[str, str], tuple[int, int]] = {}
+        self.fd = _open(path, os.O_RDWR | os.O_CREAT)
+        os.fchmod(self.fd, 0o600)
+        self.size = 0
 
-    def save(self, items: Iterable[tuple[str, str, dict, list[bytes]]]) -> None:
-        """Keep (client_id, client_name, header, bufs) results until dropped."""
-        rows = [(h["uid"], cid, name, json.dumps(h), _pack(bufs)) for cid, name, h, bufs in items]
-        if rows:
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
-                                    rows)
+    # ---- writing ----------------------------------------------------------------
 
-    def drop(self, client_id: str, uids: Iterable[str]) -> None:
-        rows = [(client_id, uid) for uid in uids]
-        if rows:
-            with self.db:
-                self.db.executemany("DELETE FROM results WHERE client_id = ? AND uid = ?", rows)
+    def save(self, items: Iterable[tuple[str, str, dict, list]]) -> None:
+        """Keep (session id, client name, header, bufs) results until dropped; one
+        write for all."""
+        pieces: list[Any] = []
+        offset = self.size
+        for sid, name, header, bufs in items:
+            lens = [memoryview(b).nbytes for b in bufs]
+            meta = json.dumps([sid, name, header, lens]).encode()
+            body = _META.size + len(meta) + sum(lens)
+            pieces += [_REC.pack(RESULT, body), _META.pack(len(meta)), meta, *bufs]
+            self.live[(sid, str(header["uid"]))] = (offset, _REC.size + body)
+            offset += _REC.size + body
+        if pieces:
+            self._append(pieces, offset)
+
+    def drop(self, sid: str, uids: Iterable[str]) -> None:
+        """Forget acknowledged results."""
+        gone = [uid for uid in uids if self.live.pop((sid, uid), None) is not None]
+        if not gone:
+            return
+        if not self.live and self.size > (1 << 20):
+            self._truncate()
+            return
+        body = json.dumps([sid, gone]).encode()
+        self._append([_REC.pack(DROP, len(body)), body], self.size + _REC.size + len(body))
+        if self.size > COMPACT_AT:
+            self.compact()
+
+    def _append(self, pieces: list[Any], end: int) -> None:
+        os.lseek(self.fd, self.size, os.SEEK_SET)
+        _writev(self.fd, pieces)
+        self.size = end
+
+    def _truncate(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.size = 0
+
+    def compact(self) -> None:
+        """Rewrite the log with only the results still waiting (atomic rename)."""
+        tmp = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        out = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        live, pos = {}, 0
+        try:
+            for key, (offset, size) in sorted(self.live.items(), key=lambda kv: kv[1][0]):
+                data = os.pread(self.fd, size, offset)
+                _writev(out, [data])
+                live[key] = (pos, size)
+                pos += size
+        finally:
+            os.close(out)
+        os.replace(tmp, self.path)
+        os.close(self.fd)
+        self.fd = _open(self.path, os.O_RDWR)
+        self.live, self.size = live, pos
+
+    # ---- reading (at start) -------------------------------------------------------
 
     def load(self) -> dict[str, tuple[str, list[tuple[dict, list[bytes]]]]]:
-        """Everything kept: client id -> (client name, [(header, bufs)])."""
+        """Everything kept: session id -> (client name, [(header, bufs)]); the log is
+        then rewritten with just those."""
+        results: dict[tuple[str, str], tuple[str, dict, list[bytes], int, int]] = {}
+        pos = 0
+        end = os.fstat(self.fd).st_size
+        while pos + _REC.size <= end:
+            kind, body = _REC.unpack(os.pread(self.fd, _REC.size, pos))
+            if pos + _REC.size + body > end:
+                break  # cut short by a crash
+            data = os.pread(self.fd, body, pos + _REC.size)
+            try:
+                if kind == RESULT:
+                    (mlen,) = _META.unpack_from(data)
+                    sid, name, header, lens = json.loads(data[_META.size:_META.size + mlen])
+                    bufs, at = [], _META.size + mlen
+                    for n in lens:
+                        bufs.append(data[at:at + n])
+                        at += n
+                    results[(sid, str(header["uid"]))] = (name, header, bufs, pos,
+                                                          _REC.size + body)
+                elif kind == DROP:
+                    sid, uids = json.loads(data)
+                    for uid in uids:
+                        results.pop((sid, uid), None)
+                else:
+                    break
+            except (ValueError, KeyError, TypeError, struct.error):
+                break
+            pos += _REC.size + body
+        self.size = pos
+        self.live = {key: (r[3], r[4]) for key, r in results.items()}
         out: dict[str, tuple[str, list]] = {}
-        for _uid, cid, name, header, blob in self.db.execute("SELECT * FROM results"):
-            out.setdefault(cid, (name, []))[1].append((json.loads(header), _unpack(blob)))
+        for (sid, _), (name, header, bufs, _, _) in results.items():
+            out.setdefault(sid, (name, []))[1].append((header, bufs))
+        if self.live:
+            self.compact()
+        else:
+            self._truncate()
         return out
 
     def close(self) -> None:
-        self.db.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

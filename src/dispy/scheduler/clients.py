@@ -8,7 +8,6 @@ is ended: its jobs are cancelled on the nodes and the nodes serve the others.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -20,8 +19,8 @@ from .. import config
 from ..client.job import DispyJob
 from ..client.shipping import FileSpec
 from ..node.files import safe_join, too_big, write_chunk
-from ..wire import oob
-from ..wire.frames import write_frame
+from ..wire import messages, oob
+from ..wire.connection import Connection
 from .engine import RelayedJob, RemoteCluster, SharedAlloc
 
 if TYPE_CHECKING:
@@ -31,27 +30,25 @@ log = logging.getLogger("dispy.scheduler")
 
 
 class ClientSession:
-    """A client program (by its client id), its computations and undelivered results."""
+    """A client program, its computations and undelivered results. Found by ``sid``,
+    the digest of the secret session key its connections present, never by the client
+    id it claims; ``sid`` also names its directory."""
 
-    def __init__(self, client_id: str, name: str, addr: str, root: str) -> None:
+    def __init__(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
+        self.sid = sid
         self.client_id = client_id
         self.name = name
         self.addr = addr
         self.root = root
-        self.writer: asyncio.StreamWriter | None = None
+        self.conn: Connection | None = None
         self.clusters: dict[str, RemoteCluster] = {}
         self.undelivered: dict[str, tuple[dict, list]] = {}
-        self.replies: dict[str, asyncio.Future] = {}
         #: client job uid -> files that came with it (dispy_job_depends), until it ends
         self.job_files: dict[str, list[FileSpec]] = {}
         self.last_seen = time.monotonic()
-        self._tokens = itertools.count(1)
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
-        if self.writer is None or self.writer.is_closing():
-            return False
-        write_frame(self.writer, header, bufs)
-        return True
+        return self.conn is not None and self.conn.send(header, bufs)
 
     def result(self, header: dict, bufs: list) -> None:
         """A job ended: kept until the client acknowledges it."""
@@ -60,17 +57,9 @@ class ClientSession:
 
     async def request(self, header: dict, bufs: list | tuple = ()) -> tuple | None:
         """Ask the client and wait for its reply: (header, bufs), or None."""
-        token = f"s{next(self._tokens)}"
-        fut = asyncio.get_running_loop().create_future()
-        self.replies[token] = fut
-        try:
-            if not self.send({**header, "reply": token}, bufs):
-                return None
-            return await asyncio.wait_for(fut, config.MsgTimeout * 3)
-        except asyncio.TimeoutError:
+        if self.conn is None:
             return None
-        finally:
-            self.replies.pop(token, None)
+        return await self.conn.request_frame(header, bufs, config.MsgTimeout * 3)
 
     def drop_job_files(self, uid: str) -> None:
         files = self.job_files.pop(uid, None)
@@ -99,10 +88,15 @@ class ClientService:
         self.computations: dict[str, RemoteCluster] = {}
 
     def handle(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        handler = _OPS.get(str(op))
-        if handler is None:
-            log.warning("ignoring unknown request %r from %s", op, session.describe())
+        handler = _OPS.get(str(header.get("op")))
+        try:
+            if handler is None:
+                raise messages.MessageError(f"unknown request {str(header.get('op'))[:40]!r}")
+            messages.parse_request(header, bufs)
+        except messages.MessageError as exc:
+            log.warning("refused a request from %s: %s", session.describe(), exc)
+            if isinstance(header.get("reply"), str) and messages.ID.fullmatch(header["reply"]):
+                _reply(session, header, ok=False, rc=-1, reason=str(exc))
             return
         handler(self, session, header, bufs)
 
@@ -129,6 +123,8 @@ class ClientService:
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
                            self.daemon.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
+        if opts.cleanup_nodes:
+            cs.cleanup = True
         session.clusters[ccid] = cs
         self.computations[cid] = cs
 
@@ -300,11 +296,6 @@ class ClientService:
         unknown = [uid for uid in header.get("uids", ()) if uid not in known]
         _reply(session, header, unknown=unknown)
 
-    def reply(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        fut = session.replies.pop(str(header.get("reply")), None)
-        if fut is not None and not fut.done():
-            fut.set_result((header, bufs))
-
     # ---- node control ---------------------------------------------------------------
 
     def allocate_node(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
@@ -319,7 +310,7 @@ class ClientService:
         _reply(session, header, rc=self.engine.allocate_node(cs, allocs))
 
     def node_control(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        """deallocate_node, close_node and resetup_node of SharedJobCluster."""
+        """deallocate_node, close_node, resetup_node and set_node_cpus of SharedJobCluster."""
         cs = self._cluster(session, header)
         if cs is None:
             return
@@ -333,6 +324,16 @@ class ClientService:
             rc = self.engine.deallocate_node(cs, link)
         elif op == "close_node":
             rc = self.engine.close_node(cs, link, terminate)
+        elif op == "set_node_cpus":
+            if not (self.daemon.opts.cooperative or cs.exclusive):
+                _reply(session, header, rc=-1, reason="the node is shared: the scheduler"
+                       " allows set_node_cpus only with --cooperative (or to an exclusive"
+                       " computation)")
+                return
+            try:
+                rc = self.engine.set_node_cpus(cs, link, int(header.get("cpus", 0)))
+            except (TypeError, ValueError):
+                rc = -1
         else:
             if isinstance(header.get("cpus"), int) and bufs:
                 cs.per_node[link.key] = (header["cpus"], bufs[0],
@@ -350,9 +351,9 @@ _OPS = {
     "cancel": ClientService.cancel,
     "ack": ClientService.ack,
     "jobs_query": ClientService.jobs_query,
-    "reply": ClientService.reply,
     "allocate_node": ClientService.allocate_node,
     "deallocate_node": ClientService.node_control,
     "close_node": ClientService.node_control,
     "resetup_node": ClientService.node_control,
+    "set_node_cpus": ClientService.node_control,
 }

@@ -20,9 +20,12 @@ from typing import Any
 from .. import config
 from .._version import __version__
 from ..client.links import Profile
-from ..wire import heap, tls
-from ..wire.frames import FrameError, read_frame
+from ..wire import auth, connection, heap, tls
+from ..wire.admission import Admission
+from ..wire.codec import FrameError, Limits
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
+from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .engine import SchedulerEngine
 from .options import SchedulerOptions
@@ -44,6 +47,8 @@ class SchedulerDaemon:
         self.stop_event = asyncio.Event()
         self.engine: SchedulerEngine | None = None
         self.service: ClientService | None = None
+        #: bounds connections that have not authenticated yet (wire/admission.py)
+        self.admission = Admission("dispyscheduler", logger=log)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -56,9 +61,6 @@ class SchedulerDaemon:
     async def start(self) -> None:
         heap.keep_freed()
         config.MsgTimeout = self.opts.msg_timeout
-        if self.opts.clean:
-            shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
         loop = asyncio.get_running_loop()
         try:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
@@ -70,14 +72,18 @@ class SchedulerDaemon:
         hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:
-                server = await asyncio.start_server(self._serve_conn, host,
-                                                    self.opts.scheduler_port, ssl=ssl_ctx,
-                                                    limit=1 << 20)
+                server = await connection.serve(self._serve_conn, host,
+                                                self.opts.scheduler_port, ssl_ctx,
+                                                handshake_timeout=self.opts.msg_timeout)
             except OSError as exc:
                 raise SystemExit(
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
+        # its directory only once it serves: a start that fails leaves nothing behind
+        if self.opts.clean:
+            shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, exist_ok=True)
         await self.engine.start()
         addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
         log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
@@ -109,8 +115,8 @@ class SchedulerDaemon:
                 cs.session.send({"op": "scheduler_stopping", "cid": cs.client_cid})
                 await self.service.close(cs, terminate=True)
         for session in self.sessions.values():
-            if session.writer is not None:
-                session.writer.close()
+            if session.conn is not None:
+                session.conn.close()
         for task in list(self.tasks):
             task.cancel()
         log.info("dispyscheduler stopped")
@@ -122,63 +128,73 @@ class SchedulerDaemon:
                 "pulse_interval": self.opts.pulse_interval, "cpus": 0,
                 "node_port": self.opts.node_port}
 
-    async def _serve_conn(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
+    def _keys(self, role: str) -> bytes | None:
+        return auth.derive_key(self.opts.cluster_secret) if role == auth.CLIENT_ROLE else None
+
+    async def _serve_conn(self, conn: Connection) -> None:
+        peer = conn.peer[0]
+        if not await self.admission.admit(peer, conn):
+            return
         try:
-            hello = await server_handshake(reader, writer, self.opts.cluster_secret,
-                                           self._welcome, self.opts.msg_timeout,
-                                           name=f"dispyscheduler {self.name}")
+            hello = await server_handshake(conn, self._keys, self._welcome,
+                                           self.opts.msg_timeout,
+                                           name=f"dispyscheduler {self.name}",
+                                           identity={"scheduler_id": self.scheduler_id},
+                                           limits=Limits(max_buffer=config.MaxFrameSize))
         except HandshakeError as exc:
-            log.warning("refused connection from %s: %s", peer[0], exc)
-            writer.close()
+            log.warning("refused connection from %s: %s", peer, exc)
+            await conn.close_soon()
             return
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as exc:
-            log.warning("dropped connection from %s during handshake: %s", peer[0],
-                        exc.__class__.__name__ if not str(exc) else exc)
-            writer.close()
+        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError) as exc:
+            # a port probe (connect, close) is routine; a peer that stalls is not
+            level = logging.DEBUG if isinstance(exc, ConnectionClosed) else logging.INFO
+            log.log(level, "dropped connection from %s during handshake: %s", peer,
+                    "no hello within --msg_timeout" if isinstance(exc, asyncio.TimeoutError)
+                    else exc)
+            conn.close()
             return
-        client_id = str(hello.get("client_id") or uuid.uuid4().hex)
-        session = self.sessions.get(client_id)
+        finally:
+            self.admission.release(peer)
+        sid = session_id(hello.get("session"))
+        session = self.sessions.get(sid)
         if session is None:
-            root = os.path.join(self.root, client_id.replace("/", "_")[:64])
-            session = ClientSession(client_id, str(hello.get("client_name", "?")), peer[0],
-                                    root)
-            self.sessions[client_id] = session
+            session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
+                                    str(hello.get("client_name", "?"))[:64], peer,
+                                    os.path.join(self.root, sid))
+            self.sessions[sid] = session
             log.info("%s connected", session.describe())
-        elif session.writer is not None:
-            session.writer.close()
-        session.writer, session.addr = writer, peer[0]
+        elif session.conn is not None:
+            session.conn.close()
+        session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
-        await self._read_client(session, reader, writer)
+        await self._read_client(session, conn)
 
-    async def _read_client(self, session: ClientSession, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    async def _read_client(self, session: ClientSession, conn: Connection) -> None:
         assert self.service is not None and self.engine is not None
         try:
             while True:
-                header, bufs = await read_frame(reader, max_buffer=config.MaxFrameSize)
+                header, bufs = await conn.recv()
                 session.last_seen = time.monotonic()
                 try:
                     self.service.handle(session, header, bufs)
                 except Exception:
                     log.exception("failed to handle %r from %s", header.get("op"),
                                   session.describe())
-                if not reader._buffer:  # type: ignore[attr-defined]
+                if not conn.pending():
                     self.engine._dispatch()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        except (ConnectionClosed, OSError):
             log.info("%s disconnected", session.describe())
         except FrameError as exc:
             log.warning("dropped connection from %s: %s", session.describe(), exc)
         finally:
-            writer.close()
-            if session.writer is writer:
-                session.writer = None
+            conn.close()
+            if session.conn is conn:
+                session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
                 if not session.clusters and not session.undelivered:
-                    self.sessions.pop(session.client_id, None)
+                    self.sessions.pop(session.sid, None)
 
     # ---- periodic work --------------------------------------------------------------
 
@@ -195,12 +211,12 @@ class SchedulerDaemon:
         assert self.service is not None
         limit = self.opts.zombie_interval * 60
         for session in list(self.sessions.values()):
-            if session.writer is not None or now - session.last_seen < limit:
+            if session.conn is not None or now - session.last_seen < limit:
                 continue
             log.warning("%s away for %.0f s (--zombie_interval): its %d computation(s)"
                         " are closed and their jobs cancelled", session.describe(),
                         now - session.last_seen, len(session.clusters))
-            del self.sessions[session.client_id]
+            del self.sessions[session.sid]
             for cs in list(session.clusters.values()):
                 self.spawn(self.service.close(cs, terminate=True))
             session.undelivered.clear()
@@ -228,7 +244,7 @@ class SchedulerDaemon:
             state = "running" if self.engine.core.admitted(cs.cid) else "waiting"
             lines.append(f"    {cs.describe()}: {state}, {len(cs.jobs)} job(s) pending,"
                          f" {self.engine.core.running(cs.cid)} running")
-        away = [s for s in self.sessions.values() if s.writer is None]
+        away = [s for s in self.sessions.values() if s.conn is None]
         if away:
             lines.append(f"  clients away: {', '.join(s.describe() for s in away)}")
         return "\n".join(lines)

@@ -21,7 +21,7 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
-from ..scheduling import SchedulerCore
+from ..wire import discovery
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -118,8 +118,7 @@ class SchedulerEngine(Engine):
 
     def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
                  loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None) -> None:
-        super().__init__(port, ip_addrs, loop=loop)
-        self.core = SchedulerCore(policy)
+        super().__init__(port, ip_addrs, loop=loop, policy=policy)
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
         self.extra_nodes = list(extra_nodes or [])
@@ -132,8 +131,8 @@ class SchedulerEngine(Engine):
 
     def _broadcast_discover(self, port: int) -> None:
         super()._broadcast_discover(port)
-        msg = {"op": "discover", "reply_port": self.udp.transport.get_extra_info("sockname")[1],
-               "client_id": self.client_id}
+        msg = discovery.discover_request(self.udp.transport.get_extra_info("sockname")[1],
+                                         self.client_id)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
 
@@ -228,5 +227,5 @@ class SchedulerEngine(Engine):
                              "node": node_info(node)})
 
     def _report_stall(self, cs: Any, now: float) -> None:
-        if cs.session.writer is not None:
+        if cs.session.conn is not None:
             super()._report_stall(cs, now)

@@ -38,6 +38,12 @@ class SchedulerOptions:
     dest_path_prefix: str = ""
     max_file_size: int = 0
     policy: str = "fifo"
+    #: 4.15 --cooperative: programs may change node CPUs (set_node_cpus)
+    cooperative: bool = False
+    #: 4.15 --cleanup_nodes: remove programs' files on nodes even with cleanup=False
+    cleanup_nodes: bool = False
+    #: 4.15 --httpd (the monitor web page); not available yet
+    httpd: bool = False
     clean: bool = False
     debug: bool = False
     daemon: bool = False
@@ -87,9 +93,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_file_size", default="0",
                    help="largest file accepted from a client, with optional k/m/g/t suffix;"
                         " 0 = no limit")
-    p.add_argument("--policy", choices=("fifo", "fair"), default="fifo",
-                   help="between computations: fifo (first submitted, first served) or fair"
-                        " (each busy computation gets an equal share of the CPUs)")
+    p.add_argument("--policy", choices=("fifo", "fair", "early"), default=None,
+                   help="between computations: fifo (first submitted, first served;"
+                        " default), fair (each busy computation gets an equal share of the"
+                        " CPUs) or early (the computation created first is served first)")
+    p.add_argument("--fair_cluster_scheduler", action="store_true",
+                   help="4.15 name of --policy fair")
+    p.add_argument("--early_cluster_scheduler", action="store_true",
+                   help="4.15 name of --policy early")
+    p.add_argument("--cooperative", action="store_true",
+                   help="let programs change the CPUs of nodes (SharedJobCluster.set_node_cpus)")
+    p.add_argument("--cleanup_nodes", action="store_true",
+                   help="remove programs' files on the nodes when their computations close,"
+                        " even with cleanup=False")
+    p.add_argument("--httpd", action="store_true",
+                   help="4.15's monitor web page: not available in this version (ignored,"
+                        " with a warning)")
     p.add_argument("--clean", action="store_true",
                    help="remove files of earlier runs at start")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
@@ -133,6 +152,12 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         for f in (key, cert):
             if f and not os.path.isfile(f):
                 p.error(f"TLS file {f} does not exist")
+    policies = [name for name, given in (("fair", a.fair_cluster_scheduler),
+                                         ("early", a.early_cluster_scheduler)) if given]
+    if len(policies) > 1 or (policies and a.policy not in (None, policies[0])):
+        p.error("choose one policy: --policy, --fair_cluster_scheduler or"
+                " --early_cluster_scheduler")
+    policy = a.policy or (policies[0] if policies else "fifo")
     if a.save_config:
         config_file.save_options(
             a, parser(), lambda k: k in HOST_SPECIFIC or (k in SECRETS and not getattr(a, k)),
@@ -146,6 +171,7 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         ping_interval=a.ping_interval, zombie_interval=a.zombie_interval,
         msg_timeout=float(a.msg_timeout),
         dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
-        max_file_size=max_file_size, policy=a.policy, clean=a.clean, debug=a.debug,
+        max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
+        cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,
         daemon=a.daemon, config_file=a.config,
     )

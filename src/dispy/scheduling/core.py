@@ -4,7 +4,8 @@ Jobs are opaque hashable tokens. A node has a number of CPUs; each cluster that 
 up on a node may use up to its own allocation of them. Jobs pinned to a node go
 first; otherwise the policy picks the cluster: ``fifo`` (default) serves the job
 submitted earliest over all clusters, ``fair`` serves the cluster with the fewest
-running jobs, so each busy cluster gets an equal share of the CPUs. Jobs are spread to
+running jobs, so each busy cluster gets an equal share of the CPUs, ``early`` serves the
+cluster created first (4.15's ``--early_cluster_scheduler``). Jobs are spread to
 the least-loaded node. The caller turns each decision into messages and reports back
 when a job ends or a node goes away.
 
@@ -62,7 +63,7 @@ class _Queued:
     node: NodeKey | None
 
 
-POLICIES = ("fifo", "fair")
+POLICIES = ("fifo", "fair", "early")
 
 
 class SchedulerCore:
@@ -79,6 +80,8 @@ class SchedulerCore:
         self._waiting: deque[tuple[Hashable, bool]] = deque()
         #: cluster id -> its jobs running anywhere (for the fair policy)
         self._runs: dict[Hashable, int] = {}
+        #: cluster id -> order of arrival (for the early policy)
+        self._order: dict[Hashable, int] = {}
         self._nodes: dict[NodeKey, _Node] = {}
         self._queues: dict[Hashable, deque[_Queued]] = {}
         self._entries: dict[Job, _Queued] = {}
@@ -92,6 +95,7 @@ class SchedulerCore:
             return cid in self._admitted
         self._queues[cid] = deque()
         self._runs[cid] = 0
+        self._order[cid] = next(self._seq)
         self._waiting.append((cid, exclusive))
         return cid in self.admit()
 
@@ -131,6 +135,7 @@ class SchedulerCore:
         if self._exclusive == cid:
             self._exclusive = None
         self._runs.pop(cid, None)
+        self._order.pop(cid, None)
         left = [q.job for q in self._queues.pop(cid, ()) if self._live(q)]
         for job in left:
             del self._entries[job]
@@ -261,7 +266,7 @@ class SchedulerCore:
 
     def _pick(self, node: _Node) -> _Queued | None:
         best_q = None
-        fair = self.policy == "fair"
+        fair, early = self.policy == "fair", self.policy == "early"
         self._head(node.pinned)
         for i, entry in enumerate(node.pinned):
             if self._live(entry) and node.used.get(entry.cid, 0) < node.limit(entry.cid):
@@ -276,7 +281,12 @@ class SchedulerCore:
             head = self._head(queue)
             if head is None:
                 continue
-            rank = (self._runs.get(cid, 0), head.seq) if fair else (head.seq,)
+            if fair:
+                rank: tuple = (self._runs.get(cid, 0), head.seq)
+            elif early:
+                rank = (self._order.get(cid, 0), head.seq)
+            else:
+                rank = (head.seq,)
             if best_q is None or rank < best_q[2]:
                 best_q = (head, queue, rank)
         if best_q is None:

@@ -147,7 +147,7 @@ class AdminServer:
         """Ask nodes to announce themselves: all (broadcast) or the one at ``target``."""
         if self.udp is None:
             return
-        msg = {"op": "discover", "reply_port": self.opts.info_port, "client_id": "dispyadmin"}
+        msg = discovery.discover_request(self.opts.info_port, "dispyadmin")
         if target is not None:
             self.udp.send(msg, target)
             return

@@ -13,7 +13,8 @@ import itertools
 from typing import Any
 
 from ..wire import tls
-from ..wire.frames import read_frame, write_frame
+from ..wire.codec import FrameError
+from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 
 ROLE = "admin"
@@ -35,56 +36,49 @@ class AdminLink:
         self.certfile = certfile
         self.keyfile = keyfile
         self.timeout = timeout
-        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._conn: Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._conn is not None and not self._conn[1].is_closing():
+    async def _open(self) -> Connection:
+        if self._conn is not None and not self._conn.is_closing():
             return self._conn
         ctx = tls.client_context(self.certfile, self.keyfile)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=ctx), self.timeout)
+            conn = await Connection.open(self.host, self.port, ctx, self.timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise AdminError(f"cannot connect to {self.host}:{self.port}:"
                              f" {exc or 'timed out'}") from None
         try:
-            await client_handshake(reader, writer, self.secret, {"role": ROLE}, self.timeout)
+            await client_handshake(conn, self.secret, {"client_name": "dispyadmin"},
+                                   self.timeout, role=ROLE)
         except HandshakeError as exc:
-            writer.close()
+            conn.close()
             reason = str(exc)
             if "secret mismatch" in reason:
                 reason = (f"admin secret does not match node {self.host}:{self.port}"
                           " (its --admin_secret)")
             raise AdminError(reason) from None
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
-            writer.close()
+        except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
+            conn.close()
             raise AdminError(f"handshake with {self.host}:{self.port} failed:"
                              f" {exc or exc.__class__.__name__}") from None
-        self._conn = (reader, writer)
-        return self._conn
+        self._conn = conn
+        return conn
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send one request and return the node's answer (AdminError if refused)."""
         async with self._lock:
-            reader, writer = await self._open()
-            token = str(next(_tokens))
+            conn = await self._open()
+            conn.send({"op": op, "reply": str(next(_tokens)), **fields})
             try:
-                write_frame(writer, {"op": op, "reply": token, **fields})
-                await writer.drain()
-                answer, _ = await asyncio.wait_for(read_frame(reader, 1 << 20, 0),
-                                                   self.timeout)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                answer, _ = await conn.recv(self.timeout)
+            except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
                 self.close()
                 raise AdminError(f"node {self.host}:{self.port} went away:"
                                  f" {exc or exc.__class__.__name__}") from None
-        if answer.get("reply") != token:
-            self.close()
-            raise AdminError("answer out of order")
         if not answer.get("ok"):
             raise AdminError(str(answer.get("error", "refused")))
         return answer
-
     async def info(self) -> dict[str, Any]:
         """The node's details: CPUs, jobs done, CPU time, availability, service times..."""
         return (await self.request("info"))["info"]
@@ -113,5 +107,5 @@ class AdminLink:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn[1].close()
+            self._conn.close()
             self._conn = None

@@ -1,19 +1,26 @@
-"""Mutual HMAC-SHA256 challenge-response over fresh nonces.
+"""Keys and proofs of the handshake, bound to its whole transcript.
 
-Each side proves it knows the shared secret by MACing both nonces with a role
-label; the secret never crosses the wire, and because each side picks a fresh nonce a
-recorded handshake cannot be replayed. The role label stops a proof from one
-direction being reflected back in the other.
+Both sides MAC the transcript (hello and challenge: both nonces, roles, protocol
+versions and both sides' claimed identities) with a key derived from the shared
+secret. The proof of each side carries its role, so a proof cannot be reflected; the
+transcript carries both fresh nonces, so a recorded handshake cannot be replayed. From
+the same transcript each side derives one key per direction; every record after the
+handshake is tagged with them (``codec.Sealer``), so a relay that forwarded the
+handshake can neither inject, alter, reorder nor replay anything afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
+from typing import Any
 
 CLIENT_ROLE = "client"
 SERVER_ROLE = "server"
+#: roles a connecting peer may take; each has its own secret on the daemon
+ROLES = ("client", "admin")
 
 
 def derive_key(secret: str) -> bytes:
@@ -31,15 +38,28 @@ def new_nonce() -> str:
     return secrets.token_hex(32)
 
 
-def proof(key: bytes, role: str, own_nonce: str, peer_nonce: str) -> str:
-    """MAC that the side with ``role`` sends: binds its role and both nonces."""
-    msg = f"{role}|{peer_nonce}|{own_nonce}".encode()
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+def transcript(hello: dict[str, Any], challenge: dict[str, Any]) -> bytes:
+    """Digest of what both sides said before proving (``mac`` fields left out)."""
+    def canon(d: dict[str, Any]) -> bytes:
+        return json.dumps({k: v for k, v in d.items() if k != "mac"}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=True).encode()
+    return hashlib.sha256(canon(hello) + b"\x00" + canon(challenge)).digest()
 
 
-def check(key: bytes, role: str, sender_nonce: str, receiver_nonce: str, mac: object) -> bool:
-    """True when ``mac`` is the proof the sender in ``role`` had to send to us."""
-    if not isinstance(mac, str):
-        return False
-    expected = proof(key, role, sender_nonce, receiver_nonce)
-    return hmac.compare_digest(expected, mac)
+def _mac(key: bytes, label: str, digest: bytes) -> bytes:
+    return hmac.new(key, label.encode() + b"|" + digest, hashlib.sha256).digest()
+
+
+def proof(key: bytes, role: str, digest: bytes) -> str:
+    """MAC that the side with ``role`` sends over the transcript ``digest``."""
+    return _mac(key, "proof-" + role, digest).hex()
+
+
+def check(key: bytes, role: str, digest: bytes, mac: object) -> bool:
+    """True when ``mac`` is the proof the sender in ``role`` had to send."""
+    return isinstance(mac, str) and hmac.compare_digest(proof(key, role, digest), mac)
+
+
+def session_keys(key: bytes, digest: bytes) -> tuple[bytes, bytes]:
+    """(client-to-server, server-to-client) keys of the records after the handshake."""
+    return _mac(key, "keys-c2s", digest), _mac(key, "keys-s2c", digest)

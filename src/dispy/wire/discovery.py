@@ -3,6 +3,11 @@
 A client broadcasts ``discover`` to the node port; nodes answer with ``node`` to the
 client's port, and a starting (or newly free) node broadcasts ``node`` by itself.
 Anything that does not parse is dropped with a log line.
+
+UDP sources can be forged, so a node never answers with more bytes than it was sent:
+clients pad ``discover`` to ``DISCOVER_SIZE``, and a reply that does not fit in the
+request is sent lean (what a client needs to connect) or not at all. Discovery then
+cannot amplify an attacker's traffic towards a victim.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from ..config import PROTOCOL_VERSION
 
 MAGIC = b"DISPY\x01"
 MAX_DATAGRAM = 8192
+#: bytes a ``discover`` request is padded to (one unfragmented datagram on Ethernet)
+DISCOVER_SIZE = 1024
 
 log = logging.getLogger("dispy.discovery")
 
@@ -45,6 +52,26 @@ def decode(data: bytes) -> dict[str, Any]:
     return msg
 
 
+def discover_request(reply_port: int, client_id: str) -> dict[str, Any]:
+    """A ``discover`` message padded to ``DISCOVER_SIZE`` bytes, room for a full reply."""
+    msg: dict[str, Any] = {"op": "discover", "reply_port": reply_port,
+                           "client_id": client_id, "pad": ""}
+    msg["pad"] = "-" * max(0, DISCOVER_SIZE - len(encode(msg)))
+    return msg
+
+
+def reply_within(candidates: list[dict[str, Any]], limit: int) -> dict[str, Any] | None:
+    """The first of ``candidates`` (fullest first) whose datagram takes at most ``limit``
+    bytes, or None: the reply to a request of ``limit`` bytes amplifies nothing."""
+    for msg in candidates:
+        try:
+            if len(encode(msg)) <= limit:
+                return msg
+        except ValueError:
+            continue
+    return None
+
+
 class DiscoveryProtocol(asyncio.DatagramProtocol):
     """Hands every well-formed datagram to ``on_message(msg, addr)``; drops the rest."""
 
@@ -52,6 +79,8 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         self.on_message = on_message
         self.name = name
         self.transport: asyncio.DatagramTransport | None = None
+        #: size of the datagram being handled: ``on_message`` bounds its reply by it
+        self.last_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,6 +91,7 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         except ValueError as exc:
             log.warning("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
             return
+        self.last_size = len(data)
         try:
             self.on_message(msg, addr)
         except Exception:

@@ -1,118 +1,114 @@
 """The opening exchange of every TCP connection: versions, then mutual proof of secret.
 
-Only JSON frames of bounded size are read until the peer has proved it knows the
-secret, so nothing from an unauthenticated peer is ever unpickled or buffered in bulk.
+hello (client: nonce, role, identity) -> challenge (server: nonce, identity, proof) ->
+auth (client: proof) -> welcome. Only small JSON frames are read until the peer has
+proved it knows the secret, so nothing from an unauthenticated peer is ever unpickled
+or buffered in bulk. The proofs and the keys that seal the rest of the connection
+come from the transcript, so the session is bound to this very handshake; the welcome
+is the first sealed record.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from .._version import __version__
 from ..config import PROTOCOL_VERSION
 from . import auth
-from .frames import PRE_AUTH_MAX_HEADER, read_frame, write_frame
+from .codec import FULL, Limits
+from .connection import Connection
 
 
 class HandshakeError(Exception):
     """The peer cannot be used: wrong secret, other protocol version, or a broken hello."""
 
 
-async def _read_small(reader: asyncio.StreamReader, timeout: float) -> dict[str, Any]:
-    header, _ = await asyncio.wait_for(read_frame(reader, PRE_AUTH_MAX_HEADER, 0), timeout)
-    return header
-
-
 def _mismatch(ours: str, theirs: dict) -> str:
     return (
         f"protocol version mismatch: {ours} speaks dispy protocol {PROTOCOL_VERSION} "
-        f"(dispy {__version__}), the peer speaks protocol {theirs.get('proto')} "
-        f"(dispy {theirs.get('version')})"
+        f"(dispy {__version__}), the peer speaks protocol {theirs.get('proto')!r} "
+        f"(dispy {str(theirs.get('version'))[:40]!r})"
     )
 
 
 async def client_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    conn: Connection,
     secret: str | bytes,
     hello: dict[str, Any],
     timeout: float,
+    limits: Limits = FULL,
+    role: str = auth.CLIENT_ROLE,
 ) -> dict[str, Any]:
-    """Authenticate to a daemon; returns its welcome (node information).
+    """Authenticate to a daemon and seal the connection; returns its welcome.
 
     ``secret`` may be the derived key itself (bytes), as a recover file keeps it."""
     key = auth.key_of(secret)
-    nonce = auth.new_nonce()
-    write_frame(
-        writer,
-        {"op": "hello", "proto": PROTOCOL_VERSION, "version": __version__, "nonce": nonce, **hello},
-    )
-    challenge = await _read_small(reader, timeout)
+    first = {"op": "hello", "proto": PROTOCOL_VERSION, "version": __version__,
+             "nonce": auth.new_nonce(), "role": role, **hello}
+    conn.send(first)
+    challenge, _ = await conn.recv(timeout)
     if challenge.get("op") == "error":
-        raise HandshakeError(str(challenge.get("reason")))
+        raise HandshakeError(str(challenge.get("reason"))[:500])
     if challenge.get("proto") != PROTOCOL_VERSION:
         raise HandshakeError(_mismatch("this client", challenge))
-    peer_nonce = challenge.get("nonce")
-    if not isinstance(peer_nonce, str) or not auth.check(
-        key, auth.SERVER_ROLE, peer_nonce, nonce, challenge.get("mac")
-    ):
-        reason = "secret mismatch: the peer does not know this cluster's secret"
-        write_frame(writer, {"op": "error", "reason": "secret mismatch: the client and this"
-                             " node were given different secrets"})
-        raise HandshakeError(reason)
-    write_frame(writer, {"op": "auth", "mac": auth.proof(key, auth.CLIENT_ROLE, nonce, peer_nonce)})
-    welcome = await _read_small(reader, timeout)
+    digest = auth.transcript(first, challenge)
+    if not isinstance(challenge.get("nonce"), str) or not auth.check(
+            key, auth.SERVER_ROLE, digest, challenge.get("mac")):
+        conn.send({"op": "error", "reason": "secret mismatch: the client and this"
+                   " node were given different secrets"})
+        conn.flush()
+        raise HandshakeError("secret mismatch: the peer does not know this cluster's secret")
+    conn.send({"op": "auth", "mac": auth.proof(key, role, digest)})
+    c2s, s2c = auth.session_keys(key, digest)
+    conn.seal(c2s, s2c, limits)
+    welcome, _ = await conn.recv(timeout)
     if welcome.get("op") != "welcome":
-        raise HandshakeError(str(welcome.get("reason", "handshake refused")))
+        raise HandshakeError(str(welcome.get("reason", "handshake refused"))[:500])
     return welcome
 
 
 async def server_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    secret: str | Callable[[dict[str, Any]], str | None],
+    conn: Connection,
+    keys: Callable[[str], bytes | None],
     welcome: Callable[[dict[str, Any]], dict[str, Any]],
     timeout: float,
     name: str = "this node",
+    identity: dict[str, Any] | None = None,
+    limits: Limits = FULL,
 ) -> dict[str, Any]:
-    """Authenticate a connecting client; returns its hello. ``welcome`` builds our answer.
+    """Authenticate a connecting peer and seal the connection; returns its hello.
 
-    ``secret`` may pick the secret by the hello (its "role": dispyadmin's "admin" needs
-    the node's admin secret); None refuses that role."""
-    hello = await _read_small(reader, timeout)
+    ``keys(role)`` gives the key of that role's secret (None: role not served here);
+    ``welcome(hello)`` builds our answer, sent as the first sealed record."""
+    hello, _ = await conn.recv(timeout)
     if hello.get("op") != "hello" or not isinstance(hello.get("nonce"), str):
         raise HandshakeError("first frame is not a hello")
-    if callable(secret):
-        chosen = secret(hello)
-        if chosen is None:
-            reason = f"{name} does not accept the role {str(hello.get('role'))[:20]!r}"
-            write_frame(writer, {"op": "error", "reason": reason})
-            raise HandshakeError(reason)
-        secret = chosen
-    key = auth.derive_key(secret)
     if hello.get("proto") != PROTOCOL_VERSION:
         reason = _mismatch(name, hello)
-        write_frame(writer, {"op": "error", "reason": reason})
+        conn.send({"op": "error", "reason": reason})
+        conn.flush()
         raise HandshakeError(reason)
-    nonce = auth.new_nonce()
-    write_frame(
-        writer,
-        {
-            "op": "challenge",
-            "proto": PROTOCOL_VERSION,
-            "version": __version__,
-            "nonce": nonce,
-            "mac": auth.proof(key, auth.SERVER_ROLE, nonce, hello["nonce"]),
-        },
-    )
-    answer = await _read_small(reader, timeout)
+    role = hello.get("role", auth.CLIENT_ROLE)
+    key = keys(role) if isinstance(role, str) else None
+    if key is None:
+        reason = f"{name} does not serve peers in role {str(role)[:20]!r}"
+        conn.send({"op": "error", "reason": reason})
+        conn.flush()
+        raise HandshakeError(reason)
+    challenge = {"op": "challenge", "proto": PROTOCOL_VERSION, "version": __version__,
+                 "nonce": auth.new_nonce(), **(identity or {})}
+    digest = auth.transcript(hello, challenge)
+    conn.send({**challenge, "mac": auth.proof(key, auth.SERVER_ROLE, digest)})
+    answer, _ = await conn.recv(timeout)
     if answer.get("op") == "error":
         raise HandshakeError(f"client gave up: {str(answer.get('reason'))[:200]!r}")
-    if not auth.check(key, auth.CLIENT_ROLE, hello["nonce"], nonce, answer.get("mac")):
+    if not auth.check(key, role, digest, answer.get("mac")):
         reason = f"secret mismatch: the client does not know the secret of {name}"
-        write_frame(writer, {"op": "error", "reason": reason})
+        conn.send({"op": "error", "reason": reason})
+        conn.flush()
         raise HandshakeError(reason)
-    write_frame(writer, {"op": "welcome", **welcome(hello)})
+    c2s, s2c = auth.session_keys(key, digest)
+    conn.seal(s2c, c2s, limits)
+    conn.send({"op": "welcome", **welcome(hello)})
     return hello

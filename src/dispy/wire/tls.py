@@ -33,3 +33,35 @@ def client_context(certfile: str | None, keyfile: str | None = None) -> ssl.SSLC
     ctx.load_verify_locations(certfile)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def explain_handshake_failure(exc: BaseException, tls_on: bool) -> str:
+    """Why a connection to a node failed, when TLS on one side only is the likely cause;
+    "" when nothing points to TLS (the caller keeps its own message).
+
+    ``tls_on``: whether this side used TLS (was given a certfile). A TLS node drops a
+    plain peer without a word (the peer reads 0 bytes); a plain node answers a TLS
+    ClientHello with nothing a TLS peer can read, or drops it.
+    """
+    detail = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    if isinstance(exc, ConnectionRefusedError):
+        return ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the node's TLS certificate is not the one in certfile ({detail}); give"
+                " the same certificate as the node's --certfile")
+    if tls_on:
+        if isinstance(exc, ssl.SSLError) or isinstance(exc, (ConnectionResetError,
+                                                             BrokenPipeError, EOFError)) \
+                or getattr(exc, "received", None) == 0:
+            return (f"the node does not use TLS (TLS handshake failed: {detail}); start"
+                    " it with --certfile/--keyfile, or give no certfile/keyfile here")
+        if isinstance(exc, TimeoutError):
+            return ("the node gave no TLS answer in time: it may not use TLS; start it"
+                    " with --certfile/--keyfile, or give no certfile/keyfile here")
+        return ""
+    silent = getattr(exc, "received", None) == 0  # connection.ConnectionClosed
+    alert = "speaks TLS" in str(exc)  # codec.FrameError on a TLS record
+    if alert or silent or isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return (f"the node uses TLS; give certfile/keyfile (the node closed the connection"
+                f" at the first message: {detail})")
+    return ""

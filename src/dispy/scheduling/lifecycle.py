@@ -1,0 +1,231 @@
+"""The life of a job, from submission to its one final status: pure, no I/O, no clocks.
+
+Events go in (submitted, dispatched by the core, result, refused, cancel, node lost,
+cluster closed); instructions come out (send it, tell the node to cancel it, deliver
+its result, resubmit it under a new id, end it with a status and a reason). The engine
+that owns the sockets, the user's ``DispyJob`` objects and the journal carries the
+instructions out and feeds back what happens. Whatever the order of events, a job ends
+exactly once: every event about a job that already ended yields nothing.
+
+After ``distributed/worker_state_machine.py`` in Dask, on a smaller scale.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from .core import SchedulerCore
+
+NodeKey = Hashable
+
+# DispyJob status numbers (the original's), for the final statuses chosen here
+CANCELLED, TERMINATED, ABANDONED = 8, 9, 10
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"  # sent to a node (it may still wait there for a CPU)
+    FINAL = "final"
+
+
+@dataclass(slots=True)
+class JobRecord:
+    uid: str
+    cid: Hashable
+    #: may run again elsewhere when its node is lost (reentrant, arguments kept, not pinned)
+    resubmittable: bool
+    pin: NodeKey | None = None
+    state: State = State.QUEUED
+    node: NodeKey | None = None
+
+
+# ---- instructions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send the job to ``node``."""
+    uid: str
+    cid: Hashable
+    node: NodeKey
+
+
+@dataclass(frozen=True)
+class SendCancel:
+    """Ask ``node`` to cancel the running job; it ends when the node reports."""
+    uid: str
+    cid: Hashable
+    node: NodeKey
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """The job's result came from the node that ran it: decode it, end the job."""
+    uid: str
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """The job runs again under ``new_uid`` (a late result of the old run is dropped)."""
+    uid: str
+    cid: Hashable
+    new_uid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class End:
+    """End the job with ``status`` and ``reason`` (no result)."""
+    uid: str
+    cid: Hashable
+    status: int
+    reason: str
+
+
+Instruction = Send | SendCancel | Deliver | Resubmit | End
+
+
+class JobLifecycle:
+    """Jobs by uid and the decisions about them; the core does queues and CPUs."""
+
+    def __init__(self, core: SchedulerCore, new_uid: Callable[[], str]) -> None:
+        self.core = core
+        self.new_uid = new_uid
+        self.jobs: dict[str, JobRecord] = {}
+        #: clusters being closed: their jobs never run again
+        self.closing: set[Hashable] = set()
+
+    # -- queries --
+
+    def state(self, uid: str) -> State | None:
+        rec = self.jobs.get(uid)
+        return rec.state if rec is not None else None
+
+    def running_on(self, node: NodeKey) -> list[str]:
+        return [r.uid for r in self.jobs.values() if r.state is State.RUNNING and r.node == node]
+
+    # -- events --
+
+    def submit(self, uid: str, cid: Hashable, resubmittable: bool,
+               pin: NodeKey | None = None) -> list[Instruction]:
+        if cid in self.closing:
+            self.jobs[uid] = JobRecord(uid, cid, False)
+            return self._end(uid, CANCELLED, "Cancelled: cluster closed")
+        self.jobs[uid] = JobRecord(uid, cid, resubmittable and pin is None, pin)
+        self.core.submit(cid, uid, pin)
+        return []
+
+    def dispatch(self) -> list[Instruction]:
+        """Jobs the core assigned to free CPUs."""
+        out: list[Instruction] = []
+        for uid, cid, node in self.core.dispatch():
+            rec = self.jobs.get(str(uid))
+            if rec is None or rec.state is not State.QUEUED:
+                self.core.finished(uid)
+                continue
+            rec.state, rec.node = State.RUNNING, node
+            out.append(Send(rec.uid, cid, node))
+        return out
+
+    def send_failed(self, uid: str, reason: str) -> list[Instruction]:
+        """The engine could not send it (e.g. its files could not be read)."""
+        return self._end(uid, CANCELLED, f"Cancelled: {reason}")
+
+    def result(self, uid: str, node: NodeKey) -> list[Instruction]:
+        """A result came from ``node``: delivered only if the job runs there now."""
+        rec = self.jobs.get(uid)
+        if rec is None or rec.state is not State.RUNNING or rec.node != node:
+            return []
+        self._release(rec)
+        return [Deliver(uid)]
+
+    def refused(self, uid: str, node: NodeKey, reason: str,
+                killed: bool = False) -> list[Instruction]:
+        """The node gave the job back without running it to the end."""
+        rec = self.jobs.get(uid)
+        if rec is None or rec.state is not State.RUNNING or rec.node != node:
+            return []
+        return self._again_or_end(rec, reason, TERMINATED if killed else CANCELLED)
+
+    def cancel(self, uid: str) -> list[Instruction]:
+        """The user cancels: a queued job ends now, a running one when its node says."""
+        rec = self.jobs.get(uid)
+        if rec is None or rec.state is State.FINAL:
+            return []
+        if rec.state is State.QUEUED:
+            return self._end(uid, CANCELLED, "Cancelled")
+        return [SendCancel(uid, rec.cid, rec.node)]
+
+    def node_lost(self, node: NodeKey, reason: str) -> list[Instruction]:
+        """``node`` is presumed dead: its jobs run again elsewhere or end."""
+        self.core.remove_node(node)
+        out: list[Instruction] = []
+        for rec in list(self.jobs.values()):
+            if rec.state is State.RUNNING and rec.node == node:
+                out += self._again_or_end(rec, f"node {reason}", CANCELLED)
+            elif rec.state is State.QUEUED and rec.pin == node:
+                out += self._end(rec.uid, CANCELLED, f"Cancelled: node {reason}")
+        return out
+
+    def unpinned(self, cid: Hashable, node: NodeKey, reason: str) -> list[Instruction]:
+        """The cluster stops using ``node``: jobs queued only for it end with ``reason``."""
+        out: list[Instruction] = []
+        for uid in self.core.unpin(cid, node):
+            out += self._end(str(uid), CANCELLED, reason)
+        return out
+
+    def cluster_closing(self, cid: Hashable) -> list[Instruction]:
+        """The cluster is being closed: its queued jobs end now (running ones report)."""
+        self.closing.add(cid)
+        out: list[Instruction] = []
+        for uid in self.core.remove_cluster(cid):
+            out += self._end(str(uid), CANCELLED, "Cancelled")
+        return out
+
+    def cluster_closed(self, cid: Hashable) -> list[Instruction]:
+        """The nodes confirmed (or did not in time): every job left ends now."""
+        out: list[Instruction] = []
+        for rec in list(self.jobs.values()):
+            if rec.cid == cid:
+                out += self._end(rec.uid, CANCELLED, "Cancelled: cluster closed")
+        self.closing.discard(cid)
+        return out
+
+    def forget_cluster(self, cid: Hashable) -> list[str]:
+        """The engine lets go of the cluster without ending its jobs (they go on on
+        their nodes, another program fetches them); returns their uids."""
+        self.core.remove_cluster(cid)
+        gone = [rec.uid for rec in self.jobs.values() if rec.cid == cid]
+        for uid in gone:
+            del self.jobs[uid]
+        return gone
+
+    # -- helpers --
+
+    def _release(self, rec: JobRecord) -> None:
+        """The job leaves the machine: its CPU (or queue place) is given back."""
+        if rec.state is State.RUNNING:
+            self.core.finished(rec.uid)
+        elif rec.state is State.QUEUED:
+            self.core.cancel(rec.uid)
+        rec.state = State.FINAL
+        del self.jobs[rec.uid]
+
+    def _again_or_end(self, rec: JobRecord, reason: str, status: int) -> list[Instruction]:
+        if rec.resubmittable and rec.cid not in self.closing:
+            self._release(rec)
+            new = self.new_uid()
+            self.jobs[new] = JobRecord(new, rec.cid, True)
+            self.core.submit(rec.cid, new)
+            return [Resubmit(rec.uid, rec.cid, new, reason)]
+        name = "Terminated" if status == TERMINATED else "Cancelled"
+        return self._end(rec.uid, status, f"{name}: {reason}")
+
+    def _end(self, uid: str, status: int, reason: str) -> list[Instruction]:
+        rec = self.jobs.get(uid)
+        if rec is None:
+            return []
+        self._release(rec)
+        return [End(uid, rec.cid, status, reason)]

@@ -1,0 +1,348 @@
+"""One connection class for every link of every dispy program.
+
+``Connection`` is an asyncio ``BufferedProtocol`` around the sans-I/O ``FrameDecoder``:
+big buffers are received in place, frames queued by ``send`` in one loop iteration go
+out in one write (one record when sealed), ``request`` waits for the peer's ``reply``
+frame, and every failure ends in one place: ``recv`` raises ``ConnectionClosed`` with
+the reason (EOF, reset, a malformed frame or a failed authentication tag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from . import heap
+from .codec import (
+    BIG,
+    FULL,
+    PRE_AUTH,
+    RECORD_TARGET,
+    Buffer,
+    FrameDecoder,
+    FrameError,
+    Header,
+    Limits,
+    Message,
+    Sealer,
+    encode,
+    loads,
+    nbytes,
+)
+
+log = logging.getLogger("dispy.wire")
+
+
+class ConnectionClosed(Exception):
+    """The connection is gone; ``str()`` says why, ``received`` how many bytes came
+    before (0: the peer closed without a word, as a TLS daemon does to a plain peer)."""
+
+    def __init__(self, reason: str, received: int = 0) -> None:
+        super().__init__(reason)
+        self.received = received
+
+
+class Connection(asyncio.BufferedProtocol):
+    """A framed, optionally sealed, connection. Plain (handshake limits, one frame at a
+    time) until ``seal``; ``local`` connections (Unix sockets the filesystem protects)
+    are plain for good, with full limits."""
+
+    def __init__(self, limits: Limits = PRE_AUTH, local: bool = False) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(limits, hold=not local)
+        self._sealer: Sealer | None = None
+        self._out: list[Buffer] = []
+        self._out_size = 0
+        self._flush_soon = False
+        self._waiter: asyncio.Future | None = None
+        self._closed: str | None = None
+        self._error: Exception | None = None
+        self._paused = False
+        self._drain_waiters: list[asyncio.Future] = []
+        self._replies: dict[str, asyncio.Future] = {}
+        self.loop = asyncio.get_running_loop()
+        self.peer: tuple[str, int] = ("?", 0)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ---- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
+                   timeout: float = 10.0) -> Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(cls, host, port, ssl=ssl_ctx), timeout)
+        return conn
+
+    @classmethod
+    async def open_unix(cls, sock: socket.socket) -> Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_unix_connection(lambda: cls(local=True), sock=sock)
+        return conn
+
+    # ---- protocol callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = (str(peer[0]), int(peer[1]))
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_in += nbytes
+        try:
+            self.decoder.received(nbytes)
+        except FrameError as exc:
+            self._fail(exc)
+            return
+        if self.decoder.frames:
+            self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._set_closed("connection closed by peer")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._set_closed(f"connection lost: {exc}" if exc else "connection closed")
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.set_result(None)
+        self._replies.clear()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _set_closed(self, reason: str) -> None:
+        if self._closed is None:
+            self._closed = reason
+        self._wake()
+
+    def _fail(self, exc: Exception) -> None:
+        self._error = exc
+        self._set_closed(str(exc))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pending(self) -> int:
+        """Frames received and waiting to be taken by ``recv``."""
+        return len(self.decoder.frames)
+
+    async def recv(self, timeout: float | None = None) -> Message:
+        """The next frame; ``ConnectionClosed`` (or ``FrameError`` for a bad frame) when the
+        connection ends, ``asyncio.TimeoutError`` after ``timeout`` seconds of silence."""
+        while True:
+            raw = self.decoder.next_raw()
+            if raw is None:
+                if self._error is not None:
+                    raise self._error
+                if self._closed is not None:
+                    raise ConnectionClosed(self._closed, self.bytes_in)
+                self._waiter = self.loop.create_future()
+                try:
+                    if timeout is None:
+                        await self._waiter
+                    else:
+                        await asyncio.wait_for(self._waiter, timeout)
+                finally:
+                    self._waiter = None
+                continue
+            header = loads(raw[0])
+            if header.get("op") == "reply":
+                fut = self._replies.pop(str(header.get("reply")), None)
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result((header, raw[1]))
+                    continue
+            for buf in raw[1]:
+                if len(buf) >= BIG:
+                    heap.note_big()
+            return header, raw[1]
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def send(self, header: Header, buffers: Sequence[Buffer] = ()) -> bool:
+        """Queue a frame; frames queued in one loop iteration go out together."""
+        if self.is_closing():
+            return False
+        pieces = encode(header, buffers)
+        if not self._out and not self._flush_soon:
+            self._flush_soon = True
+            self.loop.call_soon(self.flush)
+        self._out += pieces
+        self._out_size += sum(nbytes(p) for p in pieces)
+        if self._out_size >= RECORD_TARGET:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write what ``send`` queued now."""
+        self._flush_soon = False
+        pieces, self._out, self._out_size = self._out, [], 0
+        if not pieces or self.is_closing():
+            return
+        if self._sealer is not None:
+            pieces = self._sealer.seal(pieces)
+        self._write(pieces)
+
+    def _write(self, pieces: list[Buffer]) -> None:
+        """Few writes and no copies of big pieces: ``writelines`` would join them."""
+        assert self.transport is not None
+        small: list[Buffer] = []
+        for piece in pieces:
+            size = nbytes(piece)
+            self.bytes_out += size
+            if size < BIG:
+                small.append(piece)
+                continue
+            if small:
+                self.transport.write(b"".join(small))
+                small = []
+            if size >= (1 << 20):
+                heap.note_big()
+            self.transport.write(memoryview(piece).cast("B"))
+        if small:
+            self.transport.write(b"".join(small) if len(small) > 1 else small[0])
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark."""
+        self.flush()
+        if self._paused and not self.is_closing():
+            fut = self.loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    async def request(self, header: Header, buffers: Sequence[Buffer] = (),
+                      timeout: float = 30.0) -> Header | None:
+        """Send ``header`` and wait for the peer's ``reply`` to it (None: none came)."""
+        answer = await self.request_frame(header, buffers, timeout)
+        return None if answer is None else answer[0]
+
+    async def request_frame(self, header: Header, buffers: Sequence[Buffer] = (),
+                            timeout: float = 30.0) -> Message | None:
+        """``request``, with the reply's buffers. Replies are routed while a task reads
+        with ``recv``."""
+        token = secrets.token_hex(8)
+        fut = self.loop.create_future()
+        self._replies[token] = fut
+        try:
+            if not self.send({**header, "reply": token}, buffers):
+                return None
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._replies.pop(token, None)
+
+    def seal(self, send_key: bytes, recv_key: bytes, limits: Limits) -> None:
+        """After the handshake: every record both ways carries a tag with these keys."""
+        self.flush()
+        self._sealer = Sealer(send_key)
+        try:
+            self.decoder.seal(recv_key, limits)
+        except FrameError as exc:
+            self._fail(exc)
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealer is not None
+
+    def close(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+        self._set_closed("closed")
+
+    async def close_soon(self, timeout: float = 1.0) -> None:
+        """Send what is queued (for at most ``timeout`` s), then close."""
+        with contextlib.suppress(asyncio.TimeoutError, OSError, ConnectionError):
+            await asyncio.wait_for(self.drain(), timeout)
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default if self.transport is None else self.transport.get_extra_info(name,
+                                                                                     default)
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+async def _run(handler: Handler, conn: Connection) -> None:
+    try:
+        await handler(conn)
+    except Exception:
+        log.exception("connection handler failed for %s", conn.peer[0])
+    finally:
+        conn.close()
+
+
+async def serve(handler: Handler, host: str | None, port: int,
+                ssl_ctx: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                **kw: Any) -> asyncio.AbstractServer:
+    """Listen and run ``handler(conn)`` as a task for each accepted connection."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task] = set()
+
+    class _Accepted(Connection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            task = loop.create_task(_run(handler, self))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    kwargs: dict[str, Any] = dict(kw)
+    if ssl_ctx is not None:
+        kwargs["ssl_handshake_timeout"] = handshake_timeout
+    return await loop.create_server(_Accepted, host, port, ssl=ssl_ctx, **kwargs)
+
+
+async def serve_unix(handler: Handler, path: str) -> asyncio.AbstractServer:
+    """Listen on a Unix socket for local links (plain frames, full limits)."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task] = set()
+
+    class _Local(Connection):
+        def __init__(self) -> None:
+            super().__init__(FULL, local=True)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            task = loop.create_task(_run(handler, self))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    return await loop.create_unix_server(_Local, path)

@@ -1,0 +1,244 @@
+"""Typed records of the requests a daemon accepts, validated when decoded.
+
+Every header a program sends to a node or to dispyscheduler is checked against the
+record of its op before anything acts on it: required fields present, every field of
+its type, ids of a fixed alphabet and length (they become directory names), sizes
+within bounds. A frame that fails is refused with a reason and changes nothing, so a
+missing ``uid`` can no longer wedge a node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+#: ids (computation, job, transfer, reply tokens): also safe as one path component
+ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}")
+MAX_LIST = 1 << 20
+
+
+class MessageError(ValueError):
+    """A header that does not fit its op's record; the message is refused."""
+
+
+class Id(str):
+    """Marks a field that must match ``ID``."""
+
+
+@dataclass(frozen=True)
+class Record:
+    op: ClassVar[str] = ""
+    #: request token the peer wants a ``reply`` frame for
+    reply: Id | None = None
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> Record:
+        values = {}
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in header or header[f.name] is None:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise MessageError(f"{cls.op!r} without {f.name!r}")
+                continue
+            values[f.name] = _check(f.name, header[f.name], hints[f.name])
+        return cls(**values)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    cached = _HINTS.get(cls)
+    if cached is None:
+        cached = _HINTS[cls] = typing.get_type_hints(cls)
+    return cached
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _check(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check(name, value, option)
+            except MessageError as exc:
+                errors.append(str(exc))
+        raise MessageError(errors[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list) or len(value) > MAX_LIST:
+            raise MessageError(f"{name!r} is not a list")
+        return [_check(name, v, item) for v in value]
+    if hint is Id:
+        if not isinstance(value, str) or not ID.fullmatch(value):
+            raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise MessageError(f"{name!r} is not true/false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MessageError(f"{name!r} is not an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MessageError(f"{name!r} is not a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise MessageError(f"{name!r} is not a string")
+        return value
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise MessageError(f"{name!r} is not an object")
+        return value
+    if hint is Any:
+        return value
+    raise TypeError(f"no check for {hint!r}")
+
+
+def _nonneg(name: str, value: int) -> None:
+    if value < 0:
+        raise MessageError(f"{name!r} is negative")
+
+
+# ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
+
+
+@dataclass(frozen=True)
+class Compute(Record):
+    op: ClassVar[str] = "compute"
+    cid: Id = Id("")
+    name: str = "?"
+    dest_path: str | None = None
+    cleanup: bool = True
+    pulse_interval: float | None = None
+    kind: str = "function"
+
+
+@dataclass(frozen=True)
+class Setup(Record):
+    op: ClassVar[str] = "setup"
+    cid: Id = Id("")
+
+
+@dataclass(frozen=True)
+class Job(Record):
+    op: ClassVar[str] = "job"
+    cid: Id = Id("")
+    uid: Id = Id("")
+    oob: int = 0
+    pin: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Cancel(Record):
+    op: ClassVar[str] = "cancel"
+    cid: Id = Id("")
+    uid: Id = Id("")
+
+
+@dataclass(frozen=True)
+class Close(Record):
+    op: ClassVar[str] = "close"
+    cid: Id = Id("")
+    terminate: bool = False
+    keep: bool = False
+
+
+@dataclass(frozen=True)
+class Ack(Record):
+    op: ClassVar[str] = "ack"
+    uids: list[Id] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobsQuery(Record):
+    op: ClassVar[str] = "jobs_query"
+    uids: list[Id] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class File(Record):
+    op: ClassVar[str] = "file"
+    cid: Id = Id("")
+    path: str = ""
+    size: int = 0
+    offset: int = 0
+    final: bool = True
+    mtime: float | None = None
+    mtime_ns: int | None = None
+    mode: int = 0o644
+    job: Id | None = None
+    node: list[Any] | None = None
+    xfer: Id | None = None
+
+
+@dataclass(frozen=True)
+class FilesCheck(Record):
+    op: ClassVar[str] = "files_check"
+    cid: Id = Id("")
+    files: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Schedule(Record):
+    op: ClassVar[str] = "schedule"
+    cid: Id = Id("")
+
+
+@dataclass(frozen=True)
+class NodeControl(Record):
+    """allocate_node, deallocate_node, close_node, resetup_node, set_node_cpus
+    (dispyscheduler)."""
+    op: ClassVar[str] = "node_control"
+    cid: Id = Id("")
+    node: list[Any] | None = None
+    allocs: list[Any] | None = None
+    terminate: bool = False
+    cpus: int | None = None
+    depends: list[str] | None = None
+
+
+#: the fields each op must carry (beyond defaults): ids a handler relies on
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "compute": ("cid",), "setup": ("cid",), "job": ("cid", "uid"), "cancel": ("cid", "uid"),
+    "close": ("cid",), "file": ("cid", "path", "size"), "files_check": ("cid",),
+    "schedule": ("cid",), "allocate_node": ("cid",), "deallocate_node": ("cid",),
+    "close_node": ("cid",), "resetup_node": ("cid",), "set_node_cpus": ("cid",),
+}
+
+CLIENT_REQUESTS: dict[str, type[Record]] = {
+    "compute": Compute, "setup": Setup, "job": Job, "cancel": Cancel, "close": Close,
+    "ack": Ack, "jobs_query": JobsQuery, "file": File, "files_check": FilesCheck,
+    "schedule": Schedule, "allocate_node": NodeControl, "deallocate_node": NodeControl,
+    "close_node": NodeControl, "resetup_node": NodeControl, "set_node_cpus": NodeControl,
+}
+
+
+def parse_request(header: dict[str, Any], bufs: list[Any] | None = None) -> Record:
+    """The typed record of a program's request; MessageError says what is wrong."""
+    op = header.get("op")
+    cls = CLIENT_REQUESTS.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise MessageError(f"unknown request {str(op)[:40]!r}")
+    for name in REQUIRED.get(op, ()):  # type: ignore[arg-type]
+        if header.get(name) is None:
+            raise MessageError(f"{op!r} without {name!r}")
+    record = cls.parse(header)
+    if isinstance(record, Job):
+        _nonneg("oob", record.oob)
+        if bufs is not None and record.oob > len(bufs):
+            raise MessageError("'oob' counts more buffers than the job carries")
+    elif isinstance(record, File):
+        _nonneg("size", record.size)
+        _nonneg("offset", record.offset)
+        if record.offset > record.size:
+            raise MessageError("'offset' is past 'size'")
+    return record

@@ -1,0 +1,76 @@
+"""Discovery cannot amplify, and forged announcements cost a client little (pure parts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispy.client.announced import AnnouncedNodes
+from dispy.wire import discovery
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_attempts_are_bounded_and_freed_by_done():
+    a = AnnouncedNodes(max_connecting=3, max_pending=100, max_unreached=100)
+    for i in range(10):
+        a.offer((f"10.0.0.{i}", 51348))
+    first = a.take()
+    assert [k for k, _ in first] == [(f"10.0.0.{i}", 51348) for i in (9, 8, 7)]  # newest
+    assert a.take() == []  # three attempts under way
+    a.done(first[0][0], met=True)
+    assert [k for k, _ in a.take()] == [("10.0.0.6", 51348)]
+
+
+def test_pending_queue_is_bounded_oldest_give_way():
+    a = AnnouncedNodes(max_connecting=1, max_pending=5, max_unreached=10)
+    for i in range(3000):
+        a.offer(i, {"n": i})
+    assert len(a.pending) == 5 and a.dropped == 2995
+    assert [k for k, _ in a.take()] == [2999]
+    a.offer("real node")  # answering discover after the burst: next to be tried
+    a.done(2999, met=False)
+    assert [k for k, _ in a.take()] == ["real node"]
+
+
+def test_repeated_announcements_are_one_entry_and_carry_the_latest_info():
+    a = AnnouncedNodes(max_connecting=1)
+    a.offer("n", "busy with x")
+    a.offer("n", None)
+    assert a.take() == [("n", None)]
+    a.offer("n", "again")  # already being tried: ignored
+    assert not a.pending
+
+
+def test_unreached_nodes_are_forgotten_oldest_first():
+    a = AnnouncedNodes(max_connecting=100, max_pending=100, max_unreached=2)
+    for i in range(5):
+        a.offer(i)
+    keys = sorted(k for k, _ in a.take())
+    forgotten = []
+    for key in keys:
+        forgotten += a.done(key, met=False)
+    assert forgotten == [0, 1, 2] and list(a.unreached) == [3, 4]
+    a.offer(4)
+    a.take()
+    assert a.done(4, met=True) == [] and list(a.unreached) == [3]
+
+
+def test_bad_bounds():
+    with pytest.raises(ValueError):
+        AnnouncedNodes(max_connecting=0)
+
+
+def test_discover_request_is_padded_to_a_fixed_size():
+    msg = discovery.discover_request(51347, "c" * 32)
+    assert len(discovery.encode(msg)) == discovery.DISCOVER_SIZE
+    assert discovery.decode(discovery.encode(msg))["reply_port"] == 51347
+
+
+def test_reply_is_never_larger_than_the_request():
+    full = {"op": "node", "platform": "x" * 600, "port": 1}
+    lean = {"op": "node", "port": 1}
+    assert discovery.reply_within([full, lean], discovery.DISCOVER_SIZE) is full
+    assert discovery.reply_within([full, lean], 300) is lean
+    assert discovery.reply_within([full, lean], 20) is None
+    huge = {"op": "node", "x": "y" * 10000}  # over MAX_DATAGRAM: skipped, not raised
+    assert discovery.reply_within([huge, lean], 300) is lean

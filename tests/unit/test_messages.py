@@ -1,0 +1,52 @@
+"""Typed request records: what a daemon accepts, and what it refuses before acting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dispy.wire.messages import ID, Ack, File, Job, MessageError, parse_request
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_well_formed_job_is_its_record():
+    rec = parse_request({"op": "job", "cid": "1f.2", "uid": "3a", "oob": 1}, [b"a", b"b"])
+    assert isinstance(rec, Job) and (rec.cid, rec.uid, rec.oob) == ("1f.2", "3a", 1)
+
+
+@pytest.mark.parametrize("header", [
+    {"op": "job", "cid": "1"},                          # no uid: once wedged a node
+    {"op": "job", "cid": "1", "uid": 5},
+    {"op": "job", "cid": "1", "uid": "a", "oob": -1},
+    {"op": "job", "cid": "1", "uid": "a", "oob": 3},    # more than the buffers sent
+    {"op": "job", "cid": "/tmp/x", "uid": "a"},
+    {"op": "job", "cid": "..", "uid": "a"},
+    {"op": "compute", "cid": "../../etc"},
+    {"op": "compute", "cid": "a", "cleanup": "yes"},
+    {"op": "ack", "uids": "abc"},
+    {"op": "ack", "uids": [1, 2]},
+    {"op": "file", "cid": "a", "path": "x", "size": -1},
+    {"op": "file", "cid": "a", "path": "x", "size": 1, "offset": 5},
+    {"op": "file", "cid": "a", "path": "x", "size": True},
+    {"op": "close", "cid": "a", "terminate": "no"},
+    {"op": "nonsense"},
+    {"op": None},
+])
+def test_malformed_requests_are_refused_with_a_reason(header):
+    with pytest.raises(MessageError) as err:
+        parse_request(header, [b"x"])
+    assert str(err.value)
+
+
+def test_ack_and_file_defaults():
+    assert parse_request({"op": "ack"}) == Ack()
+    rec = parse_request({"op": "file", "cid": "a", "path": "d/x", "size": 3, "mtime": 1})
+    assert isinstance(rec, File) and rec.final and rec.mtime == 1.0 and rec.job is None
+
+
+@given(st.text(max_size=200))
+def test_ids_are_single_safe_path_components(text):
+    if ID.fullmatch(text):
+        assert "/" not in text and not text.startswith(".") and "\x00" not in text
