@@ -415,6 +415,30 @@ class JobCluster:
 
         return self._engine.call(get()).result()
 
+    def _chain_status(self, fn: Any) -> Any:
+        """Put ``fn(status, node, job)`` in front of the program's ``cluster_status``
+        (dispy.httpd watches the cluster this way); returns the program's callback, which
+        ``fn`` calls on. ``fn=None`` puts the given callback back (``_chain_status(prev)``
+        with the returned value restores it)."""
+        previous = self._state.cluster_status
+        self._state.cluster_status = fn
+        return previous
+
+    @property
+    def start_time(self) -> float:
+        """When the cluster was created (time.time())."""
+        return self._start_time
+
+    @property
+    def jobs_submitted(self) -> int:
+        """Jobs submitted so far (read-only counter for monitors)."""
+        return self._submitted
+
+    @property
+    def jobs_pending(self) -> int:
+        """Jobs submitted that have not ended yet."""
+        return self._pending
+
     def print_status(self, wall_time: float | None = None) -> None:
         """Print per-node jobs, CPU time and traffic of this cluster, and its speedup.
 

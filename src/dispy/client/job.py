@@ -151,3 +151,25 @@ def decode_result(header: dict, bufs: list[bytes]) -> tuple:
 
 
 FINAL = {DispyJob.Cancelled, DispyJob.Terminated, DispyJob.Abandoned, DispyJob.Finished}
+
+
+def job_key(job: DispyJob) -> str:
+    """A job's identity in the client while it is queued or running (its copies passed to
+    callbacks share it); for monitors such as dispy.httpd."""
+    return job._uid
+
+
+def job_arguments(job: DispyJob) -> tuple[tuple, dict] | None:
+    """The (args, kwargs) of a job while the client still holds them: until it is sent to
+    a node (or always, for a reentrant cluster); None after. For dispy.httpd's
+    ``show_job_args``: a callback gets the job at submission, when they are there."""
+    from ..wire import oob
+
+    data = job._args
+    if data is None:
+        return None
+    try:
+        args, kwargs = oob.loads(data, job._oob or ())
+    except Exception:
+        return None
+    return tuple(args), dict(kwargs)

@@ -32,7 +32,7 @@ from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, server_handshake
 from ..wire.sessions import session_id
-from . import service
+from . import admin, service
 from .avail import avail_info
 from .computation import Computation, HostProcess
 from .jobs import JobRunner
@@ -59,6 +59,7 @@ class NodeDaemon(JobRunner):
         self.owner: Session | None = None
         self.served = 0
         self.jobs_done = 0
+        self.cpu_time = 0.0
         self.accepting = True
         self.stopping = False
         self.stop_event = asyncio.Event()
@@ -358,6 +359,8 @@ class NodeDaemon(JobRunner):
     # ---- client connections -------------------------------------------------------
 
     def _keys(self, role: str) -> bytes | None:
+        if role == admin.ROLE:  # dispyadmin (node/admin.py)
+            return admin.key(self)
         return auth.derive_key(self.opts.secret) if role == auth.CLIENT_ROLE else None
 
     async def _serve_conn(self, conn: Connection) -> None:
@@ -388,6 +391,8 @@ class NodeDaemon(JobRunner):
             return
         finally:
             self.admission.release(peer)
+        if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
+            return await admin.serve(self, conn, peer)
         sid = sids["sid"]
         log.debug("handshake with %s (%s) done", peer, hello.get("client_name"))
         if self.owner is not None and self.owner.sid != sid:

@@ -36,6 +36,7 @@ class JobRunner:
     cpus: int
     busy: int
     jobs_done: int
+    cpu_time: float
     accepting: bool
     service_state: str
     opts: Any
@@ -222,6 +223,7 @@ class JobRunner:
             session = comp.session
             header["cid"] = comp.cid
             comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
+            self.cpu_time += max(0.0, header["end_time"] - header["start_time"])
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
             self._report_soon(session, uid)

@@ -43,7 +43,7 @@ class NodeOptions:
     daemon: bool = False
     service_window: ServiceWindow | None = None
     config_file: str | None = None
-    #: 4.15's dispyadmin secret; stored for the admin interface (not used by the node yet)
+    #: dispyadmin's secret: the admin role of the handshake (node/admin.py); none: no admin
     admin_secret: str = ""
     #: 4.15's --init: a Python file whose init() runs in each computation's process
     init_file: str | None = None
@@ -72,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="name of this node (default: host name)")
     p.add_argument("-s", "--secret", default="", help="secret clients must know")
     p.add_argument("--admin_secret", default="",
-                   help="secret dispyadmin must know to manage this node (4.15 option)")
+                   help="secret dispyadmin must know to see details and control this node"
+                        " (without it the node cannot be administered)")
     p.add_argument("--dest_path_prefix", default="",
                    help="directory for clients' files (default: the system temp directory)")
     p.add_argument("--keyfile", default=None, help="private key for TLS")

@@ -1,0 +1,197 @@
+"""The node's side of dispyadmin: its own role, its own secret, a few operations.
+
+dispyadmin says ``"role": "admin"`` in its hello; the node then authenticates it with
+``--admin_secret`` (a node without one refuses the role), and the connection is served
+here only: it can read the node's details and set CPUs, service times and the number of
+clients to serve, never send code or jobs. A client's secret cannot administer (it is
+checked against the client secret only), and the admin secret cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from typing import Any
+
+from .._version import __version__
+from ..wire import auth, netif
+from ..wire.codec import FrameError
+from ..wire.connection import ConnectionClosed
+from . import service
+from .avail import avail_info
+from .service import ServiceWindow, format_hhmm
+
+log = logging.getLogger("dispy.node")
+
+ROLE = "admin"
+CONTROLS = ("start", "stop", "end")
+
+
+def key(daemon: Any) -> bytes | None:
+    """Key of the admin role: from --admin_secret; None (role refused) without one."""
+    secret = daemon.opts.admin_secret
+    return auth.derive_key(secret) if secret else None
+
+
+class AdminState:
+    """Service times as dispyadmin set them, also while they do not form a window yet."""
+
+    def __init__(self, window: ServiceWindow | None) -> None:
+        self.times: dict[str, int | None] = {
+            "start": window.start if window else None,
+            "stop": window.stop if window else None,
+            "end": window.end if window else None,
+        }
+
+
+def _state(daemon: Any) -> AdminState:
+    state = getattr(daemon, "admin_state", None)
+    if state is None:
+        state = daemon.admin_state = AdminState(daemon.opts.service_window)
+    return state
+
+
+async def serve(daemon: Any, conn: Any, peer: str) -> None:
+    """Answer an authenticated dispyadmin's requests until it hangs up."""
+    log.info("dispyadmin connected from %s", peer)
+    try:
+        while True:
+            header, _ = await conn.recv()
+            try:
+                answer = handle(daemon, header, peer)
+            except (ValueError, TypeError) as exc:
+                answer = {"ok": False, "error": str(exc)}
+            conn.send({"op": "reply", "reply": header.get("reply"), **answer})
+    except (ConnectionClosed, ConnectionError, OSError):
+        pass
+    except FrameError as exc:
+        log.warning("dispyadmin at %s: %s", peer, exc)
+    finally:
+        conn.close()
+
+
+def handle(daemon: Any, header: dict, peer: str = "") -> dict[str, Any]:
+    """One admin request -> its answer (``ok`` False with ``error`` when refused)."""
+    op = header.get("op")
+    if op == "info":
+        return {"ok": True, "info": info(daemon, peer)}
+    if op == "set_cpus":
+        return set_cpus(daemon, header.get("cpus"))
+    if op == "service_time":
+        return service_time(daemon, header.get("control"), header.get("time"))
+    if op == "serve":
+        return serve_clients(daemon, header.get("clients"))
+    log.warning("dispyadmin at %s asked for %r: not an admin operation", peer, op)
+    return {"ok": False, "error": f"{str(op)[:40]!r} is not an admin operation"}
+
+
+def info(daemon: Any, peer: str = "") -> dict[str, Any]:
+    """Everything dispyadmin shows about this node."""
+    opts = daemon.opts
+    times = _state(daemon).times
+    clients = []
+    for session in daemon.sessions.values():
+        if session.orphan and not session.computations:
+            continue
+        clients.append({
+            "name": session.name, "addr": session.addr,
+            "computations": [{"name": c.name, "running": len(c.running),
+                              "jobs_done": c.jobs_done} for c in session.computations.values()],
+        })
+    remaining = -1 if opts.serve < 0 else max(0, opts.serve - daemon.served)
+    ip = netif.address_towards(peer, daemon.ifs) if peer else None
+    return {
+        "name": daemon.name, "version": __version__, "node_id": daemon.node_id,
+        "ip_addr": ip or (daemon.ifs[0].address if daemon.ifs else None),
+        "port": opts.node_port, "cpus": daemon.cpus, "usable_cpus": daemon._usable_cpus(),
+        "max_cpus": os.cpu_count() or 1, "busy": daemon.busy, "jobs_done": daemon.jobs_done,
+        "cpu_time": round(daemon.cpu_time, 3), "served": daemon.served, "serve": remaining,
+        "owner": daemon.owner.describe() if daemon.owner is not None else None,
+        "clients": clients,
+        "service": {k: (format_hhmm(v) if v is not None else None) for k, v in times.items()},
+        "service_state": daemon.service_state, "service_text": daemon._service_text(),
+        "avail_info": avail_info(opts.dest_path_prefix), "platform": platform.platform(),
+        "time": time.time(),
+    }
+
+
+def set_cpus(daemon: Any, cpus: Any) -> dict[str, Any]:
+    """``cpus`` > 0 uses that many, < 0 leaves that many unused, "all" uses all."""
+    ncpu = os.cpu_count() or 1
+    if cpus == "all":
+        n = ncpu
+    elif isinstance(cpus, int) and not isinstance(cpus, bool):
+        n = cpus
+    else:
+        raise ValueError(f"cpus must be an integer or 'all', not {cpus!r}")
+    if n > ncpu or ncpu + n < 0:
+        raise ValueError(f"the node has {ncpu} CPUs; cannot use {n}")
+    daemon.set_cpus(n)
+    log.info("dispyadmin set CPUs to %d", daemon.cpus)
+    return {"ok": True, "cpus": daemon.cpus}
+
+
+def service_time(daemon: Any, control: Any, when: Any) -> dict[str, Any]:
+    """Set (HH:MM or "now", the node's time) or clear ("") a service time.
+
+    The times take effect as a window once it has a start and a stop or end; until
+    then they are kept (so they can be set one at a time)."""
+    if control not in CONTROLS:
+        raise ValueError(f"control must be one of {', '.join(CONTROLS)}")
+    state = _state(daemon)
+    times = dict(state.times)
+    if when in (None, ""):
+        times[control] = None
+    elif str(when).lower() == "now":
+        times[control] = int(service.seconds_of_day(service.clock())) // 60 * 60
+    else:
+        times[control] = service.parse_hhmm(str(when), control)
+    text = {k: format_hhmm(v) if v is not None else None for k, v in times.items()}
+    if times["start"] is not None and (times["stop"] is not None or times["end"] is not None):
+        window = ServiceWindow.from_options(text["start"], text["stop"], text["end"])
+    elif any(v is not None for v in times.values()):
+        window = None  # incomplete: kept, not applied
+        state.times = times
+        return {"ok": True, "service": text, "pending": True,
+                "text": "kept; a service window needs a start and a stop or end time"}
+    else:
+        window = None
+    state.times = times
+    daemon.opts.service_window = window
+    log.info("dispyadmin set service times: %s",
+             window.describe() if window else "always in service")
+    if window is None:
+        _reopen(daemon)
+    else:
+        daemon._service_tick()
+    return {"ok": True, "service": text, "service_state": daemon.service_state}
+
+
+def _reopen(daemon: Any) -> None:
+    """No window any more: the node is in service again at once."""
+    if daemon.service_state == service.OPEN:
+        return
+    daemon.service_state = service.OPEN
+    if daemon.owner is not None:
+        daemon.owner.send({"op": "cpus", "cpus": daemon._usable_cpus()})
+    daemon._start_jobs()
+    if daemon.owner is None:
+        daemon.announce()
+
+
+def serve_clients(daemon: Any, clients: Any) -> dict[str, Any]:
+    """Serve ``clients`` more clients after the current one (0: none, -1: forever); the
+    node quits once it has served them."""
+    if not isinstance(clients, int) or isinstance(clients, bool) or clients < -1:
+        raise ValueError(f"clients must be -1 (forever), 0 or a positive number, not {clients!r}")
+    if clients < 0:
+        daemon.opts.serve = -1
+    else:
+        daemon.opts.serve = daemon.served + (1 if daemon.owner is not None else 0) + clients
+        if daemon.owner is None and daemon.opts.serve <= daemon.served:
+            log.info("dispyadmin: no more clients to serve; quitting")
+            daemon.request_stop(terminate=False)
+    log.info("dispyadmin: serve %s", "forever" if clients < 0 else f"{clients} more client(s)")
+    return {"ok": True, "serve": clients}
