@@ -10,9 +10,9 @@ import signal
 import sys
 
 from .. import config
-from ..log import daemon_logging
 from ..daemon import config_file
 from ..daemon.menu import read_commands
+from ..log import daemon_logging
 from .admin import AdminOptions, AdminServer
 
 SECTION = "dispyadmin"
