@@ -29,6 +29,7 @@ FIGURES = {"tiny": "jobs_per_s", "payload": "mb_per_s", "latency": "p50_ms"}
 
 
 def export(rev: str, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "src.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src"],
                    check=True)
@@ -40,13 +41,15 @@ def export(rev: str, dest: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD~1")
+    ap.add_argument("--new", default=None, help="a revision (default: this checkout)")
     ap.add_argument("--workloads", default="tiny,payload,latency")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], metavar="WORKLOAD.PARAM=VALUE")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dispy-ab-"))
     try:
-        trees = {"base": export(args.base, tmp), "new": ROOT / "src"}
+        trees = {"base": export(args.base, tmp / "base"),
+                 "new": export(args.new, tmp / "new") if args.new else ROOT / "src"}
         python = Path(sys.executable)
         logs = HERE / ".logs"
         logs.mkdir(exist_ok=True)
