@@ -26,11 +26,10 @@ import psutil
 
 from .._version import __version__
 from ..daemon.files import safe_join, too_big, write_chunk
-from ..wire import auth, connection, discovery, heap, messages, netif, tls
+from ..wire import auth, connection, discovery, handshake, heap, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
-from ..wire.handshake import HandshakeError, server_handshake
 from ..wire.sessions import session_id
 from . import admin, service
 from .avail import avail_info
@@ -374,23 +373,13 @@ class NodeDaemon(JobRunner):
         if not await self.admission.admit(peer, conn):
             return
         try:
-            hello = await server_handshake(
-                conn, self._keys, welcome, self.opts.msg_timeout, name=f"node {self.name}",
+            hello = await handshake.accept(
+                conn, self._keys, welcome, self.opts.msg_timeout, f"node {self.name}", log,
                 identity={"node_id": self.node_id, "name": self.name})
-        except HandshakeError as exc:
-            log.warning("refused connection from %s: %s", peer, exc)
-            await conn.close_soon()
-            return
-        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError) as exc:
-            # a port probe (connect, close) is routine; a peer that stalls is not
-            level = logging.DEBUG if isinstance(exc, ConnectionClosed) else logging.INFO
-            log.log(level, "dropped connection from %s during handshake: %s", peer,
-                    "no hello within --msg_timeout" if isinstance(exc, asyncio.TimeoutError)
-                    else exc)
-            conn.close()
-            return
         finally:
             self.admission.release(peer)
+        if hello is None:
+            return
         if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
             return await admin.serve(self, conn, peer)
         sid = sids["sid"]

@@ -20,11 +20,10 @@ from typing import Any
 from .. import config
 from .._version import __version__
 from ..client.links import Profile
-from ..wire import auth, connection, heap, tls
+from ..wire import auth, connection, handshake, heap, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
-from ..wire.handshake import HandshakeError, server_handshake
 from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .engine import SchedulerEngine
@@ -136,25 +135,15 @@ class SchedulerDaemon:
         if not await self.admission.admit(peer, conn):
             return
         try:
-            hello = await server_handshake(conn, self._keys, self._welcome,
-                                           self.opts.msg_timeout,
-                                           name=f"dispyscheduler {self.name}",
-                                           identity={"scheduler_id": self.scheduler_id},
-                                           limits=Limits(max_buffer=config.MaxFrameSize))
-        except HandshakeError as exc:
-            log.warning("refused connection from %s: %s", peer, exc)
-            await conn.close_soon()
-            return
-        except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError) as exc:
-            # a port probe (connect, close) is routine; a peer that stalls is not
-            level = logging.DEBUG if isinstance(exc, ConnectionClosed) else logging.INFO
-            log.log(level, "dropped connection from %s during handshake: %s", peer,
-                    "no hello within --msg_timeout" if isinstance(exc, asyncio.TimeoutError)
-                    else exc)
-            conn.close()
-            return
+            hello = await handshake.accept(
+                conn, self._keys, self._welcome, self.opts.msg_timeout,
+                f"dispyscheduler {self.name}", log,
+                identity={"scheduler_id": self.scheduler_id},
+                limits=Limits(max_buffer=config.MaxFrameSize))
         finally:
             self.admission.release(peer)
+        if hello is None:
+            return
         sid = session_id(hello.get("session"))
         session = self.sessions.get(sid)
         if session is None:

@@ -10,14 +10,16 @@ is the first sealed record.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from .._version import __version__
 from ..config import PROTOCOL_VERSION
 from . import auth
-from .codec import FULL, Limits
-from .connection import Connection
+from .codec import FULL, FrameError, Limits
+from .connection import Connection, ConnectionClosed
 
 
 class HandshakeError(Exception):
@@ -112,3 +114,31 @@ async def server_handshake(
     conn.seal(s2c, c2s, limits)
     conn.send({"op": "welcome", **welcome(hello)})
     return hello
+
+
+async def accept(
+    conn: Connection,
+    keys: Callable[[str], bytes | None],
+    welcome: Callable[[dict[str, Any]], dict[str, Any]],
+    timeout: float,
+    name: str,
+    log: logging.Logger,
+    identity: dict[str, Any] | None = None,
+    limits: Limits = FULL,
+) -> dict[str, Any] | None:
+    """A daemon's side of the handshake, with one policy for failures: the hello, or
+    None once the failure is logged and the connection closed."""
+    peer = conn.peer[0]
+    try:
+        return await server_handshake(conn, keys, welcome, timeout, name, identity, limits)
+    except HandshakeError as exc:
+        log.warning("refused connection from %s: %s", peer, exc)
+        await conn.close_soon()
+    except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError) as exc:
+        # a port probe (connect, close) is routine; a peer that stalls is not
+        level = logging.DEBUG if isinstance(exc, ConnectionClosed) else logging.INFO
+        log.log(level, "dropped connection from %s during handshake: %s", peer,
+                "no hello within --msg_timeout" if isinstance(exc, asyncio.TimeoutError)
+                else exc)
+        conn.close()
+    return None
