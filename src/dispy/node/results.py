@@ -14,6 +14,8 @@ import sqlite3
 import struct
 from collections.abc import Iterable
 
+from .. import fsafe
+
 _LEN = struct.Struct("!Q")
 
 
@@ -33,6 +35,9 @@ def _unpack(blob: bytes) -> list[bytes]:
 
 class ResultStore:
     def __init__(self, path: str) -> None:
+        # 0600, no symlink: results are the clients' data (SQLite gives -wal and -shm
+        # the database's mode)
+        fsafe.private_file(path)
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
