@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle  # only to encode None; the daemon never unpickles
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .. import fsafe
 from ..wire.frames import PRE_AUTH_MAX_HEADER, FrameError, read_frame
 from . import service
 from .computation import Computation, JobLink
@@ -152,7 +152,7 @@ class JobRunner:
             writer.close()
             return
         comp = self.job_tokens.get(str(hello.get("token")))
-        pid = hello.get("pid")
+        pid = await self._link_pid(comp, hello)
         if comp is None or not isinstance(pid, int) or comp.closing is not None:
             writer.close()
             return
@@ -170,6 +170,27 @@ class JobRunner:
         finally:
             writer.close()
             self._link_lost(comp, link)
+
+    async def _link_pid(self, comp: Computation | None, hello: dict) -> int | None:
+        """The pid of the job process behind a new link, as its host told us (never as
+        the link claims it): signals and reaping go only to processes the host forked."""
+        link_id = hello.get("link")
+        if comp is None or not isinstance(link_id, str):
+            return None
+        pid = comp.link_pids.pop(link_id, None)
+        if pid is None and link_id not in comp.link_waiters:  # the host's word may lag
+            fut = comp.link_waiters[link_id] = asyncio.get_running_loop().create_future()
+            try:
+                pid = await asyncio.wait_for(fut, self.opts.msg_timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                comp.link_waiters.pop(link_id, None)
+        if pid is None or pid in comp.links:
+            log.warning("computation %r: refused a job link the host did not fork",
+                        comp.name)
+            return None
+        return pid
 
     def _on_link(self, comp: Computation, link: JobLink, header: dict,
                  bufs: list[bytes]) -> None:
@@ -202,10 +223,7 @@ class JobRunner:
             self.busy -= 1
             self._close_if_broken(comp)
         for path in comp.job_files.pop(uid, ()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            fsafe.remove_beneath(comp.tree, path)
         self.jobs_done += 1
         comp.jobs_done += 1
         if uid in self.killed:  # its client was told at service end
@@ -264,7 +282,14 @@ class JobRunner:
 
     def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")
-        if op == "reaped":
+        if op == "forked":
+            pid, link_id = header.get("pid"), str(header.get("link"))
+            waiter = comp.link_waiters.get(link_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(pid)
+            else:
+                comp.link_pids[link_id] = pid
+        elif op == "reaped":
             link = comp.reaping.pop(header.get("pid"), None)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
