@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import socket
 import time
 import uuid
 from typing import Any
 
-from .. import config
+from .. import config, fsafe
 from .._version import __version__
 from ..client.links import Profile
 from ..wire import heap, tls
@@ -56,9 +55,14 @@ class SchedulerDaemon:
     async def start(self) -> None:
         heap.keep_freed()
         config.MsgTimeout = self.opts.msg_timeout
+        try:  # 0700, refused if another local user owns it or may write to it
+            fsafe.private_tree(self.opts.dest_path_prefix,
+                               ("dispy", f"scheduler-{self.opts.scheduler_port}"))
+        except (ValueError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise SystemExit(f"dispyscheduler: cannot use {self.root}: {why}") from None
         if self.opts.clean:
-            shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
+            fsafe.clear_tree(self.root)
         loop = asyncio.get_running_loop()
         try:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
@@ -85,7 +89,8 @@ class SchedulerDaemon:
                  self.opts.node_port, self.opts.policy)
         if not self.opts.cluster_secret:
             log.warning("dispyscheduler runs without --cluster_secret: anyone who can reach"
-                        " port %d can run code on the nodes", self.opts.scheduler_port)
+                        " port %d can run code on its nodes and read its programs' jobs;"
+                        " use --cluster_secret", self.opts.scheduler_port)
         if self.opts.config_file:
             log.info("options from %s (command-line options win)", self.opts.config_file)
         self.spawn(self._housekeeping())
@@ -141,7 +146,7 @@ class SchedulerDaemon:
         client_id = str(hello.get("client_id") or uuid.uuid4().hex)
         session = self.sessions.get(client_id)
         if session is None:
-            root = os.path.join(self.root, client_id.replace("/", "_")[:64])
+            root = os.path.join(self.root, f"client-{uuid.uuid4().hex}")  # never a peer's id
             session = ClientSession(client_id, str(hello.get("client_name", "?")), peer[0],
                                     root)
             self.sessions[client_id] = session
@@ -208,7 +213,7 @@ class SchedulerDaemon:
 
     async def _remove_later(self, path: str) -> None:
         await asyncio.sleep(1)
-        shutil.rmtree(path, ignore_errors=True)
+        fsafe.remove_beneath(self.root, path)
 
     # ---- status ---------------------------------------------------------------------
 
