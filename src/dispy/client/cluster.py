@@ -81,6 +81,11 @@ def _check_callable(fn: Any, what: str) -> Any:
 class JobCluster:
     """Run ``computation`` on the nodes; ``submit`` returns a :class:`DispyJob` at once."""
 
+    #: said once per cluster created without a secret
+    _NO_SECRET = ("cluster %r has no secret: anyone who can reach its nodes can run code"
+                  " on them, and anyone who answers as a node gets its computation and"
+                  " jobs; give secret=... (and dispynode -s)")
+
     def __init__(
         self,
         computation: Any,
@@ -159,6 +164,8 @@ class JobCluster:
         self._closed = False
         self._start_time = time.time()
         self._recover_file = recover_file
+        if not secret:
+            log.warning(self._NO_SECRET, self._name)
         self._engine = Engine.get(port, ip_addr)
         self._state = _ClusterState(
             self, cid=f"{os.getpid():x}.{next(_cids)}", name=self._name, allocs=allocs,

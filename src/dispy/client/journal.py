@@ -13,6 +13,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import fsafe
 from ..wire import auth
 from .job import DispyJob
 
@@ -51,8 +52,10 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
+            # 0600 from the start, never through a symlink: it holds the key that
+            # authenticates to the nodes (SQLite gives -wal the same mode)
+            fsafe.private_file(path)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            os.chmod(path, 0o600)  # it holds the key that authenticates to the nodes
             # Only this process writes it, and only a crash of this process must not lose
             # it (the OS keeps written pages): no fsync, no shared-memory locking per commit.
             self.db.execute("PRAGMA locking_mode=EXCLUSIVE")

@@ -46,6 +46,10 @@ class SharedJobCluster(JobCluster):
     until the running computations close, then has every node to itself.
     """
 
+    _NO_SECRET = ("SharedJobCluster %r has no secret: anyone who can reach the scheduler"
+                  " can run code on its nodes and read this program's jobs; give"
+                  " secret=... (dispyscheduler --cluster_secret)")
+
     def __init__(self, computation: Any, nodes: Any = None, depends: list | None = None,
                  callback: Any = None, cluster_status: Any = None, ip_addr: Any = None,
                  port: int | None = None, scheduler_node: str | None = None,

@@ -13,12 +13,12 @@ import asyncio
 import logging
 import os
 import secrets
-import shutil
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import fsafe
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 
@@ -137,7 +137,8 @@ class JobLink:
 class Computation:
     """One client computation on this node."""
 
-    def __init__(self, cid: str, header: dict, bundle: bytes, directory: str, session: Any):
+    def __init__(self, cid: str, header: dict, bundle: bytes, directory: str, session: Any,
+                 tree: str | None = None) -> None:
         self.cid = cid
         self.name = str(header.get("name", "?"))
         self.kind = header.get("kind", "function")
@@ -145,6 +146,8 @@ class Computation:
         self.own_dir = header.get("dest_path") is None
         self.bundle = bundle
         self.dir = directory
+        #: the node's tree: files of this computation are removed only inside it
+        self.tree = tree or directory
         self.session = session
         self.host: HostProcess | None = None
         #: shown to the computation host, which hands it to each job process it forks:
@@ -158,6 +161,10 @@ class Computation:
         #: ones (one per CPU, at setup) have
         self.forking = 0
         self.forked: asyncio.Future | None = None
+        #: link id -> pid of a job process the host forked (told on the host's own
+        #: socket), until that process's link connects; and links waiting for it
+        self.link_pids: dict[str, int] = {}
+        self.link_waiters: dict[str, asyncio.Future] = {}
         #: job processes lost, waiting for the host to tell how they ended
         self.reaping: dict[int, JobLink] = {}
         #: (status, reason) for the jobs still running once the computation closes
@@ -165,6 +172,8 @@ class Computation:
         self.files: list[str] = []
         #: job uid -> files sent with that job (dispy_job_depends), removed after it
         self.job_files: dict[str, list[str]] = {}
+        #: file names already refused (logged once, not once per chunk)
+        self.refused_files: set[str] = set()
         self.failed: str | None = None
         self.ready = False
         self.jobs_done = 0
@@ -175,10 +184,7 @@ class Computation:
         if not (self.cleanup or force):
             return
         if self.own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            fsafe.remove_beneath(self.tree, self.dir)
             return
         for path in self.files:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            fsafe.remove_beneath(self.tree, path)

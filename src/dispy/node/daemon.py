@@ -8,7 +8,6 @@ cannot be delivered at once are kept until the client acknowledges them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -16,6 +15,7 @@ import platform
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil
 
+from .. import fsafe
 from .._version import __version__
-from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import auth, connection, discovery, handshake, heap, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
@@ -93,9 +93,17 @@ class NodeDaemon(JobRunner):
 
     def _lock(self) -> None:
         """Own ``root`` with an flock: the kernel drops it when a node dies (even kill -9),
-        so a stale file never stops a restart, while a live node on it is refused."""
-        os.makedirs(self.root, exist_ok=True)
-        fd = os.open(os.path.join(self.root, "node.pid"), os.O_RDWR | os.O_CREAT, 0o644)
+        so a stale file never stops a restart, while a live node on it is refused.
+
+        The tree is made 0700 and refused when another local user owns it or may write
+        to it (they could plant symlinks: a root node would write through them)."""
+        try:
+            fsafe.private_tree(self.opts.dest_path_prefix,
+                               ("dispy", f"node-{self.opts.node_port}"))
+            fd = fsafe.open_beneath(self.root, os.path.join(self.root, "node.pid"),
+                                    os.O_RDWR | os.O_CREAT, 0o600)
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"dispynode: cannot use {self.root}: {_why(exc)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -114,16 +122,7 @@ class NodeDaemon(JobRunner):
 
     def _clean(self) -> None:
         """--clean: remove files and saved results of earlier runs (all but the lock)."""
-        for entry in os.scandir(self.root):
-            if entry.name == "node.pid":
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
+        fsafe.clear_tree(self.root, keep=("node.pid",))
         log.info("--clean: removed files of earlier runs in %s", self.root)
 
     async def start(self) -> None:
@@ -184,7 +183,11 @@ class NodeDaemon(JobRunner):
 
     def _restore_results(self) -> None:
         """Results kept by an earlier run wait for their clients (recover_jobs)."""
-        self.store = ResultStore(os.path.join(self.root, "results.log"))
+        try:
+            self.store = ResultStore(os.path.join(self.root, "results.log"))
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"dispynode: cannot keep results in {self.root}:"
+                             f" {_why(exc)}") from None
         kept = self.store.load()
         for sid, (name, results) in kept.items():
             session = Session(sid, "?", name, "?")
@@ -517,22 +520,32 @@ class NodeDaemon(JobRunner):
             session.send({"op": "setup_done", "cid": cid, "ok": False,
                           "reason": f"node is {self._service_text()}"})
             return
+        try:
+            directory = self._computation_dir(session, cid, header.get("dest_path"))
+        except (ValueError, OSError) as exc:
+            log.warning("refused computation %r from %s: %s", str(header.get("name"))[:80],
+                        session.describe(), _why(exc))
+            session.send({"op": "setup_done", "cid": cid, "ok": False, "reason": _why(exc)})
+            return
         self.owner = session
         session.orphan = False
-        base = os.path.join(self.root, "clients", session.sid)
-        dest = header.get("dest_path")
-        try:
-            directory = safe_join(base, dest) if dest else os.path.join(base, cid)
-        except ValueError as exc:
-            session.send({"op": "setup_done", "cid": cid, "ok": False, "reason": str(exc)})
-            return
-        os.makedirs(directory, exist_ok=True)
-        comp = Computation(cid, header, bufs[0] if bufs else b"", directory, session)
+        comp = Computation(cid, header, bufs[0] if bufs else b"", directory, session,
+                           tree=self.root)
         session.computations[cid] = comp
         pulse = header.get("pulse_interval")
         if isinstance(pulse, (int, float)) and pulse > 0:
             session.pulse_interval = min(pulse, session.pulse_interval or pulse)
         log.info("computation %r from %s", comp.name, session.describe())
+
+    def _computation_dir(self, session: Session, cid: str, dest: Any) -> str:
+        """The computation's directory (made here): ``clients/<session id>/<cid or
+        dest_path>``, ids checked so that no peer names a path outside the tree."""
+        fsafe.check_id(session.sid, "session id")
+        fsafe.check_id(cid, "computation id")
+        base = fsafe.safe_join(self.root, "clients", session.sid)
+        directory = fsafe.safe_join(base, dest) if dest else fsafe.safe_join(base, cid)
+        fsafe.makedirs_beneath(self.root, directory)
+        return directory
 
     def _file(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         comp = session.computations.get(messages.id_field(header, "cid"))
@@ -544,18 +557,19 @@ class NodeDaemon(JobRunner):
             return
         job_uid = header.get("job")
         try:
-            path = safe_join(comp.dir, header["path"])
-            reason = too_big(int(header["size"]), self.opts.max_file_size)
-            if reason:
-                raise ValueError(f"{header['path']}: {reason}")
-            if write_chunk(path, header, bufs):
+            path = fsafe.safe_join(comp.dir, header["path"])
+            if fsafe.write_chunk(self.root, path, header, bufs, self.opts.max_file_size):
                 if job_uid is None:
                     comp.files.append(path)
                 else:
                     comp.job_files.setdefault(str(job_uid), []).append(path)
                 if reply is not None:
                     session.send({"op": "reply", "reply": reply, "ok": True})
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            if str(header.get("path")) not in comp.refused_files:  # once, not per chunk
+                comp.refused_files.add(str(header.get("path")))
+                log.warning("refused file %r from %s: %s", header.get("path"),
+                            session.describe(), _why(exc))
             if reply is not None:  # cluster.send_file: the client reports it
                 session.send({"op": "reply", "reply": reply, "ok": False, "reason": str(exc)})
             elif job_uid is None:
@@ -579,12 +593,12 @@ class NodeDaemon(JobRunner):
         need = []
         for entry in header.get("files", ()):
             try:
-                path = safe_join(comp.dir, entry["path"]) if comp else None
-                st = os.stat(path) if path else None
+                path = fsafe.safe_join(comp.dir, entry["path"]) if comp else None
+                st = os.stat(path, follow_symlinks=False) if path else None
             except (ValueError, KeyError, TypeError, OSError):
                 st = None
             if (comp is not None and path is not None and st is not None
-                    and st.st_size == entry.get("size")
+                    and stat.S_ISREG(st.st_mode) and st.st_size == entry.get("size")
                     and st.st_mtime_ns == entry.get("mtime_ns")):
                 comp.files.append(path)
             else:
@@ -639,15 +653,15 @@ class NodeDaemon(JobRunner):
 
     def _remove_client_dir(self, session: Session) -> None:
         """The client's own directory, once empty (it keeps files with cleanup=False)."""
-        if not session.computations:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(self.root, "clients", session.sid))
+        if not session.computations and fsafe.valid_id(session.sid):
+            fsafe.remove_beneath(self.root, os.path.join(self.root, "clients", session.sid),
+                                 only_empty=True)
 
     def _check_free(self, session: Session) -> None:
         """Release the node when its owner has nothing left here."""
+        self._remove_client_dir(session)  # even while results await acks
         if session.computations or (session.undelivered and not session.orphan):
             return
-        self._remove_client_dir(session)
         if session.conn is None and not session.undelivered:
             self.sessions.pop(session.sid, None)
         if self.owner is session:
@@ -768,6 +782,13 @@ class NodeDaemon(JobRunner):
         self._start_jobs()
         if self.cpus and self.owner is None:
             self.announce()
+
+
+def _why(exc: BaseException) -> str:
+    """An error as one line for a log or a peer (an OSError without its errno prefix)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def install_signals(daemon: NodeDaemon) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import selectors
 import signal
 import socket
@@ -113,7 +114,9 @@ class ComputationHost:
 
     def _fork(self) -> None:
         """Fork a job process, connected to the daemon before the fork so that a
-        failure is seen here; the daemon learns its pid in the hello sent from here."""
+        failure is seen here. The daemon learns its pid from this host's own socket
+        ("forked"), never from the job socket: the hello there names only a link id,
+        drawn after the fork so the job process never knows it."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.jobs_path)
@@ -129,13 +132,19 @@ class ComputationHost:
         if pid == 0:
             self.daemon.close()
             jobproc.serve(sock, slot, self.computation, self.program)
-        send_frame_sync(sock, {"op": "hello", "token": self.token, "pid": pid})
-        sock.close()
         self.procs[pid] = JobProcess(pid, slot)
+        link = secrets.token_hex(16)
+        send_frame_sync(self.daemon, {"op": "forked", "pid": pid, "link": link})
+        send_frame_sync(sock, {"op": "hello", "token": self.token, "link": link})
+        sock.close()
 
-    def _reap(self, pid: int) -> str:
-        """Wait for a job process whose socket closed; say how it ended."""
-        self.procs.pop(pid, None)
+    def _reap(self, pid: object) -> str:
+        """Wait for a job process whose socket closed; say how it ended. Only a process
+        forked here is waited for or killed: never a pid merely named (0 or -1 would
+        be a whole process group, or every process)."""
+        if not isinstance(pid, int) or self.procs.pop(pid, None) is None:
+            log.warning("asked to reap pid %r, which is not a job process of this host", pid)
+            return "not a job process of this computation"
         deadline = time.monotonic() + REAP_WAIT
         try:
             while True:
@@ -143,7 +152,7 @@ class ComputationHost:
                 if done:
                     break
                 if time.monotonic() > deadline:  # closed its socket but lives on
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)  # forked here: pid > 0
                     _, status = os.waitpid(pid, 0)
                     return "job process closed its connection; killed"
                 time.sleep(0.005)
@@ -189,7 +198,7 @@ class ComputationHost:
             send_frame_sync(self.daemon, {"op": "settled", "pid": pid})
         elif op == "reap" and isinstance(pid, int):
             send_frame_sync(self.daemon, {"op": "reaped", "pid": pid,
-                                          "reason": self._reap(int(pid))})
+                                          "reason": self._reap(pid)})
         elif op == "close":
             self._close()
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle  # only to encode None; the daemon never unpickles
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .. import fsafe
 from ..daemon.files import too_big
 from ..wire import messages
 from ..wire.codec import FrameError
@@ -160,7 +160,7 @@ class JobRunner:
         except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError):
             return
         comp = self.job_tokens.get(str(hello.get("token")))
-        pid = hello.get("pid")
+        pid = await self._link_pid(comp, hello)
         if comp is None or not isinstance(pid, int) or comp.closing is not None:
             return
         link = JobLink(pid, conn)
@@ -177,6 +177,27 @@ class JobRunner:
         finally:
             conn.close()
             self._link_lost(comp, link)
+
+    async def _link_pid(self, comp: Computation | None, hello: dict) -> int | None:
+        """The pid of the job process behind a new link, as its host told us (never as
+        the link claims it): signals and reaping go only to processes the host forked."""
+        link_id = hello.get("link")
+        if comp is None or not isinstance(link_id, str):
+            return None
+        pid = comp.link_pids.pop(link_id, None)
+        if pid is None and link_id not in comp.link_waiters:  # the host's word may lag
+            fut = comp.link_waiters[link_id] = asyncio.get_running_loop().create_future()
+            try:
+                pid = await asyncio.wait_for(fut, self.opts.msg_timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                comp.link_waiters.pop(link_id, None)
+        if pid is None or pid in comp.links:
+            log.warning("computation %r: refused a job link the host did not fork",
+                        comp.name)
+            return None
+        return pid
 
     def _on_link(self, comp: Computation, link: JobLink, header: dict,
                  bufs: list[bytes]) -> None:
@@ -211,10 +232,7 @@ class JobRunner:
             self.busy -= 1
             self._close_if_broken(comp)
         for path in comp.job_files.pop(uid, ()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            fsafe.remove_beneath(comp.tree, path)
         self.jobs_done += 1
         comp.jobs_done += 1
         if uid in self.killed:  # its client was told at service end
@@ -274,7 +292,14 @@ class JobRunner:
         pid = header.get("pid")
         if not isinstance(pid, int):  # no job process named: -1 matches none
             pid = -1
-        if op == "reaped":
+        if op == "forked":
+            link_id = str(header.get("link"))
+            waiter = comp.link_waiters.get(link_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(pid)
+            else:
+                comp.link_pids[link_id] = pid
+        elif op == "reaped":
             link = comp.reaping.pop(pid, None)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED

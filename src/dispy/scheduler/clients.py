@@ -11,16 +11,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from .. import fsafe
 from ..client import joboptions
 from ..client.job import DispyJob
 from ..client.links import Profile
 from ..client.shipping import FileSpec
-from ..daemon.files import safe_join, too_big, write_chunk
 from ..wire import messages, oob
 from ..wire.connection import Connection
 from .engine import RelayedJob, RemoteCluster, SchedulerEngine, SharedAlloc
@@ -68,7 +67,7 @@ class ClientSession:
         if files:  # they are all under <store>/jobs/<uid>/
             first = files[0]
             root = first.local[:len(first.local) - len(os.path.normpath(first.relpath))]
-            shutil.rmtree(root, ignore_errors=True)
+            fsafe.remove_beneath(self.root, root)
 
     def describe(self) -> str:
         return f"client {self.name} at {self.addr}"
@@ -87,6 +86,8 @@ class ClientService:
         self.engine = engine
         self.opts = opts
         self.node_profile = node_profile
+        #: the scheduler's directory: nothing is written or removed outside it
+        self.root = os.path.join(opts.dest_path_prefix, "dispy", f"scheduler-{opts.scheduler_port}")
         #: runs a coroutine as a task the daemon keeps (and awaits at stop)
         self.spawn = spawn
         self._cids = itertools.count(1)
@@ -119,12 +120,16 @@ class ClientService:
         try:
             if ccid in session.clusters:
                 raise ValueError("computation was created already")
+            store = fsafe.safe_join(session.root, fsafe.check_id(ccid, "computation id"))
             allocs = self._allocs(header.get("allocs"), bufs, 1)
+            for relpath in [*header.get("files", ()), *(p for a in allocs for p in a.relpaths)]:
+                fsafe.safe_join(store, relpath)  # its files stay in its store
         except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("refused computation %r of %s: %s", str(header.get("name"))[:80],
+                        session.describe(), exc)
             session.send({"op": "refused", "cid": ccid, "reason": f"invalid computation: {exc}"})
             return
         cid = f"s{next(self._cids)}.{ccid}"
-        store = os.path.join(session.root, ccid.replace("/", "_"))
         opts = self.opts
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
                            self.node_profile, opts.pulse_interval,
@@ -187,7 +192,7 @@ class ClientService:
     def _forget(self, cs: RemoteCluster) -> None:
         cs.session.clusters.pop(cs.client_cid, None)
         self.computations.pop(cs.cid, None)
-        shutil.rmtree(cs.store, ignore_errors=True)
+        fsafe.remove_beneath(self.root, cs.store)
 
     def close_request(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
         cs = session.clusters.get(str(header.get("cid")))
@@ -205,19 +210,22 @@ class ClientService:
             return
         job_uid = header.get("job")
         target = header.get("node")
-        if job_uid is not None:
-            root = os.path.join(cs.store, "jobs", str(job_uid).replace("/", "_"))
-        elif target is not None:
-            root = os.path.join(cs.store, "send", str(header.get("xfer")).replace("/", "_"))
-        else:
-            root = cs.store
         try:
-            path = safe_join(root, header["path"])
-            reason = too_big(int(header["size"]), self.opts.max_file_size)
-            if reason:
-                raise ValueError(f"{header['path']}: {reason.replace('node', 'scheduler')}")
-            complete = write_chunk(path, header, bufs)
-        except (ValueError, KeyError, OSError) as exc:
+            if job_uid is not None:
+                root = fsafe.safe_join(cs.store, "jobs", fsafe.check_id(job_uid, "job uid"))
+            elif target is not None:
+                root = fsafe.safe_join(cs.store, "send",
+                                       fsafe.check_id(header.get("xfer"), "transfer id"))
+            else:
+                root = cs.store
+            path = fsafe.safe_join(root, header["path"])
+            complete = fsafe.write_chunk(self.root, path, header, bufs,
+                                         self.opts.max_file_size, "scheduler")
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            if str(header.get("path")) not in cs.refused_files:  # once, not per chunk
+                cs.refused_files.add(str(header.get("path")))
+                log.warning("refused file %r of %s: %s", header.get("path"), cs.describe(),
+                            exc)
             if target is not None:
                 _reply(session, header, ok=False, reason=str(exc))
             elif job_uid is None:
@@ -242,7 +250,7 @@ class ClientService:
                 "the node refused it (the scheduler's log says why)")
             _reply(session, header, ok=rc == 0, reason=None if rc == 0 else reason)
         finally:
-            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+            fsafe.remove_beneath(cs.store, os.path.dirname(path))
 
     def _node(self, cs: RemoteCluster, node: Any) -> Any:
         try:

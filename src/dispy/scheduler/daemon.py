@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import socket
 import time
 import uuid
 from typing import Any
 
-from .. import config
+from .. import config, fsafe
 from .._version import __version__
 from ..client.links import Profile
 from ..wire import auth, connection, handshake, heap, tls
@@ -80,9 +79,14 @@ class SchedulerDaemon:
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
         # its directory only once it serves: a start that fails leaves nothing behind
+        try:  # 0700, refused if another local user owns it or may write to it
+            fsafe.private_tree(self.opts.dest_path_prefix,
+                               ("dispy", f"scheduler-{self.opts.scheduler_port}"))
+        except (ValueError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise SystemExit(f"dispyscheduler: cannot use {self.root}: {why}") from None
         if self.opts.clean:
-            shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
+            fsafe.clear_tree(self.root)
         await self.engine.start()
         addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
         log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
@@ -90,7 +94,8 @@ class SchedulerDaemon:
                  self.opts.node_port, self.opts.policy)
         if not self.opts.cluster_secret:
             log.warning("dispyscheduler runs without --cluster_secret: anyone who can reach"
-                        " port %d can run code on the nodes", self.opts.scheduler_port)
+                        " port %d can run code on its nodes and read its programs' jobs;"
+                        " use --cluster_secret", self.opts.scheduler_port)
         if self.opts.config_file:
             log.info("options from %s (command-line options win)", self.opts.config_file)
         self.spawn(self._housekeeping())
@@ -149,7 +154,8 @@ class SchedulerDaemon:
         if session is None:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,
-                                    os.path.join(self.root, sid), self.opts.msg_timeout)
+                                    os.path.join(self.root, f"client-{uuid.uuid4().hex}"),
+                                    self.opts.msg_timeout)  # its directory: never a peer's id
             self.sessions[sid] = session
             log.info("%s connected", session.describe())
         elif session.conn is not None:
@@ -213,7 +219,7 @@ class SchedulerDaemon:
 
     async def _remove_later(self, path: str) -> None:
         await asyncio.sleep(1)
-        shutil.rmtree(path, ignore_errors=True)
+        fsafe.remove_beneath(self.root, path)
 
     # ---- status ---------------------------------------------------------------------
 

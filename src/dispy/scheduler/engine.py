@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
+from ..fsafe import safe_join
 from ..wire import discovery, messages
 
 log = logging.getLogger("dispy.scheduler")
@@ -79,7 +79,7 @@ class RemoteCluster:
         self.cleanup = bool(header.get("cleanup", True))
         self.allocs = allocs
         self.store = store
-        files = [FileSpec(os.path.join(store, p), p) for p in header.get("files", ())]
+        files = [FileSpec(safe_join(store, p), p) for p in header.get("files", ())]
         self.package = Package(bundle, files, str(header.get("program") or "") or None)
         self.profile = node_profile
         self.pulse_interval = pulse_interval
@@ -94,11 +94,13 @@ class RemoteCluster:
         #: node key -> (cpus, setup_args blob, relpaths) the client's allocate() chose
         self.per_node: dict[tuple, tuple[int, bytes, list[str]]] = {}
         self.failed: str | None = None
+        #: file names already refused (logged once, not once per chunk)
+        self.refused_files: set[str] = set()
         self.created = time.monotonic()
         self.stall_reported = 0.0
 
     def node_files(self, alloc: SharedAlloc) -> list[FileSpec]:
-        return [FileSpec(os.path.join(self.store, p), p) for p in alloc.relpaths]
+        return [FileSpec(safe_join(self.store, p), p) for p in alloc.relpaths]
 
     def job_finished(self) -> None:
         pass
@@ -163,7 +165,16 @@ class SchedulerEngine(Engine):
         if not isinstance(cpus, int) or cpus <= 0 or not bufs:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
             return
-        cs.per_node[link.key] = (cpus, bufs[0], [str(p) for p in header.get("depends", ())])
+        relpaths = [str(p) for p in header.get("depends", ())]
+        try:
+            for relpath in relpaths:
+                safe_join(cs.store, relpath)
+        except ValueError as exc:
+            log.warning("%s: NodeAllocate.allocate for %s named a file outside its"
+                        " directory: %s", cs.describe(), link.describe(), exc)
+            link.clusters[cs.cid] = "unused: invalid file name"
+            return
+        cs.per_node[link.key] = (cpus, bufs[0], relpaths)
         cs.node_cpus[link.key] = min(cpus, link.node.cpus)
         await self._setup(link, cs, alloc)
 
@@ -174,7 +185,7 @@ class SchedulerEngine(Engine):
     def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
         chosen = cs.per_node.get(link.key)
         blob, relpaths = (chosen[1], chosen[2]) if chosen else (alloc.setup_blob, alloc.relpaths)
-        files = list(cs.package.files) + [FileSpec(os.path.join(cs.store, p), p)
+        files = list(cs.package.files) + [FileSpec(safe_join(cs.store, p), p)
                                           for p in relpaths]
         return self._set_up(link, cs, files, blob)
 
