@@ -31,7 +31,7 @@ from .codec import (
     Limits,
     Message,
     Sealer,
-    encode,
+    encode_sized,
     loads,
     nbytes,
 )
@@ -59,6 +59,7 @@ class Connection(asyncio.BufferedProtocol):
         self._sealer: Sealer | None = None
         self._out: list[Buffer] = []
         self._out_size = 0
+        self._out_big = False
         self._flush_soon = False
         self._waiter: asyncio.Future | None = None
         self._closed: str | None = None
@@ -199,12 +200,13 @@ class Connection(asyncio.BufferedProtocol):
         """Queue a frame; frames queued in one loop iteration go out together."""
         if self.is_closing():
             return False
-        pieces = encode(header, buffers)
+        pieces, size, big = encode_sized(header, buffers)
         if not self._out and not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self.flush)
         self._out += pieces
-        self._out_size += sum(nbytes(p) for p in pieces)
+        self._out_size += size
+        self._out_big = self._out_big or big
         if self._out_size >= RECORD_TARGET:
             self.flush()
         return True
@@ -212,11 +214,17 @@ class Connection(asyncio.BufferedProtocol):
     def flush(self) -> None:
         """Write what ``send`` queued now."""
         self._flush_soon = False
-        pieces, self._out, self._out_size = self._out, [], 0
+        pieces, size, big = self._out, self._out_size, self._out_big
+        self._out, self._out_size, self._out_big = [], 0, False
         if not pieces or self.is_closing():
             return
         if self._sealer is not None:
-            pieces = self._sealer.seal(pieces)
+            pieces = self._sealer.seal(pieces, size)
+        if not big:  # the common case: one write of small pieces
+            assert self.transport is not None
+            self.bytes_out += size
+            self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            return
         self._write(pieces)
 
     def _write(self, pieces: list[Buffer]) -> None:
