@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import free_port
 
 import dispy
 from dispy.node import options as node_options
@@ -62,9 +64,19 @@ def test_scheduler_conflicting_policies_are_an_error(capsys):
     assert exc.value.code == 2 and "choose one policy" in capsys.readouterr().err
 
 
-def test_scheduler_httpd_says_it_is_ignored(scheduler_factory):
-    sched = scheduler_factory("--httpd")
-    assert "--httpd" in sched.output() and "ignored" in sched.output()
+def test_scheduler_httpd_port_in_use_is_a_clear_error(tmp_path):
+    """--httpd serves the monitor page (tests/web/test_scheduler_httpd.py); a port that
+    is taken is a one-line reason, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = subprocess.run([sys.executable, "-m", "dispy.dispyscheduler", "-i", "127.0.0.1",
+                              "--scheduler_port", str(free_port()), "-p", str(free_port()),
+                              "--httpd", "--httpd_port", str(taken.getsockname()[1]),
+                              "--daemon", "--dest_path_prefix", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0, run.stderr
+    assert "--httpd cannot serve on port" in run.stderr and "Traceback" not in run.stderr
 
 
 def use_init_global(x):

@@ -26,6 +26,7 @@ from ..wire.connection import Connection, ConnectionClosed
 from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .engine import SchedulerEngine
+from .httpd import SchedulerMonitor
 from .options import SchedulerOptions
 
 log = logging.getLogger("dispy.scheduler")
@@ -45,6 +46,7 @@ class SchedulerDaemon:
         self.stop_event = asyncio.Event()
         self.engine: SchedulerEngine | None = None
         self.service: ClientService | None = None
+        self.monitor: SchedulerMonitor | None = None
         #: bounds connections that have not authenticated yet (wire/admission.py)
         self.admission = Admission("dispyscheduler", logger=log)
 
@@ -99,7 +101,26 @@ class SchedulerDaemon:
         if self.opts.config_file:
             log.info("options from %s (command-line options win)", self.opts.config_file)
         self.spawn(self._housekeeping())
+        if self.opts.httpd:
+            self._start_monitor()
         self._find_nodes()
+
+    def _start_monitor(self) -> None:
+        """--httpd: the monitor page of every program's computation."""
+        assert self.engine is not None and self.service is not None
+        try:
+            self.monitor = SchedulerMonitor(self.opts.httpd_host, self.opts.httpd_port,
+                                            asyncio.get_running_loop())
+        except OSError as exc:
+            raise SystemExit(f"dispyscheduler: --httpd cannot serve on port"
+                             f" {self.opts.httpd_port}: {exc.strerror or exc}") from None
+        self.engine.observer = self.monitor.event
+        self.spawn(self._follow_computations())
+
+    async def _follow_computations(self) -> None:
+        while self.monitor is not None and self.service is not None:
+            self.monitor.sync(self.service.computations)
+            await asyncio.sleep(1.0)
 
     def _find_nodes(self) -> None:
         """Ask the nodes on our networks (and those named with -n) to announce themselves,
@@ -114,6 +135,9 @@ class SchedulerDaemon:
         """Close every computation (running jobs are terminated), then the connections."""
         for server in self.servers:
             server.close()
+        if self.monitor is not None:
+            monitor, self.monitor = self.monitor, None
+            await asyncio.get_running_loop().run_in_executor(None, monitor.shutdown)
         if self.service is not None:
             for cs in list(self.service.computations.values()):
                 cs.session.send({"op": "scheduler_stopping", "cid": cs.client_cid})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..client.engine import Engine
@@ -127,6 +128,8 @@ class SchedulerEngine(Engine):
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
         self.extra_nodes = list(extra_nodes or [])
+        #: sees every job and node event of every computation (--httpd's monitor)
+        self.observer: Callable[[Any, int, Any, Any], None] | None = None
 
     async def start(self) -> None:
         await self._start()
@@ -210,6 +213,8 @@ class SchedulerEngine(Engine):
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.by_client_uid.pop(job.client_uid, None)
+        if self.observer is not None:
+            self.observer(cs, int(header.get("status", DispyJob.Finished)), None, job)
         cs.session.result({**header, "op": "done", "uid": job.client_uid,
                            "cid": cs.client_cid}, bufs)
         cs.session.drop_job_files(job.client_uid)
@@ -239,6 +244,8 @@ class SchedulerEngine(Engine):
                         header.get("path"), link.describe())
 
     def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+        if self.observer is not None:
+            self.observer(cs, status, node, job)
         if node is not None:
             cs.session.send({"op": "node", "cid": cs.client_cid, "status": status,
                              "node": node_info(node)})

@@ -33,10 +33,6 @@ async def _serve(argv: list[str] | None) -> int:
         shown[key] = "(given)" if shown[key] else ""
     logging.getLogger("dispy.scheduler").debug(
         "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
-    if opts.httpd:
-        logging.getLogger("dispy.scheduler").warning(
-            "--httpd: the monitor web page (dispy.httpd) is not available in this version;"
-            " the option is ignored")
     daemon = SchedulerDaemon(opts)
     install_signals(daemon)
     return await serve_until_stopped(daemon, opts.daemon, _menu)

@@ -42,8 +42,10 @@ class SchedulerOptions:
     cooperative: bool = False
     #: 4.15 --cleanup_nodes: remove programs' files on nodes even with cleanup=False
     cleanup_nodes: bool = False
-    #: 4.15 --httpd (the monitor web page); not available yet
+    #: 4.15 --httpd: the monitor web page (dispy.httpd) for every program's computation
     httpd: bool = False
+    httpd_host: str = ""
+    httpd_port: int = config.HTTPServerPort
     clean: bool = False
     debug: bool = False
     daemon: bool = False
@@ -107,8 +109,13 @@ def parser() -> argparse.ArgumentParser:
                    help="remove programs' files on the nodes when their computations close,"
                         " even with cleanup=False")
     p.add_argument("--httpd", action="store_true",
-                   help="4.15's monitor web page: not available in this version (ignored,"
-                        " with a warning)")
+                   help="serve the monitor web page (dispy.httpd) of every program's"
+                        " computation")
+    p.add_argument("--httpd_host", default="",
+                   help="address of the monitor page (default localhost; elsewhere it asks"
+                        " for the login token printed at start)")
+    p.add_argument("--httpd_port", type=int, default=config.HTTPServerPort,
+                   help="port of the monitor page (default %(default)s)")
     p.add_argument("--clean", action="store_true",
                    help="remove files of earlier runs at start")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
@@ -173,5 +180,6 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
         max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
         cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,
+        httpd_host=a.httpd_host, httpd_port=a.httpd_port,
         daemon=a.daemon, config_file=a.config,
     )
