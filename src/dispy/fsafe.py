@@ -260,8 +260,18 @@ def private_file(path: str) -> None:
     """Create ``path`` 0600 if missing, or narrow it to 0600 when it is ours; refuse a
     symlink or anything but a plain file (UnsafePath). SQLite gives its -wal and -shm
     files the mode of the database, so this keeps them private too."""
+    _narrow(path, os.O_RDWR | os.O_CREAT)
+    for extra in (path + "-wal", path + "-shm"):  # left by an earlier, wider-open run
+        try:
+            _narrow(extra, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+
+
+def _narrow(path: str, flags: int) -> None:
+    """Open ``path`` without following a symlink; a plain file of ours becomes 0600."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePath(f"{path} is a symbolic link; it is not followed") from None
@@ -274,23 +284,6 @@ def private_file(path: str) -> None:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
-    for extra in (path + "-wal", path + "-shm"):  # left by an earlier, wider-open run
-        try:
-            fd = os.open(extra, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafePath(f"{extra} is a symbolic link; it is not followed") from None
-            raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafePath(f"{extra} is not a regular file")
-            if st.st_uid == os.geteuid():
-                os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
 
 
 # ---- uploads ------------------------------------------------------------------------------

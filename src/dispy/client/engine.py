@@ -253,12 +253,10 @@ class Engine:
     # ---- discovery datagrams --------------------------------------------------------
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") != "node":
+        node = discovery.announced_node(msg, addr)
+        if node is None:
             return
-        ip = msg.get("ip_addr") or addr[0]
-        port = msg.get("port")
-        if not isinstance(ip, str) or not isinstance(port, int):
-            return
+        ip, port = node
         log.debug("discovery: node %s:%d answered (%s)", ip, port,
                   f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
         if msg.get("proto") != config.PROTOCOL_VERSION:

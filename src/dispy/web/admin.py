@@ -156,12 +156,10 @@ class AdminServer:
             self.udp.send(msg, (i.broadcast or i.address, self.opts.node_port))
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") != "node":
+        node = discovery.announced_node(msg, addr)
+        if node is None:
             return
-        ip = msg.get("ip_addr") or addr[0]
-        port = msg.get("port")
-        if not isinstance(ip, str) or not isinstance(port, int):
-            return
+        ip, port = node
         key = f"{ip}:{port}"
         rec = self.nodes.get(key)
         if rec is None:

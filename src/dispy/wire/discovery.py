@@ -127,3 +127,15 @@ def udp_socket(port: int, reuse: bool = True) -> socket.socket:
     sock.bind(("", port))
     sock.setblocking(False)
     return sock
+
+
+def announced_node(msg: dict[str, Any], addr: tuple) -> tuple[str, int] | None:
+    """(address, port) of the node a ``node`` datagram announces, or None for anything
+    else; the address is the one the node names (``--ext_ip_addr``), else the sender's."""
+    if msg.get("op") != "node":
+        return None
+    ip = msg.get("ip_addr") or addr[0]
+    port = msg.get("port")
+    if not isinstance(ip, str) or not isinstance(port, int):
+        return None
+    return ip, port
