@@ -377,6 +377,7 @@ class Engine:
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
             self._node_dead(link, "node restarted")
+            link.node = None  # another node now answers there: its counts start over
         link.node_id = welcome.get("node_id")
         link.conn, link.state, link.reason = conn, "connected", "connected"
         link.lost_at = None
