@@ -114,9 +114,11 @@ def test_cancel_escalates_to_sigterm(node):
     with make(node, ignores_interrupt) as cluster:
         job = cluster.submit(60)
         wait_started(job)
+        cancelled_at = time.time()
         cluster.cancel(job)
         assert job() is None
         assert job.status == dispy.DispyJob.Cancelled and "SIGTERM" in job.exception
+        assert job.start_time < cancelled_at  # when it started, not when it ended
         assert cluster.submit(0)() == "done"  # the node replaced the job process
 
 

@@ -568,7 +568,9 @@ class Engine:
             node.jobs_done += 1
             node.cpu_time += ran
             node.update_time = time.time()
-            avg = link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
+            if ran > 0:  # a job cancelled before it started tells nothing of run times
+                link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
+            avg = link.job_time if link.job_time is not None else PREFETCH_BELOW
             big = link.job_big = 0.8 * link.job_big + 0.2 * bool(header.get("oob"))
             self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
                                    if avg < PREFETCH_BELOW and big < 0.5 else 0)

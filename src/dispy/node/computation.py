@@ -110,13 +110,15 @@ class HostProcess:
 class JobLink:
     """The daemon's connection to one job process of a computation."""
 
-    __slots__ = ("pid", "conn", "uid", "cancelled", "settling", "lost")
+    __slots__ = ("pid", "conn", "uid", "started", "cancelled", "settling", "lost")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
         self.conn = conn
         #: the job it runs, or None when idle
         self.uid: str | None = None
+        #: when its job started (time.time()), reported if the job ends without a result
+        self.started = 0.0
         #: its job was cancelled or killed: when it ends, the host settles the process
         #: (stops its signal escalation) before it takes another job
         self.cancelled = False

@@ -123,6 +123,7 @@ class JobRunner:
             uid = header["uid"]
             comp.running[uid] = link
             link.uid = uid
+            link.started = time.time()
             job = {"op": "job", "uid": uid}
             if header.get("oob"):
                 job["oob"] = header["oob"]
@@ -250,11 +251,14 @@ class JobRunner:
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
                  link: JobLink | None = None) -> None:
-        """A job that ends without a result of its own (cancelled, process lost)."""
+        """A job that ends without a result of its own (cancelled, timed out, process
+        lost). Its start is when it reached a CPU, so the client's estimate of how long
+        jobs run (which decides sending jobs ahead) sees the time it took."""
         now = time.time()
+        start = link.started if link is not None and link.uid == uid else now
         self._job_done(comp, link, {
             "op": "done", "uid": uid, "status": status, "exception": reason,
-            "text": comp.kind != "program", "start_time": now, "end_time": now,
+            "text": comp.kind != "program", "start_time": start, "end_time": now,
         }, [_NONE, b"", b""])
 
     def _link_lost(self, comp: Computation, link: JobLink) -> None:
