@@ -39,11 +39,27 @@ def free_port() -> int:
 class NodeProcess:
     """A dispynode started by a test; its output goes to ``log``."""
 
-    def __init__(self, port: int, prefix: Path, log: Path, proc: subprocess.Popen) -> None:
+    def __init__(self, port: int, prefix: Path, log: Path, proc: subprocess.Popen,
+                 argv: list[str] | None = None) -> None:
         self.port = port
         self.prefix = prefix
         self.log = log
         self.proc = proc
+        self.argv = argv or []
+
+    def restart(self, ready: str | None = None) -> None:
+        """Start it again with the same arguments (after ``stop``); output appends."""
+        assert self.proc.poll() is not None, "stop it first"
+        mark = len(self.output())
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(self.argv, stdout=fh, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        if ready:
+            deadline = time.monotonic() + 15
+            while ready not in self.output()[mark:]:
+                assert self.proc.poll() is None and time.monotonic() < deadline, \
+                    f"never logged {ready!r} after restart:\n{self.output()[mark:]}"
+                time.sleep(0.05)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -81,7 +97,7 @@ def _spawn(tmp: Path, kind: str, port: int, argv: list[str], ready: str | None) 
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    daemon = NodeProcess(port, prefix, log, proc)
+    daemon = NodeProcess(port, prefix, log, proc, argv)
     if ready:
         daemon.wait_for(ready)
     return daemon

@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -185,21 +186,50 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
     pending = {row[0]: _recovered(row) for row in rows}
     out.extend(pending.values())
     where = f"{ip}:{port}"
+
+    def done(uid: str, header: dict, bufs: list[bytes]) -> None:
+        job = pending.pop(uid, None)
+        if job is not None:
+            _fill(job, header, bufs)
+
+    def unknown(uid: str) -> None:
+        job = pending.pop(uid, None)
+        if job is not None:
+            _end(job, DispyJob.Abandoned, f"Abandoned: node {where} has no record of this"
+                 " job (it was restarted while the job ran)")
+
+    hello = {"client_id": "recover_jobs", "client_name": "recover_jobs", "session": session}
+    reason = await fetch_results(ip, port, hello, bytes(key), certfile, keyfile,
+                                 {row[0]: row[1] for row in rows}, deadline, terminate,
+                                 done, unknown)
+    if reason is not None and pending:
+        _give_up(pending, reason)
+
+
+async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: str | None,
+                        keyfile: str | None, cids: dict[str, str], deadline: float | None,
+                        terminate: bool, done: Callable[[str, dict, list[bytes]], None],
+                        unknown: Callable[[str], None]) -> str | None:
+    """Reconnect to a node as an earlier session (``hello`` carries its key) and collect
+    the results of the jobs ``cids`` names (uid -> computation id) as the node sent them:
+    ``done`` for each result (acknowledged to the node), ``unknown`` for each job the
+    node has no record of. Running jobs are waited for until ``deadline`` (then cancelled
+    if ``terminate``). When every job is answered, the computations are closed on the
+    node. Returns why it stopped early (connection), else None; jobs not answered by
+    then (still running at the deadline) are left as they are."""
+    where = f"{ip}:{port}"
     try:
         ctx = tls.client_context(certfile, keyfile)
         conn = await Connection.open(ip, port, ctx, config.MsgTimeout)
     except (OSError, asyncio.TimeoutError) as exc:
-        _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
-        return
+        return f"node {where} could not be reached: {exc or 'timed out'}"
     try:
-        await client_handshake(conn, bytes(key), {"client_id": "recover_jobs", "client_name":
-                                                  "recover_jobs", "session": session},
-                               config.MsgTimeout, Limits(max_buffer=config.MaxFrameSize))
+        await client_handshake(conn, key, hello, config.MsgTimeout,
+                               Limits(max_buffer=config.MaxFrameSize))
     except (OSError, asyncio.TimeoutError, HandshakeError, FrameError, ConnectionClosed) as exc:
         conn.close()
-        _give_up(pending, f"node {where} could not be reached: {exc or 'timed out'}")
-        return
-    cids = sorted({row[1] for row in rows})
+        return f"node {where} could not be reached: {exc or 'timed out'}"
+    pending = set(cids)
     conn.send({"op": "jobs_query", "uids": list(pending), "reply": "q"})
     terminated = False
     try:
@@ -210,7 +240,7 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
                     break
                 terminated = True  # cancel what is left, then wait for those results
                 for uid in pending:
-                    conn.send({"op": "cancel", "cid": _cid_of(rows, uid), "uid": uid})
+                    conn.send({"op": "cancel", "cid": cids[uid], "uid": uid})
                 deadline = time.monotonic() + config.MsgTimeout
                 continue
             try:
@@ -220,28 +250,24 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
             op = header.get("op")
             if op == "done":
                 uid = str(header.get("uid"))
+                if uid in pending:
+                    pending.discard(uid)
+                    done(uid, header, bufs)  # kept (durably, if it must be) before the ack
                 conn.send({"op": "ack", "uids": [uid]})
-                job = pending.pop(uid, None)
-                if job is not None:
-                    _fill(job, header, bufs)
             elif op == "reply" and header.get("reply") == "q":
                 for uid in header.get("unknown", ()):
-                    job = pending.pop(uid, None)
-                    if job is not None:
-                        _end(job, DispyJob.Abandoned, f"Abandoned: node {where} has no record "
-                             "of this job (it was restarted while the job ran)")
+                    if uid in pending:
+                        pending.discard(uid)
+                        unknown(uid)
         if not pending:
-            for cid in cids:
+            for cid in sorted(set(cids.values())):
                 conn.send({"op": "close", "cid": cid, "terminate": terminate})
         await asyncio.wait_for(conn.drain(), config.MsgTimeout)
     except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
-        _give_up(pending, f"connection to node {where} lost: {exc or exc.__class__.__name__}")
+        return f"connection to node {where} lost: {exc or exc.__class__.__name__}"
     finally:
         conn.close()
-
-
-def _cid_of(rows: list[tuple], uid: str) -> str:
-    return next(row[1] for row in rows if row[0] == uid)
+    return None
 
 
 def _fill(job: DispyJob, header: dict, bufs: list[bytes]) -> None:

@@ -23,6 +23,7 @@ from ..client.shipping import FileSpec
 from ..wire import messages, oob
 from ..wire.connection import Connection
 from .engine import RelayedJob, RemoteCluster, SchedulerEngine, SharedAlloc
+from .journal import SchedulerJournal
 from .options import SchedulerOptions
 
 log = logging.getLogger("dispy.scheduler")
@@ -34,7 +35,7 @@ class ClientSession:
     id it claims; ``sid`` also names its directory."""
 
     def __init__(self, sid: str, client_id: str, name: str, addr: str, root: str,
-                 msg_timeout: float) -> None:
+                 msg_timeout: float, journal: SchedulerJournal | None = None) -> None:
         self.sid = sid
         self.client_id = client_id
         self.name = name
@@ -47,13 +48,19 @@ class ClientSession:
         self.job_files: dict[str, list[FileSpec]] = {}
         self.last_seen = time.monotonic()
         self.msg_timeout = msg_timeout
+        self.journal = journal
+        #: client uid -> node, for the jobs a restarted scheduler fetches from the nodes
+        #: its previous run sent them to (scheduler/restore.py)
+        self.recovering: dict[str, str] = {}
 
     def send(self, header: dict, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
 
     def result(self, header: dict, bufs: list) -> None:
-        """A job ended: kept until the client acknowledges it."""
+        """A job ended: kept (and journaled) until the client acknowledges it."""
         self.undelivered[str(header["uid"])] = (header, bufs)
+        if self.journal is not None:
+            self.journal.ended(self.sid, str(header["uid"]), header, bufs)
         self.send(header, bufs)
 
     async def request(self, header: dict, bufs: list | tuple = ()) -> tuple | None:
@@ -91,6 +98,9 @@ class ClientService:
         #: runs a coroutine as a task the daemon keeps (and awaits at stop)
         self.spawn = spawn
         self._cids = itertools.count(1)
+        #: this run of the scheduler (its journal's boot): computation ids on the nodes
+        #: never repeat those of an earlier run
+        self.boot = 0
         #: every computation by the engine's cluster id (admitted or waiting)
         self.computations: dict[str, RemoteCluster] = {}
 
@@ -129,11 +139,12 @@ class ClientService:
                         session.describe(), exc)
             session.send({"op": "refused", "cid": ccid, "reason": f"invalid computation: {exc}"})
             return
-        cid = f"s{next(self._cids)}.{ccid}"
+        cid = f"b{self.boot}s{next(self._cids)}.{ccid}"
         opts = self.opts
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
                            self.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
+        cs.request = (header, bufs)  # journaled once its files are here (schedule)
         if opts.cleanup_nodes:
             cs.cleanup = True
         session.clusters[ccid] = cs
@@ -157,6 +168,8 @@ class ClientService:
             session.send({"op": "refused", "cid": cs.client_cid, "reason": cs.failed})
             self._forget(cs)
             return
+        if session.journal is not None and cs.request is not None:
+            session.journal.computation(session.sid, cs.client_cid, *cs.request)
         if self.engine.core.add_cluster(cs.cid, cs.exclusive):
             self._start(cs)
             return
@@ -190,6 +203,8 @@ class ClientService:
         self.admit_waiting()
 
     def _forget(self, cs: RemoteCluster) -> None:
+        if cs.session.journal is not None:
+            cs.session.journal.drop_computation(cs.session.sid, cs.client_cid)
         cs.session.clusters.pop(cs.client_cid, None)
         self.computations.pop(cs.cid, None)
         fsafe.remove_beneath(self.root, cs.store)
@@ -271,8 +286,11 @@ class ClientService:
                                          " computation (it was closed or the scheduler"
                                          " restarted)"}, [])
             return
-        if uid in cs.by_client_uid or uid in session.undelivered:
+        if uid in cs.by_client_uid or uid in session.undelivered or uid in session.recovering:
             return  # sent again after a reconnect: we have it
+        if session.journal is not None:
+            files = [(f.local, f.relpath) for f in session.job_files.get(uid, ())]
+            session.journal.job(session.sid, uid, cs.client_cid, header, bufs, files)
         bufs, big = oob.split(header, bufs)  # passed on unopened, as the client sent them
         job = RelayedJob(cs, bufs[0], self.engine.new_uid(), time.time())
         job.client_uid = uid
@@ -299,13 +317,16 @@ class ClientService:
             self.engine.cancel(job)
 
     def ack(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        for uid in header.get("uids", ()):
-            session.undelivered.pop(str(uid), None)
+        uids = [str(uid) for uid in header.get("uids", ())]
+        for uid in uids:
+            session.undelivered.pop(uid, None)
+        if session.journal is not None:
+            session.journal.acked(session.sid, uids)
 
     def jobs_query(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
         """Which of these jobs are unknown here (recover_jobs, or a client that reconnects
         after frames were lost with the connection)."""
-        known = set(session.undelivered)
+        known = set(session.undelivered) | set(session.recovering)
         for cs in session.clusters.values():
             known.update(cs.by_client_uid)
         unknown = [uid for uid in header.get("uids", ()) if uid not in known]

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -27,7 +28,9 @@ from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .engine import SchedulerEngine
 from .httpd import SchedulerMonitor
+from .journal import SavedState, SchedulerJournal
 from .options import SchedulerOptions
+from .restore import restore
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -49,6 +52,10 @@ class SchedulerDaemon:
         self.monitor: SchedulerMonitor | None = None
         #: bounds connections that have not authenticated yet (wire/admission.py)
         self.admission = Admission("dispyscheduler", logger=log)
+        #: what a restart needs (scheduler/journal.py); opened once the tree is made
+        self.journal: SchedulerJournal | None = None
+        #: set once the journal is read: connections wait for it
+        self.ready = asyncio.Event()
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -89,7 +96,12 @@ class SchedulerDaemon:
             raise SystemExit(f"dispyscheduler: cannot use {self.root}: {why}") from None
         if self.opts.clean:
             fsafe.clear_tree(self.root)
+        state = self._open_journal()
         await self.engine.start()
+        if state is not None and self.journal is not None:
+            restore(state, self.journal, self.service, self.sessions, self.root,
+                    self.opts.msg_timeout, self.spawn)
+        self.ready.set()
         addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
         log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
                  " policy %s", __version__, addrs, self.opts.scheduler_port,
@@ -104,6 +116,23 @@ class SchedulerDaemon:
         if self.opts.httpd:
             self._start_monitor()
         self._find_nodes()
+
+    def _open_journal(self) -> SavedState | None:
+        """The journal of the last run (None if it cannot be used: the scheduler then
+        runs without one, as before, and says so)."""
+        assert self.engine is not None and self.service is not None
+        try:
+            journal = SchedulerJournal(os.path.join(self.root, "journal.sqlite"))
+            self.scheduler_id = journal.scheduler_id()
+            state = journal.load()
+            journal.start_boot(self.engine.client_id, self.engine.session_key)
+        except (ValueError, sqlite3.Error) as exc:
+            log.error("dispyscheduler: %s; it keeps no journal: a restart loses the programs'"
+                      " jobs", exc)
+            return None
+        self.journal = self.engine.journal = journal
+        self.service.boot = journal.boot
+        return state
 
     def _start_monitor(self) -> None:
         """--httpd: the monitor page of every program's computation."""
@@ -147,6 +176,8 @@ class SchedulerDaemon:
                 session.conn.close()
         for task in list(self.tasks):
             task.cancel()
+        if self.journal is not None:
+            self.journal.close()
         log.info("dispyscheduler stopped")
 
     # ---- clients ------------------------------------------------------------------
@@ -161,6 +192,7 @@ class SchedulerDaemon:
 
     async def _serve_conn(self, conn: Connection) -> None:
         peer = conn.peer[0]
+        await self.ready.wait()
         if not await self.admission.admit(peer, conn):
             return
         try:
@@ -179,8 +211,11 @@ class SchedulerDaemon:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,
                                     os.path.join(self.root, f"client-{uuid.uuid4().hex}"),
-                                    self.opts.msg_timeout)  # its directory: never a peer's id
+                                    self.opts.msg_timeout,  # its directory: never a peer's id
+                                    self.journal)
             self.sessions[sid] = session
+            if self.journal is not None:
+                self.journal.session(sid, session.client_id, session.name, peer, session.root)
             log.info("%s connected", session.describe())
         elif session.conn is not None:
             session.conn.close()
@@ -213,7 +248,7 @@ class SchedulerDaemon:
                 session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
                 if not session.clusters and not session.undelivered:
-                    self.sessions.pop(session.sid, None)
+                    self._drop_session(session)
 
     # ---- periodic work --------------------------------------------------------------
 
@@ -235,11 +270,17 @@ class SchedulerDaemon:
             log.warning("%s away for %.0f s (--zombie_interval): its %d computation(s)"
                         " are closed and their jobs cancelled", session.describe(),
                         now - session.last_seen, len(session.clusters))
-            del self.sessions[session.sid]
+            self._drop_session(session)
             for cs in list(session.clusters.values()):
                 self.spawn(self.service.close(cs, terminate=True))
             session.undelivered.clear()
             self.spawn(self._remove_later(session.root))
+
+    def _drop_session(self, session: ClientSession) -> None:
+        self.sessions.pop(session.sid, None)
+        if self.journal is not None:
+            self.journal.drop_session(session.sid)
+            self.journal.flush()
 
     async def _remove_later(self, path: str) -> None:
         await asyncio.sleep(1)

@@ -23,6 +23,7 @@ from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
 from ..fsafe import safe_join
 from ..wire import discovery, messages
+from .journal import SchedulerJournal
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -49,15 +50,29 @@ class SharedAlloc(NodeAllocate):
         self.setup_blob = setup_blob
 
 
-class NullJournal:
-    """The scheduler keeps no recover file of its own: each client keeps one."""
+class ClusterJournal:
+    """The engine's journal calls for one computation, in the scheduler's journal (keyed
+    by the program's session and job uids; None: the scheduler keeps no journal)."""
 
-    path = ""
+    def __init__(self, journal: SchedulerJournal | None, sid: str) -> None:
+        self.journal = journal
+        self.sid = sid
+        self.path = journal.path if journal is not None else ""
 
-    def queued(self, *_: Any) -> None:
-        pass
+    def queued(self, job: Any, cid: str) -> None:
+        if self.journal is not None:
+            self.journal.requeued(self.sid, job.client_uid)
 
-    dispatched = finished = flush = queued
+    def dispatched(self, job: Any, cid: str, ip: str, port: int) -> None:
+        if self.journal is not None:
+            self.journal.sent(self.sid, job.client_uid, ip, port, cid, job._uid)
+
+    def finished(self, uid: str) -> None:
+        pass  # the result is journaled where it goes to the program (SchedulerEngine._end)
+
+    def flush(self) -> None:
+        if self.journal is not None:
+            self.journal.flush()
 
     def remove_cluster(self, cid: str) -> bool:
         return False
@@ -87,7 +102,7 @@ class RemoteCluster:
         self.ping_interval = ping_interval
         self.recover_file = None
         self.callback = self.cluster_status = None
-        self.journal: Any = NullJournal()
+        self.journal: Any = ClusterJournal(session.journal, session.sid)
         self.jobs: dict[str, RelayedJob] = {}
         self.by_client_uid: dict[str, RelayedJob] = {}
         self.nodes: dict[tuple, DispyNode] = {}
@@ -99,6 +114,8 @@ class RemoteCluster:
         self.refused_files: set[str] = set()
         self.created = time.monotonic()
         self.stall_reported = 0.0
+        #: the compute request as the program sent it (header, buffers), for the journal
+        self.request: tuple[dict, list[bytes]] | None = None
 
     def node_files(self, alloc: SharedAlloc) -> list[FileSpec]:
         return [FileSpec(safe_join(self.store, p), p) for p in alloc.relpaths]
@@ -130,12 +147,19 @@ class SchedulerEngine(Engine):
         self.extra_nodes = list(extra_nodes or [])
         #: sees every job and node event of every computation (--httpd's monitor)
         self.observer: Callable[[Any, int, Any, Any], None] | None = None
+        #: the scheduler's journal (scheduler/journal.py), committed where a client
+        #: engine commits its recover files
+        self.journal: SchedulerJournal | None = None
 
     async def start(self) -> None:
         await self._start()
 
     def _journal_for(self, cs: Any) -> Any:
         return cs.journal
+
+    def _flush_journals(self) -> None:
+        if self.journal is not None:
+            self.journal.flush()
 
     def _broadcast_discover(self, port: int) -> None:
         super()._broadcast_discover(port)
@@ -216,7 +240,7 @@ class SchedulerEngine(Engine):
         if self.observer is not None:
             self.observer(cs, int(header.get("status", DispyJob.Finished)), None, job)
         cs.session.result({**header, "op": "done", "uid": job.client_uid,
-                           "cid": cs.client_cid}, bufs)
+                           "cid": cs.client_cid}, bufs)  # journaled there
         cs.session.drop_job_files(job.client_uid)
 
     def _job_event(self, job: DispyJob) -> None:

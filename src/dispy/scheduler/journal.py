@@ -1,0 +1,214 @@
+"""dispyscheduler's journal: what a restarted scheduler needs so no program loses a job.
+
+SQLite (WAL) in the scheduler's private directory. It keeps the scheduler's id (so its
+programs reconnect to "the same" scheduler), the programs' sessions, their computations
+as they sent them, every job as it arrived (until it ends), where each job was sent
+(with the node session of that run of the scheduler, to fetch its result after a
+restart), and every result until the program acknowledges it.
+
+Writes are queued and committed by ``flush``, which the engine calls before it sends
+jobs to nodes and before it acknowledges results to nodes: a job is on disk before any
+node runs it, and a result before its node may forget it. Arguments and results stay
+the bytes the programs and nodes sent: nothing here is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+
+from .. import fsafe
+
+log = logging.getLogger("dispy.scheduler")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS boots (boot INTEGER PRIMARY KEY, client_id TEXT, session TEXT);
+CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY, client_id TEXT, name TEXT,
+    addr TEXT, root TEXT);
+CREATE TABLE IF NOT EXISTS computations (sid TEXT, ccid TEXT, header TEXT, bufs BLOB,
+    PRIMARY KEY (sid, ccid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (sid TEXT, uid TEXT, ccid TEXT, header TEXT, bufs BLOB,
+    files TEXT, boot INTEGER, ip TEXT, port INTEGER, node_cid TEXT, node_uid TEXT,
+    PRIMARY KEY (sid, uid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS results (sid TEXT, uid TEXT, header TEXT, bufs BLOB,
+    PRIMARY KEY (sid, uid)) WITHOUT ROWID;
+"""
+
+
+def pack(bufs: list | tuple) -> bytes:
+    """Several byte strings as one blob: a 4-byte count, 8-byte lengths, the bytes."""
+    parts = [len(bufs).to_bytes(4, "big")]
+    parts += [len(b).to_bytes(8, "big") for b in bufs]
+    parts += [bytes(b) for b in bufs]
+    return b"".join(parts)
+
+
+def unpack(blob: bytes) -> list[bytes]:
+    """The inverse of ``pack``; ValueError for a blob it did not make."""
+    count = int.from_bytes(blob[:4], "big")
+    lengths = [int.from_bytes(blob[4 + 8 * i:12 + 8 * i], "big") for i in range(count)]
+    pos, out = 4 + 8 * count, []
+    for n in lengths:
+        out.append(blob[pos:pos + n])
+        pos += n
+    if pos != len(blob):
+        raise ValueError("not a packed list of byte strings")
+    return out
+
+
+@dataclass
+class SavedJob:
+    sid: str
+    uid: str
+    ccid: str
+    header: dict
+    bufs: list[bytes]
+    files: list[tuple[str, str]]
+    #: where it was sent (boot, ip, port, node cid, node uid), or None if it was queued
+    sent: tuple[int, str, int, str, str] | None
+
+
+@dataclass
+class SavedState:
+    """What a restarted scheduler finds."""
+
+    sessions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    computations: list[tuple[str, str, dict, list[bytes]]] = field(default_factory=list)
+    jobs: list[SavedJob] = field(default_factory=list)
+    results: list[tuple[str, str, dict, list[bytes]]] = field(default_factory=list)
+    #: boot -> (client id, session key) the scheduler had towards its nodes then
+    boots: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+class SchedulerJournal:
+    """The journal; used on the scheduler's loop only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            fsafe.private_file(path)
+            self.db = sqlite3.connect(path, isolation_level=None)
+            # only a crash of this process must not lose it: the OS keeps written pages
+            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise ValueError(f"journal {path} cannot be used: {exc}") from None
+        self._ops: list[tuple[str, tuple]] = []
+        self.boot = 0
+
+    # ---- start -------------------------------------------------------------------------
+
+    def scheduler_id(self) -> str:
+        """The scheduler's id, the same across restarts (its programs reconnect to it)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'scheduler_id'").fetchone()
+        if row is not None:
+            return str(row[0])
+        sid = uuid.uuid4().hex
+        with self.db:
+            self.db.execute("INSERT INTO meta VALUES ('scheduler_id', ?)", (sid,))
+        return sid
+
+    def load(self) -> SavedState:
+        state = SavedState()
+        db = self.db
+        state.boots = {b: (c, s) for b, c, s in db.execute("SELECT * FROM boots")}
+        state.sessions = list(db.execute("SELECT * FROM sessions"))
+        for sid, ccid, header, bufs in db.execute("SELECT * FROM computations"):
+            state.computations.append((sid, ccid, json.loads(header), unpack(bufs)))
+        for row in db.execute("SELECT * FROM jobs"):
+            sid, uid, ccid, header, bufs, files, boot, ip, port, ncid, nuid = row
+            sent = (boot, ip, port, ncid, nuid) if ip is not None else None
+            state.jobs.append(SavedJob(sid, uid, ccid, json.loads(header), unpack(bufs),
+                                       [tuple(f) for f in json.loads(files)], sent))
+        for sid, uid, header, bufs in db.execute("SELECT * FROM results"):
+            state.results.append((sid, uid, json.loads(header), unpack(bufs)))
+        return state
+
+    def start_boot(self, client_id: str, session_key: str) -> None:
+        """This run's identity towards the nodes (a later run fetches results with it)."""
+        row = self.db.execute("SELECT MAX(boot) FROM boots").fetchone()
+        self.boot = (row[0] or 0) + 1
+        with self.db:
+            self.db.execute("INSERT INTO boots VALUES (?, ?, ?)",
+                            (self.boot, client_id, session_key))
+
+    def forget_boots(self, keep: set[int]) -> None:
+        """Boots no job refers to any more (their node sessions are of no use)."""
+        keep = keep | {self.boot}
+        marks = ",".join("?" * len(keep))
+        self._ops.append((f"DELETE FROM boots WHERE boot NOT IN ({marks})", tuple(keep)))
+
+    # ---- changes (queued until flush) ----------------------------------------------
+
+    def session(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
+                          (sid, client_id, name, addr, root)))
+
+    def drop_session(self, sid: str) -> None:
+        for table in ("sessions", "computations", "jobs", "results"):
+            self._ops.append((f"DELETE FROM {table} WHERE sid = ?", (sid,)))
+
+    def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
+        self._ops.append(("INSERT OR REPLACE INTO computations VALUES (?, ?, ?, ?)",
+                          (sid, ccid, json.dumps(header), pack(bufs))))
+
+    def drop_computation(self, sid: str, ccid: str) -> None:
+        self._ops.append(("DELETE FROM computations WHERE sid = ? AND ccid = ?", (sid, ccid)))
+        self._ops.append(("DELETE FROM jobs WHERE sid = ? AND ccid = ?", (sid, ccid)))
+
+    def job(self, sid: str, uid: str, ccid: str, header: dict, bufs: list,
+            files: list[tuple[str, str]]) -> None:
+        self._ops.append((
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL,"
+            " NULL)", (sid, uid, ccid, json.dumps(header), pack(bufs), json.dumps(files))))
+
+    def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
+             node_uid: str) -> None:
+        self._ops.append(("UPDATE jobs SET boot = ?, ip = ?, port = ?, node_cid = ?,"
+                          " node_uid = ? WHERE sid = ? AND uid = ?",
+                          (self.boot, ip, port, node_cid, node_uid, sid, uid)))
+
+    def requeued(self, sid: str, uid: str) -> None:
+        self._ops.append(("UPDATE jobs SET boot = NULL, ip = NULL, port = NULL,"
+                          " node_cid = NULL, node_uid = NULL WHERE sid = ? AND uid = ?",
+                          (sid, uid)))
+
+    def ended(self, sid: str, uid: str, header: dict, bufs: list) -> None:
+        """A job's result (or the scheduler's verdict): kept until its program acks it."""
+        self._ops.append(("DELETE FROM jobs WHERE sid = ? AND uid = ?", (sid, uid)))
+        self._ops.append(("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                          (sid, uid, json.dumps(header), pack(bufs))))
+
+    def acked(self, sid: str, uids: list[str]) -> None:
+        for uid in uids:
+            self._ops.append(("DELETE FROM results WHERE sid = ? AND uid = ?", (sid, uid)))
+
+    def flush(self) -> None:
+        """Commit the queued changes (consecutive ones of a kind in one executemany)."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        try:
+            with self.db:
+                i = 0
+                while i < len(ops):
+                    sql = ops[i][0]
+                    j = i
+                    while j < len(ops) and ops[j][0] == sql:
+                        j += 1
+                    self.db.executemany(sql, [params for _, params in ops[i:j]])
+                    i = j
+        except sqlite3.Error as exc:
+            log.error("journal %s not written: %s (a restart would lose the changes)",
+                      self.path, exc)
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+

@@ -1,0 +1,81 @@
+"""The scheduler's journal (scheduler/journal.py) without sockets: what is written is
+what a restart reads, in the order it was written."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dispy.scheduler.journal import SchedulerJournal, pack, unpack
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_pack_round_trip(bufs):
+    assert unpack(pack(bufs)) == bufs
+
+
+def test_unpack_refuses_what_pack_did_not_make():
+    with pytest.raises(ValueError):
+        unpack(pack([b"abc"]) + b"x")
+
+
+def _journal(tmp_path) -> SchedulerJournal:
+    return SchedulerJournal(str(tmp_path / "journal.sqlite"))
+
+
+def test_restart_reads_what_was_written(tmp_path):
+    j = _journal(tmp_path)
+    sid = j.scheduler_id()
+    j.start_boot("c1", "k" * 32)
+    j.session("s", "client", "prog", "10.0.0.1", "/root/client-x")
+    j.computation("s", "cc", {"name": "work"}, [b"bundle", b"setup"])
+    j.job("s", "u1", "cc", {"uid": "u1"}, [b"args"], [("/root/f", "f")])
+    j.job("s", "u2", "cc", {"uid": "u2"}, [b"args2"], [])
+    j.job("s", "u3", "cc", {"uid": "u3"}, [b"args3"], [])
+    j.sent("s", "u1", "10.0.0.9", 51348, "b1s1.cc", "7")
+    j.sent("s", "u2", "10.0.0.9", 51348, "b1s1.cc", "8")
+    j.requeued("s", "u2")  # its node was lost: queued again
+    j.ended("s", "u3", {"op": "done", "uid": "u3", "status": 5}, [b"result"])
+    j.close()
+    assert stat.S_IMODE(os.stat(j.path).st_mode) == 0o600
+
+    again = _journal(tmp_path)
+    assert again.scheduler_id() == sid  # programs reconnect to "the same" scheduler
+    state = again.load()
+    assert state.boots == {1: ("c1", "k" * 32)}
+    assert state.sessions == [("s", "client", "prog", "10.0.0.1", "/root/client-x")]
+    assert state.computations == [("s", "cc", {"name": "work"}, [b"bundle", b"setup"])]
+    jobs = {job.uid: job for job in state.jobs}
+    assert set(jobs) == {"u1", "u2"}
+    assert jobs["u1"].sent == (1, "10.0.0.9", 51348, "b1s1.cc", "7")
+    assert jobs["u1"].files == [("/root/f", "f")] and jobs["u1"].bufs == [b"args"]
+    assert jobs["u2"].sent is None
+    assert state.results == [("s", "u3", {"op": "done", "uid": "u3", "status": 5},
+                              [b"result"])]
+    again.start_boot("c2", "q" * 32)
+    assert again.boot == 2
+    again.acked("s", ["u3"])
+    again.forget_boots(set())  # no job refers to boot 1 any more
+    again.drop_computation("s", "cc")
+    again.flush()
+    state = again.load()
+    assert state.results == [] and state.jobs == [] and state.computations == []
+    assert list(state.boots) == [2]
+    again.drop_session("s")
+    again.close()
+    assert _journal(tmp_path).load().sessions == []
+
+
+def test_nothing_is_written_before_flush(tmp_path):
+    j = _journal(tmp_path)
+    j.session("s", "client", "prog", "addr", "/root")
+    assert j.load().sessions == []
+    j.flush()
+    assert len(j.load().sessions) == 1
+    j.close()
