@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -200,6 +201,35 @@ def test_jobs_still_queued_in_the_crashed_program_are_rerun(node, tmp_path):
     assert sorted((job.id, job.result, job.status) for job in jobs) == [
         (i, i * i, dispy.DispyJob.Finished) for i in range(6)]
     assert not glob.glob(str(tmp_path / "queued.rec*"))
+
+
+def journaled_but_never_sent(recover_file: str) -> tuple:
+    """Add to a crashed program's recover file a job as the program journals one just
+    before it sends it, as if it crashed before the bytes left: same node, same
+    arguments as a job that did arrive, a new uid. Returns the row it copied."""
+    db = sqlite3.connect(recover_file)
+    try:
+        row = db.execute("SELECT * FROM jobs WHERE ip IS NOT NULL").fetchone()
+        assert row[8] is not None and row[7] is not None  # the peer's id and the arguments
+        with db:
+            db.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       ("never-sent", *row[1:4], "'lost'", *row[5:]))
+    finally:
+        db.close()
+    return row
+
+
+def test_a_job_journaled_as_sent_that_never_arrived_runs(node, tmp_path):
+    """The crash window between journaling a job and sending it: the node (the same
+    one: not restarted since) has no record of it, so it never arrived and runs now."""
+    crashed_client(tmp_path, node, 0.5, 2, "window.rec")
+    row = journaled_but_never_sent("window.rec")
+    copied = int(row[4])  # the id of the job whose arguments it has
+    jobs = dispy.recover_jobs("window.rec")
+    assert sorted((str(job.id), job.result, job.status) for job in jobs) == sorted(
+        [("0", 0, dispy.DispyJob.Finished), ("1", 1, dispy.DispyJob.Finished),
+         ("lost", copied * copied, dispy.DispyJob.Finished)])
+    assert not glob.glob(str(tmp_path / "window.rec*"))
 
 
 def test_clean_removes_kept_results(node_factory, tmp_path):

@@ -52,6 +52,8 @@ class _ClusterState:
         self.recover_file = recover_file
         #: SharedJobCluster only: the scheduler gives it nodes of its own
         self.exclusive = False
+        #: SharedJobCluster only: its dispyscheduler (ip, port), for recover_jobs
+        self.scheduler: tuple[str, int] | None = None
         #: set by the engine (or the scheduler link) when the cluster is added
         self.journal: Journal | None = None
         self.jobs: dict[str, DispyJob] = {}

@@ -759,7 +759,7 @@ class Engine:
             link.running[uid] = job
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
             job._key = link.key
-            cs.journal.dispatched(job, cid, link.ip, link.port)
+            cs.journal.dispatched(job, cid, link.ip, link.port, link.node_id)
             batch.append((job, cs, link))
         if not batch:
             return False

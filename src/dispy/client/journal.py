@@ -19,14 +19,19 @@ from .job import DispyJob
 
 log = logging.getLogger("dispy")
 
+#: ``peer`` is the id of the node (or dispyscheduler) a job was sent to: if that same
+#: peer (not restarted since) has no record of the job, it never arrived (the program
+#: crashed before the bytes left) and ``recover_jobs`` runs it from ``args``.
 #: ``jobs`` is WITHOUT ROWID: one B-tree instead of a table plus a uid index halves the
 #: pages each commit writes (a commit per dispatch batch is on the tiny-job hot path).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS clusters (cid TEXT PRIMARY KEY, name TEXT, session TEXT,
     key BLOB, certfile TEXT, keyfile TEXT, created REAL, spec BLOB);
 CREATE TABLE IF NOT EXISTS jobs (uid TEXT PRIMARY KEY, cid TEXT, ip TEXT, port INTEGER,
-    job_id TEXT, submit_time REAL, start_time REAL, args BLOB) WITHOUT ROWID;
+    job_id TEXT, submit_time REAL, start_time REAL, args BLOB, peer TEXT) WITHOUT ROWID;
 """
+
+_INSERT_JOB = "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 #: Arguments larger than this are not kept in the recover file (a queued job with such
 #: arguments cannot be rerun by recover_jobs); keeps the journal cheap for big payloads.
@@ -76,7 +81,9 @@ class Journal:
             spec = cloudpickle.dumps({
                 "name": cs.name, "package": cs.package, "allocs": cs.allocs,
                 "dest_path": cs.dest_path, "cleanup": cs.cleanup is not False,
-                "reentrant": cs.reentrant, "pulse_interval": cs.pulse_interval})
+                "reentrant": cs.reentrant, "pulse_interval": cs.pulse_interval,
+                "scheduler": getattr(cs, "scheduler", None),
+                "exclusive": bool(getattr(cs, "exclusive", False))})
         except Exception as exc:
             log.warning("%r: queued jobs cannot be rerun after a crash: %s", cs.name, exc)
             spec = None
@@ -89,9 +96,10 @@ class Journal:
     def queued(self, job: DispyJob, cid: str) -> None:
         self._queued.append((job, cid))
 
-    def dispatched(self, job: DispyJob, cid: str, ip: str, port: int) -> None:
+    def dispatched(self, job: DispyJob, cid: str, ip: str, port: int,
+                   peer: str | None = None) -> None:
         self._added.append((job._uid, cid, ip, port, _id_text(job), job.submit_time,
-                            time.time(), None))
+                            time.time(), _kept_args(job), peer))
 
     def finished(self, uid: str) -> None:
         self._done.append((uid,))
@@ -101,18 +109,14 @@ class Journal:
         if not (self._queued or self._added or self._done):
             return
         queued = [(job._uid, cid, None, None, _id_text(job), job.submit_time, None,
-                   job._args if job._args is not None and job._oob is None
-                   and len(job._args) <= MAX_KEPT_ARGS
-                   else None)
+                   _kept_args(job), None)
                   for job, cid in self._queued if job.status == DispyJob.Created]
         self._queued = []
         with self.db:
             if queued:
-                self.db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                    queued)
+                self.db.executemany(_INSERT_JOB, queued)
             if self._added:
-                self.db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                    self._added)
+                self.db.executemany(_INSERT_JOB, self._added)
             if self._done:
                 self.db.executemany("DELETE FROM jobs WHERE uid = ?", self._done)
         self._added, self._done = [], []
@@ -140,6 +144,13 @@ class Journal:
         if not left:
             remove_file(self.path)
         return left
+
+
+def _kept_args(job: DispyJob) -> bytes | None:
+    """A job's arguments as the recover file keeps them (not big ones)."""
+    args = job._args
+    return args if args is not None and job._oob is None and len(args) <= MAX_KEPT_ARGS \
+        else None
 
 
 def _id_text(job: DispyJob) -> str | None:

@@ -77,11 +77,16 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
                           []).append(row)
     jobs: list[DispyJob] = []
 
+    arrived_not: list[tuple] = []
+
     async def run_all() -> None:
-        await asyncio.gather(*(_recover_node(target, group, deadline, terminate_pending, jobs)
+        await asyncio.gather(*(_recover_node(target, group, deadline, terminate_pending, jobs,
+                                             arrived_not)
                                for target, group in groups.items()))
 
     asyncio.run(run_all())
+    for row in arrived_not:  # sent, but the crash came before the bytes left: run them
+        queued.setdefault(row[1], []).append(row)
     for job in jobs:
         job._set_finished()  # job() returns at once; unfinished ones show status Running
     done = [(job._uid,) for job in jobs if job.status != DispyJob.Running]
@@ -102,6 +107,7 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
            terminate: bool, out: list[DispyJob]) -> list[tuple]:
     """Run the jobs the crashed program had not sent yet; returns the rows now done."""
     from .cluster import JobCluster
+    from .shared import SharedJobCluster
 
     runnable = [row for row in rows if row[7] is not None]
     for row in rows:
@@ -119,11 +125,17 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
         log.warning("recover_jobs: %d queued job(s) of %r cannot be rerun: %s",
                     len(runnable), cluster[1], exc)
         return gone
-    rerun = JobCluster(
-        None, nodes=spec["allocs"], dest_path=spec["dest_path"], cleanup=spec["cleanup"],
-        reentrant=spec["reentrant"], pulse_interval=spec["pulse_interval"],
-        secret=bytes(cluster[3]), certfile=cluster[4], keyfile=cluster[5], port=0,
-        recover_file=path + ".rerun", _resume=spec)
+    common: dict[str, Any] = dict(
+        nodes=spec["allocs"], dest_path=spec["dest_path"], cleanup=spec["cleanup"],
+        reentrant=spec["reentrant"], secret=bytes(cluster[3]), certfile=cluster[4],
+        keyfile=cluster[5], recover_file=path + ".rerun", _resume=spec)
+    scheduler = spec.get("scheduler")
+    rerun: JobCluster
+    if scheduler:  # a shared program's jobs run through its dispyscheduler again
+        rerun = SharedJobCluster(None, scheduler_node=scheduler[0], scheduler_port=scheduler[1],
+                                 exclusive=spec.get("exclusive", False), **common)
+    else:
+        rerun = JobCluster(None, pulse_interval=spec["pulse_interval"], port=0, **common)
     new = []
     for row in runnable:
         job_id = _recovered(row).id
@@ -157,7 +169,8 @@ def _adopt(path: str, rerun_path: str, uids: list[str]) -> None:
         with db:
             db.executemany("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            clusters)
-            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           rows)
     finally:
         db.close()
 
@@ -181,11 +194,16 @@ def _literal(text: str) -> Any:
 
 
 async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None,
-                        terminate: bool, out: list[DispyJob]) -> None:
+                        terminate: bool, out: list[DispyJob], arrived_not: list[tuple]) -> None:
+    """The jobs sent to one node (or dispyscheduler). One it has no record of although
+    it is the same node (not restarted since) never arrived: it goes to ``arrived_not``
+    to be run, if its arguments were kept."""
     ip, port, session, key, certfile, keyfile = target
     pending = {row[0]: _recovered(row) for row in rows}
+    by_uid = {row[0]: row for row in rows}
     out.extend(pending.values())
     where = f"{ip}:{port}"
+    welcome: dict = {}
 
     def done(uid: str, header: dict, bufs: list[bytes]) -> None:
         job = pending.pop(uid, None)
@@ -194,14 +212,20 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
 
     def unknown(uid: str) -> None:
         job = pending.pop(uid, None)
-        if job is not None:
+        row = by_uid[uid]
+        peer = row[8]
+        if job is not None and peer is not None and row[7] is not None and \
+                peer in (welcome.get("node_id"), welcome.get("scheduler_id")):
+            out.remove(job)
+            arrived_not.append(row)
+        elif job is not None:
             _end(job, DispyJob.Abandoned, f"Abandoned: node {where} has no record of this"
                  " job (it was restarted while the job ran)")
 
     hello = {"client_id": "recover_jobs", "client_name": "recover_jobs", "session": session}
     reason = await fetch_results(ip, port, hello, bytes(key), certfile, keyfile,
                                  {row[0]: row[1] for row in rows}, deadline, terminate,
-                                 done, unknown)
+                                 done, unknown, welcome)
     if reason is not None and pending:
         _give_up(pending, reason)
 
@@ -209,14 +233,16 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
 async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: str | None,
                         keyfile: str | None, cids: dict[str, str], deadline: float | None,
                         terminate: bool, done: Callable[[str, dict, list[bytes]], None],
-                        unknown: Callable[[str], None]) -> str | None:
+                        unknown: Callable[[str], None],
+                        welcome: dict | None = None) -> str | None:
     """Reconnect to a node as an earlier session (``hello`` carries its key) and collect
     the results of the jobs ``cids`` names (uid -> computation id) as the node sent them:
     ``done`` for each result (acknowledged to the node), ``unknown`` for each job the
     node has no record of. Running jobs are waited for until ``deadline`` (then cancelled
     if ``terminate``). When every job is answered, the computations are closed on the
     node. Returns why it stopped early (connection), else None; jobs not answered by
-    then (still running at the deadline) are left as they are."""
+    then (still running at the deadline) are left as they are. ``welcome`` is given
+    what the node said of itself (its id tells whether it restarted)."""
     where = f"{ip}:{port}"
     try:
         ctx = tls.client_context(certfile, keyfile)
@@ -224,11 +250,13 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
     except (OSError, asyncio.TimeoutError) as exc:
         return f"node {where} could not be reached: {exc or 'timed out'}"
     try:
-        await client_handshake(conn, key, hello, config.MsgTimeout,
-                               Limits(max_buffer=config.MaxFrameSize))
+        said = await client_handshake(conn, key, hello, config.MsgTimeout,
+                                      Limits(max_buffer=config.MaxFrameSize))
     except (OSError, asyncio.TimeoutError, HandshakeError, FrameError, ConnectionClosed) as exc:
         conn.close()
         return f"node {where} could not be reached: {exc or 'timed out'}"
+    if welcome is not None:
+        welcome.update(said)
     pending = set(cids)
     conn.send({"op": "jobs_query", "uids": list(pending), "reply": "q"})
     terminated = False

@@ -398,7 +398,7 @@ class SchedulerLink:
                                 f"Cancelled: {self.describe()} does not run this cluster")
             return
         self.jobs[job._uid] = job
-        cs.journal.dispatched(job, cs.cid, self.ip, self.port)
+        cs.journal.dispatched(job, cs.cid, self.ip, self.port, self.scheduler_id)
         self.engine._flush_journals()
         self._send_job(job)
         self.engine._job_event(job)

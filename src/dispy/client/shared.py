@@ -62,7 +62,7 @@ class SharedJobCluster(JobCluster):
                  client_port: int | None = None, scheduler_host: str | None = None,
                  job_status: Any = None, poll_interval: float | None = None,
                  pulse_interval: float | None = None, ping_interval: float | None = None,
-                 node_port: int | None = None) -> None:
+                 node_port: int | None = None, _resume: dict | None = None) -> None:
         if exclusive not in (True, False):
             raise ValueError("exclusive must be True or False")
         if pulse_interval is not None or ping_interval is not None:
@@ -85,7 +85,7 @@ class SharedJobCluster(JobCluster):
                          recover_file=recover_file, dest_path=dest_path, loglevel=loglevel,
                          setup=setup, cleanup=cleanup, reentrant=reentrant, secret=secret,
                          keyfile=keyfile, certfile=certfile, host=host, ext_host=ext_host,
-                         job_status=job_status)
+                         job_status=job_status, _resume=_resume)
 
     def _start(self) -> None:
         state = self._state
@@ -94,6 +94,7 @@ class SharedJobCluster(JobCluster):
 
         async def start() -> dict:
             # not in engine.clusters: the engine must never use the nodes for it directly
+            state.scheduler = self._scheduler  # recover_jobs reruns its jobs through it
             state.journal = engine._journal_for(state)
             ip, port = self._scheduler
             key = (ip, port, state.profile)

@@ -63,7 +63,8 @@ class ClusterJournal:
         if self.journal is not None:
             self.journal.requeued(self.sid, job.client_uid)
 
-    def dispatched(self, job: Any, cid: str, ip: str, port: int) -> None:
+    def dispatched(self, job: Any, cid: str, ip: str, port: int,
+                   peer: str | None = None) -> None:
         if self.journal is not None:
             self.journal.sent(self.sid, job.client_uid, ip, port, cid, job._uid)
 
