@@ -29,9 +29,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
-# Fault-tolerance soak: 20 000 jobs over 3 nodes while a killer restarts nodes.
+# Fault-tolerance soaks: 20 000 jobs of a JobCluster over 3 nodes while a killer restarts
+# nodes; then 20 000 jobs of two programs through dispyscheduler while it kills and
+# restarts nodes, the scheduler and the programs (benchmarks/chaos.py).
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(ARGS)
+	$(PY) benchmarks/chaos.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -54,6 +54,8 @@ def compute(x, ms):
 class Node:
     """One dispynode on 127.0.0.1:port; ``kill`` takes its job processes down too."""
 
+    READY = "serving"
+
     def __init__(self, port: int, cpus: int, workdir: Path) -> None:
         self.port = port
         self.cpus = cpus
@@ -68,19 +70,22 @@ class Node:
         prefix = self.workdir / f"node-{self.port}"
         prefix.mkdir(exist_ok=True)
         log = self.workdir / f"node-{self.port}.{self.starts}.log"
-        argv = [sys.executable, "-m", "dispy.dispynode", "-c", str(self.cpus), "-i",
-                "127.0.0.1", "-p", str(self.port), "--dest_path_prefix", str(prefix),
-                "--daemon"]
+        argv = self.argv(prefix)
         with open(log, "wb") as fh:
             self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          env={**os.environ, NODE_VAR: self.tag})
         deadline = time.monotonic() + timeout
-        while "serving" not in log.read_text(errors="replace"):
+        while self.READY not in log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node {self.port} did not start:\n"
                                    + log.read_text(errors="replace")[-2000:])
             time.sleep(0.05)
+
+    def argv(self, prefix: Path) -> list[str]:
+        return [sys.executable, "-m", "dispy.dispynode", "-c", str(self.cpus), "-i",
+                "127.0.0.1", "-p", str(self.port), "--dest_path_prefix", str(prefix),
+                "--daemon"]
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -136,6 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--linger", type=float, default=5.0,
                     help="seconds to keep watching for late duplicates after the last job")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="logs and daemons' directories here (default: a new temp dir,"
+                         " removed when the run is clean)")
     return ap.parse_args(argv)
 
 
@@ -205,7 +213,7 @@ def count(jobs: list, tracker: Tracker, wanted: int) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tag = ensure_tag()
-    workdir = Path(tempfile.mkdtemp(prefix="dispy-soak-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dispy-soak-"))
     os.chdir(workdir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict[str, Any] = {}
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         kill_tagged(tag, exclude=ancestors())
     c = result["counts"]
     ok = c["lost"] == 0 and c["duplicated"] == 0 and c["not_submitted"] == 0
-    if ok:
+    if ok and args.workdir is None:
         os.chdir(HERE)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"[soak] {len(result['kills'])} node kills in {result['elapsed']:.1f} s"

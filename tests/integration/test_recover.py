@@ -232,6 +232,50 @@ def test_a_job_journaled_as_sent_that_never_arrived_runs(node, tmp_path):
     assert not glob.glob(str(tmp_path / "window.rec*"))
 
 
+CALLBACK_CLIENT = textwrap.dedent("""
+    import sys, time
+    import dispy
+
+    def compute(n):
+        return n * n
+
+    def callback(job):
+        if job.status == dispy.DispyJob.Finished:
+            print("in callback", job.result, flush=True)
+            time.sleep(600)  # killed here: the program never took the result
+
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=int(sys.argv[1]),
+                               port=0, recover_file="cb.rec", callback=callback)
+    cluster.submit(7)
+    sys.stdin.readline()
+    # the next job's dispatch commits the recover file: a job whose callback had run
+    # would be forgotten in it from here on
+    print("second", cluster.submit(2)(), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_result_whose_callback_did_not_finish_is_recovered(node, tmp_path):
+    """At least once to the callback: a job is forgotten in the recover file, and its
+    result acknowledged to the node, only after its callback ran."""
+    script = tmp_path / "cb_client.py"
+    script.write_text(CALLBACK_CLIENT)
+    proc = subprocess.Popen([sys.executable, str(script), str(node.port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "in callback 49"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "second 4"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    jobs = dispy.recover_jobs("cb.rec")  # the second one's callback never ran either
+    assert sorted((job.result, job.status) for job in jobs) == [
+        (4, dispy.DispyJob.Finished), (49, dispy.DispyJob.Finished)]
+
+
 def test_clean_removes_kept_results(node_factory, tmp_path):
     node = node_factory()
     crashed_client(tmp_path, node, 0.2, 2, "clean.rec")

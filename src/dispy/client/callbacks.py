@@ -1,4 +1,8 @@
-"""Runs user callbacks in one client thread, in order, never on the I/O loop's thread."""
+"""Runs user callbacks in one client thread, in order, never on the I/O loop's thread.
+
+A callback given with a ``settle`` token reports it to ``on_settled`` once it has run
+(or raised): the engine forgets a finished job and acknowledges its result only then,
+so a program killed before its callback saw a result gets it from ``recover_jobs``."""
 
 from __future__ import annotations
 
@@ -13,28 +17,33 @@ log = logging.getLogger("dispy")
 
 class CallbackRunner:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable, tuple] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Callable, tuple, Any] | None] = \
+            queue.SimpleQueue()
+        #: called on this thread with each settle token, after its callback ran
+        self.on_settled: Callable[[Any], None] | None = None
         self._idle = threading.Condition()
         self._pending = 0
         self._thread = threading.Thread(target=self._run, name="dispy-callbacks", daemon=True)
         self._thread.start()
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call(self, fn: Callable[..., Any], *args: Any, settle: Any = None) -> None:
         with self._idle:
             self._pending += 1
-        self._queue.put((fn, args))
+        self._queue.put((fn, args, settle))
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            fn, args = item
+            fn, args, settle = item
             try:
                 fn(*args)
             except Exception:
                 log.exception("callback %s raised an exception", getattr(fn, "__name__", fn))
             finally:
+                if settle is not None and self.on_settled is not None:
+                    self.on_settled(settle)
                 with self._idle:
                     self._pending -= 1
                     if self._pending == 0:

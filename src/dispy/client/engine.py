@@ -104,6 +104,7 @@ class Engine:
         #: this program's default recover file, shared by its clusters while one is open
         self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
+        self.callbacks.on_settled = lambda job: self.post(self._settled, job)
         #: (ip, port) of nodes that answered but match no cluster's ``nodes``
         self.unmatched: dict[tuple[str, int], float] = {}
         self._uids = itertools.count(1)
@@ -166,6 +167,7 @@ class Engine:
 
         if not self.thread.is_alive():
             return
+        self.callbacks.drain(2)  # callbacks that ran let their jobs be forgotten first
         try:
             kept = self.call(close()).result(timeout=5)
         except Exception:
@@ -556,11 +558,15 @@ class Engine:
 
     def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         uid = str(header.get("uid"))
-        link.acks.append(uid)
         delivered = self.lifecycle.result(uid, link.key)
         job = link.running.pop(uid, None)
         if not delivered or job is None:
+            link.acks.append(uid)
             return  # already final (e.g. node was presumed dead) or unknown: drop it
+        if job._cluster.callback is not None:
+            job._ack_to = (link, uid)  # once the callback ran (Engine._settled)
+        else:
+            link.acks.append(uid)
         node = link.node
         ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
         if node is not None:
@@ -705,10 +711,24 @@ class Engine:
             return
         snap = copy.copy(job)
         if cs.callback is not None:
-            self.callbacks.call(cs.callback, snap)
+            self.callbacks.call(cs.callback, snap, settle=job if job._final else None)
         if cs.cluster_status is not None:
             node = cs.nodes.get(job._key) if job._key is not None else None
             self.callbacks.call(cs.cluster_status, job.status, node, snap)
+
+    def _settled(self, job: DispyJob) -> None:
+        """(loop) A finished job's callback ran: forget the job in the recover file and
+        acknowledge its result (after the commit): at least once to the callback."""
+        job._cluster.journal.finished(job._uid)
+        if job._ack_to is None:
+            return
+        link, uid = job._ack_to
+        job._ack_to = None
+        if isinstance(link, NodeLink):
+            link.acks.append(uid)
+            self._ack_soon(link, False)
+        else:
+            link.ack_soon(uid)
 
     def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
                 exception: str | None, end_time: float | None = None) -> None:
@@ -721,8 +741,9 @@ class Engine:
         job._args = job._oob = None
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
-        cs.journal.finished(job._uid)
-        job._set_finished()
+        if cs.callback is None:
+            cs.journal.finished(job._uid)
+        job._set_finished()  # else forgotten once the callback ran (_settled)
         self._job_event(job)
         cs.job_finished()
 
@@ -1143,6 +1164,7 @@ class Engine:
         journal: Journal = cs.journal
         if self.journals.get(journal.path) is journal:
             del self.journals[journal.path]
+        journal.closed = True
         journal.db.close()
         self._release_idle_links()
 

@@ -30,7 +30,8 @@ class DispyJob:
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",
         "end_time", "status", "ip_addr", "_event", "_ended", "_args", "_oob", "_cluster",
         "_uid",
-        "_pin", "_final", "_deps", "_key", "_tx", "_future", "_opts", "__weakref__",
+        "_pin", "_final", "_deps", "_key", "_tx", "_future", "_opts", "_ack_to",
+        "__weakref__",
     )
 
     def __init__(self, cluster: Any, args_buf: bytes | None, uid: str, submit_time: float) -> None:
@@ -58,6 +59,8 @@ class DispyJob:
         self._deps: Any = None
         #: the node (link key) the job was last sent to
         self._key: Any = None
+        #: (link, uid): its result is acknowledged there once its callback ran
+        self._ack_to: Any = None
         #: concurrent.futures.Future, created on first use of ``future`` (see futures.py)
         self._future: Any = None
         #: dispy_job_timeout / dispy_job_priority, if given (see joboptions.py)

@@ -74,6 +74,7 @@ class Journal:
         self._queued: list[tuple[DispyJob, str]] = []
         self._added: list[tuple] = []
         self._done: list[tuple] = []
+        self.closed = False
 
     def add_cluster(self, cs: Any, session: str) -> None:
         profile = cs.profile
@@ -106,7 +107,7 @@ class Journal:
 
     def flush(self) -> None:
         """Commit what was journaled: before jobs are sent and before results are acked."""
-        if not (self._queued or self._added or self._done):
+        if not (self._queued or self._added or self._done) or self.closed:
             return
         queued = [(job._uid, cid, None, None, _id_text(job), job.submit_time, None,
                    _kept_args(job), None)
@@ -130,6 +131,7 @@ class Journal:
         self.clusters.discard(cid)
         if self.clusters:
             return False
+        self.closed = True  # a callback that ran late has nothing to forget here
         self.db.close()
         remove_file(self.path)
         return True
@@ -140,6 +142,7 @@ class Journal:
         (returns 0), else keep it for ``recover_jobs`` (returns how many jobs it keeps)."""
         self.flush()
         left = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        self.closed = True
         self.db.close()
         if not left:
             remove_file(self.path)

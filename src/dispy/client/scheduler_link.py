@@ -197,6 +197,12 @@ class SchedulerLink:
         if self.conn is not None:
             self.clusters.clear()  # a restarted scheduler does not know them
 
+    def ack_soon(self, uid: str) -> None:
+        """A result whose callback ran: acknowledged with the next batch."""
+        if not self.acks:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self.acks.append(uid)
+
     def _flush_acks(self) -> None:
         if self.acks:
             self.engine._flush_journals()  # forget jobs durably before the results go
@@ -235,10 +241,14 @@ class SchedulerLink:
 
     def _done(self, header: dict, bufs: list[bytes]) -> None:
         uid = str(header.get("uid"))
-        self.acks.append(uid)
         job = self.jobs.pop(uid, None)
         if job is None or job._final:
+            self.acks.append(uid)
             return
+        if job._cluster.callback is not None:
+            job._ack_to = (self, uid)  # once the callback ran (Engine._settled)
+        else:
+            self.acks.append(uid)
         ip, port = header.get("ip"), header.get("port")
         if ip is not None:
             job.ip_addr, job._key = ip, (ip, port)
