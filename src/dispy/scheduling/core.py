@@ -352,7 +352,10 @@ class SchedulerCore:
 
     def dispatch(self) -> list[tuple[Job, Hashable, NodeKey]]:
         """Assign as many queued jobs as there are free CPUs (and prefetch slots; the
-        least-loaded node first, so a free CPU wins over a slot): (job, cluster, node)."""
+        least-loaded node first, so a free CPU wins over a slot): (job, cluster, node).
+        Nothing queued: nothing to scan (it is called after every batch of results)."""
+        if not self._entries:
+            return []
         heap = [(n.load(), i, n) for i, n in enumerate(self._nodes.values()) if n.free() > 0]
         heapq.heapify(heap)
         out = []
