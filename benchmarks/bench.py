@@ -33,8 +33,9 @@ sys.path.insert(0, str(HERE / "systems"))
 import envs  # noqa: E402
 from common import RESULT_PREFIX, TAG_VAR, kill_tagged  # noqa: E402
 
-SYSTEMS = ["ours", "orig", "dask", "ray", "pool"]
-DRIVERS = {"ours": "ours.py", "orig": "orig.py", "dask": "dask_distributed.py",
+SYSTEMS = ["ours", "shared", "orig", "dask", "ray", "pool"]
+DRIVERS = {"ours": "ours.py", "shared": "ours_shared.py", "orig": "orig.py",
+           "dask": "dask_distributed.py",
            "ray": "ray_cluster.py", "pool": "pool.py"}
 WORKLOADS = ["tiny", "latency", "cpu", "payload", "startup", "memory", "many-nodes",
              "many-nodes-2", "reliability"]
@@ -267,6 +268,9 @@ def targets(summary: dict) -> list[dict[str, Any]]:
     for peer, goal in (("pool", 0.4), ("orig", 10.0), ("ray", 2.5)):
         r = ratio("tiny", "jobs_per_s", "ours", peer)
         add(f"tiny: ours / {peer} jobs/s", r, f">= {goal}", None if r is None else r >= goal)
+    r = ratio("tiny", "jobs_per_s", "shared", "ours")
+    add("tiny: shared (dispyscheduler) / ours direct jobs/s", r, ">= 0.6",
+        None if r is None else r >= 0.6)
     r = ratio("latency", "p50_ms", "ours", "pool")
     add("latency p50: ours / pool", r, "<= 4", None if r is None else r <= 4)
     r = ratio("latency", "p50_ms", "ours", "orig")

@@ -35,7 +35,7 @@ def project_python() -> Path:
 
 def ensure(name: str, reinstall: bool = False, log=print) -> Env:
     """The venv for ``name``, created and installed on first use (or skipped with a reason)."""
-    if name in ("ours", "pool"):
+    if name in ("ours", "shared", "pool"):
         return Env(name, project_python())
     packages, module = SPECS[name]
     venv = ENVS / name

@@ -28,7 +28,7 @@ def _run(script: str, tmp_path: Path, *args: str) -> dict:
 def test_chaos_two_programs_scheduler_and_nodes_killed(tmp_path):
     c = _run("chaos.py", tmp_path, "--jobs", "800", "--job-ms", "20", "--kill-every", "1",
              "--seed", "7")
-    assert c["kills"] >= 3, c
+    assert c["kills"] >= 1, c  # the killer starts once every job is journaled
     assert (c["lost"], c["duplicated"], c["wrong"]) == (0, 0, 0), c
     assert c["finished"] + c["other_status"] == 800
 
