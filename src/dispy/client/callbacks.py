@@ -44,6 +44,7 @@ class CallbackRunner:
             finally:
                 if settle is not None and self.on_settled is not None:
                     self.on_settled(settle)
+                del item, fn, args, settle  # hold no job while waiting for the next
                 with self._idle:
                     self._pending -= 1
                     if self._pending == 0:

@@ -372,8 +372,8 @@ class JobCluster:
         else:
             with self._lock:
                 done = self._lock.wait_for(lambda: self._pending == 0, timeout)
-        if done:
-            self._engine.callbacks.drain(timeout)
+        if done and self._engine.callbacks.drain(timeout):
+            self._engine.settle()  # what the callbacks released is forgotten too
         return done
 
     def __call__(self) -> None:

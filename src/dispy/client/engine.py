@@ -124,6 +124,17 @@ class Engine:
 
     # ---- thread bridge ------------------------------------------------------------
 
+    def settle(self) -> None:
+        """Return once the loop handled everything posted so far (the jobs whose
+        callbacks ran are then forgotten in the recover files); a no-op on the loop."""
+        if threading.current_thread() is getattr(self, "thread", None):
+            return
+
+        async def nothing() -> None:
+            pass
+
+        self.call(nothing()).result()
+
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the engine loop; returns a concurrent Future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)

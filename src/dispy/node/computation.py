@@ -25,6 +25,40 @@ from ..wire.connection import Connection, ConnectionClosed
 log = logging.getLogger("dispy.node")
 
 
+#: A started ``dispy.node.host`` that waits for its computation: (process, socket).
+Launched = tuple[asyncio.subprocess.Process, socket.socket]
+
+
+async def launch_host() -> Launched:
+    """Start a computation host; it imports dispy and waits for its ``init`` frame. The
+    daemon keeps one started ahead (a spare): an interpreter start is most of the time
+    from a computation's arrival to its setup being done."""
+    parent, child = socket.socketpair()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispy.node.host", str(child.fileno()),
+            pass_fds=(child.fileno(),), start_new_session=True,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    except BaseException:
+        parent.close()
+        raise
+    finally:
+        child.close()
+    return proc, parent
+
+
+async def discard_host(launched: Launched) -> None:
+    """A spare that will not be used: closing its socket ends it (it exits at EOF)."""
+    proc, parent = launched
+    parent.close()
+    try:
+        await asyncio.wait_for(proc.wait(), 5)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 class HostProcess:
     """A running ``dispy.node.host`` process and the socket to it."""
 
@@ -35,14 +69,11 @@ class HostProcess:
         self.reader_task: asyncio.Task | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-    async def start(self, init: dict, bufs: list[bytes]) -> str | None:
-        """Start the host and run setup; returns None when ready, else the reason."""
-        parent, child = socket.socketpair()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dispy.node.host", str(child.fileno()),
-            pass_fds=(child.fileno(),), start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
-        )
-        child.close()
+    async def start(self, init: dict, bufs: list[bytes],
+                    launched: Launched | None = None) -> str | None:
+        """Start the host (or take ``launched``, a spare) and run setup; returns None
+        when ready, else the reason."""
+        self.proc, parent = launched or await launch_host()
         self.conn = conn = await Connection.open_unix(parent)
         conn.send(init, bufs)
         try:

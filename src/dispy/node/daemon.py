@@ -33,7 +33,7 @@ from ..wire.connection import Connection, ConnectionClosed
 from ..wire.sessions import session_id
 from . import admin, service
 from .avail import avail_info
-from .computation import Computation, HostProcess
+from .computation import Computation, HostProcess, Launched, discard_host, launch_host
 from .jobs import JobRunner
 from .options import NodeOptions
 from .results import ResultStore
@@ -60,6 +60,8 @@ class NodeDaemon(JobRunner):
         self.jobs_done = 0
         self.cpu_time = 0.0
         self.accepting = True
+        #: a computation host started ahead, for the next computation (computation.py)
+        self.spare: asyncio.Task[Launched] | None = None
         self.stopping = False
         self.stop_event = asyncio.Event()
         self.root = os.path.join(opts.dest_path_prefix, "dispy", f"node-{opts.node_port}")
@@ -175,6 +177,7 @@ class NodeDaemon(JobRunner):
             log.info("service window: %s", self.opts.service_window.describe())
             self._service_tick()
         self._spawn(self._housekeeping())
+        self._refill_spare()
         if self.opts.serve == 0:
             log.info("--serve 0: no clients to serve; quitting")
             self.request_stop(terminate=False)
@@ -260,8 +263,31 @@ class NodeDaemon(JobRunner):
                     pass
         self.stop_event.set()
 
+    def _refill_spare(self) -> None:
+        if self.spare is None and self.accepting:
+            self.spare = asyncio.get_running_loop().create_task(launch_host())
+
+    async def _take_spare(self) -> Launched | None:
+        """The spare host if it started (and still runs), else None: start one now."""
+        task, self.spare = self.spare, None
+        if task is None:
+            return None
+        try:
+            launched = await task
+        except OSError as exc:
+            log.warning("computation host could not be started ahead: %s", exc)
+            return None
+        if launched[0].returncode is not None:
+            launched[1].close()
+            return None
+        return launched
+
     async def stop(self) -> None:
         """Close the listening sockets and connections after ``stop_event``."""
+        self.accepting = False
+        spare = await self._take_spare()
+        if spare is not None:
+            await discard_host(spare)
         for server in self.servers:
             server.close()
         for session in self.sessions.values():
@@ -617,9 +643,11 @@ class NodeDaemon(JobRunner):
                 "client_shutdown": self.opts.client_shutdown,
             }
             self.job_tokens[comp.token] = comp
-            comp.failed = await comp.host.start(init, [comp.bundle, *setup_args])
+            launched = await self._take_spare()
+            comp.failed = await comp.host.start(init, [comp.bundle, *setup_args], launched)
             if comp.failed is None:
                 await self._prefork(comp)  # may fail the computation too
+            self._refill_spare()
         comp.bundle = b""
         log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:

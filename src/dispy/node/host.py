@@ -248,7 +248,10 @@ class ComputationHost:
     # ---- main loop --------------------------------------------------------------
 
     def run(self) -> None:
-        header, bufs = self.from_daemon.read_frame()
+        try:
+            header, bufs = self.from_daemon.read_frame()
+        except EOFError:  # a spare the daemon did not need (or the daemon is gone)
+            return
         self.init(header, bufs)
         sel = selectors.DefaultSelector()
         sel.register(self.daemon, selectors.EVENT_READ)
