@@ -141,6 +141,7 @@ def test_submit_node_pins_jobs(node):
 
     with make(node, slow, cluster_status=status) as cluster:
         cluster.submit(0)()
+        cluster.wait()  # callbacks (cluster_status too) ran when it returns
         assert nodes
         job = cluster.submit_node(nodes[0], 0)
         assert job() == 0 and job.ip_addr == "127.0.0.1"
