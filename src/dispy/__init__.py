@@ -20,12 +20,13 @@ from .client.job import DispyJob
 from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
 from .client.recover import recover_jobs
 from .client.shared import SharedJobCluster
+from .client.status import ClusterStats
 from .log import logger
 
 __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
     "DispyNodeAvailInfo",
-    "ClusterStatus", "config", "__version__", "recover_jobs",
+    "ClusterStatus", "ClusterStats", "config", "__version__", "recover_jobs",
     "Executor", "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
 ]

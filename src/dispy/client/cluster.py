@@ -19,7 +19,7 @@ from .job import DispyJob
 from .journal import Journal
 from .links import Profile
 from .nodes import ClusterStatus, DispyNode, NodeAllocate, node_address, to_allocations
-from .status import NodeStats, format_status
+from .status import ClusterStats, NodeStats, cluster_stats, format_status
 
 log = logging.getLogger("dispy")
 _cids = itertools.count(1)
@@ -467,7 +467,17 @@ class JobCluster:
             wall_time = time.time() - self._start_time
         print(format_status(table, pending, wall_time))
 
-    stats = print_status
+    def stats(self, wall_time: float | None = None, quiet: bool = False) -> ClusterStats:
+        """This cluster's figures as a typed record (``dispy.ClusterStats``). As in 4.15
+        (where ``stats`` was ``print_status``) it also prints the table, unless
+        ``quiet``."""
+        if not quiet:
+            self.print_status(wall_time)
+
+        async def get() -> ClusterStats:
+            return cluster_stats(self._state, self._submitted, self._pending)
+
+        return self._engine.call(get()).result()
 
     # ---- closing ----------------------------------------------------------------
 

@@ -56,3 +56,49 @@ def format_status(nodes: list[Any], pending: int, wall_time: float) -> str:
                  f" speedup: {speedup:.3f}")
     lines.append("")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """A cluster's figures (``cluster.stats()``): the client's side of what the nodes'
+    and dispyscheduler's ``--metrics_port`` pages show."""
+
+    #: jobs submitted so far
+    submitted: int
+    #: jobs waiting for a CPU (status Created)
+    queued: int
+    #: jobs sent to a node and not ended
+    running: int
+    #: jobs ended Finished
+    finished: int
+    #: jobs ended otherwise (Cancelled, Terminated, Abandoned)
+    failed: int
+    #: nodes set up for the cluster, the CPUs it may use there, and how many are busy
+    nodes: int
+    cpus: int
+    busy: int
+    #: run time of its ended jobs as the nodes measured it (seconds), and per job
+    job_seconds: float
+    mean_job_seconds: float
+    #: bytes of arguments sent and results received
+    bytes_sent: int
+    bytes_received: int
+
+
+def cluster_stats(state: Any, submitted: int, pending: int) -> ClusterStats:
+    """(engine thread) The figures of one cluster."""
+    from .job import DispyJob
+
+    running = sum(1 for job in state.jobs.values() if job.status != DispyJob.Created)
+    rows = list(state.stats.values())
+    done = sum(row.jobs_done for row in rows)
+    seconds = sum(row.cpu_time for row in rows)
+    failed = min(getattr(state, "failed", 0), max(0, submitted - pending))
+    nodes = list(state.nodes.items())
+    return ClusterStats(
+        submitted=submitted, queued=max(0, pending - running), running=running,
+        finished=max(0, submitted - pending - failed), failed=failed, nodes=len(nodes),
+        cpus=sum(state.node_cpus.get(key, node.cpus) for key, node in nodes),
+        busy=sum(node.busy for _, node in nodes), job_seconds=seconds,
+        mean_job_seconds=seconds / done if done else 0.0,
+        bytes_sent=sum(row.tx for row in rows), bytes_received=sum(row.rx for row in rows))

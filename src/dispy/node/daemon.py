@@ -59,6 +59,9 @@ class NodeDaemon(JobRunner):
         self.served = 0
         self.jobs_done = 0
         self.cpu_time = 0.0
+        self.ended: dict[int, int] = {}
+        #: --metrics_port (node/metrics.py)
+        self.metrics: Any = None
         self.accepting = True
         #: a computation host started ahead, for the next computation (computation.py)
         self.spare: asyncio.Task[Launched] | None = None
@@ -177,6 +180,8 @@ class NodeDaemon(JobRunner):
             log.info("service window: %s", self.opts.service_window.describe())
             self._service_tick()
         self._spawn(self._housekeeping())
+        if self.opts.metrics_port:
+            await self._serve_metrics()
         self._refill_spare()
         if self.opts.serve == 0:
             log.info("--serve 0: no clients to serve; quitting")
@@ -263,6 +268,18 @@ class NodeDaemon(JobRunner):
                     pass
         self.stop_event.set()
 
+    async def _serve_metrics(self) -> None:
+        from .metrics import node_metrics  # prometheus_client only when asked for
+
+        metrics = node_metrics(self)
+        try:
+            await metrics.serve(self.opts.metrics_host, self.opts.metrics_port)
+        except OSError as exc:
+            raise SystemExit(f"dispynode: --metrics_port {self.opts.metrics_port} cannot be"
+                             f" used on {self.opts.metrics_host}: {exc.strerror or exc}"
+                             ) from None
+        self.metrics = metrics
+
     def _refill_spare(self) -> None:
         if self.spare is None and self.accepting:
             self.spare = asyncio.get_running_loop().create_task(launch_host())
@@ -285,6 +302,8 @@ class NodeDaemon(JobRunner):
     async def stop(self) -> None:
         """Close the listening sockets and connections after ``stop_event``."""
         self.accepting = False
+        if self.metrics is not None:
+            await self.metrics.stop()
         spare = await self._take_spare()
         if spare is not None:
             await discard_host(spare)

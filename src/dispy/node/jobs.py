@@ -43,6 +43,9 @@ class JobRunner:
     waiting: deque[tuple[Computation, dict, list]]
     killed: set[str]
     job_tokens: dict[str, Computation]
+    #: jobs ended, by final status (--metrics_port)
+    ended: dict[int, int]
+    metrics: Any
 
     if TYPE_CHECKING:  # provided by NodeDaemon
         sessions: dict[str, Session]
@@ -241,8 +244,14 @@ class JobRunner:
         else:
             session = comp.session
             header["cid"] = comp.cid
-            comp.cpu_time += max(0.0, header["end_time"] - header["start_time"])
-            self.cpu_time += max(0.0, header["end_time"] - header["start_time"])
+            ran = max(0.0, header["end_time"] - header["start_time"])
+            comp.cpu_time += ran
+            self.cpu_time += ran
+            status = header.get("status")
+            status = status if isinstance(status, int) else 0
+            self.ended[status] = self.ended.get(status, 0) + 1
+            if self.metrics is not None:
+                self.metrics.job_ran(ran)
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
             self._report_soon(session, uid)

@@ -13,7 +13,7 @@ from ..daemon.files import parse_size
 from .service import ServiceWindow
 
 #: Options that describe one machine, so a file shared by many nodes must not hold them.
-NODE_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "name")
+NODE_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "name", "metrics_host")
 #: Written to a saved configuration only when given.
 SECRETS = ("secret", "admin_secret")
 
@@ -47,6 +47,9 @@ class NodeOptions:
     admin_secret: str = ""
     #: 4.15's --init: a Python file whose init() runs in each computation's process
     init_file: str | None = None
+    #: --metrics_port: Prometheus text on this port (0: none), bound to metrics_host
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     #: what 4.15 options given here mean in this version (logged at start)
     notes: list[str] = field(default_factory=list)
 
@@ -110,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
                         " computation's own process, whose globals jobs inherit")
     p.add_argument("--ipv4_udp_multicast", action="store_true",
                    help="accepted for 4.15 compatibility: discovery uses IPv4 broadcast")
+    p.add_argument("--metrics_port", type=int, default=0,
+                   help="serve Prometheus metrics on this TCP port (0 = none)")
+    p.add_argument("--metrics_host", default="127.0.0.1",
+                   help="address the metrics page binds to (default localhost only)")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     p.add_argument("--daemon", action="store_true", help="do not read commands on stdin")
     p.add_argument("--config", default=None, metavar="FILE",
@@ -163,6 +170,8 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
             p.error(f"TLS file {f} does not exist")
     if a.init and not os.path.isfile(a.init):
         p.error(f"--init {a.init}: no such file")
+    if not 0 <= a.metrics_port <= 65535:
+        p.error("--metrics_port must be a TCP port (1-65535), or 0 for none")
     if a.save_config:
         config_file.save_options(
             a, parser(), lambda k: k in NODE_SPECIFIC or (k in SECRETS and not getattr(a, k)),
@@ -184,4 +193,5 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         force_cleanup=a.force_cleanup, serve=a.serve, debug=a.debug, daemon=a.daemon,
         service_window=window, config_file=a.config, admin_secret=a.admin_secret,
         init_file=os.path.abspath(a.init) if a.init else None, notes=notes,
+        metrics_port=a.metrics_port, metrics_host=a.metrics_host,
     )

@@ -56,6 +56,8 @@ class SchedulerDaemon:
         self.journal: SchedulerJournal | None = None
         #: set once the journal is read: connections wait for it
         self.ready = asyncio.Event()
+        #: --metrics_port (scheduler/metrics.py)
+        self.metrics: Any = None
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -115,6 +117,8 @@ class SchedulerDaemon:
         self.spawn(self._housekeeping())
         if self.opts.httpd:
             self._start_monitor()
+        if self.opts.metrics_port:
+            await self._serve_metrics()
         self._find_nodes()
 
     def _open_journal(self) -> SavedState | None:
@@ -133,6 +137,19 @@ class SchedulerDaemon:
         self.journal = self.engine.journal = journal
         self.service.boot = journal.boot
         return state
+
+    async def _serve_metrics(self) -> None:
+        from .metrics import scheduler_metrics  # prometheus_client only when asked for
+
+        assert self.engine is not None
+        metrics = scheduler_metrics(self)
+        try:
+            await metrics.serve(self.opts.metrics_host, self.opts.metrics_port)
+        except OSError as exc:
+            raise SystemExit(f"dispyscheduler: --metrics_port {self.opts.metrics_port}"
+                             f" cannot be used on {self.opts.metrics_host}:"
+                             f" {exc.strerror or exc}") from None
+        self.metrics = self.engine.metrics = metrics
 
     def _start_monitor(self) -> None:
         """--httpd: the monitor page of every program's computation."""
@@ -164,6 +181,8 @@ class SchedulerDaemon:
         """Close every computation (running jobs are terminated), then the connections."""
         for server in self.servers:
             server.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.monitor is not None:
             monitor, self.monitor = self.monitor, None
             await asyncio.get_running_loop().run_in_executor(None, monitor.shutdown)

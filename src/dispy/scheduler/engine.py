@@ -151,6 +151,9 @@ class SchedulerEngine(Engine):
         #: the scheduler's journal (scheduler/journal.py), committed where a client
         #: engine commits its recover files
         self.journal: SchedulerJournal | None = None
+        #: jobs ended, by final status, and --metrics_port's histogram (metrics.py)
+        self.ended: dict[int, int] = {}
+        self.metrics: Any = None
 
     async def start(self) -> None:
         await self._start()
@@ -238,8 +241,13 @@ class SchedulerEngine(Engine):
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.by_client_uid.pop(job.client_uid, None)
+        status = header.get("status", DispyJob.Finished)
+        status = status if isinstance(status, int) else 0
+        self.ended[status] = self.ended.get(status, 0) + 1
+        if self.metrics is not None and header.get("start_time") and header.get("end_time"):
+            self.metrics.job_ran(float(header["end_time"]) - float(header["start_time"]))
         if self.observer is not None:
-            self.observer(cs, int(header.get("status", DispyJob.Finished)), None, job)
+            self.observer(cs, status, None, job)
         cs.session.result({**header, "op": "done", "uid": job.client_uid,
                            "cid": cs.client_cid}, bufs)  # journaled there
         cs.session.drop_job_files(job.client_uid)

@@ -13,7 +13,7 @@ from ..daemon.files import parse_size
 
 SECTION = "dispyscheduler"
 #: Options that describe one machine, so a shared file must not hold them.
-HOST_SPECIFIC = ("ip_addrs", "ext_ip_addrs")
+HOST_SPECIFIC = ("ip_addrs", "ext_ip_addrs", "metrics_host")
 SECRETS = ("node_secret", "cluster_secret")
 
 
@@ -46,6 +46,9 @@ class SchedulerOptions:
     httpd: bool = False
     httpd_host: str = ""
     httpd_port: int = config.HTTPServerPort
+    #: --metrics_port: Prometheus text on this port (0: none), bound to metrics_host
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     clean: bool = False
     debug: bool = False
     daemon: bool = False
@@ -116,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
                         " for the login token printed at start)")
     p.add_argument("--httpd_port", type=int, default=config.HTTPServerPort,
                    help="port of the monitor page (default %(default)s)")
+    p.add_argument("--metrics_port", type=int, default=0,
+                   help="serve Prometheus metrics on this TCP port (0 = none)")
+    p.add_argument("--metrics_host", default="127.0.0.1",
+                   help="address the metrics page binds to (default localhost only)")
     p.add_argument("--clean", action="store_true",
                    help="remove files of earlier runs at start")
     p.add_argument("-d", "--debug", action="store_true", help="log debug messages")
@@ -165,6 +172,8 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         p.error("choose one policy: --policy, --fair_cluster_scheduler or"
                 " --early_cluster_scheduler")
     policy = a.policy or (policies[0] if policies else "fifo")
+    if not 0 <= a.metrics_port <= 65535:
+        p.error("--metrics_port must be a TCP port (1-65535), or 0 for none")
     if a.save_config:
         config_file.save_options(
             a, parser(), lambda k: k in HOST_SPECIFIC or (k in SECRETS and not getattr(a, k)),
@@ -181,5 +190,6 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
         cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,
         httpd_host=a.httpd_host, httpd_port=a.httpd_port,
+        metrics_port=a.metrics_port, metrics_host=a.metrics_host,
         daemon=a.daemon, config_file=a.config,
     )

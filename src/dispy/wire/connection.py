@@ -39,6 +39,13 @@ from .codec import (
 log = logging.getLogger("dispy.wire")
 
 
+class Traffic:
+    """Bytes this process received and sent on all its connections (metrics)."""
+
+    received = 0
+    sent = 0
+
+
 class ConnectionClosed(Exception):
     """The connection is gone; ``str()`` says why, ``received`` how many bytes came
     before (0: the peer closed without a word, as a TLS daemon does to a plain peer)."""
@@ -106,6 +113,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_in += nbytes
+        Traffic.received += nbytes
         try:
             self.decoder.received(nbytes)
         except FrameError as exc:
@@ -223,6 +231,7 @@ class Connection(asyncio.BufferedProtocol):
         if not big:  # the common case: one write of small pieces
             assert self.transport is not None
             self.bytes_out += size
+            Traffic.sent += size
             self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             return
         self._write(pieces)
@@ -234,6 +243,7 @@ class Connection(asyncio.BufferedProtocol):
         for piece in pieces:
             size = nbytes(piece)
             self.bytes_out += size
+            Traffic.sent += size
             if size < BIG:
                 small.append(piece)
                 continue
