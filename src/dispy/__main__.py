@@ -1,0 +1,7 @@
+"""``python -m dispy``: the ``dispy`` command."""
+
+import sys
+
+from .cli.main import main
+
+sys.exit(main())

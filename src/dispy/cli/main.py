@@ -1,0 +1,30 @@
+"""``dispy`` (also ``python -m dispy``): subcommands run and status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import run, status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dispy", description="dispy from the command line.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run.add_parser(sub)
+    status.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+def dispy_cmd() -> int:
+    """4.15's ``dispy_cmd.py COMPUTATION [-a ARGS]...``: ``dispy run`` with its options."""
+    return main(["run", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
