@@ -46,3 +46,9 @@ def test_timeout_priority(node_factory, tmp_path):
     assert sorted(order) == sorted(f"p{p}-{i}" for p in (0, 5, 1) for i in range(2))
     waited = [(-int(name[1]), int(name[3])) for name in order[1:]]
     assert waited == sorted(waited), order
+
+
+def test_cluster_stats(alpha, tmp_path):
+    out = run_example("cluster_stats.py", tmp_path, alpha)
+    assert "finished 8 of 9, failed 1" in out
+    assert re.search(r"0\.\d\d s per job on 2 CPU\(s\) of 1 node\(s\)", out), out
