@@ -71,6 +71,14 @@ class Metrics:
     def job_ran(self, seconds: float) -> None:
         self.durations.observe(max(0.0, seconds))
 
+    async def serve_or_exit(self, program: str, host: str, port: int) -> None:
+        """``serve``, or exit with one line naming the option when the port is taken."""
+        try:
+            await self.serve(host, port)
+        except OSError as exc:
+            raise SystemExit(f"{program}: --metrics_port {port} cannot be used on {host}:"
+                             f" {exc.strerror or exc}") from None
+
     async def serve(self, host: str, port: int) -> None:
         """Serve ``/metrics`` (OSError when the port cannot be used)."""
         app = web.Application()

@@ -272,12 +272,7 @@ class NodeDaemon(JobRunner):
         from .metrics import node_metrics  # prometheus_client only when asked for
 
         metrics = node_metrics(self)
-        try:
-            await metrics.serve(self.opts.metrics_host, self.opts.metrics_port)
-        except OSError as exc:
-            raise SystemExit(f"dispynode: --metrics_port {self.opts.metrics_port} cannot be"
-                             f" used on {self.opts.metrics_host}: {exc.strerror or exc}"
-                             ) from None
+        await metrics.serve_or_exit("dispynode", self.opts.metrics_host, self.opts.metrics_port)
         self.metrics = metrics
 
     def _refill_spare(self) -> None:

@@ -143,12 +143,8 @@ class SchedulerDaemon:
 
         assert self.engine is not None
         metrics = scheduler_metrics(self)
-        try:
-            await metrics.serve(self.opts.metrics_host, self.opts.metrics_port)
-        except OSError as exc:
-            raise SystemExit(f"dispyscheduler: --metrics_port {self.opts.metrics_port}"
-                             f" cannot be used on {self.opts.metrics_host}:"
-                             f" {exc.strerror or exc}") from None
+        await metrics.serve_or_exit("dispyscheduler", self.opts.metrics_host,
+                                    self.opts.metrics_port)
         self.metrics = self.engine.metrics = metrics
 
     def _start_monitor(self) -> None:
