@@ -79,3 +79,16 @@ def test_nothing_is_written_before_flush(tmp_path):
     j.flush()
     assert len(j.load().sessions) == 1
     j.close()
+
+
+def test_rows_of_an_ended_session_are_dropped_at_load(tmp_path):
+    """A result journaled after its session ended (a late fetch) is not kept forever."""
+    j = _journal(tmp_path)
+    j.session("s", "client", "prog", "addr", "/root")
+    j.drop_session("s")
+    j.ended("s", "u1", {"op": "done", "uid": "u1"}, [b"r"])
+    j.job("gone", "u2", "cc", {"uid": "u2"}, [b"a"], [])
+    j.flush()
+    state = j.load()
+    assert state.results == [] and state.jobs == [] and state.sessions == []
+    j.close()

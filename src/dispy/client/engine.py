@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextlib
 import copy
 import itertools
 import logging
@@ -127,13 +129,15 @@ class Engine:
     def settle(self) -> None:
         """Return once the loop handled everything posted so far (the jobs whose
         callbacks ran are then forgotten in the recover files); a no-op on the loop."""
-        if threading.current_thread() is getattr(self, "thread", None):
+        thread = getattr(self, "thread", None)
+        if thread is None or threading.current_thread() is thread or not thread.is_alive():
             return
 
         async def nothing() -> None:
             pass
 
-        self.call(nothing()).result()
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            self.call(nothing()).result(timeout=10)  # never hang a wait() on it
 
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the engine loop; returns a concurrent Future."""

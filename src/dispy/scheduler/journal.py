@@ -117,6 +117,9 @@ class SchedulerJournal:
     def load(self) -> SavedState:
         state = SavedState()
         db = self.db
+        with db:  # what a session ended meanwhile left behind (a late result)
+            for table in ("computations", "jobs", "results"):
+                db.execute(f"DELETE FROM {table} WHERE sid NOT IN (SELECT sid FROM sessions)")
         state.boots = {b: (c, s) for b, c, s in db.execute("SELECT * FROM boots")}
         state.sessions = list(db.execute("SELECT * FROM sessions"))
         for sid, ccid, header, bufs in db.execute("SELECT * FROM computations"):
