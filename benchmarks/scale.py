@@ -89,9 +89,7 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
         setup_s = time.monotonic() - t0
         rss_per_node = (me.memory_info().rss - rss0) / nodes
         cpu0, t1 = time.process_time(), time.monotonic()
-        submitted = [cluster.submit(i) for i in range(jobs)]
-        for i, job in enumerate(submitted):
-            job.id = i
+        submitted = [cluster.submit_job_id(i, i) for i in range(jobs)]
         cluster.wait(timeout=300)
         elapsed = time.monotonic() - t1
         cpu = time.process_time() - cpu0
@@ -99,9 +97,7 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
         # nodes vanishing at once while jobs run
         finals.clear()
         lost = max(1, int(nodes * vanish))
-        second = [cluster.submit(i) for i in range(jobs)]
-        for i, job in enumerate(second):
-            job.id = jobs + i
+        second = [cluster.submit_job_id(jobs + i, i) for i in range(jobs)]
         time.sleep(0.05)
         sim.command(f"vanish {lost}")
         cluster.wait(timeout=300)

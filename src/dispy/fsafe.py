@@ -293,6 +293,10 @@ def _nbytes(buf: object) -> int:
     return memoryview(buf).nbytes  # type: ignore[arg-type]
 
 
+#: A file being received is written under its name plus this, and renamed when complete.
+PART_SUFFIX = ".dispy-part"
+
+
 def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
                 owner: str = "node") -> bool:
     """Write one chunk of a "file" frame at its offset into ``path`` (inside ``root``);
@@ -308,13 +312,14 @@ def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
     end = offset + sum(_nbytes(b) for b in bufs)
     declared = int(header["size"])
     size = max(declared, end)
+    part = path + PART_SUFFIX  # readers (job processes) never see a file half written
     if limit and size > limit:
-        remove_beneath(root, path)
+        remove_beneath(root, part)
         what = "file of" if size == declared else "file sent with"
         raise ValueError(f"{header.get('path')}: {what} {size} bytes is over the {owner}'s"
                          f" max_file_size of {limit} bytes")
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if offset == 0 else 0)
-    fd = open_beneath(root, path, flags, 0o600, makedirs=True)
+    fd = open_beneath(root, part, flags, 0o600, makedirs=True)
     with os.fdopen(fd, "wb") as fh:
         fh.seek(offset)
         for buf in bufs:
@@ -329,4 +334,11 @@ def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
         else:
             mtime = float(header["mtime"])
             os.utime(fd, (mtime, mtime))
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            os.unlink(part)
+            raise UnsafePath(f"{header.get('path')!r}: a symbolic link is in the way")
+    except FileNotFoundError:
+        pass
+    os.replace(part, path)  # both names in a directory open_beneath checked
     return True

@@ -30,9 +30,7 @@ CLIENT = textwrap.dedent("""
     port, secs, count = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=port, port=0,
                                recover_file=sys.argv[4] if len(sys.argv) > 4 else None)
-    jobs = [cluster.submit(i, secs) for i in range(count)]
-    for i, job in enumerate(jobs):
-        job.id = i
+    jobs = [cluster.submit_job_id(i, i, secs) for i in range(count)]  # ids journaled too
     def running():
         return sum(job.status == dispy.DispyJob.Running for job in jobs)
 

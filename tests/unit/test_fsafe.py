@@ -299,3 +299,17 @@ def test_write_chunk_follows_no_symlink(tree):
         with pytest.raises((OSError, ValueError)):
             fsafe.write_chunk(root, f"{root}/{rel}", chunk(b"evil"), [b"evil"])
     assert (tree.parent / "outside" / "precious").read_text() == "keep"
+
+
+def test_a_file_appears_only_when_complete(tree):
+    """Job processes may read a file while it arrives (Executor's function files): until
+    its last chunk it exists only under a temporary name."""
+    root = str(tree)
+    path = f"{root}/sub/f.bin"
+    first = {**chunk(b"ab"), "size": 4, "final": False}
+    assert fsafe.write_chunk(root, path, first, [b"ab"]) is False
+    assert not os.path.exists(path)
+    last = {**chunk(b"cd"), "size": 4, "offset": 2, "final": True}
+    assert fsafe.write_chunk(root, path, last, [b"cd"]) is True
+    assert open(path, "rb").read() == b"abcd"
+    assert os.listdir(f"{root}/sub") == ["f.bin"]

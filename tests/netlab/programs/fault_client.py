@@ -59,9 +59,7 @@ def main() -> None:
     print("ready", flush=True)
     jobs = []
     for i in range(a.jobs):
-        job = cluster.submit(i, a.secs)
-        job.id = i
-        jobs.append(job)
+        jobs.append(cluster.submit_job_id(i, i, a.secs))  # the id is journaled with it
     if a.hold:
         cpus = sum(n.cpus for n in cluster.status().nodes)
         while sum(job.status == dispy.DispyJob.Running for job in jobs) < min(cpus, a.jobs):
