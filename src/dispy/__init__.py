@@ -2,26 +2,36 @@
 
 ``cluster = dispy.JobCluster(compute)`` ships ``compute`` to every dispynode it finds;
 ``cluster.submit(*args)`` returns a :class:`DispyJob` whose ``job()`` gives the result.
+
+The client's classes load on first use of any of them (all together, as one import
+did before): a node's computation hosts and job processes import ``dispy.node...`` and
+must not pay for the client (it was 90% of a host's start).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from ._version import __version__
-from .client.cluster import JobCluster
-from .client.executor import Executor
-from .client.futures import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    JobError,
-    as_completed,
-    wait,
-)
-from .client.job import DispyJob
-from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
-from .client.recover import recover_jobs
-from .client.shared import SharedJobCluster
-from .client.status import ClusterStats
 from .log import logger
+
+if TYPE_CHECKING:
+    from .client.cluster import JobCluster
+    from .client.executor import Executor
+    from .client.futures import (
+        ALL_COMPLETED,
+        FIRST_COMPLETED,
+        FIRST_EXCEPTION,
+        JobError,
+        as_completed,
+        wait,
+    )
+    from .client.job import DispyJob
+    from .client.nodes import ClusterStatus, DispyNode, DispyNodeAvailInfo, NodeAllocate
+    from .client.recover import recover_jobs
+    from .client.shared import SharedJobCluster
+    from .client.status import ClusterStats
 
 __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
@@ -30,3 +40,28 @@ __all__ = [
     "Executor", "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
 ]
+
+
+def _load_client() -> None:
+    from .client import cluster, executor, futures, job, nodes, recover, shared, status
+
+    globals().update(
+        JobCluster=cluster.JobCluster, Executor=executor.Executor,
+        ALL_COMPLETED=futures.ALL_COMPLETED, FIRST_COMPLETED=futures.FIRST_COMPLETED,
+        FIRST_EXCEPTION=futures.FIRST_EXCEPTION, JobError=futures.JobError,
+        as_completed=futures.as_completed, wait=futures.wait, DispyJob=job.DispyJob,
+        ClusterStatus=nodes.ClusterStatus, DispyNode=nodes.DispyNode,
+        DispyNodeAvailInfo=nodes.DispyNodeAvailInfo, NodeAllocate=nodes.NodeAllocate,
+        recover_jobs=recover.recover_jobs, SharedJobCluster=shared.SharedJobCluster,
+        ClusterStats=status.ClusterStats)
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        _load_client()
+        return globals()[name]
+    raise AttributeError(f"module 'dispy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
