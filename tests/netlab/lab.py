@@ -137,6 +137,13 @@ class Host:
             _signal(proc, own_group, sig)
 
 
+class Router(Host):
+    """A host on two Labs' switches that forwards between them (``ip`` on the first,
+    ``outer_ip`` on the second); ``iptables`` inside it makes NAT."""
+
+    outer_ip: str
+
+
 class Lab:
     """A switch namespace with a bridge plus any number of hosts; use as a context manager.
 
@@ -153,6 +160,8 @@ class Lab:
         self._next = 1
         self.switch_ns = f"dnl-sw-{self.suffix}"
         self.bridge = f"br{self.suffix}"
+        #: default route of this Lab's hosts (set by add_router), None: no route out
+        self.gateway: str | None = None
         try:
             self.subnet = ipaddress.IPv4Network(subnet) if subnet else self._reserve_subnet()
             self.broadcast = str(self.subnet.broadcast_address)
@@ -206,7 +215,44 @@ class Lab:
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", ns, "link", "set", "eth0", "up")
         host = self.hosts[name] = Host(self, name, ns, str(addr), port)
+        if self.gateway is not None:
+            _ip("-n", ns, "route", "add", "default", "via", self.gateway)
         return host
+
+    def add_router(self, other: Lab, name: str = "router", route_here: bool = True,
+                   route_there: bool = True) -> Router:
+        """A router between this Lab and ``other`` (address .254 on both subnets); with
+        ``route_here``/``route_there`` that side's hosts (also later ones) route through
+        it. Broadcasts stay on their own subnet, as on real routers."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", name) or name in self.hosts:
+            raise ValueError(f"bad or duplicate host name {name!r}")
+        ns = f"dnl-{name}-{self.suffix}"
+        self._add_ns(ns)
+        sides = []
+        for i, lab in enumerate((self, other)):
+            addr = lab.subnet.broadcast_address - 1
+            port, peer = f"r{i}{self.suffix}", f"q{i}{self.suffix}"
+            _ip("-n", lab.switch_ns, "link", "add", port, "type", "veth", "peer", "name", peer)
+            _ip("-n", lab.switch_ns, "link", "set", peer, "netns", ns)
+            _ip("-n", lab.switch_ns, "link", "set", port, "master", lab.bridge, "up")
+            _ip("-n", ns, "link", "set", peer, "name", f"eth{i}")
+            _ip("-n", ns, "addr", "add", f"{addr}/{lab.subnet.prefixlen}", "broadcast",
+                lab.broadcast, "dev", f"eth{i}")
+            _ip("-n", ns, "link", "set", f"eth{i}", "up")
+            sides.append((lab, str(addr), port))
+        _ip("-n", ns, "link", "set", "lo", "up")
+        subprocess.run([IP, "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                       check=True, timeout=30, capture_output=True)
+        router = Router(self, name, ns, sides[0][1], sides[0][2])
+        router.outer_ip = sides[1][1]
+        self.hosts[name] = router
+        for (lab, addr, _), route in zip(sides, (route_here, route_there), strict=True):
+            if route:
+                lab.gateway = addr
+                for host in lab.hosts.values():
+                    if not isinstance(host, Router):
+                        _ip("-n", host.ns, "route", "replace", "default", "via", addr)
+        return router
 
     @property
     def procs(self) -> list[subprocess.Popen]:

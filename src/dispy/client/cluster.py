@@ -169,6 +169,8 @@ class JobCluster:
         if not secret:
             log.warning(self._NO_SECRET, self._name)
         self._engine = Engine.get(port, ip_addr)
+        if ipv4_udp_multicast:  # the program's engine asks by multicast from now on
+            self._engine.multicast = True
         self._state = _ClusterState(
             self, cid=f"{os.getpid():x}.{next(_cids)}", name=self._name, allocs=allocs,
             package=package, profile=Profile(secret or "", certfile, keyfile),

@@ -30,7 +30,7 @@ from .. import config
 from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
-from ..wire import discovery, heap, messages, netif, tls
+from ..wire import auth, discovery, heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -94,6 +94,10 @@ class Engine:
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
         self.ifs = netif.select(ip_addrs)
+        #: discovery by the IPv4 multicast group instead of broadcast (ipv4_udp_multicast)
+        self.multicast = False
+        #: (ip, port) of the dispynetrelays that answered: asked by datagram, never connected
+        self.relays: dict[tuple[str, int], str] = {}
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
@@ -204,7 +208,9 @@ class Engine:
             log.warning("cannot listen for node announcements on UDP port %d (%s);"
                         " nodes are found by discovery only", self.port, exc.strerror)
             listen = None
-        if listen is not None:
+        if listen is not None:  # nodes announce by broadcast, or by multicast (either way)
+            discovery.join_group(listen, config.IPv4MulticastGroup,
+                                 [i.address for i in self.ifs if i.broadcast])
             await loop.create_datagram_endpoint(
                 lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispy"), sock=listen)
         _, self.udp = await loop.create_datagram_endpoint(
@@ -239,20 +245,45 @@ class Engine:
         return journal
 
     def _discover(self, cs: ClusterState, allocs: list | None = None) -> None:
+        """Ask ``allocs`` (all of the cluster's) for nodes: a wildcard by broadcast, a
+        named host by connecting, and also by a datagram, which a dispynetrelay there
+        answers and relays to the nodes of its network."""
+        secret = cs.profile.secret
+        key = auth.key_of(secret) if secret else None
         for alloc in allocs or cs.allocs:
             if alloc.wildcard:
-                self._broadcast_discover(alloc.port)
-            else:
-                link = self._link(alloc.host, alloc.port, cs.profile)
-                if link.state in ("new", "down", "busy", "refused"):
-                    self._connect(link)
+                self._broadcast_discover(alloc.port, key)
+                continue
+            request = discovery.discover_request(self.udp.local_port(), self.client_id, key)
+            self.udp.send(request, (alloc.host, alloc.port))
+            if (alloc.host, alloc.port) in self.relays:
+                continue
+            link = self._link(alloc.host, alloc.port, cs.profile)
+            if link.state in ("new", "down", "busy", "refused"):
+                self._connect(link)
 
-    def _broadcast_discover(self, port: int) -> None:
-        msg = discovery.discover_request(self.udp.local_port(),
-                                         self.client_id)
-        for i in self.ifs:
-            log.debug("discovery: broadcast to %s:%d", i.broadcast or i.address, port)
-            self.udp.send(msg, (i.broadcast or i.address, port))
+    def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
+        msg = discovery.discover_request(self.udp.local_port(), self.client_id, key)
+        sent = discovery.send_to_lan(self.udp, msg, port, self.ifs, self.multicast)
+        log.debug("discovery: asked %s (port %d)", ", ".join(sent), port)
+
+    def _on_relay(self, msg: dict, addr: tuple) -> None:
+        """A dispynetrelay answered our request: it relays, it runs no jobs."""
+        port = msg.get("port")
+        if not isinstance(port, int):
+            return
+        key = (addr[0], port)
+        if not any(not a.wildcard and (a.host, a.port) == key
+                   for cs in self.clusters.values() for a in cs.allocs):
+            return  # nobody asked this address: not our relay
+        if key not in self.relays:
+            name = str(msg.get("name"))[:100]
+            log.info("discovery: %s:%d is a dispynetrelay (%s); its network's nodes answer"
+                     " through it", addr[0], port, name)
+            self.relays[key] = name
+        for link in list(self.links.values()):
+            if (link.ip, link.port) == key and link.state not in ("connecting", "connected"):
+                self._unreachable(link, "")
 
     def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
         key = (ip, port, profile)
@@ -270,6 +301,9 @@ class Engine:
     # ---- discovery datagrams --------------------------------------------------------
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
+        if msg.get("op") == "relay":
+            self._on_relay(msg, addr)
+            return
         node = discovery.announced_node(msg, addr)
         if node is None:
             return
@@ -384,6 +418,10 @@ class Engine:
                 "session": self.session_key}
 
     def _unreachable(self, link: NodeLink, reason: str) -> None:
+        relay = self.relays.get((link.ip, link.port))
+        if relay is not None:  # no node there: its network's nodes answer through it
+            link.state, link.reason = "relay", f"a dispynetrelay ({relay})"
+            return
         log.debug("node %s: not used now: %s", link.describe(), reason)
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
@@ -940,7 +978,8 @@ class Engine:
                 if every and now - last_discover >= every:
                     last_discover = now
                     for cs in list(self.clusters.values()):
-                        self._discover(cs, [a for a in cs.allocs if a.wildcard])
+                        self._discover(cs, [a for a in cs.allocs if a.wildcard or
+                                            (a.host, a.port) in self.relays])
                 for cs in waiting:
                     self._report_stall(cs, now)
             except Exception:
@@ -954,7 +993,7 @@ class Engine:
                     if link.conn is not None:  # _read's end presumes the node dead
                         link.conn.close()
                 continue
-            if link.state == "connecting" or now < link.retry_at:
+            if link.state in ("connecting", "relay") or now < link.retry_at:
                 continue
             if link.lost_at is not None:
                 if now - link.lost_at > self._grace(link):

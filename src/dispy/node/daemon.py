@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from .. import fsafe
+from .. import config, fsafe
 from .._version import __version__
 from ..wire import auth, connection, discovery, handshake, heap, messages, netif, tls
 from ..wire.admission import Admission
@@ -161,6 +161,9 @@ class NodeDaemon(JobRunner):
             raise SystemExit(
                 f"dispynode: cannot use UDP port {self.opts.node_port}: {exc.strerror}"
             ) from None
+        # clients ask by broadcast, or by multicast (ipv4_udp_multicast): answer both
+        discovery.join_group(sock, config.IPv4MulticastGroup,
+                             [i.address for i in self.ifs if i.broadcast])
         _, self.udp = await loop.create_datagram_endpoint(
             lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispynode"), sock=sock
         )
@@ -365,9 +368,9 @@ class NodeDaemon(JobRunner):
         ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
         sent = set()
         for i in self.ifs:
-            target = i.broadcast or i.address
-            self.udp.send({**msg, "ip_addr": ext or i.address}, (target, port))
-            sent.add(target)
+            discovery.send_to_lan(self.udp, {**msg, "ip_addr": ext or i.address}, port, [i],
+                                  self.opts.ipv4_udp_multicast)
+            sent.add(i.broadcast or i.address)
         if self.opts.scheduler_node:
             try:
                 target = netif.resolve(self.opts.scheduler_node)
@@ -645,6 +648,15 @@ class NodeDaemon(JobRunner):
                 need.append(entry.get("path"))
         session.send({"op": "reply", "reply": header.get("reply"), "paths": need})
 
+    def _address_for(self, session: Session) -> str:
+        """This node's address as the session's client knows it (dispy_node_ip_addr):
+        --ext_ip_addr, else ours on its network, else the one it connected to."""
+        if self.opts.ext_ip_addrs:
+            return self.opts.ext_ip_addrs[0]
+        local = session.conn.sockname if session.conn is not None else None
+        return (netif.address_towards(session.addr, self.ifs) or local
+                or (self.ifs[0].address if self.ifs else session.addr))
+
     async def _setup(self, comp: Computation, setup_args: list[bytes]) -> None:
         session = comp.session
         if comp.failed is None:
@@ -652,8 +664,7 @@ class NodeDaemon(JobRunner):
             init = {
                 "op": "init", "cid": comp.cid, "dir": comp.dir,
                 "jobs_path": self.jobs_path, "token": comp.token,
-                "node_name": self.name, "node_ip_addr": netif.address_towards(
-                    session.addr, self.ifs) or session.addr,
+                "node_name": self.name, "node_ip_addr": self._address_for(session),
                 "client_shutdown": self.opts.client_shutdown,
             }
             self.job_tokens[comp.token] = comp

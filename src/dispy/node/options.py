@@ -50,6 +50,8 @@ class NodeOptions:
     #: --metrics_port: Prometheus text on this port (0: none), bound to metrics_host
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: announce by the IPv4 multicast group instead of broadcast
+    ipv4_udp_multicast: bool = False
     #: what 4.15 options given here mean in this version (logged at start)
     notes: list[str] = field(default_factory=list)
 
@@ -112,7 +114,9 @@ def parser() -> argparse.ArgumentParser:
                    help="accepted for 4.15 compatibility: setup always runs in the"
                         " computation's own process, whose globals jobs inherit")
     p.add_argument("--ipv4_udp_multicast", action="store_true",
-                   help="accepted for 4.15 compatibility: discovery uses IPv4 broadcast")
+                   help=f"announce this node to the IPv4 multicast group"
+                        f" {config.IPv4MulticastGroup} instead of by broadcast (requests"
+                        f" are answered either way)")
     p.add_argument("--metrics_port", type=int, default=0,
                    help="serve Prometheus metrics on this TCP port (0 = none)")
     p.add_argument("--metrics_host", default="127.0.0.1",
@@ -181,8 +185,6 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
     if a.unsafe_setup:
         notes.append("--unsafe_setup: setup runs in the computation's own process anyway"
                      " (never in dispynode's); jobs inherit its globals")
-    if a.ipv4_udp_multicast:
-        notes.append("--ipv4_udp_multicast: ignored; discovery uses IPv4 broadcast")
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,
         scheduler_port=sched_port, scheduler_node=a.scheduler_node, name=a.name,
@@ -194,4 +196,5 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         service_window=window, config_file=a.config, admin_secret=a.admin_secret,
         init_file=os.path.abspath(a.init) if a.init else None, notes=notes,
         metrics_port=a.metrics_port, metrics_host=a.metrics_host,
+        ipv4_udp_multicast=a.ipv4_udp_multicast,
     )

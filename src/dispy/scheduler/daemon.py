@@ -74,6 +74,7 @@ class SchedulerDaemon:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
                                           self.opts.policy, loop, self.opts.nodes,
                                           self.opts.msg_timeout)
+            self.engine.multicast = self.opts.ipv4_udp_multicast
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: {exc}") from None
         self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)
@@ -168,7 +169,9 @@ class SchedulerDaemon:
         """Ask the nodes on our networks (and those named with -n) to announce themselves,
         so the first computation finds them at once."""
         assert self.engine is not None
-        self.engine._broadcast_discover(self.opts.node_port)
+        secret = self.opts.node_secret
+        self.engine._broadcast_discover(self.opts.node_port,
+                                        auth.derive_key(secret) if secret else None)
 
     def request_stop(self) -> None:
         self.stop_event.set()

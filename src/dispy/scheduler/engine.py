@@ -165,10 +165,9 @@ class SchedulerEngine(Engine):
         if self.journal is not None:
             self.journal.flush()
 
-    def _broadcast_discover(self, port: int) -> None:
-        super()._broadcast_discover(port)
-        msg = discovery.discover_request(self.udp.local_port(),
-                                         self.client_id)
+    def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
+        super()._broadcast_discover(port, key)
+        msg = discovery.discover_request(self.udp.local_port(), self.client_id, key)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
 

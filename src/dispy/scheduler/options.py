@@ -49,6 +49,8 @@ class SchedulerOptions:
     #: --metrics_port: Prometheus text on this port (0: none), bound to metrics_host
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"
+    #: discovery by the IPv4 multicast group instead of broadcast
+    ipv4_udp_multicast: bool = False
     clean: bool = False
     debug: bool = False
     daemon: bool = False
@@ -76,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dispy_port", type=int, default=None,
                    help="4.15 base port: nodes announce to base, nodes serve on base + 1,"
                         " clients connect to base + 2")
+    p.add_argument("--ipv4_udp_multicast", action="store_true",
+                   help=f"look for nodes by the IPv4 multicast group {config.IPv4MulticastGroup}"
+                        " instead of broadcast")
     p.add_argument("--node_secret", default="", help="secret the nodes were given")
     p.add_argument("--cluster_secret", default="",
                    help="secret clients must know (SharedJobCluster's secret)")
@@ -188,6 +193,7 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         msg_timeout=float(a.msg_timeout),
         dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
         max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
+        ipv4_udp_multicast=a.ipv4_udp_multicast,
         cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,
         httpd_host=a.httpd_host, httpd_port=a.httpd_port,
         metrics_port=a.metrics_port, metrics_host=a.metrics_host,

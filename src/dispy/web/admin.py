@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import config
 from ..wire import discovery, netif
 from .admin_link import AdminError, AdminLink
 from .server import WebServer
@@ -107,6 +108,8 @@ class AdminServer:
         except OSError as exc:
             raise SystemExit(f"dispyadmin: cannot use UDP port {self.opts.info_port}:"
                              f" {exc.strerror}") from None
+        discovery.join_group(sock, config.IPv4MulticastGroup,
+                             [i.address for i in self.ifs if i.broadcast])
         _, self.udp = await loop.create_datagram_endpoint(
             lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispyadmin"), sock=sock)
         try:
@@ -117,8 +120,6 @@ class AdminServer:
             raise SystemExit(f"dispyadmin: cannot serve on {self.web.host} port"
                              f" {self.opts.http_port}: {exc.strerror}") from None
         self.web.announce()
-        if self.opts.ipv4_udp_multicast:
-            log.info("--ipv4_udp_multicast: dispy 5 nodes answer broadcasts; broadcast is used")
         self._spawn(self._poller())
         self._spawn(self._pinger())
         self._spawn(self._pusher())
@@ -152,8 +153,8 @@ class AdminServer:
         if target is not None:
             self.udp.send(msg, target)
             return
-        for i in self.ifs:
-            self.udp.send(msg, (i.broadcast or i.address, self.opts.node_port))
+        discovery.send_to_lan(self.udp, msg, self.opts.node_port, self.ifs,
+                              self.opts.ipv4_udp_multicast)
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
         node = discovery.announced_node(msg, addr)

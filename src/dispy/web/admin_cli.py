@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ping_interval", type=float, default=600.0,
                    help="seconds between broadcasts looking for new nodes (default 600)")
     p.add_argument("--ipv4_udp_multicast", action="store_true",
-                   help="accepted for compatibility; dispy 5 nodes answer broadcasts")
+                   help="look for nodes by the IPv4 multicast group instead of broadcast")
     p.add_argument("--keyfile", default=None, help="private key for TLS (nodes and web)")
     p.add_argument("--certfile", default=None,
                    help="certificate for TLS: the nodes' --certfile; also used for https")

@@ -76,6 +76,8 @@ class Connection(asyncio.BufferedProtocol):
         self._replies: dict[str, asyncio.Future] = {}
         self.loop = asyncio.get_running_loop()
         self.peer: tuple[str, int] = ("?", 0)
+        #: our own address of this connection (the one the peer reached us at)
+        self.sockname: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -103,6 +105,9 @@ class Connection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = (str(peer[0]), int(peer[1]))
+        name = transport.get_extra_info("sockname")
+        if isinstance(name, tuple) and len(name) >= 2:
+            self.sockname = str(name[0])
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):

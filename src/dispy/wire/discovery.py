@@ -8,18 +8,26 @@ UDP sources can be forged, so a node never answers with more bytes than it was s
 clients pad ``discover`` to ``DISCOVER_SIZE``, and a reply that does not fit in the
 request is sent lean (what a client needs to connect) or not at all. Discovery then
 cannot amplify an attacker's traffic towards a victim.
+
+A client with a secret signs its ``discover`` (``ts``, ``auth``): nodes do not need it
+(the TCP handshake authenticates), but a dispynetrelay with ``--secret`` relays only
+signed requests, so nobody without the secret can make it fan out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import PROTOCOL_VERSION
+from ..config import PROTOCOL_VERSION, IPv4MulticastGroup
+from .netif import Interface
 
 MAGIC = b"DISPY\x01"
 MAX_DATAGRAM = 8192
@@ -52,12 +60,37 @@ def decode(data: bytes) -> dict[str, Any]:
     return msg
 
 
-def discover_request(reply_port: int, client_id: str) -> dict[str, Any]:
-    """A ``discover`` message padded to ``DISCOVER_SIZE`` bytes, room for a full reply."""
+#: seconds a signed ``discover`` stays valid (clocks of client and relay may differ)
+AUTH_WINDOW = 300.0
+
+
+def _request_mac(key: bytes, msg: dict[str, Any]) -> str:
+    text = f"discover|{msg.get('client_id')}|{msg.get('reply_port')}|{msg.get('ts')}"
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def discover_request(reply_port: int, client_id: str, key: bytes | None = None,
+                     now: float | None = None) -> dict[str, Any]:
+    """A ``discover`` message padded to ``DISCOVER_SIZE`` bytes, room for a full reply;
+    signed with ``key`` (``auth.derive_key`` of the secret) when given."""
     msg: dict[str, Any] = {"op": "discover", "reply_port": reply_port,
-                           "client_id": client_id, "pad": ""}
+                           "client_id": client_id}
+    if key:
+        msg["ts"] = int(time.time() if now is None else now)
+        msg["auth"] = _request_mac(key, msg)
+    msg["pad"] = ""
     msg["pad"] = "-" * max(0, DISCOVER_SIZE - len(encode(msg)))
     return msg
+
+
+def signed_by(msg: dict[str, Any], key: bytes, now: float | None = None) -> bool:
+    """True when ``msg`` is a ``discover`` signed with ``key`` within ``AUTH_WINDOW``."""
+    ts, mac = msg.get("ts"), msg.get("auth")
+    if not isinstance(ts, int) or not isinstance(mac, str):
+        return False
+    if abs((time.time() if now is None else now) - ts) > AUTH_WINDOW:
+        return False
+    return hmac.compare_digest(_request_mac(key, msg), mac)
 
 
 def reply_within(candidates: list[dict[str, Any]], limit: int) -> dict[str, Any] | None:
@@ -127,6 +160,51 @@ def udp_socket(port: int, reuse: bool = True) -> socket.socket:
     sock.bind(("", port))
     sock.setblocking(False)
     return sock
+
+
+def join_group(sock: socket.socket, group: str, if_addrs: list[str]) -> list[str]:
+    """Join the IPv4 multicast ``group`` on each interface address; those it could join
+    (an interface without multicast, such as loopback, is skipped)."""
+    joined = []
+    for addr in if_addrs:
+        mreq = socket.inet_aton(group) + socket.inet_aton(addr)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        except OSError as exc:
+            log.debug("cannot join %s on %s: %s", group, addr, exc)
+            continue
+        joined.append(addr)
+    return joined
+
+
+def send_multicast(msg: dict[str, Any], group: str, port: int, if_addr: str) -> None:
+    """Send ``msg`` to the multicast ``group`` out of the interface with ``if_addr``.
+
+    A socket of its own per send: the outgoing interface is a socket option, and the
+    answer goes to the port named in the message, not to this socket."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(if_addr))
+            sock.sendto(encode(msg), (group, port))
+    except OSError as exc:
+        log.debug("could not send to %s:%d via %s: %s", group, port, if_addr, exc)
+
+
+def send_to_lan(proto: DiscoveryProtocol, msg: dict[str, Any], port: int,
+                ifs: list[Interface], multicast: bool = False) -> list[str]:
+    """Send ``msg`` to ``port`` on every network of ``ifs``: to its broadcast address,
+    or with ``multicast`` to the IPv4 group (loopback: to the address itself); the
+    targets, for the log."""
+    targets = []
+    for i in ifs:
+        if multicast and i.broadcast:
+            send_multicast(msg, IPv4MulticastGroup, port, i.address)
+            targets.append(f"{IPv4MulticastGroup} via {i.address}")
+        else:
+            proto.send(msg, (i.broadcast or i.address, port))
+            targets.append(i.broadcast or i.address)
+    return targets
 
 
 def announced_node(msg: dict[str, Any], addr: tuple) -> tuple[str, int] | None:

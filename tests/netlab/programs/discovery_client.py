@@ -6,6 +6,8 @@ a report instead of hanging it.
 
     --nodes JSON       the ``nodes=`` argument (lists inside become tuples)
     --wait-nodes K     before submitting, wait (bounded) until K nodes are set up
+    --secret S         the cluster's secret
+    --multicast        ipv4_udp_multicast=True
     --until-ip IP      after the first batch, print "submitted" and keep running batches
                        until a job finished on IP (or --deadline passes)
 """
@@ -67,6 +69,8 @@ def main() -> int:
     p.add_argument("--until-ip", default=None)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--deadline", type=float, default=60.0)
+    p.add_argument("--secret", default="")
+    p.add_argument("--multicast", action="store_true", help="ipv4_udp_multicast=True")
     a = p.parse_args()
     nodes = [tuple(n) if isinstance(n, list) else n for n in json.loads(a.nodes)]
     t0 = time.monotonic()
@@ -77,7 +81,8 @@ def main() -> int:
         print(f"{name} at {report['timings'][name]:.3f}s", flush=True)
 
     cluster = dispy.JobCluster(compute, nodes=nodes, node_port=a.node_port,
-                               loglevel=logging.INFO)
+                               loglevel=logging.INFO, secret=a.secret,
+                               ipv4_udp_multicast=a.multicast)
     mark("cluster_created")
     try:
         if a.wait_nodes:

@@ -1,0 +1,1 @@
+"""dispynetrelay: lets clients on other networks find the nodes on this one."""

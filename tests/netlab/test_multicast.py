@@ -1,0 +1,59 @@
+"""Discovery by the IPv4 multicast group (ipv4_udp_multicast) on a LAN that drops every
+broadcast, so nothing is found unless requests and announcements both use multicast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from .conftest import DispyLan
+from .lab import Host, netlab_available
+
+pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
+
+_reason = netlab_available()
+if _reason:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+CLIENT = "discovery_client.py"
+
+
+def drop_broadcasts(host: Host) -> None:
+    host.run(["iptables", "-A", "INPUT", "-m", "pkttype", "--pkt-type", "broadcast", "-j",
+              "DROP"], check=True, timeout=30)
+
+
+def test_multicast_requests_and_announcements(dispy_lan_idle: DispyLan) -> None:
+    lan = dispy_lan_idle
+    for host in (lan.client, *(n.host for n in lan.nodes.values())):
+        drop_broadcasts(host)
+    node1, node2 = lan.nodes["node1"], lan.nodes["node2"]
+    node1.start("--ipv4_udp_multicast")
+    # control: the same client asking by broadcast finds nothing on this LAN
+    control = lan.run_client(CLIENT, "--nodes", json.dumps(["*"]), "--node-port",
+                             str(lan.port), "--jobs", "1", "--wait-nodes", "1",
+                             "--deadline", "6")
+    assert control.report is not None and control.report["nodes_before_submit"] == [], \
+        lan.diagnostics()
+    # by multicast: node1 answers the request; node2, started late, is heard by its
+    # own multicast announcement
+    out, err = lan.workdir / "mc.out", lan.workdir / "mc.err"
+    argv = lan.client_argv(CLIENT, "--nodes", json.dumps(["*"]), "--node-port",
+                           str(lan.port), "--jobs", "8", "--wait-nodes", "1", "--multicast",
+                           "--until-ip", node2.ip, "--deadline", "45")
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = lan.client.popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                cwd=lan.workdir, text=True)
+    deadline = time.monotonic() + 60
+    while "submitted" not in out.read_text() and proc.poll() is None:
+        assert time.monotonic() < deadline, out.read_text() + err.read_text()
+        time.sleep(0.05)
+    node2.start("--ipv4_udp_multicast")
+    proc.wait(timeout=90)
+    text = out.read_text()
+    detail = f"{text}\n{err.read_text()}\n{lan.node_logs()}"
+    assert '"nodes_before_submit": ["' + node1.ip + '"]' in text, detail
+    assert "late_node_used" in text, detail

@@ -1,0 +1,185 @@
+"""Clients reaching nodes on other networks: through a dispynetrelay, and through NAT.
+
+Two subnets joined by a router namespace: broadcasts stay on their own subnet, so a
+client on one finds the nodes on the other only through the relay (or by address).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import NODE_PORT, DispyLan, LabNode
+from .lab import Host, Lab, Router, netlab_available
+
+pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
+
+_reason = netlab_available()
+if _reason:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+SECRET = "relay-lab-secret"
+CLIENT = "discovery_client.py"
+
+
+class RelayProc:
+    """A dispynetrelay in a lab host, its output in ``log``."""
+
+    def __init__(self, host: Host, log: Path) -> None:
+        self.host, self.log = host, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> RelayProc:
+        argv = [sys.executable, "-m", "dispy.dispynetrelay", "--daemon", "-d",
+                "--node_port", str(NODE_PORT), *extra]
+        with open(self.log, "ab") as fh:
+            self.proc = self.host.popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.wait_for("relaying requests")
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"dispynetrelay never logged {text!r}:\n{self.output()}")
+
+
+class RoutedLan:
+    """``near`` (the client) and ``far`` (node1, node2, relay) joined by ``router``."""
+
+    def __init__(self, near: Lab, far: Lab, router: Router, tmp: Path) -> None:
+        self.near, self.far, self.router, self.tmp = near, far, router, tmp
+        client = near.add_host("client")
+        nodes = {name: LabNode(far.add_host(name), NODE_PORT, tmp / name, tmp / f"{name}.log")
+                 for name in ("node1", "node2")}
+        workdir = tmp / "client"
+        workdir.mkdir()
+        self.lan = DispyLan(far, client, nodes, workdir)
+        self.relay = RelayProc(far.add_host("relay"), tmp / "relay.log")
+
+    def client_run(self, nodes: list, *extra: str, wait_nodes: int = 2,
+                   deadline: float = 40.0) -> dict:
+        run = self.lan.run_client(
+            CLIENT, "--nodes", json.dumps(nodes), "--node-port", str(NODE_PORT),
+            "--jobs", "20", "--wait-nodes", str(wait_nodes), "--deadline", str(deadline),
+            *extra, timeout=deadline * 2 + 30)
+        detail = f"{self.lan.diagnostics()}\n--- relay ---\n{self.relay.output()}"
+        assert run.returncode == 0 and run.report is not None, detail
+        run.report["detail"] = detail
+        return run.report
+
+
+@pytest.fixture
+def routed(tmp_path: Path) -> Iterator[RoutedLan]:
+    with Lab() as near, Lab() as far:
+        router = near.add_router(far)
+        yield RoutedLan(near, far, router, tmp_path)
+
+
+def test_client_finds_nodes_on_another_subnet_only_through_the_relay(
+        routed: RoutedLan) -> None:
+    lan = routed.lan
+    for node in lan.nodes.values():
+        node.start("-s", SECRET, wait=False)
+    for node in lan.nodes.values():
+        node.wait_for("serving")
+    node_ips = sorted(n.ip for n in lan.nodes.values())
+    # the far subnet's wildcard alone: broadcasts do not cross the router
+    alone = routed.client_run([lan.wildcard], "--secret", SECRET, deadline=6)
+    assert alone["nodes_before_submit"] == [], alone["detail"]
+    routed.relay.start("-s", SECRET)
+    report = routed.client_run([routed.relay.host.ip, lan.wildcard], "--secret", SECRET)
+    detail = report["detail"]
+    assert report["nodes_before_submit"] == node_ips, detail
+    assert all(j["status"] == 11 for j in report["jobs"]), detail
+    assert {j["ip"] for j in report["jobs"]} == set(node_ips), detail
+    assert "is a dispynetrelay" in lan.runs[-1].stderr, detail
+    assert "Traceback" not in routed.relay.output(), detail
+
+
+def test_relay_with_a_secret_ignores_unsigned_requests(routed: RoutedLan) -> None:
+    lan = routed.lan
+    lan.nodes["node1"].start("-s", SECRET)
+    routed.relay.start("-s", SECRET)
+    report = routed.client_run([routed.relay.host.ip, lan.wildcard], "--secret", "wrong",
+                               wait_nodes=1, deadline=6)
+    assert report["nodes_before_submit"] == [], report["detail"]
+    routed.relay.wait_for("not signed with the relay's secret")
+
+
+def test_relay_forwards_a_late_nodes_announcement(routed: RoutedLan) -> None:
+    """node2 starts after the client asked: its own announcement reaches the client
+    through the relay, which remembers who asked."""
+    lan = routed.lan
+    lan.nodes["node1"].start()
+    routed.relay.start()
+    out, err = lan.workdir / "late.out", lan.workdir / "late.err"
+    argv = lan.client_argv(CLIENT, "--nodes", json.dumps([routed.relay.host.ip, lan.wildcard]),
+                           "--node-port", str(NODE_PORT), "--jobs", "8", "--wait-nodes", "1",
+                           "--until-ip", lan.nodes["node2"].ip, "--deadline", "45")
+    with open(out, "w") as o, open(err, "w") as e:
+        proc = lan.client.popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                cwd=lan.workdir, text=True)
+    deadline = time.monotonic() + 60
+    while "submitted" not in out.read_text() and proc.poll() is None:
+        assert time.monotonic() < deadline, out.read_text() + err.read_text()
+        time.sleep(0.05)
+    lan.nodes["node2"].start()
+    proc.wait(timeout=90)
+    text = out.read_text()
+    assert "late_node_used" in text, f"{text}\n{err.read_text()}\n{routed.relay.output()}"
+
+
+@pytest.fixture
+def natted(tmp_path: Path) -> Iterator[tuple[Lab, Lab, Router]]:
+    """``inside`` (routes out through the router) and ``outside`` (no route in)."""
+    with Lab() as outside, Lab() as inside:
+        router = inside.add_router(outside, route_there=False)
+        yield inside, outside, router
+
+
+def _forward(router: Router, port: int, to: str) -> None:
+    """Port forwarding on the router: ``port`` of its outer address goes to ``to``."""
+    for proto in ("tcp", "udp"):
+        router.run(["iptables", "-t", "nat", "-A", "PREROUTING", "-d", router.outer_ip, "-p",
+                    proto, "--dport", str(port), "-j", "DNAT", "--to-destination", to],
+                   check=True, timeout=30)
+    router.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", "-j",
+                "MASQUERADE"], check=True, timeout=30)
+
+
+def test_node_behind_nat_serves_a_client_outside(natted, tmp_path: Path) -> None:
+    inside, outside, router = natted
+    node = LabNode(inside.add_host("node1"), NODE_PORT, tmp_path / "n1", tmp_path / "n1.log")
+    client = outside.add_host("client")
+    _forward(router, NODE_PORT, node.host.ip)
+    node.start("-s", SECRET, "--ext_ip_addr", router.outer_ip)
+    workdir = tmp_path / "client"
+    workdir.mkdir()
+    lan = DispyLan(inside, client, {"node1": node}, workdir)
+    # the client cannot reach the inside subnet at all: only the router's outer address
+    ping = client.run(["ping", "-c", "1", "-W", "1", node.host.ip], capture_output=True,
+                      timeout=30)
+    assert ping.returncode != 0
+    run = lan.run_client(CLIENT, "--nodes", json.dumps([router.outer_ip]), "--node-port",
+                         str(NODE_PORT), "--jobs", "10", "--wait-nodes", "1", "--deadline",
+                         "40", "--secret", SECRET, timeout=120)
+    detail = lan.diagnostics()
+    assert run.returncode == 0 and run.report is not None, detail
+    assert run.report["nodes_before_submit"] == [router.outer_ip], detail
+    assert all(j["status"] == 11 and j["result"][1] == router.outer_ip
+               for j in run.report["jobs"]), detail
