@@ -30,6 +30,11 @@ IP = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "/usr/s
 _LOCK_PATH = "/tmp/dispy-netlab-10.77.{}.0.lock"
 
 
+def _sysctl(ns: str, setting: str) -> None:
+    subprocess.run([IP, "netns", "exec", ns, "sysctl", "-qw", setting], check=True, timeout=30,
+                   capture_output=True)
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `ip`, raising with its stderr so a setup failure explains itself."""
     res = subprocess.run([IP, *args], capture_output=True, text=True, timeout=30)
@@ -91,6 +96,9 @@ class Host:
     def __init__(self, lab: Lab, name: str, ns: str, ip: str, switch_port: str) -> None:
         self.lab, self.name, self.ns, self.ip = lab, name, ns, ip
         self.switch_port = switch_port  # our veth end inside the switch namespace
+        #: IPv6 addresses in an IPv6 Lab: global (fd77:...) and link-local (fe80::...%eth0)
+        self.ip6: str | None = None
+        self.link6: str | None = None
         self.procs: list[tuple[subprocess.Popen, bool]] = []
 
     def __repr__(self) -> str:
@@ -142,6 +150,7 @@ class Router(Host):
     ``outer_ip`` on the second); ``iptables`` inside it makes NAT."""
 
     outer_ip: str
+    outer_ip6: str
 
 
 class Lab:
@@ -151,23 +160,34 @@ class Lab:
     removes everything even when setup failed halfway.
     """
 
-    def __init__(self, subnet: str | None = None) -> None:
+    def __init__(self, subnet: str | None = None, ipv4: bool = True,
+                 ipv6: bool | str = False) -> None:
         self.suffix = secrets.token_hex(3)  # unique tag in every ns/interface name
         self.hosts: dict[str, Host] = {}
         self.namespaces: list[str] = []
         self._lock_fd: int | None = None
         self._lock_path = ""
         self._next = 1
+        #: address families of the hosts: IPv4 (``ip``), and IPv6 (``ip6``, with a
+        #: link-local one, ``link6``, as every IPv6 interface has; ``ipv6="link-local"``:
+        #: only that one)
+        self.ipv4, self.ipv6 = ipv4, ipv6
         self.switch_ns = f"dnl-sw-{self.suffix}"
         self.bridge = f"br{self.suffix}"
-        #: default route of this Lab's hosts (set by add_router), None: no route out
+        #: default routes of this Lab's hosts (set by add_router), None: no route out
         self.gateway: str | None = None
+        self.gateway6: str | None = None
         try:
             self.subnet = ipaddress.IPv4Network(subnet) if subnet else self._reserve_subnet()
+            #: the IPv6 twin of the IPv4 subnet (fd77:N::/64, N from 10.77.N.0)
+            self.subnet6 = ipaddress.IPv6Network(
+                f"fd77:{int(self.subnet.network_address.packed[2]):x}::/64")
             self.broadcast = str(self.subnet.broadcast_address)
             self._add_ns(self.switch_ns)
             sw = self.switch_ns
-            _ip("-n", sw, "link", "add", self.bridge, "type", "bridge", "stp_state", "0")
+            # no multicast snooping: no querier runs here, so snooping would drop groups
+            _ip("-n", sw, "link", "add", self.bridge, "type", "bridge", "stp_state", "0",
+                "mcast_snooping", "0")
             _ip("-n", sw, "link", "set", self.bridge, "up")
         except BaseException:
             self.close()
@@ -210,14 +230,35 @@ class Lab:
         _ip("-n", sw, "link", "set", peer, "netns", ns)
         _ip("-n", sw, "link", "set", port, "master", self.bridge, "up")
         _ip("-n", ns, "link", "set", peer, "name", "eth0")
-        cidr = f"{addr}/{self.subnet.prefixlen}"
-        _ip("-n", ns, "addr", "add", cidr, "broadcast", self.broadcast, "dev", "eth0")
+        if self.ipv4:
+            cidr = f"{addr}/{self.subnet.prefixlen}"
+            _ip("-n", ns, "addr", "add", cidr, "broadcast", self.broadcast, "dev", "eth0")
+        ip6 = link6 = None
+        if self.ipv6:
+            # duplicate address detection would hold new addresses back for seconds
+            _sysctl(ns, "net.ipv6.conf.eth0.accept_dad=0")
+            ip6 = str(self.subnet6.network_address + idx)
+            link6 = f"fe80::77:{idx:x}"
+            _ip("-n", ns, "link", "set", "eth0", "addrgenmode", "none")  # only ours
+            _ip("-n", ns, "addr", "add", f"{link6}/64", "dev", "eth0", "nodad")
+            if self.ipv6 is True:
+                _ip("-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+            else:
+                ip6 = None
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", ns, "link", "set", "eth0", "up")
-        host = self.hosts[name] = Host(self, name, ns, str(addr), port)
-        if self.gateway is not None:
-            _ip("-n", ns, "route", "add", "default", "via", self.gateway)
+        host = self.hosts[name] = Host(self, name, ns, str(addr) if self.ipv4 else "", port)
+        host.ip6 = ip6
+        host.link6 = f"{link6}%eth0" if link6 else None
+        self.route_out(host)
         return host
+
+    def route_out(self, host: Host) -> None:
+        """Give ``host`` this Lab's default routes (none until a router is added)."""
+        if self.gateway is not None:
+            _ip("-n", host.ns, "route", "replace", "default", "via", self.gateway)
+        if self.gateway6 is not None:
+            _ip("-n", host.ns, "-6", "route", "replace", "default", "via", self.gateway6)
 
     def add_router(self, other: Lab, name: str = "router", route_here: bool = True,
                    route_there: bool = True) -> Router:
@@ -231,27 +272,36 @@ class Lab:
         sides = []
         for i, lab in enumerate((self, other)):
             addr = lab.subnet.broadcast_address - 1
+            addr6 = lab.subnet6.network_address + 254
             port, peer = f"r{i}{self.suffix}", f"q{i}{self.suffix}"
+            dev = f"eth{i}"
             _ip("-n", lab.switch_ns, "link", "add", port, "type", "veth", "peer", "name", peer)
             _ip("-n", lab.switch_ns, "link", "set", peer, "netns", ns)
             _ip("-n", lab.switch_ns, "link", "set", port, "master", lab.bridge, "up")
-            _ip("-n", ns, "link", "set", peer, "name", f"eth{i}")
-            _ip("-n", ns, "addr", "add", f"{addr}/{lab.subnet.prefixlen}", "broadcast",
-                lab.broadcast, "dev", f"eth{i}")
-            _ip("-n", ns, "link", "set", f"eth{i}", "up")
-            sides.append((lab, str(addr), port))
+            _ip("-n", ns, "link", "set", peer, "name", dev)
+            if lab.ipv4:
+                _ip("-n", ns, "addr", "add", f"{addr}/{lab.subnet.prefixlen}", "broadcast",
+                    lab.broadcast, "dev", dev)
+            if lab.ipv6:
+                _sysctl(ns, f"net.ipv6.conf.{dev}.accept_dad=0")
+                _ip("-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+            sides.append((lab, str(addr), str(addr6), port))
         _ip("-n", ns, "link", "set", "lo", "up")
-        subprocess.run([IP, "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-                       check=True, timeout=30, capture_output=True)
-        router = Router(self, name, ns, sides[0][1], sides[0][2])
+        _sysctl(ns, "net.ipv4.ip_forward=1")
+        _sysctl(ns, "net.ipv6.conf.all.forwarding=1")
+        router = Router(self, name, ns, sides[0][1] if self.ipv4 else "", sides[0][3])
         router.outer_ip = sides[1][1]
+        router.ip6, router.outer_ip6 = sides[0][2], sides[1][2]
         self.hosts[name] = router
-        for (lab, addr, _), route in zip(sides, (route_here, route_there), strict=True):
-            if route:
-                lab.gateway = addr
-                for host in lab.hosts.values():
-                    if not isinstance(host, Router):
-                        _ip("-n", host.ns, "route", "replace", "default", "via", addr)
+        for (lab, addr, addr6, _), route in zip(sides, (route_here, route_there), strict=True):
+            if not route:
+                continue
+            lab.gateway = addr if lab.ipv4 else None
+            lab.gateway6 = addr6 if lab.ipv6 else None
+            for host in lab.hosts.values():
+                if not isinstance(host, Router):
+                    lab.route_out(host)
         return router
 
     @property

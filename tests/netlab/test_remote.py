@@ -172,9 +172,14 @@ def test_node_behind_nat_serves_a_client_outside(natted, tmp_path: Path) -> None
     workdir.mkdir()
     lan = DispyLan(inside, client, {"node1": node}, workdir)
     # the client cannot reach the inside subnet at all: only the router's outer address
-    ping = client.run(["ping", "-c", "1", "-W", "1", node.host.ip], capture_output=True,
-                      timeout=30)
-    assert ping.returncode != 0
+    probe = ("import socket, sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])),"
+             " 2)\nexcept OSError as e:\n print(e.errno)\nelse:\n print('reached')")
+    direct = client.run([sys.executable, "-c", probe, node.host.ip, str(NODE_PORT)],
+                        capture_output=True, text=True, timeout=30)
+    assert direct.returncode == 0 and direct.stdout.strip() != "reached", direct
+    via = client.run([sys.executable, "-c", probe, router.outer_ip, str(NODE_PORT)],
+                     capture_output=True, text=True, timeout=30)
+    assert via.stdout.strip() == "reached", via  # the port forwarding works
     run = lan.run_client(CLIENT, "--nodes", json.dumps([router.outer_ip]), "--node-port",
                          str(NODE_PORT), "--jobs", "10", "--wait-nodes", "1", "--deadline",
                          "40", "--secret", SECRET, timeout=120)

@@ -35,27 +35,28 @@ async def collect(targets: list[tuple[str, int]], broadcast: bool, port: int,
                   ip_addrs: list[str], timeout: float) -> dict[str, dict]:
     """Announcements received within ``timeout``, by ``ip:port``."""
     found: dict[str, dict] = {}
+    seen: set[str] = set()  # node ids: a node answering by IPv4 and IPv6 is listed once
 
     def heard(msg: dict, addr: tuple) -> None:
         node = discovery.announced_node(msg, addr)
-        if node is not None:
-            found[f"{node[0]}:{node[1]}"] = {**msg, "ip_addr": node[0], "port": node[1]}
+        node_id = msg.get("node_id")
+        if node is None or node_id in seen:
+            return
+        if isinstance(node_id, str):
+            seen.add(node_id)
+        found[netif.host_port(*node)] = {**msg, "ip_addr": node[0], "port": node[1]}
 
-    loop = asyncio.get_running_loop()
-    sock = discovery.udp_socket(0)
-    _, proto = await loop.create_datagram_endpoint(
-        lambda: discovery.DiscoveryProtocol(heard, "dispy status"), sock=sock)
+    ifs = netif.select(ip_addrs or None)
+    proto = await discovery.open_endpoint(0, False, heard, "dispy status", ifs)
     try:
         request = discovery.discover_request(proto.local_port(), "dispy-status")
         if broadcast:
-            for i in netif.select(ip_addrs or None):
-                proto.send(request, (i.broadcast or i.address, port))
+            discovery.send_to_lan(proto, request, port, ifs)
         for target in targets:
             proto.send(request, target)
         await asyncio.sleep(timeout)
     finally:
-        if proto.transport is not None:
-            proto.transport.close()
+        proto.close()
     return found
 
 
@@ -66,7 +67,7 @@ def table(nodes: list[dict]) -> str:
         avail = n.get("avail_info") or {}
         with_whom = n.get("busy_with") or ("-" if n.get("accepting", True) else "not serving")
         lines.append(
-            f"{str(n.get('name', '?'))[:24]:24} {n['ip_addr'] + ':' + str(n['port']):22}"
+            f"{str(n.get('name', '?'))[:24]:24} {netif.host_port(n['ip_addr'], n['port']):22}"
             f" {n.get('cpus', 0):>4} {n.get('busy', 0):>4}  {_pct(avail.get('cpu')):>8}"
             f" {_size(avail.get('memory')):>9} {_size(avail.get('disk')):>9}  {with_whom}")
     return "\n".join(lines)

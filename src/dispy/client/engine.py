@@ -96,6 +96,9 @@ class Engine:
         self.ifs = netif.select(ip_addrs)
         #: discovery by the IPv4 multicast group instead of broadcast (ipv4_udp_multicast)
         self.multicast = False
+        #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
+        #: on two networks) is one node, met at the address first heard
+        self.node_addrs: dict[str, tuple[str, int]] = {}
         #: (ip, port) of the dispynetrelays that answered: asked by datagram, never connected
         self.relays: dict[tuple[str, int], str] = {}
         self.core = SchedulerCore(policy)
@@ -202,20 +205,13 @@ class Engine:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            listen = discovery.udp_socket(self.port, reuse=True)
+        try:  # nodes announce by broadcast, or by multicast (either way; IPv6 always)
+            await discovery.open_endpoint(self.port, True, self._on_datagram, "dispy", self.ifs)
         except OSError as exc:
             log.warning("cannot listen for node announcements on UDP port %d (%s);"
                         " nodes are found by discovery only", self.port, exc.strerror)
-            listen = None
-        if listen is not None:  # nodes announce by broadcast, or by multicast (either way)
-            discovery.join_group(listen, config.IPv4MulticastGroup,
-                                 [i.address for i in self.ifs if i.broadcast])
-            await loop.create_datagram_endpoint(
-                lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispy"), sock=listen)
-        _, self.udp = await loop.create_datagram_endpoint(
-            lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispy"),
-            sock=discovery.udp_socket(0, reuse=False))
+        self.udp = await discovery.open_endpoint(0, False, self._on_datagram, "dispy",
+                                                 self.ifs)
         loop.create_task(self._housekeeping())
 
     # ---- clusters -----------------------------------------------------------------
@@ -314,6 +310,8 @@ class Engine:
             log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
                         ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
             return
+        if self._other_address(msg.get("node_id"), ip, port):
+            return
         wanted = False
         for cs in list(self.clusters.values()):
             if self._wants(cs, ip, port) is None:
@@ -334,6 +332,22 @@ class Engine:
         if not wanted and self.clusters:
             self._unmatched_node(ip, port)
         self._try_announced()
+
+    def _other_address(self, node_id: Any, ip: str, port: int) -> bool:
+        """True when node ``node_id`` is already known at another address that still
+        works (it answered there too, by another address family or network)."""
+        if not isinstance(node_id, str):
+            return False
+        known = self.node_addrs.get(node_id)
+        if known is not None and known != (ip, port):
+            if any((lk.ip, lk.port) == known and lk.state not in ("down", "refused")
+                   for lk in self.links.values()):
+                return True
+            if any(key[:2] == known for key in (*self.announced.pending,
+                                                *self.announced.connecting)):
+                return True
+        self.node_addrs[node_id] = (ip, port)
+        return False
 
     def _try_announced(self) -> None:
         """Try announced nodes not met yet, a few at a time (client/announced.py)."""

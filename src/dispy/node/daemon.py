@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from .. import config, fsafe
+from .. import fsafe
 from .._version import __version__
 from ..wire import auth, connection, discovery, handshake, heap, messages, netif, tls
 from ..wire.admission import Admission
@@ -139,7 +139,6 @@ class NodeDaemon(JobRunner):
             shutil.rmtree(self.jobs_dir, ignore_errors=True)
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
         self._restore_results()
-        loop = asyncio.get_running_loop()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
@@ -155,18 +154,13 @@ class NodeDaemon(JobRunner):
             self.servers.append(server)
         self.servers.append(await connection.serve_unix(self._serve_job_link, self.jobs_path))
         os.chmod(self.jobs_path, 0o600)
-        try:
-            sock = discovery.udp_socket(self.opts.node_port, reuse=False)
+        try:  # clients ask by broadcast or by multicast (ipv4_udp_multicast; IPv6): both
+            self.udp = await discovery.open_endpoint(self.opts.node_port, False,
+                                                     self._on_datagram, "dispynode", self.ifs)
         except OSError as exc:
             raise SystemExit(
                 f"dispynode: cannot use UDP port {self.opts.node_port}: {exc.strerror}"
             ) from None
-        # clients ask by broadcast, or by multicast (ipv4_udp_multicast): answer both
-        discovery.join_group(sock, config.IPv4MulticastGroup,
-                             [i.address for i in self.ifs if i.broadcast])
-        _, self.udp = await loop.create_datagram_endpoint(
-            lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispynode"), sock=sock
-        )
         addrs = ", ".join(i.address for i in self.ifs)
         log.info(
             "dispynode %s: serving %d CPUs as %r on %s port %d", __version__, self.cpus,
@@ -313,8 +307,8 @@ class NodeDaemon(JobRunner):
             self._save_results(session)
         if self.store is not None:
             self.store.close()
-        if self.udp and self.udp.transport:
-            self.udp.transport.close()
+        if self.udp is not None:
+            self.udp.close()
         try:
             os.unlink(os.path.join(self.root, "node.pid"))
         except OSError:
@@ -368,6 +362,8 @@ class NodeDaemon(JobRunner):
         ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
         sent = set()
         for i in self.ifs:
+            if i.loopback and i.ipv6 and any(j.loopback and not j.ipv6 for j in self.ifs):
+                continue  # this host heard it on 127.0.0.1
             discovery.send_to_lan(self.udp, {**msg, "ip_addr": ext or i.address}, port, [i],
                                   self.opts.ipv4_udp_multicast)
             sent.add(i.broadcast or i.address)

@@ -6,20 +6,14 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
-from ..config import IPv4MulticastGroup
 from ..wire import auth, discovery, netif
 from .forward import RelayState, Send
 from .options import RelayOptions
 
 log = logging.getLogger("dispy.relay")
-
-
-def _factory(proto: discovery.DiscoveryProtocol) -> Callable[[], discovery.DiscoveryProtocol]:
-    return lambda: proto
 
 
 class RelayDaemon:
@@ -30,7 +24,7 @@ class RelayDaemon:
     def __init__(self, opts: RelayOptions) -> None:
         self.opts = opts
         self.ifs = netif.select(opts.ip_addrs)
-        self.lan = [i for i in self.ifs if i.broadcast]  # loopback is nobody's network
+        self.lan = [i for i in self.ifs if not i.loopback]  # loopback is nobody's network
         if not self.lan:
             raise ValueError("no network interface to relay to (only loopback is up)")
         self.stop_event = asyncio.Event()
@@ -41,33 +35,25 @@ class RelayDaemon:
             relay_port=opts.relay_port)
         self.requests: discovery.DiscoveryProtocol | None = None
         self.out: discovery.DiscoveryProtocol | None = None
-        self.transports: list[asyncio.BaseTransport] = []
+        self.endpoints: list[discovery.DiscoveryProtocol] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         opts = self.opts
-        socks: list[tuple[socket.socket, str]] = []
         for port, reuse, what in ((opts.relay_port, False, "--relay_port"),
                                   (opts.scheduler_port, True, "--scheduler_port")):
             try:
-                socks.append((discovery.udp_socket(port, reuse=reuse), what))
+                proto = await discovery.open_endpoint(port, reuse, self._on_datagram,
+                                                      f"relay {what}", self.lan)
             except OSError as exc:
-                for sock, _ in socks:
-                    sock.close()
+                await self.stop()
                 raise SystemExit(f"dispynetrelay: cannot use UDP port {port} ({what}):"
                                  f" {exc.strerror}") from None
-        for sock, _ in socks:
-            discovery.join_group(sock, IPv4MulticastGroup, [i.address for i in self.lan])
-        for sock, what in socks:
-            proto = discovery.DiscoveryProtocol(self._on_datagram, f"relay {what}")
-            transport, _ = await loop.create_datagram_endpoint(_factory(proto), sock=sock)
-            self.transports.append(transport)
+            self.endpoints.append(proto)
             if what == "--relay_port":
                 self.requests = proto
-        transport, self.out = await loop.create_datagram_endpoint(
-            lambda: discovery.DiscoveryProtocol(self._on_datagram, "relay"),
-            sock=discovery.udp_socket(0, reuse=False))
-        self.transports.append(transport)
+        self.out = await discovery.open_endpoint(0, False, self._on_datagram, "relay",
+                                                 self.lan)
+        self.endpoints.append(self.out)
         self.state.reply_port = self.out.local_port()
         for host in opts.scheduler_nodes:
             try:
@@ -127,5 +113,5 @@ class RelayDaemon:
         self.stop_event.set()
 
     async def stop(self) -> None:
-        for transport in self.transports:
-            transport.close()
+        for proto in self.endpoints:
+            proto.close()

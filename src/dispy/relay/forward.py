@@ -133,6 +133,8 @@ class RelayState:
             return []
         if not isinstance(out.get("ip_addr"), str):
             out["ip_addr"] = src[0]  # the client must connect to the node, not to us
+        if str(out["ip_addr"]).lower().startswith("fe80:"):
+            return []  # a link-local address means nothing on the requester's network
         sends = [Send(out, ip, p) for ip, p in self.fixed]
         for key, req in list(self.requesters.items()):
             if now - req.last > KEEP:

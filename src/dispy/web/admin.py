@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import config
 from ..wire import discovery, netif
 from .admin_link import AdminError, AdminLink
 from .server import WebServer
@@ -102,21 +101,16 @@ class AdminServer:
     # ---- running ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            sock = discovery.udp_socket(self.opts.info_port, reuse=True)
+            self.udp = await discovery.open_endpoint(self.opts.info_port, True,
+                                                     self._on_datagram, "dispyadmin", self.ifs)
         except OSError as exc:
             raise SystemExit(f"dispyadmin: cannot use UDP port {self.opts.info_port}:"
                              f" {exc.strerror}") from None
-        discovery.join_group(sock, config.IPv4MulticastGroup,
-                             [i.address for i in self.ifs if i.broadcast])
-        _, self.udp = await loop.create_datagram_endpoint(
-            lambda: discovery.DiscoveryProtocol(self._on_datagram, "dispyadmin"), sock=sock)
         try:
             await self.web.start()
         except OSError as exc:
-            if self.udp.transport is not None:
-                self.udp.transport.close()
+            self.udp.close()
             raise SystemExit(f"dispyadmin: cannot serve on {self.web.host} port"
                              f" {self.opts.http_port}: {exc.strerror}") from None
         self.web.announce()
@@ -136,8 +130,8 @@ class AdminServer:
         for rec in self.nodes.values():
             if rec.link is not None:
                 rec.link.close()
-        if self.udp is not None and self.udp.transport is not None:
-            self.udp.transport.close()
+        if self.udp is not None:
+            self.udp.close()
         await self.web.stop()
 
     def request_stop(self) -> None:

@@ -22,12 +22,13 @@ import hmac
 import json
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import PROTOCOL_VERSION, IPv4MulticastGroup
-from .netif import Interface
+from ..config import PROTOCOL_VERSION, IPv4MulticastGroup, IPv6MulticastGroup
+from .netif import Interface, is_ipv6, normalize, scoped
 
 MAGIC = b"DISPY\x01"
 MAX_DATAGRAM = 8192
@@ -106,7 +107,10 @@ def reply_within(candidates: list[dict[str, Any]], limit: int) -> dict[str, Any]
 
 
 class DiscoveryProtocol(asyncio.DatagramProtocol):
-    """Hands every well-formed datagram to ``on_message(msg, addr)``; drops the rest."""
+    """Hands every well-formed datagram to ``on_message(msg, addr)``; drops the rest.
+
+    One endpoint has an IPv4 socket and, where the host has IPv6, an IPv6 socket on the
+    same port (``v6``, whose datagrams arrive here too); ``send`` picks by address."""
 
     def __init__(self, on_message: Callable[[dict, tuple], None], name: str) -> None:
         self.on_message = on_message
@@ -114,6 +118,8 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         #: size of the datagram being handled: ``on_message`` bounds its reply by it
         self.last_size = 0
+        self.v6: DiscoveryProtocol | None = None
+        self.primary: DiscoveryProtocol = self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -124,7 +130,9 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         except ValueError as exc:
             log.warning("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
             return
-        self.last_size = len(data)
+        self.primary.last_size = len(data)
+        if len(addr) >= 4 and addr[3] and "%" not in addr[0]:  # IPv6 with a scope
+            addr = (scoped(addr[0], addr[3]), addr[1])
         try:
             self.on_message(msg, addr)
         except Exception:
@@ -140,67 +148,136 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         return int(self.transport.get_extra_info("sockname")[1])
 
     def send(self, msg: dict, addr: tuple) -> None:
-        if self.transport is not None:
-            try:
-                self.transport.sendto(encode(msg), addr)
-            except OSError as exc:
-                log.debug("%s: could not send to %s: %s", self.name, addr, exc)
+        proto = self.v6 if is_ipv6(addr[0]) else self
+        if proto is None or proto.transport is None:
+            log.debug("%s: no IPv6 socket to send to %s", self.name, addr[0])
+            return
+        try:
+            proto.transport.sendto(encode(msg), addr)
+        except OSError as exc:
+            log.debug("%s: could not send to %s: %s", self.name, addr, exc)
+
+    def close(self) -> None:
+        for proto in (self, self.v6):
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
 
 
-def udp_socket(port: int, reuse: bool = True) -> socket.socket:
-    """A broadcast-capable UDP socket bound to all interfaces on ``port``.
+def udp_socket(port: int, reuse: bool = True,
+               family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A broadcast-capable UDP socket bound to all interfaces on ``port`` (IPv6: all
+    IPv6 interfaces, IPv6 only).
 
     With ``reuse`` several processes on one host (clients, or nodes on other ports)
     can each receive the broadcasts sent to that port.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    if reuse:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", port))
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::" if family == socket.AF_INET6 else "", port))
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
 
-def join_group(sock: socket.socket, group: str, if_addrs: list[str]) -> list[str]:
-    """Join the IPv4 multicast ``group`` on each interface address; those it could join
-    (an interface without multicast, such as loopback, is skipped)."""
+def join_group(sock: socket.socket, ifs: list[Interface]) -> list[str]:
+    """Join dispy's multicast group of the socket's family on each of ``ifs`` (of that
+    family, loopback skipped); the addresses of the interfaces joined."""
     joined = []
-    for addr in if_addrs:
-        mreq = socket.inet_aton(group) + socket.inet_aton(addr)
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-        except OSError as exc:
-            log.debug("cannot join %s on %s: %s", group, addr, exc)
+    indexes = set()
+    for i in ifs:
+        if i.loopback or i.family != sock.family:
             continue
-        joined.append(addr)
+        try:
+            if i.ipv6:
+                if i.index in indexes:
+                    continue
+                mreq = socket.inet_pton(socket.AF_INET6, IPv6MulticastGroup) + \
+                    struct.pack("@I", i.index)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                indexes.add(i.index)
+            else:
+                mreq = socket.inet_aton(IPv4MulticastGroup) + socket.inet_aton(i.address)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        except OSError as exc:
+            log.debug("cannot join the multicast group on %s: %s", i.address, exc)
+            continue
+        joined.append(i.address)
     return joined
 
 
-def send_multicast(msg: dict[str, Any], group: str, port: int, if_addr: str) -> None:
-    """Send ``msg`` to the multicast ``group`` out of the interface with ``if_addr``.
+async def open_endpoint(port: int, reuse: bool, on_message: Callable[[dict, tuple], None],
+                        name: str, ifs: list[Interface]) -> DiscoveryProtocol:
+    """A discovery endpoint on ``port`` (0: any free one), IPv4 and, when ``ifs`` has
+    IPv6 interfaces, IPv6 on the same port; both joined to dispy's multicast groups.
+    OSError when the IPv4 port cannot be had (an IPv6 one that cannot is logged)."""
+    loop = asyncio.get_running_loop()
+    sock = udp_socket(port, reuse)
+    join_group(sock, ifs)
+    _, proto = await loop.create_datagram_endpoint(
+        lambda: DiscoveryProtocol(on_message, name), sock=sock)
+    if any(i.ipv6 for i in ifs):
+        port = proto.local_port()
+        try:
+            sock6 = udp_socket(port, reuse, socket.AF_INET6)
+        except OSError as exc:
+            log.warning("%s: no IPv6 discovery on UDP port %d: %s", name, port, exc.strerror)
+            return proto
+        join_group(sock6, ifs)
+        _, proto.v6 = await loop.create_datagram_endpoint(
+            lambda: DiscoveryProtocol(on_message, name), sock=sock6)
+        proto.v6.primary = proto
+    return proto
+
+
+def send_multicast(msg: dict[str, Any], port: int, iface: Interface) -> None:
+    """Send ``msg`` to dispy's multicast group out of ``iface``.
 
     A socket of its own per send: the outgoing interface is a socket option, and the
     answer goes to the port named in the message, not to this socket."""
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(if_addr))
-            sock.sendto(encode(msg), (group, port))
+        with socket.socket(iface.family, socket.SOCK_DGRAM) as sock:
+            if iface.ipv6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
+                sock.sendto(encode(msg), (IPv6MulticastGroup, port, 0, iface.index))
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
+                                socket.inet_aton(iface.address))
+                sock.sendto(encode(msg), (IPv4MulticastGroup, port))
     except OSError as exc:
-        log.debug("could not send to %s:%d via %s: %s", group, port, if_addr, exc)
+        log.debug("could not send to the multicast group via %s: %s", iface.address, exc)
 
 
 def send_to_lan(proto: DiscoveryProtocol, msg: dict[str, Any], port: int,
                 ifs: list[Interface], multicast: bool = False) -> list[str]:
-    """Send ``msg`` to ``port`` on every network of ``ifs``: to its broadcast address,
-    or with ``multicast`` to the IPv4 group (loopback: to the address itself); the
-    targets, for the log."""
+    """Send ``msg`` to ``port`` on every network of ``ifs``: IPv4 to its broadcast
+    address, or with ``multicast`` to the IPv4 group; IPv6 always to the IPv6 group
+    (once per interface); loopback to the address itself. The targets, for the log."""
     targets = []
+    indexes = set()
+    v4_loopback = any(i.loopback and not i.ipv6 for i in ifs)
     for i in ifs:
-        if multicast and i.broadcast:
-            send_multicast(msg, IPv4MulticastGroup, port, i.address)
-            targets.append(f"{IPv4MulticastGroup} via {i.address}")
+        if i.loopback and i.ipv6 and v4_loopback:
+            continue  # the same host, asked once
+        if i.loopback:
+            proto.send(msg, (i.address, port))
+            targets.append(i.address)
+        elif i.ipv6 or multicast:
+            if i.ipv6 and i.index in indexes:
+                continue
+            indexes.add(i.index)
+            send_multicast(msg, port, i)
+            targets.append(f"{IPv6MulticastGroup if i.ipv6 else IPv4MulticastGroup}"
+                           f" via {i.name}")
         else:
             proto.send(msg, (i.broadcast or i.address, port))
             targets.append(i.broadcast or i.address)
@@ -209,11 +286,14 @@ def send_to_lan(proto: DiscoveryProtocol, msg: dict[str, Any], port: int,
 
 def announced_node(msg: dict[str, Any], addr: tuple) -> tuple[str, int] | None:
     """(address, port) of the node a ``node`` datagram announces, or None for anything
-    else; the address is the one the node names (``--ext_ip_addr``), else the sender's."""
+    else; the address is the one the node names (``--ext_ip_addr``), else the sender's,
+    and the sender's for an IPv6 link-local one (only ours names the right interface)."""
     if msg.get("op") != "node":
         return None
     ip = msg.get("ip_addr") or addr[0]
     port = msg.get("port")
     if not isinstance(ip, str) or not isinstance(port, int):
         return None
-    return ip, port
+    if ip.lower().startswith("fe80:"):
+        ip = addr[0]
+    return normalize(ip), port

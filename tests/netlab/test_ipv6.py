@@ -1,0 +1,169 @@
+"""IPv6: nodes found by the IPv6 multicast group (global and link-local addresses), named
+by address, shared through a dispyscheduler, and relayed; on LANs with no IPv4 at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import NODE_PORT, DispyLan, LabNode
+from .lab import Lab, netlab_available
+from .test_remote import RelayProc
+from .test_shared import Scheduler, finish, start_client
+
+pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
+
+_reason = netlab_available()
+if _reason:
+    pytestmark.append(pytest.mark.skip(reason=_reason))
+
+CLIENT = "discovery_client.py"
+
+
+def v6_lan(lab: Lab, tmp: Path) -> DispyLan:
+    client = lab.add_host("client")
+    nodes = {name: LabNode(lab.add_host(name), NODE_PORT, tmp / name, tmp / f"{name}.log")
+             for name in ("node1", "node2")}
+    workdir = tmp / "client"
+    workdir.mkdir()
+    return DispyLan(lab, client, nodes, workdir)
+
+
+@pytest.fixture(params=["global", "link-local"])
+def lan6(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[DispyLan, str]]:
+    with Lab(ipv4=False, ipv6=True if request.param == "global" else "link-local") as lab:
+        lan = v6_lan(lab, tmp_path)
+        for node in lan.nodes.values():
+            node.start(wait=False)
+        for node in lan.nodes.values():
+            node.wait_for("serving")
+        yield lan, request.param
+
+
+def addr(node: LabNode, kind: str) -> str:
+    out = node.host.ip6 if kind == "global" else node.host.link6
+    assert out is not None
+    return out
+
+
+def test_ipv6_nodes_found_by_multicast_run_jobs(lan6: tuple[DispyLan, str]) -> None:
+    lan, kind = lan6
+    expected = sorted(addr(n, kind) for n in lan.nodes.values())
+    run = lan.run_client(CLIENT, "--nodes", json.dumps(["*"]), "--node-port", str(NODE_PORT),
+                         "--jobs", "20", "--wait-nodes", "2", "--deadline", "40")
+    detail = lan.diagnostics()
+    assert run.returncode == 0 and run.report is not None, detail
+    assert run.report["nodes_before_submit"] == expected, detail
+    for job in run.report["jobs"]:
+        assert job["status"] == 11 and job["ip"] in expected, detail
+        assert job["result"][1] == job["ip"], detail  # dispy_node_ip_addr, as we know it
+    assert {j["ip"] for j in run.report["jobs"]} == set(expected), detail
+
+
+def test_ipv6_node_named_by_address(lan6: tuple[DispyLan, str]) -> None:
+    lan, kind = lan6
+    target = addr(lan.nodes["node1"], kind)
+    run = lan.run_client(CLIENT, "--nodes", json.dumps([target]), "--node-port",
+                         str(NODE_PORT), "--jobs", "5", "--wait-nodes", "1", "--deadline", "40")
+    detail = lan.diagnostics()
+    assert run.returncode == 0 and run.report is not None, detail
+    assert run.report["nodes_before_submit"] == [target], detail
+    assert all(j["status"] == 11 and j["ip"] == target for j in run.report["jobs"]), detail
+
+
+def test_ipv6_dispy_status_lists_each_node_once(lan6: tuple[DispyLan, str]) -> None:
+    lan, kind = lan6
+    res = lan.client.run([sys.executable, "-m", "dispy", "status", "--node_port",
+                          str(NODE_PORT), "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    found = sorted(n["ip_addr"] for n in json.loads(res.stdout))
+    assert found == sorted(addr(n, kind) for n in lan.nodes.values()), res.stdout
+
+
+def test_ipv6_shared_scheduler(tmp_path: Path) -> None:
+    with Lab(ipv4=False, ipv6=True) as lab:
+        lan = v6_lan(lab, tmp_path)
+        for node in lan.nodes.values():
+            node.start()
+        sched = Scheduler(lan, tmp_path)
+        assert sched.host.ip6 is not None
+        sched.host.ip = sched.host.ip6  # clients reach it by its IPv6 address
+        proc = start_client(lan, sched, "--jobs", "10", "--wait-nodes", "2", "--nodes", "*")
+        report = finish(proc, sched)
+        ips = {j["result"][2] for j in report["jobs"]}
+        assert ips == {n.host.ip6 for n in lan.nodes.values()}, sched.output()
+
+
+def test_ipv6_relay(tmp_path: Path) -> None:
+    """A client on another IPv6 network finds the nodes through a relay."""
+    with Lab(ipv4=False, ipv6=True) as near, Lab(ipv4=False, ipv6=True) as far:
+        near.add_router(far)
+        lan = v6_lan(far, tmp_path)
+        client = near.add_host("client6")
+        lan.client = client
+        for node in lan.nodes.values():
+            node.start()
+        relay = RelayProc(far.add_host("relay"), tmp_path / "relay.log").start()
+        assert relay.host.ip6 is not None
+        wildcard = str(far.subnet6.network_address).rstrip(":") + ":*"
+        run = lan.run_client(CLIENT, "--nodes", json.dumps([relay.host.ip6, wildcard]),
+                             "--node-port", str(NODE_PORT), "--jobs", "10", "--wait-nodes",
+                             "2", "--deadline", "40")
+        detail = f"{lan.diagnostics()}\n--- relay ---\n{relay.output()}"
+        assert run.returncode == 0 and run.report is not None, detail
+        expected = sorted(n.host.ip6 for n in lan.nodes.values() if n.host.ip6)
+        assert run.report["nodes_before_submit"] == expected, detail
+        assert all(j["status"] == 11 for j in run.report["jobs"]), detail
+
+
+def test_unusable_addresses_are_clear_errors(tmp_path: Path) -> None:
+    with Lab(ipv4=False, ipv6=True) as lab:
+        host = lab.add_host("node1")
+        for bad in ("fd99::1", "no-such-host.invalid", "10.1.2.3"):
+            res = host.run([sys.executable, "-m", "dispy.dispynode", "--daemon", "-i", bad,
+                            "-p", str(NODE_PORT), "--dest_path_prefix", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+            assert res.returncode != 0, res
+            assert "Traceback" not in res.stderr, res.stderr
+            assert bad in res.stderr, res.stderr
+        code = ("import dispy\ntry:\n dispy.JobCluster(lambda x: x, ip_addr='fd99::1',"
+                " loglevel=dispy.logger.CRITICAL)\nexcept ValueError as e:\n print('ERR', e)")
+        res = host.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, stdin=subprocess.DEVNULL)
+        assert res.stdout.startswith("ERR") and "fd99::1" in res.stdout, res
+
+
+def test_ipv6_dispyadmin_finds_and_administers_nodes(tmp_path: Path) -> None:
+    with Lab(ipv4=False, ipv6=True) as lab:
+        lan = v6_lan(lab, tmp_path)
+        for node in lan.nodes.values():
+            node.start("--admin_secret", "adm")
+        log = tmp_path / "admin.log"
+        argv = [sys.executable, "-m", "dispy.dispyadmin", "--daemon", "--secret", "adm",
+                "--node_port", str(NODE_PORT), "--http_port", "8181", "--poll_interval", "5"]
+        with open(log, "wb") as fh:
+            lan.client.popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        probe = (
+            "import json, sys, time, urllib.request\n"
+            "end = time.monotonic() + 40\n"
+            "while time.monotonic() < end:\n"
+            "    try:\n"
+            "        s = json.load(urllib.request.urlopen('http://127.0.0.1:8181/api/state'))\n"
+            "    except OSError:\n"
+            "        time.sleep(0.2); continue\n"
+            "    ok = sorted(n['ip_addr'] for n in s['nodes'] if n['admin'] and n['cpus'])\n"
+            "    if len(ok) == 2:\n"
+            "        print(json.dumps(ok)); sys.exit(0)\n"
+            "    time.sleep(0.2)\n"
+            "print(json.dumps(s)); sys.exit(1)\n")
+        res = lan.client.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=90)
+        assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{log.read_text()}"
+        assert json.loads(res.stdout) == sorted(n.host.ip6 for n in lan.nodes.values()
+                                                if n.host.ip6)
