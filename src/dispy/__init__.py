@@ -32,17 +32,19 @@ if TYPE_CHECKING:
     from .client.recover import recover_jobs
     from .client.shared import SharedJobCluster
     from .client.status import ClusterStats
+    from .sshstart import SSHNodes
 
 __all__ = [
     "logger", "DispyJob", "DispyNode", "NodeAllocate", "JobCluster", "SharedJobCluster",
     "DispyNodeAvailInfo",
     "ClusterStatus", "ClusterStats", "config", "__version__", "recover_jobs",
     "Executor", "JobError", "as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED",
-    "FIRST_EXCEPTION",
+    "FIRST_EXCEPTION", "SSHNodes",
 ]
 
 
 def _load_client() -> None:
+    from . import sshstart
     from .client import cluster, executor, futures, job, nodes, recover, shared, status
 
     globals().update(
@@ -53,7 +55,7 @@ def _load_client() -> None:
         ClusterStatus=nodes.ClusterStatus, DispyNode=nodes.DispyNode,
         DispyNodeAvailInfo=nodes.DispyNodeAvailInfo, NodeAllocate=nodes.NodeAllocate,
         recover_jobs=recover.recover_jobs, SharedJobCluster=shared.SharedJobCluster,
-        ClusterStats=status.ClusterStats)
+        ClusterStats=status.ClusterStats, SSHNodes=sshstart.SSHNodes)
 
 
 def __getattr__(name: str) -> Any:

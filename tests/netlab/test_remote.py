@@ -17,6 +17,7 @@ import pytest
 
 from .conftest import NODE_PORT, DispyLan, LabNode
 from .lab import Host, Lab, Router, netlab_available
+from .test_shared import Scheduler, finish, start_client
 
 pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
 
@@ -152,14 +153,21 @@ def natted(tmp_path: Path) -> Iterator[tuple[Lab, Lab, Router]]:
         yield inside, outside, router
 
 
-def _forward(router: Router, port: int, to: str) -> None:
-    """Port forwarding on the router: ``port`` of its outer address goes to ``to``."""
+def _forward(router: Router, port: int, to: str, snat: str | None = None) -> None:
+    """Port forwarding on the router: ``port`` of its outer address goes to ``to``;
+    what goes out leaves from the outer address, or from ``snat`` (a NAT whose
+    outgoing address is not the one it forwards on, as with an address pool)."""
     for proto in ("tcp", "udp"):
         router.run(["iptables", "-t", "nat", "-A", "PREROUTING", "-d", router.outer_ip, "-p",
                     proto, "--dport", str(port), "-j", "DNAT", "--to-destination", to],
                    check=True, timeout=30)
-    router.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", "-j",
-                "MASQUERADE"], check=True, timeout=30)
+    if snat:
+        router.run(["ip", "addr", "add", f"{snat}/24", "dev", "eth1"], check=True, timeout=30)
+        rule = ["-j", "SNAT", "--to-source", snat]
+    else:
+        rule = ["-j", "MASQUERADE"]
+    router.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth1", *rule],
+               check=True, timeout=30)
 
 
 def test_node_behind_nat_serves_a_client_outside(natted, tmp_path: Path) -> None:
@@ -188,3 +196,40 @@ def test_node_behind_nat_serves_a_client_outside(natted, tmp_path: Path) -> None
     assert run.report["nodes_before_submit"] == [router.outer_ip], detail
     assert all(j["status"] == 11 and j["result"][1] == router.outer_ip
                for j in run.report["jobs"]), detail
+
+
+def _dnat_packets(router: Router, port: int) -> int:
+    out = router.run(["iptables", "-t", "nat", "-L", "PREROUTING", "-v", "-n", "-x"],
+                     capture_output=True, text=True, timeout=30, check=True).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()
+               if "udp" in line and f"dpt:{port}" in line)
+
+
+@pytest.mark.parametrize("ext", [True, False])
+def test_scheduler_behind_nat_hears_nodes_outside(natted, tmp_path: Path, ext: bool) -> None:
+    """dispyscheduler inside a NAT uses nodes outside: it connects out, and with
+    --ext_ip_addr the nodes that know its secret send their announcements to the
+    gateway's public address, whose port forwarding brings them in. The gateway sends
+    from another address than it forwards on: without --ext_ip_addr the announcements
+    go there and are lost (the scheduler still finds the node by asking)."""
+    inside, outside, router = natted
+    client = inside.add_host("client")
+    node = LabNode(outside.add_host("node1"), NODE_PORT, tmp_path / "n1", tmp_path / "n1.log")
+    node.start("-s", SECRET, "--ping_interval", "1", "-d")
+    lan = DispyLan(inside, client, {"node1": node}, tmp_path)
+    sched_host = inside.add_host("sched")
+    pool = str(outside.subnet.broadcast_address - 2)
+    _forward(router, 51347, sched_host.ip, snat=pool)  # the scheduler's --port
+    named = ["--ext_ip_addr", router.outer_ip] if ext else []
+    sched = Scheduler(lan, tmp_path, "-n", node.ip, *named, "--node_secret", SECRET, "-d",
+                      host=sched_host)
+    target = router.outer_ip if ext else pool
+    deadline = time.monotonic() + 30
+    # two announcements seen: the first one has certainly been through the gateway
+    while node.output().count(f"announced to {target}:51347") < 2:
+        assert time.monotonic() < deadline, f"{node.output()}\n{sched.output()}"
+        time.sleep(0.2)
+    assert (_dnat_packets(router, 51347) > 0) == ext, node.output()
+    proc = start_client(lan, sched, "--jobs", "6", "--wait-nodes", "1", "--nodes", node.ip)
+    report = finish(proc, sched)
+    assert {j["result"][2] for j in report["jobs"]} == {node.ip}, sched.output()

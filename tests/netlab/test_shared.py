@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NODE_PORT, DispyLan, parse_run
-from .lab import netlab_available
+from .lab import Host, netlab_available
 
 pytestmark = [pytest.mark.netlab, pytest.mark.timeout(180)]
 
@@ -24,8 +24,8 @@ SCHED_PORT = 51349
 
 
 class Scheduler:
-    def __init__(self, lan: DispyLan, tmp: Path, *extra: str) -> None:
-        self.host = lan.lab.add_host(f"sched{len(lan.lab.hosts)}")
+    def __init__(self, lan: DispyLan, tmp: Path, *extra: str, host: Host | None = None) -> None:
+        self.host = host or lan.lab.add_host(f"sched{len(lan.lab.hosts)}")
         self.log = tmp / f"{self.host.name}.log"
         prefix = tmp / self.host.name
         prefix.mkdir()

@@ -1,11 +1,11 @@
-"""``dispy`` (also ``python -m dispy``): subcommands run and status."""
+"""``dispy`` (also ``python -m dispy``): subcommands run, status and ssh."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import run, status
+from . import run, ssh, status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -13,11 +13,17 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.add_parser(sub)
     status.add_parser(sub)
+    ssh.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    node_args: list[str] = []
+    if words[:1] == ["ssh"]:  # what follows -- is dispynode's
+        words, node_args = ssh.split_node_args(words)
+    args = parser().parse_args(words)
+    args.node_args = node_args
     return int(args.handler(args))
 
 

@@ -171,6 +171,8 @@ class JobCluster:
         self._engine = Engine.get(port, ip_addr)
         if ipv4_udp_multicast:  # the program's engine asks by multicast from now on
             self._engine.multicast = True
+        if ext_ip_addr:  # behind NAT: nodes that know our secret announce there
+            self._engine.ext_ip_addr = str(ext_ip_addr[0])
         self._state = _ClusterState(
             self, cid=f"{os.getpid():x}.{next(_cids)}", name=self._name, allocs=allocs,
             package=package, profile=Profile(secret or "", certfile, keyfile),

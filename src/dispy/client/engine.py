@@ -96,6 +96,9 @@ class Engine:
         self.ifs = netif.select(ip_addrs)
         #: discovery by the IPv4 multicast group instead of broadcast (ipv4_udp_multicast)
         self.multicast = False
+        #: our public address behind NAT (ext_host; dispyscheduler's --ext_ip_addr): nodes
+        #: that asked with our secret send their later announcements there
+        self.ext_ip_addr: str | None = None
         #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
         #: on two networks) is one node, met at the address first heard
         self.node_addrs: dict[str, tuple[str, int]] = {}
@@ -250,8 +253,7 @@ class Engine:
             if alloc.wildcard:
                 self._broadcast_discover(alloc.port, key)
                 continue
-            request = discovery.discover_request(self.udp.local_port(), self.client_id, key)
-            self.udp.send(request, (alloc.host, alloc.port))
+            self.udp.send(self._discover_msg(key), (alloc.host, alloc.port))
             if (alloc.host, alloc.port) in self.relays:
                 continue
             link = self._link(alloc.host, alloc.port, cs.profile)
@@ -259,9 +261,15 @@ class Engine:
                 self._connect(link)
 
     def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
-        msg = discovery.discover_request(self.udp.local_port(), self.client_id, key)
+        msg = self._discover_msg(key)
         sent = discovery.send_to_lan(self.udp, msg, port, self.ifs, self.multicast)
         log.debug("discovery: asked %s (port %d)", ", ".join(sent), port)
+
+    def _discover_msg(self, key: bytes | None) -> dict:
+        """A ``discover``: answers to our UDP socket, later announcements to our port."""
+        return discovery.discover_request(self.udp.local_port(), self.client_id, key,
+                                          announce_port=self.port,
+                                          ext_ip_addr=self.ext_ip_addr)
 
     def _on_relay(self, msg: dict, addr: tuple) -> None:
         """A dispynetrelay answered our request: it relays, it runs no jobs."""

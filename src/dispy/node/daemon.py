@@ -35,6 +35,7 @@ from . import admin, service
 from .avail import avail_info
 from .computation import Computation, HostProcess, Launched, discard_host, launch_host
 from .jobs import JobRunner
+from .listeners import Listeners
 from .options import NodeOptions
 from .results import ResultStore
 from .session import Session
@@ -70,6 +71,8 @@ class NodeDaemon(JobRunner):
         self.root = os.path.join(opts.dest_path_prefix, "dispy", f"node-{opts.node_port}")
         self.ifs = netif.select(opts.ip_addrs)
         self.udp: discovery.DiscoveryProtocol | None = None
+        #: programs elsewhere that asked for nodes: they hear our announcements too
+        self.listeners = Listeners(auth.derive_key(opts.secret) if opts.secret else None)
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: set[asyncio.Task] = set()
         self.node_id = uuid.uuid4().hex
@@ -376,6 +379,12 @@ class NodeDaemon(JobRunner):
                 if target not in sent:
                     self.udp.send(msg, (target, port))
                 log.debug("announced to --scheduler_node %s:%d", target, port)
+        for ip, lport in self.listeners.current(time.monotonic()):
+            # also on our own network: a NAT gateway forwarding to its program hears
+            # no broadcast, and a program that did sees a node it knows (no harm)
+            self.udp.send({"op": "node", **self.info(ip)}, (ip, lport))
+            log.debug("announced to %s, which asked for nodes lately",
+                      netif.host_port(ip, lport))
 
     def _on_datagram(self, msg: dict, addr: tuple) -> None:
         if msg.get("op") != "discover":
@@ -385,6 +394,7 @@ class NodeDaemon(JobRunner):
             log.warning("dropped discover from %s: no valid reply port", addr[0])
             return
         assert self.udp is not None
+        self.listeners.heard(msg, addr[0], time.monotonic(), time.time())
         info = self.info(addr[0], msg.get("client_id"))
         lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
         if info["busy_with"]:

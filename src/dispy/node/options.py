@@ -188,7 +188,8 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
     return NodeOptions(
         cpus=cpus, ip_addrs=a.ip_addrs, ext_ip_addrs=a.ext_ip_addrs, node_port=node_port,
         scheduler_port=sched_port, scheduler_node=a.scheduler_node, name=a.name,
-        secret=a.secret, dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
+        secret=a.secret,
+        dest_path_prefix=os.path.abspath(a.dest_path_prefix or tempfile.gettempdir()),
         keyfile=a.keyfile, certfile=a.certfile, max_file_size=max_file_size,
         msg_timeout=float(a.msg_timeout), zombie_interval=a.zombie_interval,
         ping_interval=a.ping_interval, clean=a.clean, client_shutdown=a.client_shutdown,

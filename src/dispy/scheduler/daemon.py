@@ -75,6 +75,8 @@ class SchedulerDaemon:
                                           self.opts.policy, loop, self.opts.nodes,
                                           self.opts.msg_timeout)
             self.engine.multicast = self.opts.ipv4_udp_multicast
+            if self.opts.ext_ip_addrs:  # nodes elsewhere announce to it (through the NAT)
+                self.engine.ext_ip_addr = self.opts.ext_ip_addrs[0]
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: {exc}") from None
         self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)

@@ -22,7 +22,7 @@ from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
 from ..fsafe import safe_join
-from ..wire import discovery, messages
+from ..wire import messages
 from .journal import SchedulerJournal
 
 log = logging.getLogger("dispy.scheduler")
@@ -167,7 +167,7 @@ class SchedulerEngine(Engine):
 
     def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
         super()._broadcast_discover(port, key)
-        msg = discovery.discover_request(self.udp.local_port(), self.client_id, key)
+        msg = self._discover_msg(key)
         for host in self.extra_nodes:
             self.udp.send(msg, (host, port))
 

@@ -191,7 +191,7 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         cluster_certfile=a.cluster_certfile, pulse_interval=a.pulse_interval,
         ping_interval=a.ping_interval, zombie_interval=a.zombie_interval,
         msg_timeout=float(a.msg_timeout),
-        dest_path_prefix=a.dest_path_prefix or tempfile.gettempdir(),
+        dest_path_prefix=os.path.abspath(a.dest_path_prefix or tempfile.gettempdir()),
         max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
         ipv4_udp_multicast=a.ipv4_udp_multicast,
         cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,

@@ -66,16 +66,24 @@ AUTH_WINDOW = 300.0
 
 
 def _request_mac(key: bytes, msg: dict[str, Any]) -> str:
-    text = f"discover|{msg.get('client_id')}|{msg.get('reply_port')}|{msg.get('ts')}"
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    text = "|".join(str(msg.get(k)) for k in ("client_id", "reply_port", "ts",
+                                               "announce_port", "ext_ip_addr"))
+    return hmac.new(key, b"discover|" + text.encode(), hashlib.sha256).hexdigest()
 
 
 def discover_request(reply_port: int, client_id: str, key: bytes | None = None,
-                     now: float | None = None) -> dict[str, Any]:
+                     now: float | None = None, announce_port: int | None = None,
+                     ext_ip_addr: str | None = None) -> dict[str, Any]:
     """A ``discover`` message padded to ``DISCOVER_SIZE`` bytes, room for a full reply;
-    signed with ``key`` (``auth.derive_key`` of the secret) when given."""
+    signed with ``key`` (``auth.derive_key`` of the secret) when given. Nodes answer to
+    ``reply_port``; ``announce_port`` (and behind NAT ``ext_ip_addr``) say where the
+    sender hears their later announcements (node/listeners.py)."""
     msg: dict[str, Any] = {"op": "discover", "reply_port": reply_port,
                            "client_id": client_id}
+    if announce_port is not None:
+        msg["announce_port"] = announce_port
+    if ext_ip_addr is not None:
+        msg["ext_ip_addr"] = ext_ip_addr
     if key:
         msg["ts"] = int(time.time() if now is None else now)
         msg["auth"] = _request_mac(key, msg)
