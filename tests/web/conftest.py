@@ -97,10 +97,31 @@ def screenshot(driver: Any, path: Path) -> bytes:
     return png
 
 
+def fresh(read: Callable[[], Any], tries: int = 50) -> Any:
+    """``read()`` again when the live page redrew its table under it (a stale element):
+    the pages re-render on every server-sent update, so a read may straddle one."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(tries - 1):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.02)
+    return read()
+
+
 def texts(driver: Any, css: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+    return fresh(lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)])
+
+
+def cell(driver: Any, table: str, key: str, col: str) -> str:
+    """Text of column ``col`` in the row ``key`` of table ``table``."""
+    from selenium.webdriver.common.by import By
+
+    css = f"#{table} tbody tr[data-key='{key}'] td[data-col={col}]"
+    return fresh(lambda: driver.find_element(By.CSS_SELECTOR, css).text)
 
 
 def click(driver: Any, css: str, within: str | None = None) -> None:

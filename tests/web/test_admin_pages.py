@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port
 from selenium.webdriver.common.by import By
 
-from .conftest import click, fill, screenshot, texts, wait_until
+from .conftest import cell, click, fill, screenshot, texts, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,9 +60,6 @@ def dispyadmin(tmp_path):
                 admin.proc.wait(5)
 
 
-def cell(driver, table: str, key: str, col: str) -> str:
-    return driver.find_element(
-        By.CSS_SELECTOR, f"#{table} tbody tr[data-key='{key}'] td[data-col={col}]").text
 
 
 @pytest.mark.web

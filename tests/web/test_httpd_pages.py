@@ -16,7 +16,7 @@ import dispy
 import dispy.httpd
 from dispy import NodeAllocate
 
-from .conftest import click, fill, screenshot, texts, wait_until
+from .conftest import cell, click, fill, screenshot, texts, wait_until
 
 pytestmark = [pytest.mark.web, pytest.mark.timeout(90)]
 
@@ -67,9 +67,6 @@ def node_rows(driver) -> list[str]:
     return texts(driver, "#node-table tbody tr td[data-col=key]")
 
 
-def cell(driver, table: str, key: str, col: str) -> str:
-    return driver.find_element(
-        By.CSS_SELECTOR, f"#{table} tbody tr[data-key='{key}'] td[data-col={col}]").text
 
 
 def test_status_page_shows_nodes_jobs_and_charts(page, watched, two_nodes, tmp_path):
