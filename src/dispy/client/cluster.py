@@ -170,9 +170,9 @@ class JobCluster:
             log.warning(self._NO_SECRET, self._name)
         self._engine = Engine.get(port, ip_addr)
         if ipv4_udp_multicast:  # the program's engine asks by multicast from now on
-            self._engine.multicast = True
+            self._engine.finder.multicast = True
         if ext_ip_addr:  # behind NAT: nodes that know our secret announce there
-            self._engine.ext_ip_addr = str(ext_ip_addr[0])
+            self._engine.finder.ext_ip_addr = str(ext_ip_addr[0])
         self._state = _ClusterState(
             self, cid=f"{os.getpid():x}.{next(_cids)}", name=self._name, allocs=allocs,
             package=package, profile=Profile(secret or "", certfile, keyfile),
@@ -416,7 +416,7 @@ class JobCluster:
             # the same node asked for again (e.g. in a loop) is looked for, not added again
             self._state.allocs.extend(a for a in allocs if (a.host, a.port) not in known
                                       or type(a) is not NodeAllocate)
-            self._engine._discover(self._state, allocs)
+            self._engine.finder.ask(self._state, allocs)
 
         self._engine.call(add()).result()
         return 0

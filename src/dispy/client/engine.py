@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -30,15 +30,15 @@ from .. import config
 from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
-from ..wire import auth, discovery, heap, messages, netif, tls
+from ..wire import heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
 from . import joboptions
-from .announced import AnnouncedNodes
 from .callbacks import CallbackRunner
 from .clusterstate import ClusterState
+from .finder import RETRY_INTERVAL, NodeFinder
 from .job import STATUS_NAMES, DispyJob, decode_result
 from .journal import Journal, default_path
 from .links import NodeLink, Profile
@@ -48,7 +48,6 @@ from .status import NodeStats
 log = logging.getLogger("dispy")
 
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
-RETRY_INTERVAL = 5.0
 #: Seconds after a cluster starts during which a node matching one of its patterns may
 #: still answer the discovery broadcast (``node_readiness``).
 DISCOVERY_WAIT = 3.0
@@ -94,22 +93,10 @@ class Engine:
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
         self.ifs = netif.select(ip_addrs)
-        #: discovery by the IPv4 multicast group instead of broadcast (ipv4_udp_multicast)
-        self.multicast = False
-        #: our public address behind NAT (ext_host; dispyscheduler's --ext_ip_addr): nodes
-        #: that asked with our secret send their later announcements there
-        self.ext_ip_addr: str | None = None
-        #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
-        #: on two networks) is one node, met at the address first heard
-        self.node_addrs: dict[str, tuple[str, int]] = {}
-        #: (ip, port) of the dispynetrelays that answered: asked by datagram, never connected
-        self.relays: dict[tuple[str, int], str] = {}
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
         self.clusters: dict[str, Any] = {}
         self.links: dict[Hashable, NodeLink] = {}
-        #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
-        self.announced: AnnouncedNodes[tuple[str, int, Profile]] = AnnouncedNodes()
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
         self.journals: dict[str, Journal] = {}
@@ -117,8 +104,8 @@ class Engine:
         self.default_journal: str | None = None
         self.callbacks = CallbackRunner()
         self.callbacks.on_settled = lambda job: self.post(self._settled, job)
-        #: (ip, port) of nodes that answered but match no cluster's ``nodes``
-        self.unmatched: dict[tuple[str, int], float] = {}
+        #: asks for nodes and hears them (client/finder.py)
+        self.finder = NodeFinder(self, port, self.ifs)
         self._uids = itertools.count(1)
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
@@ -207,15 +194,8 @@ class Engine:
     # ---- start ------------------------------------------------------------------
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:  # nodes announce by broadcast, or by multicast (either way; IPv6 always)
-            await discovery.open_endpoint(self.port, True, self._on_datagram, "dispy", self.ifs)
-        except OSError as exc:
-            log.warning("cannot listen for node announcements on UDP port %d (%s);"
-                        " nodes are found by discovery only", self.port, exc.strerror)
-        self.udp = await discovery.open_endpoint(0, False, self._on_datagram, "dispy",
-                                                 self.ifs)
-        loop.create_task(self._housekeeping())
+        await self.finder.start()
+        asyncio.get_running_loop().create_task(self._housekeeping())
 
     # ---- clusters -----------------------------------------------------------------
 
@@ -225,7 +205,7 @@ class Engine:
         self.clusters[cs.cid] = cs
         self.core.add_cluster(cs.cid)
         cs.created = time.monotonic()
-        self._discover(cs)
+        self.finder.ask(cs)
         for link in list(self.links.values()):
             if link.state == "connected" and link.profile == cs.profile:
                 self._consider(link, cs)
@@ -243,160 +223,22 @@ class Engine:
         journal.add_cluster(cs, self.session_key)
         return journal
 
-    def _discover(self, cs: ClusterState, allocs: list | None = None) -> None:
-        """Ask ``allocs`` (all of the cluster's) for nodes: a wildcard by broadcast, a
-        named host by connecting, and also by a datagram, which a dispynetrelay there
-        answers and relays to the nodes of its network."""
-        secret = cs.profile.secret
-        key = auth.key_of(secret) if secret else None
-        for alloc in allocs or cs.allocs:
-            if alloc.wildcard:
-                self._broadcast_discover(alloc.port, key)
-                continue
-            self.udp.send(self._discover_msg(key), (alloc.host, alloc.port))
-            if (alloc.host, alloc.port) in self.relays:
-                continue
-            link = self._link(alloc.host, alloc.port, cs.profile)
-            if link.state in ("new", "down", "busy", "refused"):
-                self._connect(link)
-
-    def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
-        msg = self._discover_msg(key)
-        sent = discovery.send_to_lan(self.udp, msg, port, self.ifs, self.multicast)
-        log.debug("discovery: asked %s (port %d)", ", ".join(sent), port)
-
-    def _discover_msg(self, key: bytes | None) -> dict:
-        """A ``discover``: answers to our UDP socket, later announcements to our port."""
-        return discovery.discover_request(self.udp.local_port(), self.client_id, key,
-                                          announce_port=self.port,
-                                          ext_ip_addr=self.ext_ip_addr)
-
-    def _on_relay(self, msg: dict, addr: tuple) -> None:
-        """A dispynetrelay answered our request: it relays, it runs no jobs."""
-        port = msg.get("port")
-        if not isinstance(port, int):
-            return
-        key = (addr[0], port)
-        if not any(not a.wildcard and (a.host, a.port) == key
-                   for cs in self.clusters.values() for a in cs.allocs):
-            return  # nobody asked this address: not our relay
-        if key not in self.relays:
-            name = str(msg.get("name"))[:100]
-            log.info("discovery: %s:%d is a dispynetrelay (%s); its network's nodes answer"
-                     " through it", addr[0], port, name)
-            self.relays[key] = name
-        for link in list(self.links.values()):
-            if (link.ip, link.port) == key and link.state not in ("connecting", "connected"):
-                self._unreachable(link, "")
-
-    def _link(self, ip: str, port: int, profile: Profile) -> NodeLink:
+    def link_for(self, ip: str, port: int, profile: Profile) -> NodeLink:
         key = (ip, port, profile)
         link = self.links.get(key)
         if link is None:
             link = self.links[key] = NodeLink(ip, port, profile)
         return link
 
-    def _wants(self, cs: ClusterState, ip: str, port: int) -> Any:
+    def wants(self, cs: ClusterState, ip: str, port: int) -> Any:
         for alloc in cs.allocs:
             if alloc.matches(ip, port):
                 return alloc
         return None
 
-    # ---- discovery datagrams --------------------------------------------------------
-
-    def _on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") == "relay":
-            self._on_relay(msg, addr)
-            return
-        node = discovery.announced_node(msg, addr)
-        if node is None:
-            return
-        ip, port = node
-        log.debug("discovery: node %s:%d answered (%s)", ip, port,
-                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
-        if msg.get("proto") != config.PROTOCOL_VERSION:
-            log.warning("node %s:%s speaks dispy protocol %s (dispy %s); this client speaks %s",
-                        ip, port, msg.get("proto"), msg.get("version"), config.PROTOCOL_VERSION)
-            return
-        if self._other_address(msg.get("node_id"), ip, port):
-            return
-        wanted = False
-        for cs in list(self.clusters.values()):
-            if self._wants(cs, ip, port) is None:
-                continue
-            wanted = True
-            self.unmatched.pop((ip, port), None)
-            link = self.links.get((ip, port, cs.profile))
-            if link is None or link.node is None:  # never met: a bounded queue decides
-                self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
-                continue
-            if link.state in ("connecting", "connected"):
-                continue
-            if msg.get("busy_with"):
-                link.state, link.reason = "busy", f"busy with client {msg['busy_with']}"
-                link.retry_at = time.monotonic() + RETRY_INTERVAL
-            else:
-                self._connect(link)
-        if not wanted and self.clusters:
-            self._unmatched_node(ip, port)
-        self._try_announced()
-
-    def _other_address(self, node_id: Any, ip: str, port: int) -> bool:
-        """True when node ``node_id`` is already known at another address that still
-        works (it answered there too, by another address family or network)."""
-        if not isinstance(node_id, str):
-            return False
-        known = self.node_addrs.get(node_id)
-        if known is not None and known != (ip, port):
-            if any((lk.ip, lk.port) == known and lk.state not in ("down", "refused")
-                   for lk in self.links.values()):
-                return True
-            if any(key[:2] == known for key in (*self.announced.pending,
-                                                *self.announced.connecting)):
-                return True
-        self.node_addrs[node_id] = (ip, port)
-        return False
-
-    def _try_announced(self) -> None:
-        """Try announced nodes not met yet, a few at a time (client/announced.py)."""
-        for key, busy_with in self.announced.take():
-            link = self._link(*key)
-            if link.state in ("connecting", "connected"):
-                self.announced.done(key, met=True)
-            elif busy_with:
-                link.state, link.reason = "busy", f"busy with client {busy_with}"
-                link.retry_at = time.monotonic() + RETRY_INTERVAL
-                self._announced_done(link)
-            else:
-                self._connect(link).add_done_callback(self._announced_callback(link))
-
-    def _announced_callback(self, link: NodeLink) -> Callable[[object], None]:
-        return lambda _: self._announced_done(link)
-
-    def _announced_done(self, link: NodeLink) -> None:
-        """An attempt on an announced node ended: forget the oldest never reached (unless
-        a cluster names them), and try the next ones waiting."""
-        for key in self.announced.done(link.key, met=link.node is not None):
-            old = self.links.get(key)
-            if (old is not None and old.node is None
-                    and old.state not in ("connecting", "connected")
-                    and not any(not a.wildcard and a.matches(old.ip, old.port)
-                                for cs in self.clusters.values() for a in cs.allocs)):
-                del self.links[key]
-        self._try_announced()
-
     # ---- connections ----------------------------------------------------------------
 
-    def _unmatched_node(self, ip: str, port: int) -> None:
-        """A node answered that no cluster's ``nodes`` matches: say so once per node (and
-        in the stall report), so a pattern that matches nothing is not a silent wait."""
-        if (ip, port) in self.unmatched:
-            return
-        self.unmatched[(ip, port)] = time.monotonic()
-        patterns = sorted({a.host for cs in self.clusters.values() for a in cs.allocs})
-        log.info("node %s:%d answered but matches none of nodes=%s", ip, port, patterns)
-
-    def _connect(self, link: NodeLink) -> asyncio.Task:
+    def connect(self, link: NodeLink) -> asyncio.Task:
         log.debug("node %s: connecting", link.describe())
         link.state = "connecting"
         return asyncio.get_running_loop().create_task(self._open(link))
@@ -407,7 +249,7 @@ class Engine:
             ctx = tls.client_context(link.profile.certfile, link.profile.keyfile)
             conn = await Connection.open(link.ip, link.port, ctx, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
-            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+            self.unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
                               or f"cannot connect: {exc or 'timed out'}")
             return
         try:
@@ -423,7 +265,7 @@ class Engine:
             return
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
-            self._unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
+            self.unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
                               or f"handshake failed: {exc or exc.__class__.__name__}")
             return
         if welcome.get("busy_with"):
@@ -439,8 +281,8 @@ class Engine:
         return {"client_id": self.client_id, "client_name": self.client_name,
                 "session": self.session_key}
 
-    def _unreachable(self, link: NodeLink, reason: str) -> None:
-        relay = self.relays.get((link.ip, link.port))
+    def unreachable(self, link: NodeLink, reason: str) -> None:
+        relay = self.finder.relays.get((link.ip, link.port))
         if relay is not None:  # no node there: its network's nodes answer through it
             link.state, link.reason = "relay", f"a dispynetrelay ({relay})"
             return
@@ -476,7 +318,7 @@ class Engine:
 
     def _consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
-        alloc = self._wants(cs, link.ip, link.port)
+        alloc = self.wants(cs, link.ip, link.port)
         node = link.node
         if alloc is None or node is None or cs.cid in link.clusters:
             return
@@ -952,7 +794,7 @@ class Engine:
                 self._node_dead(link, f"{reason} after {now - link.lost_at:.0f} s of silence")
             else:
                 log.info("node %s: %s; reconnecting", link.describe(), reason)
-                self._connect(link)
+                self.connect(link)
         for fut in link.closing.values():
             if not fut.done():
                 fut.set_result(False)
@@ -1000,8 +842,7 @@ class Engine:
                 if every and now - last_discover >= every:
                     last_discover = now
                     for cs in list(self.clusters.values()):
-                        self._discover(cs, [a for a in cs.allocs if a.wildcard or
-                                            (a.host, a.port) in self.relays])
+                        self.finder.ask_again(cs)
                 for cs in waiting:
                     self._report_stall(cs, now)
             except Exception:
@@ -1021,11 +862,11 @@ class Engine:
                 if now - link.lost_at > self._grace(link):
                     self._node_dead(link, link.reason)
                 else:
-                    self._connect(link)
-            elif any(self._wants(cs, link.ip, link.port) is not None and cs.jobs
+                    self.connect(link)
+            elif any(self.wants(cs, link.ip, link.port) is not None and cs.jobs
                      and link.clusters.get(cs.cid) in (None, "lost")
                      for cs in self.clusters.values() if cs.profile == link.profile):
-                self._connect(link)
+                self.connect(link)
 
     def _pulse_limit(self, link: NodeLink) -> float | None:
         pulses = [cs.pulse_interval for cs in self.clusters.values()
@@ -1039,10 +880,10 @@ class Engine:
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()
-                 if self._wants(cs, link.ip, link.port) is not None]
+                 if self.wants(cs, link.ip, link.port) is not None]
         if not known:
             targets = ", ".join(a.host for a in cs.allocs)
-            others = sorted(f"{ip}:{port}" for ip, port in self.unmatched)
+            others = sorted(netif.host_port(ip, port) for ip, port in self.finder.unmatched)
             if others:
                 log.warning("%r: %d job(s) waiting; %d node(s) answered but match none of"
                             " nodes=[%s]: %s", cs.name, len(cs.jobs), len(others), targets,
@@ -1080,7 +921,7 @@ class Engine:
             return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
         links = [lk for lk in self.links.values() if lk.profile == cs.profile and lk.ip == ip
                  and (port is None or lk.port == port)
-                 and self._wants(cs, lk.ip, lk.port) is not None]
+                 and self.wants(cs, lk.ip, lk.port) is not None]
         if links:
             return None, any(lk.state in ("connecting", "connected") for lk in links)
         allocs = [a for a in cs.allocs if a.matches(ip, port)]
@@ -1105,7 +946,7 @@ class Engine:
                 del link.clusters[cs.cid]
             if link.state == "connected":
                 self._consider(link, cs)
-        self._discover(cs, allocs)
+        self.finder.ask(cs, allocs)
         self._dispatch()
         return 0
 
@@ -1179,7 +1020,7 @@ class Engine:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
         if link.clusters.get(cs.cid) != "closing":
             return  # the node was lost meanwhile
-        alloc = self._wants(cs, link.ip, link.port)
+        alloc = self.wants(cs, link.ip, link.port)
         node = link.node
         if resetup and alloc is not None and node is not None and link.state == "connected":
             cpus = self._allocate(cs, link, alloc)
@@ -1249,7 +1090,7 @@ class Engine:
         for link in list(self.links.values()):
             if not any(s in ("setup", "ready", "deallocated", "closing")
                        for s in link.clusters.values()) and link.conn is not None and not any(
-                    cs.profile == link.profile and self._wants(cs, link.ip, link.port)
+                    cs.profile == link.profile and self.wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
                 self._flush_acks(link)
                 conn, link.conn = link.conn, None

@@ -26,7 +26,7 @@ class NodeLink:
     ip: str
     port: int
     profile: Profile
-    state: str = "new"  # new, connecting, connected, busy, refused, down
+    state: str = "new"  # new, connecting, connected, busy, refused, down, relay
     reason: str = "not contacted yet"
     node: DispyNode | None = None
     node_id: str | None = None

@@ -74,9 +74,9 @@ class SchedulerDaemon:
             self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
                                           self.opts.policy, loop, self.opts.nodes,
                                           self.opts.msg_timeout)
-            self.engine.multicast = self.opts.ipv4_udp_multicast
+            self.engine.finder.multicast = self.opts.ipv4_udp_multicast
             if self.opts.ext_ip_addrs:  # nodes elsewhere announce to it (through the NAT)
-                self.engine.ext_ip_addr = self.opts.ext_ip_addrs[0]
+                self.engine.finder.ext_ip_addr = self.opts.ext_ip_addrs[0]
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: {exc}") from None
         self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)
@@ -172,7 +172,7 @@ class SchedulerDaemon:
         so the first computation finds them at once."""
         assert self.engine is not None
         secret = self.opts.node_secret
-        self.engine._broadcast_discover(self.opts.node_port,
+        self.engine.finder.broadcast(self.opts.node_port,
                                         auth.derive_key(secret) if secret else None)
 
     def request_stop(self) -> None:

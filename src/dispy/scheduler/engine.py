@@ -145,7 +145,7 @@ class SchedulerEngine(Engine):
         super().__init__(port, ip_addrs, loop=loop, policy=policy, msg_timeout=msg_timeout)
         self.client_name = f"dispyscheduler@{self.client_name}"
         #: nodes named with -n: discovery also asks them directly (other networks)
-        self.extra_nodes = list(extra_nodes or [])
+        self.finder.extra_nodes = list(extra_nodes or [])
         #: sees every job and node event of every computation (--httpd's monitor)
         self.observer: Callable[[Any, int, Any, Any], None] | None = None
         #: the scheduler's journal (scheduler/journal.py), committed where a client
@@ -165,16 +165,10 @@ class SchedulerEngine(Engine):
         if self.journal is not None:
             self.journal.flush()
 
-    def _broadcast_discover(self, port: int, key: bytes | None = None) -> None:
-        super()._broadcast_discover(port, key)
-        msg = self._discover_msg(key)
-        for host in self.extra_nodes:
-            self.udp.send(msg, (host, port))
-
     # ---- allocation: plain patterns here, overridden allocate() in the client -----
 
     def _consider(self, link: NodeLink, cs: Any) -> None:
-        alloc = self._wants(cs, link.ip, link.port)
+        alloc = self.wants(cs, link.ip, link.port)
         if alloc is None or link.node is None or cs.cid in link.clusters:
             return
         if not alloc.custom:

@@ -1,0 +1,233 @@
+"""How an engine finds nodes: it asks (broadcast, multicast, named hosts, relays), hears
+answers and announcements, and tells the engine which nodes to meet.
+
+The engine owns the links; the finder decides when one is worth a connection attempt:
+a node it has never met waits in a bounded queue (client/announced.py), a node already
+known by another address (IPv4 and IPv6, two networks) is met once, an address that
+answers as a dispynetrelay is never connected to, and a node no cluster wants is
+reported once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from .. import config
+from ..wire import auth, discovery, netif
+from .announced import AnnouncedNodes
+from .clusterstate import ClusterState
+from .links import NodeLink, Profile
+
+log = logging.getLogger("dispy")
+
+#: seconds before a busy (or unreachable) node is tried again
+RETRY_INTERVAL = 5.0
+
+
+class FinderHost(Protocol):
+    """What the finder needs of its engine."""
+
+    client_id: str
+    clusters: dict[str, Any]
+    links: dict[Hashable, NodeLink]
+
+    def link_for(self, ip: str, port: int, profile: Profile) -> NodeLink: ...
+
+    def wants(self, cs: ClusterState, ip: str, port: int) -> Any: ...
+
+    def connect(self, link: NodeLink) -> asyncio.Task: ...
+
+    def unreachable(self, link: NodeLink, reason: str) -> None: ...
+
+
+class NodeFinder:
+    def __init__(self, host: FinderHost, port: int, ifs: list[netif.Interface]) -> None:
+        self.host = host
+        #: where we hear nodes' announcements (the client port)
+        self.port = port
+        self.ifs = ifs
+        #: discovery by the IPv4 multicast group instead of broadcast (ipv4_udp_multicast)
+        self.multicast = False
+        #: our public address behind NAT (ext_host; dispyscheduler's --ext_ip_addr): nodes
+        #: that asked with our secret send their later announcements there
+        self.ext_ip_addr: str | None = None
+        #: hosts asked with every broadcast (dispyscheduler's -n: other networks)
+        self.extra_nodes: list[str] = []
+        #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
+        #: on two networks) is one node, met at the address first heard
+        self.node_addrs: dict[str, tuple[str, int]] = {}
+        #: (ip, port) of the dispynetrelays that answered: asked by datagram, never connected
+        self.relays: dict[tuple[str, int], str] = {}
+        #: announced nodes not met yet: bounded attempts and queue (client/announced.py)
+        self.announced: AnnouncedNodes[tuple[str, int, Profile]] = AnnouncedNodes()
+        #: (ip, port) of nodes that answered but match no cluster's ``nodes``
+        self.unmatched: dict[tuple[str, int], float] = {}
+        self.udp: discovery.DiscoveryProtocol | None = None
+
+    async def start(self) -> None:
+        try:  # nodes announce by broadcast, or by multicast (either way; IPv6 always)
+            await discovery.open_endpoint(self.port, True, self.on_datagram, "dispy", self.ifs)
+        except OSError as exc:
+            log.warning("cannot listen for node announcements on UDP port %d (%s);"
+                        " nodes are found by discovery only", self.port, exc.strerror)
+        self.udp = await discovery.open_endpoint(0, False, self.on_datagram, "dispy",
+                                                 self.ifs)
+
+    # ---- asking -----------------------------------------------------------------------
+
+    def ask(self, cs: ClusterState, allocs: list | None = None) -> None:
+        """Ask ``allocs`` (all of the cluster's) for nodes: a wildcard by broadcast, a
+        named host by connecting, and also by a datagram, which a dispynetrelay there
+        answers and relays to the nodes of its network."""
+        assert self.udp is not None
+        secret = cs.profile.secret
+        key = auth.key_of(secret) if secret else None
+        for alloc in allocs or cs.allocs:
+            if alloc.wildcard:
+                self.broadcast(alloc.port, key)
+                continue
+            self.udp.send(self.request(key), (alloc.host, alloc.port))
+            if (alloc.host, alloc.port) in self.relays:
+                continue
+            link = self.host.link_for(alloc.host, alloc.port, cs.profile)
+            if link.state in ("new", "down", "busy", "refused"):
+                self.host.connect(link)
+
+    def ask_again(self, cs: ClusterState) -> None:
+        """Periodic discovery: the cluster's wildcards and relays."""
+        self.ask(cs, [a for a in cs.allocs if a.wildcard or (a.host, a.port) in self.relays])
+
+    def broadcast(self, port: int, key: bytes | None = None) -> None:
+        """Ask every node of our networks (and the extra nodes) on ``port``."""
+        assert self.udp is not None
+        msg = self.request(key)
+        sent = discovery.send_to_lan(self.udp, msg, port, self.ifs, self.multicast)
+        for host in self.extra_nodes:
+            self.udp.send(msg, (host, port))
+        log.debug("discovery: asked %s (port %d)", ", ".join([*sent, *self.extra_nodes]), port)
+
+    def request(self, key: bytes | None) -> dict:
+        """A ``discover``: answers to our UDP socket, later announcements to our port."""
+        assert self.udp is not None
+        return discovery.discover_request(self.udp.local_port(), self.host.client_id, key,
+                                          announce_port=self.port,
+                                          ext_ip_addr=self.ext_ip_addr)
+
+    # ---- hearing ----------------------------------------------------------------------
+
+    def on_datagram(self, msg: dict, addr: tuple) -> None:
+        if msg.get("op") == "relay":
+            self._on_relay(msg, addr)
+            return
+        node = discovery.announced_node(msg, addr)
+        if node is None:
+            return
+        ip, port = node
+        log.debug("discovery: node %s answered (%s)", netif.host_port(ip, port),
+                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
+        if msg.get("proto") != config.PROTOCOL_VERSION:
+            log.warning("node %s speaks dispy protocol %s (dispy %s); this client speaks %s",
+                        netif.host_port(ip, port), msg.get("proto"), msg.get("version"),
+                        config.PROTOCOL_VERSION)
+            return
+        if self._other_address(msg.get("node_id"), ip, port):
+            return
+        wanted = False
+        for cs in list(self.host.clusters.values()):
+            if self.host.wants(cs, ip, port) is None:
+                continue
+            wanted = True
+            self.unmatched.pop((ip, port), None)
+            link = self.host.links.get((ip, port, cs.profile))
+            if link is None or link.node is None:  # never met: a bounded queue decides
+                self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
+                continue
+            if link.state in ("connecting", "connected"):
+                continue
+            if msg.get("busy_with"):
+                link.state, link.reason = "busy", f"busy with client {msg['busy_with']}"
+                link.retry_at = time.monotonic() + RETRY_INTERVAL
+            else:
+                self.host.connect(link)
+        if not wanted and self.host.clusters:
+            self._unmatched_node(ip, port)
+        self.try_announced()
+
+    def _on_relay(self, msg: dict, addr: tuple) -> None:
+        """A dispynetrelay answered our request: it relays, it runs no jobs."""
+        port = msg.get("port")
+        if not isinstance(port, int):
+            return
+        key = (addr[0], port)
+        if not any(not a.wildcard and (a.host, a.port) == key
+                   for cs in self.host.clusters.values() for a in cs.allocs):
+            return  # nobody asked this address: not our relay
+        if key not in self.relays:
+            name = str(msg.get("name"))[:100]
+            log.info("discovery: %s is a dispynetrelay (%s); its network's nodes answer"
+                     " through it", netif.host_port(addr[0], port), name)
+            self.relays[key] = name
+        for link in list(self.host.links.values()):
+            if (link.ip, link.port) == key and link.state not in ("connecting", "connected"):
+                self.host.unreachable(link, "")
+
+    def _other_address(self, node_id: Any, ip: str, port: int) -> bool:
+        """True when node ``node_id`` is already known at another address that still
+        works (it answered there too, by another address family or network)."""
+        if not isinstance(node_id, str):
+            return False
+        known = self.node_addrs.get(node_id)
+        if known is not None and known != (ip, port):
+            if any((lk.ip, lk.port) == known and lk.state not in ("down", "refused")
+                   for lk in self.host.links.values()):
+                return True
+            if any(key[:2] == known for key in (*self.announced.pending,
+                                                *self.announced.connecting)):
+                return True
+        self.node_addrs[node_id] = (ip, port)
+        return False
+
+    def _unmatched_node(self, ip: str, port: int) -> None:
+        """A node answered that no cluster's ``nodes`` matches: say so once per node (and
+        in the stall report), so a pattern that matches nothing is not a silent wait."""
+        if (ip, port) in self.unmatched:
+            return
+        self.unmatched[(ip, port)] = time.monotonic()
+        patterns = sorted({a.host for cs in self.host.clusters.values() for a in cs.allocs})
+        log.info("node %s answered but matches none of nodes=%s", netif.host_port(ip, port),
+                 patterns)
+
+    # ---- nodes heard of, not met yet ----------------------------------------------------
+
+    def try_announced(self) -> None:
+        """Try announced nodes not met yet, a few at a time (client/announced.py)."""
+        for key, busy_with in self.announced.take():
+            link = self.host.link_for(*key)
+            if link.state in ("connecting", "connected"):
+                self.announced.done(key, met=True)
+            elif busy_with:
+                link.state, link.reason = "busy", f"busy with client {busy_with}"
+                link.retry_at = time.monotonic() + RETRY_INTERVAL
+                self._announced_done(link)
+            else:
+                self.host.connect(link).add_done_callback(self._announced_callback(link))
+
+    def _announced_callback(self, link: NodeLink) -> Callable[[object], None]:
+        return lambda _: self._announced_done(link)
+
+    def _announced_done(self, link: NodeLink) -> None:
+        """An attempt on an announced node ended: forget the oldest never reached (unless
+        a cluster names them), and try the next ones waiting."""
+        links = self.host.links
+        for key in self.announced.done(link.key, met=link.node is not None):
+            old = links.get(key)
+            if (old is not None and old.node is None
+                    and old.state not in ("connecting", "connected")
+                    and not any(not a.wildcard and a.matches(old.ip, old.port)
+                                for cs in self.host.clusters.values() for a in cs.allocs)):
+                del links[key]
+        self.try_announced()
