@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,21 @@ from .lab import Host, Lab, netlab_available
 NODE_PORT = 51448
 PROGRAMS = Path(__file__).parent / "programs"
 NODE_HOSTS = ("node1", "node2")
+#: the client program most lab tests run (programs/discovery_client.py)
+CLIENT_PROGRAM = "discovery_client.py"
+
+
+def wait_for_output(output: Callable[[], str], proc: subprocess.Popen | None, text: str,
+                    what: str, timeout: float = 30.0) -> None:
+    """Until ``text`` is in ``output()``; fails early when ``proc`` has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in output():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never logged {text!r}; output:\n{output()}")
 
 
 @dataclass
@@ -65,15 +80,8 @@ class LabNode:
         return self
 
     def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"dispynode on {self.host.name} never logged {text!r};"
-                             f" output:\n{self.output()}")
+        wait_for_output(self.output, self.proc, text, f"dispynode on {self.host.name}",
+                        timeout)
 
     def stop(self, sig: int = signal.SIGKILL, timeout: float = 20.0) -> None:
         """Signal the node's process group and reap it (the Lab would anyway, at exit)."""
@@ -141,6 +149,21 @@ class DispyLan:
         run = parse_run(res.returncode, res.stdout, res.stderr)
         self.runs.append(run)
         return run
+
+    def start_until_submitted(self, name: str, *args: str) -> tuple[subprocess.Popen,
+                                                                     Path, Path]:
+        """Start a client program (``--until-ip`` style) and wait until it printed
+        "submitted"; (process, stdout file, stderr file)."""
+        out, err = self.workdir / f"{name}.out", self.workdir / f"{name}.err"
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = self.client.popen(self.client_argv(CLIENT_PROGRAM, *args), stdout=o,
+                                     stderr=e, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     text=True)
+        deadline = time.monotonic() + 60
+        while "submitted" not in out.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, out.read_text() + err.read_text()
+            time.sleep(0.05)
+        return proc, out, err
 
     def node_logs(self) -> str:
         return "\n".join(f"--- dispynode {name} ({node.ip}) ---\n{node.output()}"

@@ -138,32 +138,38 @@ def test_unusable_addresses_are_clear_errors(tmp_path: Path) -> None:
         assert res.stdout.startswith("ERR") and "fd99::1" in res.stdout, res
 
 
+def admin_sees(lan: DispyLan, log: Path, *extra: str) -> list[str]:
+    """Start dispyadmin (admin secret "adm") in the client host and wait until it has
+    details of both nodes; the addresses it shows them at."""
+    argv = [sys.executable, "-m", "dispy.dispyadmin", "--daemon", "--secret", "adm",
+            "--node_port", str(NODE_PORT), "--http_port", "8181", "--poll_interval", "5",
+            *extra]
+    with open(log, "wb") as fh:
+        lan.client.popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    probe = (
+        "import json, sys, time, urllib.request\n"
+        "end = time.monotonic() + 40\n"
+        "while time.monotonic() < end:\n"
+        "    try:\n"
+        "        s = json.load(urllib.request.urlopen('http://127.0.0.1:8181/api/state'))\n"
+        "    except OSError:\n"
+        "        time.sleep(0.2); continue\n"
+        "    ok = sorted(n['ip_addr'] for n in s['nodes'] if n['admin'] and n['cpus'])\n"
+        "    if len(ok) == 2:\n"
+        "        print(json.dumps(ok)); sys.exit(0)\n"
+        "    time.sleep(0.2)\n"
+        "print(json.dumps(s)); sys.exit(1)\n")
+    res = lan.client.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=90)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{log.read_text()}"
+    return list(json.loads(res.stdout))
+
+
 def test_ipv6_dispyadmin_finds_and_administers_nodes(tmp_path: Path) -> None:
     with Lab(ipv4=False, ipv6=True) as lab:
         lan = v6_lan(lab, tmp_path)
         for node in lan.nodes.values():
             node.start("--admin_secret", "adm")
-        log = tmp_path / "admin.log"
-        argv = [sys.executable, "-m", "dispy.dispyadmin", "--daemon", "--secret", "adm",
-                "--node_port", str(NODE_PORT), "--http_port", "8181", "--poll_interval", "5"]
-        with open(log, "wb") as fh:
-            lan.client.popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        probe = (
-            "import json, sys, time, urllib.request\n"
-            "end = time.monotonic() + 40\n"
-            "while time.monotonic() < end:\n"
-            "    try:\n"
-            "        s = json.load(urllib.request.urlopen('http://127.0.0.1:8181/api/state'))\n"
-            "    except OSError:\n"
-            "        time.sleep(0.2); continue\n"
-            "    ok = sorted(n['ip_addr'] for n in s['nodes'] if n['admin'] and n['cpus'])\n"
-            "    if len(ok) == 2:\n"
-            "        print(json.dumps(ok)); sys.exit(0)\n"
-            "    time.sleep(0.2)\n"
-            "print(json.dumps(s)); sys.exit(1)\n")
-        res = lan.client.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             timeout=90)
-        assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{log.read_text()}"
-        assert json.loads(res.stdout) == sorted(n.host.ip6 for n in lan.nodes.values()
-                                                if n.host.ip6)
+        seen = admin_sees(lan, tmp_path / "admin.log")
+        assert seen == sorted(n.host.ip6 for n in lan.nodes.values() if n.host.ip6)

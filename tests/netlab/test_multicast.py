@@ -4,13 +4,12 @@ broadcast, so nothing is found unless requests and announcements both use multic
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
 import pytest
 
 from .conftest import DispyLan
 from .lab import Host, Lab, netlab_available
+from .test_ipv6 import admin_sees
 from .test_shared import Scheduler, finish, start_client
 
 pytestmark = [pytest.mark.netlab, pytest.mark.timeout(120)]
@@ -41,17 +40,9 @@ def test_multicast_requests_and_announcements(dispy_lan_idle: DispyLan) -> None:
         lan.diagnostics()
     # by multicast: node1 answers the request; node2, started late, is heard by its
     # own multicast announcement
-    out, err = lan.workdir / "mc.out", lan.workdir / "mc.err"
-    argv = lan.client_argv(CLIENT, "--nodes", json.dumps(["*"]), "--node-port",
-                           str(lan.port), "--jobs", "8", "--wait-nodes", "1", "--multicast",
-                           "--until-ip", node2.ip, "--deadline", "45")
-    with open(out, "w") as o, open(err, "w") as e:
-        proc = lan.client.popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                cwd=lan.workdir, text=True)
-    deadline = time.monotonic() + 60
-    while "submitted" not in out.read_text() and proc.poll() is None:
-        assert time.monotonic() < deadline, out.read_text() + err.read_text()
-        time.sleep(0.05)
+    proc, out, err = lan.start_until_submitted(
+        "mc", "--nodes", json.dumps(["*"]), "--node-port", str(lan.port), "--jobs", "8",
+        "--wait-nodes", "1", "--multicast", "--until-ip", node2.ip, "--deadline", "45")
     node2.start("--ipv4_udp_multicast")
     proc.wait(timeout=90)
     text = out.read_text()
@@ -90,3 +81,13 @@ def test_relay_re_sends_by_multicast(tmp_path) -> None:
                                    SECRET)
         assert report["nodes_before_submit"] == sorted(n.ip for n in routed.lan.nodes.values()
                                                        ), report["detail"]
+
+
+def test_dispyadmin_finds_nodes_by_multicast(dispy_lan_idle: DispyLan, tmp_path) -> None:
+    lan = dispy_lan_idle
+    for host in (lan.client, *(n.host for n in lan.nodes.values())):
+        drop_broadcasts(host)
+    for node in lan.nodes.values():
+        node.start("--ipv4_udp_multicast", "--admin_secret", "adm")
+    seen = admin_sees(lan, tmp_path / "admin.log", "--ipv4_udp_multicast")
+    assert seen == sorted(n.ip for n in lan.nodes.values())

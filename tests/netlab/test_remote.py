@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import NODE_PORT, DispyLan, LabNode
+from .conftest import NODE_PORT, DispyLan, LabNode, wait_for_output
 from .lab import Host, Lab, Router, netlab_available
 from .test_shared import Scheduler, finish, start_client
 
@@ -49,14 +49,7 @@ class RelayProc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def wait_for(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"dispynetrelay never logged {text!r}:\n{self.output()}")
+        wait_for_output(self.output, self.proc, text, "dispynetrelay", timeout)
 
 
 class RoutedLan:
@@ -128,17 +121,10 @@ def test_relay_forwards_a_late_nodes_announcement(routed: RoutedLan) -> None:
     lan = routed.lan
     lan.nodes["node1"].start()
     routed.relay.start()
-    out, err = lan.workdir / "late.out", lan.workdir / "late.err"
-    argv = lan.client_argv(CLIENT, "--nodes", json.dumps([routed.relay.host.ip, lan.wildcard]),
-                           "--node-port", str(NODE_PORT), "--jobs", "8", "--wait-nodes", "1",
-                           "--until-ip", lan.nodes["node2"].ip, "--deadline", "45")
-    with open(out, "w") as o, open(err, "w") as e:
-        proc = lan.client.popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                cwd=lan.workdir, text=True)
-    deadline = time.monotonic() + 60
-    while "submitted" not in out.read_text() and proc.poll() is None:
-        assert time.monotonic() < deadline, out.read_text() + err.read_text()
-        time.sleep(0.05)
+    proc, out, err = lan.start_until_submitted(
+        "late", "--nodes", json.dumps([routed.relay.host.ip, lan.wildcard]), "--node-port",
+        str(NODE_PORT), "--jobs", "8", "--wait-nodes", "1", "--until-ip",
+        lan.nodes["node2"].ip, "--deadline", "45")
     lan.nodes["node2"].start()
     proc.wait(timeout=90)
     text = out.read_text()
@@ -233,3 +219,44 @@ def test_scheduler_behind_nat_hears_nodes_outside(natted, tmp_path: Path, ext: b
     proc = start_client(lan, sched, "--jobs", "6", "--wait-nodes", "1", "--nodes", node.ip)
     report = finish(proc, sched)
     assert {j["result"][2] for j in report["jobs"]} == {node.ip}, sched.output()
+
+
+def test_relay_menu_port_in_use_and_bad_options(tmp_path: Path) -> None:
+    """dispynetrelay's stdin menu (status, quit), a port already in use and a bad
+    option: one line each, never a traceback."""
+    import os
+    import pty
+
+    with Lab() as lab:
+        host = lab.add_host("relay")
+        master, slave = pty.openpty()
+        log = tmp_path / "relay.log"
+        with open(log, "wb") as fh:
+            proc = host.popen([sys.executable, "-m", "dispy.dispynetrelay", "--relay_port",
+                               "51500"], stdin=slave, stdout=fh, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+        os.close(slave)
+        try:
+            wait_for_output(lambda: log.read_text(errors="replace"), proc, "Enter", "relay")
+            os.write(master, b"status\n")
+            wait_for_output(lambda: log.read_text(errors="replace"), proc,
+                            "dispynetrelay: 0 requester(s)", "relay")
+            taken = host.run([sys.executable, "-m", "dispy.dispynetrelay", "--daemon",
+                              "--relay_port", "51500"], capture_output=True, text=True,
+                             timeout=60)
+            assert taken.returncode == 1 and "cannot use UDP port 51500" in taken.stderr
+            assert "Traceback" not in taken.stderr, taken.stderr
+            os.write(master, b"quit\n")
+            assert proc.wait(20) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(master)
+        bad = host.run([sys.executable, "-m", "dispy.dispynetrelay", "--relay_port", "0x"],
+                       capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        alone = host.run([sys.executable, "-m", "dispy.dispynetrelay", "-i", "10.9.9.9"],
+                         capture_output=True, text=True, timeout=60)
+        assert alone.returncode == 2 and "10.9.9.9" in alone.stderr, alone.stderr
+        assert "Traceback" not in alone.stderr, alone.stderr

@@ -124,3 +124,12 @@ def test_fixed_targets_get_announcements_without_asking() -> None:
 def test_small_request_gets_no_answer_bigger_than_itself() -> None:
     sends, _ = state().on_discover(request(), ("192.168.5.9", 1), 1000.0, 20)
     assert [s.msg["op"] for s in sends] == ["discover"]  # rebroadcast only, no 'relay'
+
+
+def test_every_recent_requester_hears_every_node() -> None:
+    """Not only the last one (4.15's relay tracked one scheduler at a time)."""
+    st = state()
+    st.on_discover(request(), ("192.168.5.9", 1), 1000.0, 1024)
+    st.on_discover(request(), ("172.16.0.4", 1), 1001.0, 1024)
+    sends = st.on_node(node(), ("10.1.0.7", 51348), 1002.0)
+    assert sorted(s.ip for s in sends) == ["172.16.0.4", "192.168.5.9"]

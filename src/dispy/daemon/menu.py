@@ -42,6 +42,29 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
     threading.Thread(target=reader, name=name, daemon=True).start()
 
 
+class StatusDaemon(Serving, Protocol):
+    """A daemon whose menu is: quit/exit, or anything else to print its status."""
+
+    def request_stop(self) -> None: ...
+
+    def status_text(self) -> str: ...
+
+
+def status_menu(prompt: str, name: str) -> Callable[[StatusDaemon], None]:
+    """The stdin menu of dispyscheduler and dispynetrelay: "quit"/"exit" stops the
+    daemon, any other line prints its status."""
+    def show(daemon: StatusDaemon) -> None:
+        def handle(line: str) -> None:
+            if line.strip().lower() in ("quit", "exit"):
+                daemon.request_stop()
+            else:
+                print(daemon.status_text(), flush=True)
+
+        read_commands(prompt, handle, name)
+
+    return show
+
+
 async def serve_until_stopped(daemon: D, background: bool,
                               show_menu: Callable[[D], None]) -> int:
     """Start a daemon (dispynode or dispyscheduler), give it its stdin menu when run

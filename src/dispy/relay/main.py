@@ -6,22 +6,12 @@ import asyncio
 import signal
 import sys
 
-from ..daemon.menu import read_commands, serve_until_stopped
+from ..daemon.menu import serve_until_stopped, status_menu
 from ..log import daemon_logging
 from .daemon import RelayDaemon, log
 from .options import parse
 
 PROMPT = 'Enter "quit" or "exit" to terminate dispynetrelay, anything else to get status: '
-
-
-def _menu(daemon: RelayDaemon) -> None:
-    def handle(line: str) -> None:
-        if line.strip().lower() in ("quit", "exit"):
-            daemon.request_stop()
-        else:
-            print(daemon.status_text(), flush=True)
-
-    read_commands(PROMPT, handle, "dispynetrelay-menu")
 
 
 async def _serve(argv: list[str] | None) -> int:
@@ -37,7 +27,8 @@ async def _serve(argv: list[str] | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.request_stop)
-    return await serve_until_stopped(daemon, opts.daemon, _menu)
+    return await serve_until_stopped(daemon, opts.daemon,
+                                     status_menu(PROMPT, "dispynetrelay-menu"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,22 +7,12 @@ import dataclasses
 import logging
 import sys
 
-from ..daemon.menu import read_commands, serve_until_stopped
+from ..daemon.menu import serve_until_stopped, status_menu
 from ..log import daemon_logging
 from .daemon import SchedulerDaemon, install_signals
 from .options import parse
 
 PROMPT = 'Enter "quit" or "exit" to terminate dispyscheduler, anything else to get status: '
-
-
-def _menu(daemon: SchedulerDaemon) -> None:
-    def handle(line: str) -> None:
-        if line.strip().lower() in ("quit", "exit"):
-            daemon.request_stop()
-        else:
-            print(daemon.status_text(), flush=True)
-
-    read_commands(PROMPT, handle, "dispyscheduler-menu")
 
 
 async def _serve(argv: list[str] | None) -> int:
@@ -35,7 +25,8 @@ async def _serve(argv: list[str] | None) -> int:
         "options: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
     daemon = SchedulerDaemon(opts)
     install_signals(daemon)
-    return await serve_until_stopped(daemon, opts.daemon, _menu)
+    return await serve_until_stopped(daemon, opts.daemon,
+                                     status_menu(PROMPT, "dispyscheduler-menu"))
 
 
 def main(argv: list[str] | None = None) -> None:
