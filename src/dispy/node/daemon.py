@@ -26,16 +26,16 @@ import psutil
 
 from .. import fsafe
 from .._version import __version__
-from ..wire import auth, connection, discovery, handshake, heap, messages, netif, tls
+from ..wire import auth, connection, handshake, heap, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.sessions import session_id
 from . import admin, service
+from .announcer import Announcer
 from .avail import avail_info
 from .computation import Computation, HostProcess, Launched, discard_host, launch_host
 from .jobs import JobRunner
-from .listeners import Listeners
 from .options import NodeOptions
 from .results import ResultStore
 from .session import Session
@@ -70,9 +70,8 @@ class NodeDaemon(JobRunner):
         self.stop_event = asyncio.Event()
         self.root = os.path.join(opts.dest_path_prefix, "dispy", f"node-{opts.node_port}")
         self.ifs = netif.select(opts.ip_addrs)
-        self.udp: discovery.DiscoveryProtocol | None = None
-        #: programs elsewhere that asked for nodes: they hear our announcements too
-        self.listeners = Listeners(auth.derive_key(opts.secret) if opts.secret else None)
+        #: answers requests, announces this node (node/announcer.py)
+        self.announcer = Announcer(opts, self.ifs, lambda peer, cid: self.info(peer, cid))
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: set[asyncio.Task] = set()
         self.node_id = uuid.uuid4().hex
@@ -157,9 +156,8 @@ class NodeDaemon(JobRunner):
             self.servers.append(server)
         self.servers.append(await connection.serve_unix(self._serve_job_link, self.jobs_path))
         os.chmod(self.jobs_path, 0o600)
-        try:  # clients ask by broadcast or by multicast (ipv4_udp_multicast; IPv6): both
-            self.udp = await discovery.open_endpoint(self.opts.node_port, False,
-                                                     self._on_datagram, "dispynode", self.ifs)
+        try:
+            await self.announcer.start()
         except OSError as exc:
             raise SystemExit(
                 f"dispynode: cannot use UDP port {self.opts.node_port}: {exc.strerror}"
@@ -310,8 +308,7 @@ class NodeDaemon(JobRunner):
             self._save_results(session)
         if self.store is not None:
             self.store.close()
-        if self.udp is not None:
-            self.udp.close()
+        self.announcer.close()
         try:
             os.unlink(os.path.join(self.root, "node.pid"))
         except OSError:
@@ -355,57 +352,9 @@ class NodeDaemon(JobRunner):
         return self.cpus if self.service_state == service.OPEN else 0
 
     def announce(self) -> None:
-        """Tell clients on our networks (and --scheduler_node) that this node is free.
-
-        The address announced is --ext_ip_addr when given (a node behind NAT)."""
-        if self.udp is None or self.service_state != service.OPEN:
-            return
-        msg = {"op": "node", **self.info()}
-        port = self.opts.scheduler_port
-        ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
-        sent = set()
-        for i in self.ifs:
-            if i.loopback and i.ipv6 and any(j.loopback and not j.ipv6 for j in self.ifs):
-                continue  # this host heard it on 127.0.0.1
-            discovery.send_to_lan(self.udp, {**msg, "ip_addr": ext or i.address}, port, [i],
-                                  self.opts.ipv4_udp_multicast)
-            sent.add(i.broadcast or i.address)
-        if self.opts.scheduler_node:
-            try:
-                target = netif.resolve(self.opts.scheduler_node)
-            except OSError as exc:
-                log.warning("cannot resolve --scheduler_node %s: %s", self.opts.scheduler_node, exc)
-            else:
-                if target not in sent:
-                    self.udp.send(msg, (target, port))
-                log.debug("announced to --scheduler_node %s:%d", target, port)
-        for ip, lport in self.listeners.current(time.monotonic()):
-            # also on our own network: a NAT gateway forwarding to its program hears
-            # no broadcast, and a program that did sees a node it knows (no harm)
-            self.udp.send({"op": "node", **self.info(ip)}, (ip, lport))
-            log.debug("announced to %s, which asked for nodes lately",
-                      netif.host_port(ip, lport))
-
-    def _on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") != "discover":
-            return
-        reply_port = msg.get("reply_port")
-        if not isinstance(reply_port, int) or not 0 < reply_port < 65536:
-            log.warning("dropped discover from %s: no valid reply port", addr[0])
-            return
-        assert self.udp is not None
-        self.listeners.heard(msg, addr[0], time.monotonic(), time.time())
-        info = self.info(addr[0], msg.get("client_id"))
-        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
-        if info["busy_with"]:
-            lean["busy_with"] = str(info["busy_with"])[:200]
-        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
-                                       self.udp.last_size)
-        if reply is None:  # answering would send more bytes than came: an amplifier
-            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
-                      self.udp.last_size, addr[0])
-            return
-        self.udp.send(reply, (addr[0], reply_port))
+        """Tell whoever may want this node that it is free (node/announcer.py)."""
+        if self.service_state == service.OPEN:
+            self.announcer.announce()
 
     # ---- client connections -------------------------------------------------------
 

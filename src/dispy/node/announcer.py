@@ -1,0 +1,94 @@
+"""How a node is found: it answers ``discover`` requests and announces itself to its
+networks, to ``--scheduler_node`` and to the programs that asked lately (listeners.py).
+
+Answers are bounded by the request's size (discovery cannot amplify an attacker's
+traffic); what the node says of itself comes from the daemon (``describe``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..wire import auth, discovery, netif
+from .listeners import Listeners
+from .options import NodeOptions
+
+log = logging.getLogger("dispy.node")
+
+#: ``describe(peer, client_id)``: the node's record as told to ``peer``
+Describe = Callable[[str | None, str | None], dict[str, Any]]
+
+
+class Announcer:
+    def __init__(self, opts: NodeOptions, ifs: list[netif.Interface],
+                 describe: Describe) -> None:
+        self.opts, self.ifs, self.describe = opts, ifs, describe
+        #: programs elsewhere that asked for nodes: they hear our announcements too
+        self.listeners = Listeners(auth.derive_key(opts.secret) if opts.secret else None)
+        self.udp: discovery.DiscoveryProtocol | None = None
+
+    async def start(self) -> None:
+        """Listen on the node port (OSError when it is taken): clients ask by broadcast
+        or multicast (ipv4_udp_multicast; IPv6), both are answered."""
+        self.udp = await discovery.open_endpoint(self.opts.node_port, False,
+                                                 self.on_datagram, "dispynode", self.ifs)
+
+    def close(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+
+    def announce(self) -> None:
+        """Tell clients on our networks (and --scheduler_node, and the programs that
+        asked lately) that this node is free; the address announced is --ext_ip_addr when
+        given (a node behind NAT)."""
+        if self.udp is None:
+            return
+        msg = {"op": "node", **self.describe(None, None)}
+        port = self.opts.scheduler_port
+        ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
+        sent = set()
+        for i in self.ifs:
+            if i.loopback and i.ipv6 and any(j.loopback and not j.ipv6 for j in self.ifs):
+                continue  # this host heard it on 127.0.0.1
+            discovery.send_to_lan(self.udp, {**msg, "ip_addr": ext or i.address}, port, [i],
+                                  self.opts.ipv4_udp_multicast)
+            sent.add(i.broadcast or i.address)
+        if self.opts.scheduler_node:
+            try:
+                target = netif.resolve(self.opts.scheduler_node)
+            except OSError as exc:
+                log.warning("cannot resolve --scheduler_node %s: %s", self.opts.scheduler_node, exc)
+            else:
+                if target not in sent:
+                    self.udp.send(msg, (target, port))
+                log.debug("announced to --scheduler_node %s:%d", target, port)
+        for ip, lport in self.listeners.current(time.monotonic()):
+            # also on our own network: a NAT gateway forwarding to its program hears
+            # no broadcast, and a program that did sees a node it knows (no harm)
+            self.udp.send({"op": "node", **self.describe(ip, None)}, (ip, lport))
+            log.debug("announced to %s, which asked for nodes lately",
+                      netif.host_port(ip, lport))
+
+    def on_datagram(self, msg: dict, addr: tuple) -> None:
+        if msg.get("op") != "discover":
+            return
+        reply_port = msg.get("reply_port")
+        if not isinstance(reply_port, int) or not 0 < reply_port < 65536:
+            log.warning("dropped discover from %s: no valid reply port", addr[0])
+            return
+        assert self.udp is not None
+        self.listeners.heard(msg, addr[0], time.monotonic(), time.time())
+        info = self.describe(addr[0], msg.get("client_id"))
+        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
+        if info["busy_with"]:
+            lean["busy_with"] = str(info["busy_with"])[:200]
+        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
+                                       self.udp.last_size)
+        if reply is None:  # answering would send more bytes than came: an amplifier
+            log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
+                      self.udp.last_size, addr[0])
+            return
+        self.udp.send(reply, (addr[0], reply_port))
