@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import wait_started
@@ -140,3 +144,29 @@ def test_job_socket_lives_under_the_node_directory(node_factory, tmp_path):
     assert (sockets / "jobs").exists() and not (sockets / "stale").exists()
     with dispy.JobCluster(ident, nodes=[("127.0.0.1", again.port)], port=0) as c:
         assert c.submit(7)() == 7
+
+
+def test_long_prefix_socket_dir_is_found_again_after_kill_9(node_factory, tmp_path):
+    """A --dest_path_prefix too long for a Unix socket path puts the job socket in a
+    temp directory named after the node's directory: a node killed with -9 leaves it,
+    the next start on that directory removes and remakes it, a clean stop removes it."""
+    long_prefix = tmp_path / ("p" * 90)
+    long_prefix.mkdir()
+    node = node_factory("-c", "1", "--dest_path_prefix", str(long_prefix))
+    root = long_prefix / "dispy" / f"node-{node.port}"
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    # the node's temp dir: tests give daemons a private TMPDIR (conftest)
+    sockets = Path(os.environ.get("TMPDIR") or tempfile.gettempdir()) / f"dispynode-{digest}"
+    try:
+        assert (sockets / "jobs").exists()
+        (sockets / "stale").write_text("from a killed node")
+        node.stop()  # SIGKILL
+        again = node_factory("-c", "1", "--dest_path_prefix", str(long_prefix),
+                             port=node.port)
+        assert (sockets / "jobs").exists() and not (sockets / "stale").exists()
+        with dispy.JobCluster(ident, nodes=[("127.0.0.1", again.port)], port=0) as c:
+            assert c.submit(7)() == 7
+        again.stop(signal.SIGTERM)
+        assert not sockets.exists()
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)

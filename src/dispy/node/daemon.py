@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 import platform
@@ -80,10 +81,14 @@ class NodeDaemon(JobRunner):
         self.job_tokens: dict[str, Computation] = {}
         #: private directory of the Unix socket job processes connect to: under the
         #: node's own directory, so a node killed with -9 leaves nothing in /tmp (the next
-        #: start removes it); a temp dir only if that path is too long for a socket
+        #: start removes it); if that path is too long for a socket, a temp directory
+        #: named after the node's directory, so the next start finds and removes it too
         self.jobs_dir = os.path.join(self.root, "sockets")
         if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
-            self.jobs_dir = tempfile.mkdtemp(prefix="dispynode-")
+            name = f"dispynode-{hashlib.sha256(self.root.encode()).hexdigest()[:16]}"
+            self.jobs_dir = os.path.join(tempfile.gettempdir(), name)
+            if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
+                self.jobs_dir = os.path.join("/tmp", name)  # TMPDIR is long too
         self.jobs_path = os.path.join(self.jobs_dir, "jobs")
         #: service window state (--service_start/stop/end); jobs run only while OPEN
         self.service_state = service.OPEN
@@ -137,8 +142,7 @@ class NodeDaemon(JobRunner):
         self._lock()
         if self.opts.clean:
             self._clean()
-        if os.path.dirname(self.jobs_dir) == self.root:  # a killed node's socket goes
-            shutil.rmtree(self.jobs_dir, ignore_errors=True)
+        self._clear_jobs_dir()  # a killed node's socket goes
         os.makedirs(self.jobs_dir, mode=0o700, exist_ok=True)
         self._restore_results()
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
@@ -186,6 +190,20 @@ class NodeDaemon(JobRunner):
             self.request_stop(terminate=False)
             return
         self.announce()
+
+    def _clear_jobs_dir(self) -> None:
+        """Remove what a killed predecessor left of the socket directory. In the temp
+        directory (shared with everyone) only a real directory of ours is removed; one
+        that is not ours stops the start with a clear message."""
+        try:
+            st = os.lstat(self.jobs_dir)
+        except FileNotFoundError:
+            return
+        if os.path.dirname(self.jobs_dir) != self.root and (
+                not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()):
+            raise SystemExit(f"dispynode: {self.jobs_dir} exists and is not a directory of"
+                             " this user; remove it, or use a shorter --dest_path_prefix")
+        shutil.rmtree(self.jobs_dir, ignore_errors=True)
 
     def _restore_results(self) -> None:
         """Results kept by an earlier run wait for their clients (recover_jobs)."""
