@@ -376,7 +376,7 @@ class JobCluster:
         else:
             with self._lock:
                 done = self._lock.wait_for(lambda: self._pending == 0, timeout)
-        if done and self._engine.callbacks.drain(timeout):
+        if done and self._engine.local.callbacks.drain(timeout):
             self._engine.settle()  # what the callbacks released is forgotten too
         return done
 
@@ -494,7 +494,7 @@ class JobCluster:
             return False
         self._closed = True
         self._engine.call(self._close_on_loop(terminate)).result()
-        self._engine.callbacks.drain(timeout)
+        self._engine.local.callbacks.drain(timeout)
         return True
 
     def _detach(self) -> None:

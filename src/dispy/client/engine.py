@@ -12,7 +12,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import copy
 import itertools
 import logging
 import os
@@ -21,13 +20,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
-import cloudpickle
-
 from .. import config
-from ..daemon.files import safe_join
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..wire import heap, messages, netif, tls
@@ -35,15 +31,15 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
-from . import joboptions
-from .callbacks import CallbackRunner
+from . import joboptions, upload
 from .clusterstate import ClusterState
 from .finder import RETRY_INTERVAL, NodeFinder
-from .job import STATUS_NAMES, DispyJob, decode_result
-from .journal import Journal, default_path
+from .job import DispyJob
+from .journal import Journal
 from .links import NodeLink, Profile
+from .localsink import LocalSink
 from .nodes import DispyNode, avail_from
-from .status import NodeStats
+from .sink import JobSink
 
 log = logging.getLogger("dispy")
 
@@ -84,7 +80,7 @@ class Engine:
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
                  loop: asyncio.AbstractEventLoop | None = None, policy: str = "fifo",
-                 msg_timeout: float | None = None) -> None:
+                 msg_timeout: float | None = None, sink: JobSink | None = None) -> None:
         self.client_id = uuid.uuid4().hex
         #: seconds to wait for a peer's answer (dispyscheduler passes its --msg_timeout)
         self.msg_timeout = config.MsgTimeout if msg_timeout is None else msg_timeout
@@ -99,11 +95,10 @@ class Engine:
         self.links: dict[Hashable, NodeLink] = {}
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
-        self.journals: dict[str, Journal] = {}
-        #: this program's default recover file, shared by its clusters while one is open
-        self.default_journal: str | None = None
-        self.callbacks = CallbackRunner()
-        self.callbacks.on_settled = lambda job: self.post(self._settled, job)
+        #: where jobs end: this program (localsink.py) or dispyscheduler's programs
+        self.sink: JobSink = sink if sink is not None else LocalSink(self.session_key)
+        if isinstance(self.sink, LocalSink):
+            self.sink.callbacks.on_settled = lambda job: self.post(self.settled, job)
         #: asks for nodes and hears them (client/finder.py)
         self.finder = NodeFinder(self, port, self.ifs)
         self._uids = itertools.count(1)
@@ -119,7 +114,7 @@ class Engine:
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
         self.thread.start()
-        self.call(self._start()).result()
+        self.call(self.start()).result()
 
     # ---- thread bridge ------------------------------------------------------------
 
@@ -158,28 +153,18 @@ class Engine:
                 fn(*args)
             except Exception:
                 log.exception("engine: %s failed", getattr(fn, "__name__", fn))
-        self._dispatch()
-        self._flush_journals()  # submitted jobs are in the recover file from here on
+        self.dispatch()
+        self.sink.flush_journals()  # submitted jobs are in the recover file from here on
 
     def _at_exit(self) -> None:
         """The program exits (also after Ctrl-C): remove recover files with nothing left
         to recover; name the others and how to get their jobs' results."""
         async def close() -> list[tuple[str, int]]:
-            kept = []
-            for path, journal in list(self.journals.items()):
-                try:
-                    left = journal.close_at_exit()
-                except Exception as exc:
-                    log.debug("recover file %s: %s", path, exc)
-                    continue
-                if left:
-                    kept.append((path, left))
-            self.journals.clear()
-            return kept
+            return self.local.close_journals()
 
         if not self.thread.is_alive():
             return
-        self.callbacks.drain(2)  # callbacks that ran let their jobs be forgotten first
+        self.local.callbacks.drain(2)  # callbacks that ran let their jobs be forgotten first
         try:
             kept = self.call(close()).result(timeout=5)
         except Exception:
@@ -188,12 +173,18 @@ class Engine:
             log.warning("recover file %s keeps %d job(s) that did not finish; "
                         "dispy.recover_jobs(%r) gets their results", path, left, path)
 
+    @property
+    def local(self) -> LocalSink:
+        """The sink of a program's own engine (JobCluster, SharedJobCluster)."""
+        assert isinstance(self.sink, LocalSink), "not a program's engine"
+        return self.sink
+
     def new_uid(self) -> str:
         return f"{next(self._uids):x}"
 
     # ---- start ------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
         await self.finder.start()
         asyncio.get_running_loop().create_task(self._housekeeping())
 
@@ -201,7 +192,7 @@ class Engine:
 
     def add_cluster(self, cs: ClusterState) -> None:
         """(loop) A new cluster: find its nodes."""
-        cs.journal = self._journal_for(cs)
+        cs.journal = self.sink.journal_for(cs)
         self.clusters[cs.cid] = cs
         self.core.add_cluster(cs.cid)
         cs.created = time.monotonic()
@@ -209,19 +200,6 @@ class Engine:
         for link in list(self.links.values()):
             if link.state == "connected" and link.profile == cs.profile:
                 self._consider(link, cs)
-
-    def _journal_for(self, cs: ClusterState) -> Any:
-        """The recover file that keeps ``cs``'s jobs (ValueError when it is in use)."""
-        path = os.path.abspath(cs.recover_file) if cs.recover_file else self.default_journal
-        journal = self.journals.get(path) if path else None
-        if journal is None:
-            journal = Journal(os.path.abspath(cs.recover_file) if cs.recover_file
-                              else default_path())
-            self.journals[journal.path] = journal
-            if not cs.recover_file:
-                self.default_journal = journal.path
-        journal.add_cluster(cs, self.session_key)
-        return journal
 
     def link_for(self, ip: str, port: int, profile: Profile) -> NodeLink:
         key = (ip, port, profile)
@@ -314,7 +292,7 @@ class Engine:
         for cs in list(self.clusters.values()):
             if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
                 self._consider(link, cs)
-        self._dispatch()
+        self.dispatch()
 
     def _consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
@@ -322,7 +300,10 @@ class Engine:
         node = link.node
         if alloc is None or node is None or cs.cid in link.clusters:
             return
-        cpus = self._allocate(cs, link, alloc)
+        if self.sink.allocates_later(link, cs, alloc):
+            link.clusters[cs.cid] = "setup"  # the sink calls set_up when it knows
+            return
+        cpus = self.sink.allocate(cs, link, alloc)
         if cpus <= 0:
             link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
             log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
@@ -330,78 +311,13 @@ class Engine:
             return
         link.clusters[cs.cid] = "setup"
         cs.node_cpus[link.key] = min(cpus, node.cpus)
-        asyncio.get_running_loop().create_task(self._setup(link, cs, alloc))
+        asyncio.get_running_loop().create_task(self.set_up(link, cs, alloc))
 
-    def _allocate(self, cs: ClusterState, link: NodeLink, alloc: Any) -> int:
-        """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""
-        node = link.node
-        if node is None:  # not met yet: nothing to allocate on
-            return 0
-        try:
-            cpus = alloc.allocate(cs.cluster, link.ip, node.name, node.cpus, node.avail_info,
-                                  node.platform)
-        except Exception:
-            log.exception("NodeAllocate.allocate failed for node %s", link.describe())
-            return 0
-        return cpus if isinstance(cpus, int) and cpus > 0 else 0
-
-    def _setup(self, link: NodeLink, cs: ClusterState, alloc: Any) -> Any:
-        """Set the computation up on a node with the files and setup_args ``alloc`` has
-        now: an ``allocate`` that sets them per node may be called for another node next."""
-        files = list(cs.package.files) + cs.node_files(alloc)
-        return self._set_up(link, cs, files, cloudpickle.dumps(alloc.setup_args))
-
-    async def _set_up(self, link: NodeLink, cs: ClusterState, files: list,
-                      setup_args: bytes) -> None:
-        log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
-        link.send(
-            {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
-             "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
-             "kind": "program" if cs.package.program else "function"},
-            [cs.package.bundle],
-        )
-        if cs.dest_path and files:
-            files = await self._files_needed(link, cs.cid, files)
-        for spec in files:
-            if not await self._send_file(link, cs.cid, spec.local, spec.relpath):
-                return
-        link.send({"op": "setup", "cid": cs.cid}, [setup_args])
-
-    async def _files_needed(self, link: NodeLink, cid: str, files: list) -> list:
-        """With a shared ``dest_path`` the node may have the files already: skip those."""
-        listing = []
-        for spec in files:
-            try:
-                st = os.stat(spec.local)
-            except OSError:
-                return files  # the send reports the problem
-            listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-        answer = await self._request(link, {"op": "files_check", "cid": cid, "files": listing})
-        if not isinstance(answer, dict):
-            return files
-        need = set(answer.get("paths", ()))
-        return [spec for spec in files if spec.relpath in need]
-
-    async def _request(self, link: NodeLink, header: dict, bufs: list | tuple = ()) -> Any:
-        """Send ``header`` and wait for the node's reply to it (None if none came)."""
-        if link.conn is None:
-            return None
-        return await link.conn.request(header, bufs, self.msg_timeout * 3)
-
-    async def _send_file(self, link: NodeLink, cid: str, local: str, relpath: str,
-                         confirm: bool = False) -> Any:
-        """Send a file in chunks; with ``confirm``, returns the node's verdict (dict)."""
-        try:
-            for header, chunk in file_chunks(cid, local, relpath):
-                if header["final"] and confirm:
-                    return await self._request(link, header, [chunk])
-                link.send(header, [chunk])
-                if link.conn is not None:
-                    await link.conn.drain()
-            return True
-        except (OSError, ConnectionError) as exc:
-            log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
-            return {"ok": False, "reason": str(exc)} if confirm else False
+    async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None:
+        """Set the computation up on a node with what ``alloc`` gives it (the sink
+        decides: files and setup_args)."""
+        files, setup_args = self.sink.setup_payload(cs, link, alloc)
+        await upload.set_up(link, cs, files, setup_args, self.msg_timeout * 3)
 
     # ---- messages from nodes --------------------------------------------------------
 
@@ -416,7 +332,7 @@ class Engine:
                 self._on_frame(link, header, bufs)
                 if not conn.pending():
                     # its journal commit also covers the finished jobs
-                    self._ack_soon(link, self._dispatch())
+                    self._ack_soon(link, self.dispatch())
         except (ConnectionClosed, OSError) as exc:
             reason = f"connection lost: {exc}"
         except FrameError as exc:
@@ -438,7 +354,7 @@ class Engine:
         elif op == "setup_done":
             self._setup_done(link, header)
         elif op == "provisional":
-            self._provisional(link, header, bufs)
+            self.sink.provisional(link.running.get(messages.id_field(header, "uid")), bufs)
         elif op == "job_refused":
             self._job_refused(link, header)
         elif op == "computation_lost":
@@ -450,7 +366,7 @@ class Engine:
         elif op == "pulse":
             self._pulse(link, header)
         elif op == "send_file":
-            self._file_from_node(link, header, bufs)
+            self.sink.file_from_node(f"node {link.describe()}", header, bufs)
         elif op == "cpus":
             self._node_cpus(link, int(header.get("cpus", 0)))
 
@@ -471,7 +387,7 @@ class Engine:
                   cs.node_cpus.get(link.key, 1))
         self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
         cs.nodes[link.key] = link.node
-        self._status(cs, DispyNode.Initialized, link.node, None)
+        self.sink.status(cs, DispyNode.Initialized, link.node, None)
 
     def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         uid = str(header.get("uid"))
@@ -497,45 +413,7 @@ class Engine:
             big = link.job_big = 0.8 * link.job_big + 0.2 * bool(header.get("oob"))
             self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
                                    if avg < PREFETCH_BELOW and big < 0.5 else 0)
-        self._deliver(job, header, bufs)
-
-    def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
-        """A job's result arrived from the node that ran it."""
-        status, result, out, err, exc = decode_result(header, bufs)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("job %s of %r: %s from %s", job.id, job._cluster.name,
-                      STATUS_NAMES.get(status, status), job.ip_addr)
-        job.start_time = header.get("start_time", job.start_time)
-        self._count(job, header, bufs)
-        self._finish(job, status, result, out, err, exc, header.get("end_time"))
-
-    def _count(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
-        """Add a finished job to its cluster's statistics of its node (print_status)."""
-        cs, key = job._cluster, job._key
-        if key is None or not hasattr(cs, "stats"):
-            return
-        row = cs.stats.get(key)
-        if row is None:
-            node = cs.nodes.get(key)
-            row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
-                                            node.name if node is not None else "")
-        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
-        row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
-
-    def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        self._provisional_result(link.running.get(messages.id_field(header, "uid")), bufs)
-
-    def _provisional_result(self, job: DispyJob | None, bufs: list[bytes]) -> None:
-        """A running job sent ``dispy_provisional_result``: tell the callbacks."""
-        if job is None or job._final:
-            return
-        try:
-            job.result = cloudpickle.loads(bufs[0])
-        except Exception as exc:
-            log.warning("provisional result of job %s could not be unpickled: %s", job.id, exc)
-            return
-        job.status = DispyJob.ProvisionalResult
-        self._job_event(job)
+        self.sink.deliver(job, header, bufs)
 
     def _job_refused(self, link: NodeLink, header: dict) -> None:
         uid = str(header.get("uid"))
@@ -558,7 +436,7 @@ class Engine:
         link.clusters[cs.cid] = f"failed: {reason}"
         self.core.node_unready(cs.cid, link.key)
         self._forget_node(cs, link, f"lost the computation: {reason}")
-        self._status(cs, DispyNode.Closed, link.node, None)
+        self.sink.status(cs, DispyNode.Closed, link.node, None)
 
     def _pulse(self, link: NodeLink, header: dict) -> None:
         node = link.node
@@ -568,25 +446,12 @@ class Engine:
         node.update_time = time.time()
         for cs in list(self.clusters.values()):
             if link.key in cs.nodes:
-                self._status(cs, DispyNode.AvailInfo, node, None)
+                self.sink.status(cs, DispyNode.AvailInfo, node, None)
 
     def _node_cpus(self, link: NodeLink, cpus: int) -> None:
         if link.node is not None:
             link.node.cpus = link.node.avail_cpus = cpus
             self.core.set_node(link.key, cpus)
-
-    def _file_from_node(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        try:
-            path = safe_join(os.getcwd(), str(header.get("path")))
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as fh:
-                for buf in bufs:
-                    fh.write(buf)
-            os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
-            os.utime(path, (float(header["mtime"]), float(header["mtime"])))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("file %r from node %s not saved: %s", header.get("path"),
-                        link.describe(), exc)
 
     def _ack_soon(self, link: NodeLink, committed: bool) -> None:
         """Ack results now if the journal just forgot their jobs anyway (a dispatch
@@ -605,35 +470,13 @@ class Engine:
             link.ack_timer.cancel()
             link.ack_timer = None
         if link.acks:
-            self._flush_journals()  # forget jobs durably before the node may drop results
+            self.sink.flush_journals()  # forget jobs durably before the node may drop results
             link.send({"op": "ack", "uids": link.acks})
             link.acks = []
 
-    def _flush_journals(self) -> None:
-        for journal in self.journals.values():
-            try:
-                journal.flush()
-            except Exception as exc:  # a full disk must not stop the cluster
-                log.warning("recover file %s not updated: %s", journal.path, exc)
-
     # ---- job life cycle -------------------------------------------------------------
 
-    def _status(self, cs: ClusterState, status: int, node: Any, job: Any) -> None:
-        if cs.cluster_status is not None:
-            self.callbacks.call(cs.cluster_status, status, node, job)
-
-    def _job_event(self, job: DispyJob) -> None:
-        cs = job._cluster
-        if cs.callback is None and cs.cluster_status is None:
-            return
-        snap = copy.copy(job)
-        if cs.callback is not None:
-            self.callbacks.call(cs.callback, snap, settle=job if job._final else None)
-        if cs.cluster_status is not None:
-            node = cs.nodes.get(job._key) if job._key is not None else None
-            self.callbacks.call(cs.cluster_status, job.status, node, snap)
-
-    def _settled(self, job: DispyJob) -> None:
+    def settled(self, job: DispyJob) -> None:
         """(loop) A finished job's callback ran: forget the job in the recover file and
         acknowledge its result (after the commit): at least once to the callback."""
         job._cluster.journal.finished(job._uid)
@@ -647,23 +490,6 @@ class Engine:
         else:
             link.ack_soon(uid)
 
-    def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
-                exception: str | None, end_time: float | None = None) -> None:
-        if job._final:
-            return
-        job.result, job.stdout, job.stderr, job.exception = result, stdout, stderr, exception
-        job.status = status
-        job.end_time = end_time or time.time()
-        job._final = True
-        job._args = job._oob = None
-        cs = job._cluster
-        cs.jobs.pop(job._uid, None)
-        if cs.callback is None:
-            cs.journal.finished(job._uid)
-        job._set_finished()  # else forgotten once the callback ran (_settled)
-        self._job_event(job)
-        cs.job_finished()
-
     def submit(self, job: DispyJob, pin: tuple | None) -> None:
         """(loop) Queue a job created by the user's thread."""
         cs = job._cluster
@@ -671,8 +497,8 @@ class Engine:
         link = self.links.get(pin) if pin is not None else None
         if pin is not None and (link is None or link.clusters.get(cs.cid) not in ("ready",
                                                                                   "setup")):
-            self._finish(job, DispyJob.Cancelled, None, None, None,
-                         f"Cancelled: node {pin[0]}:{pin[1]} is not set up for this cluster")
+            self.sink.finish(job, DispyJob.Cancelled, f"Cancelled: node {pin[0]}:{pin[1]}"
+                             " is not set up for this cluster")
             return
         if job._oob:  # big arguments: none are sent ahead (see PREFETCH_BELOW)
             for other in self.links.values():
@@ -681,9 +507,9 @@ class Engine:
         self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin,
                                           joboptions.priority(job)))
         cs.journal.queued(job, cs.cid)
-        self._job_event(job)
+        self.sink.job_event(job)
 
-    def _dispatch(self) -> bool:
+    def dispatch(self) -> bool:
         """Send what the core assigns; True when the journals were committed."""
         batch = []
         for send in self.lifecycle.dispatch():
@@ -701,7 +527,7 @@ class Engine:
             batch.append((job, cs, link))
         if not batch:
             return False
-        self._flush_journals()  # journaled before sent: recover_jobs can find every job
+        self.sink.flush_journals()  # journaled before sent: recover_jobs can find every job
         debug = log.isEnabledFor(logging.DEBUG)
         for job, cs, link in batch:
             if debug:
@@ -710,7 +536,7 @@ class Engine:
             bufs = [job._args or b""]
             if job._deps is not None:
                 names, files = job._deps
-                if not self._send_job_files(link, cs.cid, uid, files):
+                if not upload.send_job_files(link, cs.cid, uid, files):
                     self._apply(self.lifecycle.send_failed(
                         uid, "dispy_job_depends files could not be read"))
                     continue
@@ -724,19 +550,7 @@ class Engine:
                 job._args = job._deps = job._oob = None
             if link.node is not None:
                 link.node.busy += 1
-            self._job_event(job)
-        return True
-
-    def _send_job_files(self, link: NodeLink, cid: str, uid: str, files: list) -> bool:
-        for spec in files:
-            try:
-                st = os.stat(spec.local)
-                with open(spec.local, "rb") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
-                return False
-            link.send({**_file_header(cid, spec.relpath, st, 0, True), "job": uid}, [data])
+            self.sink.job_event(job)
         return True
 
     def cancel(self, job: DispyJob) -> int:
@@ -764,7 +578,7 @@ class Engine:
                 if link is not None:
                     link.running.pop(ins.uid, None)
             if isinstance(ins, End):
-                self._finish(job, ins.status, None, None, None, ins.reason)
+                self.sink.finish(job, ins.status, ins.reason)
             elif isinstance(ins, Resubmit):
                 self._resubmitted(cs, job, ins.new_uid, ins.reason)
 
@@ -778,7 +592,7 @@ class Engine:
         cs.jobs[new_uid] = job
         job.status, job.ip_addr, job._key = DispyJob.Created, None, None
         cs.journal.queued(job, cs.cid)
-        self._job_event(job)
+        self.sink.job_event(job)
 
     # ---- lost nodes -----------------------------------------------------------------
 
@@ -815,12 +629,12 @@ class Engine:
                     link.describe(), reason, len(link.running))
         self._apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
         link.running.clear()
-        self._dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
+        self.dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
         for cid, state in list(link.clusters.items()):
             cs = self.clusters.get(cid)
             if cs is not None and state == "ready":
                 cs.nodes.pop(link.key, None)
-                self._status(cs, DispyNode.Closed, link.node, None)
+                self.sink.status(cs, DispyNode.Closed, link.node, None)
         link.clusters.clear()
         if link.node is not None:
             link.node.busy = 0
@@ -833,7 +647,7 @@ class Engine:
             await asyncio.sleep(0.5)
             now = time.monotonic()
             try:
-                self._flush_journals()  # queued jobs reach the recover file too
+                self.sink.flush_journals()  # queued jobs reach the recover file too
                 self._tick(now)
                 waiting = [cs for cs in self.clusters.values() if cs.jobs and
                            not self.core.usable(cs.cid)]
@@ -876,7 +690,8 @@ class Engine:
     def _report_stall(self, cs: ClusterState, now: float) -> None:
         every = config.StallReportInterval
         first = min(every, config.FirstStallReport)
-        if now - cs.created < first or now - cs.stall_reported < every:
+        if (now - cs.created < first or now - cs.stall_reported < every
+                or not self.sink.reports_stall(cs)):
             return
         cs.stall_reported = now
         known = [link for link in self.links.values()
@@ -947,7 +762,7 @@ class Engine:
             if link.state == "connected":
                 self._consider(link, cs)
         self.finder.ask(cs, allocs)
-        self._dispatch()
+        self.dispatch()
         return 0
 
     def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
@@ -973,11 +788,12 @@ class Engine:
         cs.node_cpus[link.key] = n
         if link.clusters.get(cs.cid) == "ready":
             self.core.node_ready(cs.cid, link.key, n)
-            self._dispatch()
+            self.dispatch()
         return n
 
     async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
-        answer = await self._send_file(link, cs.cid, path, os.path.basename(path), confirm=True)
+        answer = await upload.send_file(link, cs.cid, path, os.path.basename(path),
+                                        self.msg_timeout * 3, confirm=True)
         if isinstance(answer, dict) and answer.get("ok"):
             return 0
         reason = answer.get("reason") if isinstance(answer, dict) else "no answer from node"
@@ -1023,15 +839,15 @@ class Engine:
         alloc = self.wants(cs, link.ip, link.port)
         node = link.node
         if resetup and alloc is not None and node is not None and link.state == "connected":
-            cpus = self._allocate(cs, link, alloc)
+            cpus = self.sink.allocate(cs, link, alloc)
             if cpus > 0:
                 cs.node_cpus[link.key] = min(cpus, node.cpus)
                 link.clusters[cs.cid] = "setup"
-                await self._setup(link, cs, alloc)
+                await self.set_up(link, cs, alloc)
                 return
             self._forget_node(cs, link, "is not used any more (NodeAllocate gave 0 CPUs)")
         link.clusters[cs.cid] = "closed: by close_node"
-        self._status(cs, DispyNode.Closed, link.node, None)
+        self.sink.status(cs, DispyNode.Closed, link.node, None)
         self._release_idle_links()
 
     # ---- closing --------------------------------------------------------------------
@@ -1055,14 +871,14 @@ class Engine:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
             self.core.node_unready(cs.cid, link.key)
             if state == "ready":
-                self._status(cs, DispyNode.Closed, link.node, None)
+                self.sink.status(cs, DispyNode.Closed, link.node, None)
         self._apply(self.lifecycle.cluster_closed(cs.cid))
         for job in list(cs.jobs.values()):  # none are left; never leave one without a status
-            self._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled: cluster closed")
+            self.sink.finish(job, DispyJob.Cancelled, "Cancelled: cluster closed")
         self.clusters.pop(cs.cid, None)
         try:
             if cs.journal.remove_cluster(cs.cid):
-                self.journals.pop(cs.journal.path, None)
+                self.sink.forget_journal(cs.journal)
         except Exception as exc:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         self._release_idle_links()
@@ -1079,8 +895,7 @@ class Engine:
             link.clusters.pop(cs.cid, None)
         self.clusters.pop(cs.cid, None)
         journal: Journal = cs.journal
-        if self.journals.get(journal.path) is journal:
-            del self.journals[journal.path]
+        self.sink.forget_journal(journal)
         journal.closed = True
         journal.db.close()
         self._release_idle_links()
@@ -1098,24 +913,3 @@ class Engine:
                 self.core.remove_node(link.key)
                 if conn is not None:
                     conn.close()
-
-
-def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:
-    """A file as the (header, chunk) of its "file" frames; OSError if it can't be read."""
-    st = os.stat(local)
-    with open(local, "rb") as fh:
-        offset = 0
-        while True:
-            chunk = fh.read(config.FileChunkSize)
-            final = offset + len(chunk) >= st.st_size
-            yield _file_header(cid, relpath, st, offset, final), chunk
-            if final:
-                return
-            offset += len(chunk)
-
-
-def _file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:
-    """A "file" frame's header: the node keeps the exact mtime and mode."""
-    return {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
-            "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
-            "offset": offset, "final": final}

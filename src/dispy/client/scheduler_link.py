@@ -21,10 +21,11 @@ from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from . import joboptions
 from .clusterstate import ClusterState
-from .engine import Engine, _file_header, file_chunks
+from .engine import Engine
 from .job import DispyJob
 from .links import Profile
 from .nodes import DispyNode, NodeAllocate, avail_from
+from .upload import file_chunks, file_header
 
 log = logging.getLogger("dispy")
 
@@ -176,20 +177,18 @@ class SchedulerLink:
                 self._send_job(job)
             else:
                 self.jobs.pop(uid, None)
-                self.engine._finish(job, DispyJob.Abandoned, None, None, None,
-                                    f"Abandoned: {self.describe()} lost it with the"
-                                    " connection")
+                self.engine.local.finish(job, DispyJob.Abandoned, f"Abandoned: {self.describe()}"
+                                         " lost it with the connection")
 
     def _give_up(self, reason: str) -> None:
         jobs, self.jobs = list(self.jobs.values()), {}
         if jobs:
             log.error("%s: %d job(s) abandoned: %s", self.describe(), len(jobs), reason)
         for job in jobs:
-            self.engine._finish(job, DispyJob.Abandoned, None, None, None,
-                                f"Abandoned: {reason}")
+            self.engine.local.finish(job, DispyJob.Abandoned, f"Abandoned: {reason}")
         for cs in list(self.clusters.values()):
             for node in list(cs.nodes.values()):
-                self.engine._status(cs, DispyNode.Closed, node, None)
+                self.engine.local.status(cs, DispyNode.Closed, node, None)
             cs.nodes.clear()
             fut = self.answers.get(cs.cid)
             if fut is not None and not fut.done():
@@ -205,7 +204,7 @@ class SchedulerLink:
 
     def _flush_acks(self) -> None:
         if self.acks:
-            self.engine._flush_journals()  # forget jobs durably before the results go
+            self.engine.local.flush_journals()  # forget jobs durably before the results go
             self.send({"op": "ack", "uids": self.acks})
             self.acks = []
 
@@ -222,7 +221,7 @@ class SchedulerLink:
         elif op == "node":
             self._node(header)
         elif op == "send_file":
-            self.engine._file_from_node(self, header, bufs)  # type: ignore[arg-type]
+            self.engine.local.file_from_node(self.describe(), header, bufs)
         elif op == "allocate":
             asyncio.get_running_loop().create_task(self._allocate(header))
         elif op == "reply":
@@ -258,7 +257,7 @@ class SchedulerLink:
                 node.cpu_time += max(0.0, header.get("end_time", 0) -
                                      header.get("start_time", 0))
                 node.busy = max(0, node.busy - 1)
-        self.engine._deliver(job, header, bufs)
+        self.engine.local.deliver(job, header, bufs)
 
     def _job_status(self, header: dict) -> None:
         job = self.jobs.get(str(header.get("uid")))
@@ -276,10 +275,10 @@ class SchedulerLink:
                 job._args = job._deps = job._oob = None  # the scheduler has it
         else:
             job.ip_addr = None
-        self.engine._job_event(job)
+        self.engine.local.job_event(job)
 
     def _provisional(self, header: dict, bufs: list[bytes]) -> None:
-        self.engine._provisional_result(self.jobs.get(str(header.get("uid"))), bufs)
+        self.engine.local.provisional(self.jobs.get(str(header.get("uid"))), bufs)
 
     def _node(self, header: dict) -> None:
         cs = self.clusters.get(str(header.get("cid")))
@@ -300,7 +299,7 @@ class SchedulerLink:
             cs.nodes.pop(key, None)
         else:
             cs.nodes[key] = node
-        self.engine._status(cs, status, node, None)
+        self.engine.local.status(cs, status, node, None)
 
     async def _allocate(self, header: dict) -> None:
         """The scheduler asks what an overridden NodeAllocate.allocate says for a node."""
@@ -404,14 +403,14 @@ class SchedulerLink:
         cs.jobs[job._uid] = job
         cs.journal.queued(job, cs.cid)
         if cs.cid not in self.clusters:
-            self.engine._finish(job, DispyJob.Cancelled, None, None, None,
-                                f"Cancelled: {self.describe()} does not run this cluster")
+            self.engine.local.finish(job, DispyJob.Cancelled,
+                                     f"Cancelled: {self.describe()} does not run this cluster")
             return
         self.jobs[job._uid] = job
         cs.journal.dispatched(job, cs.cid, self.ip, self.port, self.scheduler_id)
-        self.engine._flush_journals()
+        self.engine.local.flush_journals()
         self._send_job(job)
-        self.engine._job_event(job)
+        self.engine.local.job_event(job)
 
     def _send_job(self, job: DispyJob) -> None:
         cs = job._cluster
@@ -425,11 +424,11 @@ class SchedulerLink:
                         data = fh.read()
                 except OSError as exc:
                     self.jobs.pop(job._uid, None)
-                    self.engine._finish(job, DispyJob.Cancelled, None, None, None,
-                                        f"Cancelled: dispy_job_depends: cannot read"
-                                        f" {spec.local}: {exc}")
+                    self.engine.local.finish(job, DispyJob.Cancelled, "Cancelled:"
+                                             f" dispy_job_depends: cannot read {spec.local}:"
+                                             f" {exc}")
                     return
-                self.send({**_file_header(cs.cid, spec.relpath, st, 0, True),
+                self.send({**file_header(cs.cid, spec.relpath, st, 0, True),
                            "job": job._uid}, [data])
             bufs.append(names)
         header = {"op": "job", "cid": cs.cid, "uid": job._uid, **joboptions.header_fields(job)}
@@ -444,7 +443,7 @@ class SchedulerLink:
         if job._final:
             return -1
         if job._uid not in self.jobs:
-            self.engine._finish(job, DispyJob.Cancelled, None, None, None, "Cancelled")
+            self.engine.local.finish(job, DispyJob.Cancelled, "Cancelled")
             return 0
         self.send({"op": "cancel", "cid": job._cluster.cid, "uid": job._uid})
         return 0
@@ -460,15 +459,14 @@ class SchedulerLink:
                 log.warning("%s did not confirm closing %r", self.describe(), cs.name)
         self.clusters.pop(cs.cid, None)
         for node in list(cs.nodes.values()):
-            self.engine._status(cs, DispyNode.Closed, node, None)
+            self.engine.local.status(cs, DispyNode.Closed, node, None)
         cs.nodes.clear()
         for job in list(cs.jobs.values()):
             self.jobs.pop(job._uid, None)
-            self.engine._finish(job, DispyJob.Cancelled, None, None, None,
-                                "Cancelled: cluster closed")
+            self.engine.local.finish(job, DispyJob.Cancelled, "Cancelled: cluster closed")
         try:
             if cs.journal.remove_cluster(cs.cid):
-                self.engine.journals.pop(cs.journal.path, None)
+                self.engine.local.forget_journal(cs.journal)
         except Exception as exc:
             log.warning("recover file %s not updated: %s", cs.journal.path, exc)
         if not self.clusters and self.conn is not None:

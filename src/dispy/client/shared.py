@@ -95,7 +95,7 @@ class SharedJobCluster(JobCluster):
         async def start() -> dict:
             # not in engine.clusters: the engine must never use the nodes for it directly
             state.scheduler = self._scheduler  # recover_jobs reruns its jobs through it
-            state.journal = engine._journal_for(state)
+            state.journal = engine.local.journal_for(state)
             ip, port = self._scheduler
             key = (ip, port, state.profile)
             link = engine.scheduler_links.get(key)
@@ -120,7 +120,7 @@ class SharedJobCluster(JobCluster):
         engine = self._engine
         journal = getattr(self._state, "journal", None)
         if journal is not None and journal.remove_cluster(self._state.cid):
-            engine.journals.pop(journal.path, None)
+            engine.local.forget_journal(journal)
 
     def _queue(self, job: DispyJob, pin: tuple | None) -> None:
         assert self._link is not None

@@ -17,14 +17,15 @@ from typing import Any
 
 from .. import fsafe
 from ..client import joboptions
+from ..client.engine import Engine
 from ..client.job import DispyJob
 from ..client.links import Profile
 from ..client.shipping import FileSpec
 from ..wire import messages, oob
 from ..wire.connection import Connection
-from .engine import RelayedJob, RemoteCluster, SchedulerEngine, SharedAlloc
 from .journal import SchedulerJournal
 from .options import SchedulerOptions
+from .programs import RelayedJob, RemoteCluster, SharedAlloc
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -88,7 +89,7 @@ def _reply(session: ClientSession, header: dict, **answer: Any) -> None:
 class ClientService:
     """Turns a client's requests into the engine's work (on the scheduler's loop)."""
 
-    def __init__(self, engine: SchedulerEngine, opts: SchedulerOptions, node_profile: Profile,
+    def __init__(self, engine: Engine, opts: SchedulerOptions, node_profile: Profile,
                  spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
         self.engine = engine
         self.opts = opts
@@ -185,7 +186,7 @@ class ClientService:
                  " (exclusive: it has every node to itself)" if cs.exclusive else "")
         self.engine.add_cluster(cs)
         cs.session.send({"op": "scheduled", "cid": cs.client_cid})
-        self.engine._dispatch()
+        self.engine.dispatch()
 
     def admit_waiting(self) -> None:
         for cid in self.engine.core.admit():

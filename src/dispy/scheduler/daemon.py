@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import config, fsafe
 from .._version import __version__
+from ..client.engine import Engine
 from ..client.links import Profile
 from ..wire import auth, connection, handshake, heap, tls
 from ..wire.admission import Admission
@@ -26,10 +27,10 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
-from .engine import SchedulerEngine
 from .httpd import SchedulerMonitor
 from .journal import SavedState, SchedulerJournal
 from .options import SchedulerOptions
+from .programs import ProgramSink, node_engine
 from .restore import restore
 
 log = logging.getLogger("dispy.scheduler")
@@ -47,7 +48,9 @@ class SchedulerDaemon:
         self.servers: list[asyncio.AbstractServer] = []
         self.tasks: set[asyncio.Task] = set()
         self.stop_event = asyncio.Event()
-        self.engine: SchedulerEngine | None = None
+        self.engine: Engine | None = None
+        #: where the engine's jobs end: at the programs (scheduler/programs.py)
+        self.programs = ProgramSink()
         self.service: ClientService | None = None
         self.monitor: SchedulerMonitor | None = None
         #: bounds connections that have not authenticated yet (wire/admission.py)
@@ -71,9 +74,9 @@ class SchedulerDaemon:
         heap.keep_freed()
         loop = asyncio.get_running_loop()
         try:
-            self.engine = SchedulerEngine(self.opts.port, self.opts.ip_addrs or None,
-                                          self.opts.policy, loop, self.opts.nodes,
-                                          self.opts.msg_timeout)
+            self.engine, self.programs = node_engine(
+                self.opts.port, self.opts.ip_addrs or None, self.opts.policy, loop,
+                self.opts.nodes, self.opts.msg_timeout)
             self.engine.finder.multicast = self.opts.ipv4_udp_multicast
             if self.opts.ext_ip_addrs:  # nodes elsewhere announce to it (through the NAT)
                 self.engine.finder.ext_ip_addr = self.opts.ext_ip_addrs[0]
@@ -137,7 +140,7 @@ class SchedulerDaemon:
             log.error("dispyscheduler: %s; it keeps no journal: a restart loses the programs'"
                       " jobs", exc)
             return None
-        self.journal = self.engine.journal = journal
+        self.journal = self.programs.journal = journal
         self.service.boot = journal.boot
         return state
 
@@ -148,7 +151,7 @@ class SchedulerDaemon:
         metrics = scheduler_metrics(self)
         await metrics.serve_or_exit("dispyscheduler", self.opts.metrics_host,
                                     self.opts.metrics_port)
-        self.metrics = self.engine.metrics = metrics
+        self.metrics = self.programs.metrics = metrics
 
     def _start_monitor(self) -> None:
         """--httpd: the monitor page of every program's computation."""
@@ -159,7 +162,7 @@ class SchedulerDaemon:
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: --httpd cannot serve on port"
                              f" {self.opts.httpd_port}: {exc.strerror or exc}") from None
-        self.engine.observer = self.monitor.event
+        self.programs.observer = self.monitor.event
         self.spawn(self._follow_computations())
 
     async def _follow_computations(self) -> None:
@@ -257,7 +260,7 @@ class SchedulerDaemon:
                     log.exception("failed to handle %r from %s", header.get("op"),
                                   session.describe())
                 if not conn.pending():
-                    self.engine._dispatch()
+                    self.engine.dispatch()
         except (ConnectionClosed, OSError):
             log.info("%s disconnected", session.describe())
         except FrameError as exc:

@@ -17,7 +17,7 @@ def scheduler_metrics(daemon: Any) -> Metrics:
         engine, service = daemon.engine, daemon.service
         nodes = [link for link in engine.links.values()
                  if link.node is not None and link.state == "connected"]
-        ended = {STATUS_NAMES.get(k, str(k)): v for k, v in engine.ended.items()}
+        ended = {STATUS_NAMES.get(k, str(k)): v for k, v in daemon.programs.ended.items()}
         running = sum(engine.core.running(cid) for cid in service.computations)
         queued = sum(len(cs.jobs) for cs in service.computations.values()) - running
         return [

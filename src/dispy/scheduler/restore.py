@@ -121,5 +121,5 @@ async def fetch(service: ClientService, sessions: dict[str, ClientSession],
                                  done, unknown)
     for job in list(by_node_uid.values()):
         lost(job, reason or f"node {where} did not report it")
-    service.engine._dispatch()
+    service.engine.dispatch()
     journal.flush()

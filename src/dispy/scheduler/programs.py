@@ -1,9 +1,10 @@
-"""dispyscheduler's side facing the nodes: the client's engine, relaying instead of deciding.
+"""Where dispyscheduler's jobs end: at the programs that submitted them.
 
-It is the same engine a JobCluster uses (discovery, one connection per node, setup,
-dispatch by the one scheduling core, node failure), run on the scheduler's loop. What
-differs is where a job's life ends: results, provisional results, files and status
-changes go to the client program that submitted the job, as the bytes the node sent.
+dispyscheduler faces the nodes with the engine a JobCluster uses (client/engine.py:
+discovery, one connection per node, setup, dispatch by the one scheduling core, node
+failure), run on the scheduler's loop, and gives it ``ProgramSink`` as its job sink
+(client/sink.py): results, provisional results, files and status changes go to the
+program that submitted the job, as the bytes the node sent.
 The scheduler never unpickles a client's arguments or a node's results, and never runs
 a client's code: a NodeAllocate whose ``allocate`` is overridden is asked in the client.
 """
@@ -21,6 +22,7 @@ from ..client.job import DispyJob
 from ..client.links import NodeLink
 from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
+from ..client.sink import allocated_cpus
 from ..fsafe import safe_join
 from ..wire import messages
 from .journal import SchedulerJournal
@@ -69,7 +71,7 @@ class ClusterJournal:
             self.journal.sent(self.sid, job.client_uid, ip, port, cid, job._uid)
 
     def finished(self, uid: str) -> None:
-        pass  # the result is journaled where it goes to the program (SchedulerEngine._end)
+        pass  # the result is journaled where it goes to the program (ProgramSink._end)
 
     def flush(self) -> None:
         if self.journal is not None:
@@ -136,16 +138,24 @@ def node_info(node: DispyNode) -> dict:
             "platform": node.platform, "avail_info": avail, "tx": node.tx, "rx": node.rx}
 
 
-class SchedulerEngine(Engine):
-    """The node-facing engine of dispyscheduler; every hook reports to the job's client."""
+def node_engine(port: int, ip_addrs: list[str] | None, policy: str,
+                loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None,
+                msg_timeout: float | None = None) -> tuple[Engine, ProgramSink]:
+    """dispyscheduler's engine facing the nodes, and its sink."""
+    sink = ProgramSink()
+    engine = sink.engine = Engine(port, ip_addrs, loop=loop, policy=policy,
+                                  msg_timeout=msg_timeout, sink=sink)
+    engine.client_name = f"dispyscheduler@{engine.client_name}"
+    #: nodes named with -n: discovery also asks them directly (other networks)
+    engine.finder.extra_nodes = list(extra_nodes or [])
+    return engine, sink
 
-    def __init__(self, port: int, ip_addrs: list[str] | None, policy: str,
-                 loop: asyncio.AbstractEventLoop, extra_nodes: list[str] | None = None,
-                 msg_timeout: float | None = None) -> None:
-        super().__init__(port, ip_addrs, loop=loop, policy=policy, msg_timeout=msg_timeout)
-        self.client_name = f"dispyscheduler@{self.client_name}"
-        #: nodes named with -n: discovery also asks them directly (other networks)
-        self.finder.extra_nodes = list(extra_nodes or [])
+
+class ProgramSink:
+    """dispyscheduler's job sink (client/sink.py): every event goes to the job's program."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
         #: sees every job and node event of every computation (--httpd's monitor)
         self.observer: Callable[[Any, int, Any, Any], None] | None = None
         #: the scheduler's journal (scheduler/journal.py), committed where a client
@@ -155,27 +165,29 @@ class SchedulerEngine(Engine):
         self.ended: dict[int, int] = {}
         self.metrics: Any = None
 
-    async def start(self) -> None:
-        await self._start()
+    def _links(self) -> dict:
+        assert self.engine is not None
+        return self.engine.links
 
-    def _journal_for(self, cs: Any) -> Any:
+    # ---- journal --------------------------------------------------------------------
+
+    def journal_for(self, cs: Any) -> Any:
         return cs.journal
 
-    def _flush_journals(self) -> None:
+    def flush_journals(self) -> None:
         if self.journal is not None:
             self.journal.flush()
 
+    def forget_journal(self, journal: Any) -> None:
+        pass  # one journal for every program, kept by the daemon
+
     # ---- allocation: plain patterns here, overridden allocate() in the client -----
 
-    def _consider(self, link: NodeLink, cs: Any) -> None:
-        alloc = self.wants(cs, link.ip, link.port)
-        if alloc is None or link.node is None or cs.cid in link.clusters:
-            return
+    def allocates_later(self, link: NodeLink, cs: Any, alloc: Any) -> bool:
         if not alloc.custom:
-            super()._consider(link, cs)
-            return
-        link.clusters[cs.cid] = "setup"
+            return False
         asyncio.get_running_loop().create_task(self._ask_client(link, cs, alloc))
+        return True
 
     async def _ask_client(self, link: NodeLink, cs: RemoteCluster, alloc: SharedAlloc) -> None:
         if link.node is None:  # lost before we asked
@@ -200,31 +212,31 @@ class SchedulerEngine(Engine):
             return
         cs.per_node[link.key] = (cpus, bufs[0], relpaths)
         cs.node_cpus[link.key] = min(cpus, link.node.cpus)
-        await self._setup(link, cs, alloc)
+        assert self.engine is not None
+        await self.engine.set_up(link, cs, alloc)
 
-    def _allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
+    def allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
         chosen = cs.per_node.get(link.key)
-        return chosen[0] if chosen is not None else super()._allocate(cs, link, alloc)
+        return chosen[0] if chosen is not None else allocated_cpus(cs, link, alloc)
 
-    def _setup(self, link: NodeLink, cs: Any, alloc: Any) -> Any:
+    def setup_payload(self, cs: Any, link: NodeLink, alloc: Any) -> tuple[list, bytes]:
         chosen = cs.per_node.get(link.key)
         blob, relpaths = (chosen[1], chosen[2]) if chosen else (alloc.setup_blob, alloc.relpaths)
         files = list(cs.package.files) + [FileSpec(safe_join(cs.store, p), p)
                                           for p in relpaths]
-        return self._set_up(link, cs, files, blob)
+        return files, blob
 
     # ---- the job's life ends at its client ----------------------------------------
 
-    def _deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
-        link = self.links.get(job._key)
+    def deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+        link = self._links().get(job._key)
         self._end(job, {**header, "ip": link.ip if link else None,
                         "port": link.port if link else None}, bufs)
 
-    def _finish(self, job: DispyJob, status: int, result: Any, stdout: Any, stderr: Any,
-                exception: str | None, end_time: float | None = None) -> None:
+    def finish(self, job: DispyJob, status: int, reason: str) -> None:
         # the scheduler's own verdicts (cancelled, node lost): a reason, no result
-        self._end(job, {"status": status, "exception": exception,
-                        "start_time": job.start_time, "end_time": end_time or time.time()}, [])
+        self._end(job, {"status": status, "exception": reason,
+                        "start_time": job.start_time, "end_time": time.time()}, [])
 
     def _end(self, job: Any, header: dict, bufs: list[bytes]) -> None:
         if job._final:
@@ -245,37 +257,37 @@ class SchedulerEngine(Engine):
                            "cid": cs.client_cid}, bufs)  # journaled there
         cs.session.drop_job_files(job.client_uid)
 
-    def _job_event(self, job: DispyJob) -> None:
+    def job_event(self, job: DispyJob) -> None:
         assert isinstance(job, RelayedJob)  # the only jobs the scheduler's engine holds
         if job._final or (job.status == DispyJob.Created and job.start_time is None):
             return  # the client knows a job it just submitted is queued
         cs = job._cluster
-        link = self.links.get(job._key) if job.status == DispyJob.Running else None
+        link = self._links().get(job._key) if job.status == DispyJob.Running else None
         cs.session.send({"op": "job_status", "cid": cs.client_cid, "uid": job.client_uid,
                          "status": job.status, "start_time": job.start_time,
                          "ip": link.ip if link else None, "port": link.port if link else None})
 
-    def _provisional(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        job = link.running.get(messages.id_field(header, "uid"))
+    def provisional(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         if job is None or job._final:
             return
+        assert isinstance(job, RelayedJob)
         cs = job._cluster
         cs.session.send({"op": "provisional", "cid": cs.client_cid, "uid": job.client_uid},
                         bufs)
 
-    def _file_from_node(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        cs = self.clusters.get(messages.id_field(header, "cid"))
+    def file_from_node(self, source: str, header: dict, bufs: list[bytes]) -> None:
+        assert self.engine is not None
+        cs = self.engine.clusters.get(messages.id_field(header, "cid"))
         if cs is None or not cs.session.send({**header, "cid": cs.client_cid}, bufs):
-            log.warning("file %r from node %s not passed on: its client is not connected",
-                        header.get("path"), link.describe())
+            log.warning("file %r from %s not passed on: its client is not connected",
+                        header.get("path"), source)
 
-    def _status(self, cs: Any, status: int, node: Any, job: Any) -> None:
+    def status(self, cs: Any, status: int, node: Any, job: Any) -> None:
         if self.observer is not None:
             self.observer(cs, status, node, job)
         if node is not None:
             cs.session.send({"op": "node", "cid": cs.client_cid, "status": status,
                              "node": node_info(node)})
 
-    def _report_stall(self, cs: Any, now: float) -> None:
-        if cs.session.conn is not None:
-            super()._report_stall(cs, now)
+    def reports_stall(self, cs: Any) -> bool:
+        return cs.session.conn is not None  # nobody to tell while its program is away

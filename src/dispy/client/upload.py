@@ -1,0 +1,122 @@
+"""What goes to a node besides jobs: a computation, its files and setup_args.
+
+Shared by the engine's node links and SharedJobCluster's scheduler link (which sends
+the same "file" frames to dispyscheduler). A file moves in chunks of
+``config.FileChunkSize`` with its exact mtime and mode; with a shared ``dest_path`` the
+node is first asked which files it lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from .. import config
+from .clusterstate import ClusterState
+
+log = logging.getLogger("dispy")
+
+
+class Peer(Protocol):
+    """A connection to a daemon as the uploads use it (client/links.py NodeLink)."""
+
+    conn: Any
+
+    def send(self, header: dict, bufs: Any = ...) -> Any: ...
+
+    def describe(self) -> str: ...
+
+
+async def set_up(link: Peer, cs: ClusterState, files: list, setup_args: bytes,
+                 timeout: float) -> None:
+    """The computation, then its files, then setup_args: the node runs setup last."""
+    log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
+    link.send(
+        {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
+         "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
+         "kind": "program" if cs.package.program else "function"},
+        [cs.package.bundle],
+    )
+    if cs.dest_path and files:
+        files = await files_needed(link, cs.cid, files, timeout)
+    for spec in files:
+        if not await send_file(link, cs.cid, spec.local, spec.relpath, timeout):
+            return
+    link.send({"op": "setup", "cid": cs.cid}, [setup_args])
+
+
+async def files_needed(link: Peer, cid: str, files: list, timeout: float) -> list:
+    """With a shared ``dest_path`` the node may have the files already: skip those."""
+    listing = []
+    for spec in files:
+        try:
+            st = os.stat(spec.local)
+        except OSError:
+            return files  # the send reports the problem
+        listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    answer = await request(link, {"op": "files_check", "cid": cid, "files": listing}, (),
+                           timeout)
+    if not isinstance(answer, dict):
+        return files
+    need = set(answer.get("paths", ()))
+    return [spec for spec in files if spec.relpath in need]
+
+
+async def request(link: Peer, header: dict, bufs: list | tuple, timeout: float) -> Any:
+    """Send ``header`` and wait for the node's reply to it (None if none came)."""
+    if link.conn is None:
+        return None
+    return await link.conn.request(header, bufs, timeout)
+
+
+async def send_file(link: Peer, cid: str, local: str, relpath: str, timeout: float,
+                    confirm: bool = False) -> Any:
+    """Send a file in chunks; with ``confirm``, returns the node's verdict (dict)."""
+    try:
+        for header, chunk in file_chunks(cid, local, relpath):
+            if header["final"] and confirm:
+                return await request(link, header, [chunk], timeout)
+            link.send(header, [chunk])
+            if link.conn is not None:
+                await link.conn.drain()
+        return True
+    except (OSError, ConnectionError) as exc:
+        log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
+        return {"ok": False, "reason": str(exc)} if confirm else False
+
+
+def send_job_files(link: Peer, cid: str, uid: str, files: list) -> bool:
+    """A job's ``dispy_job_depends`` files, whole, ahead of the job."""
+    for spec in files:
+        try:
+            st = os.stat(spec.local)
+            with open(spec.local, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
+            return False
+        link.send({**file_header(cid, spec.relpath, st, 0, True), "job": uid}, [data])
+    return True
+
+
+def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:
+    """A file as the (header, chunk) of its "file" frames; OSError if it can't be read."""
+    st = os.stat(local)
+    with open(local, "rb") as fh:
+        offset = 0
+        while True:
+            chunk = fh.read(config.FileChunkSize)
+            final = offset + len(chunk) >= st.st_size
+            yield file_header(cid, relpath, st, offset, final), chunk
+            if final:
+                return
+            offset += len(chunk)
+
+
+def file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:
+    """A "file" frame's header: the node keeps the exact mtime and mode."""
+    return {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
+            "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
+            "offset": offset, "final": final}
