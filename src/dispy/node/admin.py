@@ -105,13 +105,14 @@ def info(daemon: Any, peer: str = "") -> dict[str, Any]:
     return {
         "name": daemon.name, "version": __version__, "node_id": daemon.node_id,
         "ip_addr": ip or (daemon.ifs[0].address if daemon.ifs else None),
-        "port": opts.node_port, "cpus": daemon.cpus, "usable_cpus": daemon._usable_cpus(),
-        "max_cpus": os.cpu_count() or 1, "busy": daemon.busy, "jobs_done": daemon.jobs_done,
-        "cpu_time": round(daemon.cpu_time, 3), "served": daemon.served, "serve": remaining,
+        "port": opts.node_port, "cpus": daemon.cpus, "usable_cpus": daemon.usable_cpus(),
+        "max_cpus": os.cpu_count() or 1, "busy": daemon.jobs.busy,
+        "jobs_done": daemon.jobs.jobs_done,
+        "cpu_time": round(daemon.jobs.cpu_time, 3), "served": daemon.served, "serve": remaining,
         "owner": daemon.owner.describe() if daemon.owner is not None else None,
         "clients": clients,
         "service": {k: (format_hhmm(v) if v is not None else None) for k, v in times.items()},
-        "service_state": daemon.service_state, "service_text": daemon._service_text(),
+        "service_state": daemon.service_state, "service_text": daemon.service_text(),
         "avail_info": avail_info(opts.dest_path_prefix), "platform": platform.platform(),
         "time": time.time(),
     }
@@ -165,7 +166,7 @@ def service_time(daemon: Any, control: Any, when: Any) -> dict[str, Any]:
     if window is None:
         _reopen(daemon)
     else:
-        daemon._service_tick()
+        daemon.service_tick()
     return {"ok": True, "service": text, "service_state": daemon.service_state}
 
 
@@ -175,8 +176,8 @@ def _reopen(daemon: Any) -> None:
         return
     daemon.service_state = service.OPEN
     if daemon.owner is not None:
-        daemon.owner.send({"op": "cpus", "cpus": daemon._usable_cpus()})
-    daemon._start_jobs()
+        daemon.owner.send({"op": "cpus", "cpus": daemon.usable_cpus()})
+    daemon.jobs.start_jobs()
     if daemon.owner is None:
         daemon.announce()
 

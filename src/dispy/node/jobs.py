@@ -3,7 +3,7 @@
 Each job process of a computation connects to the daemon's Unix socket (showing the
 computation's token), so a job and its result cross one local socket, not two. The
 computation host is asked only for what needs its process: fork, signal, reap.
-Part of ``NodeDaemon`` (a mixin), kept apart so each file reads as one thing.
+The daemon (daemon.py) holds one ``JobRunner`` and feeds it requests and links.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import pickle  # only to encode None; the daemon never unpickles
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import fsafe
 from ..daemon.files import too_big
@@ -30,39 +30,51 @@ CANCELLED, TERMINATED = 8, 9
 _NONE = pickle.dumps(None)
 
 
-class JobRunner:
-    """Jobs of all computations on this node, sharing its CPUs."""
+class JobHost(Protocol):
+    """What the job path needs of the node daemon (node/daemon.py)."""
 
     cpus: int
-    busy: int
-    jobs_done: int
-    cpu_time: float
     accepting: bool
     service_state: str
     opts: Any
-    waiting: deque[tuple[Computation, dict, list]]
-    killed: set[str]
-    job_tokens: dict[str, Computation]
-    #: jobs ended, by final status (--metrics_port)
-    ended: dict[int, int]
+    sessions: dict[str, Session]
+    served: int
     metrics: Any
 
-    if TYPE_CHECKING:  # provided by NodeDaemon
-        sessions: dict[str, Session]
-        served: int
+    def service_text(self) -> str: ...
 
-        def _service_text(self) -> str: ...
-        def _save_results(self, session: Session, older_than: float | None = None) -> None: ...
+    def report_soon(self, session: Session, uid: str) -> None: ...
 
-        def _report_soon(self, session: Session, uid: str) -> None: ...
-        def _maybe_finish(self) -> None: ...
-        def _spawn(self, coro: Any) -> asyncio.Task: ...
-        async def _close_computation(self, comp: Computation, status: int, reason: str,
-                                     notify: bool, release: bool = True) -> None: ...
+    def maybe_finish(self) -> None: ...
+
+    def spawn(self, coro: Any) -> asyncio.Task: ...
+
+    async def close_computation(self, comp: Computation, status: int, reason: str,
+                                notify: bool, release: bool = True) -> None: ...
+
+
+class JobRunner:
+    """Jobs of all computations on this node, sharing its CPUs."""
+
+    def __init__(self, node: JobHost) -> None:
+        self.node = node
+        self.busy = 0
+        self.jobs_done = 0
+        self.cpu_time = 0.0
+        #: jobs ended, by final status (--metrics_port)
+        self.ended: dict[int, int] = {}
+        #: jobs waiting for a CPU (or for their computation's job process)
+        self.waiting: deque[tuple[Computation, dict, list]] = deque()
+        #: uids of jobs killed at service end; their clients were already told
+        self.killed: set[str] = set()
+        #: computation token -> computation, for job processes connecting
+        self.job_tokens: dict[str, Computation] = {}
+        #: dispy_job_timeout (timeouts.py)
+        self.timers = timeouts.JobTimers(self.cancel)
 
     # ---- from the client ---------------------------------------------------------
 
-    def _job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
+    def job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         comp = session.computations.get(messages.id_field(header, "cid"))
         uid = header.get("uid")
         reason = None
@@ -70,10 +82,10 @@ class JobRunner:
             reason = "computation is not set up on this node"
         elif comp.failed is not None:
             reason = comp.failed
-        elif not self.accepting:
+        elif not self.node.accepting:
             reason = "node is shutting down"
-        elif self.service_state != service.OPEN:
-            reason = f"node is {self._service_text()}"
+        elif self.node.service_state != service.OPEN:
+            reason = f"node is {self.node.service_text()}"
         if reason is not None:
             log.debug("job %s refused: %s", uid, reason)
             session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
@@ -87,9 +99,9 @@ class JobRunner:
             return
         log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, header, bufs))
-        self._start_jobs()
+        self.start_jobs()
 
-    def _cancel(self, comp: Computation, uid: str) -> None:
+    def cancel(self, comp: Computation, uid: str) -> None:
         link = comp.running.get(uid)
         if link is not None:
             if not link.cancelled and comp.host is not None:
@@ -102,11 +114,11 @@ class JobRunner:
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
 
-    def _start_jobs(self) -> None:
+    def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
         computation without an idle job process asks its host for one and its job waits
         (at the head of the queue) until that process connects."""
-        while self.waiting and self.busy < self.cpus:
+        while self.waiting and self.busy < self.node.cpus:
             comp, header, bufs = self.waiting[0]
             if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
                 self.waiting.popleft()
@@ -116,7 +128,7 @@ class JobRunner:
                 self._refuse(comp, header["uid"], comp.failed)
                 continue
             if not comp.idle:
-                if comp.forking == 0 and len(comp.links) < self.cpus:
+                if comp.forking == 0 and len(comp.links) < self.node.cpus:
                     comp.forking += 1
                     comp.host.send({"op": "fork"})
                 return
@@ -131,24 +143,24 @@ class JobRunner:
             if header.get("oob"):
                 job["oob"] = header["oob"]
             link.send(job, bufs)
-            timeouts.arm(self, comp, uid, header)
+            self.timers.arm(comp, uid, header)
 
     # ---- job processes -------------------------------------------------------------
 
-    async def _prefork(self, comp: Computation) -> None:
+    async def prefork(self, comp: Computation) -> None:
         """A job process per CPU before the client hears setup is done, so a job sent to
         a free CPU starts at once (and a cancel finds it running). Should they not all
         connect in time, later jobs ask for processes as they need them."""
-        if comp.host is None or self.cpus <= 0:
+        if comp.host is None or self.node.cpus <= 0:
             return
         comp.forked = asyncio.get_running_loop().create_future()
-        comp.forking = self.cpus
-        comp.host.send({"op": "fork", "count": self.cpus})
+        comp.forking = self.node.cpus
+        comp.host.send({"op": "fork", "count": self.node.cpus})
         try:
-            await asyncio.wait_for(asyncio.shield(comp.forked), self.opts.msg_timeout)
+            await asyncio.wait_for(asyncio.shield(comp.forked), self.node.opts.msg_timeout)
         except asyncio.TimeoutError:
             log.warning("computation %r: %d job process(es) not started in %s s",
-                        comp.name, comp.forking, self.opts.msg_timeout)
+                        comp.name, comp.forking, self.node.opts.msg_timeout)
             comp.forking = 0
 
     def _forked(self, comp: Computation) -> None:
@@ -157,10 +169,10 @@ class JobRunner:
         if comp.forking == 0 and comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
 
-    async def _serve_job_link(self, conn: Connection) -> None:
+    async def serve_job_link(self, conn: Connection) -> None:
         """A job process forked by a computation host connects here."""
         try:
-            hello, _ = await conn.recv(self.opts.msg_timeout)
+            hello, _ = await conn.recv(self.node.opts.msg_timeout)
         except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError):
             return
         comp = self.job_tokens.get(str(hello.get("token")))
@@ -171,7 +183,7 @@ class JobRunner:
         comp.links[pid] = link
         comp.idle.append(link)
         self._forked(comp)
-        self._start_jobs()
+        self.start_jobs()
         try:
             while True:
                 header, bufs = await conn.recv()
@@ -192,7 +204,7 @@ class JobRunner:
         if pid is None and link_id not in comp.link_waiters:  # the host's word may lag
             fut = comp.link_waiters[link_id] = asyncio.get_running_loop().create_future()
             try:
-                pid = await asyncio.wait_for(fut, self.opts.msg_timeout)
+                pid = await asyncio.wait_for(fut, self.node.opts.msg_timeout)
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -215,7 +227,7 @@ class JobRunner:
             header["cid"] = comp.cid
             session.send(header, bufs)
         elif op == "send_file":
-            reason = too_big(int(header.get("size", 0)), self.opts.max_file_size)
+            reason = too_big(int(header.get("size", 0)), self.node.opts.max_file_size)
             if reason is None and not session.send({**header, "cid": comp.cid}, bufs):
                 reason = "client is not connected"
             link.send({"op": "file_reply", "ok": reason is None, "reason": reason})
@@ -223,7 +235,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
                   bufs: list) -> None:
         uid = header["uid"]
-        timeouts.settle(self, comp, header)
+        self.timers.settle(comp, header)
         log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
         if link is not None:
             link.uid = None
@@ -250,13 +262,13 @@ class JobRunner:
             status = header.get("status")
             status = status if isinstance(status, int) else 0
             self.ended[status] = self.ended.get(status, 0) + 1
-            if self.metrics is not None:
-                self.metrics.job_ran(ran)
+            if self.node.metrics is not None:
+                self.node.metrics.job_ran(ran)
             session.undelivered[uid] = (header, bufs)
             session.unsaved[uid] = time.monotonic()
-            self._report_soon(session, uid)
-        self._start_jobs()
-        self._maybe_finish()
+            self.node.report_soon(session, uid)
+        self.start_jobs()
+        self.node.maybe_finish()
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
                  link: JobLink | None = None) -> None:
@@ -285,9 +297,9 @@ class JobRunner:
         if comp.host is not None:
             comp.reaping[link.pid] = link
             comp.host.send({"op": "reap", "pid": link.pid})
-        self._start_jobs()
+        self.start_jobs()
 
-    def _finish_links(self, comp: Computation, reason: str) -> None:
+    def finish_links(self, comp: Computation, reason: str) -> None:
         """End the jobs of a computation whose host has gone: none of them can report."""
         status, text = comp.closing or (TERMINATED, reason)
         for link in list(comp.links.values()) + list(comp.reaping.values()):
@@ -300,7 +312,7 @@ class JobRunner:
 
     # ---- from the computation host ----------------------------------------------------
 
-    def _on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
+    def on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")
         pid = header.get("pid")
         if not isinstance(pid, int):  # no job process named: -1 matches none
@@ -324,18 +336,18 @@ class JobRunner:
             if link is not None and link.settling:
                 link.settling = link.cancelled = False
                 comp.idle.append(link)
-                self._start_jobs()
+                self.start_jobs()
         elif op in ("fork_failed", "host_lost") and comp.closing is None:
             self._computation_broken(comp, str(header.get("reason")))
         elif op == "shutdown_request":
             session = comp.session
-            if not self.opts.client_shutdown:
+            if not self.node.opts.client_shutdown:
                 log.warning("client %s called dispynode_shutdown(): refused (node was not"
                             " started with --client_shutdown)", session.describe())
                 return
             log.info("client %s called dispynode_shutdown(): the node quits once this"
                      " client's computations close", session.describe())
-            self.opts.serve = self.served + 1
+            self.node.opts.serve = self.node.served + 1
 
     def _computation_broken(self, comp: Computation, reason: str) -> None:
         """Its host died or cannot fork: the jobs already running still report, the
@@ -356,21 +368,22 @@ class JobRunner:
                 self._end_job(comp, link.uid, TERMINATED, reason, link=link)
         comp.reaping.clear()
         self._close_if_broken(comp)
-        self._start_jobs()
+        self.start_jobs()
 
     def _close_if_broken(self, comp: Computation) -> None:
         """A broken computation closes (freeing the node) once its last job reported."""
         if comp.failed is not None and comp.ready and not comp.running:
             comp.ready = False
-            self._spawn(self._close_computation(comp, TERMINATED, comp.failed, notify=False))
+            self.node.spawn(self.node.close_computation(comp, TERMINATED, comp.failed,
+                                                        notify=False))
 
     def _refuse(self, comp: Computation, uid: Any, reason: str) -> None:
         comp.session.send({"op": "job_refused", "cid": comp.cid, "uid": uid, "reason": reason})
 
-    def _kill_running(self, reason: str) -> None:
+    def kill_running(self, reason: str) -> None:
         """Service end: kill running jobs; their clients resubmit them (reentrant) or
         end them with the reason."""
-        for session in self.sessions.values():
+        for session in self.node.sessions.values():
             for comp in session.computations.values():
                 for uid, link in list(comp.running.items()):
                     if uid in self.killed or comp.host is None:

@@ -17,19 +17,19 @@ def node_metrics(daemon: Any) -> Metrics:
 
     def read() -> list[Any]:
         clients = sum(1 for s in daemon.sessions.values() if s.conn is not None)
-        ended = {STATUS_NAMES.get(k, str(k)): v for k, v in daemon.ended.items()}
+        ended = {STATUS_NAMES.get(k, str(k)): v for k, v in daemon.jobs.ended.items()}
         failed = sum(v for k, v in ended.items() if k != "Finished")
         figures = [
             gauge(f"{PREFIX}_cpus", "CPUs this node serves", daemon.cpus),
-            gauge(f"{PREFIX}_cpus_busy", "CPUs running a job", daemon.busy),
-            gauge(f"{PREFIX}_jobs_running", "Jobs running now", daemon.busy),
+            gauge(f"{PREFIX}_cpus_busy", "CPUs running a job", daemon.jobs.busy),
+            gauge(f"{PREFIX}_jobs_running", "Jobs running now", daemon.jobs.busy),
             gauge(f"{PREFIX}_jobs_waiting", "Jobs waiting here for a CPU",
-                  len(daemon.waiting)),
+                  len(daemon.jobs.waiting)),
             by_label(f"{PREFIX}_jobs_ended", "Jobs ended, by final status", "status", ended),
             counter(f"{PREFIX}_jobs_finished", "Jobs that ended Finished",
                     ended.get("Finished", 0)),
             counter(f"{PREFIX}_jobs_failed", "Jobs that ended otherwise", failed),
-            counter(f"{PREFIX}_cpu_seconds", "Seconds jobs ran", daemon.cpu_time),
+            counter(f"{PREFIX}_cpu_seconds", "Seconds jobs ran", daemon.jobs.cpu_time),
             gauge(f"{PREFIX}_clients", "Client programs connected now", clients),
             counter(f"{PREFIX}_clients_served", "Clients served since start", daemon.served),
             *traffic(PREFIX),

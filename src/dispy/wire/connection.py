@@ -316,6 +316,26 @@ class Connection(asyncio.BufferedProtocol):
             await asyncio.wait_for(self.drain(), timeout)
         self.close()
 
+    def keepalive(self, idle: int, min_timeout: float) -> None:
+        """TCP keepalive probes after ``idle`` s of silence (4, ``idle/4`` apart), and
+        the same bound on unacknowledged data (probes stop while data is in flight,
+        and retransmissions go on for many minutes): a peer whose machine vanished is
+        noticed. A no-op where the options are missing."""
+        sock = self.get_extra_info("socket")
+        if sock is None:
+            return
+        interval, count = max(1, idle // 4), 4
+        user_timeout = max(min_timeout, idle + interval * count)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                            int(user_timeout * 1000))
+        except (OSError, AttributeError):
+            pass
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default if self.transport is None else self.transport.get_extra_info(name,
                                                                                      default)

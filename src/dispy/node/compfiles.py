@@ -1,0 +1,91 @@
+"""A computation's files on the node: its directory, files stored chunk by chunk.
+
+Every path comes from a peer, so each is checked before use: ids of a fixed alphabet,
+names joined beneath the computation's directory (never above it, never through a
+symlink), sizes within ``--max_file_size``. Files a job process sends back go the
+other way (jobs.py); files are removed with their computation (computation.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from typing import Any
+
+from .. import fsafe
+from ..wire import messages
+from .disk import why
+from .session import Session
+
+log = logging.getLogger("dispy.node")
+
+
+def computation_dir(root: str, session: Session, cid: str, dest: Any) -> str:
+    """The computation's directory (made here): ``clients/<session id>/<cid or
+    dest_path>``, ids checked so that no peer names a path outside the tree."""
+    fsafe.check_id(session.sid, "session id")
+    fsafe.check_id(cid, "computation id")
+    base = fsafe.safe_join(root, "clients", session.sid)
+    directory = fsafe.safe_join(base, dest) if dest else fsafe.safe_join(base, cid)
+    fsafe.makedirs_beneath(root, directory)
+    return directory
+
+
+def store(root: str, max_file_size: int, session: Session, header: dict,
+          bufs: list[bytes]) -> None:
+    """A "file" frame: a chunk of a computation's (or one job's) file."""
+    comp = session.computations.get(messages.id_field(header, "cid"))
+    reply = header.get("reply")
+    if comp is None or comp.failed:
+        if reply is not None:
+            session.send({"op": "reply", "reply": reply, "ok": False,
+                          "reason": "computation is not set up on this node"})
+        return
+    job_uid = header.get("job")
+    try:
+        path = fsafe.safe_join(comp.dir, header["path"])
+        if fsafe.write_chunk(root, path, header, bufs, max_file_size):
+            if job_uid is None:
+                comp.files.append(path)
+            else:
+                comp.job_files.setdefault(str(job_uid), []).append(path)
+            if reply is not None:
+                session.send({"op": "reply", "reply": reply, "ok": True})
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        if str(header.get("path")) not in comp.refused_files:  # once, not per chunk
+            comp.refused_files.add(str(header.get("path")))
+            log.warning("refused file %r from %s: %s", header.get("path"),
+                        session.describe(), why(exc))
+        if reply is not None:  # cluster.send_file: the client reports it
+            session.send({"op": "reply", "reply": reply, "ok": False, "reason": str(exc)})
+        elif job_uid is None:
+            comp.failed = f"file transfer failed: {exc}"
+        else:
+            log.warning("file for job %s not stored: %s", job_uid, exc)
+
+
+def check(session: Session, header: dict) -> None:
+    """Answer which of the listed files are missing or differ (shared dest_path)."""
+    comp = session.computations.get(messages.id_field(header, "cid"))
+    need = []
+    for entry in header.get("files", ()):
+        try:
+            path = fsafe.safe_join(comp.dir, entry["path"]) if comp else None
+            st = os.stat(path, follow_symlinks=False) if path else None
+        except (ValueError, KeyError, TypeError, OSError):
+            st = None
+        if (comp is not None and path is not None and st is not None
+                and stat.S_ISREG(st.st_mode) and st.st_size == entry.get("size")
+                and st.st_mtime_ns == entry.get("mtime_ns")):
+            comp.files.append(path)
+        else:
+            need.append(entry.get("path"))
+    session.send({"op": "reply", "reply": header.get("reply"), "paths": need})
+
+
+def remove_client_dir(root: str, session: Session) -> None:
+    """The client's own directory, once empty (it keeps files with cleanup=False)."""
+    if not session.computations and fsafe.valid_id(session.sid):
+        fsafe.remove_beneath(root, os.path.join(root, "clients", session.sid),
+                             only_empty=True)
