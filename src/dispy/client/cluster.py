@@ -278,7 +278,7 @@ class JobCluster:
         if ip:
             deadline = time.monotonic() + config.NodeSetupWait
             while True:
-                link, pending = self._on_loop(self._engine.node_readiness, self._state, ip,
+                link, pending = self._on_loop(self._engine.control.node_readiness, self._state, ip,
                                               port)
                 if link is not None or not pending or time.monotonic() >= deadline:
                     break
@@ -304,12 +304,12 @@ class JobCluster:
         allocs = self._allocations(node)
         if allocs is None:
             return -1
-        return self._on_loop(self._engine.allocate_node, self._state, allocs)
+        return self._on_loop(self._engine.control.allocate_node, self._state, allocs)
 
     def deallocate_node(self, node: Any) -> int:
         """Schedule no more jobs on ``node`` (it stays set up): 0, or -1."""
         link = self._node_link(node, "deallocate_node")
-        return -1 if link is None else self._on_loop(self._engine.deallocate_node,
+        return -1 if link is None else self._on_loop(self._engine.control.deallocate_node,
                                                      self._state, link)
 
     def close_node(self, node: Any, terminate_pending: bool = False) -> int:
@@ -320,7 +320,7 @@ class JobCluster:
         link = self._node_link(node, "close_node")
         if link is None:
             return -1
-        return self._on_loop(self._engine.close_node, self._state, link, terminate_pending)
+        return self._on_loop(self._engine.control.close_node, self._state, link, terminate_pending)
 
     def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
         """Close the computation on ``node`` and run setup again (e.g. to swap in-memory
@@ -331,20 +331,21 @@ class JobCluster:
         link = self._node_link(node, "resetup_node")
         if link is None:
             return -1
-        return self._on_loop(self._engine.close_node, self._state, link, terminate_pending,
+        return self._on_loop(self._engine.control.close_node, self._state, link, terminate_pending,
                              True)
 
     def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob] | int:
         """Jobs of this cluster running on ``node``, or -1 for an unknown node."""
         link = self._node_link(node, "node_jobs")
-        return -1 if link is None else self._on_loop(self._engine.node_jobs, self._state, link)
+        return -1 if link is None else self._on_loop(self._engine.control.node_jobs,
+                                                     self._state, link)
 
     def set_node_cpus(self, node: Any, cpus: int) -> int:
         """Use ``cpus`` CPUs of ``node`` (negative: all but that many): the number, or -1."""
         link = self._node_link(node, "set_node_cpus")
         if link is None:
             return -1
-        return self._on_loop(self._engine.set_node_cpus, self._state, link, int(cpus))
+        return self._on_loop(self._engine.control.set_node_cpus, self._state, link, int(cpus))
 
     def send_file(self, path: str, node: Any) -> int:
         """Copy a file into the computation's directory on ``node``: 0, or -1 (logged)."""
@@ -354,7 +355,7 @@ class JobCluster:
         link = self._node_link(node, "send_file")
         if link is None:
             return -1
-        return self._engine.call(self._engine.send_file(self._state, link, path)).result()
+        return self._engine.call(self._engine.control.send_file(self._state, link, path)).result()
 
     def cancel(self, job: DispyJob) -> int:
         """Cancel a job: 0 if it was queued or running, -1 if it had already ended."""
@@ -500,10 +501,10 @@ class JobCluster:
     def _detach(self) -> None:
         """Leave the jobs running on their nodes, in the recover file (recover_jobs)."""
         self._closed = True
-        self._engine.call(self._engine.detach_cluster(self._state)).result()
+        self._engine.call(self._engine.control.detach_cluster(self._state)).result()
 
     def _close_on_loop(self, terminate: bool) -> Any:
-        return self._engine.close_cluster(self._state, terminate)
+        return self._engine.control.close_cluster(self._state, terminate)
 
     def shutdown(self) -> None:
         self.close()

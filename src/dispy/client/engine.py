@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
-import contextlib
 import itertools
 import logging
 import os
@@ -19,7 +17,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
@@ -33,20 +30,19 @@ from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
 from . import joboptions, upload
 from .clusterstate import ClusterState
+from .control import NodeControl
 from .finder import RETRY_INTERVAL, NodeFinder
 from .job import DispyJob
-from .journal import Journal
 from .links import NodeLink, Profile
 from .localsink import LocalSink
+from .loopthread import LoopThread
 from .nodes import DispyNode, avail_from
 from .sink import JobSink
+from .stall import stall_message
 
 log = logging.getLogger("dispy")
 
 #: Seconds between retries of a node that is busy, refused us or is unreachable.
-#: Seconds after a cluster starts during which a node matching one of its patterns may
-#: still answer the discovery broadcast (``node_readiness``).
-DISCOVERY_WAIT = 3.0
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
 #: Jobs shorter than this (moving average per node) are sent ahead: up to
@@ -74,7 +70,7 @@ class Engine:
     @classmethod
     def get(cls, port: int, ip_addrs: list[str] | None) -> Engine:
         with cls._lock:
-            if cls._instance is None or not cls._instance.thread.is_alive():
+            if cls._instance is None or not cls._instance.bridge.alive():
                 cls._instance = Engine(port, ip_addrs)
             return cls._instance
 
@@ -95,64 +91,29 @@ class Engine:
         self.links: dict[Hashable, NodeLink] = {}
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
+        #: the loop (in its own thread, unless a daemon gives its loop) and the way in
+        self.bridge = LoopThread(loop, self._after_batch)
+        self.loop = self.bridge.loop
+        self.call = self.bridge.call
+        self.post = self.bridge.post
+        self.settle = self.bridge.settle
         #: where jobs end: this program (localsink.py) or dispyscheduler's programs
         self.sink: JobSink = sink if sink is not None else LocalSink(self.session_key)
         if isinstance(self.sink, LocalSink):
             self.sink.callbacks.on_settled = lambda job: self.post(self.settled, job)
         #: asks for nodes and hears them (client/finder.py)
         self.finder = NodeFinder(self, port, self.ifs)
+        #: what a cluster's node methods do (client/control.py)
+        self.control = NodeControl(self)
         self._uids = itertools.count(1)
-        self._inbox: deque = deque()
-        self._inbox_lock = threading.Lock()
-        self._wakeup_pending = False
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
-            self.loop = loop
             return
         heap.keep_freed()
         atexit.register(self._at_exit)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
-                                       daemon=True)
-        self.thread.start()
         self.call(self.start()).result()
 
-    # ---- thread bridge ------------------------------------------------------------
-
-    def settle(self) -> None:
-        """Return once the loop handled everything posted so far (the jobs whose
-        callbacks ran are then forgotten in the recover files); a no-op on the loop."""
-        thread = getattr(self, "thread", None)
-        if thread is None or threading.current_thread() is thread or not thread.is_alive():
-            return
-
-        async def nothing() -> None:
-            pass
-
-        with contextlib.suppress(concurrent.futures.TimeoutError):
-            self.call(nothing()).result(timeout=10)  # never hang a wait() on it
-
-    def call(self, coro: Any) -> Any:
-        """Run a coroutine on the engine loop; returns a concurrent Future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def post(self, fn: Any, *args: Any) -> None:
-        """Queue ``fn(*args)`` for the loop, waking it at most once per batch."""
-        with self._inbox_lock:
-            self._inbox.append((fn, args))
-            if self._wakeup_pending:
-                return
-            self._wakeup_pending = True
-        self.loop.call_soon_threadsafe(self._drain_inbox)
-
-    def _drain_inbox(self) -> None:
-        with self._inbox_lock:
-            items, self._inbox = self._inbox, deque()
-            self._wakeup_pending = False
-        for fn, args in items:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("engine: %s failed", getattr(fn, "__name__", fn))
+    def _after_batch(self) -> None:
+        """(loop) After the calls posted by the program's threads (submits, cancels)."""
         self.dispatch()
         self.sink.flush_journals()  # submitted jobs are in the recover file from here on
 
@@ -162,7 +123,7 @@ class Engine:
         async def close() -> list[tuple[str, int]]:
             return self.local.close_journals()
 
-        if not self.thread.is_alive():
+        if not self.bridge.alive():
             return
         self.local.callbacks.drain(2)  # callbacks that ran let their jobs be forgotten first
         try:
@@ -199,7 +160,7 @@ class Engine:
         self.finder.ask(cs)
         for link in list(self.links.values()):
             if link.state == "connected" and link.profile == cs.profile:
-                self._consider(link, cs)
+                self.consider(link, cs)
 
     def link_for(self, ip: str, port: int, profile: Profile) -> NodeLink:
         key = (ip, port, profile)
@@ -291,10 +252,10 @@ class Engine:
         asyncio.get_running_loop().create_task(self._read(link, conn))
         for cs in list(self.clusters.values()):
             if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
-                self._consider(link, cs)
+                self.consider(link, cs)
         self.dispatch()
 
-    def _consider(self, link: NodeLink, cs: ClusterState) -> None:
+    def consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
         alloc = self.wants(cs, link.ip, link.port)
         node = link.node
@@ -338,8 +299,8 @@ class Engine:
         except FrameError as exc:
             reason = f"bad frame from node: {exc}"
             log.warning("node %s: %s", link.describe(), reason)
-        except Exception:
-            log.exception("engine: failed to handle a message from %s", link.describe())
+        except Exception:  # a bug in the loop itself (handlers catch their own)
+            log.exception("engine: failed to read from %s", link.describe())
             reason = "internal error"
         finally:
             conn.close()
@@ -348,38 +309,52 @@ class Engine:
                 self._lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        if op == "done":
-            self._job_done(link, header, bufs)
-        elif op == "setup_done":
-            self._setup_done(link, header)
-        elif op == "provisional":
-            self.sink.provisional(link.running.get(messages.id_field(header, "uid")), bufs)
-        elif op == "job_refused":
-            self._job_refused(link, header)
-        elif op == "computation_lost":
-            self._computation_lost(link, header)
-        elif op == "closed":
-            fut = link.closing.pop(messages.id_field(header, "cid"), None)
+        if header.get("op") == "reply":
+            return  # an answer that came after its request timed out
+        try:
+            msg = messages.parse_node_message(header)
+        except messages.MessageError as exc:
+            log.warning("node %s: dropped a frame: %s", link.describe(), exc)
+            return
+        try:
+            self._handle(link, msg, header, bufs)
+        except Exception:  # a bug here must not cost the node's other jobs their link
+            log.exception("engine: failed to handle %r from node %s", header.get("op"),
+                          link.describe())
+
+    def _handle(self, link: NodeLink, msg: messages.Record, header: dict,
+                bufs: list[bytes]) -> None:
+        if isinstance(msg, messages.Done):
+            self._job_done(link, msg, header, bufs)
+        elif isinstance(msg, messages.SetupDone):
+            self._setup_done(link, msg)
+        elif isinstance(msg, messages.Provisional):
+            self.sink.provisional(link.running.get(msg.uid), bufs)
+        elif isinstance(msg, messages.JobRefused):
+            self._job_refused(link, msg)
+        elif isinstance(msg, messages.ComputationLost):
+            self._computation_lost(link, msg)
+        elif isinstance(msg, messages.Closed):
+            fut = link.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
-        elif op == "pulse":
-            self._pulse(link, header)
-        elif op == "send_file":
+        elif isinstance(msg, messages.Pulse):
+            self._pulse(link, msg)
+        elif isinstance(msg, messages.SendFile):
             self.sink.file_from_node(f"node {link.describe()}", header, bufs)
-        elif op == "cpus":
-            self._node_cpus(link, int(header.get("cpus", 0)))
+        elif isinstance(msg, messages.Cpus):
+            self._node_cpus(link, msg.cpus)
 
-    def _setup_done(self, link: NodeLink, header: dict) -> None:
-        cs = self.clusters.get(messages.id_field(header, "cid"))
+    def _setup_done(self, link: NodeLink, msg: messages.SetupDone) -> None:
+        cs = self.clusters.get(msg.cid)
         if cs is None or link.clusters.get(cs.cid) != "setup":
             return  # closed meanwhile (close_node during setup)
-        if not header.get("ok"):
-            reason = str(header.get("reason", "")).strip()
+        if not msg.ok:
+            reason = (msg.reason or "").strip()
             link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
             log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
                         cs.name, reason)
-            self._apply(self.lifecycle.unpinned(
+            self.apply(self.lifecycle.unpinned(
                 cs.cid, link.key, f"Cancelled: setup failed on node {link.describe()}"))
             return
         link.clusters[cs.cid] = "ready"
@@ -389,19 +364,20 @@ class Engine:
         cs.nodes[link.key] = link.node
         self.sink.status(cs, DispyNode.Initialized, link.node, None)
 
-    def _job_done(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        uid = str(header.get("uid"))
+    def _job_done(self, link: NodeLink, msg: messages.Done, header: dict,
+                  bufs: list[bytes]) -> None:
+        uid = msg.uid
         delivered = self.lifecycle.result(uid, link.key)
         job = link.running.pop(uid, None)
         if not delivered or job is None:
             link.acks.append(uid)
             return  # already final (e.g. node was presumed dead) or unknown: drop it
         if job._cluster.callback is not None:
-            job._ack_to = (link, uid)  # once the callback ran (Engine._settled)
+            job._ack_to = (link, uid)  # once the callback ran (Engine.settled)
         else:
             link.acks.append(uid)
         node = link.node
-        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
+        ran = max(0.0, msg.end_time - msg.start_time)
         if node is not None:
             node.busy = max(0, node.busy - 1)
             node.jobs_done += 1
@@ -410,39 +386,38 @@ class Engine:
             if ran > 0:  # a job cancelled before it started tells nothing of run times
                 link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
             avg = link.job_time if link.job_time is not None else PREFETCH_BELOW
-            big = link.job_big = 0.8 * link.job_big + 0.2 * bool(header.get("oob"))
+            big = link.job_big = 0.8 * link.job_big + 0.2 * bool(msg.oob)
             self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
                                    if avg < PREFETCH_BELOW and big < 0.5 else 0)
         self.sink.deliver(job, header, bufs)
 
-    def _job_refused(self, link: NodeLink, header: dict) -> None:
-        uid = str(header.get("uid"))
-        if link.running.pop(uid, None) is None:
+    def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:
+        if link.running.pop(msg.uid, None) is None:
             return
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
-        reason = f"node {link.describe()} refused the job: {header.get('reason')}"
-        killed = header.get("status") == DispyJob.Terminated  # e.g. the service window ended
-        self._apply(self.lifecycle.refused(uid, link.key, reason, killed))
+        reason = f"node {link.describe()} refused the job: {msg.reason}"
+        killed = msg.status == DispyJob.Terminated  # e.g. the service window ended
+        self.apply(self.lifecycle.refused(msg.uid, link.key, reason, killed))
 
-    def _computation_lost(self, link: NodeLink, header: dict) -> None:
+    def _computation_lost(self, link: NodeLink, msg: messages.ComputationLost) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
         there; jobs it still runs report, the others come back as refused."""
-        cs = self.clusters.get(messages.id_field(header, "cid"))
+        cs = self.clusters.get(msg.cid)
         if cs is None or link.clusters.get(cs.cid) != "ready":
             return
-        reason = str(header.get("reason", "?"))
-        log.warning("node %s is not used for %r any more: %s", link.describe(), cs.name, reason)
-        link.clusters[cs.cid] = f"failed: {reason}"
+        log.warning("node %s is not used for %r any more: %s", link.describe(), cs.name,
+                    msg.reason)
+        link.clusters[cs.cid] = f"failed: {msg.reason}"
         self.core.node_unready(cs.cid, link.key)
-        self._forget_node(cs, link, f"lost the computation: {reason}")
+        self.forget_node(cs, link, f"lost the computation: {msg.reason}")
         self.sink.status(cs, DispyNode.Closed, link.node, None)
 
-    def _pulse(self, link: NodeLink, header: dict) -> None:
+    def _pulse(self, link: NodeLink, msg: messages.Pulse) -> None:
         node = link.node
         if node is None:
             return
-        node.avail_info = avail_from(header.get("avail_info"))
+        node.avail_info = avail_from(msg.avail_info)
         node.update_time = time.time()
         for cs in list(self.clusters.values()):
             if link.key in cs.nodes:
@@ -460,12 +435,12 @@ class Engine:
         if not link.acks:
             return
         if committed or len(link.acks) >= ACK_BATCH:
-            self._flush_acks(link)
+            self.flush_acks(link)
         elif link.ack_timer is None:
             link.ack_timer = asyncio.get_running_loop().call_later(
-                ACK_DELAY, self._flush_acks, link)
+                ACK_DELAY, self.flush_acks, link)
 
-    def _flush_acks(self, link: NodeLink) -> None:
+    def flush_acks(self, link: NodeLink) -> None:
         if link.ack_timer is not None:
             link.ack_timer.cancel()
             link.ack_timer = None
@@ -504,7 +479,7 @@ class Engine:
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
-        self._apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin,
+        self.apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin,
                                           joboptions.priority(job)))
         cs.journal.queued(job, cs.cid)
         self.sink.job_event(job)
@@ -518,7 +493,7 @@ class Engine:
             link = self.links.get(send.node)
             job = cs.jobs.get(uid) if cs is not None else None
             if job is None or link is None or cs is None:
-                self._apply(self.lifecycle.send_failed(uid, "internal: job or node unknown"))
+                self.apply(self.lifecycle.send_failed(uid, "internal: job or node unknown"))
                 continue
             link.running[uid] = job
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
@@ -537,7 +512,7 @@ class Engine:
             if job._deps is not None:
                 names, files = job._deps
                 if not upload.send_job_files(link, cs.cid, uid, files):
-                    self._apply(self.lifecycle.send_failed(
+                    self.apply(self.lifecycle.send_failed(
                         uid, "dispy_job_depends files could not be read"))
                     continue
                 bufs.append(names)
@@ -558,10 +533,10 @@ class Engine:
         if job._final:
             return -1
         out = self.lifecycle.cancel(job._uid)
-        self._apply(out)
+        self.apply(out)
         return 0 if out else -1
 
-    def _apply(self, out: list[Instruction]) -> None:
+    def apply(self, out: list[Instruction]) -> None:
         """Carry out what the job life cycle decided (lifecycle.py)."""
         for ins in out:
             if isinstance(ins, SendCancel):
@@ -627,7 +602,7 @@ class Engine:
         link.lost_at = None
         log.warning("node %s presumed dead (%s); %d running job(s) affected",
                     link.describe(), reason, len(link.running))
-        self._apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
+        self.apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
         link.running.clear()
         self.dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
         for cid, state in list(link.clusters.items()):
@@ -696,220 +671,9 @@ class Engine:
         cs.stall_reported = now
         known = [link for link in self.links.values()
                  if self.wants(cs, link.ip, link.port) is not None]
-        if not known:
-            targets = ", ".join(a.host for a in cs.allocs)
-            others = sorted(netif.host_port(ip, port) for ip, port in self.finder.unmatched)
-            if others:
-                log.warning("%r: %d job(s) waiting; %d node(s) answered but match none of"
-                            " nodes=[%s]: %s", cs.name, len(cs.jobs), len(others), targets,
-                            ", ".join(others[:20]))
-            else:
-                log.warning("%r: %d job(s) waiting; no node answered at all (looked for: %s)",
-                            cs.name, len(cs.jobs), targets)
-            return
-        lines = []
-        for link in known:
-            state = link.clusters.get(cs.cid)
-            why = state if state and state != "ready" else link.reason
-            if state == "setup":
-                why = "running setup"
-            lines.append(f"  {link.describe()}: {why}")
-        log.warning("%r: %d job(s) waiting; no node is usable:\n%s", cs.name, len(cs.jobs),
-                    "\n".join(lines))
+        log.warning("%s", stall_message(cs, known, self.finder.unmatched))
 
-    # ---- node control (cluster methods) -----------------------------------------------
-
-    def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:
-        """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
-        for link in self.links.values():
-            if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
-                    and (port is None or link.port == port)):
-                return link
-        return None
-
-    def node_readiness(self, cs: ClusterState, ip: str, port: int | None) -> tuple[Any, bool]:
-        """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
-        whether the node is still being connected or set up for ``cs`` (worth waiting
-        for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
-        link = self.find_link(cs, ip, port)
-        if link is not None:
-            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
-        links = [lk for lk in self.links.values() if lk.profile == cs.profile and lk.ip == ip
-                 and (port is None or lk.port == port)
-                 and self.wants(cs, lk.ip, lk.port) is not None]
-        if links:
-            return None, any(lk.state in ("connecting", "connected") for lk in links)
-        allocs = [a for a in cs.allocs if a.matches(ip, port)]
-        if any(not a.wildcard for a in allocs):
-            return None, True
-        # a pattern's nodes answer the discovery broadcast within moments, or not at all
-        return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
-
-    def allocate_node(self, cs: ClusterState, allocs: list) -> int:
-        """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
-        cs.allocs[:0] = allocs
-        cs.allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
-        for link in list(self.links.values()):
-            if link.profile != cs.profile or not any(a.matches(link.ip, link.port)
-                                                     for a in allocs):
-                continue
-            state = link.clusters.get(cs.cid)
-            if state == "deallocated":
-                link.clusters[cs.cid] = "ready"
-                self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
-            elif state is not None and state not in ("setup", "ready", "closing"):
-                del link.clusters[cs.cid]
-            if link.state == "connected":
-                self._consider(link, cs)
-        self.finder.ask(cs, allocs)
-        self.dispatch()
-        return 0
-
-    def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
-        """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
-        if link.clusters.get(cs.cid) != "ready":
-            return -1
-        link.clusters[cs.cid] = "deallocated"
-        self.core.node_unready(cs.cid, link.key)
-        return 0
-
-    def node_jobs(self, cs: ClusterState, link: NodeLink) -> list[DispyJob]:
-        return [job for job in link.running.values() if job._cluster is cs]
-
-    def set_node_cpus(self, cs: ClusterState, link: NodeLink, cpus: int) -> int:
-        node = link.node
-        if node is None:
-            return -1
-        n = min(cpus, node.cpus) if cpus > 0 else node.cpus + cpus
-        if n <= 0:
-            log.error("set_node_cpus(%s, %d): node has %d CPUs; none would be used",
-                      link.describe(), cpus, node.cpus)
-            return -1
-        cs.node_cpus[link.key] = n
-        if link.clusters.get(cs.cid) == "ready":
-            self.core.node_ready(cs.cid, link.key, n)
-            self.dispatch()
-        return n
-
-    async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
-        answer = await upload.send_file(link, cs.cid, path, os.path.basename(path),
-                                        self.msg_timeout * 3, confirm=True)
-        if isinstance(answer, dict) and answer.get("ok"):
-            return 0
-        reason = answer.get("reason") if isinstance(answer, dict) else "no answer from node"
-        log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
-        return -1
-
-    def close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
-                   resetup: bool = False) -> int:
-        """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
-        with ``resetup``, set the computation up there again (``allocate`` is asked again
-        for its CPUs and setup_args). No new job goes there from the moment this returns."""
-        if link.clusters.get(cs.cid) not in ("ready", "deallocated", "setup"):
-            return -1
-        link.clusters[cs.cid] = "closing"
-        self.core.node_unready(cs.cid, link.key)
-        if not resetup:
-            self._forget_node(cs, link, "was closed")
-        if terminate:
-            for job in self.node_jobs(cs, link):
-                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
-        asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
-        return 0
-
-    def _forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None:
+    def forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None:
         cs.nodes.pop(link.key, None)
-        self._apply(self.lifecycle.unpinned(cs.cid, link.key,
+        self.apply(self.lifecycle.unpinned(cs.cid, link.key,
                                             f"Cancelled: node {link.describe()} {why}"))
-
-    async def _close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
-                          resetup: bool) -> None:
-        while self.node_jobs(cs, link) and link.conn is not None:
-            await asyncio.sleep(0.05)
-        if link.conn is not None:
-            fut = asyncio.get_running_loop().create_future()
-            link.closing[cs.cid] = fut
-            link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
-            try:
-                await asyncio.wait_for(fut, self.msg_timeout + 15)
-            except asyncio.TimeoutError:
-                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
-        if link.clusters.get(cs.cid) != "closing":
-            return  # the node was lost meanwhile
-        alloc = self.wants(cs, link.ip, link.port)
-        node = link.node
-        if resetup and alloc is not None and node is not None and link.state == "connected":
-            cpus = self.sink.allocate(cs, link, alloc)
-            if cpus > 0:
-                cs.node_cpus[link.key] = min(cpus, node.cpus)
-                link.clusters[cs.cid] = "setup"
-                await self.set_up(link, cs, alloc)
-                return
-            self._forget_node(cs, link, "is not used any more (NodeAllocate gave 0 CPUs)")
-        link.clusters[cs.cid] = "closed: by close_node"
-        self.sink.status(cs, DispyNode.Closed, link.node, None)
-        self._release_idle_links()
-
-    # ---- closing --------------------------------------------------------------------
-
-    async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
-        """Close the computation on every node; release nodes no cluster uses any more."""
-        self._apply(self.lifecycle.cluster_closing(cs.cid))
-        waits = []
-        for link in list(self.links.values()):
-            state = link.clusters.pop(cs.cid, None)
-            if state is None or link.conn is None:
-                continue
-            fut = asyncio.get_running_loop().create_future()
-            link.closing[cs.cid] = fut
-            link.send({"op": "close", "cid": cs.cid, "terminate": terminate})
-            waits.append((link, fut, state))
-        for link, fut, state in waits:
-            try:
-                await asyncio.wait_for(fut, self.msg_timeout + 15)
-            except asyncio.TimeoutError:
-                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
-            self.core.node_unready(cs.cid, link.key)
-            if state == "ready":
-                self.sink.status(cs, DispyNode.Closed, link.node, None)
-        self._apply(self.lifecycle.cluster_closed(cs.cid))
-        for job in list(cs.jobs.values()):  # none are left; never leave one without a status
-            self.sink.finish(job, DispyJob.Cancelled, "Cancelled: cluster closed")
-        self.clusters.pop(cs.cid, None)
-        try:
-            if cs.journal.remove_cluster(cs.cid):
-                self.sink.forget_journal(cs.journal)
-        except Exception as exc:
-            log.warning("recover file %s not updated: %s", cs.journal.path, exc)
-        self._release_idle_links()
-
-    async def detach_cluster(self, cs: ClusterState) -> None:
-        """Let go of a cluster without closing it on its nodes: its jobs go on there and
-        stay in its recover file for a later ``recover_jobs`` (which uses this for the
-        jobs it reran when its ``timeout`` passes)."""
-        cs.journal.flush()
-        for uid in self.lifecycle.forget_cluster(cs.cid):
-            for link in self.links.values():
-                link.running.pop(uid, None)
-        for link in self.links.values():
-            link.clusters.pop(cs.cid, None)
-        self.clusters.pop(cs.cid, None)
-        journal: Journal = cs.journal
-        self.sink.forget_journal(journal)
-        journal.closed = True
-        journal.db.close()
-        self._release_idle_links()
-
-    def _release_idle_links(self) -> None:
-        """Disconnect from nodes that no open cluster uses, so other clients may."""
-        for link in list(self.links.values()):
-            if not any(s in ("setup", "ready", "deallocated", "closing")
-                       for s in link.clusters.values()) and link.conn is not None and not any(
-                    cs.profile == link.profile and self.wants(cs, link.ip, link.port)
-                    and link.clusters.get(cs.cid) is None for cs in self.clusters.values()):
-                self._flush_acks(link)
-                conn, link.conn = link.conn, None
-                link.state, link.reason = "new", "released"
-                self.core.remove_node(link.key)
-                if conn is not None:
-                    conn.close()

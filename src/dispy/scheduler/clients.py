@@ -197,7 +197,7 @@ class ClientService:
     async def close(self, cs: RemoteCluster, terminate: bool) -> None:
         """End a computation: its queued jobs are cancelled, running ones finish (or are
         terminated); the nodes it used serve the others."""
-        await self.engine.close_cluster(cs, terminate)
+        await self.engine.control.close_cluster(cs, terminate)
         self._forget(cs)
         cs.session.send({"op": "closed", "cid": cs.client_cid})
         log.info("computation %s closed", cs.describe())
@@ -261,7 +261,7 @@ class ClientService:
                          path: str) -> None:
         try:
             link = self._node(cs, header.get("node"))
-            rc = -1 if link is None else await self.engine.send_file(cs, link, path)
+            rc = -1 if link is None else await self.engine.control.send_file(cs, link, path)
             reason = "node is not set up for this computation" if link is None else (
                 "the node refused it (the scheduler's log says why)")
             _reply(session, header, ok=rc == 0, reason=None if rc == 0 else reason)
@@ -273,7 +273,7 @@ class ClientService:
             ip, port = str(node[0]), int(node[1])
         except (TypeError, ValueError, IndexError):
             return None
-        return self.engine.find_link(cs, ip, port)
+        return self.engine.control.find_link(cs, ip, port)
 
     # ---- jobs -------------------------------------------------------------------------
 
@@ -344,7 +344,7 @@ class ClientService:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             _reply(session, header, rc=-1, reason=f"invalid node: {exc}")
             return
-        _reply(session, header, rc=self.engine.allocate_node(cs, allocs))
+        _reply(session, header, rc=self.engine.control.allocate_node(cs, allocs))
 
     def node_control(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
         """deallocate_node, close_node, resetup_node and set_node_cpus of SharedJobCluster."""
@@ -358,9 +358,9 @@ class ClientService:
             return
         terminate = bool(header.get("terminate"))
         if op == "deallocate_node":
-            rc = self.engine.deallocate_node(cs, link)
+            rc = self.engine.control.deallocate_node(cs, link)
         elif op == "close_node":
-            rc = self.engine.close_node(cs, link, terminate)
+            rc = self.engine.control.close_node(cs, link, terminate)
         elif op == "set_node_cpus":
             if not (self.opts.cooperative or cs.exclusive):
                 _reply(session, header, rc=-1, reason="the node is shared: the scheduler"
@@ -368,14 +368,14 @@ class ClientService:
                        " computation)")
                 return
             try:
-                rc = self.engine.set_node_cpus(cs, link, int(header.get("cpus", 0)))
+                rc = self.engine.control.set_node_cpus(cs, link, int(header.get("cpus", 0)))
             except (TypeError, ValueError):
                 rc = -1
         else:
             if isinstance(header.get("cpus"), int) and bufs:
                 cs.per_node[link.key] = (header["cpus"], bufs[0],
                                          [str(p) for p in header.get("depends", ())])
-            rc = self.engine.close_node(cs, link, terminate, True)
+            rc = self.engine.control.close_node(cs, link, terminate, True)
         _reply(session, header, rc=rc)
 
 

@@ -1,0 +1,252 @@
+"""What a cluster's node methods do, on the engine's loop: find, allocate, deallocate,
+close or re-set-up a node, change its CPUs, send it a file; and closing or detaching a
+whole cluster. ``JobCluster``'s methods (cluster.py) and dispyscheduler's programs'
+requests (scheduler/clients.py) come here through ``Engine.control``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+from ..scheduling import SchedulerCore
+from ..scheduling.lifecycle import Instruction, JobLifecycle
+from . import upload
+from .clusterstate import ClusterState
+from .finder import NodeFinder
+from .job import DispyJob
+from .journal import Journal
+from .links import NodeLink
+from .nodes import DispyNode
+from .sink import JobSink
+
+log = logging.getLogger("dispy")
+
+#: Seconds after a cluster starts during which a node matching one of its patterns may
+#: still answer the discovery broadcast (``node_readiness``).
+DISCOVERY_WAIT = 3.0
+
+
+class ControlHost(Protocol):
+    """What node control needs of its engine (engine.py)."""
+
+    clusters: dict[str, Any]
+    links: dict[Hashable, NodeLink]
+    core: SchedulerCore
+    lifecycle: JobLifecycle
+    finder: NodeFinder
+    sink: JobSink
+    msg_timeout: float
+
+    def wants(self, cs: ClusterState, ip: str, port: int) -> Any: ...
+
+    def consider(self, link: NodeLink, cs: ClusterState) -> None: ...
+
+    def dispatch(self) -> bool: ...
+
+    def apply(self, out: list[Instruction]) -> None: ...
+
+    def forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None: ...
+
+    async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None: ...
+
+    def flush_acks(self, link: NodeLink) -> None: ...
+
+
+class NodeControl:
+    def __init__(self, engine: ControlHost) -> None:
+        self.engine = engine
+
+    def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:
+        """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
+        for link in self.engine.links.values():
+            if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
+                    and (port is None or link.port == port)):
+                return link
+        return None
+
+    def node_readiness(self, cs: ClusterState, ip: str, port: int | None) -> tuple[Any, bool]:
+        """(loop) (link, pending): the link to the node as ``find_link`` gives it, and
+        whether the node is still being connected or set up for ``cs`` (worth waiting
+        for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
+        link = self.find_link(cs, ip, port)
+        if link is not None:
+            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
+        links = [lk for lk in self.engine.links.values() if lk.profile == cs.profile and lk.ip == ip
+                 and (port is None or lk.port == port)
+                 and self.engine.wants(cs, lk.ip, lk.port) is not None]
+        if links:
+            return None, any(lk.state in ("connecting", "connected") for lk in links)
+        allocs = [a for a in cs.allocs if a.matches(ip, port)]
+        if any(not a.wildcard for a in allocs):
+            return None, True
+        # a pattern's nodes answer the discovery broadcast within moments, or not at all
+        return None, bool(allocs) and time.monotonic() - cs.created < DISCOVERY_WAIT
+
+    def allocate_node(self, cs: ClusterState, allocs: list) -> int:
+        """(loop) Add nodes to a cluster: set up new ones, reuse deallocated or closed ones."""
+        cs.allocs[:0] = allocs
+        cs.allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
+        for link in list(self.engine.links.values()):
+            if link.profile != cs.profile or not any(a.matches(link.ip, link.port)
+                                                     for a in allocs):
+                continue
+            state = link.clusters.get(cs.cid)
+            if state == "deallocated":
+                link.clusters[cs.cid] = "ready"
+                self.engine.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
+            elif state is not None and state not in ("setup", "ready", "closing"):
+                del link.clusters[cs.cid]
+            if link.state == "connected":
+                self.engine.consider(link, cs)
+        self.engine.finder.ask(cs, allocs)
+        self.engine.dispatch()
+        return 0
+
+    def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
+        """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
+        if link.clusters.get(cs.cid) != "ready":
+            return -1
+        link.clusters[cs.cid] = "deallocated"
+        self.engine.core.node_unready(cs.cid, link.key)
+        return 0
+
+    def node_jobs(self, cs: ClusterState, link: NodeLink) -> list[DispyJob]:
+        return [job for job in link.running.values() if job._cluster is cs]
+
+    def set_node_cpus(self, cs: ClusterState, link: NodeLink, cpus: int) -> int:
+        node = link.node
+        if node is None:
+            return -1
+        n = min(cpus, node.cpus) if cpus > 0 else node.cpus + cpus
+        if n <= 0:
+            log.error("set_node_cpus(%s, %d): node has %d CPUs; none would be used",
+                      link.describe(), cpus, node.cpus)
+            return -1
+        cs.node_cpus[link.key] = n
+        if link.clusters.get(cs.cid) == "ready":
+            self.engine.core.node_ready(cs.cid, link.key, n)
+            self.engine.dispatch()
+        return n
+
+    async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
+        answer = await upload.send_file(link, cs.cid, path, os.path.basename(path),
+                                        self.engine.msg_timeout * 3, confirm=True)
+        if isinstance(answer, dict) and answer.get("ok"):
+            return 0
+        reason = answer.get("reason") if isinstance(answer, dict) else "no answer from node"
+        log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
+        return -1
+
+    def close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
+                   resetup: bool = False) -> int:
+        """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
+        with ``resetup``, set the computation up there again (``allocate`` is asked again
+        for its CPUs and setup_args). No new job goes there from the moment this returns."""
+        if link.clusters.get(cs.cid) not in ("ready", "deallocated", "setup"):
+            return -1
+        link.clusters[cs.cid] = "closing"
+        self.engine.core.node_unready(cs.cid, link.key)
+        if not resetup:
+            self.engine.forget_node(cs, link, "was closed")
+        if terminate:
+            for job in self.node_jobs(cs, link):
+                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
+        asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
+        return 0
+
+    async def _close_node(self, cs: ClusterState, link: NodeLink, terminate: bool,
+                          resetup: bool) -> None:
+        while self.node_jobs(cs, link) and link.conn is not None:
+            await asyncio.sleep(0.05)
+        if link.conn is not None:
+            fut = asyncio.get_running_loop().create_future()
+            link.closing[cs.cid] = fut
+            link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
+            try:
+                await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
+            except asyncio.TimeoutError:
+                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
+        if link.clusters.get(cs.cid) != "closing":
+            return  # the node was lost meanwhile
+        alloc = self.engine.wants(cs, link.ip, link.port)
+        node = link.node
+        if resetup and alloc is not None and node is not None and link.state == "connected":
+            cpus = self.engine.sink.allocate(cs, link, alloc)
+            if cpus > 0:
+                cs.node_cpus[link.key] = min(cpus, node.cpus)
+                link.clusters[cs.cid] = "setup"
+                await self.engine.set_up(link, cs, alloc)
+                return
+            self.engine.forget_node(cs, link, "is not used any more (NodeAllocate gave 0 CPUs)")
+        link.clusters[cs.cid] = "closed: by close_node"
+        self.engine.sink.status(cs, DispyNode.Closed, link.node, None)
+        self.release_idle_links()
+
+    # ---- closing --------------------------------------------------------------------
+
+    async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
+        """Close the computation on every node; release nodes no cluster uses any more."""
+        self.engine.apply(self.engine.lifecycle.cluster_closing(cs.cid))
+        waits = []
+        for link in list(self.engine.links.values()):
+            state = link.clusters.pop(cs.cid, None)
+            if state is None or link.conn is None:
+                continue
+            fut = asyncio.get_running_loop().create_future()
+            link.closing[cs.cid] = fut
+            link.send({"op": "close", "cid": cs.cid, "terminate": terminate})
+            waits.append((link, fut, state))
+        for link, fut, state in waits:
+            try:
+                await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
+            except asyncio.TimeoutError:
+                log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
+            self.engine.core.node_unready(cs.cid, link.key)
+            if state == "ready":
+                self.engine.sink.status(cs, DispyNode.Closed, link.node, None)
+        self.engine.apply(self.engine.lifecycle.cluster_closed(cs.cid))
+        for job in list(cs.jobs.values()):  # none are left; never leave one without a status
+            self.engine.sink.finish(job, DispyJob.Cancelled, "Cancelled: cluster closed")
+        self.engine.clusters.pop(cs.cid, None)
+        try:
+            if cs.journal.remove_cluster(cs.cid):
+                self.engine.sink.forget_journal(cs.journal)
+        except Exception as exc:
+            log.warning("recover file %s not updated: %s", cs.journal.path, exc)
+        self.release_idle_links()
+
+    async def detach_cluster(self, cs: ClusterState) -> None:
+        """Let go of a cluster without closing it on its nodes: its jobs go on there and
+        stay in its recover file for a later ``recover_jobs`` (which uses this for the
+        jobs it reran when its ``timeout`` passes)."""
+        cs.journal.flush()
+        for uid in self.engine.lifecycle.forget_cluster(cs.cid):
+            for link in self.engine.links.values():
+                link.running.pop(uid, None)
+        for link in self.engine.links.values():
+            link.clusters.pop(cs.cid, None)
+        self.engine.clusters.pop(cs.cid, None)
+        journal: Journal = cs.journal
+        self.engine.sink.forget_journal(journal)
+        journal.closed = True
+        journal.db.close()
+        self.release_idle_links()
+
+    def release_idle_links(self) -> None:
+        """Disconnect from nodes that no open cluster uses, so other clients may."""
+        for link in list(self.engine.links.values()):
+            if not any(s in ("setup", "ready", "deallocated", "closing")
+                       for s in link.clusters.values()) and link.conn is not None and not any(
+                    cs.profile == link.profile and self.engine.wants(cs, link.ip, link.port)
+                    and link.clusters.get(cs.cid) is None for cs in self.engine.clusters.values()):
+                self.engine.flush_acks(link)
+                conn, link.conn = link.conn, None
+                link.state, link.reason = "new", "released"
+                self.engine.core.remove_node(link.key)
+                if conn is not None:
+                    conn.close()

@@ -1,0 +1,77 @@
+"""The way into the engine's loop from a program's threads.
+
+A program's engine runs its asyncio loop in a background thread; the user's threads
+hand work to it with ``post`` (batched: one wake-up for many submits, after which the
+engine dispatches once) or ``call`` (a coroutine whose result they wait for).
+dispyscheduler runs the engine on its own loop: no thread then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("dispy")
+
+
+class LoopThread:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None,
+                 after_batch: Callable[[], None]) -> None:
+        #: run on the loop after each batch of posted calls
+        self.after_batch = after_batch
+        self._inbox: deque = deque()
+        self._inbox_lock = threading.Lock()
+        self._wakeup_pending = False
+        self.thread: threading.Thread | None = None
+        if loop is not None:
+            self.loop = loop
+            return
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
+                                       daemon=True)
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def settle(self) -> None:
+        """Return once the loop handled everything posted so far; a no-op on the loop."""
+        thread = self.thread
+        if thread is None or threading.current_thread() is thread or not thread.is_alive():
+            return
+
+        async def nothing() -> None:
+            pass
+
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            self.call(nothing()).result(timeout=10)  # never hang a wait() on it
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the engine loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def post(self, fn: Any, *args: Any) -> None:
+        """Queue ``fn(*args)`` for the loop, waking it at most once per batch."""
+        with self._inbox_lock:
+            self._inbox.append((fn, args))
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        self.loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, deque()
+            self._wakeup_pending = False
+        for fn, args in items:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("engine: %s failed", getattr(fn, "__name__", fn))
+        self.after_batch()
