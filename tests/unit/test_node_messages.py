@@ -100,3 +100,34 @@ def test_stall_message_says_why_jobs_wait():
         stall_message(_Cluster(), [], [("10.9.9.9", 51348)])
     text = stall_message(_Cluster(), [_Link("setup", "connected"), _Link(None, "down")], [])
     assert "no node is usable" in text and "running setup" in text and ": down" in text
+
+
+def test_records_build_the_headers_their_parsers_accept():
+    from dispy.wire.messages import (
+        Ack,
+        Cancel,
+        Close,
+        Closed,
+        ComputationLost,
+        Compute,
+        File,
+        Job,
+        Pulse,
+        Reply,
+        Setup,
+        parse_request,
+    )
+    sent = [Compute(cid="c", name="n", pulse_interval=2.0), Setup(cid="c"),
+            Job(cid="c", uid="u", oob=0, timeout=1.5, priority=3), Cancel(cid="c", uid="u"),
+            Close(cid="c", terminate=True, keep=True), Ack(uids=["a", "b"]),
+            File(cid="c", path="x/y", size=3, offset=0, final=True, mtime=1.0, mode=0o600)]
+    for rec in sent:
+        header = rec.header()
+        assert header["op"] == rec.op and None not in header.values()
+        assert parse_request(header, [b""]) == rec
+    for msg in [SetupDone(cid="c", ok=True, cpus=2), Cpus(cpus=1), Closed(cid="c"),
+                ComputationLost(cid="c", reason="r"), Pulse(busy=1, avail_info={"cpu": 1.0}),
+                JobRefused(cid="c", uid="u", reason="r", status=9)]:
+        assert parse_node_message(msg.header()) == msg
+    assert Reply(reply="t1", ok=False, reason="no").header() == {
+        "op": "reply", "reply": "t1", "ok": False, "reason": "no"}

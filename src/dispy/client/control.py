@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import Instruction, JobLifecycle
+from ..wire import messages
 from . import upload
 from .clusterstate import ClusterState
 from .finder import NodeFinder
@@ -155,7 +156,7 @@ class NodeControl:
             self.engine.forget_node(cs, link, "was closed")
         if terminate:
             for job in self.node_jobs(cs, link):
-                link.send({"op": "cancel", "cid": cs.cid, "uid": job._uid})
+                link.send(messages.Cancel(cid=cs.cid, uid=job._uid))
         asyncio.get_running_loop().create_task(self._close_node(cs, link, terminate, resetup))
         return 0
 
@@ -166,7 +167,7 @@ class NodeControl:
         if link.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
-            link.send({"op": "close", "cid": cs.cid, "terminate": terminate, "keep": resetup})
+            link.send(messages.Close(cid=cs.cid, terminate=terminate, keep=resetup))
             try:
                 await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
             except asyncio.TimeoutError:
@@ -199,7 +200,7 @@ class NodeControl:
                 continue
             fut = asyncio.get_running_loop().create_future()
             link.closing[cs.cid] = fut
-            link.send({"op": "close", "cid": cs.cid, "terminate": terminate})
+            link.send(messages.Close(cid=cs.cid, terminate=terminate))
             waits.append((link, fut, state))
         for link, fut, state in waits:
             try:

@@ -446,7 +446,7 @@ class Engine:
             link.ack_timer = None
         if link.acks:
             self.sink.flush_journals()  # forget jobs durably before the node may drop results
-            link.send({"op": "ack", "uids": link.acks})
+            link.send(messages.Ack(uids=link.acks))
             link.acks = []
 
     # ---- job life cycle -------------------------------------------------------------
@@ -516,11 +516,12 @@ class Engine:
                         uid, "dispy_job_depends files could not be read"))
                     continue
                 bufs.append(names)
-            header = {"op": "job", "cid": cs.cid, "uid": uid, **joboptions.header_fields(job)}
+            opts = joboptions.header_fields(job)
             if job._oob:
-                header["oob"] = len(job._oob)
                 bufs += job._oob
-            link.send(header, bufs)
+            link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
+                                   timeout=opts.get("timeout"),
+                                   priority=opts.get("priority", 0)), bufs)
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
             if link.node is not None:
@@ -542,7 +543,7 @@ class Engine:
             if isinstance(ins, SendCancel):
                 link = self.links.get(ins.node)
                 if link is not None:
-                    link.send({"op": "cancel", "cid": ins.cid, "uid": ins.uid})
+                    link.send(messages.Cancel(cid=str(ins.cid), uid=ins.uid))
                 continue
             cs = self.clusters.get(str(getattr(ins, "cid", "")))
             job = cs.jobs.get(ins.uid) if cs is not None else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire.connection import Connection
+from ..wire.messages import Record
 from .nodes import DispyNode
 
 
@@ -50,7 +51,7 @@ class NodeLink:
     def key(self) -> tuple:
         return (self.ip, self.port, self.profile)
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+    def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         if self.conn is None or not self.conn.send(header, bufs):
             return False
         if self.node is not None:

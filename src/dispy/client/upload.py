@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from .. import config
+from ..wire import messages
 from .clusterstate import ClusterState
 
 log = logging.getLogger("dispy")
@@ -24,7 +25,7 @@ class Peer(Protocol):
 
     conn: Any
 
-    def send(self, header: dict, bufs: Any = ...) -> Any: ...
+    def send(self, header: dict | messages.Record, bufs: Any = ...) -> Any: ...
 
     def describe(self) -> str: ...
 
@@ -33,18 +34,17 @@ async def set_up(link: Peer, cs: ClusterState, files: list, setup_args: bytes,
                  timeout: float) -> None:
     """The computation, then its files, then setup_args: the node runs setup last."""
     log.debug("node %s: setting up %r (%d file(s))", link.describe(), cs.name, len(files))
-    link.send(
-        {"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
-         "cleanup": cs.cleanup is not False, "pulse_interval": cs.pulse_interval,
-         "kind": "program" if cs.package.program else "function"},
-        [cs.package.bundle],
-    )
+    link.send(messages.Compute(cid=cs.cid, name=cs.name, dest_path=cs.dest_path,
+                               cleanup=cs.cleanup is not False,
+                               pulse_interval=cs.pulse_interval,
+                               kind="program" if cs.package.program else "function"),
+              [cs.package.bundle])
     if cs.dest_path and files:
         files = await files_needed(link, cs.cid, files, timeout)
     for spec in files:
         if not await send_file(link, cs.cid, spec.local, spec.relpath, timeout):
             return
-    link.send({"op": "setup", "cid": cs.cid}, [setup_args])
+    link.send(messages.Setup(cid=cs.cid), [setup_args])
 
 
 async def files_needed(link: Peer, cid: str, files: list, timeout: float) -> list:
@@ -56,7 +56,7 @@ async def files_needed(link: Peer, cid: str, files: list, timeout: float) -> lis
         except OSError:
             return files  # the send reports the problem
         listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    answer = await request(link, {"op": "files_check", "cid": cid, "files": listing}, (),
+    answer = await request(link, messages.FilesCheck(cid=cid, files=listing).header(), (),
                            timeout)
     if not isinstance(answer, dict):
         return files
@@ -117,6 +117,6 @@ def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, byte
 
 def file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:
     """A "file" frame's header: the node keeps the exact mtime and mode."""
-    return {"op": "file", "cid": cid, "path": relpath, "size": st.st_size,
-            "mtime": st.st_mtime, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777,
-            "offset": offset, "final": final}
+    return messages.File(cid=cid, path=relpath, size=st.st_size, mtime=st.st_mtime,
+                         mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777, offset=offset,
+                         final=final).header()

@@ -39,8 +39,8 @@ def store(root: str, max_file_size: int, session: Session, header: dict,
     reply = header.get("reply")
     if comp is None or comp.failed:
         if reply is not None:
-            session.send({"op": "reply", "reply": reply, "ok": False,
-                          "reason": "computation is not set up on this node"})
+            session.send(messages.Reply(reply=reply, ok=False,
+                                        reason="computation is not set up on this node"))
         return
     job_uid = header.get("job")
     try:
@@ -51,14 +51,14 @@ def store(root: str, max_file_size: int, session: Session, header: dict,
             else:
                 comp.job_files.setdefault(str(job_uid), []).append(path)
             if reply is not None:
-                session.send({"op": "reply", "reply": reply, "ok": True})
+                session.send(messages.Reply(reply=reply, ok=True))
     except (ValueError, KeyError, TypeError, OSError) as exc:
         if str(header.get("path")) not in comp.refused_files:  # once, not per chunk
             comp.refused_files.add(str(header.get("path")))
             log.warning("refused file %r from %s: %s", header.get("path"),
                         session.describe(), why(exc))
         if reply is not None:  # cluster.send_file: the client reports it
-            session.send({"op": "reply", "reply": reply, "ok": False, "reason": str(exc)})
+            session.send(messages.Reply(reply=reply, ok=False, reason=str(exc)))
         elif job_uid is None:
             comp.failed = f"file transfer failed: {exc}"
         else:
@@ -81,7 +81,7 @@ def check(session: Session, header: dict) -> None:
             comp.files.append(path)
         else:
             need.append(entry.get("path"))
-    session.send({"op": "reply", "reply": header.get("reply"), "paths": need})
+    session.send(messages.Reply(reply=header.get("reply"), paths=need))
 
 
 def remove_client_dir(root: str, session: Session) -> None:

@@ -364,7 +364,7 @@ class NodeDaemon:
                 self.spawn(self.close_computation(comp, status, "computation closed", True,
                                                     release=not header.get("keep")))
             else:
-                session.send({"op": "closed", "cid": header.get("cid")})
+                session.send(messages.Closed(cid=messages.id_field(header, "cid")))
         else:
             log.warning("ignoring unknown request %r from %s", op, session.describe())
 
@@ -373,30 +373,29 @@ class NodeDaemon:
         log.warning("refused a request from %s: %s", session.describe(), reason)
         reply = header.get("reply")
         if isinstance(reply, str) and messages.ID.fullmatch(reply):
-            session.send({"op": "reply", "reply": reply, "ok": False, "reason": reason})
+            session.send(messages.Reply(reply=reply, ok=False, reason=reason))
 
     # ---- computations -----------------------------------------------------------
 
     def _compute(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         cid = str(header.get("cid"))
         if self.owner is not None and self.owner is not session:
-            session.send({"op": "setup_done", "cid": cid, "ok": False,
-                          "reason": f"node is busy with client {self.owner.describe()}"})
+            session.send(messages.SetupDone(
+                cid=cid, reason=f"node is busy with client {self.owner.describe()}"))
             return
         if not self.accepting:
-            session.send({"op": "setup_done", "cid": cid, "ok": False,
-                          "reason": "node is not accepting computations (shutting down)"})
+            session.send(messages.SetupDone(
+                cid=cid, reason="node is not accepting computations (shutting down)"))
             return
         if self.owner is None and self.service_state != service.OPEN:
-            session.send({"op": "setup_done", "cid": cid, "ok": False,
-                          "reason": f"node is {self.service_text()}"})
+            session.send(messages.SetupDone(cid=cid, reason=f"node is {self.service_text()}"))
             return
         try:
             directory = compfiles.computation_dir(self.root, session, cid, header.get("dest_path"))
         except (ValueError, OSError) as exc:
             log.warning("refused computation %r from %s: %s", str(header.get("name"))[:80],
                         session.describe(), why(exc))
-            session.send({"op": "setup_done", "cid": cid, "ok": False, "reason": why(exc)})
+            session.send(messages.SetupDone(cid=cid, reason=why(exc)))
             return
         self.owner = session
         session.orphan = False
@@ -416,7 +415,7 @@ class NodeDaemon:
         known.update(str(item[1].get("uid")) for item in self.jobs.waiting
                      if item[0].session is session)
         unknown = [uid for uid in header.get("uids", ()) if uid not in known]
-        session.send({"op": "reply", "reply": header.get("reply"), "unknown": unknown})
+        session.send(messages.Reply(reply=header.get("reply"), unknown=unknown))
 
     def _address_for(self, session: Session) -> str:
         """This node's address as the session's client knows it (dispy_node_ip_addr):
@@ -447,11 +446,11 @@ class NodeDaemon:
         log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
-            session.send({"op": "setup_done", "cid": comp.cid, "ok": False, "reason": comp.failed})
+            session.send(messages.SetupDone(cid=comp.cid, reason=comp.failed))
             await self.close_computation(comp, CANCELLED, "setup failed", notify=False)
             return
         comp.ready = True
-        session.send({"op": "setup_done", "cid": comp.cid, "ok": True, "cpus": self.cpus})
+        session.send(messages.SetupDone(cid=comp.cid, ok=True, cpus=self.cpus))
 
     async def close_computation(
         self, comp: Computation, status: int, reason: str, notify: bool, release: bool = True
@@ -469,7 +468,7 @@ class NodeDaemon:
         comp.remove_files(self.opts.force_cleanup)
         compfiles.remove_client_dir(self.root, session)  # before the client hears "closed"
         if notify:
-            session.send({"op": "closed", "cid": comp.cid})
+            session.send(messages.Closed(cid=comp.cid))
         log.info("computation %r from %s closed", comp.name, session.describe())
         if release:
             self._check_free(session)
@@ -504,8 +503,9 @@ class NodeDaemon:
                 if session.pulse_interval and session.conn is not None:
                     if now - last_pulse.get(session.sid, 0) >= session.pulse_interval:
                         last_pulse[session.sid] = now
-                        session.send({"op": "pulse", "busy": self.jobs.busy,
-                                      "avail_info": avail_info(self.opts.dest_path_prefix)})
+                        session.send(messages.Pulse(
+                            busy=self.jobs.busy,
+                            avail_info=avail_info(self.opts.dest_path_prefix)))
                 await self._check_zombie(session, now)
                 self.disk.save_results(session, older_than=now - 1.0)
             self.service_tick()
@@ -562,7 +562,7 @@ class NodeDaemon:
         self.service_state = state
         log.info("service window: %s", self.service_text())
         if self.owner is not None:
-            self.owner.send({"op": "cpus", "cpus": self.usable_cpus()})
+            self.owner.send(messages.Cpus(cpus=self.usable_cpus()))
         if state == service.OPEN:
             self.jobs.start_jobs()
             if self.owner is None:
@@ -571,8 +571,8 @@ class NodeDaemon:
         reason = f"node is {self.service_text()}"
         while self.jobs.waiting:
             comp, header, _ = self.jobs.waiting.popleft()
-            comp.session.send({"op": "job_refused", "cid": comp.cid, "uid": header["uid"],
-                               "reason": reason})
+            comp.session.send(messages.JobRefused(cid=comp.cid, uid=header["uid"],
+                                                  reason=reason))
         if state == service.CLOSED:
             self.jobs.kill_running(reason)
 
@@ -595,7 +595,7 @@ class NodeDaemon:
         self.cpus = max(0, min(ncpu, cpus if cpus >= 0 else ncpu + cpus))
         log.info("now using %d CPUs", self.cpus)
         if self.owner is not None:
-            self.owner.send({"op": "cpus", "cpus": self.usable_cpus()})
+            self.owner.send(messages.Cpus(cpus=self.usable_cpus()))
         self.jobs.start_jobs()
         if self.cpus and self.owner is None:
             self.announce()

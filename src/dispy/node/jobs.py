@@ -88,8 +88,8 @@ class JobRunner:
             reason = f"node is {self.node.service_text()}"
         if reason is not None:
             log.debug("job %s refused: %s", uid, reason)
-            session.send({"op": "job_refused", "cid": header.get("cid"), "uid": uid,
-                          "reason": reason})
+            session.send(messages.JobRefused(cid=messages.id_field(header, "cid"),
+                                             uid=str(uid), reason=reason))
             return
         assert comp is not None
         if uid in comp.running or any(c is comp and h["uid"] == uid for c, h, _ in self.waiting):
@@ -359,7 +359,7 @@ class JobRunner:
         comp.failed = reason
         comp.forking = 1
         self._forked(comp)
-        comp.session.send({"op": "computation_lost", "cid": comp.cid, "reason": reason})
+        comp.session.send(messages.ComputationLost(cid=comp.cid, reason=reason))
         for item in [i for i in self.waiting if i[0] is comp]:
             self.waiting.remove(item)
             self._refuse(comp, item[1]["uid"], reason)
@@ -378,7 +378,7 @@ class JobRunner:
                                                         notify=False))
 
     def _refuse(self, comp: Computation, uid: Any, reason: str) -> None:
-        comp.session.send({"op": "job_refused", "cid": comp.cid, "uid": uid, "reason": reason})
+        comp.session.send(messages.JobRefused(cid=comp.cid, uid=str(uid), reason=reason))
 
     def kill_running(self, reason: str) -> None:
         """Service end: kill running jobs; their clients resubmit them (reentrant) or
@@ -390,8 +390,8 @@ class JobRunner:
                         continue
                     self.killed.add(uid)
                     link.cancelled = True
-                    session.send({"op": "job_refused", "cid": comp.cid, "uid": uid,
-                                  "status": TERMINATED,
-                                  "reason": f"service window ended; job killed ({reason})"})
+                    session.send(messages.JobRefused(
+                        cid=comp.cid, uid=uid, status=TERMINATED,
+                        reason=f"service window ended; job killed ({reason})"))
                     comp.host.send({"op": "kill", "pid": link.pid})
                     log.info("job %s of %s killed at service end", uid, session.describe())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..wire.connection import Connection
+from ..wire.messages import Record
 from .computation import Computation
 
 
@@ -32,7 +33,7 @@ class Session:
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+    def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
 
     def flush(self) -> None:

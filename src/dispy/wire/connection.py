@@ -35,6 +35,7 @@ from .codec import (
     loads,
     nbytes,
 )
+from .messages import Record
 
 log = logging.getLogger("dispy.wire")
 
@@ -209,10 +210,13 @@ class Connection(asyncio.BufferedProtocol):
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def send(self, header: Header, buffers: Sequence[Buffer] = ()) -> bool:
-        """Queue a frame; frames queued in one loop iteration go out together."""
+    def send(self, header: Header | Record, buffers: Sequence[Buffer] = ()) -> bool:
+        """Queue a frame (a header, or a typed record of wire/messages.py); frames queued
+        in one loop iteration go out together."""
         if self.is_closing():
             return False
+        if isinstance(header, Record):
+            header = header.header()
         pieces, size, big = encode_sized(header, buffers)
         if not self._out and not self._flush_soon:
             self._flush_soon = True

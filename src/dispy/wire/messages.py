@@ -14,7 +14,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 #: ids (computation, job, transfer, reply tokens): also safe as one path component
 ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}")
@@ -25,8 +25,12 @@ class MessageError(ValueError):
     """A header that does not fit its op's record; the message is refused."""
 
 
-class Id(str):
+class _IdMark:
     """Marks a field that must match ``ID``."""
+
+
+#: an id field: a str (to mypy and to senders) that decoding checks against ``ID``
+Id = Annotated[str, _IdMark]
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,30 @@ class Record:
             values[f.name] = _check(f.name, header[f.name], hints[f.name])
         return cls(**values)
 
+    def header(self) -> dict[str, Any]:
+        """The frame header of this record: its op and every field that is set."""
+        out: dict[str, Any] = {"op": self.op}
+        for name in _names(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
 
 def _hints(cls: type) -> dict[str, Any]:
     cached = _HINTS.get(cls)
     if cached is None:
-        cached = _HINTS[cls] = typing.get_type_hints(cls)
+        cached = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
     return cached
 
 
@@ -74,7 +97,7 @@ def _check(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list) or len(value) > MAX_LIST:
             raise MessageError(f"{name!r} is not a list")
         return [_check(name, v, item) for v in value]
-    if hint is Id:
+    if origin is Annotated and _IdMark in getattr(hint, "__metadata__", ()):
         if not isinstance(value, str) or not ID.fullmatch(value):
             raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
         return value
@@ -114,7 +137,7 @@ def _nonneg(name: str, value: int) -> None:
 @dataclass(frozen=True)
 class Compute(Record):
     op: ClassVar[str] = "compute"
-    cid: Id = Id("")
+    cid: Id = ""
     name: str = "?"
     dest_path: str | None = None
     cleanup: bool = True
@@ -125,14 +148,14 @@ class Compute(Record):
 @dataclass(frozen=True)
 class Setup(Record):
     op: ClassVar[str] = "setup"
-    cid: Id = Id("")
+    cid: Id = ""
 
 
 @dataclass(frozen=True)
 class Job(Record):
     op: ClassVar[str] = "job"
-    cid: Id = Id("")
-    uid: Id = Id("")
+    cid: Id = ""
+    uid: Id = ""
     oob: int = 0
     pin: list[Any] | None = None
     #: seconds the job may run (the node ends it Terminated after that)
@@ -144,14 +167,14 @@ class Job(Record):
 @dataclass(frozen=True)
 class Cancel(Record):
     op: ClassVar[str] = "cancel"
-    cid: Id = Id("")
-    uid: Id = Id("")
+    cid: Id = ""
+    uid: Id = ""
 
 
 @dataclass(frozen=True)
 class Close(Record):
     op: ClassVar[str] = "close"
-    cid: Id = Id("")
+    cid: Id = ""
     terminate: bool = False
     keep: bool = False
 
@@ -171,7 +194,7 @@ class JobsQuery(Record):
 @dataclass(frozen=True)
 class File(Record):
     op: ClassVar[str] = "file"
-    cid: Id = Id("")
+    cid: Id = ""
     path: str = ""
     size: int = 0
     offset: int = 0
@@ -187,14 +210,14 @@ class File(Record):
 @dataclass(frozen=True)
 class FilesCheck(Record):
     op: ClassVar[str] = "files_check"
-    cid: Id = Id("")
+    cid: Id = ""
     files: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Schedule(Record):
     op: ClassVar[str] = "schedule"
-    cid: Id = Id("")
+    cid: Id = ""
 
 
 @dataclass(frozen=True)
@@ -202,7 +225,7 @@ class NodeControl(Record):
     """allocate_node, deallocate_node, close_node, resetup_node, set_node_cpus
     (dispyscheduler)."""
     op: ClassVar[str] = "node_control"
-    cid: Id = Id("")
+    cid: Id = ""
     node: list[Any] | None = None
     allocs: list[Any] | None = None
     terminate: bool = False
@@ -264,7 +287,7 @@ def id_field(header: dict[str, Any], name: str) -> str:
 class Done(Record):
     """A job's result; buffers: result, stdout, stderr, then out-of-band ones."""
     op: ClassVar[str] = "done"
-    uid: Id = Id("")
+    uid: Id = ""
     cid: Id | None = None
     status: int = 0
     start_time: float = 0.0
@@ -286,14 +309,14 @@ class Done(Record):
             raise MessageError("'done' with malformed times")
         if exc is not None and not isinstance(exc, str):
             raise MessageError("'done' with a malformed 'exception'")
-        return cls(uid=Id(uid), status=status, start_time=float(start),
+        return cls(uid=uid, status=status, start_time=float(start),
                    end_time=float(end), exception=exc, oob=oob)
 
 
 @dataclass(frozen=True)
 class SetupDone(Record):
     op: ClassVar[str] = "setup_done"
-    cid: Id = Id("")
+    cid: Id = ""
     ok: bool = False
     reason: str | None = None
     cpus: int | None = None
@@ -302,14 +325,14 @@ class SetupDone(Record):
 @dataclass(frozen=True)
 class Provisional(Record):
     op: ClassVar[str] = "provisional"
-    uid: Id = Id("")
+    uid: Id = ""
     cid: Id | None = None
 
 
 @dataclass(frozen=True)
 class JobRefused(Record):
     op: ClassVar[str] = "job_refused"
-    uid: Id = Id("")
+    uid: Id = ""
     cid: Id | None = None
     reason: str | None = None
     #: Terminated when the node killed it (its service window ended)
@@ -319,14 +342,14 @@ class JobRefused(Record):
 @dataclass(frozen=True)
 class ComputationLost(Record):
     op: ClassVar[str] = "computation_lost"
-    cid: Id = Id("")
+    cid: Id = ""
     reason: str = "?"
 
 
 @dataclass(frozen=True)
 class Closed(Record):
     op: ClassVar[str] = "closed"
-    cid: Id = Id("")
+    cid: Id = ""
 
 
 @dataclass(frozen=True)
@@ -340,7 +363,7 @@ class Pulse(Record):
 class SendFile(Record):
     """A job's ``dispy_send_file``; buffers: the file's bytes."""
     op: ClassVar[str] = "send_file"
-    cid: Id = Id("")
+    cid: Id = ""
     path: str = ""
     size: int = 0
     mtime: float | None = None
@@ -352,6 +375,18 @@ class Cpus(Record):
     """The node's usable CPUs changed (dispyadmin, service window)."""
     op: ClassVar[str] = "cpus"
     cpus: int = 0
+
+
+@dataclass(frozen=True)
+class Reply(Record):
+    """The answer to a request that named a ``reply`` token."""
+    op: ClassVar[str] = "reply"
+    ok: bool | None = None
+    reason: str | None = None
+    #: files_check: the files the node lacks
+    paths: list[str] | None = None
+    #: jobs_query: the jobs the node does not know
+    unknown: list[str] | None = None
 
 
 NODE_MESSAGES: dict[str, type[Record]] = {
