@@ -21,7 +21,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..wire import tls
+from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -258,7 +258,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
     if welcome is not None:
         welcome.update(said)
     pending = set(cids)
-    conn.send({"op": "jobs_query", "uids": list(pending), "reply": "q"})
+    conn.send(messages.JobsQuery(uids=list(pending), reply="q"))
     terminated = False
     try:
         while pending:
@@ -268,7 +268,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
                     break
                 terminated = True  # cancel what is left, then wait for those results
                 for uid in pending:
-                    conn.send({"op": "cancel", "cid": cids[uid], "uid": uid})
+                    conn.send(messages.Cancel(cid=cids[uid], uid=uid))
                 deadline = time.monotonic() + config.MsgTimeout
                 continue
             try:
@@ -281,7 +281,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
                 if uid in pending:
                     pending.discard(uid)
                     done(uid, header, bufs)  # kept (durably, if it must be) before the ack
-                conn.send({"op": "ack", "uids": [uid]})
+                conn.send(messages.Ack(uids=[uid]))
             elif op == "reply" and header.get("reply") == "q":
                 for uid in header.get("unknown", ()):
                     if uid in pending:
@@ -289,7 +289,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
                         unknown(uid)
         if not pending:
             for cid in sorted(set(cids.values())):
-                conn.send({"op": "close", "cid": cid, "terminate": terminate})
+                conn.send(messages.Close(cid=cid, terminate=terminate))
         await asyncio.wait_for(conn.drain(), config.MsgTimeout)
     except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
         return f"connection to node {where} lost: {exc or exc.__class__.__name__}"

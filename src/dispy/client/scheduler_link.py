@@ -7,6 +7,7 @@ results again when it comes back; jobs lost with a broken connection are sent ag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..wire import tls
+from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -76,7 +77,7 @@ class SchedulerLink:
     def describe(self) -> str:
         return f"dispyscheduler {self.ip}:{self.port}"
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+    def send(self, header: dict | messages.Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
 
     # ---- connection ---------------------------------------------------------------
@@ -166,7 +167,7 @@ class SchedulerLink:
         """Frames may have been lost with the connection: ask which jobs it lacks."""
         uids = list(self.jobs)
         if uids:
-            self.send({"op": "jobs_query", "uids": uids, "reply": "resend"})
+            self.send(messages.JobsQuery(uids=uids, reply="resend"))
 
     def _resend_answer(self, unknown: list) -> None:
         for uid in unknown:
@@ -205,7 +206,7 @@ class SchedulerLink:
     def _flush_acks(self) -> None:
         if self.acks:
             self.engine.local.flush_journals()  # forget jobs durably before the results go
-            self.send({"op": "ack", "uids": self.acks})
+            self.send(messages.Ack(uids=self.acks))
             self.acks = []
 
     # ---- messages from the scheduler ----------------------------------------------
@@ -305,7 +306,7 @@ class SchedulerLink:
         """The scheduler asks what an overridden NodeAllocate.allocate says for a node."""
         cs = self.clusters.get(str(header.get("cid")))
         info = header.get("node") or {}
-        answer: dict = {"op": "reply", "reply": header.get("reply"), "cpus": 0}
+        answer = messages.Reply(reply=messages.id_field(header, "reply") or None, cpus=0)
         try:
             alloc = cs.allocs[int(header.get("alloc", -1))] if cs is not None else None
         except (IndexError, ValueError):
@@ -328,7 +329,7 @@ class SchedulerLink:
             if not await self._upload(cs.cid, os.path.abspath(path), rel):
                 self.send(answer)
                 return
-        self.send({**answer, "cpus": cpus, "depends": depends},
+        self.send(dataclasses.replace(answer, cpus=cpus, depends=depends),
                   [cloudpickle.dumps(alloc.setup_args)])
 
     def _admission(self, header: dict) -> None:
@@ -345,7 +346,7 @@ class SchedulerLink:
 
     # ---- requests -------------------------------------------------------------------
 
-    async def request(self, header: dict, bufs: list | tuple = ()) -> dict | None:
+    async def request(self, header: dict | messages.Record, bufs: list | tuple = ()) -> dict | None:
         if self.conn is None:
             return None
         return await self.conn.request(header, bufs, config.MsgTimeout * 3)
@@ -378,17 +379,17 @@ class SchedulerLink:
         for alloc in cs.allocs:
             if not _custom(alloc):
                 files = files + cs.node_files(alloc)
-        self.send({"op": "compute", "cid": cs.cid, "name": cs.name, "dest_path": cs.dest_path,
-                   "cleanup": cs.cleanup is not False, "reentrant": cs.reentrant,
-                   "exclusive": cs.exclusive, "program": cs.package.program,
-                   "files": [spec.relpath for spec in cs.package.files], "allocs": specs},
-                  [cs.package.bundle, *blobs])
+        self.send(messages.SharedCompute(
+            cid=cs.cid, name=cs.name, dest_path=cs.dest_path, cleanup=cs.cleanup is not False,
+            reentrant=bool(cs.reentrant), exclusive=bool(cs.exclusive),
+            program=cs.package.program, files=[spec.relpath for spec in cs.package.files],
+            allocs=specs), [cs.package.bundle, *blobs])
         for spec in files:
             if not await self._upload(cs.cid, spec.local, spec.relpath):
                 break
         fut = asyncio.get_running_loop().create_future()
         self.answers[cs.cid] = fut
-        self.send({"op": "schedule", "cid": cs.cid})
+        self.send(messages.Schedule(cid=cs.cid))
         try:
             answer = await asyncio.wait_for(fut, config.MsgTimeout * 6)
         except asyncio.TimeoutError:
@@ -431,13 +432,13 @@ class SchedulerLink:
                 self.send({**file_header(cs.cid, spec.relpath, st, 0, True),
                            "job": job._uid}, [data])
             bufs.append(names)
-        header = {"op": "job", "cid": cs.cid, "uid": job._uid, **joboptions.header_fields(job)}
-        if job._pin is not None:
-            header["pin"] = list(job._pin)
+        opts = joboptions.header_fields(job)
         if job._oob:  # big byte strings of the arguments, as the node takes them
-            header["oob"] = len(job._oob)
             bufs += job._oob
-        self.send(header, bufs)
+        self.send(messages.Job(cid=cs.cid, uid=job._uid, oob=len(job._oob or ()),
+                               pin=list(job._pin) if job._pin is not None else None,
+                               timeout=opts.get("timeout"), priority=opts.get("priority", 0)),
+                  bufs)
 
     def cancel(self, job: DispyJob) -> int:
         if job._final:
@@ -445,14 +446,14 @@ class SchedulerLink:
         if job._uid not in self.jobs:
             self.engine.local.finish(job, DispyJob.Cancelled, "Cancelled")
             return 0
-        self.send({"op": "cancel", "cid": job._cluster.cid, "uid": job._uid})
+        self.send(messages.Cancel(cid=job._cluster.cid, uid=job._uid))
         return 0
 
     async def close_cluster(self, cs: ClusterState, terminate: bool) -> None:
         if cs.cid in self.clusters and self.conn is not None:
             fut = asyncio.get_running_loop().create_future()
             self.closing[cs.cid] = fut
-            self.send({"op": "close", "cid": cs.cid, "terminate": terminate})
+            self.send(messages.Close(cid=cs.cid, terminate=terminate))
             try:
                 await asyncio.wait_for(fut, config.MsgTimeout + 15)
             except asyncio.TimeoutError:

@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
-from ..wire import netif
+from ..wire import messages, netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
 from .nodes import ClusterStatus, DispyNode, node_address
@@ -191,17 +191,17 @@ class SharedJobCluster(JobCluster):
         is exclusive); otherwise refused (-1, logged): the node is shared."""
         found = self._find_node(node, "set_node_cpus")
         return -1 if found is None else self._control(
-            {"op": "set_node_cpus", "cid": self._state.cid,
-             "node": [found.ip_addr, found.port], "cpus": int(cpus)})
+            messages.SetNodeCpus(cid=self._state.cid, node=[found.ip_addr, found.port],
+                                 cpus=int(cpus)))
 
-    def _control(self, header: dict, bufs: list | tuple = ()) -> int:
+    def _control(self, request: messages.NodeControl, bufs: list | tuple = ()) -> int:
         assert self._link is not None
-        answer = self._engine.call(self._link.request(header, bufs)).result()
+        answer = self._engine.call(self._link.request(request, bufs)).result()
         if not isinstance(answer, dict):
-            log.error("cluster %r: %s: no answer from the scheduler", self._name, header["op"])
+            log.error("cluster %r: %s: no answer from the scheduler", self._name, request.op)
             return -1
         if answer.get("rc", -1) != 0 and answer.get("reason"):
-            log.error("cluster %r: %s: %s", self._name, header["op"], answer["reason"])
+            log.error("cluster %r: %s: %s", self._name, request.op, answer["reason"])
         return int(answer.get("rc", -1))
 
     def allocate_node(self, node: Any) -> int:
@@ -216,20 +216,18 @@ class SharedJobCluster(JobCluster):
 
         first = self._engine.call(add()).result()
         specs, blobs = alloc_specs(allocs, first)
-        return self._control({"op": "allocate_node", "cid": self._state.cid, "allocs": specs},
-                             blobs)
+        return self._control(messages.AllocateNode(cid=self._state.cid, allocs=specs), blobs)
 
     def deallocate_node(self, node: Any) -> int:
         found = self._find_node(node, "deallocate_node")
         return -1 if found is None else self._control(
-            {"op": "deallocate_node", "cid": self._state.cid,
-             "node": [found.ip_addr, found.port]})
+            messages.DeallocateNode(cid=self._state.cid, node=[found.ip_addr, found.port]))
 
     def close_node(self, node: Any, terminate_pending: bool = False) -> int:
         found = self._find_node(node, "close_node")
         return -1 if found is None else self._control(
-            {"op": "close_node", "cid": self._state.cid, "node": [found.ip_addr, found.port],
-             "terminate": terminate_pending})
+            messages.CloseNode(cid=self._state.cid, node=[found.ip_addr, found.port],
+                               terminate=terminate_pending))
 
     def resetup_node(self, node: Any, terminate_pending: bool = False) -> int:
         """As JobCluster's: the NodeAllocate's ``allocate`` is asked again here, and setup
@@ -255,10 +253,11 @@ class SharedJobCluster(JobCluster):
             if not self._engine.call(self._link._upload(self._state.cid, os.path.abspath(path),
                                                         rel)).result():
                 return -1
-        return self._control({"op": "resetup_node", "cid": self._state.cid,
-                              "node": [found.ip_addr, found.port],
-                              "terminate": terminate_pending, "cpus": cpus,
-                              "depends": depends}, [cloudpickle.dumps(alloc.setup_args)])
+        return self._control(messages.ResetupNode(cid=self._state.cid,
+                                                  node=[found.ip_addr, found.port],
+                                                  terminate=terminate_pending, cpus=cpus,
+                                                  depends=depends),
+                             [cloudpickle.dumps(alloc.setup_args)])
 
     def send_file(self, path: str, node: Any) -> int:
         if not os.path.isfile(path):

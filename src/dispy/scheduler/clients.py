@@ -54,7 +54,7 @@ class ClientSession:
         #: its previous run sent them to (scheduler/restore.py)
         self.recovering: dict[str, str] = {}
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> bool:
+    def send(self, header: dict | messages.Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
 
     def result(self, header: dict, bufs: list) -> None:
@@ -64,7 +64,8 @@ class ClientSession:
             self.journal.ended(self.sid, str(header["uid"]), header, bufs)
         self.send(header, bufs)
 
-    async def request(self, header: dict, bufs: list | tuple = ()) -> tuple | None:
+    async def request(self, header: dict | messages.Record,
+                      bufs: list | tuple = ()) -> tuple | None:
         """Ask the client and wait for its reply: (header, bufs), or None."""
         if self.conn is None:
             return None
@@ -83,7 +84,7 @@ class ClientSession:
 
 def _reply(session: ClientSession, header: dict, **answer: Any) -> None:
     if header.get("reply") is not None:
-        session.send({"op": "reply", "reply": header["reply"], **answer})
+        session.send(messages.Reply(reply=header["reply"], **answer))
 
 
 class ClientService:
@@ -138,7 +139,7 @@ class ClientService:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("refused computation %r of %s: %s", str(header.get("name"))[:80],
                         session.describe(), exc)
-            session.send({"op": "refused", "cid": ccid, "reason": f"invalid computation: {exc}"})
+            session.send(messages.Refused(cid=ccid, reason=f"invalid computation: {exc}"))
             return
         cid = f"b{self.boot}s{next(self._cids)}.{ccid}"
         opts = self.opts
@@ -166,7 +167,7 @@ class ClientService:
         if cs is None:
             return
         if cs.failed:
-            session.send({"op": "refused", "cid": cs.client_cid, "reason": cs.failed})
+            session.send(messages.Refused(cid=cs.client_cid, reason=cs.failed))
             self._forget(cs)
             return
         if session.journal is not None and cs.request is not None:
@@ -179,13 +180,13 @@ class ClientService:
         reason = (f"{'exclusive ' if cs.exclusive else ''}computation waits for "
                   f"{', '.join(names) or 'its turn'}")
         log.info("computation %s %s", cs.describe(), reason)
-        session.send({"op": "waiting", "cid": cs.client_cid, "reason": reason})
+        session.send(messages.Waiting(cid=cs.client_cid, reason=reason))
 
     def _start(self, cs: RemoteCluster) -> None:
         log.info("computation %s scheduled%s", cs.describe(),
                  " (exclusive: it has every node to itself)" if cs.exclusive else "")
         self.engine.add_cluster(cs)
-        cs.session.send({"op": "scheduled", "cid": cs.client_cid})
+        cs.session.send(messages.Scheduled(cid=cs.client_cid))
         self.engine.dispatch()
 
     def admit_waiting(self) -> None:
@@ -199,7 +200,7 @@ class ClientService:
         terminated); the nodes it used serve the others."""
         await self.engine.control.close_cluster(cs, terminate)
         self._forget(cs)
-        cs.session.send({"op": "closed", "cid": cs.client_cid})
+        cs.session.send(messages.Closed(cid=cs.client_cid))
         log.info("computation %s closed", cs.describe())
         self.admit_waiting()
 
@@ -213,7 +214,7 @@ class ClientService:
     def close_request(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
         cs = session.clusters.get(str(header.get("cid")))
         if cs is None:
-            session.send({"op": "closed", "cid": header.get("cid")})
+            session.send(messages.Closed(cid=messages.id_field(header, "cid")))
             return
         self.spawn(self.close(cs, bool(header.get("terminate"))))
 

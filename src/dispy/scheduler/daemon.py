@@ -21,7 +21,7 @@ from .. import config, fsafe
 from .._version import __version__
 from ..client.engine import Engine
 from ..client.links import Profile
-from ..wire import auth, connection, handshake, heap, tls
+from ..wire import auth, connection, handshake, heap, messages, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -192,7 +192,7 @@ class SchedulerDaemon:
             await asyncio.get_running_loop().run_in_executor(None, monitor.shutdown)
         if self.service is not None:
             for cs in list(self.service.computations.values()):
-                cs.session.send({"op": "scheduler_stopping", "cid": cs.client_cid})
+                cs.session.send(messages.SchedulerStopping(cid=cs.client_cid))
                 await self.service.close(cs, terminate=True)
         for session in self.sessions.values():
             if session.conn is not None:

@@ -192,8 +192,8 @@ class ProgramSink:
     async def _ask_client(self, link: NodeLink, cs: RemoteCluster, alloc: SharedAlloc) -> None:
         if link.node is None:  # lost before we asked
             return
-        answer = await cs.session.request({"op": "allocate", "cid": cs.client_cid,
-                                           "alloc": alloc.index, "node": node_info(link.node)})
+        answer = await cs.session.request(messages.AskAllocate(
+            cid=cs.client_cid, alloc=alloc.index, node=node_info(link.node)))
         if link.clusters.get(cs.cid) != "setup" or link.node is None:
             return
         header, bufs = answer if answer is not None else ({}, [])
@@ -263,17 +263,17 @@ class ProgramSink:
             return  # the client knows a job it just submitted is queued
         cs = job._cluster
         link = self._links().get(job._key) if job.status == DispyJob.Running else None
-        cs.session.send({"op": "job_status", "cid": cs.client_cid, "uid": job.client_uid,
-                         "status": job.status, "start_time": job.start_time,
-                         "ip": link.ip if link else None, "port": link.port if link else None})
+        cs.session.send(messages.JobStatus(
+            cid=cs.client_cid, uid=job.client_uid, status=job.status,
+            start_time=job.start_time, ip=link.ip if link else None,
+            port=link.port if link else None))
 
     def provisional(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         if job is None or job._final:
             return
         assert isinstance(job, RelayedJob)
         cs = job._cluster
-        cs.session.send({"op": "provisional", "cid": cs.client_cid, "uid": job.client_uid},
-                        bufs)
+        cs.session.send(messages.Provisional(cid=cs.client_cid, uid=job.client_uid), bufs)
 
     def file_from_node(self, source: str, header: dict, bufs: list[bytes]) -> None:
         assert self.engine is not None
@@ -286,8 +286,8 @@ class ProgramSink:
         if self.observer is not None:
             self.observer(cs, status, node, job)
         if node is not None:
-            cs.session.send({"op": "node", "cid": cs.client_cid, "status": status,
-                             "node": node_info(node)})
+            cs.session.send(messages.NodeEvent(cid=cs.client_cid, status=status,
+                                               node=node_info(node)))
 
     def reports_stall(self, cs: Any) -> bool:
         return cs.session.conn is not None  # nobody to tell while its program is away

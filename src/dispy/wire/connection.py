@@ -273,16 +273,18 @@ class Connection(asyncio.BufferedProtocol):
             self._drain_waiters.append(fut)
             await fut
 
-    async def request(self, header: Header, buffers: Sequence[Buffer] = (),
+    async def request(self, header: Header | Record, buffers: Sequence[Buffer] = (),
                       timeout: float = 30.0) -> Header | None:
         """Send ``header`` and wait for the peer's ``reply`` to it (None: none came)."""
         answer = await self.request_frame(header, buffers, timeout)
         return None if answer is None else answer[0]
 
-    async def request_frame(self, header: Header, buffers: Sequence[Buffer] = (),
+    async def request_frame(self, header: Header | Record, buffers: Sequence[Buffer] = (),
                             timeout: float = 30.0) -> Message | None:
         """``request``, with the reply's buffers. Replies are routed while a task reads
         with ``recv``."""
+        if isinstance(header, Record):
+            header = header.header()
         token = secrets.token_hex(8)
         fut = self.loop.create_future()
         self._replies[token] = fut

@@ -233,6 +233,38 @@ class NodeControl(Record):
     depends: list[str] | None = None
 
 
+class AllocateNode(NodeControl):
+    op: ClassVar[str] = "allocate_node"
+
+
+class DeallocateNode(NodeControl):
+    op: ClassVar[str] = "deallocate_node"
+
+
+class CloseNode(NodeControl):
+    op: ClassVar[str] = "close_node"
+
+
+class ResetupNode(NodeControl):
+    op: ClassVar[str] = "resetup_node"
+
+
+class SetNodeCpus(NodeControl):
+    op: ClassVar[str] = "set_node_cpus"
+
+
+@dataclass(frozen=True)
+class SharedCompute(Compute):
+    """A computation given to dispyscheduler: also how it is shared and its nodes."""
+    reentrant: bool = False
+    exclusive: bool = False
+    program: str | None = None
+    #: relative paths of the files that follow (depends)
+    files: list[str] = field(default_factory=list)
+    #: NodeAllocate specs (client/nodes.py alloc_specs); setup_args blobs follow
+    allocs: list[Any] = field(default_factory=list)
+
+
 #: the fields each op must carry (beyond defaults): ids a handler relies on
 REQUIRED: dict[str, tuple[str, ...]] = {
     "compute": ("cid",), "setup": ("cid",), "job": ("cid", "uid"), "cancel": ("cid", "uid"),
@@ -244,8 +276,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 CLIENT_REQUESTS: dict[str, type[Record]] = {
     "compute": Compute, "setup": Setup, "job": Job, "cancel": Cancel, "close": Close,
     "ack": Ack, "jobs_query": JobsQuery, "file": File, "files_check": FilesCheck,
-    "schedule": Schedule, "allocate_node": NodeControl, "deallocate_node": NodeControl,
-    "close_node": NodeControl, "resetup_node": NodeControl, "set_node_cpus": NodeControl,
+    "schedule": Schedule, "allocate_node": AllocateNode, "deallocate_node": DeallocateNode,
+    "close_node": CloseNode, "resetup_node": ResetupNode, "set_node_cpus": SetNodeCpus,
 }
 
 
@@ -387,6 +419,72 @@ class Reply(Record):
     paths: list[str] | None = None
     #: jobs_query: the jobs the node does not know
     unknown: list[str] | None = None
+    #: dispyscheduler's node control: 0, or -1 (with ``reason``)
+    rc: int | None = None
+    #: a program's NodeAllocate.allocate for dispyscheduler: CPUs and files for the node
+    cpus: int | None = None
+    depends: list[str] | None = None
+
+
+# ---- what dispyscheduler sends a program (besides the node messages it relays) ----------
+
+
+@dataclass(frozen=True)
+class Scheduled(Record):
+    """The computation is admitted: its jobs run."""
+    op: ClassVar[str] = "scheduled"
+    cid: Id = ""
+
+
+@dataclass(frozen=True)
+class Waiting(Record):
+    """The computation waits (another one holds the nodes exclusively)."""
+    op: ClassVar[str] = "waiting"
+    cid: Id = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Refused(Record):
+    op: ClassVar[str] = "refused"
+    cid: Id = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulerStopping(Record):
+    op: ClassVar[str] = "scheduler_stopping"
+    cid: Id = ""
+
+
+@dataclass(frozen=True)
+class JobStatus(Record):
+    """A job of the program changed status at the scheduler (queued again, running)."""
+    op: ClassVar[str] = "job_status"
+    cid: Id = ""
+    uid: Id = ""
+    status: int = 0
+    start_time: float | None = None
+    ip: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeEvent(Record):
+    """A node event of the computation (DispyNode status), with the node as JSON."""
+    op: ClassVar[str] = "node"
+    cid: Id = ""
+    status: int = 0
+    node: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AskAllocate(Record):
+    """What does the program's own NodeAllocate.allocate say for this node?"""
+    op: ClassVar[str] = "allocate"
+    cid: Id = ""
+    alloc: int = 0
+    node: dict = field(default_factory=dict)
 
 
 NODE_MESSAGES: dict[str, type[Record]] = {
