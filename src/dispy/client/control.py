@@ -55,7 +55,6 @@ class ControlHost(Protocol):
 
     async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None: ...
 
-    def flush_acks(self, link: NodeLink) -> None: ...
 
 
 class NodeControl:
@@ -245,7 +244,7 @@ class NodeControl:
                        for s in link.clusters.values()) and link.conn is not None and not any(
                     cs.profile == link.profile and self.engine.wants(cs, link.ip, link.port)
                     and link.clusters.get(cs.cid) is None for cs in self.engine.clusters.values()):
-                self.engine.flush_acks(link)
+                link.flush_acks()
                 conn, link.conn = link.conn, None
                 link.state, link.reason = "new", "released"
                 self.engine.core.remove_node(link.key)

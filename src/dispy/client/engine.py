@@ -42,23 +42,8 @@ from .stall import stall_message
 
 log = logging.getLogger("dispy")
 
-#: Seconds between retries of a node that is busy, refused us or is unreachable.
 #: How long a lost connection may take to come back before the node is presumed dead.
 RECONNECT_GRACE = 10.0
-#: Jobs shorter than this (moving average per node) are sent ahead: up to
-#: PREFETCH_PER_CPU jobs per CPU wait on the node, so its CPUs need not idle for a round
-#: trip to the client between jobs (and jobs, results and journal commits come in
-#: batches). Longer jobs are not: the round trip is then small, and a job waiting behind
-#: others on a busy node could have run on another node that frees up first; the bound
-#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW. Nor are jobs with big
-#: (out-of-band) arguments or results: sending them ahead only piles megabytes up on
-#: the node (fresh memory, page faults) while the transfers themselves keep it busy.
-PREFETCH_BELOW = 0.02
-PREFETCH_PER_CPU = 4
-#: Acks of results wait at most this long for a journal commit to go with (the node
-#: keeps unacknowledged results in memory for a second before it writes them to disk).
-ACK_DELAY = 0.05
-ACK_BATCH = 256
 
 
 class Engine:
@@ -167,6 +152,7 @@ class Engine:
         link = self.links.get(key)
         if link is None:
             link = self.links[key] = NodeLink(ip, port, profile)
+            link.commit = self.sink.flush_journals
         return link
 
     def wants(self, cs: ClusterState, ip: str, port: int) -> Any:
@@ -293,7 +279,7 @@ class Engine:
                 self._on_frame(link, header, bufs)
                 if not conn.pending():
                     # its journal commit also covers the finished jobs
-                    self._ack_soon(link, self.dispatch())
+                    link.ack_soon(committed=self.dispatch())
         except (ConnectionClosed, OSError) as exc:
             reason = f"connection lost: {exc}"
         except FrameError as exc:
@@ -376,19 +362,9 @@ class Engine:
             job._ack_to = (link, uid)  # once the callback ran (Engine.settled)
         else:
             link.acks.append(uid)
-        node = link.node
-        ran = max(0.0, msg.end_time - msg.start_time)
-        if node is not None:
-            node.busy = max(0, node.busy - 1)
-            node.jobs_done += 1
-            node.cpu_time += ran
-            node.update_time = time.time()
-            if ran > 0:  # a job cancelled before it started tells nothing of run times
-                link.job_time = ran if link.job_time is None else 0.8 * link.job_time + 0.2 * ran
-            avg = link.job_time if link.job_time is not None else PREFETCH_BELOW
-            big = link.job_big = 0.8 * link.job_big + 0.2 * bool(msg.oob)
-            self.core.set_prefetch(link.key, PREFETCH_PER_CPU * node.cpus
-                                   if avg < PREFETCH_BELOW and big < 0.5 else 0)
+        prefetch = link.job_ended(max(0.0, msg.end_time - msg.start_time), bool(msg.oob))
+        if prefetch is not None:
+            self.core.set_prefetch(link.key, prefetch)
         self.sink.deliver(job, header, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:
@@ -428,27 +404,6 @@ class Engine:
             link.node.cpus = link.node.avail_cpus = cpus
             self.core.set_node(link.key, cpus)
 
-    def _ack_soon(self, link: NodeLink, committed: bool) -> None:
-        """Ack results now if the journal just forgot their jobs anyway (a dispatch
-        commits); else soon, with a later commit: one commit per finished job would be
-        the client's biggest cost for tiny jobs."""
-        if not link.acks:
-            return
-        if committed or len(link.acks) >= ACK_BATCH:
-            self.flush_acks(link)
-        elif link.ack_timer is None:
-            link.ack_timer = asyncio.get_running_loop().call_later(
-                ACK_DELAY, self.flush_acks, link)
-
-    def flush_acks(self, link: NodeLink) -> None:
-        if link.ack_timer is not None:
-            link.ack_timer.cancel()
-            link.ack_timer = None
-        if link.acks:
-            self.sink.flush_journals()  # forget jobs durably before the node may drop results
-            link.send(messages.Ack(uids=link.acks))
-            link.acks = []
-
     # ---- job life cycle -------------------------------------------------------------
 
     def settled(self, job: DispyJob) -> None:
@@ -459,11 +414,7 @@ class Engine:
             return
         link, uid = job._ack_to
         job._ack_to = None
-        if isinstance(link, NodeLink):
-            link.acks.append(uid)
-            self._ack_soon(link, False)
-        else:
-            link.ack_soon(uid)
+        link.ack_soon(uid)
 
     def submit(self, job: DispyJob, pin: tuple | None) -> None:
         """(loop) Queue a job created by the user's thread."""
@@ -475,7 +426,7 @@ class Engine:
             self.sink.finish(job, DispyJob.Cancelled, f"Cancelled: node {pin[0]}:{pin[1]}"
                              " is not set up for this cluster")
             return
-        if job._oob:  # big arguments: none are sent ahead (see PREFETCH_BELOW)
+        if job._oob:  # big arguments: none are sent ahead (see links.PREFETCH_BELOW)
             for other in self.links.values():
                 other.job_big = 1.0
                 self.core.set_prefetch(other.key, 0)
