@@ -76,6 +76,8 @@ class Engine:
         self.links: dict[Hashable, NodeLink] = {}
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
         self.scheduler_links: dict[tuple, Any] = {}
+        if loop is None:
+            heap.keep_freed()  # before the loop's thread allocates anything
         #: the loop (in its own thread, unless a daemon gives its loop) and the way in
         self.bridge = LoopThread(loop, self._after_batch)
         self.loop = self.bridge.loop
@@ -93,7 +95,6 @@ class Engine:
         self._uids = itertools.count(1)
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
-        heap.keep_freed()
         atexit.register(self._at_exit)
         self.call(self.start()).result()
 
@@ -295,10 +296,12 @@ class Engine:
                 self._lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
-        if header.get("op") == "reply":
+        op = header.get("op")
+        if op == "reply":
             return  # an answer that came after its request timed out
         try:
-            msg = messages.parse_node_message(header)
+            msg = (messages.Done.parse(header) if op == "done"  # one per job
+                   else messages.parse_node_message(header))
         except messages.MessageError as exc:
             log.warning("node %s: dropped a frame: %s", link.describe(), exc)
             return
