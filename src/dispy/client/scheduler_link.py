@@ -20,13 +20,13 @@ from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
-from . import joboptions
+from . import joboptions, upload
 from .clusterstate import ClusterState
 from .engine import Engine
 from .job import DispyJob
 from .links import Profile
 from .nodes import DispyNode, NodeAllocate, avail_from
-from .upload import file_chunks, file_header
+from .upload import file_header
 
 log = logging.getLogger("dispy")
 
@@ -355,19 +355,8 @@ class SchedulerLink:
                       extra: dict | None = None) -> Any:
         """Send a file in chunks; with ``extra`` naming a node (send_file), returns the
         scheduler's reply."""
-        try:
-            for header, chunk in file_chunks(cid, local, relpath):
-                header.update(extra or {})
-                if header["final"] and extra and "node" in extra:
-                    return await self.request(header, [chunk])
-                if not self.send(header, [chunk]):
-                    return False
-                if self.conn is not None:
-                    await self.conn.drain()
-            return True
-        except (OSError, ConnectionError) as exc:
-            log.error("could not send %s to %s: %s", local, self.describe(), exc)
-            return {"ok": False, "reason": str(exc)} if extra else False
+        return await upload.send_file(self, cid, local, relpath, config.MsgTimeout * 3,
+                                      confirm=bool(extra and "node" in extra), extra=extra)
 
     async def add_cluster(self, cs: ClusterState) -> dict:
         """Create the computation at the scheduler; returns its first answer."""

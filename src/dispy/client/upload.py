@@ -72,18 +72,21 @@ async def request(link: Peer, header: dict, bufs: list | tuple, timeout: float) 
 
 
 async def send_file(link: Peer, cid: str, local: str, relpath: str, timeout: float,
-                    confirm: bool = False) -> Any:
-    """Send a file in chunks; with ``confirm``, returns the node's verdict (dict)."""
+                    confirm: bool = False, extra: dict | None = None) -> Any:
+    """Send a file in chunks (each header with ``extra``: dispyscheduler's node and
+    transfer id); with ``confirm``, returns the peer's verdict (dict)."""
     try:
         for header, chunk in file_chunks(cid, local, relpath):
+            header.update(extra or {})
             if header["final"] and confirm:
                 return await request(link, header, [chunk], timeout)
-            link.send(header, [chunk])
+            if not link.send(header, [chunk]):
+                return False
             if link.conn is not None:
                 await link.conn.drain()
         return True
     except (OSError, ConnectionError) as exc:
-        log.warning("could not send %s to node %s: %s", local, link.describe(), exc)
+        log.warning("could not send %s to %s: %s", local, link.describe(), exc)
         return {"ok": False, "reason": str(exc)} if confirm else False
 
 
