@@ -465,9 +465,9 @@ class Engine:
             bufs = [job._args or b""]
             if job._deps is not None:
                 names, files = job._deps
-                if not upload.send_job_files(link, cs.cid, uid, files):
-                    self.apply(self.lifecycle.send_failed(
-                        uid, "dispy_job_depends files could not be read"))
+                failed = upload.send_job_files(link, cs.cid, uid, files)
+                if failed is not None:
+                    self.apply(self.lifecycle.send_failed(uid, failed))
                     continue
                 bufs.append(names)
             opts = joboptions.header_fields(job)

@@ -26,7 +26,6 @@ from .engine import Engine
 from .job import DispyJob
 from .links import Profile
 from .nodes import DispyNode, NodeAllocate, avail_from
-from .upload import file_header
 
 log = logging.getLogger("dispy")
 
@@ -407,19 +406,11 @@ class SchedulerLink:
         bufs = [job._args or b""]
         if job._deps is not None:
             names, files = job._deps
-            for spec in files:
-                try:
-                    st = os.stat(spec.local)
-                    with open(spec.local, "rb") as fh:
-                        data = fh.read()
-                except OSError as exc:
-                    self.jobs.pop(job._uid, None)
-                    self.engine.local.finish(job, DispyJob.Cancelled, "Cancelled:"
-                                             f" dispy_job_depends: cannot read {spec.local}:"
-                                             f" {exc}")
-                    return
-                self.send({**file_header(cs.cid, spec.relpath, st, 0, True),
-                           "job": job._uid}, [data])
+            failed = upload.send_job_files(self, cs.cid, job._uid, files)
+            if failed is not None:
+                self.jobs.pop(job._uid, None)
+                self.engine.local.finish(job, DispyJob.Cancelled, f"Cancelled: {failed}")
+                return
             bufs.append(names)
         opts = joboptions.header_fields(job)
         if job._oob:  # big byte strings of the arguments, as the node takes them

@@ -90,8 +90,9 @@ async def send_file(link: Peer, cid: str, local: str, relpath: str, timeout: flo
         return {"ok": False, "reason": str(exc)} if confirm else False
 
 
-def send_job_files(link: Peer, cid: str, uid: str, files: list) -> bool:
-    """A job's ``dispy_job_depends`` files, whole, ahead of the job."""
+def send_job_files(link: Peer, cid: str, uid: str, files: list) -> str | None:
+    """A job's ``dispy_job_depends`` files, whole, ahead of the job; None, or why one
+    could not be read (the job then ends Cancelled with that reason)."""
     for spec in files:
         try:
             st = os.stat(spec.local)
@@ -99,9 +100,9 @@ def send_job_files(link: Peer, cid: str, uid: str, files: list) -> bool:
                 data = fh.read()
         except OSError as exc:
             log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
-            return False
+            return f"dispy_job_depends: cannot read {spec.local}: {exc}"
         link.send({**file_header(cid, spec.relpath, st, 0, True), "job": uid}, [data])
-    return True
+    return None
 
 
 def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:
