@@ -56,15 +56,15 @@ async def files_needed(link: Peer, cid: str, files: list, timeout: float) -> lis
         except OSError:
             return files  # the send reports the problem
         listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    answer = await request(link, messages.FilesCheck(cid=cid, files=listing).header(), (),
-                           timeout)
+    answer = await request(link, messages.FilesCheck(cid=cid, files=listing), (), timeout)
     if not isinstance(answer, dict):
         return files
     need = set(answer.get("paths", ()))
     return [spec for spec in files if spec.relpath in need]
 
 
-async def request(link: Peer, header: dict, bufs: list | tuple, timeout: float) -> Any:
+async def request(link: Peer, header: dict | messages.Record, bufs: list | tuple,
+                  timeout: float) -> Any:
     """Send ``header`` and wait for the node's reply to it (None if none came)."""
     if link.conn is None:
         return None
