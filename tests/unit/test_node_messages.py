@@ -84,21 +84,13 @@ class _Cluster:
     name, cid, jobs, allocs = "c", "c1", {"j": 1}, [_Alloc()]
 
 
-class _Link:
-    def __init__(self, state, reason):
-        self.clusters = {"c1": state} if state else {}
-        self.reason = reason
-
-    def describe(self):
-        return "10.0.0.2:51348"
-
-
 def test_stall_message_says_why_jobs_wait():
     assert "no node answered at all (looked for: 10.0.0.*)" in stall_message(
         _Cluster(), [], [])
     assert "1 node(s) answered but match none of nodes=[10.0.0.*]: 10.9.9.9:51348" in \
         stall_message(_Cluster(), [], [("10.9.9.9", 51348)])
-    text = stall_message(_Cluster(), [_Link("setup", "connected"), _Link(None, "down")], [])
+    text = stall_message(_Cluster(), [("10.0.0.2:51348", "running setup"),
+                                       ("10.0.0.3:51348", "down")], [])
     assert "no node is usable" in text and "running setup" in text and ": down" in text
 
 

@@ -250,7 +250,7 @@ class JobCluster:
         the cluster is still connecting to or setting up is waited for (at most
         ``config.NodeSetupWait`` seconds)."""
         link = self._node_link(node)
-        if link is None or link.clusters.get(self._state.cid) not in ("ready", "setup"):
+        if link is None or not self._engine.setups.pinnable(link.key, self._state.cid):
             log.error("cluster %r: node %s is not set up for this cluster; job not submitted",
                       self._name, node)
             return None

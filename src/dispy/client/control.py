@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import Instruction, JobLifecycle
+from ..scheduling.nodesetup import NodeSetups, Out, Setup
 from ..wire import messages
 from . import upload
 from .clusterstate import ClusterState
@@ -39,6 +40,7 @@ class ControlHost(Protocol):
     links: dict[Hashable, NodeLink]
     core: SchedulerCore
     lifecycle: JobLifecycle
+    setups: NodeSetups
     finder: NodeFinder
     sink: JobSink
     msg_timeout: float
@@ -49,9 +51,7 @@ class ControlHost(Protocol):
 
     def dispatch(self) -> bool: ...
 
-    def apply(self, out: list[Instruction]) -> None: ...
-
-    def forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None: ...
+    def apply(self, out: list[Instruction] | list[Out]) -> None: ...
 
     async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None: ...
 
@@ -64,8 +64,8 @@ class NodeControl:
     def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:
         """(loop) The connection to the node at ``ip`` (and ``port``) known to ``cs``."""
         for link in self.engine.links.values():
-            if (link.profile == cs.profile and link.ip == ip and cs.cid in link.clusters
-                    and (port is None or link.port == port)):
+            if (link.profile == cs.profile and link.ip == ip and (port is None or link.port == port)
+                    and self.engine.setups.known(link.key, cs.cid)):
                 return link
         return None
 
@@ -75,7 +75,8 @@ class NodeControl:
         for: ``submit_node`` right after ``JobCluster()`` names a listed node)."""
         link = self.find_link(cs, ip, port)
         if link is not None:
-            return (None, True) if link.clusters.get(cs.cid) == "setup" else (link, False)
+            setting_up = self.engine.setups.state(link.key, cs.cid) is Setup.SETTING_UP
+            return (None, True) if setting_up else (link, False)
         links = [lk for lk in self.engine.links.values() if lk.profile == cs.profile and lk.ip == ip
                  and (port is None or lk.port == port)
                  and self.engine.wants(cs, lk.ip, lk.port) is not None]
@@ -95,12 +96,7 @@ class NodeControl:
             if link.profile != cs.profile or not any(a.matches(link.ip, link.port)
                                                      for a in allocs):
                 continue
-            state = link.clusters.get(cs.cid)
-            if state == "deallocated":
-                link.clusters[cs.cid] = "ready"
-                self.engine.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
-            elif state is not None and state not in ("setup", "ready", "closing"):
-                del link.clusters[cs.cid]
+            self.engine.setups.reallocate(link.key, cs.cid, cs.node_cpus.get(link.key, 1))
             if link.state == "connected":
                 self.engine.consider(link, cs)
         self.engine.finder.ask(cs, allocs)
@@ -109,11 +105,7 @@ class NodeControl:
 
     def deallocate_node(self, cs: ClusterState, link: NodeLink) -> int:
         """(loop) No new jobs of ``cs`` go to this node; it stays set up."""
-        if link.clusters.get(cs.cid) != "ready":
-            return -1
-        link.clusters[cs.cid] = "deallocated"
-        self.engine.core.node_unready(cs.cid, link.key)
-        return 0
+        return 0 if self.engine.setups.deallocate(link.key, cs.cid) else -1
 
     def node_jobs(self, cs: ClusterState, link: NodeLink) -> list[DispyJob]:
         return [job for job in link.running.values() if job._cluster is cs]
@@ -128,8 +120,7 @@ class NodeControl:
                       link.describe(), cpus, node.cpus)
             return -1
         cs.node_cpus[link.key] = n
-        if link.clusters.get(cs.cid) == "ready":
-            self.engine.core.node_ready(cs.cid, link.key, n)
+        if self.engine.setups.set_cpus(link.key, cs.cid, n):
             self.engine.dispatch()
         return n
 
@@ -147,12 +138,10 @@ class NodeControl:
         """(loop) Release a node for ``cs`` (running jobs finish first unless ``terminate``);
         with ``resetup``, set the computation up there again (``allocate`` is asked again
         for its CPUs and setup_args). No new job goes there from the moment this returns."""
-        if link.clusters.get(cs.cid) not in ("ready", "deallocated", "setup"):
+        out = self.engine.setups.close(link.key, cs.cid, resetup, link.describe())
+        if out is None:
             return -1
-        link.clusters[cs.cid] = "closing"
-        self.engine.core.node_unready(cs.cid, link.key)
-        if not resetup:
-            self.engine.forget_node(cs, link, "was closed")
+        self.engine.apply(out)
         if terminate:
             for job in self.node_jobs(cs, link):
                 link.send(messages.Cancel(cid=cs.cid, uid=job._uid))
@@ -171,20 +160,19 @@ class NodeControl:
                 await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
-        if link.clusters.get(cs.cid) != "closing":
+        setups = self.engine.setups
+        if not setups.closing(link.key, cs.cid):
             return  # the node was lost meanwhile
         alloc = self.engine.wants(cs, link.ip, link.port)
         node = link.node
+        cpus, why = 0, "not connected"
         if resetup and alloc is not None and node is not None and link.state == "connected":
-            cpus = self.engine.sink.allocate(cs, link, alloc)
-            if cpus > 0:
-                cs.node_cpus[link.key] = min(cpus, node.cpus)
-                link.clusters[cs.cid] = "setup"
-                await self.engine.set_up(link, cs, alloc)
-                return
-            self.engine.forget_node(cs, link, "is not used any more (NodeAllocate gave 0 CPUs)")
-        link.clusters[cs.cid] = "closed: by close_node"
-        self.engine.sink.status(cs, DispyNode.Closed, link.node, None)
+            cpus, why = self.engine.sink.allocate(cs, link, alloc), "NodeAllocate gave 0 CPUs"
+        self.engine.apply(setups.closed(link.key, cs.cid, cpus, link.describe(), why))
+        if setups.state(link.key, cs.cid) is Setup.SETTING_UP and node is not None:
+            cs.node_cpus[link.key] = min(cpus, node.cpus)
+            await self.engine.set_up(link, cs, alloc)
+            return
         self.release_idle_links()
 
     # ---- closing --------------------------------------------------------------------
@@ -193,8 +181,9 @@ class NodeControl:
         """Close the computation on every node; release nodes no cluster uses any more."""
         self.engine.apply(self.engine.lifecycle.cluster_closing(cs.cid))
         waits = []
+        states = self.engine.setups.remove_cluster(cs.cid)
         for link in list(self.engine.links.values()):
-            state = link.clusters.pop(cs.cid, None)
+            state = states.get(link.key)
             if state is None or link.conn is None:
                 continue
             fut = asyncio.get_running_loop().create_future()
@@ -207,7 +196,7 @@ class NodeControl:
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
             self.engine.core.node_unready(cs.cid, link.key)
-            if state == "ready":
+            if state is Setup.READY:
                 self.engine.sink.status(cs, DispyNode.Closed, link.node, None)
         self.engine.apply(self.engine.lifecycle.cluster_closed(cs.cid))
         for job in list(cs.jobs.values()):  # none are left; never leave one without a status
@@ -228,8 +217,7 @@ class NodeControl:
         for uid in self.engine.lifecycle.forget_cluster(cs.cid):
             for link in self.engine.links.values():
                 link.running.pop(uid, None)
-        for link in self.engine.links.values():
-            link.clusters.pop(cs.cid, None)
+        self.engine.setups.remove_cluster(cs.cid)
         self.engine.clusters.pop(cs.cid, None)
         journal: Journal = cs.journal
         self.engine.sink.forget_journal(journal)
@@ -239,11 +227,12 @@ class NodeControl:
 
     def release_idle_links(self) -> None:
         """Disconnect from nodes that no open cluster uses, so other clients may."""
+        setups = self.engine.setups
         for link in list(self.engine.links.values()):
-            if not any(s in ("setup", "ready", "deallocated", "closing")
-                       for s in link.clusters.values()) and link.conn is not None and not any(
+            if not setups.holds(link.key) and link.conn is not None and not any(
                     cs.profile == link.profile and self.engine.wants(cs, link.ip, link.port)
-                    and link.clusters.get(cs.cid) is None for cs in self.engine.clusters.values()):
+                    and setups.state(link.key, cs.cid) is None
+                    for cs in self.engine.clusters.values()):
                 link.flush_acks()
                 conn, link.conn = link.conn, None
                 link.state, link.reason = "new", "released"

@@ -23,6 +23,7 @@ from typing import Any
 from .. import config
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
+from ..scheduling.nodesetup import Change, NodeChanged, NodeSetups, Out, Setup, matching
 from ..wire import heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -72,6 +73,8 @@ class Engine:
         self.ifs = netif.select(ip_addrs)
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)
+        #: which cluster uses which node, how far along (scheduling/nodesetup.py)
+        self.setups = NodeSetups(self.lifecycle)
         self.clusters: dict[str, Any] = {}
         self.links: dict[Hashable, NodeLink] = {}
         #: SharedJobCluster's connections to dispyschedulers, by (host, port, profile)
@@ -157,10 +160,7 @@ class Engine:
         return link
 
     def wants(self, cs: ClusterState, ip: str, port: int) -> Any:
-        for alloc in cs.allocs:
-            if alloc.matches(ip, port):
-                return alloc
-        return None
+        return matching(cs.allocs, ip, port)
 
     # ---- connections ----------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class Engine:
         self.core.set_node(link.key, node.cpus)
         asyncio.get_running_loop().create_task(self._read(link, conn))
         for cs in list(self.clusters.values()):
-            if cs.profile == link.profile and link.clusters.get(cs.cid) in (None, "lost"):
+            if cs.profile == link.profile and self.setups.state(link.key, cs.cid) is None:
                 self.consider(link, cs)
         self.dispatch()
 
@@ -246,19 +246,18 @@ class Engine:
         """Should ``cs`` use this node? If so, set the computation up there."""
         alloc = self.wants(cs, link.ip, link.port)
         node = link.node
-        if alloc is None or node is None or cs.cid in link.clusters:
+        if alloc is None or node is None or self.setups.known(link.key, cs.cid):
             return
         if self.sink.allocates_later(link, cs, alloc):
-            link.clusters[cs.cid] = "setup"  # the sink calls set_up when it knows
+            self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
             return
-        cpus = self.sink.allocate(cs, link, alloc)
+        cpus = self.setups.allocated(link.key, cs.cid, self.sink.allocate(cs, link, alloc),
+                                     node.cpus)
         if cpus <= 0:
-            link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
             log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
                       cs.name)
             return
-        link.clusters[cs.cid] = "setup"
-        cs.node_cpus[link.key] = min(cpus, node.cpus)
+        cs.node_cpus[link.key] = cpus
         asyncio.get_running_loop().create_task(self.set_up(link, cs, alloc))
 
     async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None:
@@ -336,22 +335,16 @@ class Engine:
 
     def _setup_done(self, link: NodeLink, msg: messages.SetupDone) -> None:
         cs = self.clusters.get(msg.cid)
-        if cs is None or link.clusters.get(cs.cid) != "setup":
+        if cs is None or self.setups.state(link.key, cs.cid) is not Setup.SETTING_UP:
             return  # closed meanwhile (close_node during setup)
-        if not msg.ok:
-            reason = (msg.reason or "").strip()
-            link.clusters[cs.cid] = f"failed: {reason.splitlines()[-1] if reason else '?'}"
+        cpus = cs.node_cpus.get(link.key, 1)
+        if msg.ok:
+            log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name, cpus)
+        else:
             log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
-                        cs.name, reason)
-            self.apply(self.lifecycle.unpinned(
-                cs.cid, link.key, f"Cancelled: setup failed on node {link.describe()}"))
-            return
-        link.clusters[cs.cid] = "ready"
-        log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name,
-                  cs.node_cpus.get(link.key, 1))
-        self.core.node_ready(cs.cid, link.key, cs.node_cpus.get(link.key, 1))
-        cs.nodes[link.key] = link.node
-        self.sink.status(cs, DispyNode.Initialized, link.node, None)
+                        cs.name, (msg.reason or "").strip())
+        self.apply(self.setups.setup_done(link.key, cs.cid, msg.ok, msg.reason or "", cpus,
+                                          link.describe()))
 
     def _job_done(self, link: NodeLink, msg: messages.Done, header: dict,
                   bufs: list[bytes]) -> None:
@@ -383,14 +376,12 @@ class Engine:
         """The node lost a computation (its host process died): no more of its jobs go
         there; jobs it still runs report, the others come back as refused."""
         cs = self.clusters.get(msg.cid)
-        if cs is None or link.clusters.get(cs.cid) != "ready":
+        if cs is None or self.setups.state(link.key, cs.cid) is not Setup.READY:
             return
         log.warning("node %s is not used for %r any more: %s", link.describe(), cs.name,
                     msg.reason)
-        link.clusters[cs.cid] = f"failed: {msg.reason}"
-        self.core.node_unready(cs.cid, link.key)
-        self.forget_node(cs, link, f"lost the computation: {msg.reason}")
-        self.sink.status(cs, DispyNode.Closed, link.node, None)
+        self.apply(self.setups.computation_lost(link.key, cs.cid, msg.reason,
+                                                link.describe()))
 
     def _pulse(self, link: NodeLink, msg: messages.Pulse) -> None:
         node = link.node
@@ -424,15 +415,13 @@ class Engine:
         cs = job._cluster
         cs.jobs[job._uid] = job
         link = self.links.get(pin) if pin is not None else None
-        if pin is not None and (link is None or link.clusters.get(cs.cid) not in ("ready",
-                                                                                  "setup")):
+        if pin is not None and (link is None or not self.setups.pinnable(link.key, cs.cid)):
             self.sink.finish(job, DispyJob.Cancelled, f"Cancelled: node {pin[0]}:{pin[1]}"
                              " is not set up for this cluster")
             return
-        if job._oob:  # big arguments: none are sent ahead (see links.PREFETCH_BELOW)
+        if job._oob:  # big arguments: none are sent ahead (scheduling/prefetch.py)
             for other in self.links.values():
-                other.job_big = 1.0
-                self.core.set_prefetch(other.key, 0)
+                self.core.set_prefetch(other.key, other.runs.big_job())
         self.apply(self.lifecycle.submit(job._uid, cs.cid, bool(cs.reentrant), pin,
                                           joboptions.priority(job)))
         cs.journal.queued(job, cs.cid)
@@ -491,9 +480,13 @@ class Engine:
         self.apply(out)
         return 0 if out else -1
 
-    def apply(self, out: list[Instruction]) -> None:
-        """Carry out what the job life cycle decided (lifecycle.py)."""
+    def apply(self, out: list[Instruction] | list[Out]) -> None:
+        """Carry out what the job life cycle (lifecycle.py) and the node setups
+        (nodesetup.py) decided."""
         for ins in out:
+            if isinstance(ins, NodeChanged):
+                self._node_changed(ins)
+                continue
             if isinstance(ins, SendCancel):
                 link = self.links.get(ins.node)
                 if link is not None:
@@ -512,6 +505,19 @@ class Engine:
             elif isinstance(ins, Resubmit):
                 self._resubmitted(cs, job, ins.new_uid, ins.reason)
 
+    def _node_changed(self, ins: NodeChanged) -> None:
+        cs = self.clusters.get(str(ins.cid))
+        link = self.links.get(ins.node)
+        if cs is None or link is None:
+            return
+        if ins.change is Change.READY:
+            cs.nodes[link.key] = link.node
+            self.sink.status(cs, DispyNode.Initialized, link.node, None)
+            return
+        cs.nodes.pop(link.key, None)
+        if ins.change is Change.CLOSED:
+            self.sink.status(cs, DispyNode.Closed, link.node, None)
+
     def _resubmitted(self, cs: ClusterState, job: DispyJob, new_uid: str, reason: str) -> None:
         """A job lost its node and runs again, under a new id (a late result of the
         first run can never be taken for this one)."""
@@ -529,9 +535,7 @@ class Engine:
     def _lost(self, link: NodeLink, reason: str) -> None:
         """The connection broke: retry for a while before presuming the node dead."""
         link.state, link.reason = "down", reason
-        for cid in [c for c, s in link.clusters.items() if s == "setup"]:
-            del link.clusters[cid]  # its setup went down with the link: set up again
-        if link.running or any(s == "ready" for s in link.clusters.values()):
+        if self.setups.link_down(link.key) or link.running:
             now = time.monotonic()
             link.lost_at = min(now, link.last_heard)  # silence counts from the last frame
             if now - link.lost_at > self._grace(link):
@@ -560,12 +564,7 @@ class Engine:
         self.apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
         link.running.clear()
         self.dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
-        for cid, state in list(link.clusters.items()):
-            cs = self.clusters.get(cid)
-            if cs is not None and state == "ready":
-                cs.nodes.pop(link.key, None)
-                self.sink.status(cs, DispyNode.Closed, link.node, None)
-        link.clusters.clear()
+        self.apply(self.setups.node_dead(link.key))
         if link.node is not None:
             link.node.busy = 0
 
@@ -608,13 +607,13 @@ class Engine:
                 else:
                     self.connect(link)
             elif any(self.wants(cs, link.ip, link.port) is not None and cs.jobs
-                     and link.clusters.get(cs.cid) in (None, "lost")
+                     and self.setups.state(link.key, cs.cid) is None
                      for cs in self.clusters.values() if cs.profile == link.profile):
                 self.connect(link)
 
     def _pulse_limit(self, link: NodeLink) -> float | None:
         pulses = [cs.pulse_interval for cs in self.clusters.values()
-                  if cs.pulse_interval and cs.cid in link.clusters]
+                  if cs.pulse_interval and self.setups.known(link.key, cs.cid)]
         return 5 * min(pulses) if pulses else None
 
     def _report_stall(self, cs: ClusterState, now: float) -> None:
@@ -624,11 +623,7 @@ class Engine:
                 or not self.sink.reports_stall(cs)):
             return
         cs.stall_reported = now
-        known = [link for link in self.links.values()
+        known = [(link.describe(), self.setups.why(link.key, cs.cid) or link.reason)
+                 for link in self.links.values()
                  if self.wants(cs, link.ip, link.port) is not None]
         log.warning("%s", stall_message(cs, known, self.finder.unmatched))
-
-    def forget_node(self, cs: ClusterState, link: NodeLink, why: str) -> None:
-        cs.nodes.pop(link.key, None)
-        self.apply(self.lifecycle.unpinned(cs.cid, link.key,
-                                            f"Cancelled: node {link.describe()} {why}"))

@@ -8,20 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..scheduling.prefetch import RunTimes
 from ..wire.connection import Connection
 from ..wire.messages import Ack, Record
 from .nodes import DispyNode
 
-#: Jobs shorter than this (moving average per node) are sent ahead: up to
-#: PREFETCH_PER_CPU jobs per CPU wait on the node, so its CPUs need not idle for a round
-#: trip to the client between jobs (and jobs, results and journal commits come in
-#: batches). Longer jobs are not: the round trip is then small, and a job waiting behind
-#: others on a busy node could have run on another node that frees up first; the bound
-#: keeps that delay under PREFETCH_PER_CPU x PREFETCH_BELOW. Nor are jobs with big
-#: (out-of-band) arguments or results: sending them ahead only piles megabytes up on
-#: the node (fresh memory, page faults) while the transfers themselves keep it busy.
-PREFETCH_BELOW = 0.02
-PREFETCH_PER_CPU = 4
 #: Acks of results wait at most this long for a journal commit to go with (the node
 #: keeps unacknowledged results in memory for a second before it writes them to disk).
 ACK_DELAY = 0.05
@@ -48,8 +39,6 @@ class NodeLink:
     node: DispyNode | None = None
     node_id: str | None = None
     conn: Connection | None = None
-    #: cluster id -> "setup" | "ready" | "unused: why" | "failed: why"
-    clusters: dict[str, str] = field(default_factory=dict)
     running: dict[str, Any] = field(default_factory=dict)
     acks: list[str] = field(default_factory=list)
     #: sends the acks that no journal commit took along (ack_soon)
@@ -60,10 +49,8 @@ class NodeLink:
     retry_at: float = 0.0
     lost_at: float | None = None
     last_heard: float = field(default_factory=time.monotonic)
-    #: recent run time of this node's jobs (moving average), to decide on prefetching
-    job_time: float | None = None
-    #: moving share of its results that carried big (out-of-band) buffers
-    job_big: float = 0.0
+    #: recent run times of this node's jobs, to decide on sending jobs ahead
+    runs: RunTimes = field(default_factory=RunTimes)
 
     @property
     def key(self) -> tuple:
@@ -114,11 +101,7 @@ class NodeLink:
         node.jobs_done += 1
         node.cpu_time += ran
         node.update_time = time.time()
-        if ran > 0:  # a job cancelled before it started tells nothing of run times
-            self.job_time = ran if self.job_time is None else 0.8 * self.job_time + 0.2 * ran
-        avg = self.job_time if self.job_time is not None else PREFETCH_BELOW
-        self.job_big = 0.8 * self.job_big + 0.2 * big
-        return PREFETCH_PER_CPU * node.cpus if avg < PREFETCH_BELOW and self.job_big < 0.5 else 0
+        return self.runs.ended(ran, big, node.cpus)
 
     def describe(self) -> str:
         name = f"{self.node.name} " if self.node else ""

@@ -13,8 +13,9 @@ from typing import Any
 from ..wire import netif
 
 
-def stall_message(cs: Any, known: Iterable[Any], unmatched: Iterable[tuple[str, int]]) -> str:
-    """``known``: the links to nodes ``cs`` wants (NodeLink: describe(), clusters, reason);
+def stall_message(cs: Any, known: Iterable[tuple[str, str]],
+                  unmatched: Iterable[tuple[str, int]]) -> str:
+    """``known``: (node, why it does not run jobs of ``cs``) for the nodes ``cs`` wants;
     ``unmatched``: (ip, port) of nodes that answered but match none of its patterns."""
     known = list(known)
     waiting = f"{cs.name!r}: {len(cs.jobs)} job(s) waiting;"
@@ -26,10 +27,6 @@ def stall_message(cs: Any, known: Iterable[Any], unmatched: Iterable[tuple[str, 
                     f" nodes=[{targets}]: {', '.join(others[:20])}")
         return f"{waiting} no node answered at all (looked for: {targets})"
     lines = []
-    for link in known:
-        state = link.clusters.get(cs.cid)
-        why = state if state and state != "ready" else link.reason
-        if state == "setup":
-            why = "running setup"
-        lines.append(f"  {link.describe()}: {why}")
+    for node, why in known:
+        lines.append(f"  {node}: {why}")
     return f"{waiting} no node is usable:\n" + "\n".join(lines)

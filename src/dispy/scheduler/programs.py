@@ -24,6 +24,7 @@ from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
 from ..client.sink import allocated_cpus
 from ..fsafe import safe_join
+from ..scheduling.nodesetup import Setup
 from ..wire import messages
 from .journal import SchedulerJournal
 
@@ -194,12 +195,15 @@ class ProgramSink:
             return
         answer = await cs.session.request(messages.AskAllocate(
             cid=cs.client_cid, alloc=alloc.index, node=node_info(link.node)))
-        if link.clusters.get(cs.cid) != "setup" or link.node is None:
+        setups = self.engine.setups if self.engine is not None else None
+        if setups is None or setups.state(link.key, cs.cid) is not Setup.SETTING_UP:
+            return
+        if link.node is None:
             return
         header, bufs = answer if answer is not None else ({}, [])
         cpus = header.get("cpus")
         if not isinstance(cpus, int) or cpus <= 0 or not bufs:
-            link.clusters[cs.cid] = "unused: NodeAllocate gave 0 CPUs"
+            setups.allocated(link.key, cs.cid, 0, 0)
             return
         relpaths = [str(p) for p in header.get("depends", ())]
         try:
@@ -208,10 +212,10 @@ class ProgramSink:
         except ValueError as exc:
             log.warning("%s: NodeAllocate.allocate for %s named a file outside its"
                         " directory: %s", cs.describe(), link.describe(), exc)
-            link.clusters[cs.cid] = "unused: invalid file name"
+            setups.allocated(link.key, cs.cid, 0, 0, "invalid file name")
             return
         cs.per_node[link.key] = (cpus, bufs[0], relpaths)
-        cs.node_cpus[link.key] = min(cpus, link.node.cpus)
+        cs.node_cpus[link.key] = setups.allocated(link.key, cs.cid, cpus, link.node.cpus)
         assert self.engine is not None
         await self.engine.set_up(link, cs, alloc)
 
