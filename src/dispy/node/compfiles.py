@@ -32,31 +32,31 @@ def computation_dir(root: str, session: Session, cid: str, dest: Any) -> str:
     return directory
 
 
-def store(root: str, max_file_size: int, session: Session, header: dict,
-          bufs: list[bytes]) -> None:
-    """A "file" frame: a chunk of a computation's (or one job's) file."""
-    comp = session.computations.get(messages.id_field(header, "cid"))
-    reply = header.get("reply")
+def store(root: str, max_file_size: int, session: Session, req: messages.File,
+          header: dict, bufs: list[bytes]) -> None:
+    """A "file" frame: a chunk of a computation's (or one job's) file. ``header`` is
+    the frame's own, which ``fsafe.write_chunk`` (shared with dispyscheduler) reads."""
+    comp = session.computations.get(req.cid)
+    reply = req.reply
     if comp is None or comp.failed:
         if reply is not None:
             session.send(messages.Reply(reply=reply, ok=False,
                                         reason="computation is not set up on this node"))
         return
-    job_uid = header.get("job")
+    job_uid = req.job
     try:
-        path = fsafe.safe_join(comp.dir, header["path"])
+        path = fsafe.safe_join(comp.dir, req.path)
         if fsafe.write_chunk(root, path, header, bufs, max_file_size):
             if job_uid is None:
                 comp.files.append(path)
             else:
-                comp.job_files.setdefault(str(job_uid), []).append(path)
+                comp.job_files.setdefault(job_uid, []).append(path)
             if reply is not None:
                 session.send(messages.Reply(reply=reply, ok=True))
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        if str(header.get("path")) not in comp.refused_files:  # once, not per chunk
-            comp.refused_files.add(str(header.get("path")))
-            log.warning("refused file %r from %s: %s", header.get("path"),
-                        session.describe(), why(exc))
+        if req.path not in comp.refused_files:  # once, not per chunk
+            comp.refused_files.add(req.path)
+            log.warning("refused file %r from %s: %s", req.path, session.describe(), why(exc))
         if reply is not None:  # cluster.send_file: the client reports it
             session.send(messages.Reply(reply=reply, ok=False, reason=str(exc)))
         elif job_uid is None:
@@ -65,11 +65,11 @@ def store(root: str, max_file_size: int, session: Session, header: dict,
             log.warning("file for job %s not stored: %s", job_uid, exc)
 
 
-def check(session: Session, header: dict) -> None:
+def check(session: Session, req: messages.FilesCheck) -> None:
     """Answer which of the listed files are missing or differ (shared dest_path)."""
-    comp = session.computations.get(messages.id_field(header, "cid"))
-    need = []
-    for entry in header.get("files", ()):
+    comp = session.computations.get(req.cid)
+    need: list[Any] = []
+    for entry in req.files:
         try:
             path = fsafe.safe_join(comp.dir, entry["path"]) if comp else None
             st = os.stat(path, follow_symlinks=False) if path else None
@@ -81,7 +81,7 @@ def check(session: Session, header: dict) -> None:
             comp.files.append(path)
         else:
             need.append(entry.get("path"))
-    session.send(messages.Reply(reply=header.get("reply"), paths=need))
+    session.send(messages.Reply(reply=req.reply, paths=need))
 
 
 def remove_client_dir(root: str, session: Session) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import fsafe
+from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 
@@ -59,17 +60,44 @@ async def discard_host(launched: Launched) -> None:
         await proc.wait()
 
 
-class HostProcess:
-    """A running ``dispy.node.host`` process and the socket to it."""
+class SpareHost:
+    """The computation host the daemon keeps started ahead, for its next computation."""
 
-    def __init__(self, on_message: Callable[[dict, list[bytes]], None]) -> None:
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Launched] | None = None
+
+    def refill(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(launch_host())
+
+    async def take(self) -> Launched | None:
+        """The spare if it started (and still runs), else None: start one now."""
+        task, self.task = self.task, None
+        if task is None:
+            return None
+        try:
+            launched = await task
+        except OSError as exc:
+            log.warning("computation host could not be started ahead: %s", exc)
+            return None
+        if launched[0].returncode is not None:
+            launched[1].close()
+            return None
+        return launched
+
+
+class HostProcess:
+    """A running ``dispy.node.host`` process and the socket to it. Its frames reach
+    ``on_message`` decoded (wire/hostmsg.py); one that does not decode is dropped."""
+
+    def __init__(self, on_message: Callable[[messages.Record, list[bytes]], None]) -> None:
         self.on_message = on_message
         self.proc: asyncio.subprocess.Process | None = None
         self.conn: Connection | None = None
         self.reader_task: asyncio.Task | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-    async def start(self, init: dict, bufs: list[bytes],
+    async def start(self, init: hostmsg.HostInit, bufs: list[bytes],
                     launched: Launched | None = None) -> str | None:
         """Start the host (or take ``launched``, a spare) and run setup; returns None
         when ready, else the reason."""
@@ -81,9 +109,14 @@ class HostProcess:
         except (ConnectionClosed, FrameError, OSError):
             code = await self.proc.wait()
             return f"computation host exited with code {code} during setup"
-        if header.get("op") != "ready":
+        try:
+            msg = hostmsg.parse_host_message(header)
+        except messages.MessageError as exc:
+            log.warning("computation host %s: malformed frame: %s", self.proc.pid, exc)
+            msg = hostmsg.SetupFailed()
+        if not isinstance(msg, hostmsg.Ready):
             await self.proc.wait()
-            return str(header.get("reason", "setup failed"))
+            return msg.reason if isinstance(msg, hostmsg.SetupFailed) else "setup failed"
         self.reader_task = asyncio.create_task(self._read(conn))
         return None
 
@@ -92,10 +125,16 @@ class HostProcess:
         try:
             while True:
                 header, bufs = await conn.recv()
-                if header.get("op") == "closed":
+                try:
+                    msg = hostmsg.parse_host_message(header)
+                except messages.MessageError as exc:
+                    log.warning("dropped a frame from computation host %s: %s",
+                                self.proc.pid if self.proc else "?", exc)
+                    continue
+                if isinstance(msg, hostmsg.HostClosed):
                     closed = True
                     break
-                self.on_message(header, bufs)
+                self.on_message(msg, bufs)
         except (ConnectionClosed, FrameError, OSError):
             pass
         finally:
@@ -105,12 +144,12 @@ class HostProcess:
                 self.closed.set_result(True)
             if not closed:
                 code = self.proc.returncode if self.proc is not None else None
-                self.on_message({"op": "host_lost",
-                                 "reason": f"computation host exited with code {code}"}, [])
+                self.on_message(hostmsg.HostLost(
+                    reason=f"computation host exited with code {code}"), [])
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> None:
+    def send(self, msg: messages.Record, bufs: list | tuple = ()) -> None:
         if self.conn is not None:
-            self.conn.send(header, bufs)
+            self.conn.send(msg, bufs)
 
     def flush(self) -> None:
         if self.conn is not None:
@@ -120,7 +159,7 @@ class HostProcess:
         """Ask the host to stop (running jobs end with ``status``) and wait for it."""
         if self.proc is None:
             return
-        self.send({"op": "close", "status": status, "reason": reason})
+        self.send(hostmsg.CloseHost(status=status, reason=reason))
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
         except asyncio.TimeoutError:
@@ -156,8 +195,8 @@ class JobLink:
         self.settling = False
         self.lost = False
 
-    def send(self, header: dict, bufs: list | tuple = ()) -> None:
-        self.conn.send(header, bufs)
+    def send(self, msg: messages.Record, bufs: list | tuple = ()) -> None:
+        self.conn.send(msg, bufs)
 
     def flush(self) -> None:
         self.conn.flush()
@@ -170,13 +209,13 @@ class JobLink:
 class Computation:
     """One client computation on this node."""
 
-    def __init__(self, cid: str, header: dict, bundle: bytes, directory: str, session: Any,
-                 tree: str | None = None) -> None:
+    def __init__(self, cid: str, request: messages.Compute, bundle: bytes, directory: str,
+                 session: Any, tree: str | None = None) -> None:
         self.cid = cid
-        self.name = str(header.get("name", "?"))
-        self.kind = header.get("kind", "function")
-        self.cleanup = bool(header.get("cleanup", True))
-        self.own_dir = header.get("dest_path") is None
+        self.name = request.name
+        self.kind = request.kind
+        self.cleanup = request.cleanup
+        self.own_dir = request.dest_path is None
         self.bundle = bundle
         self.dir = directory
         #: the node's tree: files of this computation are removed only inside it

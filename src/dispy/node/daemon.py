@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
-from ..wire import auth, connection, handshake, heap, messages, netif, tls
+from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
@@ -28,7 +28,7 @@ from ..wire.sessions import session_id
 from . import admin, compfiles, service
 from .announcer import Announcer
 from .avail import avail_info
-from .computation import Computation, HostProcess, Launched, discard_host, launch_host
+from .computation import Computation, HostProcess, SpareHost, discard_host
 from .disk import NodeDisk, why
 from .jobs import JobRunner
 from .options import NodeOptions
@@ -53,7 +53,7 @@ class NodeDaemon:
         self.jobs = JobRunner(self)
         self.accepting = True
         #: a computation host started ahead, for the next computation (computation.py)
-        self.spare: asyncio.Task[Launched] | None = None
+        self.spare = SpareHost()
         self.stopping = False
         self.stop_event = asyncio.Event()
         #: the node's directory, lock, result log and job socket (node/disk.py)
@@ -179,30 +179,15 @@ class NodeDaemon:
         self.metrics = metrics
 
     def _refill_spare(self) -> None:
-        if self.spare is None and self.accepting:
-            self.spare = asyncio.get_running_loop().create_task(launch_host())
-
-    async def _take_spare(self) -> Launched | None:
-        """The spare host if it started (and still runs), else None: start one now."""
-        task, self.spare = self.spare, None
-        if task is None:
-            return None
-        try:
-            launched = await task
-        except OSError as exc:
-            log.warning("computation host could not be started ahead: %s", exc)
-            return None
-        if launched[0].returncode is not None:
-            launched[1].close()
-            return None
-        return launched
+        if self.accepting:
+            self.spare.refill()
 
     async def stop(self) -> None:
         """Close the listening sockets and connections after ``stop_event``."""
         self.accepting = False
         if self.metrics is not None:
             await self.metrics.stop()
-        spare = await self._take_spare()
+        spare = await self.spare.take()
         if spare is not None:
             await discard_host(spare)
         for server in self.servers:
@@ -331,42 +316,42 @@ class NodeDaemon:
 
     def _on_client(self, session: Session, header: dict, bufs: list[bytes]) -> None:
         try:
-            messages.parse_request(header, bufs)
+            req = messages.parse_request(header, bufs)
         except messages.MessageError as exc:
             self._refuse_request(session, header, str(exc))
             return
-        op = header.get("op")
-        if op == "job":
-            self.jobs.job(session, header, bufs)
-        elif op == "ack":
-            self.disk.acknowledged(session, list(header.get("uids", ())))
+        if isinstance(req, messages.Job):
+            self.jobs.job(session, req, bufs)
+        elif isinstance(req, messages.Ack):
+            self.disk.acknowledged(session, req.uids)
             self._check_free(session)
-        elif op == "compute":
-            self._compute(session, header, bufs)
-        elif op == "file":
-            compfiles.store(self.root, self.opts.max_file_size, session, header, bufs)
-        elif op == "files_check":
-            compfiles.check(session, header)
-        elif op == "jobs_query":
-            self._jobs_query(session, header)
-        elif op == "setup":
-            comp = session.computations.get(messages.id_field(header, "cid"))
+        elif isinstance(req, messages.Compute):
+            self._compute(session, req, bufs)
+        elif isinstance(req, messages.File):
+            compfiles.store(self.root, self.opts.max_file_size, session, req, header, bufs)
+        elif isinstance(req, messages.FilesCheck):
+            compfiles.check(session, req)
+        elif isinstance(req, messages.JobsQuery):
+            session.send(messages.Reply(reply=req.reply,
+                                        unknown=self.jobs.unknown(session, req.uids)))
+        elif isinstance(req, messages.Setup):
+            comp = session.computations.get(req.cid)
             if comp is not None:
                 self.spawn(self._setup(comp, bufs))
-        elif op == "cancel":
-            comp = session.computations.get(messages.id_field(header, "cid"))
+        elif isinstance(req, messages.Cancel):
+            comp = session.computations.get(req.cid)
             if comp is not None:
-                self.jobs.cancel(comp, str(header.get("uid")))
-        elif op == "close":
-            comp = session.computations.get(messages.id_field(header, "cid"))
+                self.jobs.cancel(comp, req.uid)
+        elif isinstance(req, messages.Close):
+            comp = session.computations.get(req.cid)
             if comp is not None:
-                status = CANCELLED if header.get("terminate") else TERMINATED
+                status = CANCELLED if req.terminate else TERMINATED
                 self.spawn(self.close_computation(comp, status, "computation closed", True,
-                                                    release=not header.get("keep")))
+                                                    release=not req.keep))
             else:
-                session.send(messages.Closed(cid=messages.id_field(header, "cid")))
+                session.send(messages.Closed(cid=req.cid))
         else:
-            log.warning("ignoring unknown request %r from %s", op, session.describe())
+            log.warning("ignoring unknown request %r from %s", req.op, session.describe())
 
     def _refuse_request(self, session: Session, header: dict, reason: str) -> None:
         """A request that does not fit its record: refused, nothing else changes."""
@@ -377,8 +362,8 @@ class NodeDaemon:
 
     # ---- computations -----------------------------------------------------------
 
-    def _compute(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        cid = str(header.get("cid"))
+    def _compute(self, session: Session, req: messages.Compute, bufs: list[bytes]) -> None:
+        cid = req.cid
         if self.owner is not None and self.owner is not session:
             session.send(messages.SetupDone(
                 cid=cid, reason=f"node is busy with client {self.owner.describe()}"))
@@ -391,31 +376,21 @@ class NodeDaemon:
             session.send(messages.SetupDone(cid=cid, reason=f"node is {self.service_text()}"))
             return
         try:
-            directory = compfiles.computation_dir(self.root, session, cid, header.get("dest_path"))
+            directory = compfiles.computation_dir(self.root, session, cid, req.dest_path)
         except (ValueError, OSError) as exc:
-            log.warning("refused computation %r from %s: %s", str(header.get("name"))[:80],
+            log.warning("refused computation %r from %s: %s", req.name[:80],
                         session.describe(), why(exc))
             session.send(messages.SetupDone(cid=cid, reason=why(exc)))
             return
         self.owner = session
         session.orphan = False
-        comp = Computation(cid, header, bufs[0] if bufs else b"", directory, session,
+        comp = Computation(cid, req, bufs[0] if bufs else b"", directory, session,
                            tree=self.root)
         session.computations[cid] = comp
-        pulse = header.get("pulse_interval")
-        if isinstance(pulse, (int, float)) and pulse > 0:
+        pulse = req.pulse_interval
+        if pulse is not None and pulse > 0:
             session.pulse_interval = min(pulse, session.pulse_interval or pulse)
         log.info("computation %r from %s", comp.name, session.describe())
-
-    def _jobs_query(self, session: Session, header: dict) -> None:
-        """recover_jobs asks which of its jobs this node still knows."""
-        known = set(session.undelivered)
-        for comp in session.computations.values():
-            known.update(comp.running)
-        known.update(str(item[1].get("uid")) for item in self.jobs.waiting
-                     if item[0].session is session)
-        unknown = [uid for uid in header.get("uids", ()) if uid not in known]
-        session.send(messages.Reply(reply=header.get("reply"), unknown=unknown))
 
     def _address_for(self, session: Session) -> str:
         """This node's address as the session's client knows it (dispy_node_ip_addr):
@@ -429,15 +404,13 @@ class NodeDaemon:
     async def _setup(self, comp: Computation, setup_args: list[bytes]) -> None:
         session = comp.session
         if comp.failed is None:
-            comp.host = HostProcess(lambda h, b: self.jobs.on_host(comp, h, b))
-            init = {
-                "op": "init", "cid": comp.cid, "dir": comp.dir,
-                "jobs_path": self.disk.jobs_path, "token": comp.token,
-                "node_name": self.name, "node_ip_addr": self._address_for(session),
-                "client_shutdown": self.opts.client_shutdown,
-            }
+            comp.host = HostProcess(lambda m, b: self.jobs.on_host(comp, m, b))
+            init = hostmsg.HostInit(
+                cid=comp.cid, dir=comp.dir, jobs_path=self.disk.jobs_path, token=comp.token,
+                node_name=self.name, node_ip_addr=self._address_for(session),
+                client_shutdown=self.opts.client_shutdown)
             self.jobs.job_tokens[comp.token] = comp
-            launched = await self._take_spare()
+            launched = await self.spare.take()
             comp.failed = await comp.host.start(init, [comp.bundle, *setup_args], launched)
             if comp.failed is None:
                 await self.jobs.prefork(comp)  # may fail the computation too
@@ -570,9 +543,8 @@ class NodeDaemon:
             return
         reason = f"node is {self.service_text()}"
         while self.jobs.waiting:
-            comp, header, _ = self.jobs.waiting.popleft()
-            comp.session.send(messages.JobRefused(cid=comp.cid, uid=header["uid"],
-                                                  reason=reason))
+            comp, job, _ = self.jobs.waiting.popleft()
+            comp.session.send(messages.JobRefused(cid=comp.cid, uid=job.uid, reason=reason))
         if state == service.CLOSED:
             self.jobs.kill_running(reason)
 

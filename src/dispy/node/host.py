@@ -24,6 +24,8 @@ from typing import Any
 
 import cloudpickle
 
+from ..wire import hostmsg
+from ..wire.messages import MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 from . import initfile, jobenv, jobproc
 
@@ -63,14 +65,14 @@ class ComputationHost:
 
     # ---- set up -----------------------------------------------------------------
 
-    def init(self, header: dict, bufs: list[bytes]) -> None:
-        os.makedirs(header["dir"], exist_ok=True)
-        os.chdir(header["dir"])
-        sys.path.insert(0, header["dir"])
-        self.jobs_path, self.token = header["jobs_path"], header["token"]
-        self.allow_shutdown = header.get("client_shutdown", False)
+    def init(self, init: hostmsg.HostInit, bufs: list[bytes]) -> None:
+        os.makedirs(init.dir, exist_ok=True)
+        os.chdir(init.dir)
+        sys.path.insert(0, init.dir)
+        self.jobs_path, self.token = init.jobs_path, init.token
+        self.allow_shutdown = init.client_shutdown
         jobenv.install(
-            header["node_name"], header["node_ip_addr"], header["dir"],
+            init.node_name, init.node_ip_addr, init.dir,
             jobproc.provisional_result, jobproc.send_file, self._shutdown_request,
         )
         try:
@@ -93,9 +95,9 @@ class ComputationHost:
                     raise RuntimeError(f"setup returned {ret!r}, not 0")
         except BaseException as exc:
             reason = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            send_frame_sync(self.daemon, {"op": "setup_failed", "reason": reason})
+            send_frame_sync(self.daemon, hostmsg.SetupFailed(reason=reason))
             raise SystemExit(1) from None
-        send_frame_sync(self.daemon, {"op": "ready", "pid": os.getpid()})
+        send_frame_sync(self.daemon, hostmsg.Ready(pid=os.getpid()))
 
     def _shutdown_request(self) -> int:
         """dispynode_shutdown(): only in a cluster's cleanup, only with --client_shutdown."""
@@ -107,7 +109,7 @@ class ComputationHost:
             log.warning("dispynode_shutdown() refused: it works only in a cluster's cleanup"
                         " function")
             return -1
-        send_frame_sync(self.daemon, {"op": "shutdown_request"})
+        send_frame_sync(self.daemon, hostmsg.ShutdownRequest())
         return 0
 
     # ---- job processes ----------------------------------------------------------
@@ -122,8 +124,8 @@ class ComputationHost:
             sock.connect(self.jobs_path)
         except OSError as exc:
             sock.close()
-            send_frame_sync(self.daemon, {"op": "fork_failed",
-                                          "reason": f"job process cannot reach the node: {exc}"})
+            send_frame_sync(self.daemon, hostmsg.ForkFailed(
+                reason=f"job process cannot reach the node: {exc}"))
             return
         slot = jobproc.new_slot()
         sys.stdout.flush()
@@ -134,15 +136,15 @@ class ComputationHost:
             jobproc.serve(sock, slot, self.computation, self.program)
         self.procs[pid] = JobProcess(pid, slot)
         link = secrets.token_hex(16)
-        send_frame_sync(self.daemon, {"op": "forked", "pid": pid, "link": link})
-        send_frame_sync(sock, {"op": "hello", "token": self.token, "link": link})
+        send_frame_sync(self.daemon, hostmsg.Forked(pid=pid, link=link))
+        send_frame_sync(sock, hostmsg.Hello(token=self.token, link=link))
         sock.close()
 
-    def _reap(self, pid: object) -> str:
+    def _reap(self, pid: int) -> str:
         """Wait for a job process whose socket closed; say how it ended. Only a process
         forked here is waited for or killed: never a pid merely named (0 or -1 would
         be a whole process group, or every process)."""
-        if not isinstance(pid, int) or self.procs.pop(pid, None) is None:
+        if self.procs.pop(pid, None) is None:
             log.warning("asked to reap pid %r, which is not a job process of this host", pid)
             return "not a job process of this computation"
         deadline = time.monotonic() + REAP_WAIT
@@ -176,30 +178,34 @@ class ComputationHost:
         except (EOFError, OSError):
             self._close()
             return
-        op = header.get("op")
-        pid = header.get("pid")
-        proc = self.procs.get(pid) if isinstance(pid, int) else None
-        if op == "fork":
-            for _ in range(int(header.get("count", 1))):
+        try:
+            msg = hostmsg.parse_host_request(header)
+        except MessageError as exc:
+            log.warning("ignored a frame from the daemon: %s", exc)
+            return
+        proc = None
+        if isinstance(msg, (hostmsg.CancelJob, hostmsg.KillJob, hostmsg.Settle)):
+            proc = self.procs.get(msg.pid)
+        if isinstance(msg, hostmsg.Fork):
+            for _ in range(msg.count):
                 self._fork()
-        elif op == "cancel" and proc is not None:
+        elif isinstance(msg, hostmsg.CancelJob) and proc is not None:
             now = time.monotonic()
             proc.escalate = [
                 (now + CANCEL_TERM_AFTER, signal.SIGTERM),
                 (now + CANCEL_TERM_AFTER + CANCEL_KILL_AFTER, signal.SIGKILL),
             ]
-            jobproc.write_slot(proc.slot, str(header["uid"]))
+            jobproc.write_slot(proc.slot, msg.uid)
             self._signal(proc, signal.SIGINT)
-        elif op == "kill" and proc is not None:  # service window ended: no grace period
+        elif isinstance(msg, hostmsg.KillJob) and proc is not None:  # service ended: no grace
             self._signal(proc, signal.SIGKILL)
-        elif op == "settle":  # its cancelled job ended: it may take another job
+        elif isinstance(msg, hostmsg.Settle):  # its cancelled job ended: it may take another
             if proc is not None:
                 proc.escalate = []
-            send_frame_sync(self.daemon, {"op": "settled", "pid": pid})
-        elif op == "reap" and isinstance(pid, int):
-            send_frame_sync(self.daemon, {"op": "reaped", "pid": pid,
-                                          "reason": self._reap(pid)})
-        elif op == "close":
+            send_frame_sync(self.daemon, hostmsg.Settled(pid=msg.pid))
+        elif isinstance(msg, hostmsg.Reap):
+            send_frame_sync(self.daemon, hostmsg.Reaped(pid=msg.pid, reason=self._reap(msg.pid)))
+        elif isinstance(msg, hostmsg.CloseHost):
             self._close()
 
     def _signal(self, proc: JobProcess, sig: int) -> None:
@@ -241,7 +247,7 @@ class ComputationHost:
             except BaseException:
                 traceback.print_exc()
         try:
-            send_frame_sync(self.daemon, {"op": "closed"})
+            send_frame_sync(self.daemon, hostmsg.HostClosed())
         except OSError:
             pass
 
@@ -252,7 +258,14 @@ class ComputationHost:
             header, bufs = self.from_daemon.read_frame()
         except EOFError:  # a spare the daemon did not need (or the daemon is gone)
             return
-        self.init(header, bufs)
+        try:
+            init = hostmsg.parse_host_request(header)
+            if not isinstance(init, hostmsg.HostInit):
+                raise MessageError(f"{init.op!r} before 'init'")
+        except MessageError as exc:
+            send_frame_sync(self.daemon, hostmsg.SetupFailed(reason=f"bad init frame: {exc}"))
+            raise SystemExit(1) from None
+        self.init(init, bufs)
         sel = selectors.DefaultSelector()
         sel.register(self.daemon, selectors.EVENT_READ)
         while not self.closing:

@@ -22,7 +22,8 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import oob
+from ..wire import hostmsg, oob
+from ..wire.messages import MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 
 CANCELLED, TERMINATED, FINISHED = 8, 9, 11
@@ -70,7 +71,7 @@ def provisional_result(result: Any, relay: bool = False, timeout: float | None =
     except Exception as exc:
         sys.stderr.write(f"dispy_provisional_result: result cannot be pickled: {exc}\n")
         return -1
-    send_frame_sync(_State.sock, {"op": "provisional", "uid": _State.uid}, [data])
+    send_frame_sync(_State.sock, hostmsg.Provisional(uid=_State.uid), [data])
     return 0
 
 
@@ -88,16 +89,18 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
     rel = os.path.relpath(os.path.abspath(path), os.getcwd())
     if rel.startswith(".."):
         rel = os.path.basename(path)
-    header = {
-        "op": "send_file", "uid": _State.uid, "path": rel, "size": st.st_size,
-        "mtime": st.st_mtime, "mode": st.st_mode & 0o7777,
-    }
-    send_frame_sync(_State.sock, header, [data])
+    send_frame_sync(_State.sock, hostmsg.JobSendFile(
+        uid=_State.uid, path=rel, size=st.st_size, mtime=st.st_mtime,
+        mode=st.st_mode & 0o7777), [data])
     assert _State.reader is not None
-    reply, _ = _State.reader.read_frame()
-    if reply.get("ok"):
+    try:
+        reply = hostmsg.parse_job_request(_State.reader.read_frame()[0])
+    except MessageError as exc:
+        reply = hostmsg.FileReply(ok=False, reason=f"malformed reply: {exc}")
+    if isinstance(reply, hostmsg.FileReply) and reply.ok:
         return 0
-    sys.stderr.write(f"dispy_send_file: {path} refused: {reply.get('reason')}\n")
+    reason = reply.reason if isinstance(reply, hostmsg.FileReply) else f"{reply.op!r} reply"
+    sys.stderr.write(f"dispy_send_file: {path} refused: {reason}\n")
     return -1
 
 
@@ -239,9 +242,15 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                 continue
             except (EOFError, OSError):
                 break
-            _State.uid = header["uid"]
+            job = hostmsg.parse_job_request(header)
+            if not isinstance(job, hostmsg.RunJob):  # the daemon sends nothing else here
+                raise MessageError(f"unexpected {job.op!r}")
+            _State.uid = job.uid
             start = time.time()
-            bufs, big = oob.split(header, bufs)
+            if 0 < job.oob <= len(bufs):  # as oob.split
+                bufs, big = bufs[:-job.oob], bufs[-job.oob:]
+            else:
+                big = []
             saved = _add_job_globals(computation, bufs[1]) if len(bufs) > 1 else []
             try:
                 if program is not None:
@@ -250,16 +259,18 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                     reply = _run_function(computation, bufs[0], big)
             finally:
                 _restore_globals(saved)
-            data, big = reply.pop("_result"), reply.pop("_oob")
-            out, err = reply.pop("stdout"), reply.pop("stderr")
-            reply.update(op="done", uid=_State.uid, start_time=start, end_time=time.time(),
-                         text=isinstance(out, str), oob=len(big))
+            data, big = reply["_result"], reply["_oob"]
+            out, err = reply["stdout"], reply["stderr"]
+            done = hostmsg.JobDone(uid=job.uid, status=reply["status"],
+                                   exception=reply["exception"], start_time=start,
+                                   end_time=time.time(), text=isinstance(out, str),
+                                   oob=len(big))
             _State.uid = None
             sys.stdout.flush()
             if isinstance(out, str):
                 out, err = out.encode(errors="replace"), err.encode(errors="replace")
-            send_frame_sync(sock, reply, [data, out, err, *big])
-            del data, big, reply
+            send_frame_sync(sock, done, [data, out, err, *big])
+            del data, big, reply, done
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .. import fsafe
 from ..daemon.files import too_big
-from ..wire import messages
+from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from . import service, timeouts
@@ -64,7 +64,7 @@ class JobRunner:
         #: jobs ended, by final status (--metrics_port)
         self.ended: dict[int, int] = {}
         #: jobs waiting for a CPU (or for their computation's job process)
-        self.waiting: deque[tuple[Computation, dict, list]] = deque()
+        self.waiting: deque[tuple[Computation, messages.Job, list]] = deque()
         #: uids of jobs killed at service end; their clients were already told
         self.killed: set[str] = set()
         #: computation token -> computation, for job processes connecting
@@ -74,9 +74,9 @@ class JobRunner:
 
     # ---- from the client ---------------------------------------------------------
 
-    def job(self, session: Session, header: dict, bufs: list[bytes]) -> None:
-        comp = session.computations.get(messages.id_field(header, "cid"))
-        uid = header.get("uid")
+    def job(self, session: Session, job: messages.Job, bufs: list[bytes]) -> None:
+        comp = session.computations.get(job.cid)
+        uid = job.uid
         reason = None
         if comp is None or not comp.ready or comp.host is None:
             reason = "computation is not set up on this node"
@@ -88,28 +88,36 @@ class JobRunner:
             reason = f"node is {self.node.service_text()}"
         if reason is not None:
             log.debug("job %s refused: %s", uid, reason)
-            session.send(messages.JobRefused(cid=messages.id_field(header, "cid"),
-                                             uid=str(uid), reason=reason))
+            session.send(messages.JobRefused(cid=job.cid, uid=uid, reason=reason))
             return
         assert comp is not None
-        if uid in comp.running or any(c is comp and h["uid"] == uid for c, h, _ in self.waiting):
+        if uid in comp.running or any(c is comp and j.uid == uid for c, j, _ in self.waiting):
             # the first one reports; a second would take a CPU that no result frees
             log.warning("ignored job %s from %s: a job with this id is already here", uid,
                         session.describe())
             return
         log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
-        self.waiting.append((comp, header, bufs))
+        self.waiting.append((comp, job, bufs))
         self.start_jobs()
+
+    def unknown(self, session: Session, uids: list[str]) -> list[str]:
+        """Which of ``uids`` this node does not know (recover_jobs asks, "jobs_query"):
+        neither a result kept for the client nor a job running or waiting here."""
+        known = set(session.undelivered)
+        for comp in session.computations.values():
+            known.update(comp.running)
+        known.update(job.uid for comp, job, _ in self.waiting if comp.session is session)
+        return [uid for uid in uids if uid not in known]
 
     def cancel(self, comp: Computation, uid: str) -> None:
         link = comp.running.get(uid)
         if link is not None:
             if not link.cancelled and comp.host is not None:
                 link.cancelled = True
-                comp.host.send({"op": "cancel", "pid": link.pid, "uid": uid})
+                comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid))
             return
         for item in self.waiting:
-            if item[0] is comp and item[1].get("uid") == uid:
+            if item[0] is comp and item[1].uid == uid:
                 self.waiting.remove(item)
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
@@ -119,31 +127,28 @@ class JobRunner:
         computation without an idle job process asks its host for one and its job waits
         (at the head of the queue) until that process connects."""
         while self.waiting and self.busy < self.node.cpus:
-            comp, header, bufs = self.waiting[0]
+            comp, job, bufs = self.waiting[0]
             if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
                 self.waiting.popleft()
                 continue
             if comp.failed is not None:
                 self.waiting.popleft()
-                self._refuse(comp, header["uid"], comp.failed)
+                self._refuse(comp, job.uid, comp.failed)
                 continue
             if not comp.idle:
                 if comp.forking == 0 and len(comp.links) < self.node.cpus:
                     comp.forking += 1
-                    comp.host.send({"op": "fork"})
+                    comp.host.send(hostmsg.Fork())
                 return
             self.waiting.popleft()
             link = comp.idle.pop()
             self.busy += 1
-            uid = header["uid"]
+            uid = job.uid
             comp.running[uid] = link
             link.uid = uid
             link.started = time.time()
-            job = {"op": "job", "uid": uid}
-            if header.get("oob"):
-                job["oob"] = header["oob"]
-            link.send(job, bufs)
-            self.timers.arm(comp, uid, header)
+            link.send(hostmsg.RunJob(uid=uid, oob=job.oob), bufs)
+            self.timers.arm(comp, uid, job.timeout)
 
     # ---- job processes -------------------------------------------------------------
 
@@ -155,7 +160,7 @@ class JobRunner:
             return
         comp.forked = asyncio.get_running_loop().create_future()
         comp.forking = self.node.cpus
-        comp.host.send({"op": "fork", "count": self.node.cpus})
+        comp.host.send(hostmsg.Fork(count=self.node.cpus))
         try:
             await asyncio.wait_for(asyncio.shield(comp.forked), self.node.opts.msg_timeout)
         except asyncio.TimeoutError:
@@ -170,12 +175,20 @@ class JobRunner:
             comp.forked.set_result(None)
 
     async def serve_job_link(self, conn: Connection) -> None:
-        """A job process forked by a computation host connects here."""
+        """A job process forked by a computation host connects here; its host's hello
+        comes first. A frame that does not decode is dropped (the link kept)."""
         try:
-            hello, _ = await conn.recv(self.node.opts.msg_timeout)
+            header, _ = await conn.recv(self.node.opts.msg_timeout)
+            hello = hostmsg.parse_job_message(header)
         except (asyncio.TimeoutError, ConnectionClosed, FrameError, OSError):
             return
-        comp = self.job_tokens.get(str(hello.get("token")))
+        except messages.MessageError as exc:
+            log.warning("refused a job link: %s", exc)
+            return
+        if not isinstance(hello, hostmsg.Hello):
+            log.warning("refused a job link that began with %r", hello.op)
+            return
+        comp = self.job_tokens.get(hello.token)
         pid = await self._link_pid(comp, hello)
         if comp is None or not isinstance(pid, int) or comp.closing is not None:
             return
@@ -187,18 +200,24 @@ class JobRunner:
         try:
             while True:
                 header, bufs = await conn.recv()
-                self._on_link(comp, link, header, bufs)
+                try:
+                    msg = hostmsg.parse_job_message(header)
+                except messages.MessageError as exc:
+                    log.warning("computation %r: dropped a frame from job process %d: %s",
+                                comp.name, pid, exc)
+                    continue
+                self._on_link(comp, link, msg, bufs)
         except (ConnectionClosed, OSError, FrameError):
             pass
         finally:
             conn.close()
             self._link_lost(comp, link)
 
-    async def _link_pid(self, comp: Computation | None, hello: dict) -> int | None:
+    async def _link_pid(self, comp: Computation | None, hello: hostmsg.Hello) -> int | None:
         """The pid of the job process behind a new link, as its host told us (never as
         the link claims it): signals and reaping go only to processes the host forked."""
-        link_id = hello.get("link")
-        if comp is None or not isinstance(link_id, str):
+        link_id = hello.link
+        if comp is None:
             return None
         pid = comp.link_pids.pop(link_id, None)
         if pid is None and link_id not in comp.link_waiters:  # the host's word may lag
@@ -215,33 +234,32 @@ class JobRunner:
             return None
         return pid
 
-    def _on_link(self, comp: Computation, link: JobLink, header: dict,
+    def _on_link(self, comp: Computation, link: JobLink, msg: messages.Record,
                  bufs: list[bytes]) -> None:
-        op = header.get("op")
         session = comp.session
-        if op == "done":
-            if link.uid != header.get("uid"):
-                return
-            self._job_done(comp, link, header, bufs)
-        elif op == "provisional":
-            header["cid"] = comp.cid
-            session.send(header, bufs)
-        elif op == "send_file":
-            reason = too_big(int(header.get("size", 0)), self.node.opts.max_file_size)
-            if reason is None and not session.send({**header, "cid": comp.cid}, bufs):
+        if isinstance(msg, hostmsg.JobDone):
+            if link.uid == msg.uid:
+                self._job_done(comp, link, msg, bufs)
+        elif isinstance(msg, messages.Provisional):
+            session.send(messages.Provisional(uid=msg.uid, cid=comp.cid), bufs)
+        elif isinstance(msg, hostmsg.JobSendFile):
+            reason = too_big(msg.size, self.node.opts.max_file_size)
+            if reason is None and not session.send(messages.SendFile(
+                    cid=comp.cid, path=msg.path, size=msg.size, mtime=msg.mtime,
+                    mode=msg.mode), bufs):
                 reason = "client is not connected"
-            link.send({"op": "file_reply", "ok": reason is None, "reason": reason})
+            link.send(hostmsg.FileReply(ok=reason is None, reason=reason))
 
-    def _job_done(self, comp: Computation, link: JobLink | None, header: dict,
+    def _job_done(self, comp: Computation, link: JobLink | None, done: hostmsg.JobDone,
                   bufs: list) -> None:
-        uid = header["uid"]
-        self.timers.settle(comp, header)
-        log.debug("job %s of %r done: status %s", uid, comp.name, header.get("status"))
+        uid = done.uid
+        done = self.timers.settle(comp, done)
+        log.debug("job %s of %r done: status %s", uid, comp.name, done.status)
         if link is not None:
             link.uid = None
             if link.cancelled and comp.host is not None and not link.lost:
                 link.settling = True  # back to idle once the host has settled it
-                comp.host.send({"op": "settle", "pid": link.pid})
+                comp.host.send(hostmsg.Settle(pid=link.pid))
             elif not link.lost:
                 comp.idle.append(link)
         if comp.running.pop(uid, None) is not None:
@@ -255,16 +273,14 @@ class JobRunner:
             self.killed.discard(uid)
         else:
             session = comp.session
-            header["cid"] = comp.cid
-            ran = max(0.0, header["end_time"] - header["start_time"])
+            ran = max(0.0, done.end_time - done.start_time)
             comp.cpu_time += ran
             self.cpu_time += ran
-            status = header.get("status")
-            status = status if isinstance(status, int) else 0
-            self.ended[status] = self.ended.get(status, 0) + 1
+            self.ended[done.status] = self.ended.get(done.status, 0) + 1
             if self.node.metrics is not None:
                 self.node.metrics.job_ran(ran)
-            session.undelivered[uid] = (header, bufs)
+            # kept as its header: saved to disk and sent again until the client acks it
+            session.undelivered[uid] = (done.client_header(comp.cid), bufs)
             session.unsaved[uid] = time.monotonic()
             self.node.report_soon(session, uid)
         self.start_jobs()
@@ -277,10 +293,9 @@ class JobRunner:
         jobs run (which decides sending jobs ahead) sees the time it took."""
         now = time.time()
         start = link.started if link is not None and link.uid == uid else now
-        self._job_done(comp, link, {
-            "op": "done", "uid": uid, "status": status, "exception": reason,
-            "text": comp.kind != "program", "start_time": start, "end_time": now,
-        }, [_NONE, b"", b""])
+        self._job_done(comp, link, hostmsg.JobDone(
+            uid=uid, status=status, exception=reason, text=comp.kind != "program",
+            start_time=start, end_time=now), [_NONE, b"", b""])
 
     def _link_lost(self, comp: Computation, link: JobLink) -> None:
         """A job process's connection closed: it died (or was killed)."""
@@ -296,7 +311,7 @@ class JobRunner:
             return
         if comp.host is not None:
             comp.reaping[link.pid] = link
-            comp.host.send({"op": "reap", "pid": link.pid})
+            comp.host.send(hostmsg.Reap(pid=link.pid))
         self.start_jobs()
 
     def finish_links(self, comp: Computation, reason: str) -> None:
@@ -312,34 +327,31 @@ class JobRunner:
 
     # ---- from the computation host ----------------------------------------------------
 
-    def on_host(self, comp: Computation, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        pid = header.get("pid")
-        if not isinstance(pid, int):  # no job process named: -1 matches none
-            pid = -1
-        if op == "forked":
-            link_id = str(header.get("link"))
-            waiter = comp.link_waiters.get(link_id)
+    def on_host(self, comp: Computation, msg: messages.Record, bufs: list[bytes]) -> None:
+        """A frame of the computation's host, decoded (computation.HostProcess)."""
+        if isinstance(msg, hostmsg.Forked):
+            waiter = comp.link_waiters.get(msg.link)
             if waiter is not None and not waiter.done():
-                waiter.set_result(pid)
+                waiter.set_result(msg.pid)
             else:
-                comp.link_pids[link_id] = pid
-        elif op == "reaped":
-            link = comp.reaping.pop(pid, None)
+                comp.link_pids[msg.link] = msg.pid
+        elif isinstance(msg, hostmsg.Reaped):
+            link = comp.reaping.pop(msg.pid, None)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
-                text = str(header.get("reason", "job process died"))
                 self._end_job(comp, link.uid, status,
-                              ("Cancelled: " if link.cancelled else "") + text, link=link)
-        elif op == "settled":
-            link = comp.links.get(pid)
+                              ("Cancelled: " if link.cancelled else "") + msg.reason,
+                              link=link)
+        elif isinstance(msg, hostmsg.Settled):
+            link = comp.links.get(msg.pid)
             if link is not None and link.settling:
                 link.settling = link.cancelled = False
                 comp.idle.append(link)
                 self.start_jobs()
-        elif op in ("fork_failed", "host_lost") and comp.closing is None:
-            self._computation_broken(comp, str(header.get("reason")))
-        elif op == "shutdown_request":
+        elif isinstance(msg, (hostmsg.ForkFailed, hostmsg.HostLost)):
+            if comp.closing is None:
+                self._computation_broken(comp, msg.reason)
+        elif isinstance(msg, hostmsg.ShutdownRequest):
             session = comp.session
             if not self.node.opts.client_shutdown:
                 log.warning("client %s called dispynode_shutdown(): refused (node was not"
@@ -362,7 +374,7 @@ class JobRunner:
         comp.session.send(messages.ComputationLost(cid=comp.cid, reason=reason))
         for item in [i for i in self.waiting if i[0] is comp]:
             self.waiting.remove(item)
-            self._refuse(comp, item[1]["uid"], reason)
+            self._refuse(comp, item[1].uid, reason)
         for link in list(comp.reaping.values()):
             if link.uid is not None:
                 self._end_job(comp, link.uid, TERMINATED, reason, link=link)
@@ -377,8 +389,8 @@ class JobRunner:
             self.node.spawn(self.node.close_computation(comp, TERMINATED, comp.failed,
                                                         notify=False))
 
-    def _refuse(self, comp: Computation, uid: Any, reason: str) -> None:
-        comp.session.send(messages.JobRefused(cid=comp.cid, uid=str(uid), reason=reason))
+    def _refuse(self, comp: Computation, uid: str, reason: str) -> None:
+        comp.session.send(messages.JobRefused(cid=comp.cid, uid=uid, reason=reason))
 
     def kill_running(self, reason: str) -> None:
         """Service end: kill running jobs; their clients resubmit them (reentrant) or
@@ -393,5 +405,5 @@ class JobRunner:
                     session.send(messages.JobRefused(
                         cid=comp.cid, uid=uid, status=TERMINATED,
                         reason=f"service window ended; job killed ({reason})"))
-                    comp.host.send({"op": "kill", "pid": link.pid})
+                    comp.host.send(hostmsg.KillJob(pid=link.pid))
                     log.info("job %s of %s killed at service end", uid, session.describe())

@@ -11,9 +11,12 @@ when it ends (any way).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from ..wire.hostmsg import JobDone
 
 log = logging.getLogger("dispy.node")
 
@@ -36,9 +39,8 @@ class JobTimers:
         self.cancel = cancel
         self.timers: dict[tuple[str, str], _Timer] = {}
 
-    def arm(self, comp: Any, uid: str, header: dict) -> None:
-        """(loop) A job started: end it after ``header["timeout"]`` seconds, if given."""
-        seconds = header.get("timeout")
+    def arm(self, comp: Any, uid: str, seconds: float | None) -> None:
+        """(loop) A job started: end it after ``seconds`` (its dispy_job_timeout), if given."""
         if not seconds:
             return
         key = (comp.cid, uid)
@@ -54,14 +56,16 @@ class JobTimers:
                  timer.seconds)
         self.cancel(comp, key[1])
 
-    def settle(self, comp: Any, header: dict) -> None:
-        """(loop) A job ended: stop its clock; a job that timed out ends Terminated."""
+    def settle(self, comp: Any, done: JobDone) -> JobDone:
+        """(loop) A job ended: stop its clock. Returns its result, which for a job that
+        timed out is Terminated (whatever the job did after the interrupt)."""
         if not self.timers:
-            return
-        timer = self.timers.pop((comp.cid, str(header.get("uid"))), None)
+            return done
+        timer = self.timers.pop((comp.cid, done.uid), None)
         if timer is None:
-            return
+            return done
         timer.handle.cancel()
-        if timer.fired:
-            header["status"] = TERMINATED
-            header["exception"] = f"timed out after {timer.seconds:g} s"
+        if not timer.fired:
+            return done
+        return dataclasses.replace(done, status=TERMINATED,
+                                   exception=f"timed out after {timer.seconds:g} s")

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Sequence
 
 from .codec import FULL, Buffer, FrameDecoder, Header, Limits, Message, encode, nbytes
+from .messages import Record
 
 
 class SyncFrameReader:
@@ -36,8 +37,11 @@ class SyncFrameReader:
             self.decoder.received(n)
 
 
-def send_frame_sync(sock: socket.socket, header: Header, buffers: Sequence[Buffer] = ()) -> None:
-    """Blocking write of one frame."""
+def send_frame_sync(sock: socket.socket, header: Header | Record,
+                    buffers: Sequence[Buffer] = ()) -> None:
+    """Blocking write of one frame (a record is sent as its ``header()``)."""
+    if isinstance(header, Record):
+        header = header.header()
     pieces = encode(header, buffers)
     if sum(nbytes(p) for p in pieces) < 65536:
         sock.sendall(b"".join(pieces))

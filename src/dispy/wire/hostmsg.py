@@ -1,0 +1,303 @@
+"""Typed records of a node's own protocol: its daemon, computation hosts, job processes.
+
+The daemon never trusts what a computation host or a job process says (both run the
+client's code): each frame is decoded once into its record where the daemon reads it,
+and one that does not fit is logged and dropped, so a job cannot crash the daemon with
+a stray frame. Four directions, each with its parser, since some ops repeat across
+them ("cancel", "close", "done"):
+
+* daemon -> host (``parse_host_request``): init, fork, cancel, kill, settle, reap, close;
+* host -> daemon (``parse_host_message``): ready, setup_failed, shutdown_request,
+  fork_failed, forked, settled, reaped, closed (and host_lost, said by the daemon's own
+  reader when the host's socket closes);
+* a job link -> daemon (``parse_job_message``): hello (the host's first frame on each
+  job process's link), then done, provisional and send_file from the job process;
+* daemon -> job process (``parse_job_request``): job, file_reply.
+
+Required fields have no default (the records are keyword-only), so a missing one is
+refused by ``Record.parse``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .messages import ID, Done, Id, MessageError, Provisional, Record
+
+__all__ = [
+    "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
+    "HostClosed", "HostInit", "HostLost", "JobDone", "JobSendFile", "KillJob", "Provisional",
+    "Ready", "Reap", "Reaped", "RunJob", "Settle", "Settled", "SetupFailed",
+    "ShutdownRequest", "parse_host_message", "parse_host_request", "parse_job_message",
+    "parse_job_request",
+]
+
+# ---- daemon -> computation host ----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostInit(Record):
+    """The computation to hold; buffers: its bundle, then setup's arguments."""
+    op: ClassVar[str] = "init"
+    cid: Id
+    dir: str
+    #: the daemon's socket for job processes, and the token they show there
+    jobs_path: str
+    token: Id
+    node_name: str
+    node_ip_addr: str
+    client_shutdown: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fork(Record):
+    """Fork ``count`` more job processes."""
+    op: ClassVar[str] = "fork"
+    count: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelJob(Record):
+    """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL."""
+    op: ClassVar[str] = "cancel"
+    pid: int
+    uid: Id
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillJob(Record):
+    """Kill job process ``pid`` at once (the service window ended)."""
+    op: ClassVar[str] = "kill"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settle(Record):
+    """Job process ``pid``'s cancelled job ended: stop escalating, it takes jobs again."""
+    op: ClassVar[str] = "settle"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reap(Record):
+    """Job process ``pid``'s link closed: wait for it and say how it ended."""
+    op: ClassVar[str] = "reap"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseHost(Record):
+    """Kill the job processes, run cleanup, exit."""
+    op: ClassVar[str] = "close"
+    status: int | None = None
+    reason: str | None = None
+
+
+# ---- computation host -> daemon ----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ready(Record):
+    """Setup ran: the host takes fork requests."""
+    op: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupFailed(Record):
+    op: ClassVar[str] = "setup_failed"
+    reason: str = "setup failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownRequest(Record):
+    """dispynode_shutdown() in the computation's cleanup."""
+    op: ClassVar[str] = "shutdown_request"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForkFailed(Record):
+    op: ClassVar[str] = "fork_failed"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forked(Record):
+    """The host forked ``pid``; its link to the daemon will say hello with ``link``.
+    (The pid comes from the host's socket only, never from the job's link.)"""
+    op: ClassVar[str] = "forked"
+    pid: int
+    link: Id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settled(Record):
+    op: ClassVar[str] = "settled"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reaped(Record):
+    op: ClassVar[str] = "reaped"
+    pid: int
+    reason: str = "job process died"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostClosed(Record):
+    """Cleanup ran; the host exits."""
+    op: ClassVar[str] = "closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLost(Record):
+    """The host's socket closed without "closed" (the daemon's reader says so)."""
+    op: ClassVar[str] = "host_lost"
+    reason: str
+
+
+# ---- a job link -> daemon ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hello(Record):
+    """The first frame on a job process's link, sent by its host before the fork: the
+    computation's token and the link id the host also told the daemon with its pid."""
+    op: ClassVar[str] = "hello"
+    token: str
+    link: Id
+
+
+@dataclass(frozen=True)
+class JobDone(Done):
+    """A job's result from its job process; buffers: result, stdout, stderr, then
+    out-of-band ones. ``text``: stdout and stderr are text (not a program's bytes)."""
+    text: bool = True
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> JobDone:
+        # one per job, tens of thousands a second: checked by hand (as Done.parse)
+        uid, status = header.get("uid"), header.get("status", 0)
+        start, end = header.get("start_time", 0.0), header.get("end_time", 0.0)
+        oob, exc = header.get("oob", 0) or 0, header.get("exception")
+        text = header.get("text", True)
+        if not isinstance(uid, str) or not ID.fullmatch(uid):
+            raise MessageError("'done' without a valid 'uid'")
+        if type(status) is not int or type(oob) is not int or oob < 0:
+            raise MessageError("'done' with a malformed 'status' or 'oob'")
+        if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+            raise MessageError("'done' with malformed times")
+        if exc is not None and not isinstance(exc, str):
+            raise MessageError("'done' with a malformed 'exception'")
+        if type(text) is not bool:
+            raise MessageError("'done' with a malformed 'text'")
+        try:
+            start, end = float(start), float(end)
+        except OverflowError:  # an int past any float
+            raise MessageError("'done' with times out of range") from None
+        return cls(uid=uid, status=status, start_time=start, end_time=end, exception=exc,
+                   oob=oob, text=text)
+
+    def header(self) -> dict[str, Any]:
+        out = self.client_header(self.cid)
+        if out["cid"] is None:
+            del out["cid"]
+        if self.exception is None:
+            del out["exception"]
+        return out
+
+    def client_header(self, cid: str | None) -> dict[str, Any]:
+        """The "done" frame the client gets (and the node keeps until it is acked)."""
+        return {"op": "done", "uid": self.uid, "cid": cid, "status": self.status,
+                "start_time": self.start_time, "end_time": self.end_time,
+                "exception": self.exception, "text": self.text, "oob": self.oob}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSendFile(Record):
+    """A job's ``dispy_send_file``; buffers: the file's bytes. The daemon passes it on
+    as ``messages.SendFile`` and answers with ``FileReply``."""
+    op: ClassVar[str] = "send_file"
+    uid: Id
+    path: str
+    size: int
+    mtime: float | None = None
+    mode: int = 0o644
+
+
+# ---- daemon -> job process -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunJob(Record):
+    """Run this job; buffers: its arguments, its dispy_job_depends, out-of-band ones."""
+    op: ClassVar[str] = "job"
+    uid: Id
+    oob: int = 0
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> RunJob:
+        # one per job: checked by hand
+        uid, oob = header.get("uid"), header.get("oob", 0) or 0
+        if not isinstance(uid, str) or not ID.fullmatch(uid):
+            raise MessageError("'job' without a valid 'uid'")
+        if type(oob) is not int or oob < 0:
+            raise MessageError("'job' with a malformed 'oob'")
+        return cls(uid=uid, oob=oob)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileReply(Record):
+    """The daemon's answer to ``JobSendFile``."""
+    op: ClassVar[str] = "file_reply"
+    ok: bool
+    reason: str | None = None
+
+
+# ---- parsers ---------------------------------------------------------------------------
+
+HOST_REQUESTS: dict[str, type[Record]] = {
+    c.op: c for c in (HostInit, Fork, CancelJob, KillJob, Settle, Reap, CloseHost)}
+HOST_MESSAGES: dict[str, type[Record]] = {
+    c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Settled,
+                      Reaped, HostClosed, HostLost)}
+JOB_MESSAGES: dict[str, type[Record]] = {
+    c.op: c for c in (Hello, JobDone, Provisional, JobSendFile)}
+JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
+
+
+def _parse(table: dict[str, type[Record]], header: dict[str, Any], what: str) -> Record:
+    op = header.get("op")
+    cls = table.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise MessageError(f"unknown {what} {str(op)[:40]!r}")
+    msg = cls.parse(header)
+    if isinstance(msg, Provisional) and not msg.uid:
+        raise MessageError("'provisional' without 'uid'")
+    for name in ("count", "size"):
+        if getattr(msg, name, 0) < 0:
+            raise MessageError(f"{name!r} is negative")
+    return msg
+
+
+def parse_host_request(header: dict[str, Any]) -> Record:
+    """A daemon's frame to its computation host."""
+    return _parse(HOST_REQUESTS, header, "host request")
+
+
+def parse_host_message(header: dict[str, Any]) -> Record:
+    """A computation host's frame to the daemon; MessageError: drop it."""
+    return _parse(HOST_MESSAGES, header, "host message")
+
+
+def parse_job_message(header: dict[str, Any]) -> Record:
+    """A frame on a job process's link to the daemon; MessageError: drop it."""
+    if header.get("op") == "done":  # the fast path: one per job
+        return JobDone.parse(header)
+    return _parse(JOB_MESSAGES, header, "job message")
+
+
+def parse_job_request(header: dict[str, Any]) -> Record:
+    """A daemon's frame to a job process."""
+    return _parse(JOB_REQUESTS, header, "job request")
