@@ -35,6 +35,7 @@ from .control import NodeControl
 from .finder import RETRY_INTERVAL, NodeFinder
 from .job import DispyJob
 from .links import NodeLink, Profile
+from .liveness import NodeWatch
 from .localsink import LocalSink
 from .loopthread import LoopThread
 from .nodes import DispyNode, avail_from
@@ -42,9 +43,6 @@ from .sink import JobSink
 from .stall import stall_message
 
 log = logging.getLogger("dispy")
-
-#: How long a lost connection may take to come back before the node is presumed dead.
-RECONNECT_GRACE = 10.0
 
 
 class Engine:
@@ -95,6 +93,8 @@ class Engine:
         self.finder = NodeFinder(self, port, self.ifs)
         #: what a cluster's node methods do (client/control.py)
         self.control = NodeControl(self)
+        #: when a node is presumed dead (client/liveness.py)
+        self.watch = NodeWatch(self)
         self._uids = itertools.count(1)
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
@@ -187,7 +187,7 @@ class Engine:
             link.retry_at = time.monotonic() + RETRY_INTERVAL * 6
             log.warning("node %s: %s", link.describe(), exc)
             conn.close()
-            self._after_lost_link(link)
+            self.watch.retry_later(link)
             return
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
@@ -198,7 +198,7 @@ class Engine:
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"
             link.retry_at = time.monotonic() + RETRY_INTERVAL
             conn.close()
-            self._after_lost_link(link)
+            self.watch.retry_later(link)
             return
         self._connected(link, welcome, conn)
 
@@ -215,13 +215,13 @@ class Engine:
         log.debug("node %s: not used now: %s", link.describe(), reason)
         link.state, link.reason = "down", reason
         link.retry_at = time.monotonic() + RETRY_INTERVAL
-        self._after_lost_link(link)
+        self.watch.retry_later(link)
 
     def _connected(self, link: NodeLink, welcome: dict, conn: Connection) -> None:
         log.debug("node %s: handshake done: %s CPUs", link.describe(), welcome.get("cpus"))
         restarted = link.node_id is not None and welcome.get("node_id") != link.node_id
         if restarted:
-            self._node_dead(link, "node restarted")
+            self.watch.dead(link, "node restarted")
             link.node = None  # another node now answers there: its counts start over
         link.node_id = welcome.get("node_id")
         link.conn, link.state, link.reason = conn, "connected", "connected"
@@ -292,7 +292,7 @@ class Engine:
             conn.close()
             if link.conn is conn:
                 link.conn = None
-                self._lost(link, reason)
+                self.watch.lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
         op = header.get("op")
@@ -530,44 +530,6 @@ class Engine:
         cs.journal.queued(job, cs.cid)
         self.sink.job_event(job)
 
-    # ---- lost nodes -----------------------------------------------------------------
-
-    def _lost(self, link: NodeLink, reason: str) -> None:
-        """The connection broke: retry for a while before presuming the node dead."""
-        link.state, link.reason = "down", reason
-        if self.setups.link_down(link.key) or link.running:
-            now = time.monotonic()
-            link.lost_at = min(now, link.last_heard)  # silence counts from the last frame
-            if now - link.lost_at > self._grace(link):
-                self._node_dead(link, f"{reason} after {now - link.lost_at:.0f} s of silence")
-            else:
-                log.info("node %s: %s; reconnecting", link.describe(), reason)
-                self.connect(link)
-        for fut in link.closing.values():
-            if not fut.done():
-                fut.set_result(False)
-
-    def _after_lost_link(self, link: NodeLink) -> None:
-        if link.lost_at is not None and time.monotonic() - link.lost_at > self._grace(link):
-            self._node_dead(link, link.reason)
-        elif link.lost_at is not None:
-            link.retry_at = time.monotonic() + 0.5
-
-    def _grace(self, link: NodeLink) -> float:
-        pulses = [cs.pulse_interval for cs in self.clusters.values() if cs.pulse_interval]
-        return 5 * min(pulses) if pulses else RECONNECT_GRACE
-
-    def _node_dead(self, link: NodeLink, reason: str) -> None:
-        link.lost_at = None
-        log.warning("node %s presumed dead (%s); %d running job(s) affected",
-                    link.describe(), reason, len(link.running))
-        self.apply(self.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
-        link.running.clear()
-        self.dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
-        self.apply(self.setups.node_dead(link.key))
-        if link.node is not None:
-            link.node.busy = 0
-
     # ---- periodic work --------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
@@ -577,7 +539,7 @@ class Engine:
             now = time.monotonic()
             try:
                 self.sink.flush_journals()  # queued jobs reach the recover file too
-                self._tick(now)
+                self.watch.tick(now)
                 waiting = [cs for cs in self.clusters.values() if cs.jobs and
                            not self.core.usable(cs.cid)]
                 pings = [cs.ping_interval for cs in self.clusters.values() if cs.ping_interval]
@@ -590,31 +552,6 @@ class Engine:
                     self._report_stall(cs, now)
             except Exception:
                 log.exception("engine housekeeping failed")
-
-    def _tick(self, now: float) -> None:
-        for link in list(self.links.values()):
-            if link.state == "connected":
-                limit = self._pulse_limit(link)
-                if limit and link.running and now - link.last_heard > limit:
-                    if link.conn is not None:  # _read's end presumes the node dead
-                        link.conn.close()
-                continue
-            if link.state in ("connecting", "relay") or now < link.retry_at:
-                continue
-            if link.lost_at is not None:
-                if now - link.lost_at > self._grace(link):
-                    self._node_dead(link, link.reason)
-                else:
-                    self.connect(link)
-            elif any(self.wants(cs, link.ip, link.port) is not None and cs.jobs
-                     and self.setups.state(link.key, cs.cid) is None
-                     for cs in self.clusters.values() if cs.profile == link.profile):
-                self.connect(link)
-
-    def _pulse_limit(self, link: NodeLink) -> float | None:
-        pulses = [cs.pulse_interval for cs in self.clusters.values()
-                  if cs.pulse_interval and self.setups.known(link.key, cs.cid)]
-        return 5 * min(pulses) if pulses else None
 
     def _report_stall(self, cs: ClusterState, now: float) -> None:
         every = config.StallReportInterval

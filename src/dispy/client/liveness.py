@@ -1,0 +1,115 @@
+"""When a node is presumed dead, and what happens then.
+
+A broken connection gets a grace period (``RECONNECT_GRACE``, or five pulse intervals
+when a cluster asked for pulses) to come back, with its jobs still counted as running
+there; after that the node is presumed dead: its jobs run elsewhere or end
+(lifecycle.py) and every cluster forgets it (nodesetup.py). A connected node silent for
+that long while it runs jobs is cut off the same way. The engine reports broken
+connections here and calls ``tick`` twice a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+from ..scheduling.lifecycle import Instruction, JobLifecycle
+from ..scheduling.nodesetup import NodeSetups, Out
+from .links import NodeLink
+
+log = logging.getLogger("dispy")
+
+#: How long a lost connection may take to come back before the node is presumed dead.
+RECONNECT_GRACE = 10.0
+
+
+class WatchHost(Protocol):
+    """What the watch needs of its engine (engine.py)."""
+
+    clusters: dict[str, Any]
+    links: dict[Hashable, NodeLink]
+    lifecycle: JobLifecycle
+    setups: NodeSetups
+
+    def connect(self, link: NodeLink) -> asyncio.Task: ...
+
+    def apply(self, out: list[Instruction] | list[Out]) -> None: ...
+
+    def dispatch(self) -> bool: ...
+
+    def wants(self, cs: Any, ip: str, port: int) -> Any: ...
+
+
+class NodeWatch:
+    def __init__(self, engine: WatchHost) -> None:
+        self.engine = engine
+
+    def lost(self, link: NodeLink, reason: str) -> None:
+        """The connection broke: retry for a while before presuming the node dead."""
+        link.state, link.reason = "down", reason
+        if self.engine.setups.link_down(link.key) or link.running:
+            now = time.monotonic()
+            link.lost_at = min(now, link.last_heard)  # silence counts from the last frame
+            if now - link.lost_at > self.grace():
+                self.dead(link, f"{reason} after {now - link.lost_at:.0f} s of silence")
+            else:
+                log.info("node %s: %s; reconnecting", link.describe(), reason)
+                self.engine.connect(link)
+        for fut in link.closing.values():
+            if not fut.done():
+                fut.set_result(False)
+
+    def retry_later(self, link: NodeLink) -> None:
+        """Connecting again failed: the node is dead once its grace is over."""
+        if link.lost_at is not None and time.monotonic() - link.lost_at > self.grace():
+            self.dead(link, link.reason)
+        elif link.lost_at is not None:
+            link.retry_at = time.monotonic() + 0.5
+
+    def grace(self) -> float:
+        pulses = [cs.pulse_interval for cs in self.engine.clusters.values()
+                  if cs.pulse_interval]
+        return 5 * min(pulses) if pulses else RECONNECT_GRACE
+
+    def dead(self, link: NodeLink, reason: str) -> None:
+        engine = self.engine
+        link.lost_at = None
+        log.warning("node %s presumed dead (%s); %d running job(s) affected",
+                    link.describe(), reason, len(link.running))
+        engine.apply(engine.lifecycle.node_lost(link.key, f"{link.describe()} lost: {reason}"))
+        link.running.clear()
+        engine.dispatch()  # resubmitted jobs go to the other nodes now, not at their next frame
+        engine.apply(engine.setups.node_dead(link.key))
+        if link.node is not None:
+            link.node.busy = 0
+
+    def tick(self, now: float) -> None:
+        """Cut silent nodes off, reconnect lost ones (or give up on them), and connect
+        to nodes that clusters with jobs want but have not met."""
+        engine = self.engine
+        for link in list(engine.links.values()):
+            if link.state == "connected":
+                limit = self._pulse_limit(link)
+                if limit and link.running and now - link.last_heard > limit:
+                    if link.conn is not None:  # the engine's read loop ends: ``lost``
+                        link.conn.close()
+                continue
+            if link.state in ("connecting", "relay") or now < link.retry_at:
+                continue
+            if link.lost_at is not None:
+                if now - link.lost_at > self.grace():
+                    self.dead(link, link.reason)
+                else:
+                    engine.connect(link)
+            elif any(engine.wants(cs, link.ip, link.port) is not None and cs.jobs
+                     and engine.setups.state(link.key, cs.cid) is None
+                     for cs in engine.clusters.values() if cs.profile == link.profile):
+                engine.connect(link)
+
+    def _pulse_limit(self, link: NodeLink) -> float | None:
+        pulses = [cs.pulse_interval for cs in self.engine.clusters.values()
+                  if cs.pulse_interval and self.engine.setups.known(link.key, cs.cid)]
+        return 5 * min(pulses) if pulses else None
