@@ -20,6 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
+from typing import Protocol
 
 #: ids peers choose (client ids, computation ids, job uids): letters, digits, ``_``,
 #: ``-`` and ``.`` (not first, so never ``.`` or ``..``), at most 64 characters
@@ -297,7 +298,32 @@ def _nbytes(buf: object) -> int:
 PART_SUFFIX = ".dispy-part"
 
 
-def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
+class Chunk(Protocol):
+    """What a "file" frame says of its chunk (wire/messages.File)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def final(self) -> bool: ...
+
+    @property
+    def mode(self) -> int: ...
+
+    @property
+    def mtime(self) -> float | None: ...
+
+    @property
+    def mtime_ns(self) -> int | None: ...
+
+
+def write_chunk(root: str, path: str, chunk: Chunk, bufs: list, limit: int = 0,
                 owner: str = "node") -> bool:
     """Write one chunk of a "file" frame at its offset into ``path`` (inside ``root``);
     True when the file is complete (then it gets the sender's permission bits, without
@@ -306,17 +332,17 @@ def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
     ``limit`` (max_file_size, 0 for none) bounds both the size the sender declares and
     the bytes it really sends: a chunk that would take the file past it is refused
     (ValueError) and the partial file removed."""
-    offset = int(header.get("offset", 0))
+    offset = chunk.offset
     if offset < 0:
-        raise ValueError(f"{header.get('path')!r}: negative offset")
+        raise ValueError(f"{chunk.path!r}: negative offset")
     end = offset + sum(_nbytes(b) for b in bufs)
-    declared = int(header["size"])
+    declared = chunk.size
     size = max(declared, end)
     part = path + PART_SUFFIX  # readers (job processes) never see a file half written
     if limit and size > limit:
         remove_beneath(root, part)
         what = "file of" if size == declared else "file sent with"
-        raise ValueError(f"{header.get('path')}: {what} {size} bytes is over the {owner}'s"
+        raise ValueError(f"{chunk.path}: {what} {size} bytes is over the {owner}'s"
                          f" max_file_size of {limit} bytes")
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if offset == 0 else 0)
     fd = open_beneath(root, part, flags, 0o600, makedirs=True)
@@ -325,19 +351,17 @@ def write_chunk(root: str, path: str, header: dict, bufs: list, limit: int = 0,
         for buf in bufs:
             fh.write(buf)
         fh.flush()
-        if not header.get("final"):
+        if not chunk.final:
             return False
-        os.fchmod(fd, int(header.get("mode", 0o644)) & 0o777)
-        ns = header.get("mtime_ns")
-        if isinstance(ns, int):
-            os.utime(fd, ns=(ns, ns))
-        else:
-            mtime = float(header["mtime"])
-            os.utime(fd, (mtime, mtime))
+        os.fchmod(fd, chunk.mode & 0o777)
+        if chunk.mtime_ns is not None:
+            os.utime(fd, ns=(chunk.mtime_ns, chunk.mtime_ns))
+        elif chunk.mtime is not None:
+            os.utime(fd, (chunk.mtime, chunk.mtime))
     try:
         if stat.S_ISLNK(os.lstat(path).st_mode):
             os.unlink(part)
-            raise UnsafePath(f"{header.get('path')!r}: a symbolic link is in the way")
+            raise UnsafePath(f"{chunk.path!r}: a symbolic link is in the way")
     except FileNotFoundError:
         pass
     os.replace(part, path)  # both names in a directory open_beneath checked

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispy import fsafe
+from dispy.wire.messages import File
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -261,9 +262,9 @@ def test_private_file(tmp_path):
 
 
 def chunk(data: bytes, offset: int = 0, final: bool = True, size: int | None = None,
-          mode: int = 0o644) -> dict:
-    return {"path": "f.bin", "size": len(data) if size is None else size, "offset": offset,
-            "final": final, "mtime": 1_000_000.0, "mode": mode}
+          mode: int = 0o644) -> File:
+    return File(path="f.bin", size=len(data) if size is None else size, offset=offset,
+                final=final, mtime=1_000_000.0, mode=mode)
 
 
 def test_write_chunk_counts_bytes_sent(tmp_path):
@@ -306,10 +307,10 @@ def test_a_file_appears_only_when_complete(tree):
     its last chunk it exists only under a temporary name."""
     root = str(tree)
     path = f"{root}/sub/f.bin"
-    first = {**chunk(b"ab"), "size": 4, "final": False}
+    first = chunk(b"ab", size=4, final=False)
     assert fsafe.write_chunk(root, path, first, [b"ab"]) is False
     assert not os.path.exists(path)
-    last = {**chunk(b"cd"), "size": 4, "offset": 2, "final": True}
+    last = chunk(b"cd", size=4, offset=2, final=True)
     assert fsafe.write_chunk(root, path, last, [b"cd"]) is True
     assert open(path, "rb").read() == b"abcd"
     assert os.listdir(f"{root}/sub") == ["f.bin"]

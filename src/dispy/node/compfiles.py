@@ -33,9 +33,8 @@ def computation_dir(root: str, session: Session, cid: str, dest: Any) -> str:
 
 
 def store(root: str, max_file_size: int, session: Session, req: messages.File,
-          header: dict, bufs: list[bytes]) -> None:
-    """A "file" frame: a chunk of a computation's (or one job's) file. ``header`` is
-    the frame's own, which ``fsafe.write_chunk`` (shared with dispyscheduler) reads."""
+          bufs: list[bytes]) -> None:
+    """A "file" frame: a chunk of a computation's (or one job's) file."""
     comp = session.computations.get(req.cid)
     reply = req.reply
     if comp is None or comp.failed:
@@ -46,7 +45,7 @@ def store(root: str, max_file_size: int, session: Session, req: messages.File,
     job_uid = req.job
     try:
         path = fsafe.safe_join(comp.dir, req.path)
-        if fsafe.write_chunk(root, path, header, bufs, max_file_size):
+        if fsafe.write_chunk(root, path, req, bufs, max_file_size):
             if job_uid is None:
                 comp.files.append(path)
             else:

@@ -328,7 +328,7 @@ class NodeDaemon:
         elif isinstance(req, messages.Compute):
             self._compute(session, req, bufs)
         elif isinstance(req, messages.File):
-            compfiles.store(self.root, self.opts.max_file_size, session, req, header, bufs)
+            compfiles.store(self.root, self.opts.max_file_size, session, req, bufs)
         elif isinstance(req, messages.FilesCheck):
             compfiles.check(session, req)
         elif isinstance(req, messages.JobsQuery):
