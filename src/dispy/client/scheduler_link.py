@@ -32,6 +32,9 @@ log = logging.getLogger("dispy")
 #: How long a lost scheduler may take to come back before its jobs are given up.
 SCHEDULER_GRACE = 60.0
 
+#: the scheduler's answer to a new computation
+Admission = messages.Scheduled | messages.Waiting | messages.Refused
+
 
 def _custom(alloc: NodeAllocate) -> bool:
     return type(alloc).allocate is not NodeAllocate.allocate
@@ -69,6 +72,7 @@ class SchedulerLink:
         #: jobs sent and not yet final, by uid
         self.jobs: dict[str, DispyJob] = {}
         self.acks: list[str] = []
+        #: computation id -> its answer: Scheduled, Waiting or Refused
         self.answers: dict[str, asyncio.Future] = {}
         self.closing: dict[str, asyncio.Future] = {}
         self.reconnecting: asyncio.Task | None = None
@@ -118,11 +122,7 @@ class SchedulerLink:
         try:
             while True:
                 header, bufs = await conn.recv()
-                try:
-                    self._on_frame(header, bufs)
-                except Exception:
-                    log.exception("failed to handle %r from %s", header.get("op"),
-                                  self.describe())
+                self._on_frame(header, bufs)
                 if not conn.pending():
                     self._flush_acks()
         except (ConnectionClosed, OSError) as exc:
@@ -192,7 +192,7 @@ class SchedulerLink:
             cs.nodes.clear()
             fut = self.answers.get(cs.cid)
             if fut is not None and not fut.done():
-                fut.set_result({"op": "refused", "reason": reason})
+                fut.set_result(messages.Refused(cid=cs.cid, reason=reason))
         if self.conn is not None:
             self.clusters.clear()  # a restarted scheduler does not know them
 
@@ -211,35 +211,47 @@ class SchedulerLink:
     # ---- messages from the scheduler ----------------------------------------------
 
     def _on_frame(self, header: dict, bufs: list[bytes]) -> None:
-        op = header.get("op")
-        if op == "done":
-            self._done(header, bufs)
-        elif op == "job_status":
-            self._job_status(header)
-        elif op == "provisional":
-            self._provisional(header, bufs)
-        elif op == "node":
-            self._node(header)
-        elif op == "send_file":
+        """A frame from the scheduler as its record; a malformed one is dropped (the
+        connection, and the program's other jobs, kept)."""
+        try:
+            msg = messages.parse_scheduler_message(header)
+        except messages.MessageError as exc:
+            log.warning("%s: dropped a frame: %s", self.describe(), exc)
+            return
+        try:
+            self._handle(msg, header, bufs)
+        except Exception:  # a bug here must not cost the other jobs their link
+            log.exception("failed to handle %r from %s", msg.op, self.describe())
+
+    def _handle(self, msg: messages.Record, header: dict, bufs: list[bytes]) -> None:
+        # ``header`` only goes on to the sink, which reads a node's frames as they came
+        if isinstance(msg, messages.JobResult):
+            self._done(msg, header, bufs)
+        elif isinstance(msg, messages.JobStatus):
+            self._job_status(msg)
+        elif isinstance(msg, messages.Provisional):
+            self.engine.local.provisional(self.jobs.get(msg.uid), bufs)
+        elif isinstance(msg, messages.NodeEvent):
+            self._node(msg)
+        elif isinstance(msg, messages.SendFile):
             self.engine.local.file_from_node(self.describe(), header, bufs)
-        elif op == "allocate":
-            asyncio.get_running_loop().create_task(self._allocate(header))
-        elif op == "reply":
-            if header.get("reply") == "resend":
-                self._resend_answer(header.get("unknown", []))
-                return
-        elif op in ("scheduled", "waiting", "refused"):
-            self._admission(header)
-        elif op == "closed":
-            fut = self.closing.pop(str(header.get("cid")), None)
+        elif isinstance(msg, messages.AskAllocate):
+            asyncio.get_running_loop().create_task(self._allocate(msg))
+        elif isinstance(msg, messages.Reply):
+            if msg.reply == "resend":
+                self._resend_answer(msg.unknown or [])
+        elif isinstance(msg, (messages.Scheduled, messages.Waiting, messages.Refused)):
+            self._admission(msg)
+        elif isinstance(msg, messages.Closed):
+            fut = self.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
-        elif op == "scheduler_stopping":
+        elif isinstance(msg, messages.SchedulerStopping):
             log.warning("%s is stopping: jobs of %r still running there are terminated",
-                        self.describe(), header.get("cid"))
+                        self.describe(), msg.cid)
 
-    def _done(self, header: dict, bufs: list[bytes]) -> None:
-        uid = str(header.get("uid"))
+    def _done(self, msg: messages.JobResult, header: dict, bufs: list[bytes]) -> None:
+        uid = msg.uid
         job = self.jobs.pop(uid, None)
         if job is None or job._final:
             self.acks.append(uid)
@@ -248,26 +260,25 @@ class SchedulerLink:
             job._ack_to = (self, uid)  # once the callback ran (Engine._settled)
         else:
             self.acks.append(uid)
-        ip, port = header.get("ip"), header.get("port")
+        ip, port = msg.ip, msg.port
         if ip is not None:
             job.ip_addr, job._key = ip, (ip, port)
             node = job._cluster.nodes.get((ip, port))
             if node is not None:
                 node.jobs_done += 1
-                node.cpu_time += max(0.0, header.get("end_time", 0) -
-                                     header.get("start_time", 0))
+                node.cpu_time += max(0.0, (msg.end_time or 0.0) - (msg.start_time or 0.0))
                 node.busy = max(0, node.busy - 1)
         self.engine.local.deliver(job, header, bufs)
 
-    def _job_status(self, header: dict) -> None:
-        job = self.jobs.get(str(header.get("uid")))
+    def _job_status(self, msg: messages.JobStatus) -> None:
+        job = self.jobs.get(msg.uid)
         if job is None or job._final:
             return
-        job.status = int(header.get("status", DispyJob.Created))
+        job.status = msg.status
         if job.status == DispyJob.Running:
-            ip, port = header.get("ip"), header.get("port")
+            ip, port = msg.ip, msg.port
             job.ip_addr, job._key = ip, (ip, port)
-            job.start_time = header.get("start_time") or time.time()
+            job.start_time = msg.start_time or time.time()
             node = job._cluster.nodes.get((ip, port))
             if node is not None:
                 node.busy += 1
@@ -277,13 +288,10 @@ class SchedulerLink:
             job.ip_addr = None
         self.engine.local.job_event(job)
 
-    def _provisional(self, header: dict, bufs: list[bytes]) -> None:
-        self.engine.local.provisional(self.jobs.get(str(header.get("uid"))), bufs)
-
-    def _node(self, header: dict) -> None:
-        cs = self.clusters.get(str(header.get("cid")))
-        info = header.get("node")
-        if cs is None or not isinstance(info, dict):
+    def _node(self, msg: messages.NodeEvent) -> None:
+        cs = self.clusters.get(msg.cid)
+        info = msg.node  # the node as JSON (scheduler/programs.py node_info)
+        if cs is None:
             return
         key = (info.get("ip"), info.get("port"))
         node = cs.nodes.get(key)
@@ -294,21 +302,20 @@ class SchedulerLink:
         node.platform = str(info.get("platform", ""))
         node.avail_info = avail_from(info.get("avail_info"))
         node.update_time = time.time()
-        status = int(header.get("status", 0))
-        if status == DispyNode.Closed:
+        if msg.status == DispyNode.Closed:
             cs.nodes.pop(key, None)
         else:
             cs.nodes[key] = node
-        self.engine.local.status(cs, status, node, None)
+        self.engine.local.status(cs, msg.status, node, None)
 
-    async def _allocate(self, header: dict) -> None:
+    async def _allocate(self, msg: messages.AskAllocate) -> None:
         """The scheduler asks what an overridden NodeAllocate.allocate says for a node."""
-        cs = self.clusters.get(str(header.get("cid")))
-        info = header.get("node") or {}
-        answer = messages.Reply(reply=messages.id_field(header, "reply") or None, cpus=0)
+        cs = self.clusters.get(msg.cid)
+        info = msg.node
+        answer = messages.Reply(reply=msg.reply, cpus=0)
         try:
-            alloc = cs.allocs[int(header.get("alloc", -1))] if cs is not None else None
-        except (IndexError, ValueError):
+            alloc = cs.allocs[msg.alloc] if cs is not None else None
+        except IndexError:
             alloc = None
         if cs is None or alloc is None:
             self.send(answer)
@@ -331,24 +338,31 @@ class SchedulerLink:
         self.send(dataclasses.replace(answer, cpus=cpus, depends=depends),
                   [cloudpickle.dumps(alloc.setup_args)])
 
-    def _admission(self, header: dict) -> None:
-        op = header.get("op")
-        cid = str(header.get("cid"))
-        cs = self.clusters.get(cid)
-        if op == "waiting" and cs is not None:
-            log.warning("%r: %s", cs.name, header.get("reason"))
-        elif op == "scheduled" and cs is not None:
+    def _admission(self, msg: messages.Scheduled | messages.Waiting | messages.Refused) -> None:
+        cs = self.clusters.get(msg.cid)
+        if isinstance(msg, messages.Waiting) and cs is not None:
+            log.warning("%r: %s", cs.name, msg.reason)
+        elif isinstance(msg, messages.Scheduled) and cs is not None:
             log.info("%r: scheduled by %s", cs.name, self.describe())
-        fut = self.answers.pop(cid, None)
+        fut = self.answers.pop(msg.cid, None)
         if fut is not None and not fut.done():
-            fut.set_result(header)
+            fut.set_result(msg)
 
     # ---- requests -------------------------------------------------------------------
 
-    async def request(self, header: dict | messages.Record, bufs: list | tuple = ()) -> dict | None:
+    async def request(self, header: dict | messages.Record,
+                      bufs: list | tuple = ()) -> messages.Reply | None:
+        """The scheduler's reply to ``header``: None if none came (or it is malformed)."""
         if self.conn is None:
             return None
-        return await self.conn.request(header, bufs, config.MsgTimeout * 3)
+        answer = await self.conn.request(header, bufs, config.MsgTimeout * 3)
+        if answer is None:
+            return None
+        try:
+            return messages.parse_reply(answer)
+        except messages.MessageError as exc:
+            log.warning("%s: dropped a reply: %s", self.describe(), exc)
+            return None
 
     async def _upload(self, cid: str, local: str, relpath: str,
                       extra: dict | None = None) -> Any:
@@ -357,7 +371,7 @@ class SchedulerLink:
         return await upload.send_file(self, cid, local, relpath, config.MsgTimeout * 3,
                                       confirm=bool(extra and "node" in extra), extra=extra)
 
-    async def add_cluster(self, cs: ClusterState) -> dict:
+    async def add_cluster(self, cs: ClusterState) -> Admission:
         """Create the computation at the scheduler; returns its first answer."""
         if self.conn is None:
             await self.connect()
@@ -381,8 +395,8 @@ class SchedulerLink:
         try:
             answer = await asyncio.wait_for(fut, config.MsgTimeout * 6)
         except asyncio.TimeoutError:
-            answer = {"op": "refused", "reason": f"no answer from {self.describe()}"}
-        if answer.get("op") == "refused":
+            answer = messages.Refused(cid=cs.cid, reason=f"no answer from {self.describe()}")
+        if isinstance(answer, messages.Refused):
             self.clusters.pop(cs.cid, None)
         return answer
 

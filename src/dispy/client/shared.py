@@ -20,7 +20,7 @@ from ..wire import messages, netif
 from .cluster import JobCluster, _call_async
 from .job import DispyJob
 from .nodes import ClusterStatus, DispyNode, node_address
-from .scheduler_link import SchedulerLink, _relpath, alloc_specs
+from .scheduler_link import Admission, SchedulerLink, _relpath, alloc_specs
 
 log = logging.getLogger("dispy")
 
@@ -92,7 +92,7 @@ class SharedJobCluster(JobCluster):
         state.exclusive = self._exclusive
         engine = self._engine
 
-        async def start() -> dict:
+        async def start() -> Admission:
             # not in engine.clusters: the engine must never use the nodes for it directly
             state.scheduler = self._scheduler  # recover_jobs reruns its jobs through it
             state.journal = engine.local.journal_for(state)
@@ -106,15 +106,15 @@ class SharedJobCluster(JobCluster):
             try:
                 return await link.add_cluster(state)
             except ConnectionError as exc:
-                return {"op": "refused", "reason": str(exc)}
+                return messages.Refused(cid=state.cid, reason=str(exc))
 
         answer = engine.call(start()).result()
-        if answer.get("op") == "refused":
+        if isinstance(answer, messages.Refused):
             self._closed = True
             engine.call(_call_async(self._forget)).result()
-            raise ConnectionError(f"SharedJobCluster {self.name!r}: {answer.get('reason')}")
-        if answer.get("op") == "waiting":
-            log.info("%r: %s", self.name, answer.get("reason"))
+            raise ConnectionError(f"SharedJobCluster {self.name!r}: {answer.reason}")
+        if isinstance(answer, messages.Waiting):
+            log.info("%r: %s", self.name, answer.reason)
 
     def _forget(self) -> None:
         engine = self._engine
@@ -197,12 +197,13 @@ class SharedJobCluster(JobCluster):
     def _control(self, request: messages.NodeControl, bufs: list | tuple = ()) -> int:
         assert self._link is not None
         answer = self._engine.call(self._link.request(request, bufs)).result()
-        if not isinstance(answer, dict):
+        if answer is None:
             log.error("cluster %r: %s: no answer from the scheduler", self._name, request.op)
             return -1
-        if answer.get("rc", -1) != 0 and answer.get("reason"):
-            log.error("cluster %r: %s: %s", self._name, request.op, answer["reason"])
-        return int(answer.get("rc", -1))
+        rc = answer.rc if answer.rc is not None else -1
+        if rc != 0 and answer.reason:
+            log.error("cluster %r: %s: %s", self._name, request.op, answer.reason)
+        return rc
 
     def allocate_node(self, node: Any) -> int:
         allocs = self._allocations(node)

@@ -16,12 +16,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import fsafe
-from ..client import joboptions
 from ..client.engine import Engine
 from ..client.job import DispyJob
 from ..client.links import Profile
 from ..client.shipping import FileSpec
-from ..wire import messages, oob
+from ..wire import messages
 from ..wire.connection import Connection
 from .journal import SchedulerJournal
 from .options import SchedulerOptions
@@ -57,11 +56,13 @@ class ClientSession:
     def send(self, header: dict | messages.Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
 
-    def result(self, header: dict, bufs: list) -> None:
-        """A job ended: kept (and journaled) until the client acknowledges it."""
-        self.undelivered[str(header["uid"])] = (header, bufs)
+    def result(self, done: messages.JobResult, bufs: list) -> None:
+        """A job ended: kept (and journaled) until the client acknowledges it, as the
+        frame that is sent (a restart reads it back and sends it as it is)."""
+        header = done.header()
+        self.undelivered[done.uid] = (header, bufs)
         if self.journal is not None:
-            self.journal.ended(self.sid, str(header["uid"]), header, bufs)
+            self.journal.ended(self.sid, done.uid, header, bufs)
         self.send(header, bufs)
 
     async def request(self, header: dict | messages.Record,
@@ -82,9 +83,9 @@ class ClientSession:
         return f"client {self.name} at {self.addr}"
 
 
-def _reply(session: ClientSession, header: dict, **answer: Any) -> None:
-    if header.get("reply") is not None:
-        session.send(messages.Reply(reply=header["reply"], **answer))
+def _reply(session: ClientSession, msg: messages.Record, **answer: Any) -> None:
+    if msg.reply is not None:
+        session.send(messages.Reply(reply=msg.reply, **answer))
 
 
 class ClientService:
@@ -107,42 +108,49 @@ class ClientService:
         self.computations: dict[str, RemoteCluster] = {}
 
     def handle(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        handler = _OPS.get(str(header.get("op")))
+        """A program's frame: its record to the op's handler, or refused with why (the
+        only place a program's header is read as a dict)."""
         try:
-            if handler is None:
-                raise messages.MessageError(f"unknown request {str(header.get('op'))[:40]!r}")
-            messages.parse_request(header, bufs)
+            msg = messages.parse_request(header, bufs, messages.SCHEDULER_REQUESTS)
         except messages.MessageError as exc:
             log.warning("refused a request from %s: %s", session.describe(), exc)
-            if isinstance(header.get("reply"), str) and messages.ID.fullmatch(header["reply"]):
-                _reply(session, header, ok=False, rc=-1, reason=str(exc))
+            token = messages.id_field(header, "reply")
+            if messages.ID.fullmatch(token):
+                session.send(messages.Reply(reply=token, ok=False, rc=-1, reason=str(exc)))
+            cid = messages.id_field(header, "cid")
+            if header.get("op") == "compute" and messages.ID.fullmatch(cid):
+                # the program waits for the computation's answer: it is this
+                session.send(messages.Refused(cid=cid, reason=f"invalid computation: {exc}"))
             return
-        handler(self, session, header, bufs)
+        _OPS[msg.op](self, session, msg, bufs)
 
-    def _cluster(self, session: ClientSession, header: dict) -> RemoteCluster | None:
-        cs = session.clusters.get(str(header.get("cid")))
+    def _cluster(self, session: ClientSession,
+                 msg: messages.File | messages.NodeControl) -> RemoteCluster | None:
+        cs = session.clusters.get(msg.cid)
         if cs is None:
-            _reply(session, header, ok=False, rc=-1, reason="computation is not known here")
+            _reply(session, msg, ok=False, rc=-1, reason="computation is not known here")
         return cs
 
     # ---- computations ---------------------------------------------------------------
 
-    def compute(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        ccid = str(header.get("cid"))
+    def compute(self, session: ClientSession, msg: messages.SharedCompute,
+                bufs: list[bytes]) -> None:
+        ccid = msg.cid
         try:
             if ccid in session.clusters:
                 raise ValueError("computation was created already")
             store = fsafe.safe_join(session.root, fsafe.check_id(ccid, "computation id"))
-            allocs = self._allocs(header.get("allocs"), bufs, 1)
-            for relpath in [*header.get("files", ()), *(p for a in allocs for p in a.relpaths)]:
+            allocs = self._allocs(msg.allocs, bufs, 1)
+            for relpath in [*msg.files, *(p for a in allocs for p in a.relpaths)]:
                 fsafe.safe_join(store, relpath)  # its files stay in its store
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warning("refused computation %r of %s: %s", str(header.get("name"))[:80],
+            log.warning("refused computation %r of %s: %s", msg.name[:80],
                         session.describe(), exc)
             session.send(messages.Refused(cid=ccid, reason=f"invalid computation: {exc}"))
             return
         cid = f"b{self.boot}s{next(self._cids)}.{ccid}"
         opts = self.opts
+        header = msg.header()  # as RemoteCluster and the journal keep it
         cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
                            self.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
@@ -161,9 +169,10 @@ class ClientService:
         allocs.sort(key=lambda a: (a.wildcard, -len(a.host)))
         return allocs
 
-    def schedule(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+    def schedule(self, session: ClientSession, msg: messages.Schedule,
+                 bufs: list[bytes]) -> None:
         """All files of a computation are here: admit it, or tell the client it waits."""
-        cs = session.clusters.get(str(header.get("cid")))
+        cs = session.clusters.get(msg.cid)
         if cs is None:
             return
         if cs.failed:
@@ -211,40 +220,39 @@ class ClientService:
         self.computations.pop(cs.cid, None)
         fsafe.remove_beneath(self.root, cs.store)
 
-    def close_request(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        cs = session.clusters.get(str(header.get("cid")))
+    def close_request(self, session: ClientSession, msg: messages.Close,
+                      bufs: list[bytes]) -> None:
+        cs = session.clusters.get(msg.cid)
         if cs is None:
-            session.send(messages.Closed(cid=messages.id_field(header, "cid")))
+            session.send(messages.Closed(cid=msg.cid))
             return
-        self.spawn(self.close(cs, bool(header.get("terminate"))))
+        self.spawn(self.close(cs, msg.terminate))
 
     # ---- files ----------------------------------------------------------------------
 
-    def file(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+    def file(self, session: ClientSession, msg: messages.File, bufs: list[bytes]) -> None:
         """A chunk of a computation's file, a job's file, or a file for send_file."""
-        cs = self._cluster(session, header)
+        cs = self._cluster(session, msg)
         if cs is None:
             return
-        job_uid = header.get("job")
-        target = header.get("node")
+        job_uid = msg.job
+        target = msg.node
         try:
             if job_uid is not None:
                 root = fsafe.safe_join(cs.store, "jobs", fsafe.check_id(job_uid, "job uid"))
             elif target is not None:
-                root = fsafe.safe_join(cs.store, "send",
-                                       fsafe.check_id(header.get("xfer"), "transfer id"))
+                root = fsafe.safe_join(cs.store, "send", fsafe.check_id(msg.xfer, "transfer id"))
             else:
                 root = cs.store
-            path = fsafe.safe_join(root, header["path"])
-            complete = fsafe.write_chunk(self.root, path, header, bufs,
+            path = fsafe.safe_join(root, msg.path)
+            complete = fsafe.write_chunk(self.root, path, msg, bufs,
                                          self.opts.max_file_size, "scheduler")
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            if str(header.get("path")) not in cs.refused_files:  # once, not per chunk
-                cs.refused_files.add(str(header.get("path")))
-                log.warning("refused file %r of %s: %s", header.get("path"), cs.describe(),
-                            exc)
+            if msg.path not in cs.refused_files:  # once, not per chunk
+                cs.refused_files.add(msg.path)
+                log.warning("refused file %r of %s: %s", msg.path, cs.describe(), exc)
             if target is not None:
-                _reply(session, header, ok=False, reason=str(exc))
+                _reply(session, msg, ok=False, reason=str(exc))
             elif job_uid is None:
                 cs.failed = f"file transfer to the scheduler failed: {exc}"
             else:
@@ -253,19 +261,18 @@ class ClientService:
         if not complete:
             return
         if job_uid is not None:
-            session.job_files.setdefault(str(job_uid), []).append(
-                FileSpec(path, str(header["path"])))
+            session.job_files.setdefault(job_uid, []).append(FileSpec(path, msg.path))
         elif target is not None:
-            self.spawn(self._send_file(session, cs, header, path))
+            self.spawn(self._send_file(session, cs, msg, path))
 
-    async def _send_file(self, session: ClientSession, cs: RemoteCluster, header: dict,
+    async def _send_file(self, session: ClientSession, cs: RemoteCluster, msg: messages.File,
                          path: str) -> None:
         try:
-            link = self._node(cs, header.get("node"))
+            link = self._node(cs, msg.node)
             rc = -1 if link is None else await self.engine.control.send_file(cs, link, path)
             reason = "node is not set up for this computation" if link is None else (
                 "the node refused it (the scheduler's log says why)")
-            _reply(session, header, ok=rc == 0, reason=None if rc == 0 else reason)
+            _reply(session, msg, ok=rc == 0, reason=None if rc == 0 else reason)
         finally:
             fsafe.remove_beneath(cs.store, os.path.dirname(path))
 
@@ -278,29 +285,29 @@ class ClientService:
 
     # ---- jobs -------------------------------------------------------------------------
 
-    def job(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        uid = str(header.get("uid"))
-        cs = session.clusters.get(str(header.get("cid")))
+    def job(self, session: ClientSession, msg: messages.Job, bufs: list[bytes]) -> None:
+        uid = msg.uid
+        cs = session.clusters.get(msg.cid)
         if cs is None or not bufs:
-            session.result({"op": "done", "cid": header.get("cid"), "uid": uid,
-                            "status": DispyJob.Cancelled,
-                            "exception": "Cancelled: the scheduler does not know this"
-                                         " computation (it was closed or the scheduler"
-                                         " restarted)"}, [])
+            session.result(messages.JobResult(
+                uid=uid, cid=msg.cid, status=DispyJob.Cancelled,
+                exception="Cancelled: the scheduler does not know this computation (it was"
+                          " closed or the scheduler restarted)"), [])
             return
         if uid in cs.by_client_uid or uid in session.undelivered or uid in session.recovering:
             return  # sent again after a reconnect: we have it
         if session.journal is not None:
             files = [(f.local, f.relpath) for f in session.job_files.get(uid, ())]
-            session.journal.job(session.sid, uid, cs.client_cid, header, bufs, files)
-        bufs, big = oob.split(header, bufs)  # passed on unopened, as the client sent them
+            session.journal.job(session.sid, uid, cs.client_cid, msg.header(), bufs, files)
+        n = msg.oob  # passed on unopened, as the client sent them
+        bufs, big = (bufs[:-n], bufs[-n:]) if 0 < n <= len(bufs) else (bufs, [])
         job = RelayedJob(cs, bufs[0], self.engine.new_uid(), time.time())
         job.client_uid = uid
         job.id = uid
         job._oob = big or None
         if len(bufs) > 1:
             job._deps = (bufs[1], session.job_files.get(uid, []))
-        pin = header.get("pin")
+        pin = msg.pin
         key = None
         if pin is not None:
             try:
@@ -308,79 +315,83 @@ class ClientService:
             except (TypeError, ValueError, IndexError):
                 key = ("?", 0, self.node_profile)
             job._pin = key
-        job._opts = joboptions.from_header(header)
+        job._opts = {k: v for k, v in (("timeout", msg.timeout), ("priority", msg.priority))
+                     if v is not None} or None
         cs.by_client_uid[uid] = job
         self.engine.submit(job, key)
 
-    def cancel(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        cs = session.clusters.get(str(header.get("cid")))
-        job = cs.by_client_uid.get(str(header.get("uid"))) if cs is not None else None
+    def cancel(self, session: ClientSession, msg: messages.Cancel, bufs: list[bytes]) -> None:
+        cs = session.clusters.get(msg.cid)
+        job = cs.by_client_uid.get(msg.uid) if cs is not None else None
         if job is not None:
             self.engine.cancel(job)
 
-    def ack(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        uids = [str(uid) for uid in header.get("uids", ())]
+    def ack(self, session: ClientSession, msg: messages.Ack, bufs: list[bytes]) -> None:
+        uids = msg.uids
         for uid in uids:
             session.undelivered.pop(uid, None)
         if session.journal is not None:
             session.journal.acked(session.sid, uids)
 
-    def jobs_query(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+    def jobs_query(self, session: ClientSession, msg: messages.JobsQuery,
+                   bufs: list[bytes]) -> None:
         """Which of these jobs are unknown here (recover_jobs, or a client that reconnects
         after frames were lost with the connection)."""
         known = set(session.undelivered) | set(session.recovering)
         for cs in session.clusters.values():
             known.update(cs.by_client_uid)
-        unknown = [uid for uid in header.get("uids", ()) if uid not in known]
-        _reply(session, header, unknown=unknown)
+        unknown = [uid for uid in msg.uids if uid not in known]
+        _reply(session, msg, unknown=unknown)
 
     # ---- node control ---------------------------------------------------------------
 
-    def allocate_node(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
-        cs = self._cluster(session, header)
+    def allocate_node(self, session: ClientSession, msg: messages.AllocateNode,
+                      bufs: list[bytes]) -> None:
+        cs = self._cluster(session, msg)
         if cs is None:
             return
         try:
-            allocs = self._allocs(header.get("allocs"), bufs, 0)
+            allocs = self._allocs(msg.allocs, bufs, 0)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            _reply(session, header, rc=-1, reason=f"invalid node: {exc}")
+            _reply(session, msg, rc=-1, reason=f"invalid node: {exc}")
             return
-        _reply(session, header, rc=self.engine.control.allocate_node(cs, allocs))
+        _reply(session, msg, rc=self.engine.control.allocate_node(cs, allocs))
 
-    def node_control(self, session: ClientSession, header: dict, bufs: list[bytes]) -> None:
+    def node_control(self, session: ClientSession, msg: messages.NodeControl,
+                     bufs: list[bytes]) -> None:
         """deallocate_node, close_node, resetup_node and set_node_cpus of SharedJobCluster."""
-        cs = self._cluster(session, header)
+        cs = self._cluster(session, msg)
         if cs is None:
             return
-        link = self._node(cs, header.get("node"))
-        op = header.get("op")
+        link = self._node(cs, msg.node)
+        op = msg.op
         if link is None:
-            _reply(session, header, rc=-1, reason="node is not set up for this computation")
+            _reply(session, msg, rc=-1, reason="node is not set up for this computation")
             return
-        terminate = bool(header.get("terminate"))
+        terminate = msg.terminate
         if op == "deallocate_node":
             rc = self.engine.control.deallocate_node(cs, link)
         elif op == "close_node":
             rc = self.engine.control.close_node(cs, link, terminate)
         elif op == "set_node_cpus":
             if not (self.opts.cooperative or cs.exclusive):
-                _reply(session, header, rc=-1, reason="the node is shared: the scheduler"
+                _reply(session, msg, rc=-1, reason="the node is shared: the scheduler"
                        " allows set_node_cpus only with --cooperative (or to an exclusive"
                        " computation)")
                 return
             try:
-                rc = self.engine.control.set_node_cpus(cs, link, int(header.get("cpus", 0)))
+                rc = self.engine.control.set_node_cpus(cs, link, msg.cpus or 0)
             except (TypeError, ValueError):
                 rc = -1
         else:
-            if isinstance(header.get("cpus"), int) and bufs:
-                cs.per_node[link.key] = (header["cpus"], bufs[0],
-                                         [str(p) for p in header.get("depends", ())])
+            if msg.cpus is not None and bufs:
+                cs.per_node[link.key] = (msg.cpus, bufs[0], list(msg.depends or ()))
             rc = self.engine.control.close_node(cs, link, terminate, True)
-        _reply(session, header, rc=rc)
+        _reply(session, msg, rc=rc)
 
 
-_OPS = {
+#: each op's handler, given the op's record (messages.SCHEDULER_REQUESTS)
+_OPS: dict[str, Callable[[ClientService, ClientSession, Any, list[bytes]], None]] = {
     "compute": ClientService.compute,
     "schedule": ClientService.schedule,
     "close": ClientService.close_request,

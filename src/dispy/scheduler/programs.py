@@ -250,15 +250,21 @@ class ProgramSink:
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.by_client_uid.pop(job.client_uid, None)
-        status = header.get("status", DispyJob.Finished)
-        status = status if isinstance(status, int) else 0
+        try:  # the node's header, as its program's job
+            done = messages.JobResult.relay(header, job.client_uid, cs.client_cid)
+        except messages.MessageError as exc:  # the program would drop it: say why instead
+            log.warning("result of job %s of %s is malformed: %s", job.client_uid,
+                        cs.describe(), exc)
+            done, bufs = messages.JobResult(
+                uid=job.client_uid, cid=cs.client_cid, status=DispyJob.Terminated,
+                exception=f"Terminated: its node sent a malformed result: {exc}"), []
+        status = done.status if done.status is not None else DispyJob.Finished
         self.ended[status] = self.ended.get(status, 0) + 1
-        if self.metrics is not None and header.get("start_time") and header.get("end_time"):
-            self.metrics.job_ran(float(header["end_time"]) - float(header["start_time"]))
+        if self.metrics is not None and done.start_time and done.end_time:
+            self.metrics.job_ran(done.end_time - done.start_time)
         if self.observer is not None:
             self.observer(cs, status, None, job)
-        cs.session.result({**header, "op": "done", "uid": job.client_uid,
-                           "cid": cs.client_cid}, bufs)  # journaled there
+        cs.session.result(done, bufs)  # journaled there
         cs.session.drop_job_files(job.client_uid)
 
     def job_event(self, job: DispyJob) -> None:

@@ -20,7 +20,7 @@ from ..client.job import DispyJob
 from ..client.recover import fetch_results
 from ..client.shipping import FileSpec
 from ..fsafe import safe_join
-from ..wire import auth
+from ..wire import auth, messages
 from .clients import ClientService, ClientSession
 from .journal import SavedJob, SavedState, SchedulerJournal
 
@@ -40,9 +40,12 @@ def restore(state: SavedState, journal: SchedulerJournal, service: ClientService
         sessions[sid] = ClientSession(sid, client_id, name, addr, home, msg_timeout, journal)
     for sid, ccid, header, bufs in state.computations:
         session = sessions.get(sid)
-        if session is not None:
-            service.compute(session, header, bufs)
-            service.schedule(session, {"cid": ccid}, [])
+        if session is None:
+            continue
+        compute = _record(header, bufs, "compute")
+        if isinstance(compute, messages.SharedCompute):
+            service.compute(session, compute, bufs)
+            service.schedule(session, messages.Schedule(cid=ccid), [])
     for sid, uid, header, bufs in state.results:
         session = sessions.get(sid)
         if session is not None:
@@ -69,12 +72,29 @@ def restore(state: SavedState, journal: SchedulerJournal, service: ClientService
                  len(state.jobs), sum(len(g) for g in groups.values()), len(state.results))
 
 
+def _record(header: dict, bufs: list[bytes], op: str) -> messages.Record | None:
+    """A journaled request as its record: checked as when it came (the journal holds the
+    header as the program sent it, or as its record gave it)."""
+    try:
+        return messages.parse_request(header, bufs, messages.SCHEDULER_REQUESTS, op)
+    except messages.MessageError as exc:
+        log.warning("journal: a %r request not restored: %s", op, exc)
+        return None
+
+
 def requeue(service: ClientService, session: ClientSession, job: SavedJob) -> None:
     """A job runs (again) as if its program had just submitted it."""
     session.recovering.pop(job.uid, None)
     if job.files:
         session.job_files[job.uid] = [FileSpec(local, rel) for local, rel in job.files]
-    service.job(session, {**job.header, "op": "job"}, list(job.bufs))
+    request = _record(job.header, list(job.bufs), "job")
+    if isinstance(request, messages.Job):
+        service.job(session, request, list(job.bufs))
+        return
+    session.result(messages.JobResult(
+        uid=job.uid, cid=job.ccid, status=DispyJob.Abandoned,
+        exception="Abandoned: the scheduler restarted and its journal's record of the"
+                  " job is unreadable"), [])
 
 
 async def fetch(service: ClientService, sessions: dict[str, ClientSession],
@@ -87,10 +107,15 @@ async def fetch(service: ClientService, sessions: dict[str, ClientSession],
     def done(node_uid: str, header: dict, bufs: list[bytes]) -> None:
         job = by_node_uid.pop(node_uid)
         session = sessions.get(job.sid)
-        if session is None or session.recovering.pop(job.uid, None) is None:
+        if session is None or job.uid not in session.recovering:
             return
-        session.result({**header, "op": "done", "uid": job.uid, "cid": job.ccid, "ip": ip,
-                        "port": port}, bufs)
+        try:
+            result = messages.JobResult.relay(header, job.uid, job.ccid, ip, port)
+        except messages.MessageError as exc:
+            lost(job, f"node {where} sent a malformed result: {exc}")
+            return
+        session.recovering.pop(job.uid, None)
+        session.result(result, bufs)
         journal.flush()  # before the node is told it may forget the result
 
     def unknown(node_uid: str) -> None:
@@ -107,9 +132,9 @@ async def fetch(service: ClientService, sessions: dict[str, ClientSession],
             requeue(service, session, job)
             return
         session.recovering.pop(job.uid, None)
-        session.result({"op": "done", "uid": job.uid, "cid": job.ccid,
-                        "status": DispyJob.Abandoned,
-                        "exception": f"Abandoned: the scheduler restarted and {reason}"}, [])
+        session.result(messages.JobResult(
+            uid=job.uid, cid=job.ccid, status=DispyJob.Abandoned,
+            exception=f"Abandoned: the scheduler restarted and {reason}"), [])
 
     client_id, key = identity
     hello = {"client_id": client_id, "client_name": "dispyscheduler (restarted)",

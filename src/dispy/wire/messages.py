@@ -112,7 +112,7 @@ def _check(name: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MessageError(f"{name!r} is not a number")
-        return float(value)
+        return _float(name, value)
     if hint is str:
         if not isinstance(value, str):
             raise MessageError(f"{name!r} is not a string")
@@ -124,6 +124,13 @@ def _check(name: str, value: Any, hint: Any) -> Any:
     if hint is Any:
         return value
     raise TypeError(f"no check for {hint!r}")
+
+
+def _float(name: str, value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int past any float: a MessageError, as any bad value
+        raise MessageError(f"{name!r} is out of range") from None
 
 
 def _nonneg(name: str, value: int) -> None:
@@ -281,10 +288,24 @@ CLIENT_REQUESTS: dict[str, type[Record]] = {
 }
 
 
-def parse_request(header: dict[str, Any], bufs: list[Any] | None = None) -> Record:
-    """The typed record of a program's request; MessageError says what is wrong."""
-    op = header.get("op")
-    cls = CLIENT_REQUESTS.get(op) if isinstance(op, str) else None
+#: what dispyscheduler accepts from a program: a computation comes with how it is shared
+SCHEDULER_REQUESTS: dict[str, type[Record]] = {
+    "compute": SharedCompute, "schedule": Schedule, "close": Close, "file": File, "job": Job,
+    "cancel": Cancel, "ack": Ack, "jobs_query": JobsQuery, "allocate_node": AllocateNode,
+    "deallocate_node": DeallocateNode, "close_node": CloseNode, "resetup_node": ResetupNode,
+    "set_node_cpus": SetNodeCpus,
+}
+
+
+def parse_request(header: dict[str, Any], bufs: list[Any] | None = None,
+                  requests: dict[str, type[Record]] = CLIENT_REQUESTS,
+                  op: str | None = None) -> Record:
+    """The typed record of a program's request (to a node, or with ``requests``
+    SCHEDULER_REQUESTS to dispyscheduler), read as ``op`` when given (a journaled
+    request is the op it was stored as); MessageError says what is wrong."""
+    if op is None:
+        op = header.get("op")
+    cls = requests.get(op) if isinstance(op, str) else None
     if cls is None:
         raise MessageError(f"unknown request {str(op)[:40]!r}")
     for name in REQUIRED.get(op, ()):  # type: ignore[arg-type]
@@ -487,6 +508,69 @@ class AskAllocate(Record):
     node: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class JobResult(Record):
+    """A job's end as dispyscheduler passes it to its program: the node's Done under the
+    program's ids, with the node that ran it (none when the scheduler ended the job);
+    buffers as the node sent them. A field the node left out stays out (the program's
+    sink reads the header as a node's)."""
+    op: ClassVar[str] = "done"
+    uid: Id = ""
+    cid: Id | None = None
+    status: int | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    exception: str | None = None
+    #: stdout and stderr are text (a function's), not bytes (a program's)
+    text: bool | None = None
+    oob: int | None = None
+    ip: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> JobResult:
+        # one per job at the scheduler and at the program: checked by hand, as Done
+        get = header.get
+        uid, cid, status, oob, port = (get("uid"), get("cid"), get("status"), get("oob"),
+                                       get("port"))
+        exc, text, ip = get("exception"), get("text"), get("ip")
+        if not isinstance(uid, str) or not ID.fullmatch(uid):
+            raise MessageError("'done' without a valid 'uid'")
+        if cid is not None and (not isinstance(cid, str) or not ID.fullmatch(cid)):
+            raise MessageError("'done' with a malformed 'cid'")
+        for value in (status, oob, port):
+            if value is not None and type(value) is not int:
+                raise MessageError("'done' with a malformed 'status', 'oob' or 'port'")
+        if oob is not None and oob < 0:
+            raise MessageError("'oob' is negative")
+        times = []
+        for name in ("start_time", "end_time"):
+            value = get(name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise MessageError(f"'done' with a malformed {name!r}")
+                value = _float(name, value)
+            times.append(value)
+        if (exc is not None and not isinstance(exc, str)) or \
+                (ip is not None and not isinstance(ip, str)):
+            raise MessageError("'done' with a malformed 'exception' or 'ip'")
+        if text is not None and not isinstance(text, bool):
+            raise MessageError("'text' is not true/false")
+        return cls(uid=uid, cid=cid, status=status, start_time=times[0], end_time=times[1],
+                   exception=exc, text=text, oob=oob, ip=ip, port=port)
+
+    @classmethod
+    def relay(cls, header: dict[str, Any], uid: str, cid: str, ip: str | None = None,
+              port: int | None = None) -> JobResult:
+        """A node's (or the scheduler's own) result ``header`` as the program's job
+        ``uid`` of its computation ``cid``; ``ip`` and ``port``, when given, name the
+        node that ran it. MessageError when the header is not a result."""
+        fields = {**header, "uid": uid, "cid": cid}
+        if ip is not None:
+            fields.update(ip=ip, port=port)
+        return cls.parse(fields)
+
+
 NODE_MESSAGES: dict[str, type[Record]] = {
     "done": Done, "setup_done": SetupDone, "provisional": Provisional,
     "job_refused": JobRefused, "computation_lost": ComputationLost, "closed": Closed,
@@ -513,3 +597,37 @@ def parse_node_message(header: dict[str, Any]) -> Record:
     if isinstance(record, Cpus):
         _nonneg("cpus", record.cpus)
     return record
+
+
+def parse_reply(header: dict[str, Any]) -> Reply:
+    """The typed record of a reply to a request; MessageError says what is wrong."""
+    if header.get("op") != "reply":
+        raise MessageError(f"not a reply: {str(header.get('op'))[:40]!r}")
+    return typing.cast(Reply, Reply.parse(header))
+
+
+#: what dispyscheduler sends a program: its own messages and the node messages it relays
+SCHEDULER_MESSAGES: dict[str, type[Record]] = {
+    "done": JobResult, "job_status": JobStatus, "provisional": Provisional,
+    "node": NodeEvent, "send_file": SendFile, "allocate": AskAllocate, "reply": Reply,
+    "scheduled": Scheduled, "waiting": Waiting, "refused": Refused, "closed": Closed,
+    "scheduler_stopping": SchedulerStopping,
+}
+SCHEDULER_REQUIRED: dict[str, tuple[str, ...]] = {
+    "job_status": ("cid", "uid", "status"), "provisional": ("uid",),
+    "node": ("cid", "node"), "send_file": ("cid", "path"), "allocate": ("cid", "alloc"),
+    "scheduled": ("cid",), "waiting": ("cid",), "refused": ("cid",), "closed": ("cid",),
+}
+
+
+def parse_scheduler_message(header: dict[str, Any]) -> Record:
+    """The typed record of a frame from dispyscheduler; MessageError says what is wrong
+    (the program then drops the frame and keeps the connection)."""
+    op = header.get("op")
+    cls = SCHEDULER_MESSAGES.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise MessageError(f"unknown message {str(op)[:40]!r}")
+    for name in SCHEDULER_REQUIRED.get(op, ()):  # type: ignore[arg-type]
+        if header.get(name) is None:
+            raise MessageError(f"{op!r} without {name!r}")
+    return cls.parse(header)
