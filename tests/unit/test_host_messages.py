@@ -20,7 +20,6 @@ from dispy.wire.hostmsg import (
     HostClosed,
     HostInit,
     HostLost,
-    JobDone,
     JobSendFile,
     KillJob,
     Provisional,
@@ -37,7 +36,7 @@ from dispy.wire.hostmsg import (
     parse_job_message,
     parse_job_request,
 )
-from dispy.wire.messages import MessageError
+from dispy.wire.messages import Done, MessageError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,8 +65,8 @@ RECORDS = [
     (parse_host_message, HostClosed()),
     (parse_host_message, HostLost(reason="computation host exited with code -9")),
     (parse_job_message, Hello(token=LINK, link=LINK)),
-    (parse_job_message, JobDone(uid="u1", status=11, start_time=1.5, end_time=2.0, oob=2)),
-    (parse_job_message, JobDone(uid="u1", status=8, exception="Cancelled", text=False)),
+    (parse_job_message, Done(uid="u1", status=11, start_time=1.5, end_time=2.0, oob=2)),
+    (parse_job_message, Done(uid="u1", status=8, exception="Cancelled", text=False)),
     (parse_job_message, Provisional(uid="u1")),
     (parse_job_message, JobSendFile(uid="u1", path="out/r.txt", size=10, mtime=3.5,
                                     mode=0o600)),
@@ -104,7 +103,7 @@ def test_every_op_has_a_record_in_its_direction():
 def test_a_result_becomes_the_clients_done_frame():
     done = parse_job_message({"op": "done", "uid": "u1", "status": 11, "start_time": 1,
                               "end_time": 2, "text": True, "oob": 0, "exception": None})
-    assert isinstance(done, JobDone)
+    assert isinstance(done, Done)
     assert done.client_header("c1") == {
         "op": "done", "uid": "u1", "cid": "c1", "status": 11, "start_time": 1.0,
         "end_time": 2.0, "exception": None, "text": True, "oob": 0}

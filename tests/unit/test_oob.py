@@ -38,10 +38,10 @@ def test_small_values_and_long_containers_stay_inline():
 
 
 def test_split_by_header():
-    assert oob.split({"oob": 2}, [1, 2, 3, 4]) == ([1, 2], [3, 4])
-    assert oob.split({}, [1, 2]) == ([1, 2], [])
-    assert oob.split({"oob": 5}, [1]) == ([1], [])  # malformed count: ignored
-    assert oob.split({"oob": "x"}, [1]) == ([1], [])
+    assert oob.split(2, [1, 2, 3, 4]) == ([1, 2], [3, 4])
+    assert oob.split(None, [1, 2]) == ([1, 2], [])
+    assert oob.split(5, [1]) == ([1], [])  # malformed count: ignored
+    assert oob.split("x", [1])  # type: ignore[arg-type] == ([1], [])
 
 
 def test_job_arguments_out_of_band_only_when_too_big_for_the_recover_file():

@@ -27,6 +27,7 @@ from dispy.wire.messages import (
     Closed,
     CloseNode,
     DeallocateNode,
+    Done,
     File,
     Job,
     JobResult,
@@ -142,28 +143,26 @@ def test_a_journaled_request_is_read_as_the_op_it_was_stored_as():
 def test_the_relayed_result_carries_what_the_node_sent():
     """The program's sink reads ``text``, ``oob``, the times: they go on as they came,
     under the program's ids, with the node that ran the job."""
-    node = {"op": "done", "uid": "n7", "cid": "b1s1.c1", "status": 11, "exception": None,
-            "start_time": 1.0, "end_time": 2.0, "text": False, "oob": 2,
-            "ip": "10.0.0.2", "port": 51348}
-    done = JobResult.relay(node, "u1", "c1")
+    node = Done.parse({"op": "done", "uid": "n7", "cid": "b1s1.c1", "status": 11,
+                       "exception": None, "start_time": 1.0, "end_time": 2.0,
+                       "text": False, "oob": 2})
+    done = JobResult.of(node, "u1", "c1", "10.0.0.2", 51348)
     assert done.header() == {"op": "done", "uid": "u1", "cid": "c1", "status": 11,
                              "start_time": 1.0, "end_time": 2.0, "text": False, "oob": 2,
                              "ip": "10.0.0.2", "port": 51348}
-    again = JobResult.relay(node, "u1", "c1", "10.0.0.9", 1)  # fetched after a restart
-    assert (again.ip, again.port, again.uid) == ("10.0.0.9", 1, "u1")
+    assert parse_scheduler_message(done.header()) == done
     # the scheduler's own verdict: nothing it does not know is made up
-    verdict = JobResult.relay({"status": 8, "exception": "Cancelled", "start_time": None,
-                               "end_time": 3.0}, "u1", "c1")
+    verdict = JobResult(uid="u1", cid="c1", status=8, exception="Cancelled", end_time=3.0)
     assert verdict.header() == {"op": "done", "uid": "u1", "cid": "c1", "status": 8,
                                 "end_time": 3.0, "exception": "Cancelled"}
     assert parse_scheduler_message(verdict.header()) == verdict
 
 
-def test_a_malformed_node_result_is_not_relayed():
+def test_a_malformed_node_result_is_refused():
     with pytest.raises(MessageError):
-        JobResult.relay({"status": 11, "text": "yes"}, "u1", "c1")
+        Done.parse({"op": "done", "uid": "n1", "status": 11, "text": "yes"})
     with pytest.raises(MessageError):
-        JobResult.relay({"status": 11}, "../u", "c1")
+        Done.parse({"op": "done", "uid": "../u", "status": 11})
 
 
 @pytest.mark.parametrize("header", [

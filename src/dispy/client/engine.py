@@ -329,7 +329,7 @@ class Engine:
         elif isinstance(msg, messages.Pulse):
             self._pulse(link, msg)
         elif isinstance(msg, messages.SendFile):
-            self.sink.file_from_node(f"node {link.describe()}", header, bufs)
+            self.sink.file_from_node(f"node {link.describe()}", msg, bufs)
         elif isinstance(msg, messages.Cpus):
             self._node_cpus(link, msg.cpus)
 
@@ -361,7 +361,7 @@ class Engine:
         prefetch = link.job_ended(max(0.0, msg.end_time - msg.start_time), bool(msg.oob))
         if prefetch is not None:
             self.core.set_prefetch(link.key, prefetch)
-        self.sink.deliver(job, header, bufs)
+        self.sink.deliver(job, msg, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:
         if link.running.pop(msg.uid, None) is None:

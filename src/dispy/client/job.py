@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..wire.messages import Done, JobResult
 
 _ids = itertools.count(1)
 _event_lock = threading.Lock()
@@ -154,18 +157,18 @@ STATUS_NAMES = {
     DispyJob.Terminated: "Terminated", DispyJob.Abandoned: "Abandoned",
     DispyJob.Finished: "Finished",
 }
-def decode_result(header: dict, bufs: list[bytes]) -> tuple:
+def decode_result(done: Done | JobResult, bufs: list[bytes]) -> tuple:
     """A node's "done" frame as (status, result, stdout, stderr, exception)."""
     from ..wire import oob
 
-    bufs, extra = oob.split(header, bufs)
+    bufs, extra = oob.split(done.oob, bufs)
     out: Any = bufs[1] if len(bufs) > 2 else b""
     err: Any = bufs[2] if len(bufs) > 2 else b""
-    if header.get("text", True):
+    if done.text is not False:
         out, err = out.decode(errors="replace"), err.decode(errors="replace")
     try:
         result = oob.loads(bufs[0], extra) if bufs else None
-        status, exc = int(header["status"]), header.get("exception")
+        status, exc = int(done.status), done.exception  # type: ignore[arg-type]
     except Exception as error:
         result, status = None, DispyJob.Terminated
         exc = f"result could not be unpickled at the client: {error!r}"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..daemon.files import safe_join
+from ..wire.messages import Done, JobResult, SendFile
 from .callbacks import CallbackRunner
 from .clusterstate import ClusterState
 from .job import STATUS_NAMES, DispyJob, decode_result
@@ -102,15 +103,15 @@ class LocalSink:
 
     # ---- a job's end ------------------------------------------------------------------
 
-    def deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
-        """A job's result arrived from the node that ran it."""
-        status, result, out, err, exc = decode_result(header, bufs)
+    def deliver(self, job: DispyJob, done: Done | JobResult, bufs: list[bytes]) -> None:
+        """A job's result arrived from the node that ran it (or through dispyscheduler)."""
+        status, result, out, err, exc = decode_result(done, bufs)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s of %r: %s from %s", job.id, job._cluster.name,
                       STATUS_NAMES.get(status, status), job.ip_addr)
-        job.start_time = header.get("start_time", job.start_time)
-        self._count(job, header, bufs)
-        self._end(job, status, result, out, err, exc, header.get("end_time"))
+        job.start_time = done.start_time or job.start_time
+        self._count(job, (done.end_time or 0.0) - (done.start_time or 0.0), bufs)
+        self._end(job, status, result, out, err, exc, done.end_time)
 
     def finish(self, job: DispyJob, status: int, reason: str) -> None:
         """The engine's own verdict on a job (cancelled, node lost, abandoned)."""
@@ -133,7 +134,7 @@ class LocalSink:
         self.job_event(job)
         cs.job_finished()
 
-    def _count(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+    def _count(self, job: DispyJob, ran: float, bufs: list[bytes]) -> None:
         """Add a finished job to its cluster's statistics of its node (print_status)."""
         cs, key = job._cluster, job._key
         if key is None or not hasattr(cs, "stats"):
@@ -143,8 +144,7 @@ class LocalSink:
             node = cs.nodes.get(key)
             row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
                                             node.name if node is not None else "")
-        ran = max(0.0, header.get("end_time", 0) - header.get("start_time", 0))
-        row.count(ran, job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
+        row.count(max(0.0, ran), job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
 
     def provisional(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         """A running job sent ``dispy_provisional_result``: tell the callbacks."""
@@ -178,15 +178,16 @@ class LocalSink:
     def reports_stall(self, cs: ClusterState) -> bool:
         return True  # the user wants to know why nothing runs
 
-    def file_from_node(self, source: str, header: dict, bufs: list[bytes]) -> None:
+    def file_from_node(self, source: str, msg: SendFile, bufs: list[bytes]) -> None:
         """A job's ``dispy_send_file``: saved under the working directory, never above."""
         try:
-            path = safe_join(os.getcwd(), str(header.get("path")))
+            path = safe_join(os.getcwd(), msg.path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as fh:
                 for buf in bufs:
                     fh.write(buf)
-            os.chmod(path, int(header.get("mode", 0o644)) & 0o7777)
-            os.utime(path, (float(header["mtime"]), float(header["mtime"])))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("file %r from %s not saved: %s", header.get("path"), source, exc)
+            os.chmod(path, msg.mode & 0o7777)
+            if msg.mtime is not None:
+                os.utime(path, (msg.mtime, msg.mtime))
+        except (OSError, ValueError) as exc:
+            log.warning("file %r from %s not saved: %s", msg.path, source, exc)

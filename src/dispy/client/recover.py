@@ -205,10 +205,10 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
     where = f"{ip}:{port}"
     welcome: dict = {}
 
-    def done(uid: str, header: dict, bufs: list[bytes]) -> None:
+    def done(uid: str, result: messages.Done, bufs: list[bytes]) -> None:
         job = pending.pop(uid, None)
         if job is not None:
-            _fill(job, header, bufs)
+            _fill(job, result, bufs)
 
     def unknown(uid: str) -> None:
         job = pending.pop(uid, None)
@@ -232,7 +232,8 @@ async def _recover_node(target: tuple, rows: list[tuple], deadline: float | None
 
 async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: str | None,
                         keyfile: str | None, cids: dict[str, str], deadline: float | None,
-                        terminate: bool, done: Callable[[str, dict, list[bytes]], None],
+                        terminate: bool,
+                        done: Callable[[str, messages.Done, list[bytes]], None],
                         unknown: Callable[[str], None],
                         welcome: dict | None = None) -> str | None:
     """Reconnect to a node as an earlier session (``hello`` carries its key) and collect
@@ -275,15 +276,14 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
                 header, bufs = await conn.recv(wait)
             except asyncio.TimeoutError:
                 continue
-            op = header.get("op")
-            if op == "done":
-                uid = str(header.get("uid"))
-                if uid in pending:
-                    pending.discard(uid)
-                    done(uid, header, bufs)  # kept (durably, if it must be) before the ack
-                conn.send(messages.Ack(uids=[uid]))
-            elif op == "reply" and header.get("reply") == "q":
-                for uid in header.get("unknown", ()):
+            msg, bufs = _result_or_reply(header, bufs, where)
+            if isinstance(msg, messages.Done):
+                if msg.uid in pending:
+                    pending.discard(msg.uid)
+                    done(msg.uid, msg, bufs)  # kept (durably, if it must be) before the ack
+                conn.send(messages.Ack(uids=[msg.uid]))
+            elif isinstance(msg, messages.Reply) and msg.reply == "q":
+                for uid in msg.unknown or ():
                     if uid in pending:
                         pending.discard(uid)
                         unknown(uid)
@@ -298,10 +298,27 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
     return None
 
 
-def _fill(job: DispyJob, header: dict, bufs: list[bytes]) -> None:
-    job.status, job.result, job.stdout, job.stderr, job.exception = decode_result(header, bufs)
-    job.start_time = header.get("start_time", job.start_time)
-    job.end_time = header.get("end_time", time.time())
+def _result_or_reply(header: dict, bufs: list[bytes],
+                     where: str) -> tuple[messages.Record | None, list[bytes]]:
+    """A frame from the node while results are fetched: a result, a reply, or None. A
+    malformed result of a job ends it Terminated with the reason (never a hang)."""
+    try:
+        if header.get("op") == "done":
+            return messages.Done.parse(header), bufs
+        return (messages.parse_reply(header) if header.get("op") == "reply" else None), bufs
+    except messages.MessageError as exc:
+        log.warning("recover_jobs: node %s sent a malformed frame: %s", where, exc)
+        uid = header.get("uid")
+        if header.get("op") != "done" or not isinstance(uid, str):
+            return None, bufs
+        return messages.Done(uid=uid, status=DispyJob.Terminated, exception=(
+            f"Terminated: node {where} sent a malformed result: {exc}")), []
+
+
+def _fill(job: DispyJob, done: messages.Done, bufs: list[bytes]) -> None:
+    job.status, job.result, job.stdout, job.stderr, job.exception = decode_result(done, bufs)
+    job.start_time = done.start_time or job.start_time
+    job.end_time = done.end_time or time.time()
     job._final = True
     job._set_finished()
 

@@ -234,7 +234,7 @@ class SchedulerLink:
         elif isinstance(msg, messages.NodeEvent):
             self._node(msg)
         elif isinstance(msg, messages.SendFile):
-            self.engine.local.file_from_node(self.describe(), header, bufs)
+            self.engine.local.file_from_node(self.describe(), msg, bufs)
         elif isinstance(msg, messages.AskAllocate):
             asyncio.get_running_loop().create_task(self._allocate(msg))
         elif isinstance(msg, messages.Reply):
@@ -268,7 +268,7 @@ class SchedulerLink:
                 node.jobs_done += 1
                 node.cpu_time += max(0.0, (msg.end_time or 0.0) - (msg.start_time or 0.0))
                 node.busy = max(0, node.busy - 1)
-        self.engine.local.deliver(job, header, bufs)
+        self.engine.local.deliver(job, msg, bufs)
 
     def _job_status(self, msg: messages.JobStatus) -> None:
         job = self.jobs.get(msg.uid)

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..wire.messages import Done, SendFile
     from .clusterstate import ClusterState
     from .job import DispyJob
     from .links import NodeLink
@@ -39,7 +40,7 @@ class JobSink(Protocol):
     def setup_payload(self, cs: ClusterState, link: NodeLink, alloc: Any) -> tuple[list, bytes]:
         """The files (FileSpec) and pickled setup_args for ``cs`` on this node."""
 
-    def deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+    def deliver(self, job: DispyJob, done: Done, bufs: list[bytes]) -> None:
         """A job's result came from its node ("done" frame and its buffers)."""
 
     def finish(self, job: DispyJob, status: int, reason: str) -> None:
@@ -57,7 +58,7 @@ class JobSink(Protocol):
     def reports_stall(self, cs: ClusterState) -> bool:
         """Should the engine log why ``cs``'s jobs wait?"""
 
-    def file_from_node(self, source: str, header: dict, bufs: list[bytes]) -> None:
+    def file_from_node(self, source: str, msg: SendFile, bufs: list[bytes]) -> None:
         """A job sent a file with ``dispy_send_file``."""
 
 

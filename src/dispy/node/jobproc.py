@@ -22,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import hostmsg, oob
+from ..wire import hostmsg, messages, oob
 from ..wire.messages import MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 
@@ -261,7 +261,7 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                 _restore_globals(saved)
             data, big = reply["_result"], reply["_oob"]
             out, err = reply["stdout"], reply["stderr"]
-            done = hostmsg.JobDone(uid=job.uid, status=reply["status"],
+            done = messages.Done(uid=job.uid, status=reply["status"],
                                    exception=reply["exception"], start_time=start,
                                    end_time=time.time(), text=isinstance(out, str),
                                    oob=len(big))

@@ -237,7 +237,7 @@ class JobRunner:
     def _on_link(self, comp: Computation, link: JobLink, msg: messages.Record,
                  bufs: list[bytes]) -> None:
         session = comp.session
-        if isinstance(msg, hostmsg.JobDone):
+        if isinstance(msg, messages.Done):
             if link.uid == msg.uid:
                 self._job_done(comp, link, msg, bufs)
         elif isinstance(msg, messages.Provisional):
@@ -250,7 +250,7 @@ class JobRunner:
                 reason = "client is not connected"
             link.send(hostmsg.FileReply(ok=reason is None, reason=reason))
 
-    def _job_done(self, comp: Computation, link: JobLink | None, done: hostmsg.JobDone,
+    def _job_done(self, comp: Computation, link: JobLink | None, done: messages.Done,
                   bufs: list) -> None:
         uid = done.uid
         done = self.timers.settle(comp, done)
@@ -293,7 +293,7 @@ class JobRunner:
         jobs run (which decides sending jobs ahead) sees the time it took."""
         now = time.time()
         start = link.started if link is not None and link.uid == uid else now
-        self._job_done(comp, link, hostmsg.JobDone(
+        self._job_done(comp, link, messages.Done(
             uid=uid, status=status, exception=reason, text=comp.kind != "program",
             start_time=start, end_time=now), [_NONE, b"", b""])
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..wire.hostmsg import JobDone
+from ..wire.messages import Done
 
 log = logging.getLogger("dispy.node")
 
@@ -56,7 +56,7 @@ class JobTimers:
                  timer.seconds)
         self.cancel(comp, key[1])
 
-    def settle(self, comp: Any, done: JobDone) -> JobDone:
+    def settle(self, comp: Any, done: Done) -> Done:
         """(loop) A job ended: stop its clock. Returns its result, which for a job that
         timed out is Terminated (whatever the job did after the interrupt)."""
         if not self.timers:

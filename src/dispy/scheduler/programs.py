@@ -12,6 +12,7 @@ a client's code: a NodeAllocate whose ``allocate`` is overridden is asked in the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -232,17 +233,20 @@ class ProgramSink:
 
     # ---- the job's life ends at its client ----------------------------------------
 
-    def deliver(self, job: DispyJob, header: dict, bufs: list[bytes]) -> None:
+    def deliver(self, job: Any, done: messages.Done, bufs: list[bytes]) -> None:
         link = self._links().get(job._key)
-        self._end(job, {**header, "ip": link.ip if link else None,
-                        "port": link.port if link else None}, bufs)
+        self._end(job, messages.JobResult.of(done, job.client_uid, job._cluster.client_cid,
+                                             link.ip if link else None,
+                                             link.port if link else None), bufs)
 
-    def finish(self, job: DispyJob, status: int, reason: str) -> None:
+    def finish(self, job: Any, status: int, reason: str) -> None:
         # the scheduler's own verdicts (cancelled, node lost): a reason, no result
-        self._end(job, {"status": status, "exception": reason,
-                        "start_time": job.start_time, "end_time": time.time()}, [])
+        cs = job._cluster
+        self._end(job, messages.JobResult(
+            uid=job.client_uid, cid=cs.client_cid, status=status, exception=reason,
+            start_time=job.start_time, end_time=time.time()), [])
 
-    def _end(self, job: Any, header: dict, bufs: list[bytes]) -> None:
+    def _end(self, job: Any, done: messages.JobResult, bufs: list[bytes]) -> None:
         if job._final:
             return
         job._final = True
@@ -250,14 +254,6 @@ class ProgramSink:
         cs = job._cluster
         cs.jobs.pop(job._uid, None)
         cs.by_client_uid.pop(job.client_uid, None)
-        try:  # the node's header, as its program's job
-            done = messages.JobResult.relay(header, job.client_uid, cs.client_cid)
-        except messages.MessageError as exc:  # the program would drop it: say why instead
-            log.warning("result of job %s of %s is malformed: %s", job.client_uid,
-                        cs.describe(), exc)
-            done, bufs = messages.JobResult(
-                uid=job.client_uid, cid=cs.client_cid, status=DispyJob.Terminated,
-                exception=f"Terminated: its node sent a malformed result: {exc}"), []
         status = done.status if done.status is not None else DispyJob.Finished
         self.ended[status] = self.ended.get(status, 0) + 1
         if self.metrics is not None and done.start_time and done.end_time:
@@ -285,12 +281,13 @@ class ProgramSink:
         cs = job._cluster
         cs.session.send(messages.Provisional(cid=cs.client_cid, uid=job.client_uid), bufs)
 
-    def file_from_node(self, source: str, header: dict, bufs: list[bytes]) -> None:
+    def file_from_node(self, source: str, msg: messages.SendFile, bufs: list[bytes]) -> None:
         assert self.engine is not None
-        cs = self.engine.clusters.get(messages.id_field(header, "cid"))
-        if cs is None or not cs.session.send({**header, "cid": cs.client_cid}, bufs):
+        cs = self.engine.clusters.get(msg.cid)
+        if cs is None or not cs.session.send(dataclasses.replace(msg, cid=cs.client_cid),
+                                             bufs):
             log.warning("file %r from %s not passed on: its client is not connected",
-                        header.get("path"), source)
+                        msg.path, source)
 
     def status(self, cs: Any, status: int, node: Any, job: Any) -> None:
         if self.observer is not None:

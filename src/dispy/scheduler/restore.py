@@ -104,16 +104,12 @@ async def fetch(service: ClientService, sessions: dict[str, ClientSession],
     by_node_uid = {job.sent[4]: job for job in jobs if job.sent is not None}
     where = f"{ip}:{port}"
 
-    def done(node_uid: str, header: dict, bufs: list[bytes]) -> None:
+    def done(node_uid: str, done: messages.Done, bufs: list[bytes]) -> None:
         job = by_node_uid.pop(node_uid)
         session = sessions.get(job.sid)
         if session is None or job.uid not in session.recovering:
             return
-        try:
-            result = messages.JobResult.relay(header, job.uid, job.ccid, ip, port)
-        except messages.MessageError as exc:
-            lost(job, f"node {where} sent a malformed result: {exc}")
-            return
+        result = messages.JobResult.of(done, job.uid, job.ccid, ip, port)
         session.recovering.pop(job.uid, None)
         session.result(result, bufs)
         journal.flush()  # before the node is told it may forget the result

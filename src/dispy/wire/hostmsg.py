@@ -27,7 +27,7 @@ from .messages import ID, Done, Id, MessageError, Provisional, Record
 
 __all__ = [
     "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
-    "HostClosed", "HostInit", "HostLost", "JobDone", "JobSendFile", "KillJob", "Provisional",
+    "HostClosed", "HostInit", "HostLost", "JobSendFile", "KillJob", "Provisional",
     "Ready", "Reap", "Reaped", "RunJob", "Settle", "Settled", "SetupFailed",
     "ShutdownRequest", "parse_host_message", "parse_host_request", "parse_job_message",
     "parse_job_request",
@@ -169,51 +169,6 @@ class Hello(Record):
     link: Id
 
 
-@dataclass(frozen=True)
-class JobDone(Done):
-    """A job's result from its job process; buffers: result, stdout, stderr, then
-    out-of-band ones. ``text``: stdout and stderr are text (not a program's bytes)."""
-    text: bool = True
-
-    @classmethod
-    def parse(cls, header: dict[str, Any]) -> JobDone:
-        # one per job, tens of thousands a second: checked by hand (as Done.parse)
-        uid, status = header.get("uid"), header.get("status", 0)
-        start, end = header.get("start_time", 0.0), header.get("end_time", 0.0)
-        oob, exc = header.get("oob", 0) or 0, header.get("exception")
-        text = header.get("text", True)
-        if not isinstance(uid, str) or not ID.fullmatch(uid):
-            raise MessageError("'done' without a valid 'uid'")
-        if type(status) is not int or type(oob) is not int or oob < 0:
-            raise MessageError("'done' with a malformed 'status' or 'oob'")
-        if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
-            raise MessageError("'done' with malformed times")
-        if exc is not None and not isinstance(exc, str):
-            raise MessageError("'done' with a malformed 'exception'")
-        if type(text) is not bool:
-            raise MessageError("'done' with a malformed 'text'")
-        try:
-            start, end = float(start), float(end)
-        except OverflowError:  # an int past any float
-            raise MessageError("'done' with times out of range") from None
-        return cls(uid=uid, status=status, start_time=start, end_time=end, exception=exc,
-                   oob=oob, text=text)
-
-    def header(self) -> dict[str, Any]:
-        out = self.client_header(self.cid)
-        if out["cid"] is None:
-            del out["cid"]
-        if self.exception is None:
-            del out["exception"]
-        return out
-
-    def client_header(self, cid: str | None) -> dict[str, Any]:
-        """The "done" frame the client gets (and the node keeps until it is acked)."""
-        return {"op": "done", "uid": self.uid, "cid": cid, "status": self.status,
-                "start_time": self.start_time, "end_time": self.end_time,
-                "exception": self.exception, "text": self.text, "oob": self.oob}
-
-
 @dataclass(frozen=True, kw_only=True)
 class JobSendFile(Record):
     """A job's ``dispy_send_file``; buffers: the file's bytes. The daemon passes it on
@@ -263,7 +218,7 @@ HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Settled,
                       Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Hello, JobDone, Provisional, JobSendFile)}
+    c.op: c for c in (Hello, Done, Provisional, JobSendFile)}
 JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
 
 
@@ -294,7 +249,7 @@ def parse_host_message(header: dict[str, Any]) -> Record:
 def parse_job_message(header: dict[str, Any]) -> Record:
     """A frame on a job process's link to the daemon; MessageError: drop it."""
     if header.get("op") == "done":  # the fast path: one per job
-        return JobDone.parse(header)
+        return Done.parse(header)
     return _parse(JOB_MESSAGES, header, "job message")
 
 

@@ -338,7 +338,8 @@ def id_field(header: dict[str, Any], name: str) -> str:
 
 @dataclass(frozen=True)
 class Done(Record):
-    """A job's result; buffers: result, stdout, stderr, then out-of-band ones."""
+    """A job's result; buffers: result, stdout, stderr, then out-of-band ones. A job
+    process sends it without ``cid`` (the node adds it: ``client_header``)."""
     op: ClassVar[str] = "done"
     uid: Id = ""
     cid: Id | None = None
@@ -347,23 +348,50 @@ class Done(Record):
     end_time: float = 0.0
     exception: str | None = None
     oob: int = 0
+    #: stdout and stderr are text (a function's), not bytes (a program's)
+    text: bool = True
 
     @classmethod
     def parse(cls, header: dict[str, Any]) -> Done:
         # the one message per job: checked by hand (the generic parse costs ~10 us)
-        uid, status = header.get("uid"), header.get("status", 0)
-        start, end = header.get("start_time", 0.0), header.get("end_time", 0.0)
-        oob, exc = header.get("oob", 0) or 0, header.get("exception")
-        if not isinstance(uid, str) or not ID.fullmatch(uid):
-            raise MessageError("'done' without a valid 'uid'")
-        if type(status) is not int or type(oob) is not int or oob < 0:
-            raise MessageError("'done' with a malformed 'status' or 'oob'")
-        if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
-            raise MessageError("'done' with malformed times")
-        if exc is not None and not isinstance(exc, str):
-            raise MessageError("'done' with a malformed 'exception'")
-        return cls(uid=uid, status=status, start_time=float(start),
-                   end_time=float(end), exception=exc, oob=oob)
+        f = _done_fields(header)
+        return cls(uid=f[0], cid=f[1], status=0 if f[2] is None else f[2],
+                   start_time=f[3] or 0.0, end_time=f[4] or 0.0, exception=f[5],
+                   oob=f[6] or 0, text=True if f[7] is None else f[7])
+
+    def client_header(self, cid: str | None) -> dict[str, Any]:
+        """The "done" frame the client gets (and the node keeps until it is acked)."""
+        return {"op": "done", "uid": self.uid, "cid": cid, "status": self.status,
+                "start_time": self.start_time, "end_time": self.end_time,
+                "exception": self.exception, "text": self.text, "oob": self.oob}
+
+
+def _done_fields(header: dict[str, Any]) -> tuple:
+    """A result header's fields, checked, None where absent: (uid, cid, status,
+    start_time, end_time, exception, oob, text)."""
+    get = header.get
+    uid, cid, status, oob = get("uid"), get("cid"), get("status"), get("oob")
+    exc, text = get("exception"), get("text")
+    if not isinstance(uid, str) or not ID.fullmatch(uid):
+        raise MessageError("'done' without a valid 'uid'")
+    if cid is not None and (not isinstance(cid, str) or not ID.fullmatch(cid)):
+        raise MessageError("'done' with a malformed 'cid'")
+    if (status is not None and type(status) is not int) or \
+            (oob is not None and (type(oob) is not int or oob < 0)):
+        raise MessageError("'done' with a malformed 'status' or 'oob'")
+    times = []
+    for name in ("start_time", "end_time"):
+        value = get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise MessageError(f"'done' with a malformed {name!r}")
+            value = _float(name, value)
+        times.append(value)
+    if exc is not None and not isinstance(exc, str):
+        raise MessageError("'done' with a malformed 'exception'")
+    if text is not None and type(text) is not bool:
+        raise MessageError("'done' with a malformed 'text'")
+    return uid, cid, status, times[0], times[1], exc, oob, text
 
 
 @dataclass(frozen=True)
@@ -530,45 +558,22 @@ class JobResult(Record):
     @classmethod
     def parse(cls, header: dict[str, Any]) -> JobResult:
         # one per job at the scheduler and at the program: checked by hand, as Done
-        get = header.get
-        uid, cid, status, oob, port = (get("uid"), get("cid"), get("status"), get("oob"),
-                                       get("port"))
-        exc, text, ip = get("exception"), get("text"), get("ip")
-        if not isinstance(uid, str) or not ID.fullmatch(uid):
-            raise MessageError("'done' without a valid 'uid'")
-        if cid is not None and (not isinstance(cid, str) or not ID.fullmatch(cid)):
-            raise MessageError("'done' with a malformed 'cid'")
-        for value in (status, oob, port):
-            if value is not None and type(value) is not int:
-                raise MessageError("'done' with a malformed 'status', 'oob' or 'port'")
-        if oob is not None and oob < 0:
-            raise MessageError("'oob' is negative")
-        times = []
-        for name in ("start_time", "end_time"):
-            value = get(name)
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise MessageError(f"'done' with a malformed {name!r}")
-                value = _float(name, value)
-            times.append(value)
-        if (exc is not None and not isinstance(exc, str)) or \
-                (ip is not None and not isinstance(ip, str)):
-            raise MessageError("'done' with a malformed 'exception' or 'ip'")
-        if text is not None and not isinstance(text, bool):
-            raise MessageError("'text' is not true/false")
-        return cls(uid=uid, cid=cid, status=status, start_time=times[0], end_time=times[1],
+        uid, cid, status, start, end, exc, oob, text = _done_fields(header)
+        ip, port = header.get("ip"), header.get("port")
+        if (ip is not None and not isinstance(ip, str)) or \
+                (port is not None and type(port) is not int):
+            raise MessageError("'done' with a malformed 'ip' or 'port'")
+        return cls(uid=uid, cid=cid, status=status, start_time=start, end_time=end,
                    exception=exc, text=text, oob=oob, ip=ip, port=port)
 
     @classmethod
-    def relay(cls, header: dict[str, Any], uid: str, cid: str, ip: str | None = None,
-              port: int | None = None) -> JobResult:
-        """A node's (or the scheduler's own) result ``header`` as the program's job
-        ``uid`` of its computation ``cid``; ``ip`` and ``port``, when given, name the
-        node that ran it. MessageError when the header is not a result."""
-        fields = {**header, "uid": uid, "cid": cid}
-        if ip is not None:
-            fields.update(ip=ip, port=port)
-        return cls.parse(fields)
+    def of(cls, done: Done, uid: str, cid: str, ip: str | None = None,
+           port: int | None = None) -> JobResult:
+        """A node's result as the program's job ``uid`` of its computation ``cid``;
+        ``ip`` and ``port`` name the node that ran it."""
+        return cls(uid=uid, cid=cid, status=done.status, start_time=done.start_time,
+                   end_time=done.end_time, exception=done.exception, text=done.text,
+                   oob=done.oob, ip=ip, port=port)
 
 
 NODE_MESSAGES: dict[str, type[Record]] = {

@@ -82,9 +82,8 @@ def loads(data: Any, buffers: list | tuple = ()) -> Any:
     return cloudpickle.loads(data, buffers=buffers)
 
 
-def split(header: dict, bufs: list) -> tuple[list, list]:
-    """A frame's buffers as (its own, out-of-band ones) by the header's ``oob`` count."""
-    n = header.get("oob", 0)
+def split(n: int | None, bufs: list) -> tuple[list, list]:
+    """A frame's buffers as (its own, out-of-band ones) by its ``oob`` count."""
     if not isinstance(n, int) or n <= 0 or n > len(bufs):
         return bufs, []
     return bufs[:-n], bufs[-n:]
