@@ -44,9 +44,3 @@ def priority(job: Any) -> int:
 def header_fields(job: Any) -> dict[str, Any]:
     """What goes into the job's header (to a node or to dispyscheduler)."""
     return job._opts or {}
-
-
-def from_header(header: Any) -> dict[str, Any] | None:
-    """(dispyscheduler) The options of a job a client sent, as validated by wire.messages."""
-    opts = {k: header[k] for k in ("timeout", "priority") if header.get(k) is not None}
-    return opts or None
