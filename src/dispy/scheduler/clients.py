@@ -150,11 +150,10 @@ class ClientService:
             return
         cid = f"b{self.boot}s{next(self._cids)}.{ccid}"
         opts = self.opts
-        header = msg.header()  # as RemoteCluster and the journal keep it
-        cs = RemoteCluster(session, ccid, cid, header, bufs[0], allocs, store,
+        cs = RemoteCluster(session, ccid, cid, msg, bufs[0], allocs, store,
                            self.node_profile, opts.pulse_interval,
                            opts.ping_interval or None)
-        cs.request = (header, bufs)  # journaled once its files are here (schedule)
+        cs.request = (msg.header(), bufs)  # journaled once its files are here (schedule)
         if opts.cleanup_nodes:
             cs.cleanup = True
         session.clusters[ccid] = cs

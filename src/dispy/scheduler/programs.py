@@ -86,22 +86,23 @@ class ClusterJournal:
 class RemoteCluster:
     """A client's computation as the engine sees a cluster."""
 
-    def __init__(self, session: Any, client_cid: str, cid: str, header: dict,
-                 bundle: bytes, allocs: list[SharedAlloc], store: str, node_profile: Any,
+    def __init__(self, session: Any, client_cid: str, cid: str,
+                 spec: messages.SharedCompute, bundle: bytes, allocs: list[SharedAlloc],
+                 store: str, node_profile: Any,
                  pulse_interval: float | None, ping_interval: float | None) -> None:
         self.session = session
         self.client_cid = client_cid
         self.cid = cid
         self.cluster = self  # what a NodeAllocate's allocate() is given
-        self.name = str(header.get("name", "?"))
-        self.exclusive = bool(header.get("exclusive"))
-        self.reentrant = bool(header.get("reentrant"))
-        self.dest_path = header.get("dest_path") or None
-        self.cleanup = bool(header.get("cleanup", True))
+        self.name = spec.name
+        self.exclusive = spec.exclusive
+        self.reentrant = spec.reentrant
+        self.dest_path = spec.dest_path or None
+        self.cleanup = spec.cleanup
         self.allocs = allocs
         self.store = store
-        files = [FileSpec(safe_join(store, p), p) for p in header.get("files", ())]
-        self.package = Package(bundle, files, str(header.get("program") or "") or None)
+        files = [FileSpec(safe_join(store, p), p) for p in spec.files]
+        self.package = Package(bundle, files, spec.program or None)
         self.profile = node_profile
         self.pulse_interval = pulse_interval
         self.ping_interval = ping_interval
@@ -201,12 +202,12 @@ class ProgramSink:
             return
         if link.node is None:
             return
-        header, bufs = answer if answer is not None else ({}, [])
-        cpus = header.get("cpus")
-        if not isinstance(cpus, int) or cpus <= 0 or not bufs:
+        reply, bufs = _allocated(answer)
+        cpus = reply.cpus if reply is not None else None
+        if cpus is None or cpus <= 0 or not bufs:
             setups.allocated(link.key, cs.cid, 0, 0)
             return
-        relpaths = [str(p) for p in header.get("depends", ())]
+        relpaths = list(reply.depends or ()) if reply is not None else []
         try:
             for relpath in relpaths:
                 safe_join(cs.store, relpath)
@@ -298,3 +299,15 @@ class ProgramSink:
 
     def reports_stall(self, cs: Any) -> bool:
         return cs.session.conn is not None  # nobody to tell while its program is away
+
+
+def _allocated(answer: tuple | None) -> tuple[messages.Reply | None, list[bytes]]:
+    """A program's answer to AskAllocate: its reply (CPUs, files) and the setup_args
+    blob; None when there is none or it is malformed (the node is then not used)."""
+    if answer is None:
+        return None, []
+    try:
+        return messages.parse_reply(answer[0]), list(answer[1])
+    except messages.MessageError as exc:
+        log.warning("a program's NodeAllocate answer is malformed: %s", exc)
+        return None, []
