@@ -125,11 +125,10 @@ class NodeControl:
         return n
 
     async def send_file(self, cs: ClusterState, link: NodeLink, path: str) -> int:
-        answer = await upload.send_file(link, cs.cid, path, os.path.basename(path),
+        reason = await upload.send_file(link, cs.cid, path, os.path.basename(path),
                                         self.engine.msg_timeout * 3, confirm=True)
-        if isinstance(answer, dict) and answer.get("ok"):
+        if reason is None:
             return 0
-        reason = answer.get("reason") if isinstance(answer, dict) else "no answer from node"
         log.error("send_file(%s, %s) failed: %s", path, link.describe(), reason)
         return -1
 

@@ -332,7 +332,7 @@ class SchedulerLink:
             return
         depends = [_relpath(p) for p in alloc.depends]
         for path, rel in zip(alloc.depends, depends, strict=True):
-            if not await self._upload(cs.cid, os.path.abspath(path), rel):
+            if await self.upload(cs.cid, os.path.abspath(path), rel) is not None:
                 self.send(answer)
                 return
         self.send(dataclasses.replace(answer, cpus=cpus, depends=depends),
@@ -364,12 +364,12 @@ class SchedulerLink:
             log.warning("%s: dropped a reply: %s", self.describe(), exc)
             return None
 
-    async def _upload(self, cid: str, local: str, relpath: str,
-                      extra: dict | None = None) -> Any:
-        """Send a file in chunks; with ``extra`` naming a node (send_file), returns the
-        scheduler's reply."""
+    async def upload(self, cid: str, local: str, relpath: str, node: list | None = None,
+                     xfer: str | None = None) -> str | None:
+        """Send a file in chunks (to ``node``: send_file, which the scheduler confirms);
+        None when it went, else why not."""
         return await upload.send_file(self, cid, local, relpath, config.MsgTimeout * 3,
-                                      confirm=bool(extra and "node" in extra), extra=extra)
+                                      confirm=node is not None, node=node, xfer=xfer)
 
     async def add_cluster(self, cs: ClusterState) -> Admission:
         """Create the computation at the scheduler; returns its first answer."""
@@ -387,7 +387,7 @@ class SchedulerLink:
             program=cs.package.program, files=[spec.relpath for spec in cs.package.files],
             allocs=specs), [cs.package.bundle, *blobs])
         for spec in files:
-            if not await self._upload(cs.cid, spec.local, spec.relpath):
+            if await self.upload(cs.cid, spec.local, spec.relpath) is not None:
                 break
         fut = asyncio.get_running_loop().create_future()
         self.answers[cs.cid] = fut

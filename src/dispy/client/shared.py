@@ -251,8 +251,8 @@ class SharedJobCluster(JobCluster):
         assert self._link is not None
         depends = [_relpath(p) for p in alloc.depends]
         for path, rel in zip(alloc.depends, depends, strict=True):
-            if not self._engine.call(self._link._upload(self._state.cid, os.path.abspath(path),
-                                                        rel)).result():
+            if self._engine.call(self._link.upload(self._state.cid, os.path.abspath(path),
+                                                   rel)).result() is not None:
                 return -1
         return self._control(messages.ResetupNode(cid=self._state.cid,
                                                   node=[found.ip_addr, found.port],
@@ -268,12 +268,11 @@ class SharedJobCluster(JobCluster):
         if found is None:
             return -1
         assert self._link is not None
-        answer = self._engine.call(self._link._upload(
+        reason = self._engine.call(self._link.upload(
             self._state.cid, os.path.abspath(path), os.path.basename(path),
-            {"node": [found.ip_addr, found.port], "xfer": self._engine.new_uid()})).result()
-        if isinstance(answer, dict) and answer.get("ok"):
+            [found.ip_addr, found.port], self._engine.new_uid())).result()
+        if reason is None:
             return 0
-        reason = answer.get("reason") if isinstance(answer, dict) else "no answer"
         log.error("send_file(%s, %s) failed: %s", path, found.ip_addr, reason)
         return -1
 

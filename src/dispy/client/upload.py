@@ -42,7 +42,7 @@ async def set_up(link: Peer, cs: ClusterState, files: list, setup_args: bytes,
     if cs.dest_path and files:
         files = await files_needed(link, cs.cid, files, timeout)
     for spec in files:
-        if not await send_file(link, cs.cid, spec.local, spec.relpath, timeout):
+        if await send_file(link, cs.cid, spec.local, spec.relpath, timeout) is not None:
             return
     link.send(messages.Setup(cid=cs.cid), [setup_args])
 
@@ -57,37 +57,48 @@ async def files_needed(link: Peer, cid: str, files: list, timeout: float) -> lis
             return files  # the send reports the problem
         listing.append({"path": spec.relpath, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     answer = await request(link, messages.FilesCheck(cid=cid, files=listing), (), timeout)
-    if not isinstance(answer, dict):
+    if answer is None:
         return files
-    need = set(answer.get("paths", ()))
+    need = set(answer.paths or ())
     return [spec for spec in files if spec.relpath in need]
 
 
-async def request(link: Peer, header: dict | messages.Record, bufs: list | tuple,
-                  timeout: float) -> Any:
-    """Send ``header`` and wait for the node's reply to it (None if none came)."""
+async def request(link: Peer, msg: messages.Record, bufs: list | tuple,
+                  timeout: float) -> messages.Reply | None:
+    """Send ``msg`` and wait for the peer's reply to it (None if none came, or a
+    malformed one)."""
     if link.conn is None:
         return None
-    return await link.conn.request(header, bufs, timeout)
+    answer = await link.conn.request(msg, bufs, timeout)
+    if answer is None:
+        return None
+    try:
+        return messages.parse_reply(answer)
+    except messages.MessageError as exc:
+        log.warning("%s: dropped a reply: %s", link.describe(), exc)
+        return None
 
 
 async def send_file(link: Peer, cid: str, local: str, relpath: str, timeout: float,
-                    confirm: bool = False, extra: dict | None = None) -> Any:
-    """Send a file in chunks (each header with ``extra``: dispyscheduler's node and
-    transfer id); with ``confirm``, returns the peer's verdict (dict)."""
+                    confirm: bool = False, node: list | None = None,
+                    xfer: str | None = None) -> str | None:
+    """Send a file in chunks (for dispyscheduler: to ``node``, as transfer ``xfer``);
+    None when it went (with ``confirm``: when the peer kept it), else why not."""
     try:
-        for header, chunk in file_chunks(cid, local, relpath):
-            header.update(extra or {})
-            if header["final"] and confirm:
-                return await request(link, header, [chunk], timeout)
-            if not link.send(header, [chunk]):
-                return False
+        for chunk, data in file_chunks(cid, local, relpath, node, xfer):
+            if chunk.final and confirm:
+                answer = await request(link, chunk, [data], timeout)
+                if answer is None:
+                    return f"no answer from {link.describe()}"
+                return None if answer.ok else answer.reason or "refused"
+            if not link.send(chunk, [data]):
+                return f"connection to {link.describe()} lost"
             if link.conn is not None:
                 await link.conn.drain()
-        return True
+        return None
     except (OSError, ConnectionError) as exc:
         log.warning("could not send %s to %s: %s", local, link.describe(), exc)
-        return {"ok": False, "reason": str(exc)} if confirm else False
+        return str(exc) or exc.__class__.__name__
 
 
 def send_job_files(link: Peer, cid: str, uid: str, files: list) -> str | None:
@@ -101,26 +112,28 @@ def send_job_files(link: Peer, cid: str, uid: str, files: list) -> str | None:
         except OSError as exc:
             log.error("dispy_job_depends: cannot read %s: %s", spec.local, exc)
             return f"dispy_job_depends: cannot read {spec.local}: {exc}"
-        link.send({**file_header(cid, spec.relpath, st, 0, True), "job": uid}, [data])
+        link.send(file_record(cid, spec.relpath, st, 0, True, job=uid), [data])
     return None
 
 
-def file_chunks(cid: str, local: str, relpath: str) -> Iterator[tuple[dict, bytes]]:
-    """A file as the (header, chunk) of its "file" frames; OSError if it can't be read."""
+def file_chunks(cid: str, local: str, relpath: str, node: list | None = None,
+                xfer: str | None = None) -> Iterator[tuple[messages.File, bytes]]:
+    """A file as the (record, bytes) of its "file" frames; OSError if it can't be read."""
     st = os.stat(local)
     with open(local, "rb") as fh:
         offset = 0
         while True:
             chunk = fh.read(config.FileChunkSize)
             final = offset + len(chunk) >= st.st_size
-            yield file_header(cid, relpath, st, offset, final), chunk
+            yield file_record(cid, relpath, st, offset, final, node=node, xfer=xfer), chunk
             if final:
                 return
             offset += len(chunk)
 
 
-def file_header(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool) -> dict:
-    """A "file" frame's header: the node keeps the exact mtime and mode."""
+def file_record(cid: str, relpath: str, st: os.stat_result, offset: int, final: bool,
+                **more: Any) -> messages.File:
+    """A "file" frame: the node keeps the exact mtime and mode."""
     return messages.File(cid=cid, path=relpath, size=st.st_size, mtime=st.st_mtime,
                          mtime_ns=st.st_mtime_ns, mode=st.st_mode & 0o7777, offset=offset,
-                         final=final).header()
+                         final=final, **more)
