@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from dispy.client.announced import AnnouncedNodes
+from dispy.config import PROTOCOL_VERSION
+from dispy.node.announcer import Announcer
+from dispy.node.options import NodeOptions
 from dispy.wire import discovery
+from dispy.wire.discoverymsg import Discover, NodeAnnouncement, RelayAnnouncement
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -74,3 +78,53 @@ def test_reply_is_never_larger_than_the_request():
     assert discovery.reply_within([full, lean], 20) is None
     huge = {"op": "node", "x": "y" * 10000}  # over MAX_DATAGRAM: skipped, not raised
     assert discovery.reply_within([huge, lean], 300) is lean
+
+
+def test_reply_within_takes_records():
+    full = NodeAnnouncement(port=1, platform="x" * 600)
+    assert discovery.reply_within([full, full.lean()], discovery.DISCOVER_SIZE) is full
+    assert discovery.reply_within([full, full.lean()], 300) == full.lean()
+    assert discovery.reply_within([full, full.lean()], 20) is None
+
+
+class FakeUdp:
+    """The announcer's socket, without one: what it sends, and the request's size."""
+
+    def __init__(self, last_size: int) -> None:
+        self.last_size = last_size
+        self.sent: list[tuple[bytes, tuple]] = []
+
+    def send(self, msg, addr) -> None:
+        self.sent.append((discovery.encode(msg), addr))
+
+
+def answer(size: int, busy_with: str | None = None) -> list[tuple[dict, tuple]]:
+    info = {"name": "n", "version": "5", "port": 51348, "node_id": "id1", "ip_addr": None,
+            "cpus": 2, "busy": 0, "busy_with": busy_with, "platform": "p" * 600,
+            "avail_info": {}, "accepting": True}
+    ann = Announcer(NodeOptions(), [], lambda peer, cid: {**info, "ip_addr": peer})
+    ann.udp = FakeUdp(size)  # type: ignore[assignment]
+    request = discovery.decode_message(discovery.encode(
+        discovery.discover(40000, "client-1", announce_port=51347)))
+    assert isinstance(request, Discover)
+    ann.on_datagram(request, ("10.0.0.9", 1234))
+    assert ann.listeners.current(0.0) == [("10.0.0.9", 51347)]
+    return [(discovery.decode(data), addr) for data, addr in ann.udp.sent]
+
+
+def test_node_answers_a_padded_request_in_full_a_small_one_lean_a_tiny_one_not():
+    ((full, addr),) = answer(discovery.DISCOVER_SIZE)
+    assert addr == ("10.0.0.9", 40000)
+    assert full["platform"] == "p" * 600 and full["busy_with"] is None
+    ((lean, _),) = answer(400, busy_with="b" * 500)
+    assert lean == {"proto": PROTOCOL_VERSION, "op": "node", "version": "5", "port": 51348,
+                    "node_id": "id1", "ip_addr": "10.0.0.9", "busy_with": "b" * 200}
+    assert answer(40) == []
+
+
+def test_node_ignores_other_messages():
+    ann = Announcer(NodeOptions(), [], lambda peer, cid: {})
+    ann.udp = FakeUdp(discovery.DISCOVER_SIZE)  # type: ignore[assignment]
+    ann.on_datagram(RelayAnnouncement(port=5), ("10.0.0.9", 1))
+    ann.on_datagram(NodeAnnouncement(port=5), ("10.0.0.9", 1))
+    assert ann.udp.sent == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispy.config import PROTOCOL_VERSION
-from dispy.wire import discovery
+from dispy.wire import discovery, discoverymsg
 from dispy.wire.discovery import MAGIC, MAX_DATAGRAM, DiscoveryProtocol, decode, encode
+from dispy.wire.discoverymsg import Discover, DiscoveryError, NodeAnnouncement, RelayAnnouncement
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -223,3 +225,177 @@ def test_protocol_drops_deeply_nested_json():
     proto, calls = make_protocol()
     proto.datagram_received(MAGIC + b"[" * 8000, ("10.1.2.3", 9))
     assert calls == []
+
+
+# ---- typed records (wire/discoverymsg.py) --------------------------------------------------
+
+NODE_INFO = {"name": "host-1", "version": "5.0", "port": 51348, "node_id": "a" * 32,
+             "ip_addr": "10.0.0.5", "cpus": 4, "busy": 1, "busy_with": None,
+             "platform": "Linux", "avail_info": {"cpu": 12.5}, "accepting": True}
+
+RECORDS = [
+    discovery.discover(51347, "client-1"),
+    discovery.discover(51347, "c" * 32, b"k" * 32, now=1000.0, announce_port=0,
+                       ext_ip_addr="203.0.113.9"),
+    NodeAnnouncement.of(NODE_INFO),
+    NodeAnnouncement.of({**NODE_INFO, "busy_with": "client at 10.0.0.9", "ip_addr": None}),
+    RelayAnnouncement(name="relay-host", port=51348),
+    RelayAnnouncement(port=1),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_record_round_trip(record):
+    assert discovery.decode_message(discovery.encode(record)) == record
+
+
+def test_records_travel_as_the_dicts_did():
+    """proto and op first, every field of the node's info (nulls too), lean reply lean."""
+    full = NodeAnnouncement.of({**NODE_INFO, "extra": "not a field"})
+    assert json.loads(encode(full)[len(MAGIC):]) == {
+        "proto": PROTOCOL_VERSION, "op": "node", **NODE_INFO}
+    assert list(full.as_json())[:2] == ["proto", "op"]
+    lean = json.loads(encode(full.lean())[len(MAGIC):])
+    assert lean == {"proto": PROTOCOL_VERSION, "op": "node", "version": "5.0",
+                    "port": 51348, "node_id": "a" * 32, "ip_addr": "10.0.0.5"}
+    busy = NodeAnnouncement.of({**NODE_INFO, "busy_with": "x" * 500, "ip_addr": None}).lean()
+    assert busy.as_json()["busy_with"] == "x" * 200 and busy.as_json()["ip_addr"] is None
+    assert discovery.decode_message(encode(busy)).as_json() == busy.as_json()
+    assert encode(RelayAnnouncement(name="r", port=5)) == \
+        encode({"op": "relay", "name": "r", "port": 5})
+
+
+def test_discover_request_dict_is_the_record():
+    msg = discovery.discover_request(51347, "client-1", b"k" * 32, now=5.0)
+    assert "proto" not in msg and encode(msg) == encode(
+        discovery.discover(51347, "client-1", b"k" * 32, now=5.0))
+
+
+def test_decoded_record_keeps_the_senders_proto():
+    rec = discovery.decode_message(encode({"op": "node", "port": 1, "proto": 9}))
+    assert isinstance(rec, NodeAnnouncement) and rec.proto == 9
+    bare = discoverymsg.parse({"op": "node", "port": 1})
+    assert bare.proto is None  # not taken for ours
+
+
+def test_unknown_fields_are_ignored():
+    rec = discovery.decode_message(encode({"op": "relay", "port": 7, "later": [1, 2]}))
+    assert rec == RelayAnnouncement(port=7)
+
+
+@pytest.mark.parametrize("msg, reason", [
+    ({"op": "discover", "client_id": "c"}, "without 'reply_port'"),
+    ({"op": "discover", "reply_port": 5}, "without 'client_id'"),
+    ({"op": "discover", "reply_port": 0, "client_id": "c"}, "out of range"),
+    ({"op": "discover", "reply_port": 65536, "client_id": "c"}, "out of range"),
+    ({"op": "discover", "reply_port": "5", "client_id": "c"}, "not an integer"),
+    ({"op": "discover", "reply_port": True, "client_id": "c"}, "not an integer"),
+    ({"op": "discover", "reply_port": 5.0, "client_id": "c"}, "not an integer"),
+    ({"op": "discover", "reply_port": 5, "client_id": "../etc"}, "not a valid id"),
+    ({"op": "discover", "reply_port": 5, "client_id": "x" * 129}, "not a valid id"),
+    ({"op": "discover", "reply_port": 5, "client_id": 7}, "not a string"),
+    ({"op": "discover", "reply_port": 5, "client_id": "c", "announce_port": -1},
+     "out of range"),
+    ({"op": "discover", "reply_port": 5, "client_id": "c", "ts": "now"}, "not an integer"),
+    ({"op": "discover", "reply_port": 5, "client_id": "c", "ext_ip_addr": [1]},
+     "not a string"),
+    ({"op": "node"}, "without 'port'"),
+    ({"op": "node", "port": 1, "ip_addr": 10}, "not a string"),
+    ({"op": "node", "port": 1, "cpus": -1}, "out of range"),
+    ({"op": "node", "port": 1, "node_id": "a b"}, "not a valid id"),
+    ({"op": "node", "port": 1, "accepting": 1}, "not true/false"),
+    ({"op": "node", "port": 1, "avail_info": []}, "not an object"),
+    ({"op": "node", "port": 1, "proto": "1"}, "not an integer"),
+    ({"op": "relay", "name": "r"}, "without 'port'"),
+    ({"op": "relay", "port": 1, "name": 5}, "not a string"),
+])
+def test_malformed_records_are_refused(msg, reason):
+    with pytest.raises(DiscoveryError, match=reason):
+        discovery.decode_message(encode(msg))
+
+
+def test_unknown_op_is_its_own_error():
+    with pytest.raises(discoverymsg.UnknownMessage):
+        discovery.decode_message(encode({"op": "ping"}))
+
+
+json_values = st.recursive(
+    scalars | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+record_like = st.fixed_dictionaries(
+    {"op": st.sampled_from(["discover", "node", "relay", "other"])},
+    optional={name: json_values | st.integers(-5, 70000) | st.just("c")
+              for name in ("proto", "reply_port", "client_id", "announce_port", "ts", "auth",
+                           "ext_ip_addr", "port", "ip_addr", "node_id", "cpus", "busy",
+                           "busy_with", "avail_info", "accepting", "name")})
+
+
+@SETTINGS
+@given(st.binary(max_size=300) | st.builds(lambda b: MAGIC + b, st.binary(max_size=300))
+       | record_like.map(encode))
+def test_decoding_anything_gives_a_record_or_the_error(data):
+    try:
+        rec = discovery.decode_message(data)
+    except DiscoveryError:
+        return
+    assert isinstance(rec, discoverymsg.DiscoveryMessage)
+    assert discovery.decode_message(encode(rec)) == rec
+
+
+@SETTINGS
+@given(record_like)
+def test_parsed_fields_have_their_types(msg):
+    try:
+        rec = discoverymsg.parse(msg)
+    except DiscoveryError:
+        return
+    if isinstance(rec, NodeAnnouncement | RelayAnnouncement):
+        assert type(rec.port) is int and 0 < rec.port < 65536
+    if isinstance(rec, Discover):
+        assert type(rec.reply_port) is int and 0 < rec.reply_port < 65536
+        assert isinstance(rec.client_id, str)
+
+
+def test_records_handler_gets_records_and_drops_the_rest(caplog):
+    got = []
+    on_message = discovery.records(lambda rec, addr: got.append(rec), "test")
+    proto = DiscoveryProtocol(on_message, "test")
+    with caplog.at_level(logging.DEBUG, logger="dispy.discovery"):
+        proto.datagram_received(encode(RelayAnnouncement(port=5)), ("10.0.0.1", 9))
+        proto.datagram_received(encode({"op": "relay", "port": "x"}), ("10.0.0.2", 9))
+        proto.datagram_received(encode({"op": "who"}), ("10.0.0.3", 9))
+    assert got == [RelayAnnouncement(port=5)]
+    levels = {r.getMessage().split(" from ")[1][:8]: r.levelno for r in caplog.records}
+    assert levels == {"10.0.0.2": logging.WARNING, "10.0.0.3": logging.DEBUG}
+
+
+def test_signature_is_checked_on_records_and_dicts():
+    key = b"k" * 32
+    rec = discovery.discover(5555, "client-1", key, now=1000.0, ext_ip_addr="192.0.2.1")
+    assert discovery.signed_by(rec, key, 1000.0)
+    assert discovery.signed_by(discovery.decode(encode(rec)), key, 1000.0)
+    assert not discovery.signed_by(dataclasses.replace(rec, ext_ip_addr="192.0.2.2"), key,
+                                   1000.0)
+    assert not discovery.signed_by(rec, b"x" * 32, 1000.0)
+    assert not discovery.signed_by(discovery.discover(5555, "client-1"), key, 1000.0)
+
+
+@pytest.mark.parametrize("msg, addr, node", [
+    ({"op": "node", "port": 5, "ip_addr": "10.0.0.7"}, ("10.0.0.1", 9), ("10.0.0.7", 5)),
+    ({"op": "node", "port": 5}, ("10.0.0.1", 9), ("10.0.0.1", 5)),
+    ({"op": "node", "port": 5, "ip_addr": "fe80::1"}, ("fe80::1%eth0", 9),
+     ("fe80::1%eth0", 5)),
+    ({"op": "node", "port": 5, "ip_addr": "fd77:0::1"}, ("10.0.0.1", 9), ("fd77::1", 5)),
+    ({"op": "node", "port": "5"}, ("10.0.0.1", 9), None),
+    ({"op": "node", "port": 0}, ("10.0.0.1", 9), None),
+    ({"op": "relay", "port": 5}, ("10.0.0.1", 9), None),
+])
+def test_announced_node(msg, addr, node):
+    assert discovery.announced_node(msg, addr) == node
+    try:
+        rec = discoverymsg.parse(msg)
+    except DiscoveryError:
+        return
+    assert discovery.announced_node(rec, addr) == node

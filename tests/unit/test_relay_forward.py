@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dispy.config import PROTOCOL_VERSION
 from dispy.relay import forward
 from dispy.relay.forward import RelayState
 from dispy.wire import auth, discovery
+from dispy.wire.discoverymsg import Discover, NodeAnnouncement, RelayAnnouncement
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -20,15 +23,17 @@ def state(key: bytes | None = None) -> RelayState:
                       node_port=51348, relay_port=51348, reply_port=40000)
 
 
-def request(key: bytes | None = None, now: float = 1000.0) -> dict:
-    return discovery.decode(discovery.encode(
-        discovery.discover_request(5555, "client-1", key, now=now)))
+def request(key: bytes | None = None, now: float = 1000.0) -> Discover:
+    msg = discovery.decode_message(discovery.encode(
+        discovery.discover(5555, "client-1", key, now=now)))
+    assert isinstance(msg, Discover)
+    return msg
 
 
-def node(ip: str | None = "10.1.0.7") -> dict:
-    msg = {"op": "node", "proto": PROTOCOL_VERSION, "port": 51348, "node_id": "n"}
-    if ip:
-        msg["ip_addr"] = ip
+def node(ip: str | None = "10.1.0.7", proto: int | None = PROTOCOL_VERSION) -> NodeAnnouncement:
+    msg = discovery.decode_message(discovery.encode(
+        {"op": "node", "proto": proto, "port": 51348, "node_id": "n", "ip_addr": ip}))
+    assert isinstance(msg, NodeAnnouncement)
     return msg
 
 
@@ -38,27 +43,39 @@ def test_request_is_answered_rebroadcast_and_remembered() -> None:
                                 discovery.DISCOVER_SIZE)
     assert why is None
     ack, out = sends
-    assert (ack.ip, ack.port, ack.msg["op"], ack.msg["port"]) == ("192.168.5.9", 5555,
-                                                                   "relay", 51348)
+    assert (ack.ip, ack.port, ack.msg) == ("192.168.5.9", 5555,
+                                           RelayAnnouncement(name="relay", port=51348))
     assert out.rebroadcast and out.ip is None and out.port == 51348
-    assert out.msg["reply_port"] == 40000  # the nodes answer the relay, never the client
+    assert isinstance(out.msg, Discover)
+    assert out.msg.reply_port == 40000  # the nodes answer the relay, never the client
+    assert out.msg.client_id == "client-1"
     assert len(discovery.encode(out.msg)) == discovery.DISCOVER_SIZE  # room for full replies
     fwd = st.on_node(node(), ("10.1.0.7", 51348), 1001.0)
     assert [(s.ip, s.port) for s in fwd] == [("192.168.5.9", 5555)]
-    assert fwd[0].msg["ip_addr"] == "10.1.0.7"
+    assert fwd[0].msg == node()
 
 
 def test_node_without_address_is_forwarded_with_its_source_address() -> None:
     st = state()
     st.on_discover(request(), ("192.168.5.9", 1), 1000.0, discovery.DISCOVER_SIZE)
     (fwd,) = st.on_node(node(ip=None), ("10.1.0.8", 51348), 1000.5)
-    assert fwd.msg["ip_addr"] == "10.1.0.8"
+    assert isinstance(fwd.msg, NodeAnnouncement) and fwd.msg.ip_addr == "10.1.0.8"
+
+
+def test_node_of_another_protocol_or_link_local_is_not_forwarded() -> None:
+    st = state()
+    st.on_discover(request(), ("192.168.5.9", 1), 1000.0, discovery.DISCOVER_SIZE)
+    assert st.on_node(node(proto=PROTOCOL_VERSION + 1), ("10.1.0.7", 51348), 1001.0) == []
+    assert st.on_node(node(proto=None), ("10.1.0.7", 51348), 1001.0) == []
+    assert st.on_node(node(ip="fe80::1"), ("10.1.0.7", 51348), 1001.0) == []
 
 
 def test_relay_never_sends_to_an_address_named_in_a_message() -> None:
     st = state()
-    msg = request()
-    msg["reply_to"] = "203.0.113.5"
+    data = discovery.encode({**discovery.discover_request(5555, "client-1"),
+                             "reply_to": "203.0.113.5", "ext_ip_addr": "203.0.113.6"})
+    msg = discovery.decode_message(data)
+    assert isinstance(msg, Discover)
     sends, _ = st.on_discover(msg, ("192.168.5.9", 1), 1000.0, discovery.DISCOVER_SIZE)
     assert {s.ip for s in sends} == {"192.168.5.9", None}
 
@@ -81,8 +98,8 @@ def test_secret_requires_a_fresh_signature() -> None:
     assert st.on_discover(request(auth.derive_key("other")), src, 1000.0, 1024)[0] == []
     stale = request(KEY, now=1000.0 - discovery.AUTH_WINDOW - 1)
     assert st.on_discover(stale, src, 1000.0, 1024)[0] == []
-    forged = request(KEY, now=1000.0)
-    forged["reply_port"] = 6666  # the signature covers the reply port
+    forged = dataclasses.replace(request(KEY, now=1000.0), reply_port=6666)
+    # the signature covers the reply port
     assert st.on_discover(forged, src, 1000.0, 1024)[0] == []
     sends, why = st.on_discover(request(KEY, now=1000.0), src, 1000.0, 1024)
     assert why is None and len(sends) == 2
@@ -123,7 +140,7 @@ def test_fixed_targets_get_announcements_without_asking() -> None:
 
 def test_small_request_gets_no_answer_bigger_than_itself() -> None:
     sends, _ = state().on_discover(request(), ("192.168.5.9", 1), 1000.0, 20)
-    assert [s.msg["op"] for s in sends] == ["discover"]  # rebroadcast only, no 'relay'
+    assert [s.msg.op for s in sends] == ["discover"]  # rebroadcast only, no 'relay'
 
 
 def test_every_recent_requester_hears_every_node() -> None:

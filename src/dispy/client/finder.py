@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .. import config
 from ..wire import auth, discovery, netif
+from ..wire.discoverymsg import Discover, DiscoveryMessage, NodeAnnouncement, RelayAnnouncement
 from .announced import AnnouncedNodes
 from .clusterstate import ClusterState
 from .links import NodeLink, Profile
@@ -69,13 +70,13 @@ class NodeFinder:
         self.udp: discovery.DiscoveryProtocol | None = None
 
     async def start(self) -> None:
+        on_message = discovery.records(self.on_datagram, "dispy")
         try:  # nodes announce by broadcast, or by multicast (either way; IPv6 always)
-            await discovery.open_endpoint(self.port, True, self.on_datagram, "dispy", self.ifs)
+            await discovery.open_endpoint(self.port, True, on_message, "dispy", self.ifs)
         except OSError as exc:
             log.warning("cannot listen for node announcements on UDP port %d (%s);"
                         " nodes are found by discovery only", self.port, exc.strerror)
-        self.udp = await discovery.open_endpoint(0, False, self.on_datagram, "dispy",
-                                                 self.ifs)
+        self.udp = await discovery.open_endpoint(0, False, on_message, "dispy", self.ifs)
 
     # ---- asking -----------------------------------------------------------------------
 
@@ -110,31 +111,32 @@ class NodeFinder:
             self.udp.send(msg, (host, port))
         log.debug("discovery: asked %s (port %d)", ", ".join([*sent, *self.extra_nodes]), port)
 
-    def request(self, key: bytes | None) -> dict:
+    def request(self, key: bytes | None) -> Discover:
         """A ``discover``: answers to our UDP socket, later announcements to our port."""
         assert self.udp is not None
-        return discovery.discover_request(self.udp.local_port(), self.host.client_id, key,
-                                          announce_port=self.port,
-                                          ext_ip_addr=self.ext_ip_addr)
+        return discovery.discover(self.udp.local_port(), self.host.client_id, key,
+                                  announce_port=self.port, ext_ip_addr=self.ext_ip_addr)
 
     # ---- hearing ----------------------------------------------------------------------
 
-    def on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") == "relay":
+    def on_datagram(self, msg: DiscoveryMessage, addr: tuple) -> None:
+        if isinstance(msg, RelayAnnouncement):
             self._on_relay(msg, addr)
+            return
+        if not isinstance(msg, NodeAnnouncement):
             return
         node = discovery.announced_node(msg, addr)
         if node is None:
             return
         ip, port = node
         log.debug("discovery: node %s answered (%s)", netif.host_port(ip, port),
-                  f"busy with {msg['busy_with']}" if msg.get("busy_with") else "free")
-        if msg.get("proto") != config.PROTOCOL_VERSION:
+                  f"busy with {msg.busy_with}" if msg.busy_with else "free")
+        if msg.proto != config.PROTOCOL_VERSION:
             log.warning("node %s speaks dispy protocol %s (dispy %s); this client speaks %s",
-                        netif.host_port(ip, port), msg.get("proto"), msg.get("version"),
+                        netif.host_port(ip, port), msg.proto, msg.version,
                         config.PROTOCOL_VERSION)
             return
-        if self._other_address(msg.get("node_id"), ip, port):
+        if self._other_address(msg.node_id, ip, port):
             return
         wanted = False
         for cs in list(self.host.clusters.values()):
@@ -144,12 +146,12 @@ class NodeFinder:
             self.unmatched.pop((ip, port), None)
             link = self.host.links.get((ip, port, cs.profile))
             if link is None or link.node is None:  # never met: a bounded queue decides
-                self.announced.offer((ip, port, cs.profile), msg.get("busy_with"))
+                self.announced.offer((ip, port, cs.profile), msg.busy_with)
                 continue
             if link.state in ("connecting", "connected"):
                 continue
-            if msg.get("busy_with"):
-                link.state, link.reason = "busy", f"busy with client {msg['busy_with']}"
+            if msg.busy_with:
+                link.state, link.reason = "busy", f"busy with client {msg.busy_with}"
                 link.retry_at = time.monotonic() + RETRY_INTERVAL
             else:
                 self.host.connect(link)
@@ -157,19 +159,16 @@ class NodeFinder:
             self._unmatched_node(ip, port)
         self.try_announced()
 
-    def _on_relay(self, msg: dict, addr: tuple) -> None:
+    def _on_relay(self, msg: RelayAnnouncement, addr: tuple) -> None:
         """A dispynetrelay answered our request: it relays, it runs no jobs."""
-        port = msg.get("port")
-        if not isinstance(port, int):
-            return
-        key = (addr[0], port)
+        key = (addr[0], msg.port)
         if not any(not a.wildcard and (a.host, a.port) == key
                    for cs in self.host.clusters.values() for a in cs.allocs):
             return  # nobody asked this address: not our relay
         if key not in self.relays:
-            name = str(msg.get("name"))[:100]
+            name = str(msg.name)[:100]
             log.info("discovery: %s is a dispynetrelay (%s); its network's nodes answer"
-                     " through it", netif.host_port(addr[0], port), name)
+                     " through it", netif.host_port(addr[0], msg.port), name)
             self.relays[key] = name
         for link in list(self.host.links.values()):
             if (link.ip, link.port) == key and link.state not in ("connecting", "connected"):

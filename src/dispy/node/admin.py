@@ -5,10 +5,13 @@ dispyadmin says ``"role": "admin"`` in its hello; the node then authenticates it
 here only: it can read the node's details and set CPUs, service times and the number of
 clients to serve, never send code or jobs. A client's secret cannot administer (it is
 checked against the client secret only), and the admin secret cannot run code.
+Requests and answers are the records of wire/adminmsg.py, which checks each request's
+fields before anything here acts on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -17,8 +20,22 @@ from typing import Any
 
 from .._version import __version__
 from ..wire import auth, netif
+from ..wire.adminmsg import (
+    CONTROLS,
+    AdminMessageError,
+    AdminReply,
+    AdminRequest,
+    Info,
+    NotAdminOperation,
+    Serve,
+    ServiceTime,
+    SetCpus,
+    parse_request,
+    refusal,
+)
 from ..wire.codec import FrameError
 from ..wire.connection import ConnectionClosed
+from ..wire.messages import Cpus
 from . import service
 from .avail import avail_info
 from .service import ServiceWindow, format_hhmm
@@ -26,7 +43,6 @@ from .service import ServiceWindow, format_hhmm
 log = logging.getLogger("dispy.node")
 
 ROLE = "admin"
-CONTROLS = ("start", "stop", "end")
 
 
 def key(daemon: Any) -> bytes | None:
@@ -59,11 +75,7 @@ async def serve(daemon: Any, conn: Any, peer: str) -> None:
     try:
         while True:
             header, _ = await conn.recv()
-            try:
-                answer = handle(daemon, header, peer)
-            except (ValueError, TypeError) as exc:
-                answer = {"ok": False, "error": str(exc)}
-            conn.send({"op": "reply", "reply": header.get("reply"), **answer})
+            conn.send(answer(daemon, header, peer))
     except (ConnectionClosed, ConnectionError, OSError):
         pass
     except FrameError as exc:
@@ -72,19 +84,33 @@ async def serve(daemon: Any, conn: Any, peer: str) -> None:
         conn.close()
 
 
-def handle(daemon: Any, header: dict, peer: str = "") -> dict[str, Any]:
-    """One admin request -> its answer (``ok`` False with ``error`` when refused)."""
-    op = header.get("op")
-    if op == "info":
-        return {"ok": True, "info": info(daemon, peer)}
-    if op == "set_cpus":
-        return set_cpus(daemon, header.get("cpus"))
-    if op == "service_time":
-        return service_time(daemon, header.get("control"), header.get("time"))
-    if op == "serve":
-        return serve_clients(daemon, header.get("clients"))
-    log.warning("dispyadmin at %s asked for %r: not an admin operation", peer, op)
-    return {"ok": False, "error": f"{str(op)[:40]!r} is not an admin operation"}
+def answer(daemon: Any, header: dict, peer: str = "") -> AdminReply:
+    """The answer to one request frame (``ok`` False with ``error`` when refused)."""
+    try:
+        request = parse_request(header)
+    except NotAdminOperation as exc:
+        log.warning("dispyadmin at %s asked for %r: not an admin operation", peer, exc.op)
+        return refusal(header, str(exc))
+    except AdminMessageError as exc:
+        return refusal(header, str(exc))
+    try:
+        reply = handle(daemon, request, peer)
+    except (ValueError, TypeError) as exc:
+        reply = AdminReply(ok=False, error=str(exc))
+    return dataclasses.replace(reply, reply=request.reply)
+
+
+def handle(daemon: Any, request: AdminRequest, peer: str = "") -> AdminReply:
+    """What one (checked) admin request does."""
+    if isinstance(request, Info):
+        return AdminReply(ok=True, info=info(daemon, peer))
+    if isinstance(request, SetCpus):
+        return set_cpus(daemon, request.cpus)
+    if isinstance(request, ServiceTime):
+        return service_time(daemon, request.control, request.time)
+    if isinstance(request, Serve):
+        return serve_clients(daemon, request.clients)
+    raise TypeError(f"no handler for {request.op!r}")
 
 
 def info(daemon: Any, peer: str = "") -> dict[str, Any]:
@@ -118,28 +144,25 @@ def info(daemon: Any, peer: str = "") -> dict[str, Any]:
     }
 
 
-def set_cpus(daemon: Any, cpus: Any) -> dict[str, Any]:
-    """``cpus`` > 0 uses that many, < 0 leaves that many unused, "all" uses all."""
+def set_cpus(daemon: Any, cpus: int | str) -> AdminReply:
+    """``cpus`` > 0 uses that many, < 0 leaves that many unused, "all" uses all (the
+    record checked it is one of those)."""
     ncpu = os.cpu_count() or 1
-    if cpus == "all":
-        n = ncpu
-    elif isinstance(cpus, int) and not isinstance(cpus, bool):
-        n = cpus
-    else:
-        raise ValueError(f"cpus must be an integer or 'all', not {cpus!r}")
+    n = ncpu if cpus == "all" else int(cpus)
     if n > ncpu or ncpu + n < 0:
         raise ValueError(f"the node has {ncpu} CPUs; cannot use {n}")
     daemon.set_cpus(n)
     log.info("dispyadmin set CPUs to %d", daemon.cpus)
-    return {"ok": True, "cpus": daemon.cpus}
+    return AdminReply(ok=True, cpus=daemon.cpus)
 
 
-def service_time(daemon: Any, control: Any, when: Any) -> dict[str, Any]:
-    """Set (HH:MM or "now", the node's time) or clear ("") a service time.
+def service_time(daemon: Any, control: str, when: str | None) -> AdminReply:
+    """Set (HH:MM or "now", the node's time) or clear ("") service time ``control``
+    (one of ``CONTROLS``, as the record checked).
 
     The times take effect as a window once it has a start and a stop or end; until
     then they are kept (so they can be set one at a time)."""
-    if control not in CONTROLS:
+    if control not in CONTROLS:  # also when called other than through a record
         raise ValueError(f"control must be one of {', '.join(CONTROLS)}")
     state = _state(daemon)
     times = dict(state.times)
@@ -155,8 +178,8 @@ def service_time(daemon: Any, control: Any, when: Any) -> dict[str, Any]:
     elif any(v is not None for v in times.values()):
         window = None  # incomplete: kept, not applied
         state.times = times
-        return {"ok": True, "service": text, "pending": True,
-                "text": "kept; a service window needs a start and a stop or end time"}
+        return AdminReply(ok=True, service=text, pending=True,
+                          text="kept; a service window needs a start and a stop or end time")
     else:
         window = None
     state.times = times
@@ -167,7 +190,7 @@ def service_time(daemon: Any, control: Any, when: Any) -> dict[str, Any]:
         _reopen(daemon)
     else:
         daemon.service_tick()
-    return {"ok": True, "service": text, "service_state": daemon.service_state}
+    return AdminReply(ok=True, service=text, service_state=daemon.service_state)
 
 
 def _reopen(daemon: Any) -> None:
@@ -176,17 +199,15 @@ def _reopen(daemon: Any) -> None:
         return
     daemon.service_state = service.OPEN
     if daemon.owner is not None:
-        daemon.owner.send({"op": "cpus", "cpus": daemon.usable_cpus()})
+        daemon.owner.send(Cpus(cpus=daemon.usable_cpus()))
     daemon.jobs.start_jobs()
     if daemon.owner is None:
         daemon.announce()
 
 
-def serve_clients(daemon: Any, clients: Any) -> dict[str, Any]:
-    """Serve ``clients`` more clients after the current one (0: none, -1: forever); the
-    node quits once it has served them."""
-    if not isinstance(clients, int) or isinstance(clients, bool) or clients < -1:
-        raise ValueError(f"clients must be -1 (forever), 0 or a positive number, not {clients!r}")
+def serve_clients(daemon: Any, clients: int) -> AdminReply:
+    """Serve ``clients`` (-1 or more, as the record checked) more clients after the
+    current one (0: none, -1: forever); the node quits once it has served them."""
     if clients < 0:
         daemon.opts.serve = -1
     else:
@@ -195,4 +216,4 @@ def serve_clients(daemon: Any, clients: Any) -> dict[str, Any]:
             log.info("dispyadmin: no more clients to serve; quitting")
             daemon.request_stop(terminate=False)
     log.info("dispyadmin: serve %s", "forever" if clients < 0 else f"{clients} more client(s)")
-    return {"ok": True, "serve": clients}
+    return AdminReply(ok=True, serve=clients)

@@ -7,12 +7,14 @@ traffic); what the node says of itself comes from the daemon (``describe``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..wire import auth, discovery, netif
+from ..wire.discoverymsg import Discover, DiscoveryMessage, NodeAnnouncement
 from .listeners import Listeners
 from .options import NodeOptions
 
@@ -33,8 +35,9 @@ class Announcer:
     async def start(self) -> None:
         """Listen on the node port (OSError when it is taken): clients ask by broadcast
         or multicast (ipv4_udp_multicast; IPv6), both are answered."""
-        self.udp = await discovery.open_endpoint(self.opts.node_port, False,
-                                                 self.on_datagram, "dispynode", self.ifs)
+        self.udp = await discovery.open_endpoint(
+            self.opts.node_port, False, discovery.records(self.on_datagram, "dispynode"),
+            "dispynode", self.ifs)
 
     def close(self) -> None:
         if self.udp is not None:
@@ -46,15 +49,15 @@ class Announcer:
         given (a node behind NAT)."""
         if self.udp is None:
             return
-        msg = {"op": "node", **self.describe(None, None)}
+        msg = NodeAnnouncement.of(self.describe(None, None))
         port = self.opts.scheduler_port
         ext = self.opts.ext_ip_addrs[0] if self.opts.ext_ip_addrs else None
         sent = set()
         for i in self.ifs:
             if i.loopback and i.ipv6 and any(j.loopback and not j.ipv6 for j in self.ifs):
                 continue  # this host heard it on 127.0.0.1
-            discovery.send_to_lan(self.udp, {**msg, "ip_addr": ext or i.address}, port, [i],
-                                  self.opts.ipv4_udp_multicast)
+            discovery.send_to_lan(self.udp, dataclasses.replace(msg, ip_addr=ext or i.address),
+                                  port, [i], self.opts.ipv4_udp_multicast)
             sent.add(i.broadcast or i.address)
         if self.opts.scheduler_node:
             try:
@@ -68,27 +71,20 @@ class Announcer:
         for ip, lport in self.listeners.current(time.monotonic()):
             # also on our own network: a NAT gateway forwarding to its program hears
             # no broadcast, and a program that did sees a node it knows (no harm)
-            self.udp.send({"op": "node", **self.describe(ip, None)}, (ip, lport))
+            self.udp.send(NodeAnnouncement.of(self.describe(ip, None)), (ip, lport))
             log.debug("announced to %s, which asked for nodes lately",
                       netif.host_port(ip, lport))
 
-    def on_datagram(self, msg: dict, addr: tuple) -> None:
-        if msg.get("op") != "discover":
-            return
-        reply_port = msg.get("reply_port")
-        if not isinstance(reply_port, int) or not 0 < reply_port < 65536:
-            log.warning("dropped discover from %s: no valid reply port", addr[0])
+    def on_datagram(self, msg: DiscoveryMessage, addr: tuple) -> None:
+        if not isinstance(msg, Discover):
             return
         assert self.udp is not None
-        self.listeners.heard(msg, addr[0], time.monotonic(), time.time())
-        info = self.describe(addr[0], msg.get("client_id"))
-        lean = {key: info[key] for key in ("version", "port", "node_id", "ip_addr")}
-        if info["busy_with"]:
-            lean["busy_with"] = str(info["busy_with"])[:200]
-        reply = discovery.reply_within([{"op": "node", **info}, {"op": "node", **lean}],
-                                       self.udp.last_size)
+        # node/listeners.py reads the request's JSON object (and checks its signature)
+        self.listeners.heard(msg.as_json(), addr[0], time.monotonic(), time.time())
+        full = NodeAnnouncement.of(self.describe(addr[0], msg.client_id))
+        reply = discovery.reply_within([full, full.lean()], self.udp.last_size)
         if reply is None:  # answering would send more bytes than came: an amplifier
             log.debug("no reply to a discover of %d bytes from %s (clients pad theirs)",
                       self.udp.last_size, addr[0])
             return
-        self.udp.send(reply, (addr[0], reply_port))
+        self.udp.send(reply, (addr[0], msg.reply_port))

@@ -6,10 +6,10 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Any
 
 from .. import __version__
 from ..wire import auth, discovery, netif
+from ..wire.discoverymsg import Discover, DiscoveryMessage, NodeAnnouncement
 from .forward import RelayState, Send
 from .options import RelayOptions
 
@@ -42,8 +42,9 @@ class RelayDaemon:
         for port, reuse, what in ((opts.relay_port, False, "--relay_port"),
                                   (opts.scheduler_port, True, "--scheduler_port")):
             try:
-                proto = await discovery.open_endpoint(port, reuse, self._on_datagram,
-                                                      f"relay {what}", self.lan)
+                proto = await discovery.open_endpoint(
+                    port, reuse, discovery.records(self._on_datagram, f"relay {what}"),
+                    f"relay {what}", self.lan)
             except OSError as exc:
                 await self.stop()
                 raise SystemExit(f"dispynetrelay: cannot use UDP port {port} ({what}):"
@@ -51,8 +52,8 @@ class RelayDaemon:
             self.endpoints.append(proto)
             if what == "--relay_port":
                 self.requests = proto
-        self.out = await discovery.open_endpoint(0, False, self._on_datagram, "relay",
-                                                 self.lan)
+        self.out = await discovery.open_endpoint(
+            0, False, discovery.records(self._on_datagram, "relay"), "relay", self.lan)
         self.endpoints.append(self.out)
         self.state.reply_port = self.out.local_port()
         for host in opts.scheduler_nodes:
@@ -68,26 +69,25 @@ class RelayDaemon:
             log.warning("dispynetrelay runs without a secret: it relays anyone's requests"
                         " (rate-limited); use -s/--secret with the nodes' secret")
         if self.state.fixed:  # ask once now, so the fixed targets learn of the nodes
-            self._send(Send(discovery.discover_request(self.state.reply_port, "dispynetrelay"),
+            self._send(Send(discovery.discover(self.state.reply_port, "dispynetrelay"),
                             None, opts.node_port, rebroadcast=True))
 
-    def _on_datagram(self, msg: dict[str, Any], addr: tuple) -> None:
+    def _on_datagram(self, msg: DiscoveryMessage, addr: tuple) -> None:
         now = time.time()  # one clock: signed requests carry the wall clock
-        op = msg.get("op")
-        if op == "discover":
+        if isinstance(msg, Discover):
             assert self.requests is not None
             sends, why = self.state.on_discover(msg, addr, now,
                                                 self.requests.last_size)
             if why:
                 log.info("not relaying a request from %s: %s", addr[0], why)
             elif sends:
-                log.debug("request from %s:%s (%s) relayed", addr[0], msg.get("reply_port"),
-                          msg.get("client_id"))
-        elif op == "node":
+                log.debug("request from %s:%s (%s) relayed", addr[0], msg.reply_port,
+                          msg.client_id)
+        elif isinstance(msg, NodeAnnouncement):
             sends = self.state.on_node(msg, addr, now)
             if sends:
-                log.debug("node %s:%s forwarded to %d requester(s)", msg.get("ip_addr"),
-                          msg.get("port"), len(sends))
+                log.debug("node %s:%s forwarded to %d requester(s)", msg.ip_addr,
+                          msg.port, len(sends))
         else:
             return
         for send in sends:

@@ -14,17 +14,19 @@ What keeps it from being a tool for attackers:
 - each requester has a token bucket of forwarded datagrams, so a spoofed request
   cannot turn the relay into an amplifier; with ``--secret`` only signed requests
   count at all;
-- it parses JSON and nothing else (discovery datagrams are never pickles).
+- it parses JSON and nothing else (discovery datagrams are never pickles), and acts
+  only on messages that passed their record's checks (wire/discoverymsg.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..config import PROTOCOL_VERSION
 from ..wire import discovery
+from ..wire.discoverymsg import Discover, DiscoveryMessage, NodeAnnouncement, RelayAnnouncement
 
 #: seconds a requester keeps receiving node announcements after its last request
 KEEP = 900.0
@@ -63,7 +65,7 @@ class Send:
     """A datagram to send: ``msg`` to ``(ip, port)``; ``rebroadcast`` targets the
     relay's own networks (the shell picks broadcast or multicast addresses)."""
 
-    msg: dict[str, Any]
+    msg: DiscoveryMessage
     ip: str | None
     port: int
     rebroadcast: bool = False
@@ -89,53 +91,45 @@ class RelayState:
     fixed: list[tuple[str, int]] = field(default_factory=list)
     requesters: dict[tuple[str, int], Requester] = field(default_factory=dict)
 
-    def on_discover(self, msg: dict[str, Any], src: tuple, now: float,
+    def on_discover(self, msg: Discover, src: tuple, now: float,
                     size: int) -> tuple[list[Send], str | None]:
         """A client's ``discover`` arrived from ``src`` (``size`` bytes): what to send,
         and why nothing was if so (for the log)."""
-        reply_port = msg.get("reply_port")
-        if not isinstance(reply_port, int) or not 0 < reply_port < 65536:
-            return [], "no valid reply port"
         if self.local(src[0]):
             return [], None  # our own LAN (or our own re-broadcast): nodes answer it directly
         if self.key is not None and not discovery.signed_by(msg, self.key, now):
             return [], "not signed with the relay's secret"
-        client_id = msg.get("client_id")
-        client_id = client_id[:100] if isinstance(client_id, str) else "?"
-        key = (src[0], reply_port)
+        client_id = msg.client_id[:100]
+        key = (src[0], msg.reply_port)
         req = self.requesters.get(key)
         if req is None:
             self._forget_old(now)
-            req = self.requesters[key] = Requester(src[0], reply_port, client_id, now,
+            req = self.requesters[key] = Requester(src[0], msg.reply_port, client_id, now,
                                                    refilled=now)
         req.last, req.client_id = now, client_id
         sends = []
         answer = discovery.reply_within(
-            [{"op": "relay", "name": self.name, "port": self.relay_port}], size)
+            [RelayAnnouncement(name=self.name, port=self.relay_port)], size)
         if answer is not None and req.take(now):
-            sends.append(Send(answer, src[0], reply_port))
+            sends.append(Send(answer, src[0], msg.reply_port))
         if now - req.rebroadcast_at >= MIN_INTERVAL:
             req.rebroadcast_at = now
-            out = discovery.discover_request(self.reply_port, client_id)
+            out = discovery.discover(self.reply_port, client_id)
             sends.append(Send(out, None, self.node_port, rebroadcast=True))
         return sends, None
 
-    def on_node(self, msg: dict[str, Any], src: tuple, now: float) -> list[Send]:
+    def on_node(self, msg: NodeAnnouncement, src: tuple, now: float) -> list[Send]:
         """A node answered or announced itself: to every requester still interested."""
         if not self.local(src[0]):
             return []  # only nodes on our own networks are relayed
-        port = msg.get("port")
-        if not isinstance(port, int):
+        if msg.proto != PROTOCOL_VERSION:
             return []
-        out = {**msg}
-        out.pop("proto", None)  # encode() adds ours; the node's was checked equal below
-        if msg.get("proto") != PROTOCOL_VERSION:
-            return []
-        if not isinstance(out.get("ip_addr"), str):
-            out["ip_addr"] = src[0]  # the client must connect to the node, not to us
-        if str(out["ip_addr"]).lower().startswith("fe80:"):
+        # the client must connect to the node, not to us
+        ip = msg.ip_addr if msg.ip_addr is not None else src[0]
+        if ip.lower().startswith("fe80:"):
             return []  # a link-local address means nothing on the requester's network
-        sends = [Send(out, ip, p) for ip, p in self.fixed]
+        out = dataclasses.replace(msg, ip_addr=ip)
+        sends = [Send(out, host, port) for host, port in self.fixed]
         for key, req in list(self.requesters.items()):
             if now - req.last > KEEP:
                 del self.requesters[key]

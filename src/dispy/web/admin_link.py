@@ -2,17 +2,20 @@
 
 It opens a connection, says ``"role": "admin"`` in the handshake, proves the admin
 secret, and then asks the node (node/admin.py) for its details or to change its CPUs,
-service times or number of clients to serve. Only JSON crosses this link. The wire
-handshake is being rewritten; only this module knows how it is done today.
+service times or number of clients to serve. Only JSON crosses this link, as the
+records of wire/adminmsg.py. The wire handshake is being rewritten; only this module
+knows how it is done today.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from typing import Any
 
-from ..wire import tls
+from ..wire import adminmsg, tls
+from ..wire.adminmsg import AdminMessageError, AdminReply, AdminRequest, Unlisted
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -65,32 +68,49 @@ class AdminLink:
         self._conn = conn
         return conn
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+    async def ask(self, msg: AdminRequest | Unlisted) -> AdminReply:
         """Send one request and return the node's answer (AdminError if refused)."""
         async with self._lock:
             conn = await self._open()
-            conn.send({"op": op, "reply": str(next(_tokens)), **fields})
+            conn.send(dataclasses.replace(msg, reply=str(next(_tokens))))
             try:
-                answer, _ = await conn.recv(self.timeout)
+                header, _ = await conn.recv(self.timeout)
             except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
                 self.close()
                 raise AdminError(f"node {self.host}:{self.port} went away:"
                                  f" {exc or exc.__class__.__name__}") from None
-        if not answer.get("ok"):
-            raise AdminError(str(answer.get("error", "refused")))
+        try:
+            answer = adminmsg.parse_reply(header)
+        except AdminMessageError as exc:
+            raise AdminError(f"node {self.host}:{self.port} answered nonsense: {exc}") from None
+        if not answer.ok:
+            raise AdminError(answer.error if answer.error is not None else "refused")
         return answer
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send request ``op`` with ``fields``; the answer's fields (AdminError if
+        refused). An op the admin role lacks goes out too: the node refuses it."""
+        return (await self.ask(adminmsg.request(op, **fields))).fields()
+
     async def info(self) -> dict[str, Any]:
         """The node's details: CPUs, jobs done, CPU time, availability, service times..."""
-        return (await self.request("info"))["info"]
+        answer = await self.ask(adminmsg.Info())
+        if answer.info is None:
+            raise AdminError(f"node {self.host}:{self.port} sent no details")
+        return answer.info
 
     async def set_cpus(self, cpus: int | str) -> int:
         """Use ``cpus`` CPUs (negative: all but that many; "all"); returns the number."""
-        return int((await self.request("set_cpus", cpus=cpus))["cpus"])
+        answer = await self.ask(adminmsg.SetCpus(cpus=cpus))
+        if answer.cpus is None:
+            raise AdminError(f"node {self.host}:{self.port} did not say its CPUs")
+        return answer.cpus
 
     async def set_service_time(self, control: str, when: str | None) -> dict[str, Any]:
         """Set a service time: ``control`` start/stop/end, ``when`` "HH:MM", "now" or
         None (clear it)."""
-        return await self.request("service_time", control=control, time=when or "")
+        answer = await self.ask(adminmsg.ServiceTime(control=control, time=when or ""))
+        return answer.fields()
 
     async def set_service_times(self, start: str | None = None, stop: str | None = None,
                                 end: str | None = None) -> dict[str, Any]:
@@ -103,7 +123,7 @@ class AdminLink:
 
     async def set_serve(self, clients: int) -> None:
         """Serve ``clients`` more clients (0: none after the current one, -1: forever)."""
-        await self.request("serve", clients=int(clients))
+        await self.ask(adminmsg.Serve(clients=int(clients)))
 
     def close(self) -> None:
         if self._conn is not None:

@@ -2,7 +2,8 @@
 
 A client broadcasts ``discover`` to the node port; nodes answer with ``node`` to the
 client's port, and a starting (or newly free) node broadcasts ``node`` by itself.
-Anything that does not parse is dropped with a log line.
+Anything that does not parse is dropped with a log line. The messages are typed
+records (wire/discoverymsg.py); this module frames them, signs requests and moves them.
 
 UDP sources can be forged, so a node never answers with more bytes than it was sent:
 clients pad ``discover`` to ``DISCOVER_SIZE``, and a reply that does not fit in the
@@ -17,6 +18,7 @@ signed requests, so nobody without the secret can make it fan out.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -24,10 +26,18 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ..config import PROTOCOL_VERSION, IPv4MulticastGroup, IPv6MulticastGroup
+from .discoverymsg import (
+    Discover,
+    DiscoveryError,
+    DiscoveryMessage,
+    NodeAnnouncement,
+    UnknownMessage,
+    parse,
+)
 from .netif import Interface, is_ipv6, normalize, scoped
 
 MAGIC = b"DISPY\x01"
@@ -37,63 +47,105 @@ DISCOVER_SIZE = 1024
 
 log = logging.getLogger("dispy.discovery")
 
+#: what can be sent: a record, or (from code that reads and writes the JSON object
+#: itself, such as tests) the object
+Outgoing = Mapping[str, Any] | DiscoveryMessage
+M = TypeVar("M", bound=Outgoing)
 
-def encode(msg: dict[str, Any]) -> bytes:
-    """Datagram for ``msg`` (with the protocol version added)."""
-    data = MAGIC + json.dumps({"proto": PROTOCOL_VERSION, **msg}).encode()
+
+def encode(msg: Outgoing) -> bytes:
+    """Datagram for ``msg`` (a JSON object gets the protocol version added)."""
+    obj = msg.as_json() if isinstance(msg, DiscoveryMessage) else \
+        {"proto": PROTOCOL_VERSION, **msg}
+    data = MAGIC + json.dumps(obj).encode()
     if len(data) > MAX_DATAGRAM:
         raise ValueError("discovery message too large")
     return data
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    """Parse a datagram; raises ValueError with the reason for anything malformed."""
+    """The JSON object of a datagram; DiscoveryError (a ValueError) with the reason for
+    anything malformed. ``decode_message`` also checks it against its record."""
     if len(data) > MAX_DATAGRAM:
-        raise ValueError(f"datagram of {len(data)} bytes is too large")
+        raise DiscoveryError(f"datagram of {len(data)} bytes is too large")
     if not data.startswith(MAGIC):
-        raise ValueError("not a dispy datagram")
+        raise DiscoveryError("not a dispy datagram")
     try:
         msg = json.loads(data[len(MAGIC):])
     except (ValueError, RecursionError) as exc:
-        raise ValueError(f"datagram is not JSON: {str(exc)[:80]}") from None
+        raise DiscoveryError(f"datagram is not JSON: {str(exc)[:80]}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
-        raise ValueError("datagram is not a dispy message")
+        raise DiscoveryError("datagram is not a dispy message")
     return msg
+
+
+def decode_message(data: bytes) -> DiscoveryMessage:
+    """The typed record of a datagram; DiscoveryError for anything else."""
+    return parse(decode(data))
+
+
+def records(handler: Callable[[DiscoveryMessage, tuple], None],
+            name: str) -> Callable[[dict, tuple], None]:
+    """An ``on_message`` for ``open_endpoint`` that hands ``handler`` typed records:
+    a malformed message is dropped with a warning, one of an op without a record
+    (nobody's business here) quietly."""
+
+    def on_message(msg: dict, addr: tuple) -> None:
+        try:
+            record = parse(msg)
+        except UnknownMessage as exc:
+            log.debug("%s: ignored datagram from %s: %s", name, addr[0], exc)
+            return
+        except DiscoveryError as exc:
+            log.warning("%s: dropped %s from %s: %s", name, str(msg.get("op"))[:40],
+                        addr[0], exc)
+            return
+        handler(record, addr)
+
+    return on_message
 
 
 #: seconds a signed ``discover`` stays valid (clocks of client and relay may differ)
 AUTH_WINDOW = 300.0
 
 
-def _request_mac(key: bytes, msg: dict[str, Any]) -> str:
+def _request_mac(key: bytes, msg: Mapping[str, Any]) -> str:
     text = "|".join(str(msg.get(k)) for k in ("client_id", "reply_port", "ts",
                                                "announce_port", "ext_ip_addr"))
     return hmac.new(key, b"discover|" + text.encode(), hashlib.sha256).hexdigest()
 
 
+def discover(reply_port: int, client_id: str, key: bytes | None = None,
+             now: float | None = None, announce_port: int | None = None,
+             ext_ip_addr: str | None = None) -> Discover:
+    """A ``discover`` padded to ``DISCOVER_SIZE`` bytes, room for a full reply; signed
+    with ``key`` (``auth.derive_key`` of the secret) when given. Nodes answer to
+    ``reply_port``; ``announce_port`` (and behind NAT ``ext_ip_addr``) say where the
+    sender hears their later announcements (node/listeners.py)."""
+    msg = Discover(reply_port=reply_port, client_id=client_id, announce_port=announce_port,
+                   ext_ip_addr=ext_ip_addr)
+    if key:
+        msg = dataclasses.replace(msg, ts=int(time.time() if now is None else now))
+        msg = dataclasses.replace(msg, auth=_request_mac(key, msg.as_json()))
+    msg = dataclasses.replace(msg, pad="")
+    return dataclasses.replace(msg, pad="-" * max(0, DISCOVER_SIZE - len(encode(msg))))
+
+
 def discover_request(reply_port: int, client_id: str, key: bytes | None = None,
                      now: float | None = None, announce_port: int | None = None,
                      ext_ip_addr: str | None = None) -> dict[str, Any]:
-    """A ``discover`` message padded to ``DISCOVER_SIZE`` bytes, room for a full reply;
-    signed with ``key`` (``auth.derive_key`` of the secret) when given. Nodes answer to
-    ``reply_port``; ``announce_port`` (and behind NAT ``ext_ip_addr``) say where the
-    sender hears their later announcements (node/listeners.py)."""
-    msg: dict[str, Any] = {"op": "discover", "reply_port": reply_port,
-                           "client_id": client_id}
-    if announce_port is not None:
-        msg["announce_port"] = announce_port
-    if ext_ip_addr is not None:
-        msg["ext_ip_addr"] = ext_ip_addr
-    if key:
-        msg["ts"] = int(time.time() if now is None else now)
-        msg["auth"] = _request_mac(key, msg)
-    msg["pad"] = ""
-    msg["pad"] = "-" * max(0, DISCOVER_SIZE - len(encode(msg)))
-    return msg
+    """``discover`` as its JSON object (without ``proto``), for code that reads or
+    changes the fields itself."""
+    obj = discover(reply_port, client_id, key, now, announce_port, ext_ip_addr).as_json()
+    del obj["proto"]
+    return obj
 
 
-def signed_by(msg: dict[str, Any], key: bytes, now: float | None = None) -> bool:
+def signed_by(msg: Mapping[str, Any] | Discover, key: bytes,
+              now: float | None = None) -> bool:
     """True when ``msg`` is a ``discover`` signed with ``key`` within ``AUTH_WINDOW``."""
+    if isinstance(msg, DiscoveryMessage):
+        msg = msg.as_json()
     ts, mac = msg.get("ts"), msg.get("auth")
     if not isinstance(ts, int) or not isinstance(mac, str):
         return False
@@ -102,7 +154,7 @@ def signed_by(msg: dict[str, Any], key: bytes, now: float | None = None) -> bool
     return hmac.compare_digest(_request_mac(key, msg), mac)
 
 
-def reply_within(candidates: list[dict[str, Any]], limit: int) -> dict[str, Any] | None:
+def reply_within(candidates: Sequence[M], limit: int) -> M | None:
     """The first of ``candidates`` (fullest first) whose datagram takes at most ``limit``
     bytes, or None: the reply to a request of ``limit`` bytes amplifies nothing."""
     for msg in candidates:
@@ -155,7 +207,7 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
             raise RuntimeError(f"{self.name}: the discovery socket is not open")
         return int(self.transport.get_extra_info("sockname")[1])
 
-    def send(self, msg: dict, addr: tuple) -> None:
+    def send(self, msg: Outgoing, addr: tuple) -> None:
         proto = self.v6 if is_ipv6(addr[0]) else self
         if proto is None or proto.transport is None:
             log.debug("%s: no IPv6 socket to send to %s", self.name, addr[0])
@@ -245,7 +297,7 @@ async def open_endpoint(port: int, reuse: bool, on_message: Callable[[dict, tupl
     return proto
 
 
-def send_multicast(msg: dict[str, Any], port: int, iface: Interface) -> None:
+def send_multicast(msg: Outgoing, port: int, iface: Interface) -> None:
     """Send ``msg`` to dispy's multicast group out of ``iface``.
 
     A socket of its own per send: the outgoing interface is a socket option, and the
@@ -265,7 +317,7 @@ def send_multicast(msg: dict[str, Any], port: int, iface: Interface) -> None:
         log.debug("could not send to the multicast group via %s: %s", iface.address, exc)
 
 
-def send_to_lan(proto: DiscoveryProtocol, msg: dict[str, Any], port: int,
+def send_to_lan(proto: DiscoveryProtocol, msg: Outgoing, port: int,
                 ifs: list[Interface], multicast: bool = False) -> list[str]:
     """Send ``msg`` to ``port`` on every network of ``ifs``: IPv4 to its broadcast
     address, or with ``multicast`` to the IPv4 group; IPv6 always to the IPv6 group
@@ -292,16 +344,22 @@ def send_to_lan(proto: DiscoveryProtocol, msg: dict[str, Any], port: int,
     return targets
 
 
-def announced_node(msg: dict[str, Any], addr: tuple) -> tuple[str, int] | None:
+def announced_node(msg: Mapping[str, Any] | DiscoveryMessage,
+                   addr: tuple) -> tuple[str, int] | None:
     """(address, port) of the node a ``node`` datagram announces, or None for anything
-    else; the address is the one the node names (``--ext_ip_addr``), else the sender's,
-    and the sender's for an IPv6 link-local one (only ours names the right interface)."""
-    if msg.get("op") != "node":
+    else (a malformed one too); the address is the one the node names
+    (``--ext_ip_addr``), else the sender's, and the sender's for an IPv6 link-local one
+    (only ours names the right interface)."""
+    if not isinstance(msg, DiscoveryMessage):
+        if msg.get("op") != NodeAnnouncement.op:
+            return None
+        try:
+            msg = NodeAnnouncement.parse(msg)
+        except DiscoveryError:
+            return None
+    if not isinstance(msg, NodeAnnouncement):
         return None
-    ip = msg.get("ip_addr") or addr[0]
-    port = msg.get("port")
-    if not isinstance(ip, str) or not isinstance(port, int):
-        return None
+    ip = msg.ip_addr or addr[0]
     if ip.lower().startswith("fe80:"):
         ip = addr[0]
-    return normalize(ip), port
+    return normalize(ip), msg.port
