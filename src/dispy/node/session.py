@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ..wire.connection import Connection
-from ..wire.messages import Record
+from ..wire.records import Record
 from .computation import Computation
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .messages import ID, MessageError, Record
+from .records import ID, MessageError, Record
 
 #: the service times dispyadmin sets
 CONTROLS = ("start", "stop", "end")

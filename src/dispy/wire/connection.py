@@ -35,7 +35,7 @@ from .codec import (
     loads,
     nbytes,
 )
-from .messages import Record
+from .records import Record
 
 log = logging.getLogger("dispy.wire")
 

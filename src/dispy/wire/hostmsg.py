@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .messages import ID, Done, Id, MessageError, Provisional, Record
+from .messages import Done, Provisional
+from .records import ID, Id, MessageError, Record
 
 __all__ = [
     "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",

@@ -9,134 +9,11 @@ missing ``uid`` can no longer wedge a node.
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-#: ids (computation, job, transfer, reply tokens): also safe as one path component
-ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}")
-MAX_LIST = 1 << 20
-
-
-class MessageError(ValueError):
-    """A header that does not fit its op's record; the message is refused."""
-
-
-class _IdMark:
-    """Marks a field that must match ``ID``."""
-
-
-#: an id field: a str (to mypy and to senders) that decoding checks against ``ID``
-Id = Annotated[str, _IdMark]
-
-
-@dataclass(frozen=True)
-class Record:
-    op: ClassVar[str] = ""
-    #: request token the peer wants a ``reply`` frame for
-    reply: Id | None = None
-
-    @classmethod
-    def parse(cls, header: dict[str, Any]) -> Record:
-        values = {}
-        hints = _hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name not in header or header[f.name] is None:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise MessageError(f"{cls.op!r} without {f.name!r}")
-                continue
-            values[f.name] = _check(f.name, header[f.name], hints[f.name])
-        return cls(**values)
-
-    def header(self) -> dict[str, Any]:
-        """The frame header of this record: its op and every field that is set."""
-        out: dict[str, Any] = {"op": self.op}
-        for name in _names(type(self)):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        return out
-
-
-def _names(cls: type) -> tuple[str, ...]:
-    names = _NAMES.get(cls)
-    if names is None:
-        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
-
-
-_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    cached = _HINTS.get(cls)
-    if cached is None:
-        cached = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
-    return cached
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _check(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _check(name, value, option)
-            except MessageError as exc:
-                errors.append(str(exc))
-        raise MessageError(errors[0])
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list) or len(value) > MAX_LIST:
-            raise MessageError(f"{name!r} is not a list")
-        return [_check(name, v, item) for v in value]
-    if origin is Annotated and _IdMark in getattr(hint, "__metadata__", ()):
-        if not isinstance(value, str) or not ID.fullmatch(value):
-            raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MessageError(f"{name!r} is not true/false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MessageError(f"{name!r} is not an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise MessageError(f"{name!r} is not a number")
-        return _float(name, value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise MessageError(f"{name!r} is not a string")
-        return value
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise MessageError(f"{name!r} is not an object")
-        return value
-    if hint is Any:
-        return value
-    raise TypeError(f"no check for {hint!r}")
-
-
-def _float(name: str, value: int | float) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # an int past any float: a MessageError, as any bad value
-        raise MessageError(f"{name!r} is out of range") from None
-
-
-def _nonneg(name: str, value: int) -> None:
-    if value < 0:
-        raise MessageError(f"{name!r} is negative")
-
+from .records import ID, Id, MessageError, Record, as_float, nonneg
 
 # ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
 
@@ -313,14 +190,14 @@ def parse_request(header: dict[str, Any], bufs: list[Any] | None = None,
             raise MessageError(f"{op!r} without {name!r}")
     record = cls.parse(header)
     if isinstance(record, Job):
-        _nonneg("oob", record.oob)
+        nonneg("oob", record.oob)
         if bufs is not None and record.oob > len(bufs):
             raise MessageError("'oob' counts more buffers than the job carries")
         if record.timeout is not None and not 0 < record.timeout < float("inf"):
             raise MessageError("'timeout' is not a positive number of seconds")
     elif isinstance(record, File):
-        _nonneg("size", record.size)
-        _nonneg("offset", record.offset)
+        nonneg("size", record.size)
+        nonneg("offset", record.offset)
         if record.offset > record.size:
             raise MessageError("'offset' is past 'size'")
     return record
@@ -385,7 +262,7 @@ def _done_fields(header: dict[str, Any]) -> tuple:
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise MessageError(f"'done' with a malformed {name!r}")
-            value = _float(name, value)
+            value = as_float(name, value)
         times.append(value)
     if exc is not None and not isinstance(exc, str):
         raise MessageError("'done' with a malformed 'exception'")
@@ -600,7 +477,7 @@ def parse_node_message(header: dict[str, Any]) -> Record:
             raise MessageError(f"{op!r} without {name!r}")
     record = cls.parse(header)
     if isinstance(record, Cpus):
-        _nonneg("cpus", record.cpus)
+        nonneg("cpus", record.cpus)
     return record
 
 

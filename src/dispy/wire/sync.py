@@ -10,7 +10,7 @@ import socket
 from collections.abc import Sequence
 
 from .codec import FULL, Buffer, FrameDecoder, Header, Limits, Message, encode, nbytes
-from .messages import Record
+from .records import Record
 
 
 class SyncFrameReader:
