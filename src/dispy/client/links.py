@@ -28,6 +28,18 @@ class Profile:
     certfile: str | None = None
     keyfile: str | None = None
 
+    def __hash__(self) -> int:
+        # part of every link's key, looked up several times per job: hashed once
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.secret, self.certfile, self.keyfile))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    def __getstate__(self) -> dict:
+        # str hashes differ between processes: a copy elsewhere hashes anew
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
 
 @dataclass
 class NodeLink:
@@ -52,9 +64,10 @@ class NodeLink:
     #: recent run times of this node's jobs, to decide on sending jobs ahead
     runs: RunTimes = field(default_factory=RunTimes)
 
-    @property
-    def key(self) -> tuple:
-        return (self.ip, self.port, self.profile)
+    def __post_init__(self) -> None:
+        #: how the engine and the scheduling core name this node (built once: looked up
+        #: several times per job)
+        self.key: tuple = (self.ip, self.port, self.profile)
 
     def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         if self.conn is None or not self.conn.send(header, bufs):
