@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from . import config
 from .wire import discovery, netif
+from .wire.discoverymsg import DiscoveryMessage, NodeAnnouncement
 
 #: seconds a started dispynode is watched before ssh returns (one failing at once is
 #: reported with its log, not after the whole --timeout)
@@ -210,18 +211,20 @@ async def _wait_answers(nodes: list[SSHNode], timeout: float) -> None:
     if not targets:
         return
 
-    def heard(msg: dict, addr: tuple) -> None:
+    def heard(msg: DiscoveryMessage, addr: tuple) -> None:
         found = discovery.announced_node(msg, addr)
-        node = targets.get(netif.normalize(addr[0])) or (found and targets.get(found[0]))
-        if found is None or node is None or found[1] != node.node_port:
+        if found is None or not isinstance(msg, NodeAnnouncement):
             return
-        node.address, node.name = found[0], str(msg.get("name"))
-        node.cpus = msg.get("cpus") if isinstance(msg.get("cpus"), int) else None
+        node = targets.get(netif.normalize(addr[0])) or targets.get(found[0])
+        if node is None or found[1] != node.node_port:
+            return
+        node.address, node.name, node.cpus = found[0], str(msg.name), msg.cpus
 
     ifs = netif.interfaces()
-    proto = await discovery.open_endpoint(0, False, heard, "dispy ssh", ifs)
+    proto = await discovery.open_endpoint(0, False, discovery.records(heard, "dispy ssh"),
+                                          "dispy ssh", ifs)
     try:
-        request = discovery.discover_request(proto.local_port(), "dispy-ssh")
+        request = discovery.discover(proto.local_port(), "dispy-ssh")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = [(ip, n) for ip, n in targets.items() if n.address is None]

@@ -22,6 +22,7 @@ from conftest import free_port, wait_started
 
 import dispy
 from dispy.wire import discovery
+from dispy.wire.discoverymsg import NodeAnnouncement
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -138,8 +139,8 @@ def test_scheduler_node_gets_announcements_with_ext_ip_addr(node_factory):
             data, _ = sock.recvfrom(discovery.MAX_DATAGRAM)
             seen.append(discovery.decode(data))
     for msg in seen:
-        assert msg["op"] == "node" and msg["port"] == node.port
-        assert msg["ip_addr"] == "10.9.8.7" and not msg["busy_with"]
+        assert isinstance(msg, NodeAnnouncement) and msg.port == node.port
+        assert msg.ip_addr == "10.9.8.7" and not msg.busy_with
 
 
 # ---- zombie clients ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import dispy
 from dispy.client.announced import MAX_CONNECTING, MAX_UNREACHED
 from dispy.wire import codec, discovery
+from dispy.wire.discoverymsg import Discover, NodeAnnouncement
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -202,17 +203,17 @@ def test_discover_reply_is_no_larger_than_the_request(node):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         reply_port = udp.getsockname()[1]
-        bare = discovery.encode({"op": "discover", "reply_port": reply_port,
-                                 "client_id": "c" * 32})
+        bare = discovery.encode(Discover(reply_port=reply_port, client_id="c" * 32))
         udp.sendto(bare, ("127.0.0.1", node.port))
         sizes = [len(r) for r in _replies(udp, 2.0)]
         assert all(size <= len(bare) for size in sizes), (len(bare), sizes)
-        padded = discovery.encode(discovery.discover_request(reply_port, "c" * 32))
+        padded = discovery.encode(discovery.discover(reply_port, "c" * 32))
         udp.sendto(padded, ("127.0.0.1", node.port))
         replies = _replies(udp, 5.0)
     assert replies, "the node did not answer a padded discover"
     reply = discovery.decode(replies[0])
-    assert len(replies[0]) <= len(padded) and reply["port"] == node.port
+    assert isinstance(reply, NodeAnnouncement)
+    assert len(replies[0]) <= len(padded) and reply.port == node.port
 
 
 #: A client program with its own engine on 127.0.0.1 (tests share one engine per process,
@@ -223,6 +224,7 @@ FLOODED_CLIENT = """
 import json, socket, sys
 import dispy
 from dispy.wire import discovery
+from dispy.wire.discoverymsg import NodeAnnouncement
 
 def ident(x):
     return x
@@ -236,8 +238,8 @@ with dispy.JobCluster(ident, nodes=[pattern], ip_addr="127.0.0.1", port=0,
         for prefix, n in (("127.1", count), ("127.2", 200)):
             for i in range(n):
                 ip = f"{prefix}.{i // 250}.{i % 250 + 1}"
-                udp.sendto(discovery.encode({"op": "node", "ip_addr": ip, "port": node_port,
-                                             "name": "fake", "cpus": 8}), target)
+                udp.sendto(discovery.encode(NodeAnnouncement(ip_addr=ip, port=node_port,
+                                                             name="fake", cpus=8)), target)
     result = None
     if run_job == "job":
         job = cluster.submit(11)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dispy.client.announced import AnnouncedNodes
@@ -65,26 +67,20 @@ def test_bad_bounds():
 
 
 def test_discover_request_is_padded_to_a_fixed_size():
-    msg = discovery.discover_request(51347, "c" * 32)
+    msg = discovery.discover(51347, "c" * 32)
     assert len(discovery.encode(msg)) == discovery.DISCOVER_SIZE
-    assert discovery.decode(discovery.encode(msg))["reply_port"] == 51347
+    got = discovery.decode(discovery.encode(msg))
+    assert isinstance(got, Discover) and got.reply_port == 51347
 
 
 def test_reply_is_never_larger_than_the_request():
-    full = {"op": "node", "platform": "x" * 600, "port": 1}
-    lean = {"op": "node", "port": 1}
+    full = NodeAnnouncement(port=1, platform="x" * 600)
+    lean = full.lean()
     assert discovery.reply_within([full, lean], discovery.DISCOVER_SIZE) is full
     assert discovery.reply_within([full, lean], 300) is lean
     assert discovery.reply_within([full, lean], 20) is None
-    huge = {"op": "node", "x": "y" * 10000}  # over MAX_DATAGRAM: skipped, not raised
+    huge = NodeAnnouncement(port=1, platform="y" * 10000)  # over MAX_DATAGRAM: skipped
     assert discovery.reply_within([huge, lean], 300) is lean
-
-
-def test_reply_within_takes_records():
-    full = NodeAnnouncement(port=1, platform="x" * 600)
-    assert discovery.reply_within([full, full.lean()], discovery.DISCOVER_SIZE) is full
-    assert discovery.reply_within([full, full.lean()], 300) == full.lean()
-    assert discovery.reply_within([full, full.lean()], 20) is None
 
 
 class FakeUdp:
@@ -99,17 +95,18 @@ class FakeUdp:
 
 
 def answer(size: int, busy_with: str | None = None) -> list[tuple[dict, tuple]]:
+    """What the node sends (as JSON, to see the very bytes) to a request of ``size``."""
     info = {"name": "n", "version": "5", "port": 51348, "node_id": "id1", "ip_addr": None,
             "cpus": 2, "busy": 0, "busy_with": busy_with, "platform": "p" * 600,
             "avail_info": {}, "accepting": True}
     ann = Announcer(NodeOptions(), [], lambda peer, cid: {**info, "ip_addr": peer})
     ann.udp = FakeUdp(size)  # type: ignore[assignment]
-    request = discovery.decode_message(discovery.encode(
+    request = discovery.decode(discovery.encode(
         discovery.discover(40000, "client-1", announce_port=51347)))
     assert isinstance(request, Discover)
     ann.on_datagram(request, ("10.0.0.9", 1234))
     assert ann.listeners.current(0.0) == [("10.0.0.9", 51347)]
-    return [(discovery.decode(data), addr) for data, addr in ann.udp.sent]
+    return [(json.loads(data[len(discovery.MAGIC):]), addr) for data, addr in ann.udp.sent]
 
 
 def test_node_answers_a_padded_request_in_full_a_small_one_lean_a_tiny_one_not():

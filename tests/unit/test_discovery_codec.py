@@ -1,8 +1,11 @@
-"""Discovery datagrams: JSON only, malformed ones refused and never unpickled."""
+"""Discovery datagrams: JSON only, typed records only, malformed ones refused and never
+unpickled."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -15,7 +18,13 @@ from hypothesis import strategies as st
 from dispy.config import PROTOCOL_VERSION
 from dispy.wire import discovery, discoverymsg
 from dispy.wire.discovery import MAGIC, MAX_DATAGRAM, DiscoveryProtocol, decode, encode
-from dispy.wire.discoverymsg import Discover, DiscoveryError, NodeAnnouncement, RelayAnnouncement
+from dispy.wire.discoverymsg import (
+    Discover,
+    DiscoveryError,
+    DiscoveryMessage,
+    NodeAnnouncement,
+    RelayAnnouncement,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -24,16 +33,22 @@ SETTINGS = settings(
 )
 
 scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=16)
-messages = st.fixed_dictionaries(
-    {"op": st.text(min_size=1, max_size=12)},
-    optional={
-        "ip_addr": st.text(max_size=15),
-        "port": st.integers(0, 65535),
-        "cpus": st.integers(0, 256),
-        "extra": st.lists(scalars, max_size=5),
-        "info": st.dictionaries(st.text(max_size=6), scalars, max_size=4),
-    },
+node_records = st.builds(
+    NodeAnnouncement,
+    name=st.none() | st.text(max_size=16),
+    port=st.integers(1, 65535),
+    ip_addr=st.none() | st.text(max_size=15),
+    cpus=st.none() | st.integers(0, 256),
+    busy_with=st.none() | st.text(max_size=16),
+    avail_info=st.none() | st.dictionaries(st.text(max_size=6), scalars, max_size=4),
+    accepting=st.none() | st.booleans(),
 )
+
+
+def raw(obj: dict) -> bytes:
+    """A datagram of any JSON object, as a sender of another version (or an attacker)
+    may send: what the records cannot make. ``proto`` is ours unless ``obj`` names one."""
+    return MAGIC + json.dumps({"proto": PROTOCOL_VERSION, **obj}).encode()
 
 
 class Touch:
@@ -47,21 +62,20 @@ class Touch:
 
 
 @SETTINGS
-@given(messages)
-def test_round_trip(msg):
-    data = encode(msg)
+@given(node_records)
+def test_round_trip(rec):
+    data = encode(rec)
     assert data.startswith(MAGIC)
-    got = decode(data)
-    assert got == {"proto": PROTOCOL_VERSION, **msg}
+    assert decode(data) == rec
 
 
 def test_message_may_set_its_own_proto():
-    assert decode(encode({"op": "node", "proto": 7}))["proto"] == 7
+    assert decode(encode(NodeAnnouncement(port=1, proto=7))).proto == 7
 
 
 def test_encode_refuses_oversized_message():
     with pytest.raises(ValueError, match="too large"):
-        encode({"op": "node", "pad": "x" * MAX_DATAGRAM})
+        encode(NodeAnnouncement(port=1, platform="x" * MAX_DATAGRAM))
 
 
 @SETTINGS
@@ -73,7 +87,7 @@ def test_garbage_is_value_error(data):
         return
     # Only a well-formed dispy message can get through.
     assert data.startswith(MAGIC)
-    assert isinstance(msg, dict) and isinstance(msg["op"], str)
+    assert isinstance(msg, DiscoveryMessage)
 
 
 @SETTINGS
@@ -83,7 +97,7 @@ def test_garbage_after_magic_is_value_error(data):
         msg = decode(MAGIC + data)
     except ValueError:
         return
-    assert isinstance(msg, dict) and isinstance(msg["op"], str)
+    assert isinstance(msg, DiscoveryMessage)
 
 
 @pytest.mark.parametrize("data", [
@@ -102,11 +116,11 @@ def test_oversized_datagram():
     body = json.dumps({"op": "node", "pad": "x" * MAX_DATAGRAM}).encode()
     with pytest.raises(ValueError, match="too large"):
         decode(MAGIC + body)
-    ok = MAGIC + json.dumps({"op": "n", "p": ""}).encode()
+    ok = MAGIC + json.dumps({"op": "relay", "port": 1, "p": ""}).encode()
     fill = MAX_DATAGRAM - len(ok)
-    exact = MAGIC + json.dumps({"op": "n", "p": "x" * fill}).encode()
+    exact = MAGIC + json.dumps({"op": "relay", "port": 1, "p": "x" * fill}).encode()
     assert len(exact) == MAX_DATAGRAM
-    assert decode(exact)["op"] == "n"
+    assert decode(exact) == RelayAnnouncement(port=1, proto=None)
 
 
 @pytest.mark.parametrize("body", [
@@ -151,15 +165,15 @@ def test_decode_does_not_use_pickle(monkeypatch):
 
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "load", boom)
-    assert decode(encode({"op": "x"}))["op"] == "x"
+    assert decode(encode(RelayAnnouncement(port=1))) == RelayAnnouncement(port=1)
     with pytest.raises(ValueError):
-        decode(MAGIC + pickle.dumps({"op": "x"}))
+        decode(MAGIC + pickle.dumps({"op": "relay", "port": 1}))
 
 
 def make_protocol():
     calls = []
-    proto = DiscoveryProtocol(lambda msg, addr: calls.append((msg, addr)), "test-node")
-    return proto, calls
+    receiver = discovery.records(lambda msg, addr: calls.append((msg, addr)), "test-node")
+    return DiscoveryProtocol(receiver, "test-node"), calls
 
 
 @pytest.mark.parametrize("data", [b"junk", MAGIC + b"{", MAGIC + b"[]", b"x" * (MAX_DATAGRAM + 1),
@@ -178,23 +192,24 @@ def test_protocol_drops_garbage_with_warning(caplog, data):
 
 def test_protocol_passes_good_datagram():
     proto, calls = make_protocol()
-    proto.datagram_received(encode({"op": "node", "cpus": 2}), ("10.1.2.3", 9))
-    assert calls == [({"proto": PROTOCOL_VERSION, "op": "node", "cpus": 2}, ("10.1.2.3", 9))]
+    proto.datagram_received(encode(NodeAnnouncement(port=5, cpus=2)), ("10.1.2.3", 9))
+    assert calls == [(NodeAnnouncement(port=5, cpus=2), ("10.1.2.3", 9))]
+    assert proto.last_size == len(encode(NodeAnnouncement(port=5, cpus=2)))
 
 
 def test_protocol_survives_handler_error(caplog):
     def handler(msg, addr):
         raise RuntimeError("handler broke")
 
-    proto = DiscoveryProtocol(handler, "n")
+    proto = DiscoveryProtocol(discovery.records(handler, "n"), "n")
     with caplog.at_level(logging.ERROR, logger="dispy.discovery"):
-        proto.datagram_received(encode({"op": "node"}), ("10.0.0.1", 1))
+        proto.datagram_received(encode(NodeAnnouncement(port=1)), ("10.0.0.1", 1))
     assert any("failed to handle" in r.getMessage() for r in caplog.records)
 
 
 def test_send_without_transport_is_noop():
     proto, _ = make_protocol()
-    proto.send({"op": "x"}, ("127.0.0.1", 9))  # no transport yet: nothing happens
+    proto.send(RelayAnnouncement(port=1), ("127.0.0.1", 9))  # no transport: nothing happens
 
 
 def test_send_uses_transport():
@@ -206,9 +221,9 @@ def test_send_uses_transport():
 
     proto, _ = make_protocol()
     proto.connection_made(FakeTransport())
-    proto.send({"op": "discover"}, ("1.2.3.4", 5))
+    proto.send(discovery.discover(5, "c"), ("1.2.3.4", 5))
     assert len(sent) == 1
-    assert decode(sent[0][0])["op"] == "discover"
+    assert isinstance(decode(sent[0][0]), Discover)
     assert sent[0][1] == ("1.2.3.4", 5)
     assert discovery.log.name == "dispy.discovery"
 
@@ -246,7 +261,7 @@ RECORDS = [
 
 @pytest.mark.parametrize("record", RECORDS)
 def test_record_round_trip(record):
-    assert discovery.decode_message(discovery.encode(record)) == record
+    assert discovery.decode(discovery.encode(record)) == record
 
 
 def test_records_travel_as_the_dicts_did():
@@ -260,26 +275,32 @@ def test_records_travel_as_the_dicts_did():
                     "port": 51348, "node_id": "a" * 32, "ip_addr": "10.0.0.5"}
     busy = NodeAnnouncement.of({**NODE_INFO, "busy_with": "x" * 500, "ip_addr": None}).lean()
     assert busy.as_json()["busy_with"] == "x" * 200 and busy.as_json()["ip_addr"] is None
-    assert discovery.decode_message(encode(busy)).as_json() == busy.as_json()
+    assert discovery.decode(encode(busy)).as_json() == busy.as_json()
     assert encode(RelayAnnouncement(name="r", port=5)) == \
-        encode({"op": "relay", "name": "r", "port": 5})
+        raw({"op": "relay", "name": "r", "port": 5})
 
 
-def test_discover_request_dict_is_the_record():
-    msg = discovery.discover_request(51347, "client-1", b"k" * 32, now=5.0)
-    assert "proto" not in msg and encode(msg) == encode(
-        discovery.discover(51347, "client-1", b"k" * 32, now=5.0))
+def test_discover_travels_as_before():
+    """The fields in their order, the signature over the same text, padded to size."""
+    key = b"k" * 32
+    data = encode(discovery.discover(51347, "client-1", key, now=5.0, announce_port=0))
+    assert len(data) == discovery.DISCOVER_SIZE
+    obj = json.loads(data[len(MAGIC):])
+    assert list(obj) == ["proto", "op", "reply_port", "client_id", "announce_port", "ts",
+                         "auth", "pad"]
+    mac = hmac.new(key, b"discover|client-1|51347|5|0|None", hashlib.sha256).hexdigest()
+    assert obj["auth"] == mac and obj["ts"] == 5 and set(obj["pad"]) == {"-"}
 
 
 def test_decoded_record_keeps_the_senders_proto():
-    rec = discovery.decode_message(encode({"op": "node", "port": 1, "proto": 9}))
+    rec = discovery.decode(raw({"op": "node", "port": 1, "proto": 9}))
     assert isinstance(rec, NodeAnnouncement) and rec.proto == 9
     bare = discoverymsg.parse({"op": "node", "port": 1})
     assert bare.proto is None  # not taken for ours
 
 
 def test_unknown_fields_are_ignored():
-    rec = discovery.decode_message(encode({"op": "relay", "port": 7, "later": [1, 2]}))
+    rec = discovery.decode(raw({"op": "relay", "port": 7, "later": [1, 2]}))
     assert rec == RelayAnnouncement(port=7)
 
 
@@ -311,12 +332,12 @@ def test_unknown_fields_are_ignored():
 ])
 def test_malformed_records_are_refused(msg, reason):
     with pytest.raises(DiscoveryError, match=reason):
-        discovery.decode_message(encode(msg))
+        discovery.decode(raw(msg))
 
 
 def test_unknown_op_is_its_own_error():
     with pytest.raises(discoverymsg.UnknownMessage):
-        discovery.decode_message(encode({"op": "ping"}))
+        discovery.decode(raw({"op": "ping"}))
 
 
 json_values = st.recursive(
@@ -334,14 +355,16 @@ record_like = st.fixed_dictionaries(
 
 @SETTINGS
 @given(st.binary(max_size=300) | st.builds(lambda b: MAGIC + b, st.binary(max_size=300))
-       | record_like.map(encode))
+       | record_like.map(raw))
 def test_decoding_anything_gives_a_record_or_the_error(data):
     try:
-        rec = discovery.decode_message(data)
+        rec = discovery.decode(data)
     except DiscoveryError:
         return
-    assert isinstance(rec, discoverymsg.DiscoveryMessage)
-    assert discovery.decode_message(encode(rec)) == rec
+    assert isinstance(rec, DiscoveryMessage)
+    # a datagram without a proto travels on as ours
+    sent = rec if rec.proto is not None else dataclasses.replace(rec, proto=PROTOCOL_VERSION)
+    assert discovery.decode(encode(rec)) == sent
 
 
 @SETTINGS
@@ -364,18 +387,20 @@ def test_records_handler_gets_records_and_drops_the_rest(caplog):
     proto = DiscoveryProtocol(on_message, "test")
     with caplog.at_level(logging.DEBUG, logger="dispy.discovery"):
         proto.datagram_received(encode(RelayAnnouncement(port=5)), ("10.0.0.1", 9))
-        proto.datagram_received(encode({"op": "relay", "port": "x"}), ("10.0.0.2", 9))
-        proto.datagram_received(encode({"op": "who"}), ("10.0.0.3", 9))
+        proto.datagram_received(raw({"op": "relay", "port": "x"}), ("10.0.0.2", 9))
+        proto.datagram_received(raw({"op": "who"}), ("10.0.0.3", 9))
     assert got == [RelayAnnouncement(port=5)]
     levels = {r.getMessage().split(" from ")[1][:8]: r.levelno for r in caplog.records}
     assert levels == {"10.0.0.2": logging.WARNING, "10.0.0.3": logging.DEBUG}
 
 
-def test_signature_is_checked_on_records_and_dicts():
+def test_signature_is_checked_on_records_as_sent_and_received():
     key = b"k" * 32
     rec = discovery.discover(5555, "client-1", key, now=1000.0, ext_ip_addr="192.0.2.1")
     assert discovery.signed_by(rec, key, 1000.0)
-    assert discovery.signed_by(discovery.decode(encode(rec)), key, 1000.0)
+    received = discovery.decode(encode(rec))
+    assert isinstance(received, Discover) and discovery.signed_by(received, key, 1000.0)
+    assert not discovery.signed_by(received, key, 1000.0 + discovery.AUTH_WINDOW + 1)
     assert not discovery.signed_by(dataclasses.replace(rec, ext_ip_addr="192.0.2.2"), key,
                                    1000.0)
     assert not discovery.signed_by(rec, b"x" * 32, 1000.0)
@@ -393,9 +418,9 @@ def test_signature_is_checked_on_records_and_dicts():
     ({"op": "relay", "port": 5}, ("10.0.0.1", 9), None),
 ])
 def test_announced_node(msg, addr, node):
-    assert discovery.announced_node(msg, addr) == node
     try:
-        rec = discoverymsg.parse(msg)
-    except DiscoveryError:
+        rec = discovery.decode(raw(msg))
+    except DiscoveryError:  # a malformed one never reaches a reader
+        assert node is None
         return
     assert discovery.announced_node(rec, addr) == node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -24,15 +25,17 @@ def state(key: bytes | None = None) -> RelayState:
 
 
 def request(key: bytes | None = None, now: float = 1000.0) -> Discover:
-    msg = discovery.decode_message(discovery.encode(
+    msg = discovery.decode(discovery.encode(
         discovery.discover(5555, "client-1", key, now=now)))
     assert isinstance(msg, Discover)
     return msg
 
 
 def node(ip: str | None = "10.1.0.7", proto: int | None = PROTOCOL_VERSION) -> NodeAnnouncement:
-    msg = discovery.decode_message(discovery.encode(
-        {"op": "node", "proto": proto, "port": 51348, "node_id": "n", "ip_addr": ip}))
+    """A node's answer as received; ``proto`` None: a datagram that names none."""
+    data = discovery.MAGIC + json.dumps(
+        {"proto": proto, "op": "node", "port": 51348, "node_id": "n", "ip_addr": ip}).encode()
+    msg = discovery.decode(data)
     assert isinstance(msg, NodeAnnouncement)
     return msg
 
@@ -72,9 +75,10 @@ def test_node_of_another_protocol_or_link_local_is_not_forwarded() -> None:
 
 def test_relay_never_sends_to_an_address_named_in_a_message() -> None:
     st = state()
-    data = discovery.encode({**discovery.discover_request(5555, "client-1"),
-                             "reply_to": "203.0.113.5", "ext_ip_addr": "203.0.113.6"})
-    msg = discovery.decode_message(data)
+    data = discovery.MAGIC + json.dumps(
+        {**discovery.discover(5555, "client-1").as_json(), "reply_to": "203.0.113.5",
+         "ext_ip_addr": "203.0.113.6"}).encode()
+    msg = discovery.decode(data)
     assert isinstance(msg, Discover)
     sends, _ = st.on_discover(msg, ("192.168.5.9", 1), 1000.0, discovery.DISCOVER_SIZE)
     assert {s.ip for s in sends} == {"192.168.5.9", None}

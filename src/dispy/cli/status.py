@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from .. import config
 from ..client.nodes import node_address
 from ..wire import discovery, netif
+from ..wire.discoverymsg import DiscoveryMessage, NodeAnnouncement
 
 
 def add_parser(sub: Any) -> None:
@@ -32,24 +34,26 @@ def add_parser(sub: Any) -> None:
 
 
 async def collect(targets: list[tuple[str, int]], broadcast: bool, port: int,
-                  ip_addrs: list[str], timeout: float) -> dict[str, dict]:
-    """Announcements received within ``timeout``, by ``ip:port``."""
-    found: dict[str, dict] = {}
+                  ip_addrs: list[str], timeout: float) -> dict[str, NodeAnnouncement]:
+    """Announcements received within ``timeout``, by ``ip:port``; each with the address
+    and port the node is reached at."""
+    found: dict[str, NodeAnnouncement] = {}
     seen: set[str] = set()  # node ids: a node answering by IPv4 and IPv6 is listed once
 
-    def heard(msg: dict, addr: tuple) -> None:
+    def heard(msg: DiscoveryMessage, addr: tuple) -> None:
         node = discovery.announced_node(msg, addr)
-        node_id = msg.get("node_id")
-        if node is None or node_id in seen:
+        if node is None or not isinstance(msg, NodeAnnouncement) or msg.node_id in seen:
             return
-        if isinstance(node_id, str):
-            seen.add(node_id)
-        found[netif.host_port(*node)] = {**msg, "ip_addr": node[0], "port": node[1]}
+        if msg.node_id is not None:
+            seen.add(msg.node_id)
+        found[netif.host_port(*node)] = dataclasses.replace(msg, ip_addr=node[0],
+                                                            port=node[1])
 
     ifs = netif.select(ip_addrs or None)
-    proto = await discovery.open_endpoint(0, False, heard, "dispy status", ifs)
+    proto = await discovery.open_endpoint(0, False, discovery.records(heard, "dispy status"),
+                                          "dispy status", ifs)
     try:
-        request = discovery.discover_request(proto.local_port(), "dispy-status")
+        request = discovery.discover(proto.local_port(), "dispy-status")
         if broadcast:
             discovery.send_to_lan(proto, request, port, ifs)
         for target in targets:
@@ -60,15 +64,18 @@ async def collect(targets: list[tuple[str, int]], broadcast: bool, port: int,
     return found
 
 
-def table(nodes: list[dict]) -> str:
+def table(nodes: list[NodeAnnouncement]) -> str:
     lines = [f"{'node':24} {'address':22} {'cpus':>4} {'busy':>4}  {'cpu free':>8}"
              f" {'mem free':>9} {'disk free':>9}  with"]
     for n in nodes:
-        avail = n.get("avail_info") or {}
-        with_whom = n.get("busy_with") or ("-" if n.get("accepting", True) else "not serving")
+        # avail_info is the node's free-form measurement (node/daemon.py): read with care
+        avail = n.avail_info or {}
+        serving = n.accepting is not False
+        with_whom = n.busy_with or ("-" if serving else "not serving")
+        name = "?" if n.name is None else n.name
         lines.append(
-            f"{str(n.get('name', '?'))[:24]:24} {netif.host_port(n['ip_addr'], n['port']):22}"
-            f" {n.get('cpus', 0):>4} {n.get('busy', 0):>4}  {_pct(avail.get('cpu')):>8}"
+            f"{name[:24]:24} {netif.host_port(n.ip_addr or '?', n.port):22}"
+            f" {n.cpus or 0:>4} {n.busy or 0:>4}  {_pct(avail.get('cpu')):>8}"
             f" {_size(avail.get('memory')):>9} {_size(avail.get('disk')):>9}  {with_whom}")
     return "\n".join(lines)
 
@@ -106,7 +113,7 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         keep = ("name", "ip_addr", "port", "cpus", "busy", "busy_with", "accepting",
                 "avail_info", "platform", "version")
-        print(json.dumps([{k: n.get(k) for k in keep} for n in nodes], indent=1))
+        print(json.dumps([{k: getattr(n, k) for k in keep} for n in nodes], indent=1))
     elif nodes:
         print(table(nodes))
     else:

@@ -79,8 +79,7 @@ class Announcer:
         if not isinstance(msg, Discover):
             return
         assert self.udp is not None
-        # node/listeners.py reads the request's JSON object (and checks its signature)
-        self.listeners.heard(msg.as_json(), addr[0], time.monotonic(), time.time())
+        self.listeners.heard(msg, addr[0], time.monotonic(), time.time())
         full = NodeAnnouncement.of(self.describe(addr[0], msg.client_id))
         reply = discovery.reply_within([full, full.lean()], self.udp.last_size)
         if reply is None:  # answering would send more bytes than came: an amplifier

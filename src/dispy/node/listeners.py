@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..wire import discovery, netif
+from ..wire.discoverymsg import Discover
 
 #: seconds a requester is remembered after its last request
 KEEP = 3600.0
@@ -28,12 +28,14 @@ KEEP = 3600.0
 MAX_TARGETS = 32
 
 
-def _port(value: Any) -> int | None:
-    return value if isinstance(value, int) and 0 < value < 65536 else None
+def _port(value: int | None) -> int | None:
+    """``value`` when it names a port (0, an unbound program's, names none)."""
+    return value if value is not None and 0 < value < 65536 else None
 
 
-def _address(value: Any) -> str | None:
-    if not isinstance(value, str) or len(value) > 64:
+def _address(value: str | None) -> str | None:
+    """``value`` normalized when it is an IP address (a record checks only its type)."""
+    if value is None or len(value) > 64:
         return None
     try:
         ipaddress.ip_address(netif.split_scope(value)[0])
@@ -49,14 +51,14 @@ class Listeners:
     key: bytes | None
     targets: dict[tuple[str, int], float] = field(default_factory=dict)
 
-    def heard(self, msg: dict[str, Any], src: str, now: float, wall: float) -> \
+    def heard(self, msg: Discover, src: str, now: float, wall: float) -> \
             tuple[str, int] | None:
         """A ``discover`` from ``src``: remember where its sender listens (returned)."""
-        port = _port(msg.get("announce_port"))
+        port = _port(msg.announce_port)
         if port is None:
             return None
         ip = src
-        named = _address(msg.get("ext_ip_addr"))
+        named = _address(msg.ext_ip_addr)
         if named is not None and self.key is not None and discovery.signed_by(
                 msg, self.key, wall):
             ip = named

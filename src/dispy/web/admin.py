@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..wire import discovery, netif
+from ..wire.discoverymsg import DiscoveryMessage, NodeAnnouncement
 from .admin_link import AdminError, AdminLink
 from .server import WebServer
 
@@ -102,8 +103,9 @@ class AdminServer:
 
     async def start(self) -> None:
         try:
-            self.udp = await discovery.open_endpoint(self.opts.info_port, True,
-                                                     self._on_datagram, "dispyadmin", self.ifs)
+            self.udp = await discovery.open_endpoint(
+                self.opts.info_port, True, discovery.records(self._on_datagram, "dispyadmin"),
+                "dispyadmin", self.ifs)
         except OSError as exc:
             raise SystemExit(f"dispyadmin: cannot use UDP port {self.opts.info_port}:"
                              f" {exc.strerror}") from None
@@ -143,16 +145,16 @@ class AdminServer:
         """Ask nodes to announce themselves: all (broadcast) or the one at ``target``."""
         if self.udp is None:
             return
-        msg = discovery.discover_request(self.opts.info_port, "dispyadmin")
+        msg = discovery.discover(self.opts.info_port, "dispyadmin")
         if target is not None:
             self.udp.send(msg, target)
             return
         discovery.send_to_lan(self.udp, msg, self.opts.node_port, self.ifs,
                               self.opts.ipv4_udp_multicast)
 
-    def _on_datagram(self, msg: dict, addr: tuple) -> None:
+    def _on_datagram(self, msg: DiscoveryMessage, addr: tuple) -> None:
         node = discovery.announced_node(msg, addr)
-        if node is None:
+        if node is None or not isinstance(msg, NodeAnnouncement):
             return
         ip, port = node
         key = f"{ip}:{port}"
@@ -161,10 +163,10 @@ class AdminServer:
             rec = self.nodes[key] = NodeRecord(ip, port)
             log.info("found node %s", key)
             self._spawn(self._pair(rec, list(self.secrets)))
-        rec.name = str(msg.get("name", rec.name))
-        cpus = msg.get("cpus")
-        if isinstance(cpus, int):
-            rec.cpus = cpus
+        if msg.name is not None:
+            rec.name = msg.name
+        if msg.cpus is not None:
+            rec.cpus = msg.cpus
         rec.heard = time.time()
         self._changed.set()
 

@@ -3,7 +3,9 @@
 A client broadcasts ``discover`` to the node port; nodes answer with ``node`` to the
 client's port, and a starting (or newly free) node broadcasts ``node`` by itself.
 Anything that does not parse is dropped with a log line. The messages are typed
-records (wire/discoverymsg.py); this module frames them, signs requests and moves them.
+records (wire/discoverymsg.py) and only records: ``encode`` takes one, ``decode`` and
+``records`` give one, so no reader handles a field its record did not check. This module
+frames them, signs requests and moves them.
 
 UDP sources can be forged, so a node never answers with more bytes than it was sent:
 clients pad ``discover`` to ``DISCOVER_SIZE``, and a reply that does not fit in the
@@ -26,10 +28,10 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..config import PROTOCOL_VERSION, IPv4MulticastGroup, IPv6MulticastGroup
+from ..config import IPv4MulticastGroup, IPv6MulticastGroup
 from .discoverymsg import (
     Discover,
     DiscoveryError,
@@ -47,25 +49,20 @@ DISCOVER_SIZE = 1024
 
 log = logging.getLogger("dispy.discovery")
 
-#: what can be sent: a record, or (from code that reads and writes the JSON object
-#: itself, such as tests) the object
-Outgoing = Mapping[str, Any] | DiscoveryMessage
-M = TypeVar("M", bound=Outgoing)
+M = TypeVar("M", bound=DiscoveryMessage)
 
 
-def encode(msg: Outgoing) -> bytes:
-    """Datagram for ``msg`` (a JSON object gets the protocol version added)."""
-    obj = msg.as_json() if isinstance(msg, DiscoveryMessage) else \
-        {"proto": PROTOCOL_VERSION, **msg}
-    data = MAGIC + json.dumps(obj).encode()
+def encode(msg: DiscoveryMessage) -> bytes:
+    """Datagram for ``msg``; ValueError when it would exceed ``MAX_DATAGRAM``."""
+    data = MAGIC + json.dumps(msg.as_json()).encode()
     if len(data) > MAX_DATAGRAM:
         raise ValueError("discovery message too large")
     return data
 
 
-def decode(data: bytes) -> dict[str, Any]:
-    """The JSON object of a datagram; DiscoveryError (a ValueError) with the reason for
-    anything malformed. ``decode_message`` also checks it against its record."""
+def _json_object(data: bytes) -> dict[str, Any]:
+    """The framing: the JSON object of a datagram, checked only for being a dispy
+    message (an ``op``); its fields are ``parse``'s to check."""
     if len(data) > MAX_DATAGRAM:
         raise DiscoveryError(f"datagram of {len(data)} bytes is too large")
     if not data.startswith(MAGIC):
@@ -79,39 +76,52 @@ def decode(data: bytes) -> dict[str, Any]:
     return msg
 
 
-def decode_message(data: bytes) -> DiscoveryMessage:
-    """The typed record of a datagram; DiscoveryError for anything else."""
-    return parse(decode(data))
+def decode(data: bytes) -> DiscoveryMessage:
+    """The typed record of a datagram; DiscoveryError (a ValueError) with the reason for
+    anything else (UnknownMessage for an op without a record)."""
+    return parse(_json_object(data))
 
 
-def records(handler: Callable[[DiscoveryMessage, tuple], None],
-            name: str) -> Callable[[dict, tuple], None]:
-    """An ``on_message`` for ``open_endpoint`` that hands ``handler`` typed records:
-    a malformed message is dropped with a warning, one of an op without a record
-    (nobody's business here) quietly."""
+#: what an endpoint does with each datagram (``records`` makes one of a record handler)
+Receiver = Callable[[bytes, tuple], None]
 
-    def on_message(msg: dict, addr: tuple) -> None:
+
+def records(handler: Callable[[DiscoveryMessage, tuple], None], name: str) -> Receiver:
+    """The receiver for ``open_endpoint`` that hands ``handler`` the typed record of each
+    datagram: a malformed one is dropped with a warning, one of an op without a record
+    (nobody's business here) quietly, and an error of the handler is logged, not raised
+    into the event loop."""
+
+    def on_datagram(data: bytes, addr: tuple) -> None:
         try:
-            record = parse(msg)
+            obj = _json_object(data)
+        except DiscoveryError as exc:
+            log.warning("%s: dropped datagram from %s: %s", name, addr[0], exc)
+            return
+        try:
+            msg = parse(obj)
         except UnknownMessage as exc:
             log.debug("%s: ignored datagram from %s: %s", name, addr[0], exc)
             return
         except DiscoveryError as exc:
-            log.warning("%s: dropped %s from %s: %s", name, str(msg.get("op"))[:40],
-                        addr[0], exc)
+            log.warning("%s: dropped %s from %s: %s", name, str(obj["op"])[:40], addr[0],
+                        exc)
             return
-        handler(record, addr)
+        try:
+            handler(msg, addr)
+        except Exception:
+            log.exception("%s: failed to handle %s from %s", name, msg.op, addr[0])
 
-    return on_message
+    return on_datagram
 
 
 #: seconds a signed ``discover`` stays valid (clocks of client and relay may differ)
 AUTH_WINDOW = 300.0
 
 
-def _request_mac(key: bytes, msg: Mapping[str, Any]) -> str:
-    text = "|".join(str(msg.get(k)) for k in ("client_id", "reply_port", "ts",
-                                               "announce_port", "ext_ip_addr"))
+def _request_mac(key: bytes, msg: Discover) -> str:
+    text = "|".join(str(v) for v in (msg.client_id, msg.reply_port, msg.ts,
+                                     msg.announce_port, msg.ext_ip_addr))
     return hmac.new(key, b"discover|" + text.encode(), hashlib.sha256).hexdigest()
 
 
@@ -126,27 +136,14 @@ def discover(reply_port: int, client_id: str, key: bytes | None = None,
                    ext_ip_addr=ext_ip_addr)
     if key:
         msg = dataclasses.replace(msg, ts=int(time.time() if now is None else now))
-        msg = dataclasses.replace(msg, auth=_request_mac(key, msg.as_json()))
+        msg = dataclasses.replace(msg, auth=_request_mac(key, msg))
     msg = dataclasses.replace(msg, pad="")
     return dataclasses.replace(msg, pad="-" * max(0, DISCOVER_SIZE - len(encode(msg))))
 
 
-def discover_request(reply_port: int, client_id: str, key: bytes | None = None,
-                     now: float | None = None, announce_port: int | None = None,
-                     ext_ip_addr: str | None = None) -> dict[str, Any]:
-    """``discover`` as its JSON object (without ``proto``), for code that reads or
-    changes the fields itself."""
-    obj = discover(reply_port, client_id, key, now, announce_port, ext_ip_addr).as_json()
-    del obj["proto"]
-    return obj
-
-
-def signed_by(msg: Mapping[str, Any] | Discover, key: bytes,
-              now: float | None = None) -> bool:
-    """True when ``msg`` is a ``discover`` signed with ``key`` within ``AUTH_WINDOW``."""
-    if isinstance(msg, DiscoveryMessage):
-        msg = msg.as_json()
-    ts, mac = msg.get("ts"), msg.get("auth")
+def signed_by(msg: Discover, key: bytes, now: float | None = None) -> bool:
+    """True when ``msg`` is signed with ``key`` within ``AUTH_WINDOW``."""
+    ts, mac = msg.ts, msg.auth
     if not isinstance(ts, int) or not isinstance(mac, str):
         return False
     if abs((time.time() if now is None else now) - ts) > AUTH_WINDOW:
@@ -167,13 +164,13 @@ def reply_within(candidates: Sequence[M], limit: int) -> M | None:
 
 
 class DiscoveryProtocol(asyncio.DatagramProtocol):
-    """Hands every well-formed datagram to ``on_message(msg, addr)``; drops the rest.
+    """Hands every datagram to ``receiver(data, addr)`` (``records``: typed records).
 
     One endpoint has an IPv4 socket and, where the host has IPv6, an IPv6 socket on the
     same port (``v6``, whose datagrams arrive here too); ``send`` picks by address."""
 
-    def __init__(self, on_message: Callable[[dict, tuple], None], name: str) -> None:
-        self.on_message = on_message
+    def __init__(self, receiver: Receiver, name: str) -> None:
+        self.receiver = receiver
         self.name = name
         self.transport: asyncio.DatagramTransport | None = None
         #: size of the datagram being handled: ``on_message`` bounds its reply by it
@@ -185,18 +182,10 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        try:
-            msg = decode(data)
-        except ValueError as exc:
-            log.warning("%s: dropped datagram from %s: %s", self.name, addr[0], exc)
-            return
         self.primary.last_size = len(data)
         if len(addr) >= 4 and addr[3] and "%" not in addr[0]:  # IPv6 with a scope
             addr = (scoped(addr[0], addr[3]), addr[1])
-        try:
-            self.on_message(msg, addr)
-        except Exception:
-            log.exception("%s: failed to handle %s from %s", self.name, msg.get("op"), addr[0])
+        self.receiver(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("%s: UDP error: %s", self.name, exc)
@@ -207,7 +196,7 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
             raise RuntimeError(f"{self.name}: the discovery socket is not open")
         return int(self.transport.get_extra_info("sockname")[1])
 
-    def send(self, msg: Outgoing, addr: tuple) -> None:
+    def send(self, msg: DiscoveryMessage, addr: tuple) -> None:
         proto = self.v6 if is_ipv6(addr[0]) else self
         if proto is None or proto.transport is None:
             log.debug("%s: no IPv6 socket to send to %s", self.name, addr[0])
@@ -273,16 +262,17 @@ def join_group(sock: socket.socket, ifs: list[Interface]) -> list[str]:
     return joined
 
 
-async def open_endpoint(port: int, reuse: bool, on_message: Callable[[dict, tuple], None],
-                        name: str, ifs: list[Interface]) -> DiscoveryProtocol:
+async def open_endpoint(port: int, reuse: bool, receiver: Receiver, name: str,
+                        ifs: list[Interface]) -> DiscoveryProtocol:
     """A discovery endpoint on ``port`` (0: any free one), IPv4 and, when ``ifs`` has
-    IPv6 interfaces, IPv6 on the same port; both joined to dispy's multicast groups.
-    OSError when the IPv4 port cannot be had (an IPv6 one that cannot is logged)."""
+    IPv6 interfaces, IPv6 on the same port; both joined to dispy's multicast groups and
+    feeding ``receiver`` (``records(handler, name)``). OSError when the IPv4 port cannot
+    be had (an IPv6 one that cannot is logged)."""
     loop = asyncio.get_running_loop()
     sock = udp_socket(port, reuse)
     join_group(sock, ifs)
     _, proto = await loop.create_datagram_endpoint(
-        lambda: DiscoveryProtocol(on_message, name), sock=sock)
+        lambda: DiscoveryProtocol(receiver, name), sock=sock)
     if any(i.ipv6 for i in ifs):
         port = proto.local_port()
         try:
@@ -292,12 +282,12 @@ async def open_endpoint(port: int, reuse: bool, on_message: Callable[[dict, tupl
             return proto
         join_group(sock6, ifs)
         _, proto.v6 = await loop.create_datagram_endpoint(
-            lambda: DiscoveryProtocol(on_message, name), sock=sock6)
+            lambda: DiscoveryProtocol(receiver, name), sock=sock6)
         proto.v6.primary = proto
     return proto
 
 
-def send_multicast(msg: Outgoing, port: int, iface: Interface) -> None:
+def send_multicast(msg: DiscoveryMessage, port: int, iface: Interface) -> None:
     """Send ``msg`` to dispy's multicast group out of ``iface``.
 
     A socket of its own per send: the outgoing interface is a socket option, and the
@@ -317,7 +307,7 @@ def send_multicast(msg: Outgoing, port: int, iface: Interface) -> None:
         log.debug("could not send to the multicast group via %s: %s", iface.address, exc)
 
 
-def send_to_lan(proto: DiscoveryProtocol, msg: Outgoing, port: int,
+def send_to_lan(proto: DiscoveryProtocol, msg: DiscoveryMessage, port: int,
                 ifs: list[Interface], multicast: bool = False) -> list[str]:
     """Send ``msg`` to ``port`` on every network of ``ifs``: IPv4 to its broadcast
     address, or with ``multicast`` to the IPv4 group; IPv6 always to the IPv6 group
@@ -344,19 +334,10 @@ def send_to_lan(proto: DiscoveryProtocol, msg: Outgoing, port: int,
     return targets
 
 
-def announced_node(msg: Mapping[str, Any] | DiscoveryMessage,
-                   addr: tuple) -> tuple[str, int] | None:
-    """(address, port) of the node a ``node`` datagram announces, or None for anything
-    else (a malformed one too); the address is the one the node names
-    (``--ext_ip_addr``), else the sender's, and the sender's for an IPv6 link-local one
-    (only ours names the right interface)."""
-    if not isinstance(msg, DiscoveryMessage):
-        if msg.get("op") != NodeAnnouncement.op:
-            return None
-        try:
-            msg = NodeAnnouncement.parse(msg)
-        except DiscoveryError:
-            return None
+def announced_node(msg: DiscoveryMessage, addr: tuple) -> tuple[str, int] | None:
+    """(address, port) of the node a ``node`` record announces, None for another record;
+    the address is the one the node names (``--ext_ip_addr``), else the sender's, and the
+    sender's for an IPv6 link-local one (only ours names the right interface)."""
     if not isinstance(msg, NodeAnnouncement):
         return None
     ip = msg.ip_addr or addr[0]
