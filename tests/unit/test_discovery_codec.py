@@ -314,7 +314,7 @@ def test_unknown_fields_are_ignored():
     ({"op": "discover", "reply_port": 5.0, "client_id": "c"}, "not an integer"),
     ({"op": "discover", "reply_port": 5, "client_id": "../etc"}, "not a valid id"),
     ({"op": "discover", "reply_port": 5, "client_id": "x" * 129}, "not a valid id"),
-    ({"op": "discover", "reply_port": 5, "client_id": 7}, "not a string"),
+    ({"op": "discover", "reply_port": 5, "client_id": 7}, "not a valid id"),
     ({"op": "discover", "reply_port": 5, "client_id": "c", "announce_port": -1},
      "out of range"),
     ({"op": "discover", "reply_port": 5, "client_id": "c", "ts": "now"}, "not an integer"),

@@ -15,13 +15,12 @@ as the node always did for ``ip_addr`` and ``busy_with``).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from ..config import PROTOCOL_VERSION
-from .messages import ID, MessageError
+from .records import Id, MessageError, Range, check_value, field_names, type_hints
 
 
 class DiscoveryError(MessageError):
@@ -32,23 +31,10 @@ class UnknownMessage(DiscoveryError):
     """A well-formed datagram of an op this receiver has no record for (ignored)."""
 
 
-@dataclass(frozen=True)
-class Range:
-    """Marks an int field: ``low <= value <= high``."""
-
-    low: int
-    high: int
-
-
-class _IdMark:
-    """Marks a str field that must match ``messages.ID``."""
-
-
 Port = Annotated[int, Range(1, 65535)]
 #: a port that may be 0: "none" (a program bound to an ephemeral port names it so)
 AnyPort = Annotated[int, Range(0, 65535)]
 Count = Annotated[int, Range(0, 1 << 31)]
-Id = Annotated[str, _IdMark]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +49,7 @@ class DiscoveryMessage:
     def parse(cls, msg: Mapping[str, Any]) -> DiscoveryMessage:
         """The record of JSON object ``msg`` (of this record's op); DiscoveryError says
         what is wrong."""
-        hints = _hints(cls)
+        hints = type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             value = msg.get(f.name)
@@ -72,7 +58,10 @@ class DiscoveryMessage:
                     raise DiscoveryError(f"{cls.op!r} without {f.name!r}")
                 values[f.name] = None
             else:
-                values[f.name] = _check(f.name, value, hints[f.name])
+                try:
+                    values[f.name] = check_value(f.name, value, hints[f.name])
+                except MessageError as exc:
+                    raise DiscoveryError(str(exc)) from None
         return cls(**values)
 
     def as_json(self) -> dict[str, Any]:
@@ -171,51 +160,5 @@ def parse(msg: Mapping[str, Any]) -> DiscoveryMessage:
 
 
 def _names(cls: type) -> tuple[str, ...]:
-    names = _NAMES.get(cls)
-    if names is None:  # proto travels first, before op: not among the fields
-        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)
-                                    if f.name != "proto")
-    return names
-
-
-_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
-    return hints
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _check(name: str, value: Any, hint: Any) -> Any:
-    """``value`` when it fits ``hint`` (None is handled by the caller)."""
-    args = typing.get_args(hint)
-    if type(None) in args:  # X | None
-        (hint,) = [a for a in args if a is not type(None)]
-    marks: tuple[Any, ...] = ()
-    if typing.get_origin(hint) is Annotated:
-        hint, marks = hint.__origin__, hint.__metadata__
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise DiscoveryError(f"{name!r} is not true/false")
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DiscoveryError(f"{name!r} is not an integer")
-        for mark in marks:
-            if isinstance(mark, Range) and not mark.low <= value <= mark.high:
-                raise DiscoveryError(f"{name!r} is out of range: {value}")
-    elif hint is str:
-        if not isinstance(value, str):
-            raise DiscoveryError(f"{name!r} is not a string")
-        if _IdMark in marks and not ID.fullmatch(value):
-            raise DiscoveryError(f"{name!r} is not a valid id: {value[:40]!r}")
-    elif hint is dict:
-        if not isinstance(value, dict):
-            raise DiscoveryError(f"{name!r} is not an object")
-    else:
-        raise TypeError(f"no check for {hint!r}")
-    return value
+    """The fields after ``op`` (``proto`` travels first, before it)."""
+    return tuple(name for name in field_names(cls) if name != "proto")

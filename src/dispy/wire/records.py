@@ -29,6 +29,14 @@ class IdMark:
     """Marks a field that must match ``ID``."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """Marks an int field: ``low <= value <= high``."""
+
+    low: int
+    high: int
+
+
 #: an id field: a str (to mypy and to senders) that decoding checks against ``ID``
 Id = Annotated[str, IdMark]
 
@@ -97,9 +105,16 @@ def check_value(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list) or len(value) > MAX_LIST:
             raise MessageError(f"{name!r} is not a list")
         return [check_value(name, v, item) for v in value]
-    if origin is Annotated and IdMark in getattr(hint, "__metadata__", ()):
-        if not isinstance(value, str) or not ID.fullmatch(value):
-            raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
+    if origin is Annotated:
+        marks = hint.__metadata__
+        if IdMark in marks:
+            if not isinstance(value, str) or not ID.fullmatch(value):
+                raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
+            return value
+        value = check_value(name, value, hint.__origin__)
+        for mark in marks:
+            if isinstance(mark, Range) and not mark.low <= value <= mark.high:
+                raise MessageError(f"{name!r} is out of range: {value}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
