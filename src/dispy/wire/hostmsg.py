@@ -202,6 +202,10 @@ class RunJob(Record):
             raise MessageError("'job' with a malformed 'oob'")
         return cls(uid=uid, oob=oob)
 
+    def header(self) -> dict[str, Any]:
+        # one per job to a job process: written out (Record.header loops)
+        return {"op": "job", "uid": self.uid, "oob": self.oob}
+
 
 @dataclass(frozen=True, kw_only=True)
 class FileReply(Record):

@@ -259,6 +259,17 @@ class Done(Record):
                    start_time=f[3] or 0.0, end_time=f[4] or 0.0, exception=f[5],
                    oob=f[6] or 0, text=True if f[7] is None else f[7])
 
+    def header(self) -> dict[str, Any]:
+        # one per job from every job process: written out (Record.header loops)
+        out = self.client_header(self.cid)
+        if self.cid is None:
+            del out["cid"]
+        if self.exception is None:
+            del out["exception"]
+        if self.reply is not None:
+            out["reply"] = self.reply
+        return out
+
     def client_header(self, cid: str | None) -> dict[str, Any]:
         """The "done" frame the client gets (and the node keeps until it is acked)."""
         return {"op": "done", "uid": self.uid, "cid": cid, "status": self.status,
