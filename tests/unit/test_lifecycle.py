@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 
 from dispy.scheduling.core import SchedulerCore
 from dispy.scheduling.lifecycle import (
-    CANCELLED,
-    TERMINATED,
     Deliver,
     End,
     JobLifecycle,
@@ -21,6 +19,7 @@ from dispy.scheduling.lifecycle import (
     SendCancel,
     State,
 )
+from dispy.wire.status import CANCELLED, TERMINATED
 
 pytestmark = pytest.mark.timeout(60)
 

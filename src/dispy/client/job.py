@@ -6,6 +6,8 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..wire import status
+
 if TYPE_CHECKING:
     from ..wire.messages import Done, JobResult
 
@@ -21,13 +23,13 @@ FUTURE_HOOKS: dict[str, Any] = {}
 class DispyJob:
     """A submitted job. ``id`` is the user's to set; everything else is read-only."""
 
-    Created = 5
-    Running = 6
-    ProvisionalResult = 7
-    Cancelled = 8
-    Terminated = 9
-    Abandoned = 10
-    Finished = 11
+    Created = status.CREATED
+    Running = status.RUNNING
+    ProvisionalResult = status.PROVISIONAL
+    Cancelled = status.CANCELLED
+    Terminated = status.TERMINATED
+    Abandoned = status.ABANDONED
+    Finished = status.FINISHED
 
     __slots__ = (
         "id", "result", "stdout", "stderr", "exception", "submit_time", "start_time",

@@ -25,6 +25,7 @@ from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.sessions import session_id
+from ..wire.status import CANCELLED, TERMINATED
 from . import admin, compfiles, service
 from .announcer import Announcer
 from .avail import avail_info
@@ -36,7 +37,6 @@ from .session import Session
 
 log = logging.getLogger("dispy.node")
 
-CANCELLED, TERMINATED = 8, 9
 
 
 class NodeDaemon:

@@ -24,10 +24,8 @@ import cloudpickle
 
 from ..wire import hostmsg, messages, oob
 from ..wire.messages import MessageError
+from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
-
-CANCELLED, TERMINATED, FINISHED = 8, 9, 11
-
 
 SLOT_SIZE = 64
 

@@ -20,13 +20,13 @@ from ..daemon.files import too_big
 from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
+from ..wire.status import CANCELLED, TERMINATED
 from . import service, timeouts
 from .computation import Computation, JobLink
 from .session import Session
 
 log = logging.getLogger("dispy.node")
 
-CANCELLED, TERMINATED = 8, 9
 _NONE = pickle.dumps(None)
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire.messages import Done
+from ..wire.status import TERMINATED
 
 log = logging.getLogger("dispy.node")
 
-TERMINATED = 9
 
 
 class _Timer:

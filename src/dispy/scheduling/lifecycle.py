@@ -16,12 +16,11 @@ import enum
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from ..wire.status import CANCELLED, TERMINATED
 from .core import SchedulerCore
 
 NodeKey = Hashable
 
-# DispyJob status numbers (the original's), for the final statuses chosen here
-CANCELLED, TERMINATED, ABANDONED = 8, 9, 10
 
 
 class State(enum.Enum):
