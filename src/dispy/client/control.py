@@ -221,7 +221,7 @@ class NodeControl:
         journal: Journal = cs.journal
         self.engine.sink.forget_journal(journal)
         journal.closed = True
-        journal.db.close()
+        journal.close()
         self.release_idle_links()
 
     def release_idle_links(self) -> None:

@@ -1,7 +1,7 @@
 """``recover_jobs``: the results of a crashed client program, from its recover file.
 
-The client journals which jobs it handed to which node (SQLite, WAL) before it sends
-them, and forgets a job before it acknowledges the job's result to the node. So after a
+The client journals which jobs it handed to which node (client/journal.py) before it
+sends them, and forgets a job before it acknowledges the job's result to the node. So after a
 crash every job in the file is either still known to its node (running, or its result
 kept there until acknowledged) or was lost with the node. ``recover_jobs`` reconnects
 as the crashed client, collects those results and releases the nodes.
@@ -13,7 +13,6 @@ import asyncio
 import glob
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,13 +25,13 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from .job import DispyJob, decode_result
-from .journal import remove_file
+from .journal import Journal, read_file, remove_file
 
 log = logging.getLogger("dispy")
 
 def newest_recover_file(directory: str = ".") -> str | None:
     files = [f for f in glob.glob(os.path.join(directory, "_dispy_*"))
-             if not f.endswith(("-wal", "-shm")) and os.path.isfile(f)]
+             if not f.endswith((".new", ".rerun")) and os.path.isfile(f)]
     return max(files, key=os.path.getmtime) if files else None
 
 
@@ -56,13 +55,8 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
     path = recover_file or newest_recover_file()
     if path is None or not os.path.isfile(path):
         raise ValueError(f"recover file {recover_file or '_dispy_*'} not found")
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        clusters = {row[0]: row for row in db.execute("SELECT * FROM clusters")}
-        rows = list(db.execute("SELECT * FROM jobs"))
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise ValueError(f"{path} is not a dispy recover file: {exc}") from None
+    clusters, by_uid = read_file(path)
+    rows = list(by_uid.values())
     deadline = None if timeout is None else time.monotonic() + timeout
     groups: dict[tuple, list[tuple]] = {}
     queued: dict[str, list[tuple]] = {}
@@ -89,23 +83,22 @@ def recover_jobs(recover_file: str | None = None, timeout: float | None = None,
         queued.setdefault(row[1], []).append(row)
     for job in jobs:
         job._set_finished()  # job() returns at once; unfinished ones show status Running
-    done = [(job._uid,) for job in jobs if job.status != DispyJob.Running]
+    done = [job._uid for job in jobs if job.status != DispyJob.Running]
     for cid, group in queued.items():
         done += _rerun(path, clusters[cid], group, deadline, terminate_pending, jobs)
-    with db:
-        db.executemany("DELETE FROM jobs WHERE uid = ?", done)
-        left = {row[0] for row in db.execute("SELECT DISTINCT cid FROM jobs")}
-        db.execute(f"DELETE FROM clusters WHERE cid NOT IN ({','.join('?' * len(left))})",
-                   tuple(left))
-    db.close()
+    journal = Journal(path)
+    journal.forget(done)
+    left = {row[1] for row in journal.rows.values()}
+    journal.remove_clusters([cid for cid in journal.cluster_rows if cid not in left])
+    journal.close()
     if not left:
         remove_file(path)
     return jobs
 
 
 def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
-           terminate: bool, out: list[DispyJob]) -> list[tuple]:
-    """Run the jobs the crashed program had not sent yet; returns the rows now done."""
+           terminate: bool, out: list[DispyJob]) -> list[str]:
+    """Run the jobs the crashed program had not sent yet; returns the uids now done."""
     from .cluster import JobCluster
     from .shared import SharedJobCluster
 
@@ -116,7 +109,7 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
             _end(job, DispyJob.Abandoned, "Abandoned: it was queued in the crashed program"
                  " and its arguments were too big to keep in the recover file")
             out.append(job)
-    gone = [(row[0],) for row in rows if row[7] is None]
+    gone = [row[0] for row in rows if row[7] is None]
     if not runnable:
         return gone
     try:
@@ -149,30 +142,20 @@ def _rerun(path: str, cluster: tuple, rows: list[tuple], deadline: float | None,
         _adopt(path, path + ".rerun", [job._uid for _, job in new if not job._final])
     for row, job in new:
         out.append(job)
-        gone.append((row[0],))
+        gone.append(row[0])
     return gone
 
 
 def _adopt(path: str, rerun_path: str, uids: list[str]) -> None:
     """Move the rerun's journal rows of unfinished jobs (where they run, or their
     arguments if still queued) and its cluster into the recover file."""
-    src = sqlite3.connect(rerun_path)
-    try:
-        clusters = list(src.execute("SELECT * FROM clusters"))
-        marks = ",".join("?" * len(uids))
-        rows = list(src.execute(f"SELECT * FROM jobs WHERE uid IN ({marks})", uids))
-    finally:
-        src.close()
+    clusters, jobs = read_file(rerun_path)
     remove_file(rerun_path)
-    db = sqlite3.connect(path, isolation_level=None)
+    journal = Journal(path)
     try:
-        with db:
-            db.executemany("INSERT OR REPLACE INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           clusters)
-            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           rows)
+        journal.add_rows(clusters.values(), [jobs[uid] for uid in uids if uid in jobs])
     finally:
-        db.close()
+        journal.close()
 
 
 def _recovered(row: tuple) -> DispyJob:

@@ -30,11 +30,14 @@ COMPACT_AT = 64 << 20
 _IOV_MAX = 512
 
 
-def _writev(fd: int, pieces: list[Any]) -> None:
+def _writev(fd: int, pieces: list[Any], offset: int = 0) -> None:
+    """Write ``pieces`` at ``offset`` (one positioned write per ``_IOV_MAX`` pieces: no
+    seek first, one system call fewer per result)."""
     for i in range(0, len(pieces), _IOV_MAX):
         chunk = [memoryview(p).cast("B") for p in pieces[i:i + _IOV_MAX]]
         while chunk:
-            n = os.writev(fd, chunk)
+            n = os.pwritev(fd, chunk, offset)
+            offset += n
             while chunk and n >= chunk[0].nbytes:
                 n -= chunk[0].nbytes
                 chunk.pop(0)
@@ -86,8 +89,7 @@ class ResultStore:
             self.compact()
 
     def _append(self, pieces: list[Any], end: int) -> None:
-        os.lseek(self.fd, self.size, os.SEEK_SET)
-        _writev(self.fd, pieces)
+        _writev(self.fd, pieces, self.size)
         self.size = end
 
     def _truncate(self) -> None:
@@ -104,7 +106,7 @@ class ResultStore:
         try:
             for key, (offset, size) in sorted(self.live.items(), key=lambda kv: kv[1][0]):
                 data = os.pread(self.fd, size, offset)
-                _writev(out, [data])
+                _writev(out, [data], pos)
                 live[key] = (pos, size)
                 pos += size
         finally:
