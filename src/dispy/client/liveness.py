@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..scheduling.lifecycle import Instruction, JobLifecycle
 from ..scheduling.nodesetup import NodeSetups, Out
+from .clusterstate import ClusterState
 from .links import NodeLink
 
 log = logging.getLogger("dispy")
@@ -40,7 +41,7 @@ class WatchHost(Protocol):
 
     def dispatch(self) -> bool: ...
 
-    def wants(self, cs: Any, ip: str, port: int) -> Any: ...
+    def wants(self, cs: ClusterState, ip: str, port: int) -> Any: ...
 
 
 class NodeWatch:

@@ -8,12 +8,15 @@ Pure: given the cluster and what the engine knows of nodes, the text to log. The
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..wire import netif
 
+if TYPE_CHECKING:
+    from .clusterstate import ClusterState
 
-def stall_message(cs: Any, known: Iterable[tuple[str, str]],
+
+def stall_message(cs: ClusterState, known: Iterable[tuple[str, str]],
                   unmatched: Iterable[tuple[str, int]]) -> str:
     """``known``: (node, why it does not run jobs of ``cs``) for the nodes ``cs`` wants;
     ``unmatched``: (ip, port) of nodes that answered but match none of its patterns."""
