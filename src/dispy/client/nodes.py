@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 import socket
 from collections import namedtuple
@@ -60,6 +62,8 @@ def unescape_pattern(host: str) -> str:
 
 
 def _resolve(host: str) -> str:
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(host))  # an address already: no resolver call
     try:
         return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
     except (OSError, IndexError):

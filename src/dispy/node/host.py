@@ -278,6 +278,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s - %(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
+    jobenv.preload()
     ComputationHost(sock).run()
     os._exit(0)
 

@@ -34,15 +34,26 @@ _libc: Any = None
 _state = {"active": False, "last": 0.0, "due": 0.0}
 
 
+def _load_libc() -> Any:
+    """The C library: this process's own symbols first (dlopen of nothing, instant);
+    ``find_library`` runs ldconfig or a compiler, milliseconds at every program start."""
+    try:
+        libc = ctypes.CDLL(None)
+        if hasattr(libc, "mallopt"):
+            return libc
+    except OSError:
+        pass
+    return ctypes.CDLL(ctypes.util.find_library("c"))
+
+
 def keep_freed() -> bool:
     """Make big buffers reuse freed heap memory in this process; True if done. Off with
     ``DISPY_KEEP_FREED_MEMORY=0`` in the environment."""
     global _libc
     if _state["active"] or os.environ.get("DISPY_KEEP_FREED_MEMORY", "1") == "0":
         return bool(_state["active"])
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = _load_libc()
         ok = (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
               and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
               and hasattr(libc, "malloc_trim"))
