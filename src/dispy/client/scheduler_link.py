@@ -350,19 +350,10 @@ class SchedulerLink:
 
     # ---- requests -------------------------------------------------------------------
 
-    async def request(self, header: dict | messages.Record,
+    async def request(self, msg: messages.Record,
                       bufs: list | tuple = ()) -> messages.Reply | None:
-        """The scheduler's reply to ``header``: None if none came (or it is malformed)."""
-        if self.conn is None:
-            return None
-        answer = await self.conn.request(header, bufs, config.MsgTimeout * 3)
-        if answer is None:
-            return None
-        try:
-            return messages.parse_reply(answer)
-        except messages.MessageError as exc:
-            log.warning("%s: dropped a reply: %s", self.describe(), exc)
-            return None
+        """The scheduler's reply to ``msg``: None if none came (or it is malformed)."""
+        return await upload.request(self, msg, bufs, config.MsgTimeout * 3)
 
     async def upload(self, cid: str, local: str, relpath: str, node: list | None = None,
                      xfer: str | None = None) -> str | None:

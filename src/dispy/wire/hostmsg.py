@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .messages import Done, Provisional
-from .records import ID, Id, MessageError, Record
+from .records import ID, Id, MessageError, Record, parse_op
 
 __all__ = [
     "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
@@ -228,11 +228,7 @@ JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
 
 
 def _parse(table: dict[str, type[Record]], header: dict[str, Any], what: str) -> Record:
-    op = header.get("op")
-    cls = table.get(op) if isinstance(op, str) else None
-    if cls is None:
-        raise MessageError(f"unknown {what} {str(op)[:40]!r}")
-    msg = cls.parse(header)
+    msg = parse_op(header, table, what)
     if isinstance(msg, Provisional) and not msg.uid:
         raise MessageError("'provisional' without 'uid'")
     for name in ("count", "size"):

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .records import ID, MAX_LIST, Id, MessageError, Record, as_float, nonneg
+from .records import ID, MAX_LIST, Id, MessageError, Record, as_float, nonneg, parse_op
 
 # ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
 
@@ -203,15 +203,7 @@ def parse_request(header: dict[str, Any], bufs: list[Any] | None = None,
     """The typed record of a program's request (to a node, or with ``requests``
     SCHEDULER_REQUESTS to dispyscheduler), read as ``op`` when given (a journaled
     request is the op it was stored as); MessageError says what is wrong."""
-    if op is None:
-        op = header.get("op")
-    cls = requests.get(op) if isinstance(op, str) else None
-    if cls is None:
-        raise MessageError(f"unknown request {str(op)[:40]!r}")
-    for name in REQUIRED.get(op, ()):  # type: ignore[arg-type]
-        if header.get(name) is None:
-            raise MessageError(f"{op!r} without {name!r}")
-    record = cls.parse(header)
+    record = parse_op(header, requests, "request", REQUIRED, op)
     if isinstance(record, Job):
         nonneg("oob", record.oob)
         if bufs is not None and record.oob > len(bufs):
@@ -502,14 +494,7 @@ NODE_REQUIRED: dict[str, tuple[str, ...]] = {
 def parse_node_message(header: dict[str, Any]) -> Record:
     """The typed record of a frame from a node; MessageError says what is wrong (the
     frame is then dropped, the connection kept)."""
-    op = header.get("op")
-    cls = NODE_MESSAGES.get(op) if isinstance(op, str) else None
-    if cls is None:
-        raise MessageError(f"unknown message {str(op)[:40]!r}")
-    for name in NODE_REQUIRED.get(op, ()):  # type: ignore[arg-type]
-        if header.get(name) is None:
-            raise MessageError(f"{op!r} without {name!r}")
-    record = cls.parse(header)
+    record = parse_op(header, NODE_MESSAGES, "message", NODE_REQUIRED)
     if isinstance(record, Cpus):
         nonneg("cpus", record.cpus)
     return record
@@ -539,11 +524,4 @@ SCHEDULER_REQUIRED: dict[str, tuple[str, ...]] = {
 def parse_scheduler_message(header: dict[str, Any]) -> Record:
     """The typed record of a frame from dispyscheduler; MessageError says what is wrong
     (the program then drops the frame and keeps the connection)."""
-    op = header.get("op")
-    cls = SCHEDULER_MESSAGES.get(op) if isinstance(op, str) else None
-    if cls is None:
-        raise MessageError(f"unknown message {str(op)[:40]!r}")
-    for name in SCHEDULER_REQUIRED.get(op, ()):  # type: ignore[arg-type]
-        if header.get(name) is None:
-            raise MessageError(f"{op!r} without {name!r}")
-    return cls.parse(header)
+    return parse_op(header, SCHEDULER_MESSAGES, "message", SCHEDULER_REQUIRED)

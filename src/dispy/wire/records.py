@@ -151,3 +151,17 @@ def as_float(name: str, value: int | float) -> float:
 def nonneg(name: str, value: int) -> None:
     if value < 0:
         raise MessageError(f"{name!r} is negative")
+
+
+def parse_op(header: dict[str, Any], table: dict[str, type[Record]], what: str,
+             required: dict[str, tuple[str, ...]] | None = None,
+             op: str | None = None) -> Record:
+    """The record of ``header`` by its op (or ``op``) in ``table``; MessageError for an
+    unknown op, a field ``required`` names for it missing, or any field malformed."""
+    name = header.get("op") if op is None else op
+    if not isinstance(name, str) or name not in table:
+        raise MessageError(f"unknown {what} {str(name)[:40]!r}")
+    for field_name in (required or {}).get(name, ()):
+        if header.get(field_name) is None:
+            raise MessageError(f"{name!r} without {field_name!r}")
+    return table[name].parse(header)
