@@ -269,25 +269,24 @@ class Engine:
     # ---- messages from nodes --------------------------------------------------------
 
     async def _read(self, link: NodeLink, conn: Connection) -> None:
+        """A node's frames, handled as they are decoded (in the read callback)."""
+        def frame(header: dict, bufs: list[bytes]) -> None:
+            link.last_heard = time.monotonic()
+            if link.node is not None:
+                link.node.rx += sum(len(b) for b in bufs) + 64
+            self._on_frame(link, header, bufs)
+
+        def after() -> None:  # its journal commit also covers the finished jobs
+            link.ack_soon(committed=self.dispatch())
+
         reason = "connection closed by node"
         try:
-            while True:
-                header, bufs = await conn.recv()
-                link.last_heard = time.monotonic()
-                if link.node is not None:
-                    link.node.rx += sum(len(b) for b in bufs) + 64
-                self._on_frame(link, header, bufs)
-                if not conn.pending():
-                    # its journal commit also covers the finished jobs
-                    link.ack_soon(committed=self.dispatch())
-        except (ConnectionClosed, OSError) as exc:
-            reason = f"connection lost: {exc}"
-        except FrameError as exc:
-            reason = f"bad frame from node: {exc}"
-            log.warning("node %s: %s", link.describe(), reason)
-        except Exception:  # a bug in the loop itself (handlers catch their own)
-            log.exception("engine: failed to read from %s", link.describe())
-            reason = "internal error"
+            ended = await conn.deliver_to(frame, after)
+            if isinstance(ended, FrameError):
+                reason = f"bad frame from node: {ended}"
+                log.warning("node %s: %s", link.describe(), reason)
+            else:
+                reason = f"connection lost: {ended}"
         finally:
             conn.close()
             if link.conn is conn:

@@ -197,18 +197,18 @@ class JobRunner:
         comp.idle.append(link)
         self._forked(comp)
         self.start_jobs()
+
+        def frame(header: dict, bufs: list) -> None:
+            try:
+                msg = hostmsg.parse_job_message(header)
+            except messages.MessageError as exc:
+                log.warning("computation %r: dropped a frame from job process %d: %s",
+                            comp.name, pid, exc)
+                return
+            self._on_link(comp, link, msg, bufs)
+
         try:
-            while True:
-                header, bufs = await conn.recv()
-                try:
-                    msg = hostmsg.parse_job_message(header)
-                except messages.MessageError as exc:
-                    log.warning("computation %r: dropped a frame from job process %d: %s",
-                                comp.name, pid, exc)
-                    continue
-                self._on_link(comp, link, msg, bufs)
-        except (ConnectionClosed, OSError, FrameError):
-            pass
+            await conn.deliver_to(frame)  # a result per job: handled in the read callback
         finally:
             conn.close()
             self._link_lost(comp, link)

@@ -75,6 +75,10 @@ class Connection(asyncio.BufferedProtocol):
         self._paused = False
         self._drain_waiters: list[asyncio.Future] = []
         self._replies: dict[str, asyncio.Future] = {}
+        #: ``deliver_to``'s handlers and the future that ends with the connection
+        self._handler: Callable[[dict, list], None] | None = None
+        self._after: Callable[[], None] | None = None
+        self._ended: asyncio.Future | None = None
         self.loop = asyncio.get_running_loop()
         self.peer: tuple[str, int] = ("?", 0)
         #: our own address of this connection (the one the peer reached us at)
@@ -126,7 +130,10 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(exc)
             return
         if self.decoder.frames:
-            self._wake()
+            if self._handler is not None:
+                self._deliver()
+            else:
+                self._wake()
 
     def eof_received(self) -> bool | None:
         self._set_closed("connection closed by peer")
@@ -163,6 +170,9 @@ class Connection(asyncio.BufferedProtocol):
         if self._closed is None:
             self._closed = reason
         self._wake()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(self._error or ConnectionClosed(self._closed,
+                                                                   self.bytes_in))
 
     def _fail(self, exc: Exception) -> None:
         self._error = exc
@@ -173,6 +183,56 @@ class Connection(asyncio.BufferedProtocol):
     def pending(self) -> int:
         """Frames received and waiting to be taken by ``recv``."""
         return len(self.decoder.frames)
+
+    def deliver_to(self, handler: Callable[[dict, list], None],
+                   after: Callable[[], None] | None = None) -> asyncio.Future:
+        """From now on hand each frame to ``handler`` as soon as it is decoded, in the
+        read callback (no task wake-up and no loop iteration per frame: the hot links
+        use this instead of ``recv``), then call ``after`` once the frames of that read
+        are handled. A handler's exception is logged and the connection kept. Returns a
+        future that ends with the connection: its result is the ConnectionClosed (or
+        FrameError) that ``recv`` would raise."""
+        self._handler, self._after = handler, after
+        self._ended = self.loop.create_future()
+        if self.decoder.frames:
+            self._deliver()
+        if self._closed is not None and not self._ended.done():
+            self._ended.set_result(self._error or ConnectionClosed(self._closed,
+                                                                   self.bytes_in))
+        return self._ended
+
+    def _deliver(self) -> None:
+        assert self._handler is not None
+        while True:
+            raw = self.decoder.next_raw()
+            if raw is None:
+                break
+            message = self._take(raw)
+            if message is None:
+                continue
+            try:
+                self._handler(*message)
+            except Exception:  # a bug in a handler must not cost the link
+                log.exception("failed to handle a frame from %s", self.peer[0])
+        if self._after is not None:
+            try:
+                self._after()
+            except Exception:
+                log.exception("failed after frames from %s", self.peer[0])
+
+    def _take(self, raw: tuple[bytes, list]) -> Message | None:
+        """A decoded frame as (header, buffers); None for a reply a request took."""
+        header = loads(raw[0])
+        if header.get("op") == "reply":
+            fut = self._replies.pop(str(header.get("reply")), None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result((header, raw[1]))
+                return None
+        for buf in raw[1]:
+            if len(buf) >= BIG:
+                heap.note_big()
+        return header, raw[1]
 
     async def recv(self, timeout: float | None = None) -> Message:
         """The next frame; ``ConnectionClosed`` (or ``FrameError`` for a bad frame) when the
@@ -193,17 +253,9 @@ class Connection(asyncio.BufferedProtocol):
                 finally:
                     self._waiter = None
                 continue
-            header = loads(raw[0])
-            if header.get("op") == "reply":
-                fut = self._replies.pop(str(header.get("reply")), None)
-                if fut is not None:
-                    if not fut.done():
-                        fut.set_result((header, raw[1]))
-                    continue
-            for buf in raw[1]:
-                if len(buf) >= BIG:
-                    heap.note_big()
-            return header, raw[1]
+            message = self._take(raw)
+            if message is not None:
+                return message
 
     # ---- writing ------------------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""Connection.deliver_to: frames handed to a handler in the read callback, in order,
+replies still going to their requests, a handler's bug logged without losing the link,
+and the end of the connection reported once. Real sockets (a Unix socket pair)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from dispy.wire.codec import FULL, FrameError
+from dispy.wire.connection import Connection, ConnectionClosed
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _open(sock: socket.socket) -> Connection:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_unix_connection(lambda: Connection(FULL, local=True),
+                                                sock=sock)
+    return conn
+
+
+async def pair() -> tuple[Connection, Connection]:
+    a, b = socket.socketpair()
+    return await _open(a), await _open(b)
+
+
+def test_frames_reach_the_handler_in_order_and_the_end_is_reported():
+    async def main():
+        left, right = await pair()
+        for i in range(3):
+            left.send({"op": "n", "i": i}, [b"x" * i])
+        left.flush()
+        await asyncio.sleep(0.05)  # frames queued before the handler is set come first
+        seen, batches = [], []
+        ended = right.deliver_to(lambda h, bufs: seen.append((h["i"], bufs)),
+                                 lambda: batches.append(len(seen)))
+        for i in range(3, 6):
+            left.send({"op": "n", "i": i})
+        left.flush()
+        await asyncio.sleep(0.05)
+        left.close()
+        reason = await asyncio.wait_for(ended, 5)
+        assert [i for i, _ in seen] == [0, 1, 2, 3, 4, 5]
+        assert seen[2][1] == [b"xx"] and batches and batches[-1] == 6
+        assert isinstance(reason, ConnectionClosed)
+
+    asyncio.run(main())
+
+
+def test_a_handler_bug_is_logged_and_the_link_kept(caplog):
+    async def main():
+        left, right = await pair()
+        seen = []
+
+        def handler(header, bufs):
+            if header["i"] == 1:
+                raise RuntimeError("bug")
+            seen.append(header["i"])
+
+        ended = right.deliver_to(handler)
+        for i in range(3):
+            left.send({"op": "n", "i": i})
+        left.flush()
+        await asyncio.sleep(0.1)
+        assert seen == [0, 2] and not ended.done()
+        left.close()
+        await asyncio.wait_for(ended, 5)
+
+    asyncio.run(main())
+    assert "failed to handle a frame" in caplog.text
+
+
+def test_replies_still_go_to_their_requests():
+    async def main():
+        left, right = await pair()
+        right.deliver_to(lambda h, bufs: right.send({"op": "reply", "reply": h["reply"],
+                                                     "ok": True}))
+        got = []
+        left.deliver_to(lambda h, bufs: got.append(h))  # replies do not come here
+        answer = await left.request({"op": "ping"}, (), 5)
+        assert answer is not None and answer["ok"] is True and got == []
+        left.close()
+        right.close()
+
+    asyncio.run(main())
+
+
+def test_garbage_ends_the_connection_with_the_frame_error():
+    async def main():
+        a, b = socket.socketpair()
+        right = await _open(b)
+        ended = right.deliver_to(lambda h, bufs: None)
+        a.sendall(b"\xff" * 64)
+        reason = await asyncio.wait_for(ended, 5)
+        assert isinstance(reason, FrameError)
+        a.close()
+
+    asyncio.run(main())
