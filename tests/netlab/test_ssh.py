@@ -117,7 +117,8 @@ def test_ssh_start_quotes_hostile_options(ssh_lan: SSHLan) -> None:
     lan = ssh_lan
     canary = lan.tmp / "canary"
     res = lan.dispy_ssh("start", lan.hosts[0].ip, node_args=(
-        "-p", str(NODE_PORT), "--name", f"x; touch {canary}; echo $(touch {canary})"))
+        "-p", str(NODE_PORT), "--dest_path_prefix", "nodefiles",  # not /tmp/dispy
+        "--name", f"x; touch {canary}; echo $(touch {canary})"))
     assert not canary.exists(), res
     lan.dispy_ssh("stop", lan.hosts[0].ip, node_args=("-p", str(NODE_PORT)))
 
