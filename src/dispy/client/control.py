@@ -10,21 +10,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import Any
 
-from ..scheduling import SchedulerCore
-from ..scheduling.lifecycle import Instruction, JobLifecycle
-from ..scheduling.nodesetup import NodeSetups, Out, Setup
+from ..scheduling.nodesetup import Setup
 from ..wire import messages
 from . import upload
 from .clusterstate import ClusterState
-from .finder import NodeFinder
+from .enginehost import EngineHost
 from .job import DispyJob
 from .journal import Journal
 from .links import NodeLink
 from .nodes import DispyNode
-from .sink import JobSink
 
 log = logging.getLogger("dispy")
 
@@ -33,32 +29,8 @@ log = logging.getLogger("dispy")
 DISCOVERY_WAIT = 3.0
 
 
-class ControlHost(Protocol):
-    """What node control needs of its engine (engine.py)."""
-
-    clusters: dict[str, Any]
-    links: dict[Hashable, NodeLink]
-    core: SchedulerCore
-    lifecycle: JobLifecycle
-    setups: NodeSetups
-    finder: NodeFinder
-    sink: JobSink
-    msg_timeout: float
-
-    def wants(self, cs: ClusterState, ip: str, port: int) -> Any: ...
-
-    def consider(self, link: NodeLink, cs: ClusterState) -> None: ...
-
-    def dispatch(self) -> bool: ...
-
-    def apply(self, out: list[Instruction] | list[Out]) -> None: ...
-
-    async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None: ...
-
-
-
 class NodeControl:
-    def __init__(self, engine: ControlHost) -> None:
+    def __init__(self, engine: EngineHost) -> None:
         self.engine = engine
 
     def find_link(self, cs: ClusterState, ip: str, port: int | None) -> NodeLink | None:

@@ -10,15 +10,10 @@ connections here and calls ``tick`` twice a second.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Hashable
-from typing import Any, Protocol
 
-from ..scheduling.lifecycle import Instruction, JobLifecycle
-from ..scheduling.nodesetup import NodeSetups, Out
-from .clusterstate import ClusterState
+from .enginehost import EngineHost
 from .links import NodeLink
 
 log = logging.getLogger("dispy")
@@ -27,25 +22,8 @@ log = logging.getLogger("dispy")
 RECONNECT_GRACE = 10.0
 
 
-class WatchHost(Protocol):
-    """What the watch needs of its engine (engine.py)."""
-
-    clusters: dict[str, Any]
-    links: dict[Hashable, NodeLink]
-    lifecycle: JobLifecycle
-    setups: NodeSetups
-
-    def connect(self, link: NodeLink) -> asyncio.Task: ...
-
-    def apply(self, out: list[Instruction] | list[Out]) -> None: ...
-
-    def dispatch(self) -> bool: ...
-
-    def wants(self, cs: ClusterState, ip: str, port: int) -> Any: ...
-
-
 class NodeWatch:
-    def __init__(self, engine: WatchHost) -> None:
+    def __init__(self, engine: EngineHost) -> None:
         self.engine = engine
 
     def lost(self, link: NodeLink, reason: str) -> None:
