@@ -197,17 +197,16 @@ class ProgramSink:
             return
         answer = await cs.session.request(messages.AskAllocate(
             cid=cs.client_cid, alloc=alloc.index, node=node_info(link.node)))
-        setups = self.engine.setups if self.engine is not None else None
-        if setups is None or setups.state(link.key, cs.cid) is not Setup.SETTING_UP:
-            return
-        if link.node is None:
-            return
+        engine = self.engine
+        if engine is None or link.node is None or \
+                engine.setups.state(link.key, cs.cid) is not Setup.SETTING_UP:
+            return  # closed or lost while the program was asked
+        setups = engine.setups
         reply, bufs = _allocated(answer)
-        cpus = reply.cpus if reply is not None else None
-        if cpus is None or cpus <= 0 or not bufs:
+        if reply is None or reply.cpus is None or reply.cpus <= 0 or not bufs:
             setups.allocated(link.key, cs.cid, 0, 0)
             return
-        relpaths = list(reply.depends or ()) if reply is not None else []
+        cpus, relpaths = reply.cpus, list(reply.depends or ())
         try:
             for relpath in relpaths:
                 safe_join(cs.store, relpath)
@@ -218,8 +217,7 @@ class ProgramSink:
             return
         cs.per_node[link.key] = (cpus, bufs[0], relpaths)
         cs.node_cpus[link.key] = setups.allocated(link.key, cs.cid, cpus, link.node.cpus)
-        assert self.engine is not None
-        await self.engine.set_up(link, cs, alloc)
+        await engine.set_up(link, cs, alloc)
 
     def allocate(self, cs: Any, link: NodeLink, alloc: Any) -> int:
         chosen = cs.per_node.get(link.key)
