@@ -17,11 +17,12 @@ body is a JSON of (session id, uids). A record cut short by a crash ends the log
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import struct
 from collections.abc import Iterable
 from typing import Any
+
+from ..wire.codec import from_json, to_json
 
 _REC = struct.Struct("!BQ")
 _META = struct.Struct("!I")
@@ -67,7 +68,7 @@ class ResultStore:
         offset = self.size
         for sid, name, header, bufs in items:
             lens = [memoryview(b).nbytes for b in bufs]
-            meta = json.dumps([sid, name, header, lens]).encode()
+            meta = to_json([sid, name, header, lens])
             body = _META.size + len(meta) + sum(lens)
             pieces += [_REC.pack(RESULT, body), _META.pack(len(meta)), meta, *bufs]
             self.live[(sid, str(header["uid"]))] = (offset, _REC.size + body)
@@ -83,7 +84,7 @@ class ResultStore:
         if not self.live and self.size > (1 << 20):
             self._truncate()
             return
-        body = json.dumps([sid, gone]).encode()
+        body = to_json([sid, gone])
         self._append([_REC.pack(DROP, len(body)), body], self.size + _REC.size + len(body))
         if self.size > COMPACT_AT:
             self.compact()
@@ -132,7 +133,7 @@ class ResultStore:
             try:
                 if kind == RESULT:
                     (mlen,) = _META.unpack_from(data)
-                    sid, name, header, lens = json.loads(data[_META.size:_META.size + mlen])
+                    sid, name, header, lens = from_json(data[_META.size:_META.size + mlen])
                     bufs, at = [], _META.size + mlen
                     for n in lens:
                         bufs.append(data[at:at + n])
@@ -140,7 +141,7 @@ class ResultStore:
                     results[(sid, str(header["uid"]))] = (name, header, bufs, pos,
                                                           _REC.size + body)
                 elif kind == DROP:
-                    sid, uids = json.loads(data)
+                    sid, uids = from_json(data)
                     for uid in uids:
                         results.pop((sid, uid), None)
                 else:

@@ -14,15 +14,21 @@ the bytes the programs and nodes sent: nothing here is unpickled.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import fsafe
+from ..wire.codec import from_json, to_json
 
 log = logging.getLogger("dispy.scheduler")
+
+
+def _text(value: Any) -> str:
+    """A header for a TEXT column (orjson: a job's header is written per job)."""
+    return to_json(value).decode()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -123,14 +129,14 @@ class SchedulerJournal:
         state.boots = {b: (c, s) for b, c, s in db.execute("SELECT * FROM boots")}
         state.sessions = list(db.execute("SELECT * FROM sessions"))
         for sid, ccid, header, bufs in db.execute("SELECT * FROM computations"):
-            state.computations.append((sid, ccid, json.loads(header), unpack(bufs)))
+            state.computations.append((sid, ccid, from_json(header), unpack(bufs)))
         for row in db.execute("SELECT * FROM jobs"):
             sid, uid, ccid, header, bufs, files, boot, ip, port, ncid, nuid = row
             sent = (boot, ip, port, ncid, nuid) if ip is not None else None
-            state.jobs.append(SavedJob(sid, uid, ccid, json.loads(header), unpack(bufs),
-                                       [tuple(f) for f in json.loads(files)], sent))
+            state.jobs.append(SavedJob(sid, uid, ccid, from_json(header), unpack(bufs),
+                                       [tuple(f) for f in from_json(files)], sent))
         for sid, uid, header, bufs in db.execute("SELECT * FROM results"):
-            state.results.append((sid, uid, json.loads(header), unpack(bufs)))
+            state.results.append((sid, uid, from_json(header), unpack(bufs)))
         return state
 
     def start_boot(self, client_id: str, session_key: str) -> None:
@@ -159,7 +165,7 @@ class SchedulerJournal:
 
     def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
         self._ops.append(("INSERT OR REPLACE INTO computations VALUES (?, ?, ?, ?)",
-                          (sid, ccid, json.dumps(header), pack(bufs))))
+                          (sid, ccid, _text(header), pack(bufs))))
 
     def drop_computation(self, sid: str, ccid: str) -> None:
         self._ops.append(("DELETE FROM computations WHERE sid = ? AND ccid = ?", (sid, ccid)))
@@ -169,7 +175,7 @@ class SchedulerJournal:
             files: list[tuple[str, str]]) -> None:
         self._ops.append((
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL,"
-            " NULL)", (sid, uid, ccid, json.dumps(header), pack(bufs), json.dumps(files))))
+            " NULL)", (sid, uid, ccid, _text(header), pack(bufs), _text(files))))
 
     def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
              node_uid: str) -> None:
@@ -186,7 +192,7 @@ class SchedulerJournal:
         """A job's result (or the scheduler's verdict): kept until its program acks it."""
         self._ops.append(("DELETE FROM jobs WHERE sid = ? AND uid = ?", (sid, uid)))
         self._ops.append(("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                          (sid, uid, json.dumps(header), pack(bufs))))
+                          (sid, uid, _text(header), pack(bufs))))
 
     def acked(self, sid: str, uids: list[str]) -> None:
         for uid in uids:

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
+import orjson
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 PREFIX = struct.Struct("!II")
@@ -75,16 +76,43 @@ PRE_AUTH = Limits(PRE_AUTH_MAX_HEADER, 0, 0)
 FULL = Limits()
 
 
-def dumps(header: Header) -> bytes:
-    return json.dumps(header, separators=(",", ":")).encode()
+#: orjson as ``json`` would: int keys as strings; dataclasses, datetimes and subclasses
+#: of str/int/dict/list refused (so they go to ``json``, which decides as before).
+_ORJSON = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+           | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def to_json(value: Any) -> bytes:
+    """Compact JSON. orjson (C: 0.35 instead of 4 us for a job's header, several per
+    job in each process) where it can; ``json`` for what orjson refuses (an int over
+    64 bits, a lone surrogate, a subclass). NaN and infinities become null (valid JSON:
+    a header never needs them; ``json`` wrote tokens that only Python reads)."""
+    try:
+        return orjson.dumps(value, option=_ORJSON)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 _decode = json.JSONDecoder().decode
 
 
+def from_json(raw: bytes | bytearray | memoryview) -> Any:
+    """``to_json`` reversed; ValueError (or RecursionError) for what is not JSON. What
+    orjson refuses is given to ``json`` (NaN, numbers beyond a double) as before; an
+    integer past 64 bits reads as a float (a typed field then refuses it)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _decode(bytes(raw).decode())
+
+
+def dumps(header: Header) -> bytes:
+    return to_json(header)
+
+
 def loads(raw: bytes | bytearray) -> Header:
     try:
-        header = _decode(raw.decode())
+        header = from_json(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise FrameError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
