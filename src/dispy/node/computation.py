@@ -195,11 +195,8 @@ class JobLink:
         self.settling = False
         self.lost = False
 
-    def send(self, msg: messages.Record, bufs: list | tuple = ()) -> None:
-        self.conn.send(msg, bufs)
-
-    def flush(self) -> None:
-        self.conn.flush()
+    def send(self, msg: messages.Record, bufs: list | tuple = (), now: bool = False) -> None:
+        self.conn.send(msg, bufs, now)
 
     def close(self) -> None:
         self.lost = True

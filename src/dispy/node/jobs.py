@@ -147,7 +147,8 @@ class JobRunner:
             comp.running[uid] = link
             link.uid = uid
             link.started = time.time()
-            link.send(hostmsg.RunJob(uid=uid, oob=job.oob), bufs)
+            # at once: no other frame would join it, and the job starts a loop turn sooner
+            link.send(hostmsg.RunJob(uid=uid, oob=job.oob), bufs, now=True)
             self.timers.arm(comp, uid, job.timeout)
 
     # ---- job processes -------------------------------------------------------------

@@ -262,14 +262,22 @@ class Connection(asyncio.BufferedProtocol):
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def send(self, header: Header | Record, buffers: Sequence[Buffer] = ()) -> bool:
+    def send(self, header: Header | Record, buffers: Sequence[Buffer] = (),
+             now: bool = False) -> bool:
         """Queue a frame (a header, or a typed record of wire/messages.py); frames queued
-        in one loop iteration go out together."""
+        in one loop iteration go out together. ``now``: write it (and what was queued)
+        at once, for a link where nothing else would join it (a job process's)."""
         if self.is_closing():
             return False
         if isinstance(header, Record):
             header = header.header()
         pieces, size, big = encode_sized(header, buffers)
+        if now:
+            self._out += pieces
+            self._out_size += size
+            self._out_big = self._out_big or big
+            self.flush()
+            return True
         if not self._out and not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self.flush)
