@@ -99,3 +99,25 @@ def test_garbage_ends_the_connection_with_the_frame_error():
         a.close()
 
     asyncio.run(main())
+
+
+def test_send_now_writes_at_once_after_what_was_queued():
+    """``now=True`` writes the frame (and frames queued before it, in order) within the
+    call: the peer can read them without this side's loop turning."""
+    async def main():
+        left, right = await pair()
+        left.send({"op": "n", "i": 0})
+        sent = left.bytes_out
+        left.send({"op": "n", "i": 1}, [b"abc"], now=True)
+        assert left.bytes_out > sent and not left._out
+        seen = []
+        ended = right.deliver_to(lambda h, bufs: seen.append((h["i"], bufs)))
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert seen == [(0, []), (1, [b"abc"])]
+        left.close()
+        await asyncio.wait_for(ended, 5)
+
+    asyncio.run(main())
