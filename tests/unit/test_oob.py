@@ -51,3 +51,33 @@ def test_job_arguments_out_of_band_only_when_too_big_for_the_recover_file():
     data, big = shipping.pack_job_args((huge,), {})
     assert len(big) == 1 and len(data) < 1000
     assert oob.loads(data, [bytes(b) for b in big]) == ((huge,), {})
+
+
+def test_plain_data_by_pickle_code_by_value():
+    """Plain data needs no cloudpickle (same bytes as pickle); code and instances of
+    classes that are not importable still go by value."""
+    import pickle
+
+    plain = ((1, 2.5, "s", None, True, b"b"), {"k": [1, {"n": 3}]})
+    data, bufs = oob.dumps(plain)
+    assert data == pickle.dumps(plain, protocol=5) and bufs == []
+
+    class Local:
+        def __init__(self, n):
+            self.n = n
+
+    def add(x):
+        return x + 1
+
+    value, _ = roundtrip(((lambda x: 2 * x, add, Local(4)), {"f": add}))
+    (double, inc, obj), kw = value
+    assert double(2) == 4 and inc(1) == 2 and obj.n == 4 and kw["f"](2) == 3
+
+
+def test_subclasses_of_plain_types_keep_their_class():
+    import collections
+
+    Point = collections.namedtuple("Point", "x y")  # noqa: PYI024
+    value, _ = roundtrip([Point(1, 2), {"p": Point(3, BIG)}])
+    assert type(value[0]).__name__ == "Point" and value[0].x == 1
+    assert value[1]["p"].y == BIG

@@ -46,35 +46,72 @@ class _Out:
 _SEARCH_MAX = 64
 
 
-def _wrap(obj: Any, min_size: int, depth: int, memo: dict) -> Any:
+#: Values pickled the same by ``pickle`` and ``cloudpickle`` (no code, no classes).
+_SCALARS = frozenset({int, float, str, bool, type(None), complex})
+_CONTAINERS = frozenset({tuple, list, dict})
+
+
+class _Walk:
+    """What ``_wrap`` found: a stand-in per big byte string (so a string passed twice is
+    sent once), and whether everything seen was plain data."""
+
+    __slots__ = ("memo", "plain")
+
+    def __init__(self) -> None:
+        self.memo: dict[int, _Out] = {}
+        self.plain = True
+
+
+def _wrap(obj: Any, min_size: int, depth: int, walk: _Walk) -> Any:
     """``obj`` with its big byte strings (itself, or in tuples, lists and dicts up to
-    ``depth`` levels down) replaced by stand-ins; ``obj`` itself when there are none.
-    ``memo`` keeps one stand-in per string, so a string passed twice is sent once."""
+    ``depth`` levels down) replaced by stand-ins; ``obj`` itself when there are none."""
     kind = type(obj)
+    if kind in _SCALARS:
+        return obj
     if kind is bytes or kind is bytearray:
         if len(obj) < min_size:
             return obj
-        out = memo.get(id(obj))
+        out = walk.memo.get(id(obj))
         if out is None:
-            out = memo[id(obj)] = _Out(obj)
+            out = walk.memo[id(obj)] = _Out(obj)
         return out
-    if depth <= 0 or kind not in (tuple, list, dict) or len(obj) > _SEARCH_MAX:
+    if depth <= 0 or kind not in _CONTAINERS or len(obj) > _SEARCH_MAX:
+        walk.plain = False
         return obj
     if kind is dict:
-        items = {k: _wrap(v, min_size, depth - 1, memo) for k, v in obj.items()}
-        return items if any(items[k] is not v for k, v in obj.items()) else obj
-    wrapped = [_wrap(v, min_size, depth - 1, memo) for v in obj]
-    if all(a is b for a, b in zip(wrapped, obj, strict=True)):
+        changed: dict | None = None
+        for k, v in obj.items():
+            if type(k) not in _SCALARS:
+                walk.plain = False
+            w = _wrap(v, min_size, depth - 1, walk)
+            if w is not v:
+                if changed is None:
+                    changed = dict(obj)
+                changed[k] = w
+        return obj if changed is None else changed
+    out_list: list | None = None
+    for i, v in enumerate(obj):
+        w = _wrap(v, min_size, depth - 1, walk)
+        if w is not v:
+            if out_list is None:
+                out_list = list(obj)
+            out_list[i] = w
+    if out_list is None:
         return obj
-    return tuple(wrapped) if kind is tuple else wrapped
+    return tuple(out_list) if kind is tuple else out_list
 
 
 def dumps(obj: Any, min_size: int = OOB_MIN, depth: int = 2
           ) -> tuple[bytes, list[memoryview]]:
-    """(pickle, out-of-band buffers as byte memoryviews); raises what pickling raises."""
+    """(pickle, out-of-band buffers as byte memoryviews); raises what pickling raises.
+    Plain data (numbers, strings, bytes in small tuples, lists and dicts: most jobs'
+    arguments and results) is pickled by ``pickle``, a quarter of cloudpickle's cost;
+    anything else by ``cloudpickle``, which ships code by value."""
     buffers: list[pickle.PickleBuffer] = []
-    data = cloudpickle.dumps(_wrap(obj, min_size, depth, {}), protocol=5,
-                             buffer_callback=buffers.append)
+    walk = _Walk()
+    wrapped = _wrap(obj, min_size, depth, walk)
+    pickler = pickle.dumps if walk.plain else cloudpickle.dumps
+    data = pickler(wrapped, protocol=5, buffer_callback=buffers.append)
     return data, [buf.raw() for buf in buffers]
 
 
