@@ -21,13 +21,37 @@ def test_saved_and_not_dropped_results_survive(tmp_path):
     store = ResultStore(path)
     store.save([item("s1", "a"), item("s1", "b", b"x" * 200_000), item("s2", "c")])
     store.drop("s1", ["a"])
-    store.close()  # as a kill -9 would leave it: nothing more written
+    store.save([item("s2", "d")])  # the drop is written with it
+    os.close(store.fd)  # as a kill -9 would leave it: nothing more written
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     kept = ResultStore(path).load()
     assert sorted(kept) == ["s1", "s2"]
     (header, bufs), = kept["s1"][1]
     assert header["uid"] == "b" and bufs == [b"x" * 200_000, b"", b"out"]
-    assert kept["s2"][1][0][0]["uid"] == "c"
+    assert [h["uid"] for h, _ in kept["s2"][1]] == ["c", "d"]
+
+
+def test_a_drop_waits_for_the_next_write_or_flush(tmp_path):
+    """Drops ride with the next results (one write); a node killed before then offers
+    the acknowledged result again (the client drops it), never loses one."""
+    path = str(tmp_path / "results.log")
+    store = ResultStore(path)
+    store.save([item("s", "a"), item("s", "b")])
+    store.drop("s", ["a"])
+    size = os.path.getsize(path)
+    os.close(store.fd)  # killed
+    assert os.path.getsize(path) == size
+    again = ResultStore(path)
+    assert sorted(h["uid"] for h, _ in again.load()["s"][1]) == ["a", "b"]
+    again.drop("s", ["a"])
+    again.flush_drops()  # the node's housekeeping, each second
+    os.close(again.fd)
+    assert [h["uid"] for h, _ in ResultStore(path).load()["s"][1]] == ["b"]
+    last = ResultStore(path)
+    last.load()
+    last.drop("s", ["b"])  # nothing live: no drop record needed at all
+    last.close()
+    assert ResultStore(path).load() == {}
 
 
 def test_a_record_cut_short_by_a_crash_ends_the_log(tmp_path):

@@ -152,6 +152,14 @@ class NodeDisk:
         if dropped and self.store is not None:
             self.store.drop(session.sid, dropped)
 
+    def flush(self) -> None:
+        """Write the drops of acknowledged results that no save took along (each second)."""
+        if self.store is not None:
+            try:
+                self.store.flush_drops()
+            except OSError as exc:
+                log.warning("could not update the result log: %s", exc)
+
     def close(self) -> None:
         """(stop) The result log closed, the lock released, the socket directory gone."""
         if self.store is not None:

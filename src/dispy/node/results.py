@@ -3,7 +3,9 @@
 Every result a job produces is appended to a log before the node reports it (one
 ``writev`` per loop iteration for all results that came in it), so a node killed at
 any moment loses none: after a restart, ``recover_jobs`` (or the reconnecting client)
-fetches them. An acknowledgement appends a small "drop" record. The log is rewritten
+fetches them. An acknowledgement appends a small "drop" record, with the next results
+written or within a second (a node killed in between offers those results again: the
+client drops a result it already has, and acknowledges it). The log is rewritten
 with only the results still waiting once it has grown past ``COMPACT_AT`` (at once,
 when nothing is waiting: it is truncated). No fsync: this guards against the node
 process dying (``kill -9``, a crash), not the OS. The daemon stores the opaque buffers
@@ -58,14 +60,15 @@ class ResultStore:
         self.fd = _open(path, os.O_RDWR | os.O_CREAT)
         os.fchmod(self.fd, 0o600)
         self.size = 0
+        #: session id -> uids acknowledged and not yet recorded as dropped
+        self.dropping: dict[str, list[str]] = {}
 
     # ---- writing ----------------------------------------------------------------
 
     def save(self, items: Iterable[tuple[str, str, dict, list]]) -> None:
         """Keep (session id, client name, header, bufs) results until dropped; one
-        write for all."""
-        pieces: list[Any] = []
-        offset = self.size
+        write for all, and for the drops waiting."""
+        pieces, offset = self._drop_pieces()
         for sid, name, header, bufs in items:
             lens = [memoryview(b).nbytes for b in bufs]
             meta = to_json([sid, name, header, lens])
@@ -75,19 +78,38 @@ class ResultStore:
             offset += _REC.size + body
         if pieces:
             self._append(pieces, offset)
+        if self.size > COMPACT_AT:
+            self.compact()
 
     def drop(self, sid: str, uids: Iterable[str]) -> None:
-        """Forget acknowledged results."""
+        """Forget acknowledged results: in memory now, on disk with the next ``save`` or
+        ``flush_drops``."""
         gone = [uid for uid in uids if self.live.pop((sid, uid), None) is not None]
         if not gone:
             return
         if not self.live and self.size > (1 << 20):
             self._truncate()
             return
-        body = to_json([sid, gone])
-        self._append([_REC.pack(DROP, len(body)), body], self.size + _REC.size + len(body))
+        self.dropping.setdefault(sid, []).extend(gone)
+
+    def flush_drops(self) -> None:
+        """Write the drops waiting for a ``save``."""
+        pieces, end = self._drop_pieces()
+        if pieces:
+            self._append(pieces, end)
         if self.size > COMPACT_AT:
             self.compact()
+
+    def _drop_pieces(self) -> tuple[list[Any], int]:
+        """The waiting drops as records, and where the log ends after them."""
+        pieces: list[Any] = []
+        end = self.size
+        for sid, gone in self.dropping.items():
+            body = to_json([sid, gone])
+            pieces += [_REC.pack(DROP, len(body)), body]
+            end += _REC.size + len(body)
+        self.dropping.clear()
+        return pieces, end
 
     def _append(self, pieces: list[Any], end: int) -> None:
         _writev(self.fd, pieces, self.size)
@@ -96,6 +118,7 @@ class ResultStore:
     def _truncate(self) -> None:
         os.ftruncate(self.fd, 0)
         self.size = 0
+        self.dropping.clear()
 
     def compact(self) -> None:
         """Rewrite the log with only the results still waiting (atomic rename)."""
@@ -116,6 +139,7 @@ class ResultStore:
         os.close(self.fd)
         self.fd = _open(self.path, os.O_RDWR)
         self.live, self.size = live, pos
+        self.dropping.clear()  # only what is live was copied
 
     # ---- reading (at start) -------------------------------------------------------
 
@@ -161,5 +185,7 @@ class ResultStore:
         return out
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.flush_drops()
         with contextlib.suppress(OSError):
             os.close(self.fd)

@@ -69,6 +69,9 @@ class Connection(asyncio.BufferedProtocol):
         self._out_size = 0
         self._out_big = False
         self._flush_soon = False
+        #: called before queued frames are written (the node keeps on disk the results
+        #: they report first): every write of queued frames goes through ``flush``
+        self.before_flush: Callable[[], None] | None = None
         self._waiter: asyncio.Future | None = None
         self._closed: str | None = None
         self._error: Exception | None = None
@@ -291,6 +294,8 @@ class Connection(asyncio.BufferedProtocol):
     def flush(self) -> None:
         """Write what ``send`` queued now."""
         self._flush_soon = False
+        if self.before_flush is not None and self._out:
+            self.before_flush()
         pieces, size, big = self._out, self._out_size, self._out_big
         self._out, self._out_size, self._out_big = [], 0, False
         if not pieces or self.is_closing():
