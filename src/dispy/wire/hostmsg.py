@@ -256,4 +256,6 @@ def parse_job_message(header: dict[str, Any]) -> Record:
 
 def parse_job_request(header: dict[str, Any]) -> Record:
     """A daemon's frame to a job process."""
+    if header.get("op") == "job":  # the fast path: one per job
+        return RunJob.parse(header)
     return _parse(JOB_REQUESTS, header, "job request")
