@@ -99,7 +99,7 @@ def test_closing_a_cluster_ends_queued_then_running_jobs():
 
 events = st.lists(st.tuples(
     st.sampled_from(["submit", "submit_r", "dispatch", "result", "refused", "cancel",
-                     "lost", "unpin", "close"]),
+                     "lost", "unpin", "close", "prefetch"]),
     st.integers(0, 7), st.sampled_from(NODES)), max_size=60)
 
 
@@ -147,8 +147,25 @@ def test_every_job_ends_exactly_once_under_any_interleaving(steps, cpus):
         elif kind == "close" and not closed:
             closed = True
             apply(m.cluster_closing("c"))
+        elif kind == "prefetch":
+            m.core.set_prefetch(node, i % 3)
+        check_indexes(m)
     assert all(n == 1 for n in ended.values()), ended  # never twice
     apply(m.cluster_closing("c") if not closed else [])
     apply(m.cluster_closed("c"))
     assert sorted(ended) == sorted(submitted) and set(ended.values()) <= {1}
-    assert not m.jobs
+    assert not m.jobs and not m.on_node and not m.pinned
+
+
+def check_indexes(m: JobLifecycle) -> None:
+    """The per-node indexes (a lost node touches only its jobs) say what a scan of
+    every job would, and the core agrees on what runs where."""
+    for node in NODES:
+        running = {r.uid for r in m.jobs.values()
+                   if r.state is State.RUNNING and r.node == node}
+        pinned = {r.uid for r in m.jobs.values() if r.state is State.QUEUED and r.pin == node}
+        assert set(m.running_on(node)) == running
+        assert set(m.pinned.get(node, ())) == pinned
+        assert set(m.core.running_on(node)) == running
+    core = m.core
+    assert set(core._free) == {k for k, n in core._nodes.items() if n.free() > 0}

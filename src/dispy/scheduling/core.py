@@ -44,6 +44,10 @@ class _Node:
     pinned: deque = field(default_factory=deque)
     #: some pinned job has a priority other than 0 (then the whole list is looked at)
     pinned_priorities: bool = False
+    #: jobs running here, in the order they were sent (a lost node: no scan of all)
+    jobs: dict = field(default_factory=dict)
+    #: when it was added: breaks ties between equally loaded nodes
+    order: int = 0
 
     def free(self) -> int:
         return self.cpus + (self.prefetch if self.cpus > 0 else 0) - self.busy
@@ -130,6 +134,10 @@ class SchedulerCore:
         #: cluster id -> order of arrival (for the early policy)
         self._order: dict[Hashable, int] = {}
         self._nodes: dict[NodeKey, _Node] = {}
+        self._node_seq = itertools.count()
+        #: the nodes with a free CPU or prefetch slot: dispatch looks only at these
+        #: (after each batch of results; 1 000 nodes are mostly full)
+        self._free: dict[NodeKey, _Node] = {}
         self._queues: dict[Hashable, _Queue] = {}
         self._entries: dict[Job, _Queued] = {}
         self._running: dict[Job, tuple[Hashable, NodeKey]] = {}
@@ -208,9 +216,17 @@ class SchedulerCore:
         """Add a node or change its CPU count."""
         node = self._nodes.get(key)
         if node is None:
-            self._nodes[key] = _Node(key, cpus)
+            node = self._nodes[key] = _Node(key, cpus, order=next(self._node_seq))
         else:
             node.cpus = cpus
+        self._refresh(node)
+
+    def _refresh(self, node: _Node) -> None:
+        """Keep ``_free`` right after the node's CPUs, prefetch or load changed."""
+        if node.free() > 0:
+            self._free[node.key] = node
+        else:
+            self._free.pop(node.key, None)
 
     def set_prefetch(self, key: NodeKey, jobs: int) -> None:
         """Let up to ``jobs`` jobs wait on node ``key`` beyond its CPUs, so that its CPUs
@@ -218,6 +234,7 @@ class SchedulerCore:
         node = self._nodes.get(key)
         if node is not None:
             node.prefetch = max(0, jobs)
+            self._refresh(node)
 
     def node_ready(self, cid: Hashable, key: NodeKey, cpus: int) -> None:
         """Cluster ``cid`` is set up on node ``key`` and may use ``cpus`` of its CPUs."""
@@ -236,7 +253,8 @@ class SchedulerCore:
         node = self._nodes.pop(key, None)
         if node is None:
             return [], []
-        running = [job for job, (_, k) in self._running.items() if k == key]
+        self._free.pop(key, None)
+        running = list(node.jobs)
         for job in running:
             cid, _ = self._running.pop(job)
             if cid in self._runs:
@@ -288,6 +306,8 @@ class SchedulerCore:
         if node is not None:
             node.busy -= 1
             node.used[cid] = node.used.get(cid, 1) - 1
+            node.jobs.pop(job, None)
+            self._refresh(node)
         return key
 
     def queued(self, cid: Hashable) -> int:
@@ -298,7 +318,8 @@ class SchedulerCore:
         return pinned + sum(1 for q in self._queues.get(cid, ()) if self._live(q))
 
     def running_on(self, key: NodeKey) -> list[Job]:
-        return [job for job, (_, k) in self._running.items() if k == key]
+        node = self._nodes.get(key)
+        return list(node.jobs) if node is not None else []
 
     # ---- the decision -------------------------------------------------------------
 
@@ -356,7 +377,7 @@ class SchedulerCore:
         Nothing queued: nothing to scan (it is called after every batch of results)."""
         if not self._entries:
             return []
-        heap = [(n.load(), i, n) for i, n in enumerate(self._nodes.values()) if n.free() > 0]
+        heap = [(n.load(), n.order, n) for n in self._free.values()]
         heapq.heapify(heap)
         out = []
         while heap:
@@ -368,8 +389,11 @@ class SchedulerCore:
             node.busy += 1
             node.used[entry.cid] = node.used.get(entry.cid, 0) + 1
             self._running[entry.job] = (entry.cid, node.key)
+            node.jobs[entry.job] = None
             self._runs[entry.cid] = self._runs.get(entry.cid, 0) + 1
             out.append((entry.job, entry.cid, node.key))
             if node.free() > 0:
                 heapq.heappush(heap, (node.load(), i, node))
+            else:
+                del self._free[node.key]
         return out

@@ -95,6 +95,10 @@ class JobLifecycle:
         self.core = core
         self.new_uid = new_uid
         self.jobs: dict[str, JobRecord] = {}
+        #: node -> uids running there / queued only for it, in order (a lost node
+        #: touches its own jobs, not every job: 100 of 1 000 nodes lost at once)
+        self.on_node: dict[NodeKey, dict[str, None]] = {}
+        self.pinned: dict[NodeKey, dict[str, None]] = {}
         #: clusters being closed: their jobs never run again
         self.closing: set[Hashable] = set()
 
@@ -105,7 +109,7 @@ class JobLifecycle:
         return rec.state if rec is not None else None
 
     def running_on(self, node: NodeKey) -> list[str]:
-        return [r.uid for r in self.jobs.values() if r.state is State.RUNNING and r.node == node]
+        return list(self.on_node.get(node, ()))
 
     # -- events --
 
@@ -117,6 +121,8 @@ class JobLifecycle:
         self.jobs[uid] = JobRecord(uid, cid, resubmittable and pin is None, pin,
                                    priority=priority)
         self.core.submit(cid, uid, pin, priority)
+        if pin is not None:
+            self.pinned.setdefault(pin, {})[uid] = None
         return []
 
     def dispatch(self) -> list[Send]:
@@ -127,7 +133,9 @@ class JobLifecycle:
             if rec is None or rec.state is not State.QUEUED:
                 self.core.finished(uid)
                 continue
+            self._unpin(rec)
             rec.state, rec.node = State.RUNNING, node
+            self.on_node.setdefault(node, {})[rec.uid] = None
             out.append(Send(rec.uid, cid, node))
         return out
 
@@ -164,11 +172,13 @@ class JobLifecycle:
         """``node`` is presumed dead: its jobs run again elsewhere or end."""
         self.core.remove_node(node)
         out: list[Instruction] = []
-        for rec in list(self.jobs.values()):
-            if rec.state is State.RUNNING and rec.node == node:
-                out += self._again_or_end(rec, f"node {reason}", CANCELLED)
-            elif rec.state is State.QUEUED and rec.pin == node:
-                out += self._end(rec.uid, CANCELLED, f"Cancelled: node {reason}")
+        for uid in list(self.on_node.get(node, ())):
+            rec = self.jobs[uid]
+            out += self._again_or_end(rec, f"node {reason}", CANCELLED)
+        for uid in list(self.pinned.get(node, ())):
+            out += self._end(uid, CANCELLED, f"Cancelled: node {reason}")
+        self.on_node.pop(node, None)
+        self.pinned.pop(node, None)
         return out
 
     def unpinned(self, cid: Hashable, node: NodeKey, reason: str) -> list[Instruction]:
@@ -199,10 +209,12 @@ class JobLifecycle:
         """The engine lets go of the cluster without ending its jobs (they go on on
         their nodes, another program fetches them); returns their uids."""
         self.core.remove_cluster(cid)
-        gone = [rec.uid for rec in self.jobs.values() if rec.cid == cid]
-        for uid in gone:
-            del self.jobs[uid]
-        return gone
+        gone = [rec for rec in self.jobs.values() if rec.cid == cid]
+        for rec in gone:
+            del self.jobs[rec.uid]
+            self._unpin(rec)
+            self._off_node(rec)
+        return [rec.uid for rec in gone]
 
     # -- helpers --
 
@@ -210,10 +222,28 @@ class JobLifecycle:
         """The job leaves the machine: its CPU (or queue place) is given back."""
         if rec.state is State.RUNNING:
             self.core.finished(rec.uid)
+            self._off_node(rec)
         elif rec.state is State.QUEUED:
             self.core.cancel(rec.uid)
+            self._unpin(rec)
         rec.state = State.FINAL
         del self.jobs[rec.uid]
+
+    def _off_node(self, rec: JobRecord) -> None:
+        running = self.on_node.get(rec.node)
+        if running is not None:
+            running.pop(rec.uid, None)
+            if not running:
+                del self.on_node[rec.node]
+
+    def _unpin(self, rec: JobRecord) -> None:
+        if rec.pin is None:
+            return
+        queued = self.pinned.get(rec.pin)
+        if queued is not None:
+            queued.pop(rec.uid, None)
+            if not queued:
+                del self.pinned[rec.pin]
 
     def _again_or_end(self, rec: JobRecord, reason: str, status: int) -> list[Instruction]:
         if rec.resubmittable and rec.cid not in self.closing:
