@@ -15,20 +15,25 @@ from typing import Any
 log = logging.getLogger("dispy")
 
 
+class _Mark:
+    """Queued by ``drain``: set when every callback queued before it has run."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 class CallbackRunner:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable, tuple, Any] | None] = \
-            queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Any, tuple, Any] | None] = queue.SimpleQueue()
         #: called on this thread with each settle token, after its callback ran
         self.on_settled: Callable[[Any], None] | None = None
-        self._idle = threading.Condition()
-        self._pending = 0
         self._thread = threading.Thread(target=self._run, name="dispy-callbacks", daemon=True)
         self._thread.start()
 
     def call(self, fn: Callable[..., Any], *args: Any, settle: Any = None) -> None:
-        with self._idle:
-            self._pending += 1
+        """Queue ``fn(*args)`` (up to three per job: no lock, one put)."""
         self._queue.put((fn, args, settle))
 
     def _run(self) -> None:
@@ -37,25 +42,28 @@ class CallbackRunner:
             if item is None:
                 return
             fn, args, settle = item
+            if type(fn) is _Mark:
+                fn.done.set()
+                continue
             try:
                 fn(*args)
             except Exception:
                 log.exception("callback %s raised an exception", getattr(fn, "__name__", fn))
-            finally:
-                if settle is not None and self.on_settled is not None:
+            if settle is not None and self.on_settled is not None:
+                try:
                     self.on_settled(settle)
-                del item, fn, args, settle  # hold no job while waiting for the next
-                with self._idle:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._idle.notify_all()
+                except Exception:
+                    log.exception("settling after callback %s failed",
+                                  getattr(fn, "__name__", fn))
+            del item, fn, args, settle  # hold no job while waiting for the next
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued callback ran (not from a callback itself)."""
         if threading.current_thread() is self._thread:
             return True
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        mark = _Mark()
+        self._queue.put((mark, (), None))
+        return mark.done.wait(timeout)
 
     @property
     def thread(self) -> threading.Thread:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..daemon.files import safe_join
+from ..wire.codec import nbytes
 from ..wire.messages import Done, JobResult, SendFile
 from .callbacks import CallbackRunner
 from .clusterstate import ClusterState
@@ -144,7 +145,7 @@ class LocalSink:
             node = cs.nodes.get(key)
             row = cs.stats[key] = NodeStats(job.ip_addr or str(key[0]),
                                             node.name if node is not None else "")
-        row.count(max(0.0, ran), job._tx + 64, sum(memoryview(b).nbytes for b in bufs) + 64)
+        row.count(max(0.0, ran), job._tx + 64, sum(map(nbytes, bufs)) + 64)
 
     def provisional(self, job: DispyJob | None, bufs: list[bytes]) -> None:
         """A running job sent ``dispy_provisional_result``: tell the callbacks."""
