@@ -100,14 +100,17 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
         second = [cluster.submit_job_id(jobs + i, i) for i in range(jobs)]
         time.sleep(0.05)
         sim.command(f"vanish {lost}")
+        cpu1, t2 = time.process_time(), time.monotonic()
         cluster.wait(timeout=300)
+        loss_s, loss_cpu_s = time.monotonic() - t2, time.process_time() - cpu1
         twice = sum(1 for n in finals.values() if n > 1)
         ended = sum(job.status in FINAL for job in second)
         cluster.close(timeout=30, terminate=True)
         return {"nodes": nodes, "cpus": cpus, "ready_nodes": ready, "setup_s": setup_s,
                 "rss_per_node_kb": rss_per_node / 1024, "jobs": jobs, "ok": ok,
                 "jobs_per_s": jobs / elapsed, "client_cpu_us_per_job": 1e6 * cpu / jobs,
-                "vanished": lost, "ended_once": ended - twice, "ended_twice": twice,
+                "vanished": lost, "loss_s": loss_s, "loss_cpu_s": loss_cpu_s,
+                "ended_once": ended - twice, "ended_twice": twice,
                 "not_ended": jobs - ended}
     finally:
         sim.stop()
