@@ -544,7 +544,8 @@ def test_sync_reader_bad_frames(data, limits):
 # ---- JSON: orjson where it can, json for the rest, the same values either way --------
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner,
                                                                 max_size=4),
     max_leaves=12)
