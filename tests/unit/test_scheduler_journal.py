@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dispy.scheduler.blobs import BLOB_MIN
 from dispy.scheduler.journal import SchedulerJournal, pack, unpack
 
 pytestmark = pytest.mark.timeout(60)
@@ -17,12 +18,72 @@ pytestmark = pytest.mark.timeout(60)
 
 @given(st.lists(st.binary(max_size=64), max_size=8))
 def test_pack_round_trip(bufs):
-    assert unpack(pack(bufs)) == bufs
+    blob, names = pack(bufs)
+    assert unpack(blob) == (bufs, []) and names == []
 
 
 def test_unpack_refuses_what_pack_did_not_make():
     with pytest.raises(ValueError):
-        unpack(pack([b"abc"]) + b"x")
+        unpack(pack([b"abc"])[0] + b"x")
+
+
+def test_big_buffers_are_files_written_once_and_removed_with_their_row(tmp_path):
+    """An 8 MB argument or result is a private file beside the journal, not a blob
+    SQLite rewrites when the job is sent and walks when it is deleted."""
+    big, small = os.urandom(BLOB_MIN), b"s"
+    j = _journal(tmp_path)
+    blobs = tmp_path / "journal.sqlite.blobs"
+    assert stat.S_IMODE(os.stat(blobs).st_mode) == 0o700
+    j.session("s", "client", "prog", "addr", "/root")
+    j.computation("s", "cc", {"name": "work"}, [big, small])
+    j.job("s", "u1", "cc", {"uid": "u1"}, [big], [])
+    j.job("s", "u2", "cc", {"uid": "u2"}, [small, big], [])
+    j.flush()
+    assert len(os.listdir(blobs)) == 3
+    assert all(stat.S_IMODE(os.stat(blobs / n).st_mode) == 0o600 for n in os.listdir(blobs))
+    j.sent("s", "u1", "10.0.0.9", 51348, "b1s1.cc", "7")
+    j.ended("s", "u1", {"op": "done", "uid": "u1"}, [big, small])
+    j.flush()
+    assert len(os.listdir(blobs)) == 3  # u1's arguments gone, its result kept
+    state = j.load()  # as a restart reads it
+    assert state.computations[0][3] == [big, small]
+    assert [job.bufs for job in state.jobs] == [[small, big]]
+    assert state.results[0][3] == [big, small]
+    j.acked("s", ["u1"])
+    j.drop_computation("s", "cc")
+    j.flush()
+    assert os.listdir(blobs) == []
+    j.close()
+
+
+def test_files_no_row_names_are_removed_at_start(tmp_path):
+    """A crash between writing a file and committing its row leaves the file alone."""
+    j = _journal(tmp_path)
+    j.session("s", "client", "prog", "addr", "/root")
+    j.job("s", "u1", "cc", {"uid": "u1"}, [os.urandom(BLOB_MIN)], [])
+    j.flush()
+    j.job("s", "u2", "cc", {"uid": "u2"}, [os.urandom(BLOB_MIN)], [])  # never committed
+    j.db.close()  # as a kill -9 would leave it
+    blobs = tmp_path / "journal.sqlite.blobs"
+    assert len(os.listdir(blobs)) == 2
+    again = _journal(tmp_path)
+    assert [job.uid for job in again.load().jobs] == ["u1"]
+    assert len(os.listdir(blobs)) == 1
+    again.drop_session("s")
+    again.close()
+    assert os.listdir(blobs) == []
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    j = _journal(tmp_path)
+    j.session("s", "client", "prog", "addr", "/root")
+    j.job("s", "u1", "cc", {"uid": "u1"}, [os.urandom(BLOB_MIN)], [])
+    j.close()
+    blobs = tmp_path / "journal.sqlite.blobs"
+    for name in os.listdir(blobs):
+        os.unlink(blobs / name)
+    with pytest.raises(ValueError, match="file"):
+        _journal(tmp_path).load()
 
 
 def _journal(tmp_path) -> SchedulerJournal:

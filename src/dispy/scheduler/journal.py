@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import fsafe
 from ..wire.codec import from_json, to_json
+from .blobs import BLOB_MIN, BlobStore
 
 log = logging.getLogger("dispy.scheduler")
 
@@ -45,25 +46,51 @@ CREATE TABLE IF NOT EXISTS results (sid TEXT, uid TEXT, header TEXT, bufs BLOB,
 """
 
 
-def pack(bufs: list | tuple) -> bytes:
-    """Several byte strings as one blob: a 4-byte count, 8-byte lengths, the bytes."""
-    parts = [len(bufs).to_bytes(4, "big")]
-    parts += [len(b).to_bytes(8, "big") for b in bufs]
-    parts += [bytes(b) for b in bufs]
-    return b"".join(parts)
+#: a length with this bit set: the bytes are the name of a file in the BlobStore
+_EXTERNAL = 1 << 63
 
 
-def unpack(blob: bytes) -> list[bytes]:
-    """The inverse of ``pack``; ValueError for a blob it did not make."""
+def pack(bufs: list | tuple, blobs: BlobStore | None = None) -> tuple[bytes, list[str]]:
+    """Several byte strings as one blob: a 4-byte count, 8-byte lengths, the bytes;
+    with ``blobs``, big ones are written there and only their names kept. Returns the
+    blob and the names of the files it refers to."""
+    lens, body, names = [], [], []
+    for b in bufs:
+        n = memoryview(b).nbytes
+        if blobs is not None and n >= BLOB_MIN:
+            name = blobs.put(b)
+            names.append(name)
+            lens.append((_EXTERNAL | len(name)).to_bytes(8, "big"))
+            body.append(name.encode())
+        else:
+            lens.append(n.to_bytes(8, "big"))
+            body.append(bytes(b))
+    return b"".join([len(bufs).to_bytes(4, "big"), *lens, *body]), names
+
+
+def unpack(blob: bytes, blobs: BlobStore | None = None) -> tuple[list[bytes], list[str]]:
+    """The inverse of ``pack``: (the byte strings, the files read); ValueError for a
+    blob it did not make (or a file it names that is missing)."""
     count = int.from_bytes(blob[:4], "big")
     lengths = [int.from_bytes(blob[4 + 8 * i:12 + 8 * i], "big") for i in range(count)]
-    pos, out = 4 + 8 * count, []
+    pos, out, names = 4 + 8 * count, [], []
     for n in lengths:
-        out.append(blob[pos:pos + n])
-        pos += n
+        size = n & ~_EXTERNAL
+        piece = blob[pos:pos + size]
+        pos += size
+        if n & _EXTERNAL:
+            if blobs is None:
+                raise ValueError("a packed list naming a file, and no files")
+            name = piece.decode("ascii", errors="replace")
+            try:
+                piece = blobs.get(name)
+            except OSError as exc:
+                raise ValueError(f"file {name} of the journal: {exc}") from None
+            names.append(name)
+        out.append(piece)
     if pos != len(blob):
         raise ValueError("not a packed list of byte strings")
-    return out
+    return out, names
 
 
 @dataclass
@@ -105,7 +132,15 @@ class SchedulerJournal:
             self.db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise ValueError(f"journal {path} cannot be used: {exc}") from None
+        try:
+            self.blobs = BlobStore(path + ".blobs")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"journal {path} cannot be used: {exc}") from None
         self._ops: list[tuple[str, tuple]] = []
+        #: (table, sid, ccid or uid) -> (ccid, files its row names)
+        self._files: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
+        #: files whose rows are deleted by the queued changes: removed after the commit
+        self._unlink: list[str] = []
         self.boot = 0
 
     # ---- start -------------------------------------------------------------------------
@@ -128,16 +163,41 @@ class SchedulerJournal:
                 db.execute(f"DELETE FROM {table} WHERE sid NOT IN (SELECT sid FROM sessions)")
         state.boots = {b: (c, s) for b, c, s in db.execute("SELECT * FROM boots")}
         state.sessions = list(db.execute("SELECT * FROM sessions"))
+        self._files.clear()
         for sid, ccid, header, bufs in db.execute("SELECT * FROM computations"):
-            state.computations.append((sid, ccid, from_json(header), unpack(bufs)))
+            state.computations.append((sid, ccid, from_json(header),
+                                       self._unpack("computations", sid, ccid, ccid, bufs)))
         for row in db.execute("SELECT * FROM jobs"):
             sid, uid, ccid, header, bufs, files, boot, ip, port, ncid, nuid = row
             sent = (boot, ip, port, ncid, nuid) if ip is not None else None
-            state.jobs.append(SavedJob(sid, uid, ccid, from_json(header), unpack(bufs),
+            state.jobs.append(SavedJob(sid, uid, ccid, from_json(header),
+                                       self._unpack("jobs", sid, uid, ccid, bufs),
                                        [tuple(f) for f in from_json(files)], sent))
         for sid, uid, header, bufs in db.execute("SELECT * FROM results"):
-            state.results.append((sid, uid, from_json(header), unpack(bufs)))
+            state.results.append((sid, uid, from_json(header),
+                                  self._unpack("results", sid, uid, "", bufs)))
+        self.blobs.keep_only({n for _, names in self._files.values() for n in names})
         return state
+
+    def _unpack(self, table: str, sid: str, key: str, ccid: str, blob: bytes) -> list[bytes]:
+        bufs, names = unpack(blob, self.blobs)
+        if names:
+            self._files[(table, sid, key)] = (ccid, names)
+        return bufs
+
+    def _pack(self, table: str, sid: str, key: str, ccid: str, bufs: list) -> bytes:
+        """A row's buffers, big ones to files; the files of the row it replaces are
+        removed once it is committed."""
+        blob, names = pack(bufs, self.blobs)
+        self._forget(table, sid, key)
+        if names:
+            self._files[(table, sid, key)] = (ccid, names)
+        return blob
+
+    def _forget(self, table: str, sid: str, key: str) -> None:
+        old = self._files.pop((table, sid, key), None)
+        if old is not None:
+            self._unlink += old[1]
 
     def start_boot(self, client_id: str, session_key: str) -> None:
         """This run's identity towards the nodes (a later run fetches results with it)."""
@@ -162,20 +222,28 @@ class SchedulerJournal:
     def drop_session(self, sid: str) -> None:
         for table in ("sessions", "computations", "jobs", "results"):
             self._ops.append((f"DELETE FROM {table} WHERE sid = ?", (sid,)))
+        for table, s, key in [k for k in self._files if k[1] == sid]:
+            self._forget(table, s, key)
 
     def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
         self._ops.append(("INSERT OR REPLACE INTO computations VALUES (?, ?, ?, ?)",
-                          (sid, ccid, _text(header), pack(bufs))))
+                          (sid, ccid, _text(header),
+                           self._pack("computations", sid, ccid, ccid, bufs))))
 
     def drop_computation(self, sid: str, ccid: str) -> None:
         self._ops.append(("DELETE FROM computations WHERE sid = ? AND ccid = ?", (sid, ccid)))
         self._ops.append(("DELETE FROM jobs WHERE sid = ? AND ccid = ?", (sid, ccid)))
+        self._forget("computations", sid, ccid)
+        for table, s, key in [k for k, (c, _) in self._files.items()
+                              if k[0] == "jobs" and k[1] == sid and c == ccid]:
+            self._forget(table, s, key)
 
     def job(self, sid: str, uid: str, ccid: str, header: dict, bufs: list,
             files: list[tuple[str, str]]) -> None:
         self._ops.append((
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL,"
-            " NULL)", (sid, uid, ccid, _text(header), pack(bufs), _text(files))))
+            " NULL)", (sid, uid, ccid, _text(header), self._pack("jobs", sid, uid, ccid, bufs),
+                       _text(files))))
 
     def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
              node_uid: str) -> None:
@@ -191,12 +259,14 @@ class SchedulerJournal:
     def ended(self, sid: str, uid: str, header: dict, bufs: list) -> None:
         """A job's result (or the scheduler's verdict): kept until its program acks it."""
         self._ops.append(("DELETE FROM jobs WHERE sid = ? AND uid = ?", (sid, uid)))
+        self._forget("jobs", sid, uid)
         self._ops.append(("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                          (sid, uid, _text(header), pack(bufs))))
+                          (sid, uid, _text(header), self._pack("results", sid, uid, "", bufs))))
 
     def acked(self, sid: str, uids: list[str]) -> None:
         for uid in uids:
             self._ops.append(("DELETE FROM results WHERE sid = ? AND uid = ?", (sid, uid)))
+            self._forget("results", sid, uid)
 
     def flush(self) -> None:
         """Commit the queued changes (consecutive ones of a kind in one executemany)."""
@@ -216,6 +286,10 @@ class SchedulerJournal:
         except sqlite3.Error as exc:
             log.error("journal %s not written: %s (a restart would lose the changes)",
                       self.path, exc)
+            self._unlink = []  # their rows may still be there: keep what they name
+            return
+        unlink, self._unlink = self._unlink, []
+        self.blobs.remove(unlink)
 
     def close(self) -> None:
         self.flush()
