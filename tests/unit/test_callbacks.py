@@ -49,3 +49,16 @@ def test_drain_from_a_callback_does_not_wait_for_itself():
     got: list[bool] = []
     runner.call(lambda: got.append(runner.drain(5)))
     assert runner.drain(10) and got == [True]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_drain_does_not_wait_for_a_thread_a_callback_ended():
+    runner = CallbackRunner()
+
+    def leave() -> None:
+        raise SystemExit
+
+    runner.call(leave)
+    runner.thread.join(10)
+    runner.call(print, "never")
+    assert runner.drain() is False

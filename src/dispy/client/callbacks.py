@@ -61,6 +61,8 @@ class CallbackRunner:
         """Wait until every queued callback ran (not from a callback itself)."""
         if threading.current_thread() is self._thread:
             return True
+        if not self._thread.is_alive():  # a callback raised SystemExit: none run any more
+            return False
         mark = _Mark()
         self._queue.put((mark, (), None))
         return mark.done.wait(timeout)

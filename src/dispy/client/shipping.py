@@ -223,7 +223,7 @@ def sources_of(filenames: set[str]) -> dict[str, list[str]]:
 #: Argument byte strings from this size on travel out of band (uncopied). As big as the
 #: largest arguments the recover file keeps: a job with out-of-band buffers is not kept.
 ARGS_OOB_MIN = 1 << 20
-_PLAIN = frozenset((int, float, str, bool, type(None)))
+_PLAIN = oob.PLAIN_SCALARS
 _BYTES = frozenset((bytes, bytearray))
 
 

@@ -103,11 +103,8 @@ class NodeDaemon:
             raise SystemExit(
                 f"dispynode: cannot use UDP port {self.opts.node_port}: {exc.strerror}"
             ) from None
-        addrs = ", ".join(i.address for i in self.ifs)
-        log.info(
-            "dispynode %s: serving %d CPUs as %r on %s port %d", __version__, self.cpus,
-            self.name, addrs, self.opts.node_port,
-        )
+        # Warnings and notes come before the "serving" line that says the node is ready,
+        # so whoever waits for that line has seen them.
         if not self.opts.secret:
             log.warning(
                 "dispynode runs without a secret: anyone who can reach port %d can run code"
@@ -115,6 +112,11 @@ class NodeDaemon:
             )
         if self.opts.config_file:
             log.info("options from %s (command-line options win)", self.opts.config_file)
+        addrs = ", ".join(i.address for i in self.ifs)
+        log.info(
+            "dispynode %s: serving %d CPUs as %r on %s port %d", __version__, self.cpus,
+            self.name, addrs, self.opts.node_port,
+        )
         if self.opts.service_window is not None:
             log.info("service window: %s", self.opts.service_window.describe())
             self.service_tick()

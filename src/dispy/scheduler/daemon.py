@@ -110,16 +110,18 @@ class SchedulerDaemon:
             restore(state, self.journal, self.service, self.sessions, self.root,
                     self.opts.msg_timeout, self.spawn)
         self.ready.set()
-        addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
-        log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
-                 " policy %s", __version__, addrs, self.opts.scheduler_port,
-                 self.opts.node_port, self.opts.policy)
+        # Warnings and notes come before the line that says the daemon is ready, so
+        # whoever waits for that line has seen them.
         if not self.opts.cluster_secret:
             log.warning("dispyscheduler runs without --cluster_secret: anyone who can reach"
                         " port %d can run code on its nodes and read its programs' jobs;"
                         " use --cluster_secret", self.opts.scheduler_port)
         if self.opts.config_file:
             log.info("options from %s (command-line options win)", self.opts.config_file)
+        addrs = ", ".join(self.opts.ext_ip_addrs or [i.address for i in self.engine.ifs])
+        log.info("dispyscheduler %s: clients connect to %s port %d; nodes on port %d;"
+                 " policy %s", __version__, addrs, self.opts.scheduler_port,
+                 self.opts.node_port, self.opts.policy)
         self.spawn(self._housekeeping())
         if self.opts.httpd:
             self._start_monitor()

@@ -275,19 +275,13 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(header, Record):
             header = header.header()
         pieces, size, big = encode_sized(header, buffers)
-        if now:
-            self._out += pieces
-            self._out_size += size
-            self._out_big = self._out_big or big
-            self.flush()
-            return True
-        if not self._out and not self._flush_soon:
+        if not now and not self._out and not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self.flush)
         self._out += pieces
         self._out_size += size
         self._out_big = self._out_big or big
-        if self._out_size >= RECORD_TARGET:
+        if now or self._out_size >= RECORD_TARGET:
             self.flush()
         return True
 

@@ -47,7 +47,7 @@ _SEARCH_MAX = 64
 
 
 #: Values pickled the same by ``pickle`` and ``cloudpickle`` (no code, no classes).
-_SCALARS = frozenset({int, float, str, bool, type(None), complex})
+PLAIN_SCALARS = frozenset({int, float, str, bool, type(None), complex})
 _CONTAINERS = frozenset({tuple, list, dict})
 
 
@@ -66,7 +66,7 @@ def _wrap(obj: Any, min_size: int, depth: int, walk: _Walk) -> Any:
     """``obj`` with its big byte strings (itself, or in tuples, lists and dicts up to
     ``depth`` levels down) replaced by stand-ins; ``obj`` itself when there are none."""
     kind = type(obj)
-    if kind in _SCALARS:
+    if kind in PLAIN_SCALARS:
         return obj
     if kind is bytes or kind is bytearray:
         if len(obj) < min_size:
@@ -81,7 +81,7 @@ def _wrap(obj: Any, min_size: int, depth: int, walk: _Walk) -> Any:
     if kind is dict:
         changed: dict | None = None
         for k, v in obj.items():
-            if type(k) not in _SCALARS:
+            if type(k) not in PLAIN_SCALARS:
                 walk.plain = False
             w = _wrap(v, min_size, depth - 1, walk)
             if w is not v:
