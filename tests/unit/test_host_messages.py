@@ -31,6 +31,7 @@ from dispy.wire.hostmsg import (
     Settled,
     SetupFailed,
     ShutdownRequest,
+    SkipJob,
     parse_host_message,
     parse_host_request,
     parse_job_message,
@@ -50,6 +51,7 @@ RECORDS = [
     (parse_host_request, Fork()),
     (parse_host_request, Fork(count=4)),
     (parse_host_request, CancelJob(pid=12, uid="u1")),
+    (parse_host_request, SkipJob(pid=12, uid="u2")),
     (parse_host_request, KillJob(pid=12)),
     (parse_host_request, Settle(pid=12)),
     (parse_host_request, Reap(pid=-1)),  # the host refuses it; the record does not care
@@ -90,7 +92,7 @@ def test_every_op_has_a_record_in_its_direction():
     ops = {table: {cls.op for cls in getattr(hostmsg, table).values()}
            for table in ("HOST_REQUESTS", "HOST_MESSAGES", "JOB_MESSAGES", "JOB_REQUESTS")}
     assert ops == {
-        "HOST_REQUESTS": {"init", "fork", "cancel", "kill", "settle", "reap", "close"},
+        "HOST_REQUESTS": {"init", "fork", "cancel", "skip", "kill", "settle", "reap", "close"},
         "HOST_MESSAGES": {"ready", "setup_failed", "shutdown_request", "fork_failed",
                           "forked", "settled", "reaped", "closed", "host_lost"},
         "JOB_MESSAGES": {"hello", "done", "provisional", "send_file"},

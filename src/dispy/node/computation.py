@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -180,13 +181,20 @@ class HostProcess:
 class JobLink:
     """The daemon's connection to one job process of a computation."""
 
-    __slots__ = ("pid", "conn", "uid", "started", "cancelled", "settling", "lost")
+    __slots__ = ("pid", "conn", "uid", "sent", "skipped", "started", "cancelled",
+                 "settling", "lost")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
         self.conn = conn
         #: the job it runs, or None when idle
         self.uid: str | None = None
+        #: the jobs sent to it, in order, as (job, frame buffers): the first is the one it
+        #: runs; the others (short jobs only, jobs.py) wait in its socket and keep their
+        #: buffers so they can run elsewhere should the process die before reaching them
+        self.sent: deque[tuple[messages.Job, list | None]] = deque()
+        #: jobs waiting in its socket that are to end Cancelled without starting
+        self.skipped: set[str] = set()
         #: when its job started (time.time()), reported if the job ends without a result
         self.started = 0.0
         #: its job was cancelled or killed: when it ends, the host settles the process
@@ -247,6 +255,9 @@ class Computation:
         self.ready = False
         self.jobs_done = 0
         self.cpu_time = 0.0
+        #: how long its jobs run (seconds, moving average; None until one ran): short
+        #: ones are sent to job processes ahead of their turn (jobs.py)
+        self.run_avg: float | None = None
 
     def remove_files(self, force: bool) -> None:
         """Delete the computation's files unless the client asked to keep them."""

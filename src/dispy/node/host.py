@@ -43,6 +43,8 @@ class JobProcess:
     pid: int
     slot: Any
     escalate: list[tuple[float, int]] = field(default_factory=list)
+    #: the slot entry the next SkipJob writes (1 .. SLOT_ENTRIES - 1, round robin)
+    next_skip: int = 1
 
 
 class ComputationHost:
@@ -184,7 +186,8 @@ class ComputationHost:
             log.warning("ignored a frame from the daemon: %s", exc)
             return
         proc = None
-        if isinstance(msg, (hostmsg.CancelJob, hostmsg.KillJob, hostmsg.Settle)):
+        if isinstance(msg, (hostmsg.CancelJob, hostmsg.SkipJob, hostmsg.KillJob,
+                            hostmsg.Settle)):
             proc = self.procs.get(msg.pid)
         if isinstance(msg, hostmsg.Fork):
             for _ in range(msg.count):
@@ -197,6 +200,9 @@ class ComputationHost:
             ]
             jobproc.write_slot(proc.slot, msg.uid)
             self._signal(proc, signal.SIGINT)
+        elif isinstance(msg, hostmsg.SkipJob) and proc is not None:
+            jobproc.write_slot(proc.slot, msg.uid, proc.next_skip)
+            proc.next_skip = proc.next_skip % (jobproc.SLOT_ENTRIES - 1) + 1
         elif isinstance(msg, hostmsg.KillJob) and proc is not None:  # service ended: no grace
             self._signal(proc, signal.SIGKILL)
         elif isinstance(msg, hostmsg.Settle):  # its cancelled job ended: it may take another

@@ -3,7 +3,8 @@
 Warm job processes are reused for speed: globals set by setup are inherited at fork;
 a global changed by one job stays visible to later jobs in the same process. A job is
 cancelled with KeyboardInterrupt (SIGINT), then SIGTERM, then SIGKILL; a process that
-dies is replaced by the host.
+dies is replaced by the host. Jobs sent ahead (short ones, node/jobs.py) wait in the
+socket and run in the order sent; one the slot names is skipped (ends Cancelled).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from ..wire.messages import MessageError
 from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
 
+#: the slot: entries of SLOT_SIZE bytes, each a job uid (NUL-padded). Entry 0 names the
+#: running job the host interrupts (CancelJob); the others, written in turn, name jobs
+#: already sent to this process that are to end Cancelled without starting (SkipJob).
 SLOT_SIZE = 64
+SLOT_ENTRIES = 8
 
 
 class _State:
@@ -35,23 +40,36 @@ class _State:
     sock: socket.socket | None = None
     reader: SyncFrameReader | None = None
     uid: str | None = None
-    #: shared with the host: the uid of the job the host wants cancelled
+    #: shared with the host: the uids of the jobs the host wants cancelled
     slot: mmap.mmap | None = None
 
 
 def new_slot() -> mmap.mmap:
-    """Anonymous shared memory in which the host names the job it cancels."""
-    return mmap.mmap(-1, SLOT_SIZE)
+    """Anonymous shared memory in which the host names the jobs it cancels."""
+    return mmap.mmap(-1, SLOT_SIZE * SLOT_ENTRIES)
 
 
-def write_slot(slot: mmap.mmap, uid: str) -> None:
-    slot[:] = uid.encode()[:SLOT_SIZE].ljust(SLOT_SIZE, b"\0")
+def _entry(uid: str) -> bytes:
+    return uid.encode()[:SLOT_SIZE].ljust(SLOT_SIZE, b"\0")
+
+
+def write_slot(slot: mmap.mmap, uid: str, entry: int = 0) -> None:
+    slot[entry * SLOT_SIZE:(entry + 1) * SLOT_SIZE] = _entry(uid)
+
+
+def named_in_slot(slot: mmap.mmap, uid: str) -> bool:
+    """Whether an entry of ``slot`` is exactly ``uid``."""
+    data, key = slot[:], _entry(uid)
+    at = data.find(key)
+    while at >= 0 and at % SLOT_SIZE:
+        at = data.find(key, at + 1)
+    return at >= 0
 
 
 def _cancel_requested() -> bool:
     if _State.slot is None or _State.uid is None:
         return False
-    return _State.slot[:].rstrip(b"\0").decode(errors="replace") == _State.uid
+    return named_in_slot(_State.slot, _State.uid)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:

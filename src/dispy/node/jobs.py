@@ -4,6 +4,15 @@ Each job process of a computation connects to the daemon's Unix socket (showing 
 computation's token), so a job and its result cross one local socket, not two. The
 computation host is asked only for what needs its process: fork, signal, reap.
 The daemon (daemon.py) holds one ``JobRunner`` and feeds it requests and links.
+
+Short jobs are sent ahead: when every CPU is busy and a computation's jobs run for
+``PIPELINE_BELOW`` seconds or less on average, a job process that runs one of its jobs
+is sent up to ``PIPELINE_DEPTH - 1`` more, which it reads from its socket as it
+finishes (one write carries several, their results come back in fewer reads, and no
+CPU waits for the daemon between two jobs). Such a job has not started: a cancel
+names it in the process's slot (``SkipJob``) so it ends Cancelled without running, its
+``dispy_job_timeout`` clock starts when the job before it ends, and if the process dies
+first it goes back to the head of the queue to run elsewhere.
 """
 
 from __future__ import annotations
@@ -28,6 +37,11 @@ from .session import Session
 log = logging.getLogger("dispy.node")
 
 _NONE = pickle.dumps(None)
+
+#: jobs a job process holds at most (the one it runs and those sent ahead)
+PIPELINE_DEPTH = 4
+#: jobs are sent ahead only for computations whose jobs run this long or less (s)
+PIPELINE_BELOW = 0.005
 
 
 class JobHost(Protocol):
@@ -112,7 +126,14 @@ class JobRunner:
     def cancel(self, comp: Computation, uid: str) -> None:
         link = comp.running.get(uid)
         if link is not None:
-            if not link.cancelled and comp.host is not None:
+            if comp.host is None:
+                return
+            if link.uid != uid:  # sent ahead, not started: its process skips it
+                if uid not in link.skipped:
+                    link.skipped.add(uid)
+                    comp.host.send(hostmsg.SkipJob(pid=link.pid, uid=uid))
+                    self._end_job(comp, uid, CANCELLED, "Cancelled")
+            elif not link.cancelled:
                 link.cancelled = True
                 comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid))
             return
@@ -125,8 +146,9 @@ class JobRunner:
     def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
         computation without an idle job process asks its host for one and its job waits
-        (at the head of the queue) until that process connects."""
-        while self.waiting and self.busy < self.node.cpus:
+        (at the head of the queue) until that process connects, unless its jobs are
+        short and one of its busy processes can take it ahead (``_ahead``)."""
+        while self.waiting:
             comp, job, bufs = self.waiting[0]
             if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
                 self.waiting.popleft()
@@ -135,21 +157,57 @@ class JobRunner:
                 self.waiting.popleft()
                 self._refuse(comp, job.uid, comp.failed)
                 continue
-            if not comp.idle:
-                if comp.forking == 0 and len(comp.links) < self.node.cpus:
+            link = None
+            if self.busy < self.node.cpus:
+                if comp.idle:
+                    link = comp.idle.pop()
+                    self.busy += 1
+                elif comp.forking == 0 and len(comp.links) < self.node.cpus:
                     comp.forking += 1
                     comp.host.send(hostmsg.Fork())
-                return
+            if link is None:
+                link = self._ahead(comp)
+                if link is None:
+                    return
             self.waiting.popleft()
-            link = comp.idle.pop()
-            self.busy += 1
-            uid = job.uid
-            comp.running[uid] = link
-            link.uid = uid
-            link.started = time.time()
-            # at once: no other frame would join it, and the job starts a loop turn sooner
-            link.send(hostmsg.RunJob(uid=uid, oob=job.oob), bufs, now=True)
-            self.timers.arm(comp, uid, job.timeout)
+            comp.running[job.uid] = link
+            link.sent.append((job, bufs))
+            if link.uid is None:
+                self._started(comp, link)
+            else:
+                log.debug("job %s of %r sent ahead to job process %d", job.uid, comp.name,
+                          link.pid)
+            # the last job waiting goes at once (it starts a loop turn sooner); the others
+            # go at the end of this loop turn, those for one process in one write
+            link.send(hostmsg.RunJob(uid=job.uid, oob=job.oob), bufs, now=not self.waiting)
+
+    def _ahead(self, comp: Computation) -> JobLink | None:
+        """The busy job process of ``comp`` with the fewest jobs sent to it that can take
+        one more ahead, if the computation's jobs are short."""
+        avg = comp.run_avg
+        if avg is None or avg > PIPELINE_BELOW:
+            return None
+        best = None
+        for link in comp.links.values():
+            if (link.uid is not None and not link.cancelled and not link.lost
+                    and len(link.sent) < PIPELINE_DEPTH
+                    and (best is None or len(link.sent) < len(best.sent))):
+                best = link
+        return best
+
+    def _started(self, comp: Computation, link: JobLink) -> None:
+        """The first job sent to ``link`` is now the one its process runs."""
+        job, bufs = link.sent[0]
+        if bufs is not None:
+            link.sent[0] = (job, None)  # no longer needed to run it elsewhere
+        uid = link.uid = job.uid
+        link.started = time.time()
+        self.timers.arm(comp, uid, job.timeout)
+        if uid in link.skipped and not link.cancelled and comp.host is not None:
+            # cancelled while sent ahead: the process may have started it before the
+            # host named it in the slot, so interrupt it as a running job
+            link.cancelled = True
+            comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid))
 
     # ---- job processes -------------------------------------------------------------
 
@@ -239,7 +297,7 @@ class JobRunner:
                  bufs: list[bytes]) -> None:
         session = comp.session
         if isinstance(msg, messages.Done):
-            if link.uid == msg.uid:
+            if link.uid == msg.uid:  # a process runs its jobs in the order sent
                 self._job_done(comp, link, msg, bufs)
         elif isinstance(msg, messages.Provisional):
             session.send(messages.Provisional(uid=msg.uid, cid=comp.cid), bufs)
@@ -256,16 +314,42 @@ class JobRunner:
         uid = done.uid
         done = self.timers.settle(comp, done)
         log.debug("job %s of %r done: status %s", uid, comp.name, done.status)
-        if link is not None:
-            link.uid = None
-            if link.cancelled and comp.host is not None and not link.lost:
-                link.settling = True  # back to idle once the host has settled it
-                comp.host.send(hostmsg.Settle(pid=link.pid))
-            elif not link.lost:
-                comp.idle.append(link)
+        if link is not None and link.uid == uid:
+            self._next_job(comp, link, done)
+            if uid in link.skipped:  # cancelled while sent ahead: reported then
+                link.skipped.discard(uid)
+                self.start_jobs()
+                return
         if comp.running.pop(uid, None) is not None:
-            self.busy -= 1
             self._close_if_broken(comp)
+        self._report(comp, done, bufs)
+        self.start_jobs()
+        self.node.maybe_finish()
+
+    def _next_job(self, comp: Computation, link: JobLink, done: messages.Done) -> None:
+        """The job ``link`` ran has ended: its process goes on with the next job sent
+        to it, or becomes idle."""
+        link.sent.popleft()
+        link.uid = None
+        if link.cancelled and comp.host is not None and not link.lost:
+            link.cancelled = False
+            # the host stops its signal escalation; a process with no job sent ahead
+            # takes another only once it has (Settled)
+            comp.host.send(hostmsg.Settle(pid=link.pid))
+            link.settling = not link.sent
+        if not link.lost:
+            if link.sent:
+                self._started(comp, link)  # the process reads it now
+            elif not link.settling:
+                comp.idle.append(link)
+        if link.uid is None:
+            self.busy -= 1
+        ran = max(0.0, done.end_time - done.start_time)
+        comp.run_avg = ran if comp.run_avg is None else 0.8 * comp.run_avg + 0.2 * ran
+
+    def _report(self, comp: Computation, done: messages.Done, bufs: list) -> None:
+        """Count a job that ended and keep its result for its client."""
+        uid = done.uid
         for path in comp.job_files.pop(uid, ()):
             fsafe.remove_beneath(comp.tree, path)
         self.jobs_done += 1
@@ -284,8 +368,6 @@ class JobRunner:
             session.undelivered[uid] = (done.client_header(comp.cid), bufs)
             session.unsaved[uid] = time.monotonic()
             self.node.report_soon(session, uid)
-        self.start_jobs()
-        self.node.maybe_finish()
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
                  link: JobLink | None = None) -> None:
@@ -298,6 +380,26 @@ class JobRunner:
             uid=uid, status=status, exception=reason, text=comp.kind != "program",
             start_time=start, end_time=now), [_NONE, b"", b""])
 
+    def _take_back(self, comp: Computation, link: JobLink,
+                   end: tuple[int, str] | None = None) -> None:
+        """The jobs sent ahead to a job process that will not run them (it died, or
+        its computation ends): those not cancelled (which were reported then) end with
+        ``end`` or, without one, go back to the head of the queue in their order."""
+        keep = 1 if link.uid is not None else 0
+        back: list[tuple[Computation, messages.Job, list]] = []
+        while len(link.sent) > keep:
+            job, bufs = link.sent.pop()
+            uid = job.uid
+            comp.running.pop(uid, None)
+            if uid in link.skipped:
+                link.skipped.discard(uid)
+                continue
+            if end is not None or bufs is None or uid in self.killed:
+                self._end_job(comp, uid, *(end or (TERMINATED, "job process ended")))
+            else:
+                back.append((comp, job, bufs))
+        self.waiting.extendleft(back)  # popped last first: extendleft restores the order
+
     def _link_lost(self, comp: Computation, link: JobLink) -> None:
         """A job process's connection closed: it died (or was killed)."""
         if link.lost:
@@ -306,6 +408,7 @@ class JobRunner:
         comp.links.pop(link.pid, None)
         if link in comp.idle:
             comp.idle.remove(link)
+        self._take_back(comp, link, comp.closing)
         if comp.closing is not None:
             if link.uid is not None:
                 self._end_job(comp, link.uid, *comp.closing, link=link)
@@ -319,6 +422,7 @@ class JobRunner:
         """End the jobs of a computation whose host has gone: none of them can report."""
         status, text = comp.closing or (TERMINATED, reason)
         for link in list(comp.links.values()) + list(comp.reaping.values()):
+            self._take_back(comp, link, (status, text))
             if link.uid is not None:
                 self._end_job(comp, link.uid, status, text, link=link)
             link.close()

@@ -30,7 +30,7 @@ __all__ = [
     "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
     "HostClosed", "HostInit", "HostLost", "JobSendFile", "KillJob", "Provisional",
     "Ready", "Reap", "Reaped", "RunJob", "Settle", "Settled", "SetupFailed",
-    "ShutdownRequest", "parse_host_message", "parse_host_request", "parse_job_message",
+    "ShutdownRequest", "SkipJob", "parse_host_message", "parse_host_request", "parse_job_message",
     "parse_job_request",
 ]
 
@@ -62,6 +62,15 @@ class Fork(Record):
 class CancelJob(Record):
     """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL."""
     op: ClassVar[str] = "cancel"
+    pid: int
+    uid: Id
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkipJob(Record):
+    """Job ``uid`` was sent to job process ``pid`` but has not started there: it is to
+    end Cancelled when the process reaches it (no signal: another job is running)."""
+    op: ClassVar[str] = "skip"
     pid: int
     uid: Id
 
@@ -218,7 +227,8 @@ class FileReply(Record):
 # ---- parsers ---------------------------------------------------------------------------
 
 HOST_REQUESTS: dict[str, type[Record]] = {
-    c.op: c for c in (HostInit, Fork, CancelJob, KillJob, Settle, Reap, CloseHost)}
+    c.op: c for c in (HostInit, Fork, CancelJob, SkipJob, KillJob, Settle, Reap,
+                      CloseHost)}
 HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Settled,
                       Reaped, HostClosed, HostLost)}

@@ -1,0 +1,127 @@
+"""Short jobs are sent ahead to a busy job process (node/jobs.py): they wait in its socket
+and keep the job semantics. A cancelled one never starts and is reported at once; its
+dispy_job_timeout counts from its own start; if the process dies they run elsewhere; a
+cancel of the job before them leaves them to run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import wait_started
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+FINAL = (dispy.DispyJob.Finished, dispy.DispyJob.Cancelled, dispy.DispyJob.Terminated,
+         dispy.DispyJob.Abandoned)
+
+
+def work(x, flag=None, mark=None, die=False):
+    """x < 0: return at once. Else report start, run until ``flag`` exists or x seconds
+    (then exit the process if ``die``), and leave ``mark`` behind as proof it ran."""
+    import os
+    import time
+    if mark:
+        open(mark, "w").close()
+    if x < 0:
+        return x
+    dispy_provisional_result("started")  # noqa: F821 (bound on the node)
+    deadline = time.time() + x
+    while time.time() < deadline and not (flag and os.path.exists(flag)):
+        time.sleep(0.02)
+    if die:
+        os._exit(3)
+    return x
+
+
+def _sent_ahead(node, count: int) -> None:
+    """Wait until the node logged ``count`` jobs sent ahead to a job process."""
+    deadline = time.monotonic() + 20
+    while node.output().count("sent ahead to job process") < count:
+        assert time.monotonic() < deadline, node.output()[-2000:]
+        time.sleep(0.02)
+
+
+def _cluster(node, **kw):
+    cluster = dispy.JobCluster(work, nodes=["127.0.0.1"], node_port=node.port, port=0, **kw)
+    # short jobs: the client sends jobs ahead to the node, and the node to its process
+    assert [cluster.submit(-1)() for _ in range(10)] == [-1] * 10
+    return cluster
+
+
+def test_a_job_cancelled_while_sent_ahead_never_starts(node_factory, tmp_path):
+    node = node_factory("-c", "1", "-d")
+    flag = str(tmp_path / "go")
+    with _cluster(node) as cluster:
+        head = cluster.submit(30, flag)
+        wait_started(head)
+        marks = [str(tmp_path / f"ran-{i}") for i in range(3)]
+        ahead = [cluster.submit(-1, None, mark) for mark in marks]
+        _sent_ahead(node, 3)
+        assert cluster.cancel(ahead[1]) == 0
+        # reported at once, while the job before it still runs
+        assert ahead[1]() is None and ahead[1].status == dispy.DispyJob.Cancelled
+        assert head.status == dispy.DispyJob.ProvisionalResult
+        open(flag, "w").close()
+        assert head() == 30
+        assert ahead[0]() == -1 and ahead[2]() == -1
+        assert os.path.exists(marks[0]) and os.path.exists(marks[2])
+        assert not os.path.exists(marks[1])
+        assert cluster.submit(-1)() == -1  # the process goes on
+
+
+def test_the_timeout_of_a_job_sent_ahead_counts_from_its_start(node_factory):
+    node = node_factory("-c", "1", "-d")
+    with _cluster(node) as cluster:
+        head = cluster.submit(1.5)
+        wait_started(head)
+        ahead = cluster.submit(0.3, dispy_job_timeout=1.0)  # 1.8 s after it was sent
+        late = cluster.submit(5, dispy_job_timeout=1.0)
+        _sent_ahead(node, 2)
+        assert head() == 1.5
+        assert ahead() == 0.3 and ahead.status == dispy.DispyJob.Finished
+        assert late() is None and late.status == dispy.DispyJob.Terminated
+        assert "timed out after 1 s" in late.exception
+
+
+def test_jobs_sent_ahead_to_a_process_that_dies_run_elsewhere(node_factory, tmp_path):
+    node = node_factory("-c", "1", "-d")
+    flag = str(tmp_path / "go")
+    ended: dict = {}
+
+    def callback(job):
+        if job.status in FINAL:
+            ended.setdefault(job.id, []).append(job.status)
+
+    with _cluster(node, callback=callback) as cluster:
+        head = cluster.submit_job_id("head", 30, flag, None, True)
+        wait_started(head)
+        ahead = [cluster.submit_job_id(i, -1, None, str(tmp_path / f"ran-{i}"))
+                 for i in range(3)]
+        _sent_ahead(node, 3)
+        open(flag, "w").close()
+        assert head() is None and head.status == dispy.DispyJob.Terminated
+        assert "exited with code 3" in head.exception
+        assert [job() for job in ahead] == [-1, -1, -1]
+        cluster.wait()
+    assert {k: v for k, v in ended.items() if k in ("head", 0, 1, 2)} == {
+        "head": [dispy.DispyJob.Terminated], 0: [dispy.DispyJob.Finished],
+        1: [dispy.DispyJob.Finished], 2: [dispy.DispyJob.Finished]}
+
+
+def test_cancelling_the_running_job_leaves_those_sent_ahead_to_run(node_factory, tmp_path):
+    """The host's escalation (SIGTERM 5 s after the interrupt) is settled when the
+    cancelled job ends, so it never hits the process running the jobs sent after it."""
+    node = node_factory("-c", "1", "-d")
+    with _cluster(node) as cluster:
+        head = cluster.submit(30)
+        wait_started(head)
+        ahead = [cluster.submit(-1), cluster.submit(6.5), cluster.submit(-1)]
+        _sent_ahead(node, 3)
+        assert cluster.cancel(head) == 0
+        assert head() is None and head.status == dispy.DispyJob.Cancelled
+        assert [job() for job in ahead] == [-1, 6.5, -1]
+        assert all(job.status == dispy.DispyJob.Finished for job in ahead)
