@@ -1,11 +1,10 @@
 """Big buffers of dispyscheduler's journal, kept as files beside it.
 
-SQLite keeps a big blob in a chain of overflow pages: it rewrites the chain when the row
-is updated (a job's row is, when the job is sent) and reads it page by page to free it
-when the row is deleted. An 8 MB argument and an 8 MB result cost about 100 ms of the
-scheduler's loop per job that way. Here each big buffer is one file, written once
-before the row that names it is committed and removed once that row's deletion is:
-a crash in between leaves a file no row names, removed at the next start.
+A big buffer in the log itself would be copied again at every compaction of the log,
+and read back whole at every start. Here each big buffer is one file, written once
+before the record that names it is written and removed once that record's job or
+result is gone: a crash in between leaves a file no record names, removed at the next
+start.
 
 File names are made here (random hex), never from a program's ids.
 """

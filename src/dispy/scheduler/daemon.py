@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import time
 import uuid
 from typing import Any
@@ -133,12 +132,19 @@ class SchedulerDaemon:
         """The journal of the last run (None if it cannot be used: the scheduler then
         runs without one, as before, and says so)."""
         assert self.engine is not None and self.service is not None
+        old = [n for n in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm",
+                           "journal.sqlite.blobs") if os.path.lexists(os.path.join(self.root, n))]
+        if old:  # this scheduler's journal before 5.0's log (a development version's)
+            log.warning("dispyscheduler: the SQLite journal of an earlier version is not"
+                        " read; removed %s", ", ".join(old))
+            for name in old:
+                fsafe.remove_beneath(self.root, os.path.join(self.root, name))
         try:
-            journal = SchedulerJournal(os.path.join(self.root, "journal.sqlite"))
+            journal = SchedulerJournal(os.path.join(self.root, "journal.log"))
             self.scheduler_id = journal.scheduler_id()
             state = journal.load()
             journal.start_boot(self.engine.client_id, self.engine.session_key)
-        except (ValueError, sqlite3.Error) as exc:
+        except (ValueError, OSError) as exc:
             log.error("dispyscheduler: %s; it keeps no journal: a restart loses the programs'"
                       " jobs", exc)
             return None

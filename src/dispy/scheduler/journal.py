@@ -1,21 +1,31 @@
 """dispyscheduler's journal: what a restarted scheduler needs so no program loses a job.
 
-SQLite (WAL) in the scheduler's private directory. It keeps the scheduler's id (so its
-programs reconnect to "the same" scheduler), the programs' sessions, their computations
-as they sent them, every job as it arrived (until it ends), where each job was sent
-(with the node session of that run of the scheduler, to fetch its result after a
-restart), and every result until the program acknowledges it.
+An append-only log in the scheduler's private directory (mode 0600, locked while a
+scheduler uses it). It keeps the scheduler's id (so its programs reconnect to "the same"
+scheduler), the programs' sessions, their computations as they sent them, every job as
+it arrived (until it ends), where each job was sent (with the node session of that run
+of the scheduler, to fetch its result after a restart), and every result until the
+program acknowledges it.
 
-Writes are queued and committed by ``flush``, which the engine calls before it sends
-jobs to nodes and before it acknowledges results to nodes: a job is on disk before any
-node runs it, and a result before its node may forget it. Arguments and results stay
-the bytes the programs and nodes sent: nothing here is unpickled.
+Changes are queued and written by ``flush`` in one ``pwrite``, which the engine calls
+before it sends jobs to nodes and before it acknowledges results to nodes: a job is on
+disk before any node runs it, and a result before its node may forget it. Only a crash
+of the scheduler itself is covered (no fsync: the OS keeps what was written). Each
+record is a length and a ``marshal``-ed tuple of plain values; a record cut short by a
+crash ends the log, and the log is rewritten with only what is live when it holds
+``COMPACT_FACTOR`` times more records (and at start). Arguments and results stay the
+bytes the programs and nodes sent: nothing here is unpickled (``marshal`` reads only
+plain values, and only this scheduler's own file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-import sqlite3
+import marshal
+import os
+import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,24 +36,15 @@ from .blobs import BLOB_MIN, BlobStore
 
 log = logging.getLogger("dispy.scheduler")
 
+_LEN = struct.Struct("!I")
+#: the log is rewritten when it holds this many times more records than are live
+COMPACT_FACTOR = 4
+COMPACT_MIN = 50_000
 
-def _text(value: Any) -> str:
-    """A header for a TEXT column (orjson: a job's header is written per job)."""
-    return to_json(value).decode()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS boots (boot INTEGER PRIMARY KEY, client_id TEXT, session TEXT);
-CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY, client_id TEXT, name TEXT,
-    addr TEXT, root TEXT);
-CREATE TABLE IF NOT EXISTS computations (sid TEXT, ccid TEXT, header TEXT, bufs BLOB,
-    PRIMARY KEY (sid, ccid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS jobs (sid TEXT, uid TEXT, ccid TEXT, header TEXT, bufs BLOB,
-    files TEXT, boot INTEGER, ip TEXT, port INTEGER, node_cid TEXT, node_uid TEXT,
-    PRIMARY KEY (sid, uid)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS results (sid TEXT, uid TEXT, header TEXT, bufs BLOB,
-    PRIMARY KEY (sid, uid)) WITHOUT ROWID;
-"""
+def _text(value: Any) -> bytes:
+    """A header as the journal keeps it (orjson: a job's header is written per job)."""
+    return to_json(value)
 
 
 #: a length with this bit set: the bytes are the name of a file in the BlobStore
@@ -117,6 +118,101 @@ class SavedState:
     boots: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
+@dataclass
+class _Live:
+    """What the log says, replayed (the records as tuples of plain values)."""
+
+    meta: dict[str, str] = field(default_factory=dict)
+    boots: dict[int, tuple[str, str]] = field(default_factory=dict)
+    sessions: dict[str, tuple] = field(default_factory=dict)
+    #: (sid, ccid) -> (header, blob)
+    computations: dict[tuple[str, str], tuple] = field(default_factory=dict)
+    #: (sid, uid) -> [ccid, header, blob, files, boot, ip, port, node cid, node uid]
+    jobs: dict[tuple[str, str], list] = field(default_factory=dict)
+    #: (sid, uid) -> (header, blob)
+    results: dict[tuple[str, str], tuple] = field(default_factory=dict)
+
+    def apply(self, rec: tuple) -> None:
+        tag = rec[0]
+        if tag == "j":
+            self.jobs[(rec[1], rec[2])] = list(rec[3:])
+        elif tag == "w":
+            row = self.jobs.get((rec[1], rec[2]))
+            if row is not None:
+                row[4:] = rec[3:]
+        elif tag == "e":
+            key = (rec[1], rec[2])
+            self.jobs.pop(key, None)
+            self.results[key] = (rec[3], rec[4])
+        elif tag == "a":
+            for uid in rec[2:]:
+                self.results.pop((rec[1], uid), None)
+        elif tag == "s":
+            self.sessions[rec[1]] = tuple(rec[1:])
+        elif tag == "S":
+            sid = rec[1]
+            self.sessions.pop(sid, None)
+            for table in (self.computations, self.jobs, self.results):
+                for key in [k for k in table if k[0] == sid]:
+                    del table[key]
+        elif tag == "c":
+            self.computations[(rec[1], rec[2])] = (rec[3], rec[4])
+        elif tag == "C":
+            sid, ccid = rec[1], rec[2]
+            self.computations.pop((sid, ccid), None)
+            for key in [k for k, row in self.jobs.items() if k[0] == sid and row[0] == ccid]:
+                del self.jobs[key]
+        elif tag == "m":
+            self.meta[rec[1]] = rec[2]
+        elif tag == "b":
+            self.boots[rec[1]] = (rec[2], rec[3])
+        elif tag == "B":
+            keep = set(rec[1:])
+            self.boots = {b: v for b, v in self.boots.items() if b in keep}
+        else:
+            raise ValueError(f"unknown record {tag!r}")
+
+    def drop_orphans(self) -> None:
+        """Rows of sessions that ended (a result journaled after its session ended)."""
+        for table in (self.computations, self.jobs, self.results):
+            for key in [k for k in table if k[0] not in self.sessions]:
+                del table[key]
+
+    def records(self) -> list[tuple]:
+        """The records that make this state."""
+        out: list[tuple] = [("m", k, v) for k, v in self.meta.items()]
+        out += [("b", b, c, k) for b, (c, k) in self.boots.items()]
+        out += [("s", *row) for row in self.sessions.values()]
+        out += [("c", *key, *row) for key, row in self.computations.items()]
+        out += [("j", *key, *row) for key, row in self.jobs.items()]
+        out += [("e", *key, *row) for key, row in self.results.items()]
+        return out
+
+
+def _record(rec: tuple) -> bytes:
+    data = marshal.dumps(rec)
+    return _LEN.pack(len(data)) + data
+
+
+def _replay(data: bytes) -> tuple[_Live, int, int]:
+    """(the state, records, end of the last whole record) of a log's bytes."""
+    live, pos, count = _Live(), 0, 0
+    while pos + _LEN.size <= len(data):
+        (size,) = _LEN.unpack_from(data, pos)
+        end = pos + _LEN.size + size
+        if end > len(data):
+            break  # cut short by a crash
+        try:
+            rec = marshal.loads(data[pos + _LEN.size:end])
+            if not isinstance(rec, tuple) or not rec:
+                break
+            live.apply(rec)
+        except (EOFError, ValueError, TypeError, IndexError):
+            break
+        pos, count = end, count + 1
+    return live, count, pos
+
+
 class SchedulerJournal:
     """The journal; used on the scheduler's loop only."""
 
@@ -124,58 +220,103 @@ class SchedulerJournal:
         self.path = path
         try:
             fsafe.private_file(path)
-            self.db = sqlite3.connect(path, isolation_level=None)
-            # only a crash of this process must not lose it: the OS keeps written pages
-            self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=OFF")
-            self.db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError, ValueError) as exc:
+            self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
             raise ValueError(f"journal {path} cannot be used: {exc}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise ValueError(f"journal {path} is in use by another dispyscheduler") from None
         try:
             self.blobs = BlobStore(path + ".blobs")
         except (OSError, ValueError) as exc:
+            os.close(self.fd)
             raise ValueError(f"journal {path} cannot be used: {exc}") from None
-        self._ops: list[tuple[str, tuple]] = []
+        #: records queued for the next flush
+        self._ops: list[bytes] = []
         #: (table, sid, ccid or uid) -> (ccid, files its row names)
         self._files: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
         #: files whose rows are deleted by the queued changes: removed after the commit
         self._unlink: list[str] = []
         self.boot = 0
+        #: the log's size and records (compacted at start: a cut record is cut off),
+        #: and how many records were live at the last compaction
+        self.size = self.records = self._compacted = 0
+        live = self._compact()
+        #: the scheduler's id and its boots (runs), as the log says
+        self._meta, self._boots = live.meta, live.boots
+
+    # ---- the file ------------------------------------------------------------------
+
+    def _read(self) -> tuple[_Live, int, int]:
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size, 0) if size else b""
+        return _replay(data)
+
+    def _compact(self) -> _Live:
+        """Rewrite the log with only what is live (atomic rename); returns it."""
+        live, _, _ = self._read()
+        live.drop_orphans()
+        records = live.records()
+        data = b"".join(_record(rec) for rec in records)
+        tmp = self.path + ".new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view):]
+        finally:
+            os.close(out)
+        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, self.path)
+        os.close(self.fd)
+        self.fd, self.size = fd, len(data)
+        self.records = self._compacted = len(records)
+        return live
+
+    def _write(self, pieces: list[bytes]) -> None:
+        view = memoryview(b"".join(pieces))
+        while view:
+            n = os.pwrite(self.fd, view, self.size)
+            self.size += n
+            view = view[n:]
+        self.records += len(pieces)
 
     # ---- start -------------------------------------------------------------------------
 
     def scheduler_id(self) -> str:
         """The scheduler's id, the same across restarts (its programs reconnect to it)."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'scheduler_id'").fetchone()
-        if row is not None:
-            return str(row[0])
-        sid = uuid.uuid4().hex
-        with self.db:
-            self.db.execute("INSERT INTO meta VALUES ('scheduler_id', ?)", (sid,))
+        sid = self._meta.get("scheduler_id")
+        if sid is None:
+            sid = self._meta["scheduler_id"] = uuid.uuid4().hex
+            self._write([_record(("m", "scheduler_id", sid))])
         return sid
 
     def load(self) -> SavedState:
+        """What the log holds (what was flushed), as a restart reads it."""
+        live, _, _ = self._read()
+        live.drop_orphans()
         state = SavedState()
-        db = self.db
-        with db:  # what a session ended meanwhile left behind (a late result)
-            for table in ("computations", "jobs", "results"):
-                db.execute(f"DELETE FROM {table} WHERE sid NOT IN (SELECT sid FROM sessions)")
-        state.boots = {b: (c, s) for b, c, s in db.execute("SELECT * FROM boots")}
-        state.sessions = list(db.execute("SELECT * FROM sessions"))
+        state.boots = dict(live.boots)
+        state.sessions = list(live.sessions.values())
         self._files.clear()
-        for sid, ccid, header, bufs in db.execute("SELECT * FROM computations"):
+        for (sid, ccid), (header, blob) in live.computations.items():
             state.computations.append((sid, ccid, from_json(header),
-                                       self._unpack("computations", sid, ccid, ccid, bufs)))
-        for row in db.execute("SELECT * FROM jobs"):
-            sid, uid, ccid, header, bufs, files, boot, ip, port, ncid, nuid = row
+                                       self._unpack("computations", sid, ccid, ccid, blob)))
+        for (sid, uid), row in live.jobs.items():
+            ccid, header, blob, files, boot, ip, port, ncid, nuid = row
             sent = (boot, ip, port, ncid, nuid) if ip is not None else None
             state.jobs.append(SavedJob(sid, uid, ccid, from_json(header),
-                                       self._unpack("jobs", sid, uid, ccid, bufs),
+                                       self._unpack("jobs", sid, uid, ccid, blob),
                                        [tuple(f) for f in from_json(files)], sent))
-        for sid, uid, header, bufs in db.execute("SELECT * FROM results"):
+        for (sid, uid), (header, blob) in live.results.items():
             state.results.append((sid, uid, from_json(header),
-                                  self._unpack("results", sid, uid, "", bufs)))
+                                  self._unpack("results", sid, uid, "", blob)))
         self.blobs.keep_only({n for _, names in self._files.values() for n in names})
         return state
 
@@ -201,38 +342,32 @@ class SchedulerJournal:
 
     def start_boot(self, client_id: str, session_key: str) -> None:
         """This run's identity towards the nodes (a later run fetches results with it)."""
-        row = self.db.execute("SELECT MAX(boot) FROM boots").fetchone()
-        self.boot = (row[0] or 0) + 1
-        with self.db:
-            self.db.execute("INSERT INTO boots VALUES (?, ?, ?)",
-                            (self.boot, client_id, session_key))
+        self.boot = max(self._boots, default=0) + 1
+        self._boots[self.boot] = (client_id, session_key)
+        self._write([_record(("b", self.boot, client_id, session_key))])
 
     def forget_boots(self, keep: set[int]) -> None:
         """Boots no job refers to any more (their node sessions are of no use)."""
         keep = keep | {self.boot}
-        marks = ",".join("?" * len(keep))
-        self._ops.append((f"DELETE FROM boots WHERE boot NOT IN ({marks})", tuple(keep)))
+        self._boots = {b: v for b, v in self._boots.items() if b in keep}
+        self._ops.append(_record(("B", *sorted(keep))))
 
     # ---- changes (queued until flush) ----------------------------------------------
 
     def session(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
-        self._ops.append(("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
-                          (sid, client_id, name, addr, root)))
+        self._ops.append(_record(("s", sid, client_id, name, addr, root)))
 
     def drop_session(self, sid: str) -> None:
-        for table in ("sessions", "computations", "jobs", "results"):
-            self._ops.append((f"DELETE FROM {table} WHERE sid = ?", (sid,)))
+        self._ops.append(_record(("S", sid)))
         for table, s, key in [k for k in self._files if k[1] == sid]:
             self._forget(table, s, key)
 
     def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
-        self._ops.append(("INSERT OR REPLACE INTO computations VALUES (?, ?, ?, ?)",
-                          (sid, ccid, _text(header),
-                           self._pack("computations", sid, ccid, ccid, bufs))))
+        self._ops.append(_record(("c", sid, ccid, _text(header),
+                                  self._pack("computations", sid, ccid, ccid, bufs))))
 
     def drop_computation(self, sid: str, ccid: str) -> None:
-        self._ops.append(("DELETE FROM computations WHERE sid = ? AND ccid = ?", (sid, ccid)))
-        self._ops.append(("DELETE FROM jobs WHERE sid = ? AND ccid = ?", (sid, ccid)))
+        self._ops.append(_record(("C", sid, ccid)))
         self._forget("computations", sid, ccid)
         for table, s, key in [k for k, (c, _) in self._files.items()
                               if k[0] == "jobs" and k[1] == sid and c == ccid]:
@@ -240,50 +375,38 @@ class SchedulerJournal:
 
     def job(self, sid: str, uid: str, ccid: str, header: dict, bufs: list,
             files: list[tuple[str, str]]) -> None:
-        self._ops.append((
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL,"
-            " NULL)", (sid, uid, ccid, _text(header), self._pack("jobs", sid, uid, ccid, bufs),
-                       _text(files))))
+        self._ops.append(_record(("j", sid, uid, ccid, _text(header),
+                                  self._pack("jobs", sid, uid, ccid, bufs), _text(files),
+                                  None, None, None, None, None)))
 
     def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
              node_uid: str) -> None:
-        self._ops.append(("UPDATE jobs SET boot = ?, ip = ?, port = ?, node_cid = ?,"
-                          " node_uid = ? WHERE sid = ? AND uid = ?",
-                          (self.boot, ip, port, node_cid, node_uid, sid, uid)))
+        self._ops.append(_record(("w", sid, uid, self.boot, ip, port, node_cid, node_uid)))
 
     def requeued(self, sid: str, uid: str) -> None:
-        self._ops.append(("UPDATE jobs SET boot = NULL, ip = NULL, port = NULL,"
-                          " node_cid = NULL, node_uid = NULL WHERE sid = ? AND uid = ?",
-                          (sid, uid)))
+        self._ops.append(_record(("w", sid, uid, None, None, None, None, None)))
 
     def ended(self, sid: str, uid: str, header: dict, bufs: list) -> None:
         """A job's result (or the scheduler's verdict): kept until its program acks it."""
-        self._ops.append(("DELETE FROM jobs WHERE sid = ? AND uid = ?", (sid, uid)))
         self._forget("jobs", sid, uid)
-        self._ops.append(("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                          (sid, uid, _text(header), self._pack("results", sid, uid, "", bufs))))
+        self._ops.append(_record(("e", sid, uid, _text(header),
+                                  self._pack("results", sid, uid, "", bufs))))
 
     def acked(self, sid: str, uids: list[str]) -> None:
         for uid in uids:
-            self._ops.append(("DELETE FROM results WHERE sid = ? AND uid = ?", (sid, uid)))
             self._forget("results", sid, uid)
+        self._ops.append(_record(("a", sid, *uids)))
 
     def flush(self) -> None:
-        """Commit the queued changes (consecutive ones of a kind in one executemany)."""
+        """Write the queued changes (one write), then remove the files of rows gone."""
         if not self._ops:
             return
         ops, self._ops = self._ops, []
         try:
-            with self.db:
-                i = 0
-                while i < len(ops):
-                    sql = ops[i][0]
-                    j = i
-                    while j < len(ops) and ops[j][0] == sql:
-                        j += 1
-                    self.db.executemany(sql, [params for _, params in ops[i:j]])
-                    i = j
-        except sqlite3.Error as exc:
+            self._write(ops)
+            if self.records > max(COMPACT_MIN, COMPACT_FACTOR * self._compacted):
+                self._compact()
+        except OSError as exc:
             log.error("journal %s not written: %s (a restart would lose the changes)",
                       self.path, exc)
             self._unlink = []  # their rows may still be there: keep what they name
@@ -293,5 +416,4 @@ class SchedulerJournal:
 
     def close(self) -> None:
         self.flush()
-        self.db.close()
-
+        os.close(self.fd)
