@@ -37,6 +37,19 @@ def work(x, flag=None, mark=None, die=False):
     return x
 
 
+def send_back(flag, name):
+    """Wait for ``flag``, then send a file to the client (its reply comes behind the jobs
+    sent ahead to this process)."""
+    import os
+    import time
+    deadline = time.time() + 30
+    while not os.path.exists(flag) and time.time() < deadline:
+        time.sleep(0.02)
+    with open(name, "w") as fh:
+        fh.write("from the node")
+    return dispy_send_file(name)  # noqa: F821 (bound on the node)
+
+
 def _sent_ahead(node, count: int) -> None:
     """Wait until the node logged ``count`` jobs sent ahead to a job process."""
     deadline = time.monotonic() + 20
@@ -125,3 +138,25 @@ def test_cancelling_the_running_job_leaves_those_sent_ahead_to_run(node_factory,
         assert head() is None and head.status == dispy.DispyJob.Cancelled
         assert [job() for job in ahead] == [-1, 6.5, -1]
         assert all(job.status == dispy.DispyJob.Finished for job in ahead)
+
+
+def test_a_file_sent_by_a_job_with_jobs_sent_ahead_behind_it(node_factory, tmp_path,
+                                                               monkeypatch):
+    """The reply to dispy_send_file comes behind the jobs sent ahead: they are kept and
+    run after the job, none taken for the reply."""
+    node = node_factory("-c", "1", "-d")
+    monkeypatch.chdir(tmp_path)  # the client saves the files in its working directory
+    ready, flag = str(tmp_path / "ready"), str(tmp_path / "go")
+    open(ready, "w").close()
+    with dispy.JobCluster(send_back, nodes=["127.0.0.1"], node_port=node.port,
+                          port=0) as cluster:
+        assert [cluster.submit(ready, f"warm-{i}.txt")() for i in range(10)] == [0] * 10
+        head = cluster.submit(flag, "sent.txt")
+        ahead = [cluster.submit(ready, f"ahead-{i}.txt") for i in range(3)]
+        _sent_ahead(node, 3)
+        open(flag, "w").close()
+        assert head() == 0 and head.status == dispy.DispyJob.Finished
+        assert [job() for job in ahead] == [0, 0, 0]
+        assert all(job.status == dispy.DispyJob.Finished for job in ahead)
+    assert (tmp_path / "sent.txt").read_text() == "from the node"
+    assert all((tmp_path / f"ahead-{i}.txt").exists() for i in range(3))

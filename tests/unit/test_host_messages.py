@@ -32,6 +32,7 @@ from dispy.wire.hostmsg import (
     SetupFailed,
     ShutdownRequest,
     SkipJob,
+    Skipped,
     parse_host_message,
     parse_host_request,
     parse_job_message,
@@ -51,7 +52,7 @@ RECORDS = [
     (parse_host_request, Fork()),
     (parse_host_request, Fork(count=4)),
     (parse_host_request, CancelJob(pid=12, uid="u1")),
-    (parse_host_request, SkipJob(pid=12, uid="u2")),
+    (parse_host_request, SkipJob(pid=12, uid="u2", seq=3)),
     (parse_host_request, KillJob(pid=12)),
     (parse_host_request, Settle(pid=12)),
     (parse_host_request, Reap(pid=-1)),  # the host refuses it; the record does not care
@@ -62,6 +63,7 @@ RECORDS = [
     (parse_host_message, ShutdownRequest()),
     (parse_host_message, ForkFailed(reason="job process cannot reach the node")),
     (parse_host_message, Forked(pid=100, link=LINK)),
+    (parse_host_message, Skipped(pid=100, uid="u2", reached=False)),
     (parse_host_message, Settled(pid=100)),
     (parse_host_message, Reaped(pid=100, reason="job process exited with code 3")),
     (parse_host_message, HostClosed()),
@@ -94,7 +96,7 @@ def test_every_op_has_a_record_in_its_direction():
     assert ops == {
         "HOST_REQUESTS": {"init", "fork", "cancel", "skip", "kill", "settle", "reap", "close"},
         "HOST_MESSAGES": {"ready", "setup_failed", "shutdown_request", "fork_failed",
-                          "forked", "settled", "reaped", "closed", "host_lost"},
+                          "forked", "skipped", "settled", "reaped", "closed", "host_lost"},
         "JOB_MESSAGES": {"hello", "done", "provisional", "send_file"},
         "JOB_REQUESTS": {"job", "file_reply"},
     }

@@ -33,3 +33,41 @@ def test_a_uid_is_named_only_if_written(written, probe):
     for entry, uid in enumerate(written):
         jobproc.write_slot(slot, uid, entry)
     assert jobproc.named_in_slot(slot, probe) == (probe in written)
+
+
+def test_the_running_entry_is_apart_from_the_cancels():
+    """The job process names the job it runs (so the host escalates a cancel only while
+    the cancelled job runs); that entry never reads as a cancel of it."""
+    slot = jobproc.new_slot()
+    assert jobproc.running_in_slot(slot) == ""
+    jobproc.set_running(slot, "a1")
+    assert jobproc.running_in_slot(slot) == "a1"
+    assert not jobproc.named_in_slot(slot, "a1")
+    jobproc.write_slot(slot, "a1")
+    assert jobproc.named_in_slot(slot, "a1") and jobproc.running_in_slot(slot) == "a1"
+    jobproc.set_running(slot, None)
+    assert jobproc.running_in_slot(slot) == ""
+
+
+def test_a_skip_lands_only_before_the_process_takes_the_job():
+    """The host's side of SkipJob (node/host.py) against the process's ``take``: with
+    the lock, a job is either skipped (named before it is taken) or found taken."""
+    import multiprocessing
+
+    slot, lock = jobproc.new_slot(), multiprocessing.Lock()
+
+    def host_skip(uid: str, seq: int) -> bool:
+        with lock:
+            reached = jobproc.taken(slot) >= seq
+            if not reached:
+                jobproc.write_slot(slot, uid, 1)
+        return reached
+
+    with lock:
+        jobproc.take(slot, "a")  # the first job sent runs
+    assert jobproc.running_in_slot(slot) == "a" and jobproc.taken(slot) == 1
+    assert host_skip("b", 2) is False  # not taken yet: named
+    assert host_skip("a", 1) is True  # taken: cancelled as a running job instead
+    with lock:
+        jobproc.take(slot, "b")
+    assert jobproc.named_in_slot(slot, "b")  # the process finds it and skips it

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dispy.scheduling.core import SchedulerCore
 from dispy.scheduling.lifecycle import Deliver, End, JobLifecycle, Resubmit, Send
 from dispy.scheduling.nodesetup import Change, NodeChanged, NodeSetups, Setup, matching
-from dispy.scheduling.prefetch import PREFETCH_BELOW, PREFETCH_PER_CPU, RunTimes
+from dispy.scheduling.prefetch import PREFETCH_BELOW, RunTimes, per_cpu
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -165,8 +165,9 @@ def test_remove_cluster_says_what_each_node_had():
 
 def test_short_jobs_are_sent_ahead_long_or_big_ones_not():
     runs = RunTimes()
-    assert runs.ended(PREFETCH_BELOW / 10, False, 4) == PREFETCH_PER_CPU * 4
-    assert runs.ended(0.0, False, 4) == PREFETCH_PER_CPU * 4  # a cancelled job tells nothing
+    assert runs.ended(PREFETCH_BELOW / 10, False, 4) == per_cpu(PREFETCH_BELOW / 10) * 4
+    # a cancelled job tells nothing
+    assert runs.ended(0.0, False, 4) == per_cpu(PREFETCH_BELOW / 10) * 4
     for _ in range(20):
         last = runs.ended(1.0, False, 4)
     assert last == 0
@@ -175,7 +176,7 @@ def test_short_jobs_are_sent_ahead_long_or_big_ones_not():
     assert runs.ended(0.001, False, 2) == 0  # still mostly big
     for _ in range(5):
         last = runs.ended(0.001, False, 2)
-    assert last == PREFETCH_PER_CPU * 2
+    assert runs.job_time is not None and last == per_cpu(runs.job_time) * 2
 
 
 steps = st.lists(st.tuples(

@@ -181,8 +181,8 @@ class HostProcess:
 class JobLink:
     """The daemon's connection to one job process of a computation."""
 
-    __slots__ = ("pid", "conn", "uid", "sent", "skipped", "started", "cancelled",
-                 "settling", "lost")
+    __slots__ = ("pid", "conn", "uid", "sent", "seq", "skipping", "skipped", "cancelling",
+                 "started", "cancelled", "settling", "lost")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
@@ -192,15 +192,22 @@ class JobLink:
         #: the jobs sent to it, in order, as (job, frame buffers): the first is the one it
         #: runs; the others (short jobs only, jobs.py) wait in its socket and keep their
         #: buffers so they can run elsewhere should the process die before reaching them
-        self.sent: deque[tuple[messages.Job, list | None]] = deque()
-        #: jobs waiting in its socket that are to end Cancelled without starting
+        self.sent: deque[tuple[messages.Job, list | None, int]] = deque()
+        #: how many jobs were sent to it (the third item of ``sent``: the job's number)
+        self.seq = 0
+        #: jobs sent ahead and cancelled, the host not answered yet (SkipJob)
+        self.skipping: set[str] = set()
+        #: jobs it will skip (reported Cancelled already: their Done is dropped)
         self.skipped: set[str] = set()
+        #: jobs it had taken when cancelled: interrupted when they become its job
+        self.cancelling: set[str] = set()
         #: when its job started (time.time()), reported if the job ends without a result
         self.started = 0.0
         #: its job was cancelled or killed: when it ends, the host settles the process
         #: (stops its signal escalation) before it takes another job
         self.cancelled = False
-        self.settling = False
+        #: Settles sent to the host and not answered yet
+        self.settling = 0
         self.lost = False
 
     def send(self, msg: messages.Record, bufs: list | tuple = (), now: bool = False) -> None:

@@ -11,6 +11,7 @@ process it forks is connected to the daemon's job socket before the fork.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import secrets
 import selectors
@@ -45,6 +46,10 @@ class JobProcess:
     escalate: list[tuple[float, int]] = field(default_factory=list)
     #: the slot entry the next SkipJob writes (1 .. SLOT_ENTRIES - 1, round robin)
     next_skip: int = 1
+    #: the job the escalation is for: it stops once the process runs another
+    escalating: str = ""
+    #: shared with the process: it takes a job, or the host names one to skip
+    lock: Any = None
 
 
 class ComputationHost:
@@ -129,14 +134,14 @@ class ComputationHost:
             send_frame_sync(self.daemon, hostmsg.ForkFailed(
                 reason=f"job process cannot reach the node: {exc}"))
             return
-        slot = jobproc.new_slot()
+        slot, lock = jobproc.new_slot(), multiprocessing.Lock()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             self.daemon.close()
-            jobproc.serve(sock, slot, self.computation, self.program)
-        self.procs[pid] = JobProcess(pid, slot)
+            jobproc.serve(sock, slot, lock, self.computation, self.program)
+        self.procs[pid] = JobProcess(pid, slot, lock=lock)
         link = secrets.token_hex(16)
         send_frame_sync(self.daemon, hostmsg.Forked(pid=pid, link=link))
         send_frame_sync(sock, hostmsg.Hello(token=self.token, link=link))
@@ -198,11 +203,17 @@ class ComputationHost:
                 (now + CANCEL_TERM_AFTER, signal.SIGTERM),
                 (now + CANCEL_TERM_AFTER + CANCEL_KILL_AFTER, signal.SIGKILL),
             ]
+            proc.escalating = msg.uid
             jobproc.write_slot(proc.slot, msg.uid)
             self._signal(proc, signal.SIGINT)
         elif isinstance(msg, hostmsg.SkipJob) and proc is not None:
-            jobproc.write_slot(proc.slot, msg.uid, proc.next_skip)
-            proc.next_skip = proc.next_skip % (jobproc.SLOT_ENTRIES - 1) + 1
+            with proc.lock:
+                reached = jobproc.taken(proc.slot) >= msg.seq
+                if not reached:  # it will find this entry when it takes the job
+                    jobproc.write_slot(proc.slot, msg.uid, proc.next_skip)
+                    proc.next_skip = proc.next_skip % (jobproc.SLOT_ENTRIES - 1) + 1
+            send_frame_sync(self.daemon, hostmsg.Skipped(pid=msg.pid, uid=msg.uid,
+                                                         reached=reached))
         elif isinstance(msg, hostmsg.KillJob) and proc is not None:  # service ended: no grace
             self._signal(proc, signal.SIGKILL)
         elif isinstance(msg, hostmsg.Settle):  # its cancelled job ended: it may take another
@@ -224,6 +235,8 @@ class ComputationHost:
         now = time.monotonic()
         nearest = None
         for proc in list(self.procs.values()):
+            if proc.escalate and jobproc.running_in_slot(proc.slot) != proc.escalating:
+                proc.escalate = []  # the cancelled job ended: the next one is not hit
             while proc.escalate and proc.escalate[0][0] <= now:
                 self._signal(proc, proc.escalate.pop(0)[1])
             if proc.escalate:

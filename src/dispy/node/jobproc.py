@@ -15,10 +15,12 @@ import mmap
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import cloudpickle
@@ -29,10 +31,17 @@ from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
 
 #: the slot: entries of SLOT_SIZE bytes, each a job uid (NUL-padded). Entry 0 names the
-#: running job the host interrupts (CancelJob); the others, written in turn, name jobs
+#: running job the host interrupts (CancelJob); the next ones, written in turn, name jobs
 #: already sent to this process that are to end Cancelled without starting (SkipJob).
+#: After those, one entry the process writes: the job it runs now, so the host escalates
+#: a cancel (SIGTERM, SIGKILL) only while the cancelled job is still the one running.
+#: Last, a count of the jobs the process has taken (run or skipped): under the lock the
+#: host and the process share, a job is skipped only if the process has not reached it.
 SLOT_SIZE = 64
 SLOT_ENTRIES = 8
+_RUNNING = SLOT_ENTRIES * SLOT_SIZE
+_TAKEN = _RUNNING + SLOT_SIZE
+_COUNT = struct.Struct("=Q")
 
 
 class _State:
@@ -42,11 +51,15 @@ class _State:
     uid: str | None = None
     #: shared with the host: the uids of the jobs the host wants cancelled
     slot: mmap.mmap | None = None
+    #: taken with the host's SkipJob: a job is taken and skip entries read under it
+    lock: Any = None
+    #: jobs read from the socket while waiting for another frame (dispy_send_file)
+    pending: deque[tuple[dict, list]] = deque()
 
 
 def new_slot() -> mmap.mmap:
     """Anonymous shared memory in which the host names the jobs it cancels."""
-    return mmap.mmap(-1, SLOT_SIZE * SLOT_ENTRIES)
+    return mmap.mmap(-1, _TAKEN + _COUNT.size)
 
 
 def _entry(uid: str) -> bytes:
@@ -58,12 +71,33 @@ def write_slot(slot: mmap.mmap, uid: str, entry: int = 0) -> None:
 
 
 def named_in_slot(slot: mmap.mmap, uid: str) -> bool:
-    """Whether an entry of ``slot`` is exactly ``uid``."""
-    data, key = slot[:], _entry(uid)
+    """Whether an entry of ``slot`` (a cancel or skip) is exactly ``uid``."""
+    data, key = slot[:_RUNNING], _entry(uid)
     at = data.find(key)
     while at >= 0 and at % SLOT_SIZE:
         at = data.find(key, at + 1)
     return at >= 0
+
+
+def set_running(slot: mmap.mmap, uid: str | None) -> None:
+    """(job process) The job it runs now, or None between jobs."""
+    slot[_RUNNING:_TAKEN] = _entry(uid or "")
+
+
+def running_in_slot(slot: mmap.mmap) -> str:
+    """(host) The job the process runs now ("" between jobs)."""
+    return slot[_RUNNING:_TAKEN].rstrip(b"\0").decode(errors="replace")
+
+
+def taken(slot: mmap.mmap) -> int:
+    """How many jobs the process has taken from its socket (run or skipped)."""
+    return int(_COUNT.unpack_from(slot, _TAKEN)[0])
+
+
+def take(slot: mmap.mmap, uid: str) -> None:
+    """(job process, under the lock) It takes the next job sent to it."""
+    _COUNT.pack_into(slot, _TAKEN, taken(slot) + 1)
+    set_running(slot, uid)
 
 
 def _cancel_requested() -> bool:
@@ -109,10 +143,16 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
         uid=_State.uid, path=rel, size=st.st_size, mtime=st.st_mtime,
         mode=st.st_mode & 0o7777), [data])
     assert _State.reader is not None
-    try:
-        reply = hostmsg.parse_job_request(_State.reader.read_frame()[0])
-    except MessageError as exc:
-        reply = hostmsg.FileReply(ok=False, reason=f"malformed reply: {exc}")
+    while True:  # jobs sent ahead may come before the reply: they run after this one
+        header, bufs = _State.reader.read_frame()
+        try:
+            reply = hostmsg.parse_job_request(header)
+        except MessageError as exc:
+            reply = hostmsg.FileReply(ok=False, reason=f"malformed reply: {exc}")
+            break
+        if not isinstance(reply, hostmsg.RunJob):
+            break
+        _State.pending.append((header, bufs))
     if isinstance(reply, hostmsg.FileReply) and reply.ok:
         return 0
     reason = reply.reason if isinstance(reply, hostmsg.FileReply) else f"{reply.op!r} reply"
@@ -242,18 +282,21 @@ def _restore_globals(saved: list[tuple[Any, str, Any]]) -> None:
             setattr(where, key, old)
 
 
-def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str | None) -> None:
+def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
+          program: str | None) -> None:
     """Job loop of a forked job process; never returns."""
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _State.sock = sock
     _State.reader = reader = SyncFrameReader(sock)
     _State.slot = slot
+    _State.lock = lock
     code = 0
     try:
         while True:
             try:
-                header, bufs = reader.read_frame()
+                header, bufs = _State.pending.popleft() if _State.pending else \
+                    reader.read_frame()
             except KeyboardInterrupt:
                 continue
             except (EOFError, OSError):
@@ -262,6 +305,8 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
             if not isinstance(job, hostmsg.RunJob):  # the daemon sends nothing else here
                 raise MessageError(f"unexpected {job.op!r}")
             _State.uid = job.uid
+            with lock:  # after this, a SkipJob for it finds it taken (and so no skip)
+                take(slot, job.uid)
             start = time.time()
             if 0 < job.oob <= len(bufs):  # as oob.split
                 bufs, big = bufs[:-job.oob], bufs[-job.oob:]
@@ -282,6 +327,7 @@ def serve(sock: socket.socket, slot: mmap.mmap, computation: Any, program: str |
                                    end_time=time.time(), text=isinstance(out, str),
                                    oob=len(big))
             _State.uid = None
+            set_running(slot, None)
             sys.stdout.flush()
             if isinstance(out, str):
                 out, err = out.encode(errors="replace"), err.encode(errors="replace")

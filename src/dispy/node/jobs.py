@@ -9,10 +9,14 @@ Short jobs are sent ahead: when every CPU is busy and a computation's jobs run f
 ``PIPELINE_BELOW`` seconds or less on average, a job process that runs one of its jobs
 is sent up to ``PIPELINE_DEPTH - 1`` more, which it reads from its socket as it
 finishes (one write carries several, their results come back in fewer reads, and no
-CPU waits for the daemon between two jobs). Such a job has not started: a cancel
-names it in the process's slot (``SkipJob``) so it ends Cancelled without running, its
-``dispy_job_timeout`` clock starts when the job before it ends, and if the process dies
-first it goes back to the head of the queue to run elsewhere.
+CPU waits for the daemon between two jobs). Such a job has not started: a cancel asks the
+host to name it in the process's slot (``SkipJob``); under a lock the process and the
+host share, the host does so only if the process has not taken the job yet, and
+answers which (``Skipped``): a skipped job ends Cancelled at once and never runs, a
+taken one is cancelled as a running job. Its ``dispy_job_timeout`` clock starts when
+the job before it ends, and if the process dies first it goes back to the head of the
+queue to run elsewhere. A cancel's escalation (SIGTERM, SIGKILL) stops once the process
+runs another job, so it never hits the jobs after the cancelled one.
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ class JobRunner:
             session.send(messages.JobRefused(cid=job.cid, uid=uid, reason=reason))
             return
         assert comp is not None
-        if uid in comp.running or any(c is comp and j.uid == uid for c, j, _ in self.waiting):
+        if (uid in comp.running or any(uid in link.skipped for link in comp.links.values())
+                or any(c is comp and j.uid == uid for c, j, _ in self.waiting)):
             # the first one reports; a second would take a CPU that no result frees
             log.warning("ignored job %s from %s: a job with this id is already here", uid,
                         session.describe())
@@ -128,11 +133,11 @@ class JobRunner:
         if link is not None:
             if comp.host is None:
                 return
-            if link.uid != uid:  # sent ahead, not started: its process skips it
-                if uid not in link.skipped:
-                    link.skipped.add(uid)
-                    comp.host.send(hostmsg.SkipJob(pid=link.pid, uid=uid))
-                    self._end_job(comp, uid, CANCELLED, "Cancelled")
+            if link.uid != uid:  # sent ahead: skipped unless its process has taken it
+                if uid not in link.skipping and uid not in link.cancelling:
+                    link.skipping.add(uid)
+                    seq = next(n for job, _, n in link.sent if job.uid == uid)
+                    comp.host.send(hostmsg.SkipJob(pid=link.pid, uid=uid, seq=seq))
             elif not link.cancelled:
                 link.cancelled = True
                 comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid))
@@ -146,8 +151,8 @@ class JobRunner:
     def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
         computation without an idle job process asks its host for one and its job waits
-        (at the head of the queue) until that process connects, unless its jobs are
-        short and one of its busy processes can take it ahead (``_ahead``)."""
+        (at the head of the queue) until that process connects. With every CPU busy, a
+        short job may go ahead to a busy process of its computation (``_ahead``)."""
         while self.waiting:
             comp, job, bufs = self.waiting[0]
             if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
@@ -157,21 +162,25 @@ class JobRunner:
                 self.waiting.popleft()
                 self._refuse(comp, job.uid, comp.failed)
                 continue
-            link = None
             if self.busy < self.node.cpus:
-                if comp.idle:
-                    link = comp.idle.pop()
-                    self.busy += 1
-                elif comp.forking == 0 and len(comp.links) < self.node.cpus:
-                    comp.forking += 1
-                    comp.host.send(hostmsg.Fork())
-            if link is None:
-                link = self._ahead(comp)
-                if link is None:
+                if not comp.idle:
+                    if comp.forking == 0 and len(comp.links) < self.node.cpus:
+                        comp.forking += 1
+                        comp.host.send(hostmsg.Fork())
                     return
+                link = comp.idle.pop()
+                self.busy += 1
+            elif self.busy > self.node.cpus:  # fewer CPUs allowed now: none sent ahead
+                return
+            else:
+                ahead = self._ahead(comp)
+                if ahead is None:
+                    return
+                link = ahead
             self.waiting.popleft()
             comp.running[job.uid] = link
-            link.sent.append((job, bufs))
+            link.seq += 1
+            link.sent.append((job, bufs, link.seq))
             if link.uid is None:
                 self._started(comp, link)
             else:
@@ -197,17 +206,15 @@ class JobRunner:
 
     def _started(self, comp: Computation, link: JobLink) -> None:
         """The first job sent to ``link`` is now the one its process runs."""
-        job, bufs = link.sent[0]
+        job, bufs, seq = link.sent[0]
         if bufs is not None:
-            link.sent[0] = (job, None)  # no longer needed to run it elsewhere
+            link.sent[0] = (job, None, seq)  # no longer needed to run it elsewhere
         uid = link.uid = job.uid
         link.started = time.time()
         self.timers.arm(comp, uid, job.timeout)
-        if uid in link.skipped and not link.cancelled and comp.host is not None:
-            # cancelled while sent ahead: the process may have started it before the
-            # host named it in the slot, so interrupt it as a running job
-            link.cancelled = True
-            comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid))
+        if uid in link.cancelling:  # cancelled once the process had taken it
+            link.cancelling.discard(uid)
+            self.cancel(comp, uid)
 
     # ---- job processes -------------------------------------------------------------
 
@@ -314,15 +321,19 @@ class JobRunner:
         uid = done.uid
         done = self.timers.settle(comp, done)
         log.debug("job %s of %r done: status %s", uid, comp.name, done.status)
+        reported = False
         if link is not None and link.uid == uid:
             self._next_job(comp, link, done)
-            if uid in link.skipped:  # cancelled while sent ahead: reported then
+            # a SkipJob answer still to come is moot: the process reported it itself
+            link.skipping.discard(uid)
+            link.cancelling.discard(uid)
+            if uid in link.skipped:  # it skipped it: reported Cancelled then
                 link.skipped.discard(uid)
-                self.start_jobs()
-                return
-        if comp.running.pop(uid, None) is not None:
-            self._close_if_broken(comp)
-        self._report(comp, done, bufs)
+                reported = True
+        if not reported:
+            comp.running.pop(uid, None)
+            self._report(comp, done, bufs)
+        self._close_if_broken(comp)
         self.start_jobs()
         self.node.maybe_finish()
 
@@ -336,7 +347,7 @@ class JobRunner:
             # the host stops its signal escalation; a process with no job sent ahead
             # takes another only once it has (Settled)
             comp.host.send(hostmsg.Settle(pid=link.pid))
-            link.settling = not link.sent
+            link.settling += 1
         if not link.lost:
             if link.sent:
                 self._started(comp, link)  # the process reads it now
@@ -388,13 +399,18 @@ class JobRunner:
         keep = 1 if link.uid is not None else 0
         back: list[tuple[Computation, messages.Job, list]] = []
         while len(link.sent) > keep:
-            job, bufs = link.sent.pop()
+            job, bufs, _ = link.sent.pop()
             uid = job.uid
-            comp.running.pop(uid, None)
+            if comp.running.get(uid) is link:
+                del comp.running[uid]
             if uid in link.skipped:
                 link.skipped.discard(uid)
                 continue
-            if end is not None or bufs is None or uid in self.killed:
+            if uid in link.skipping or uid in link.cancelling:  # cancelled, not reported
+                link.skipping.discard(uid)
+                link.cancelling.discard(uid)
+                self._end_job(comp, uid, CANCELLED, "Cancelled")
+            elif end is not None or bufs is None or uid in self.killed:
                 self._end_job(comp, uid, *(end or (TERMINATED, "job process ended")))
             else:
                 back.append((comp, job, bufs))
@@ -447,12 +463,18 @@ class JobRunner:
                 self._end_job(comp, link.uid, status,
                               ("Cancelled: " if link.cancelled else "") + msg.reason,
                               link=link)
+        elif isinstance(msg, hostmsg.Skipped):
+            link = comp.links.get(msg.pid)
+            if link is not None and msg.uid in link.skipping:
+                self._skipped(comp, link, msg.uid, msg.reached)
         elif isinstance(msg, hostmsg.Settled):
             link = comp.links.get(msg.pid)
             if link is not None and link.settling:
-                link.settling = link.cancelled = False
-                comp.idle.append(link)
-                self.start_jobs()
+                link.settling -= 1
+                if (not link.settling and link.uid is None and not link.lost
+                        and link not in comp.idle):
+                    comp.idle.append(link)
+                    self.start_jobs()
         elif isinstance(msg, (hostmsg.ForkFailed, hostmsg.HostLost)):
             if comp.closing is None:
                 self._computation_broken(comp, msg.reason)
@@ -465,6 +487,19 @@ class JobRunner:
             log.info("client %s called dispynode_shutdown(): the node quits once this"
                      " client's computations close", session.describe())
             self.node.opts.serve = self.node.served + 1
+
+    def _skipped(self, comp: Computation, link: JobLink, uid: str, reached: bool) -> None:
+        """The host answered a SkipJob: the process will skip the job (it ends Cancelled
+        now), or had taken it already (it is cancelled as a running job)."""
+        link.skipping.discard(uid)
+        if not reached:
+            link.skipped.add(uid)
+            self._end_job(comp, uid, CANCELLED, "Cancelled")
+        elif link.uid == uid:
+            self.cancel(comp, uid)
+        elif any(job.uid == uid for job, _, _ in link.sent):  # its turn not seen here yet
+            link.cancelling.add(uid)
+        # else it ended already, reported with its own status
 
     def _computation_broken(self, comp: Computation, reason: str) -> None:
         """Its host died or cannot fork: the jobs already running still report, the

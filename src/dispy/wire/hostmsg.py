@@ -30,8 +30,8 @@ __all__ = [
     "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
     "HostClosed", "HostInit", "HostLost", "JobSendFile", "KillJob", "Provisional",
     "Ready", "Reap", "Reaped", "RunJob", "Settle", "Settled", "SetupFailed",
-    "ShutdownRequest", "SkipJob", "parse_host_message", "parse_host_request", "parse_job_message",
-    "parse_job_request",
+    "ShutdownRequest", "SkipJob", "Skipped", "parse_host_message", "parse_host_request",
+    "parse_job_message", "parse_job_request",
 ]
 
 # ---- daemon -> computation host ----------------------------------------------------
@@ -68,11 +68,13 @@ class CancelJob(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class SkipJob(Record):
-    """Job ``uid`` was sent to job process ``pid`` but has not started there: it is to
-    end Cancelled when the process reaches it (no signal: another job is running)."""
+    """Job ``uid``, the ``seq``-th sent to job process ``pid``, is cancelled: unless the
+    process has reached it, it is to end Cancelled there without starting (no signal:
+    another job is running). The host answers ``Skipped``."""
     op: ClassVar[str] = "skip"
     pid: int
     uid: Id
+    seq: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +141,16 @@ class Forked(Record):
     op: ClassVar[str] = "forked"
     pid: int
     link: Id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skipped(Record):
+    """The answer to SkipJob: ``reached`` if the process had already taken the job (it
+    runs or ran: it is to be cancelled as a running job), else it will skip it."""
+    op: ClassVar[str] = "skipped"
+    pid: int
+    uid: Id
+    reached: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,8 +242,8 @@ HOST_REQUESTS: dict[str, type[Record]] = {
     c.op: c for c in (HostInit, Fork, CancelJob, SkipJob, KillJob, Settle, Reap,
                       CloseHost)}
 HOST_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Settled,
-                      Reaped, HostClosed, HostLost)}
+    c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Skipped,
+                      Settled, Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Hello, Done, Provisional, JobSendFile)}
 JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
