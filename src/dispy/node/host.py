@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.synchronize  # noqa: F401 (imported ahead: Lock() at a fork)
 import os
 import secrets
 import selectors
