@@ -9,8 +9,8 @@ tiny job). No fsync: it guards against the program dying, not the OS. The live s
 kept in memory too; once the log holds four times more records than are live it is
 rewritten with only those (atomic rename). A record cut short by a crash ends the log.
 
-Format: ``MAGIC``, then records, each ``!I`` length and a ``marshal``ed tuple (plain
-values only: ``marshal`` runs no code): ``("c", cid, name, session, key, certfile,
+Format: ``MAGIC``, then records (``recordlog``: a length and a ``marshal``ed tuple of
+plain values): ``("c", cid, name, session, key, certfile,
 keyfile, created, spec)`` a cluster; ``("x", cid)`` a cluster and its jobs removed;
 ``("j", uid, cid, ip, port, job_id, submit_time, start_time, args, peer)`` a job (``ip``
 None: still queued) replacing any earlier record of it; ``("f", uid, ...)`` jobs
@@ -23,9 +23,7 @@ import contextlib
 import fcntl
 import itertools
 import logging
-import marshal
 import os
-import struct
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -33,13 +31,13 @@ from typing import Any
 import cloudpickle
 
 from .. import fsafe
+from ..daemon import recordlog
 from ..wire import auth
 from .job import DispyJob
 
 log = logging.getLogger("dispy")
 
 MAGIC = b"dispy recover file 2\n"
-_LEN = struct.Struct("!I")
 #: the log is rewritten when it holds this many more records than are live
 COMPACT_FACTOR = 4
 COMPACT_MIN = 50_000
@@ -62,11 +60,6 @@ def default_path() -> str:
     raise AssertionError("unreachable")
 
 
-def _record(row: tuple) -> bytes:
-    data = marshal.dumps(row)
-    return _LEN.pack(len(data)) + data
-
-
 def _replay(data: bytes, path: str) -> tuple[dict[str, tuple], dict[str, tuple], int, int]:
     """(clusters, jobs, records, end of the last whole record) of a log's bytes."""
     if not data.startswith(MAGIC):
@@ -74,16 +67,7 @@ def _replay(data: bytes, path: str) -> tuple[dict[str, tuple], dict[str, tuple],
     clusters: dict[str, tuple] = {}
     jobs: dict[str, tuple] = {}
     pos, records = len(MAGIC), 0
-    while pos + _LEN.size <= len(data):
-        (size,) = _LEN.unpack_from(data, pos)
-        if pos + _LEN.size + size > len(data):
-            break  # cut short by a crash
-        try:
-            rec = marshal.loads(data[pos + _LEN.size:pos + _LEN.size + size])
-        except (EOFError, ValueError, TypeError):
-            break
-        if not isinstance(rec, tuple) or not rec:
-            break
+    for rec, end in recordlog.records(data, pos):
         tag = rec[0]
         if tag == "j" and len(rec) == 10:
             jobs[rec[1]] = rec[1:]
@@ -98,7 +82,7 @@ def _replay(data: bytes, path: str) -> tuple[dict[str, tuple], dict[str, tuple],
                 del jobs[uid]
         else:
             break
-        pos += _LEN.size + size
+        pos = end
         records += 1
     return clusters, jobs, records, pos
 
@@ -188,13 +172,13 @@ class Journal:
         """Append clusters and jobs (rows as read_file gives them) and forget jobs."""
         pieces = []
         for row in clusters:
-            pieces.append(_record(("c", *row)))
+            pieces.append(recordlog.record(("c", *row)))
             self.cluster_rows[row[0]] = row
         for row in jobs:
-            pieces.append(_record(("j", *row)))
+            pieces.append(recordlog.record(("j", *row)))
             self.rows[row[0]] = row
         if forgotten:
-            pieces.append(_record(("f", *forgotten)))
+            pieces.append(recordlog.record(("f", *forgotten)))
             for uid in forgotten:
                 self.rows.pop(uid, None)
         self._append(pieces)
@@ -205,7 +189,7 @@ class Journal:
     def remove_clusters(self, cids: Iterable[str]) -> None:
         pieces = []
         for cid in cids:
-            pieces.append(_record(("x", cid)))
+            pieces.append(recordlog.record(("x", cid)))
             self.cluster_rows.pop(cid, None)
             for uid in [u for u, row in self.rows.items() if row[1] == cid]:
                 del self.rows[uid]
@@ -214,12 +198,7 @@ class Journal:
     def _append(self, pieces: list[bytes]) -> None:
         if not pieces:
             return
-        data = b"".join(pieces)
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, self.size)
-            self.size += n
-            view = view[n:]
+        self.size = recordlog.append(self.fd, b"".join(pieces), self.size)
         self.records += len(pieces)
         if self.records > max(COMPACT_MIN,
                               COMPACT_FACTOR * (len(self.rows) + len(self.cluster_rows))):
@@ -227,23 +206,10 @@ class Journal:
 
     def compact(self) -> None:
         """Rewrite the log with only what is live (atomic rename)."""
-        tmp = self.path + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600)
-        try:
-            data = MAGIC + b"".join(
-                [_record(("c", *row)) for row in self.cluster_rows.values()]
-                + [_record(("j", *row)) for row in self.rows.values()])
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out, view):]
-        finally:
-            os.close(out)
-        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.replace(tmp, self.path)
+        data = MAGIC + b"".join(
+            [recordlog.record(("c", *row)) for row in self.cluster_rows.values()]
+            + [recordlog.record(("j", *row)) for row in self.rows.values()])
+        fd = recordlog.rewrite(self.path, data)
         os.close(self.fd)
         self.fd, self.size = fd, len(data)
         self.records = len(self.rows) + len(self.cluster_rows)

@@ -20,23 +20,20 @@ plain values, and only this scheduler's own file).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
-import marshal
 import os
-import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import fsafe
+from ..daemon import recordlog
 from ..wire.codec import from_json, to_json
 from .blobs import BLOB_MIN, BlobStore
 
 log = logging.getLogger("dispy.scheduler")
 
-_LEN = struct.Struct("!I")
 #: the log is rewritten when it holds this many times more records than are live
 COMPACT_FACTOR = 4
 COMPACT_MIN = 50_000
@@ -189,28 +186,16 @@ class _Live:
         return out
 
 
-def _record(rec: tuple) -> bytes:
-    data = marshal.dumps(rec)
-    return _LEN.pack(len(data)) + data
-
-
 def _replay(data: bytes) -> tuple[_Live, int, int]:
     """(the state, records, end of the last whole record) of a log's bytes."""
-    live, pos, count = _Live(), 0, 0
-    while pos + _LEN.size <= len(data):
-        (size,) = _LEN.unpack_from(data, pos)
-        end = pos + _LEN.size + size
-        if end > len(data):
-            break  # cut short by a crash
+    live, count, end = _Live(), 0, 0
+    for rec, after in recordlog.records(data):
         try:
-            rec = marshal.loads(data[pos + _LEN.size:end])
-            if not isinstance(rec, tuple) or not rec:
-                break
             live.apply(rec)
-        except (EOFError, ValueError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError):
             break
-        pos, count = end, count + 1
-    return live, count, pos
+        count, end = count + 1, after
+    return live, count, end
 
 
 class SchedulerJournal:
@@ -259,32 +244,15 @@ class SchedulerJournal:
         live, _, _ = self._read()
         live.drop_orphans()
         records = live.records()
-        data = b"".join(_record(rec) for rec in records)
-        tmp = self.path + ".new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                      0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out, view):]
-        finally:
-            os.close(out)
-        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.replace(tmp, self.path)
+        data = b"".join(recordlog.record(rec) for rec in records)
+        fd = recordlog.rewrite(self.path, data)
         os.close(self.fd)
         self.fd, self.size = fd, len(data)
         self.records = self._compacted = len(records)
         return live
 
     def _write(self, pieces: list[bytes]) -> None:
-        view = memoryview(b"".join(pieces))
-        while view:
-            n = os.pwrite(self.fd, view, self.size)
-            self.size += n
-            view = view[n:]
+        self.size = recordlog.append(self.fd, b"".join(pieces), self.size)
         self.records += len(pieces)
 
     # ---- start -------------------------------------------------------------------------
@@ -294,7 +262,7 @@ class SchedulerJournal:
         sid = self._meta.get("scheduler_id")
         if sid is None:
             sid = self._meta["scheduler_id"] = uuid.uuid4().hex
-            self._write([_record(("m", "scheduler_id", sid))])
+            self._write([recordlog.record(("m", "scheduler_id", sid))])
         return sid
 
     def load(self) -> SavedState:
@@ -344,30 +312,30 @@ class SchedulerJournal:
         """This run's identity towards the nodes (a later run fetches results with it)."""
         self.boot = max(self._boots, default=0) + 1
         self._boots[self.boot] = (client_id, session_key)
-        self._write([_record(("b", self.boot, client_id, session_key))])
+        self._write([recordlog.record(("b", self.boot, client_id, session_key))])
 
     def forget_boots(self, keep: set[int]) -> None:
         """Boots no job refers to any more (their node sessions are of no use)."""
         keep = keep | {self.boot}
         self._boots = {b: v for b, v in self._boots.items() if b in keep}
-        self._ops.append(_record(("B", *sorted(keep))))
+        self._ops.append(recordlog.record(("B", *sorted(keep))))
 
     # ---- changes (queued until flush) ----------------------------------------------
 
     def session(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
-        self._ops.append(_record(("s", sid, client_id, name, addr, root)))
+        self._ops.append(recordlog.record(("s", sid, client_id, name, addr, root)))
 
     def drop_session(self, sid: str) -> None:
-        self._ops.append(_record(("S", sid)))
+        self._ops.append(recordlog.record(("S", sid)))
         for table, s, key in [k for k in self._files if k[1] == sid]:
             self._forget(table, s, key)
 
     def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
-        self._ops.append(_record(("c", sid, ccid, _text(header),
+        self._ops.append(recordlog.record(("c", sid, ccid, _text(header),
                                   self._pack("computations", sid, ccid, ccid, bufs))))
 
     def drop_computation(self, sid: str, ccid: str) -> None:
-        self._ops.append(_record(("C", sid, ccid)))
+        self._ops.append(recordlog.record(("C", sid, ccid)))
         self._forget("computations", sid, ccid)
         for table, s, key in [k for k, (c, _) in self._files.items()
                               if k[0] == "jobs" and k[1] == sid and c == ccid]:
@@ -375,27 +343,27 @@ class SchedulerJournal:
 
     def job(self, sid: str, uid: str, ccid: str, header: dict, bufs: list,
             files: list[tuple[str, str]]) -> None:
-        self._ops.append(_record(("j", sid, uid, ccid, _text(header),
+        self._ops.append(recordlog.record(("j", sid, uid, ccid, _text(header),
                                   self._pack("jobs", sid, uid, ccid, bufs), _text(files),
                                   None, None, None, None, None)))
 
     def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
              node_uid: str) -> None:
-        self._ops.append(_record(("w", sid, uid, self.boot, ip, port, node_cid, node_uid)))
+        self._ops.append(recordlog.record(("w", sid, uid, self.boot, ip, port, node_cid, node_uid)))
 
     def requeued(self, sid: str, uid: str) -> None:
-        self._ops.append(_record(("w", sid, uid, None, None, None, None, None)))
+        self._ops.append(recordlog.record(("w", sid, uid, None, None, None, None, None)))
 
     def ended(self, sid: str, uid: str, header: dict, bufs: list) -> None:
         """A job's result (or the scheduler's verdict): kept until its program acks it."""
         self._forget("jobs", sid, uid)
-        self._ops.append(_record(("e", sid, uid, _text(header),
+        self._ops.append(recordlog.record(("e", sid, uid, _text(header),
                                   self._pack("results", sid, uid, "", bufs))))
 
     def acked(self, sid: str, uids: list[str]) -> None:
         for uid in uids:
             self._forget("results", sid, uid)
-        self._ops.append(_record(("a", sid, *uids)))
+        self._ops.append(recordlog.record(("a", sid, *uids)))
 
     def flush(self) -> None:
         """Write the queued changes (one write), then remove the files of rows gone."""
