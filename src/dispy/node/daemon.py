@@ -419,17 +419,21 @@ class NodeDaemon:
             launched = await self.spare.take()
             comp.failed = await comp.host.start(init, [comp.bundle, *setup_args], launched)
             if comp.failed is None:
-                await self.jobs.prefork(comp)  # may fail the computation too
-            self._refill_spare()
+                self.jobs.prefork(comp)
         comp.bundle = b""
         log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send(messages.SetupDone(cid=comp.cid, reason=comp.failed))
+            self._refill_spare()
             await self.close_computation(comp, CANCELLED, "setup failed", notify=False)
             return
         comp.ready = True
+        # the client hears it while the job processes fork (its first jobs wait for
+        # them here); the next spare host starts after that, off the first job's path
         session.send(messages.SetupDone(cid=comp.cid, ok=True, cpus=self.cpus))
+        session.flush()
+        self._refill_spare()
 
     async def close_computation(
         self, comp: Computation, status: int, reason: str, notify: bool, release: bool = True

@@ -218,21 +218,28 @@ class JobRunner:
 
     # ---- job processes -------------------------------------------------------------
 
-    async def prefork(self, comp: Computation) -> None:
-        """A job process per CPU before the client hears setup is done, so a job sent to
-        a free CPU starts at once (and a cancel finds it running). Should they not all
+    def prefork(self, comp: Computation) -> None:
+        """A job process per CPU, asked for as setup ends: the client hears that setup is
+        done while they fork, and jobs that come first wait for them here (a fork that
+        fails breaks the computation: its jobs come back refused). Should they not all
         connect in time, later jobs ask for processes as they need them."""
         if comp.host is None or self.node.cpus <= 0:
             return
         comp.forked = asyncio.get_running_loop().create_future()
         comp.forking = self.node.cpus
         comp.host.send(hostmsg.Fork(count=self.node.cpus))
+        comp.host.flush()
+        self.node.spawn(self._forks_overdue(comp, comp.forked))
+
+    async def _forks_overdue(self, comp: Computation, forked: asyncio.Future) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(comp.forked), self.node.opts.msg_timeout)
+            await asyncio.wait_for(asyncio.shield(forked), self.node.opts.msg_timeout)
         except asyncio.TimeoutError:
-            log.warning("computation %r: %d job process(es) not started in %s s",
-                        comp.name, comp.forking, self.node.opts.msg_timeout)
-            comp.forking = 0
+            if comp.forked is forked and comp.closing is None:
+                log.warning("computation %r: %d job process(es) not started in %s s",
+                            comp.name, comp.forking, self.node.opts.msg_timeout)
+                comp.forking = 0
+                self.start_jobs()
 
     def _forked(self, comp: Computation) -> None:
         """One fewer job process to wait for (it connected, or forking failed)."""
@@ -445,6 +452,9 @@ class JobRunner:
         comp.links.clear()
         comp.reaping.clear()
         comp.idle.clear()
+        comp.forking = 0
+        if comp.forked is not None and not comp.forked.done():
+            comp.forked.set_result(None)
 
     # ---- from the computation host ----------------------------------------------------
 
