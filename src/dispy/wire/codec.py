@@ -38,6 +38,8 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from . import freshbytes
+
 PREFIX = struct.Struct("!II")
 BUFLEN = struct.Struct("!Q")
 RECLEN = struct.Struct("!Q")
@@ -202,7 +204,9 @@ class _FrameParser:
         self.header = b""
         self.left = 0  # buffers still to read in this frame
         self.bufs: list[Any] = []
-        self.big: bytearray | None = None
+        #: a big buffer being received in place (freshbytes), and its writable view
+        self.big: bytes | bytearray | None = None
+        self.bigview = memoryview(b"")
         self.filled = 0
         self.blen = 0
         self.done: list[tuple[bytes, list[Any]]] = []
@@ -216,14 +220,14 @@ class _FrameParser:
             return None
         if self.filled == len(self.big):
             self._grow()
-        return memoryview(self.big)[self.filled:]
+        return self.bigview[self.filled:]
 
     def _grow(self) -> None:
         assert self.big is not None
         size = min(self.blen, max(FIRST_ALLOCATION, 2 * len(self.big)))
-        bigger = bytearray(size)
-        bigger[:self.filled] = self.big[:self.filled]
-        self.big = bigger
+        bigger, view = freshbytes.fresh(size)
+        view[:self.filled] = self.bigview[:self.filled]
+        self.big, self.bigview = bigger, view
 
     def filled_direct(self, n: int) -> None:
         self.filled += n
@@ -311,7 +315,7 @@ class _FrameParser:
             self.blen = blen
             self.state = _BUF
             if blen >= BIG:
-                self.big, self.filled = bytearray(0), 0
+                self.big, self.bigview, self.filled = b"", memoryview(b""), 0
             elif blen == 0:
                 self._buffer_done(b"")
             else:
@@ -321,7 +325,7 @@ class _FrameParser:
 
     def _buffer_done(self, buf: Any) -> None:
         self.bufs.append(buf)
-        self.big = None
+        self.big, self.bigview = None, memoryview(b"")
         self._next_buffer()
 
     def _next_buffer(self) -> None:
