@@ -317,6 +317,54 @@ def test_service_window_across_midnight(node_factory, tmp_path, monkeypatch, cap
         cluster.close(timeout=10, terminate=True)
 
 
+def blocking_or_when(arg, clock_path, go):
+    """"block": say the pid, then run until ``go`` exists; else the node's time of day
+    (its test clock) as (hour, minute) when the job ran."""
+    if arg == "block":
+        dispy_provisional_result(os.getpid())  # noqa: F821
+        while not os.path.exists(go):
+            time.sleep(0.02)
+        return "blocked"
+    offset = float(open(clock_path).read())
+    lt = time.localtime(time.time() + offset)
+    return lt.tm_hour, lt.tm_min
+
+
+def test_jobs_sent_ahead_to_a_dead_job_process_wait_for_service_hours(
+        node_factory, tmp_path, monkeypatch):
+    """Jobs sent ahead to a busy job process that then dies go back to the queue; outside
+    service hours they go back to the client instead of starting on a new process (and
+    a reentrant cluster runs them when the node opens again)."""
+    clock = tmp_path / "clock"
+    set_clock(clock, 23, 59)
+    monkeypatch.setenv("DISPY_NODE_CLOCK_FILE", str(clock))
+    node = node_factory("-c", "1", "-d", "--service_start", "23:59", "--service_stop", "00:00",
+                        "--service_end", "00:02")
+    node.wait_for("service window: accepts jobs from 23:59")
+    go = str(tmp_path / "go")
+    cluster = cluster_for(blocking_or_when, node, reentrant=True)
+    try:
+        for job in [cluster.submit(i, str(clock), go) for i in range(20)]:
+            assert job() == (23, 59)  # short jobs: later ones may be sent ahead
+        block = cluster.submit("block", str(clock), go)
+        until(lambda: block.status == dispy.DispyJob.ProvisionalResult, "the job to start")
+        pid = block.result
+        quick = [cluster.submit(i, str(clock), go) for i in range(3)]
+        until(lambda: node.output().count("sent ahead to job process %d" % pid) >= 3,
+              "three jobs sent ahead to the busy job process")
+
+        set_clock(clock, 0, 0, days=1)  # stop accepting jobs
+        node.wait_for("not accepting jobs; opens at 23:59")
+        os.kill(pid, signal.SIGKILL)
+        assert block() is None and block.status == dispy.DispyJob.Terminated
+
+        set_clock(clock, 23, 59, days=1)  # the next evening it opens again
+        node.wait_for("service window: in service hours until 00:00")
+        assert [job() for job in quick] == [(23, 59)] * 3  # none ran while stopped
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
 def test_service_end_resubmits_reentrant_jobs_elsewhere(node_factory, tmp_path, monkeypatch):
     clock = tmp_path / "clock"
     set_clock(clock, 12, 0)

@@ -191,6 +191,8 @@ class Sealer:
 # ---- decoder -------------------------------------------------------------------------
 
 _PREFIX, _HEADER, _BUFLEN, _BUF = range(4)
+#: no big buffer being received (one shared empty view: a client has 1 000 parsers)
+_NO_VIEW = memoryview(b"")
 
 
 class _FrameParser:
@@ -206,7 +208,7 @@ class _FrameParser:
         self.bufs: list[Any] = []
         #: a big buffer being received in place (freshbytes), and its writable view
         self.big: bytes | bytearray | None = None
-        self.bigview = memoryview(b"")
+        self.bigview = _NO_VIEW
         self.filled = 0
         self.blen = 0
         self.done: list[tuple[bytes, list[Any]]] = []
@@ -315,7 +317,7 @@ class _FrameParser:
             self.blen = blen
             self.state = _BUF
             if blen >= BIG:
-                self.big, self.bigview, self.filled = b"", memoryview(b""), 0
+                self.big, self.bigview, self.filled = b"", _NO_VIEW, 0
             elif blen == 0:
                 self._buffer_done(b"")
             else:
@@ -325,7 +327,7 @@ class _FrameParser:
 
     def _buffer_done(self, buf: Any) -> None:
         self.bufs.append(buf)
-        self.big, self.bigview = None, memoryview(b"")
+        self.big, self.bigview = None, _NO_VIEW
         self._next_buffer()
 
     def _next_buffer(self) -> None:
