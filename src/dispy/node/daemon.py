@@ -552,12 +552,9 @@ class NodeDaemon:
             if self.owner is None:
                 self.announce()
             return
-        reason = f"node is {self.service_text()}"
-        while self.jobs.waiting:
-            comp, job, _ = self.jobs.waiting.popleft()
-            comp.session.send(messages.JobRefused(cid=comp.cid, uid=job.uid, reason=reason))
+        self.jobs.start_jobs()  # outside service hours: refuses the waiting jobs
         if state == service.CLOSED:
-            self.jobs.kill_running(reason)
+            self.jobs.kill_running(f"node is {self.service_text()}")
 
     # ---- status (stdin menu) ------------------------------------------------------
 

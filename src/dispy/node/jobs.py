@@ -152,7 +152,15 @@ class JobRunner:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
         computation without an idle job process asks its host for one and its job waits
         (at the head of the queue) until that process connects. With every CPU busy, a
-        short job may go ahead to a busy process of its computation (``_ahead``)."""
+        short job may go ahead to a busy process of its computation (``_ahead``).
+        Outside service hours nothing starts: jobs that came back from a job process
+        that died go back to their clients, as the waiting ones did when it stopped."""
+        if self.node.service_state != service.OPEN:
+            reason = f"node is {self.node.service_text()}"
+            while self.waiting:
+                comp, job, _ = self.waiting.popleft()
+                self._refuse(comp, job.uid, reason)
+            return
         while self.waiting:
             comp, job, bufs = self.waiting[0]
             if comp.host is None or comp.session.computations.get(comp.cid) is not comp:
