@@ -199,17 +199,22 @@ class JobRunner:
             link.send(hostmsg.RunJob(uid=job.uid, oob=job.oob), bufs, now=not self.waiting)
 
     def _ahead(self, comp: Computation) -> JobLink | None:
-        """The busy job process of ``comp`` with the fewest jobs sent to it that can take
-        one more ahead, if the computation's jobs are short."""
+        """The busy job process of ``comp`` to send one more job ahead to, if the
+        computation's jobs are short. A process whose job has run longer than a short one
+        does (it may be a long job) only when no other can take it; then the one with the
+        fewest jobs sent to it, and of those the one whose job started last."""
         avg = comp.run_avg
         if avg is None or avg > PIPELINE_BELOW:
             return None
-        best = None
+        since = time.time() - PIPELINE_BELOW
+        best, best_key = None, None
         for link in comp.links.values():
-            if (link.uid is not None and not link.cancelled and not link.lost
-                    and len(link.sent) < PIPELINE_DEPTH
-                    and (best is None or len(link.sent) < len(best.sent))):
-                best = link
+            if (link.uid is None or link.cancelled or link.lost
+                    or len(link.sent) >= PIPELINE_DEPTH):
+                continue
+            key = (link.started < since, len(link.sent), -link.started)
+            if best_key is None or key < best_key:
+                best, best_key = link, key
         return best
 
     def _started(self, comp: Computation, link: JobLink) -> None:
