@@ -66,14 +66,18 @@ def test_callback_exception_does_not_stop_cluster(node):
         assert [cluster.submit(0)() for _ in range(3)] == [0, 0, 0]
 
 
+def slow_started(x):
+    dispy_provisional_result("started")  # noqa: F821
+    time.sleep(x)
+    return x
+
+
 def test_cancel_queued_and_running(node):
-    with make(node, slow) as cluster:
+    with make(node, slow_started) as cluster:
         running = [cluster.submit(30) for _ in range(2)]
         queued = cluster.submit(30)
-        deadline = time.time() + 20
-        while any(j.status != dispy.DispyJob.Running for j in running):
-            assert time.time() < deadline
-            time.sleep(0.05)
+        for job in running:  # "Running" is sent to the node: wait until they really run
+            wait_started(job)
         assert cluster.cancel(queued) == 0
         assert queued() is None and queued.status == dispy.DispyJob.Cancelled
         for job in running:
