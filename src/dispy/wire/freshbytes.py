@@ -16,10 +16,13 @@ shared (its hash is not computed until it is complete). Where the C API is not t
 from __future__ import annotations
 
 import ctypes
+import sys
 from typing import Any
 
 _new: Any
 try:
+    if sys.implementation.name != "cpython":  # (elsewhere id() is no address)
+        raise AttributeError("not CPython")
     _new = ctypes.pythonapi.PyBytes_FromStringAndSize
     _new.restype = ctypes.py_object
     _new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
