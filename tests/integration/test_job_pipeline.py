@@ -160,25 +160,3 @@ def test_a_file_sent_by_a_job_with_jobs_sent_ahead_behind_it(node_factory, tmp_p
         assert all(job.status == dispy.DispyJob.Finished for job in ahead)
     assert (tmp_path / "sent.txt").read_text() == "from the node"
     assert all((tmp_path / f"ahead-{i}.txt").exists() for i in range(3))
-
-
-def test_jobs_sent_ahead_behind_a_long_job_move_to_an_idle_process(node_factory, tmp_path):
-    """Two processes run long jobs; short jobs are sent ahead to both. When one long job
-    ends, its process runs its own short jobs, then takes back those waiting behind the
-    other long job: all of them finish while that one still runs."""
-    node = node_factory("-c", "2", "-d")
-    first, second = str(tmp_path / "first"), str(tmp_path / "second")
-    with _cluster(node) as cluster:
-        longs = [cluster.submit(60, flag) for flag in (first, second)]
-        for job in longs:
-            wait_started(job)
-        marks = [str(tmp_path / f"ran-{i}") for i in range(4)]
-        short = [cluster.submit(-1, None, mark) for mark in marks]
-        _sent_ahead(node, 4)
-        open(second, "w").close()  # one long job ends: its process becomes free
-        assert longs[1]() == 60
-        assert [job(timeout=30) for job in short] == [-1] * 4
-        assert longs[0].status == dispy.DispyJob.ProvisionalResult  # still running
-        assert "taken back from job process" in node.output()
-        open(first, "w").close()
-        assert longs[0]() == 60

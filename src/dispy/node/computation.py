@@ -182,7 +182,7 @@ class JobLink:
     """The daemon's connection to one job process of a computation."""
 
     __slots__ = ("pid", "conn", "uid", "sent", "seq", "skipping", "skipped", "cancelling",
-                 "stealing", "started", "cancelled", "settling", "lost")
+                 "started", "cancelled", "settling", "lost")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
@@ -197,13 +197,10 @@ class JobLink:
         self.seq = 0
         #: jobs sent ahead and cancelled, the host not answered yet (SkipJob)
         self.skipping: set[str] = set()
-        #: jobs it will skip (reported Cancelled already, or run by another process:
-        #: their Done is dropped)
+        #: jobs it will skip (reported Cancelled already: their Done is dropped)
         self.skipped: set[str] = set()
         #: jobs it had taken when cancelled: interrupted when they become its job
         self.cancelling: set[str] = set()
-        #: jobs sent ahead to it that another, idle process is to run (SkipJob asked)
-        self.stealing: set[str] = set()
         #: when its job started (time.time()), reported if the job ends without a result
         self.started = 0.0
         #: its job was cancelled or killed: when it ends, the host settles the process
@@ -248,8 +245,6 @@ class Computation:
         #: ones (one per CPU, at setup) have
         self.forking = 0
         self.forked: asyncio.Future | None = None
-        #: a later look for jobs sent ahead that an idle process could run (jobs.py)
-        self.steal_check: asyncio.TimerHandle | None = None
         #: link id -> pid of a job process the host forked (told on the host's own
         #: socket), until that process's link connects; and links waiting for it
         self.link_pids: dict[str, int] = {}

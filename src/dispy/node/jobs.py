@@ -16,10 +16,7 @@ answers which (``Skipped``): a skipped job ends Cancelled at once and never runs
 taken one is cancelled as a running job. Its ``dispy_job_timeout`` clock starts when
 the job before it ends, and if the process dies first it goes back to the head of the
 queue to run elsewhere. A cancel's escalation (SIGTERM, SIGKILL) stops once the process
-runs another job, so it never hits the jobs after the cancelled one. Should a process
-of the computation be idle with nothing waiting while a job sent ahead sits behind one
-that has run past ``PIPELINE_BELOW`` (maybe a long one), the same skip takes it back to
-run on the idle process (``_steal``).
+runs another job, so it never hits the jobs after the cancelled one.
 """
 
 from __future__ import annotations
@@ -227,8 +224,7 @@ class JobRunner:
             link.sent[0] = (job, None, seq)  # no longer needed to run it elsewhere
         uid = link.uid = job.uid
         link.started = time.time()
-        if uid not in link.skipped:  # (one another process runs has its clock there)
-            self.timers.arm(comp, uid, job.timeout)
+        self.timers.arm(comp, uid, job.timeout)
         if uid in link.cancelling:  # cancelled once the process had taken it
             link.cancelling.discard(uid)
             self.cancel(comp, uid)
@@ -287,7 +283,6 @@ class JobRunner:
         comp.idle.append(link)
         self._forked(comp)
         self.start_jobs()
-        self._steal(comp)
 
         def frame(header: dict, bufs: list) -> None:
             try:
@@ -344,8 +339,7 @@ class JobRunner:
     def _job_done(self, comp: Computation, link: JobLink | None, done: messages.Done,
                   bufs: list) -> None:
         uid = done.uid
-        if link is None or uid not in link.skipped:  # (a job skipped here has no clock)
-            done = self.timers.settle(comp, done)
+        done = self.timers.settle(comp, done)
         log.debug("job %s of %r done: status %s", uid, comp.name, done.status)
         reported = False
         if link is not None and link.uid == uid:
@@ -361,7 +355,6 @@ class JobRunner:
             self._report(comp, done, bufs)
         self._close_if_broken(comp)
         self.start_jobs()
-        self._steal(comp)
         self.node.maybe_finish()
 
     def _next_job(self, comp: Computation, link: JobLink, done: messages.Done) -> None:
@@ -495,14 +488,7 @@ class JobRunner:
                               link=link)
         elif isinstance(msg, hostmsg.Skipped):
             link = comp.links.get(msg.pid)
-            if link is None:
-                return
-            if msg.uid in link.stealing:
-                link.stealing.discard(msg.uid)
-                if msg.uid not in link.skipping:  # (else cancelled meanwhile: below)
-                    self._stolen(comp, link, msg.uid, msg.reached)
-                    return
-            if msg.uid in link.skipping:
+            if link is not None and msg.uid in link.skipping:
                 self._skipped(comp, link, msg.uid, msg.reached)
         elif isinstance(msg, hostmsg.Settled):
             link = comp.links.get(msg.pid)
@@ -537,67 +523,6 @@ class JobRunner:
         elif any(job.uid == uid for job, _, _ in link.sent):  # its turn not seen here yet
             link.cancelling.add(uid)
         # else it ended already, reported with its own status
-
-    def _steal(self, comp: Computation) -> None:
-        """A job process of ``comp`` is idle, a CPU is free and nothing waits: jobs sent
-        ahead to a process whose job has run longer than short ones do (it may be a long
-        job) are taken back, one per idle process, to run there. Such a job is skipped
-        where it was (the host decides under the process's lock, as for a cancel) and,
-        if that process had not taken it, queued again; else it runs there. While the
-        jobs ahead of them have not run that long, look again when they will have."""
-        if comp.steal_check is not None:
-            comp.steal_check.cancel()
-            comp.steal_check = None
-        if (not comp.idle or self.waiting or self.busy >= self.node.cpus
-                or comp.host is None or comp.closing is not None or comp.failed is not None
-                or self.node.service_state != service.OPEN):
-            return
-        want = len(comp.idle) - sum(len(link.stealing) for link in comp.links.values())
-        now = time.time()
-        soonest = None
-        for link in comp.links.values():
-            if want <= 0:
-                return
-            if link.uid is None or link.lost or len(link.sent) < 2:
-                continue
-            if now - link.started < PIPELINE_BELOW:
-                due = link.started + PIPELINE_BELOW - now
-                soonest = due if soonest is None else min(soonest, due)
-                continue
-            for job, _, seq in reversed(link.sent):  # the last sent waits longest
-                uid = job.uid
-                if want <= 0 or uid == link.uid:
-                    break
-                if uid in link.skipping or uid in link.stealing or uid in link.skipped:
-                    continue
-                log.debug("job %s of %r: job process %d has run its job for %.3f s; asking"
-                          " for it back for an idle process", uid, comp.name, link.pid,
-                          now - link.started)
-                link.stealing.add(uid)
-                comp.host.send(hostmsg.SkipJob(pid=link.pid, uid=uid, seq=seq))
-                want -= 1
-        if soonest is not None and want > 0:
-            comp.steal_check = asyncio.get_running_loop().call_later(
-                soonest + 0.001, self._steal, comp)
-
-    def _stolen(self, comp: Computation, link: JobLink, uid: str, reached: bool) -> None:
-        """The host answered a SkipJob asked by ``_steal``: the job runs on another
-        process (its process will skip it), or where it was if that had taken it."""
-        if reached or comp.running.get(uid) is not link or comp.closing is not None:
-            return
-        entry = next((e for e in link.sent if e[0].uid == uid), None)
-        if entry is None:
-            return
-        job, bufs, _ = entry
-        if bufs is None:  # (only the job a process runs has given its buffers up)
-            return
-        link.skipped.add(uid)
-        del comp.running[uid]
-        if link.uid == uid:  # its turn came here meanwhile: its clock starts again there
-            self.timers.drop(comp, uid)
-        log.debug("job %s of %r taken back from job process %d", uid, comp.name, link.pid)
-        self.waiting.appendleft((comp, job, bufs))
-        self.start_jobs()
 
     def _computation_broken(self, comp: Computation, reason: str) -> None:
         """Its host died or cannot fork: the jobs already running still report, the

@@ -44,15 +44,8 @@ class JobTimers:
         if not seconds:
             return
         key = (comp.cid, uid)
-        self.drop(comp, uid)
         handle = asyncio.get_running_loop().call_later(seconds, self._fire, comp, key)
         self.timers[key] = _Timer(handle, seconds)
-
-    def drop(self, comp: Any, uid: str) -> None:
-        """(loop) Stop a job's clock without ending it (it is to start elsewhere)."""
-        timer = self.timers.pop((comp.cid, uid), None)
-        if timer is not None:
-            timer.handle.cancel()
 
     def _fire(self, comp: Any, key: tuple[str, str]) -> None:
         timer = self.timers.get(key)
