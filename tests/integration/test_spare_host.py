@@ -22,9 +22,16 @@ def parent_pid(_):
 
 
 def _hosts(node) -> list[int]:
-    daemon = psutil.Process(node.proc.pid)
-    return [p.pid for p in daemon.children()
-            if "dispy.node.host" in " ".join(p.cmdline())]
+    """The daemon's computation hosts now (a child that just ended, a zombie until the
+    daemon reaps it, or is gone, is none)."""
+    hosts = []
+    for proc in psutil.Process(node.proc.pid).children():
+        try:
+            if "dispy.node.host" in " ".join(proc.cmdline()):
+                hosts.append(proc.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return hosts
 
 
 def _wait_hosts(node, predicate) -> list[int]:
