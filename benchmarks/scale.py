@@ -1,12 +1,17 @@
-"""The client at 10, 100 and 1 000 nodes, against the node simulator (nodesim.py).
+"""The client (or dispyscheduler) at 10, 100 and 1 000 nodes, against the node simulator
+(nodesim.py).
 
     python benchmarks/scale.py [--nodes 10,100,1000] [--cpus 64] [--jobs 20000]
+                               [--via scheduler]
 
 For each size, in a process of its own: time from ``JobCluster()`` until every node is
 set up, client memory per node (RSS growth over that time / nodes), jobs/s for
 ``--jobs`` no-op jobs and the client's CPU microseconds per job; then ``--vanish`` (10%)
 of the nodes disappear at once while jobs run, and every job must end exactly once
 (Finished, resubmitted elsewhere as the cluster is reentrant).
+``--via scheduler``: the same through a dispyscheduler that holds the node links (the
+program is a SharedJobCluster); the scheduler's CPU per job and memory per node are
+reported beside the program's.
 Nothing here asserts a time.
 """
 
@@ -16,8 +21,11 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -67,8 +75,58 @@ class Sim:
             self.proc.wait()
 
 
-def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Scheduler:
+    """A dispyscheduler of its own (private directory, free ports), stopped with it."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="dispy-scale-")
+        self.port = _free_port()
+        self.log = open(os.path.join(self.dir, "log"), "w+")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dispy.dispyscheduler", "-i", "127.0.0.1",
+             "--scheduler_port", str(self.port), "-p", str(_free_port()),
+             "--dest_path_prefix", os.path.join(self.dir, "prefix"), "--pulse_interval", "1",
+             "--daemon"], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+        deadline = time.monotonic() + 60
+        while "clients connect to" not in self._text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"dispyscheduler did not start:\n{self._text()}")
+            time.sleep(0.05)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def _text(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run(nodes: int, cpus: int, jobs: int, vanish: float, via: str = "client") -> dict:
     sim = Sim(nodes, cpus)
+    sched: Scheduler | None = None
     me = psutil.Process()
     finals: dict[int, int] = {}
     lock = threading.Lock()
@@ -79,21 +137,35 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
                 finals[job.id] = finals.get(job.id, 0) + 1
 
     try:
+        allocs = [dispy.NodeAllocate("127.0.0.1", port=p) for p in sim.ports]
+        if via == "scheduler":
+            sched = Scheduler()
+            srss0 = sched.rss()
         rss0 = me.memory_info().rss
         t0 = time.monotonic()
-        cluster = dispy.JobCluster(
-            noop, nodes=[dispy.NodeAllocate("127.0.0.1", port=p) for p in sim.ports],
-            port=0, reentrant=True, callback=callback, loglevel=dispy.logger.WARNING,
-            pulse_interval=1)  # a vanished node is presumed dead after 5 s of silence
-        ready = cluster.wait_nodes(nodes, timeout=120) if hasattr(cluster, "wait_nodes") \
-            else None
+        if sched is not None:
+            cluster = dispy.SharedJobCluster(
+                noop, nodes=allocs, scheduler_node="127.0.0.1", scheduler_port=sched.port,
+                reentrant=True, callback=callback, loglevel=dispy.logger.WARNING)
+        else:
+            cluster = dispy.JobCluster(
+                noop, nodes=allocs, port=0, reentrant=True, callback=callback,
+                loglevel=dispy.logger.WARNING,
+                pulse_interval=1)  # a vanished node is presumed dead after 5 s of silence
+        ready = cluster.wait_nodes(nodes, timeout=120)
         setup_s = time.monotonic() - t0
         rss_per_node = (me.memory_info().rss - rss0) / nodes
+        extra: dict = {}
+        if sched is not None:
+            extra["scheduler_rss_per_node_kb"] = (sched.rss() - srss0) / nodes / 1024
+            scpu0 = sched.cpu()
         cpu0, t1 = time.process_time(), time.monotonic()
         submitted = [cluster.submit_job_id(i, i) for i in range(jobs)]
         cluster.wait(timeout=300)
         elapsed = time.monotonic() - t1
         cpu = time.process_time() - cpu0
+        if sched is not None:
+            extra["scheduler_cpu_us_per_job"] = 1e6 * (sched.cpu() - scpu0) / jobs
         ok = sum(job.status == dispy.DispyJob.Finished for job in submitted)
         # nodes vanishing at once while jobs run
         finals.clear()
@@ -107,13 +179,16 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float) -> dict:
         twice = sum(1 for n in finals.values() if n > 1)
         ended = sum(job.status in FINAL for job in second)
         cluster.close(timeout=30, terminate=True)
-        return {"nodes": nodes, "cpus": cpus, "ready_nodes": ready, "setup_s": setup_s,
+        return {"via": via, "nodes": nodes, "cpus": cpus, "ready_nodes": ready,
+                "setup_s": setup_s,
                 "rss_per_node_kb": rss_per_node / 1024, "jobs": jobs, "ok": ok,
                 "jobs_per_s": jobs / elapsed, "client_cpu_us_per_job": 1e6 * cpu / jobs,
                 "vanished": lost, "loss_s": loss_s, "loss_cpu_s": loss_cpu_s,
                 "ended_once": ended - twice, "ended_twice": twice,
-                "not_ended": jobs - ended}
+                "not_ended": jobs - ended, **extra}
     finally:
+        if sched is not None:
+            sched.stop()
         sim.stop()
 
 
@@ -123,13 +198,16 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=64)
     ap.add_argument("--jobs", type=int, default=20000)
     ap.add_argument("--vanish", type=float, default=0.1)
+    ap.add_argument("--via", choices=["client", "scheduler"], default="client",
+                    help="the program's own JobCluster, or a SharedJobCluster through "
+                         "dispyscheduler")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sizes = [int(x) for x in a.nodes.split(",")]
     if len(sizes) == 1:
-        print(json.dumps(run(sizes[0], a.cpus, a.jobs, a.vanish)), flush=True)
+        print(json.dumps(run(sizes[0], a.cpus, a.jobs, a.vanish, a.via)), flush=True)
         return 0
     # each size in a process of its own, as a program has one cluster: a size measured
     # after another in the same process inherits its heap and collector state (the
@@ -137,7 +215,8 @@ def main() -> int:
     for n in sizes:
         proc = subprocess.run(
             [sys.executable, __file__, "--nodes", str(n), "--cpus", str(a.cpus), "--jobs",
-             str(a.jobs), "--vanish", str(a.vanish)], stdout=subprocess.PIPE, text=True)
+             str(a.jobs), "--vanish", str(a.vanish), "--via", a.via], stdout=subprocess.PIPE,
+            text=True)
         sys.stdout.write(proc.stdout)
         sys.stdout.flush()
         if proc.returncode:
