@@ -10,7 +10,7 @@ import time
 import weakref
 
 import pytest
-from conftest import wait_started
+from conftest import free_port, wait_started
 
 import dispy
 
@@ -335,6 +335,20 @@ def test_wait_nodes_times_out_with_the_count(node):
         assert time.monotonic() - start < 5
         with pytest.raises(ValueError):
             cluster.wait_nodes(0)
+
+
+def test_a_listed_node_that_starts_after_the_cluster_joins_without_jobs(node_factory):
+    """dispynode started a moment after JobCluster(): the cluster connects when it is up
+    (wait_nodes returns) though no job was submitted yet."""
+    port = free_port()
+    cluster = dispy.JobCluster(ident, nodes=[("127.0.0.1", port)], port=0)
+    try:
+        assert cluster.wait_nodes(1, timeout=0.5) == 0
+        node_factory("-c", "1", port=port)
+        assert cluster.wait_nodes(1, timeout=30) == 1
+        assert cluster.submit(5)() == 5
+    finally:
+        cluster.close(timeout=10, terminate=True)
 
 
 def test_unreachable_listed_node_is_not_waited_for(caplog):

@@ -67,7 +67,8 @@ class NodeWatch:
 
     def tick(self, now: float) -> None:
         """Cut silent nodes off, reconnect lost ones (or give up on them), and connect
-        to nodes that clusters with jobs want but have not met."""
+        to nodes that clusters want but have not met (every ``RETRY_INTERVAL``; one that
+        refused or was busy only while jobs wait)."""
         engine = self.engine
         for link in list(engine.links.values()):
             if link.state == "connected":
@@ -83,9 +84,13 @@ class NodeWatch:
                     self.dead(link, link.reason)
                 else:
                     engine.connect(link)
-            elif any(engine.wants(cs, link.ip, link.port) is not None and cs.jobs
+            elif any(engine.wants(cs, link.ip, link.port) is not None
+                     and (cs.jobs or link.state == "down")
                      and engine.setups.state(link.key, cs.cid) is None
                      for cs in engine.clusters.values() if cs.profile == link.profile):
+                # a node that was not up yet joins when it is (wait_nodes, status()), not
+                # only once jobs wait; one that refused (a wrong secret) or was busy is
+                # asked again only for jobs: its warning would repeat every half minute
                 engine.connect(link)
 
     def _pulse_limit(self, link: NodeLink) -> float | None:
