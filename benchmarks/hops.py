@@ -138,7 +138,7 @@ def analyse(out: Path, client_pid: int) -> str:
     for _, pid, tag in events:
         if tag.startswith("job process") or tag in ("job ran", "result sent"):
             roles.setdefault(pid, "job process")
-    for _, pid, tag in events:
+    for _, pid, _tag in events:
         roles.setdefault(pid, "node daemon")
     cycles, current = [], None
     for t, pid, tag in events:
