@@ -243,10 +243,36 @@ class Engine:
         node.avail_info = avail_from(welcome.get("avail_info"))
         node.update_time = time.time()
         self.core.set_node(link.key, node.cpus)
-        asyncio.get_running_loop().create_task(self._read(link, conn))
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._read(link, conn))
+        if link.running:  # connected again: the old connection may have lost frames
+            loop.create_task(self._ask_running(link, conn, list(link.running)))
         for cs in list(self.clusters.values()):
             if cs.profile == link.profile and self.setups.state(link.key, cs.cid) is None:
                 self.consider(link, cs)
+        self.dispatch()
+
+    async def _ask_running(self, link: NodeLink, conn: Connection, uids: list[str]) -> None:
+        """After a reconnect, ask the node which of the jobs running there it knows. A job
+        frame may have been lost with the old connection, and a refusal the node could
+        not send while we were away is not kept (it keeps results only): a job the node
+        does not know runs again (reentrant) or ends with the reason, as a refused one."""
+        answer = await conn.request(messages.JobsQuery(uids=uids), timeout=self.msg_timeout)
+        if answer is None or link.conn is not conn:
+            return  # no answer: the connection went again (and this is asked again)
+        try:
+            unknown = messages.parse_reply(answer).unknown or []
+        except messages.MessageError as exc:
+            log.warning("node %s: bad answer to jobs_query: %s", link.describe(), exc)
+            return
+        reason = f"node {link.describe()} lost it with the connection"
+        for uid in unknown:
+            if link.running.pop(uid, None) is None:
+                continue  # its result came meanwhile
+            if link.node is not None:
+                link.node.busy = max(0, link.node.busy - 1)
+            log.warning("job %s: %s", uid, reason)
+            self.apply(self.lifecycle.refused(uid, link.key, reason))
         self.dispatch()
 
     def consider(self, link: NodeLink, cs: ClusterState) -> None:
