@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispy.wire import adminmsg, hostmsg, messages  # noqa: F401 (their records register)
+from dispy.wire import adminmsg, discoverymsg, hostmsg, messages  # noqa: F401 (records)
 from dispy.wire.records import (
     ID,
     MAX_LIST,
+    Id,
     IdMark,
     MessageError,
     Range,
@@ -169,3 +170,57 @@ def test_each_field_alone_gets_the_reference_verdict(cls):
             header = {**good, f.name: value}
             assert _verdict(cls.parse, header) == \
                 _verdict(lambda h: reference_parse(cls, h), header), (f.name, value)
+
+
+class _Unknown:
+    """A type no check knows."""
+
+
+SYNTHETIC = [int | float, float | int, int | str | None, bool | int, list[list[Id]],
+             list[int] | None, Annotated[int, Range(0, 10)], Annotated[float, Range(-1, 1)],
+             dict[str, int], dict, Any, _Unknown, _Unknown | None, int | _Unknown,
+             typing.List, int | typing.List, list[Any]]  # noqa: UP006 (a bare List on purpose)
+
+
+def _any_verdict(fn: Any, value: Any) -> Any:
+    try:
+        return ("ok", fn(value))
+    except Exception as exc:  # noqa: BLE001 (the kind of failure is the verdict)
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("hint", SYNTHETIC, ids=repr)
+def test_check_value_on_made_up_hints_agrees_with_the_reference(hint):
+    """Hints no record uses today, each with every tricky value: the same value, or the
+    same kind of failure with the same message (and a bad hint fails only when a value
+    comes, as before)."""
+    for value in TRICKY:
+        got = _any_verdict(lambda v: check_value("f", v, hint), value)
+        want = _any_verdict(lambda v: reference_check("f", v, hint), value)
+        if got[0] == "ok" and want[0] == "ok" and got[1] != got[1]:  # NaN
+            continue
+        assert got == want, (hint, value)
+
+
+def test_equal_unions_in_another_order_keep_their_own_order():
+    """int | float == float | int for typing: the cached checker must not be shared."""
+    assert check_value("f", 3, int | float) == 3 and type(check_value("f", 3, int | float)) is int
+    assert type(check_value("f", 3, float | int)) is float
+
+
+def test_discovery_hints_agree_with_the_reference():
+    """discoverymsg (UDP discovery) checks its fields with check_value, Range included."""
+    for cls in _dataclasses_of(discoverymsg):
+        for name, hint in type_hints(cls).items():
+            if typing.get_origin(hint) is typing.ClassVar:
+                continue
+            for value in TRICKY:
+                got = _any_verdict(lambda v, n=name, h=hint: check_value(n, v, h), value)
+                want = _any_verdict(lambda v, n=name, h=hint: reference_check(n, v, h), value)
+                assert got == want, (cls.__name__, name, value)
+
+
+def _dataclasses_of(module: Any) -> list[type]:
+    return [obj for obj in vars(module).values()
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj)
+            and obj.__module__ == module.__name__]

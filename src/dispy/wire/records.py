@@ -102,10 +102,19 @@ def parse_plan(cls: type) -> tuple[tuple[str, bool, Check], ...]:
     hints = type_hints(cls)
     return tuple((f.name, f.default is dataclasses.MISSING
                   and f.default_factory is dataclasses.MISSING,
-                  compile_check(f.name, hints[f.name])) for f in dataclasses.fields(cls))
+                  _checker(f.name, hints[f.name])) for f in dataclasses.fields(cls))
 
 
 _PLANS: dict[type, tuple[tuple[str, bool, Check], ...]] = {}
+
+
+def _checker(name: str, hint: Any) -> Check:
+    """``compile_check``; for a hint it cannot compile (e.g. a bare ``typing.List``), a
+    checker that fails as ``check_value`` always did: when a value comes, not before."""
+    try:
+        return compile_check(name, hint)
+    except Exception:
+        return lambda value: compile_check(name, hint)(value)
 
 
 def compile_check(name: str, hint: Any) -> Check:
@@ -114,8 +123,7 @@ def compile_check(name: str, hint: Any) -> Check:
     job_status, one per job, took 14 us through ``check_value``)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = [compile_check(name, a) for a in typing.get_args(hint)
-                   if a is not type(None)]
+        options = [_checker(name, a) for a in typing.get_args(hint) if a is not type(None)]
         if len(options) == 1:
             return options[0]
 
@@ -130,7 +138,7 @@ def compile_check(name: str, hint: Any) -> Check:
         return union
     if origin is list:
         (item,) = typing.get_args(hint)
-        check_item = compile_check(name, item)
+        check_item = _checker(name, item)
 
         def listed(value: Any) -> Any:
             if not isinstance(value, list) or len(value) > MAX_LIST:
@@ -145,7 +153,7 @@ def compile_check(name: str, hint: Any) -> Check:
                     raise MessageError(f"{name!r} is not a valid id: {str(value)[:40]!r}")
                 return value
             return ident
-        inner = compile_check(name, hint.__origin__)
+        inner = _checker(name, hint.__origin__)
         ranges = [mark for mark in marks if isinstance(mark, Range)]
 
         def ranged(value: Any) -> Any:
@@ -155,7 +163,10 @@ def compile_check(name: str, hint: Any) -> Check:
                     raise MessageError(f"{name!r} is out of range: {value}")
             return value
         return ranged
-    simple = _SIMPLE.get(hint) if origin is None else None
+    try:
+        simple = _SIMPLE.get(hint) if origin is None else None
+    except TypeError:  # an unhashable hint: none of these
+        simple = None
     if simple is not None:
         return lambda value: simple(name, value)
     if hint is dict or origin is dict:
@@ -204,16 +215,19 @@ _SIMPLE: dict[Any, Callable[[str, Any], Any]] = {
 
 def check_value(name: str, value: Any, hint: Any) -> Any:
     """``value`` of field ``name`` checked against its type ``hint`` (MessageError)."""
+    # keyed by the repr too: unions equal in any order (int | float == float | int) try
+    # their options in their own order
     try:
-        check = _CHECKS.get((name, hint))
+        key = (name, hint, repr(hint))
+        check = _CHECKS.get(key)
     except TypeError:  # an unhashable hint
-        return compile_check(name, hint)(value)
+        return _checker(name, hint)(value)
     if check is None:
-        check = _CHECKS[(name, hint)] = compile_check(name, hint)
+        check = _CHECKS[key] = _checker(name, hint)
     return check(value)
 
 
-_CHECKS: dict[tuple[str, Any], Check] = {}
+_CHECKS: dict[tuple[str, Any, str], Check] = {}
 
 
 def as_float(name: str, value: int | float) -> float:
