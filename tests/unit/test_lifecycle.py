@@ -47,6 +47,21 @@ def test_a_job_runs_and_its_result_is_delivered_once():
     assert m.result("a", send.node) == [] and m.state("a") is None
 
 
+@pytest.mark.parametrize("given_back", ["node_lost", "refused"])
+def test_a_running_job_cancelled_by_the_user_is_not_run_again(given_back):
+    """Cancelled while it ran, then its node is lost or gives it back unrun (a reconnect
+    finds the node does not know it): it ends Cancelled, reentrant or not."""
+    m = machine()
+    m.submit("a", "c", resubmittable=True)
+    (send,) = m.dispatch()
+    assert m.cancel("a") == [SendCancel("a", "c", send.node)]
+    out = (m.node_lost(send.node, "lost") if given_back == "node_lost"
+           else m.refused("a", send.node, "it lost it with the connection"))
+    (end,) = out
+    assert isinstance(end, End) and end.status == CANCELLED and end.uid == "a"
+    assert m.state("a") is None and m.dispatch() == []
+
+
 def test_node_loss_resubmits_reentrant_jobs_under_a_new_id_and_ends_others():
     m = machine()
     m.submit("a", "c", resubmittable=True)

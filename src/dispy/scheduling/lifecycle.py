@@ -40,6 +40,9 @@ class JobRecord:
     node: NodeKey | None = None
     #: dispy_job_priority (SchedulerCore: higher first), kept for a resubmission
     priority: int = 0
+    #: the user cancelled it while it ran: should its node be lost or give it back
+    #: unrun, it ends rather than running again
+    cancel_asked: bool = False
 
 
 # ---- instructions ----------------------------------------------------------------------
@@ -166,6 +169,7 @@ class JobLifecycle:
             return []
         if rec.state is State.QUEUED:
             return self._end(uid, CANCELLED, "Cancelled")
+        rec.cancel_asked = True
         return [SendCancel(uid, rec.cid, rec.node)]
 
     def node_lost(self, node: NodeKey, reason: str) -> list[Instruction]:
@@ -246,7 +250,7 @@ class JobLifecycle:
                 del self.pinned[rec.pin]
 
     def _again_or_end(self, rec: JobRecord, reason: str, status: int) -> list[Instruction]:
-        if rec.resubmittable and rec.cid not in self.closing:
+        if rec.resubmittable and not rec.cancel_asked and rec.cid not in self.closing:
             self._release(rec)
             new = self.new_uid()
             self.jobs[new] = JobRecord(new, rec.cid, True, priority=rec.priority)
