@@ -257,9 +257,17 @@ class Engine:
         frame may have been lost with the old connection, and a refusal the node could
         not send while we were away is not kept (it keeps results only): a job the node
         does not know runs again (reentrant) or ends with the reason, as a refused one."""
-        answer = await conn.request(messages.JobsQuery(uids=uids), timeout=self.msg_timeout)
-        if answer is None or link.conn is not conn:
-            return  # no answer: the connection went again (and this is asked again)
+        while True:
+            # the node answers after the results it resends on a reconnect: allow for them
+            answer = await conn.request(messages.JobsQuery(uids=uids),
+                                        timeout=3 * self.msg_timeout)
+            if link.conn is not conn or conn.is_closing():
+                return  # the connection went again: asked again on the next one
+            if answer is not None:
+                break
+            uids = [uid for uid in uids if uid in link.running]
+            if not uids:
+                return
         try:
             unknown = messages.parse_reply(answer).unknown or []
         except messages.MessageError as exc:
@@ -267,11 +275,12 @@ class Engine:
             return
         reason = f"node {link.describe()} lost it with the connection"
         for uid in unknown:
-            if link.running.pop(uid, None) is None:
+            job = link.running.pop(uid, None)
+            if job is None:
                 continue  # its result came meanwhile
             if link.node is not None:
                 link.node.busy = max(0, link.node.busy - 1)
-            log.warning("job %s: %s", uid, reason)
+            log.warning("job %s of %r: %s", job.id, job._cluster.name, reason)
             self.apply(self.lifecycle.refused(uid, link.key, reason))
         self.dispatch()
 
@@ -279,7 +288,8 @@ class Engine:
         """Should ``cs`` use this node? If so, set the computation up there."""
         alloc = self.wants(cs, link.ip, link.port)
         node = link.node
-        if alloc is None or node is None or self.setups.known(link.key, cs.cid):
+        if (alloc is None or node is None or self.setups.known(link.key, cs.cid)
+                or cs.cid in self.lifecycle.closing):  # (its setups are gone meanwhile)
             return
         if self.sink.allocates_later(link, cs, alloc):
             self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows

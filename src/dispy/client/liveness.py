@@ -87,6 +87,7 @@ class NodeWatch:
             elif any(engine.wants(cs, link.ip, link.port) is not None
                      and (cs.jobs or link.state == "down")
                      and engine.setups.state(link.key, cs.cid) is None
+                     and cs.cid not in engine.lifecycle.closing
                      for cs in engine.clusters.values() if cs.profile == link.profile):
                 # a node that was not up yet joins when it is (wait_nodes, status()), not
                 # only once jobs wait; one that refused (a wrong secret) or was busy is
