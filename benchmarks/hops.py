@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -101,9 +103,13 @@ DRIVER = textwrap.dedent('''
                              "--daemon"], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while "serving" not in open(log.name).read():
+        while True:
+            log.seek(0)
+            text = log.read()
+            if "serving" in text:
+                break
             if node.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("dispynode did not start: " + open(log.name).read())
+                raise SystemExit("dispynode did not start: " + text)
             time.sleep(0.05)
         cluster = dispy.JobCluster(noop, nodes=[("127.0.0.1", port)], port=0,
                                    loglevel=dispy.logger.WARNING)
@@ -181,9 +187,18 @@ def main() -> int:
         env = {**os.environ, "DISPY_HOPS": str(out),
                "PYTHONPATH": os.pathsep.join([str(site), str(SRC)])}
         proc = subprocess.Popen([sys.executable, str(work / "driver.py"), str(a.jobs)],
-                                env=env)
-        if proc.wait(600):
-            return proc.returncode
+                                env=env, start_new_session=True)
+        try:
+            code = proc.wait(600)
+        except subprocess.TimeoutExpired:
+            print("hops: the run did not end in 600 s", file=sys.stderr)
+            code = 1
+        finally:  # the driver, its node and the node's children share its session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if code:
+            return code
         print(analyse(out, proc.pid))
         return 0
     finally:

@@ -94,13 +94,16 @@ class Scheduler:
              "--dest_path_prefix", os.path.join(self.dir, "prefix"), "--pulse_interval", "1",
              "--daemon"], stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
-        deadline = time.monotonic() + 60
-        while "clients connect to" not in self._text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"dispyscheduler did not start:\n{self._text()}")
-            time.sleep(0.05)
-        self.ps = psutil.Process(self.proc.pid)
+        try:
+            deadline = time.monotonic() + 60
+            while "clients connect to" not in self._text():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"dispyscheduler did not start:\n{self._text()}")
+                time.sleep(0.05)
+            self.ps = psutil.Process(self.proc.pid)
+        except BaseException:  # (Ctrl-C too) nothing is left behind
+            self.stop()
+            raise
 
     def _text(self) -> str:
         self.log.seek(0)
