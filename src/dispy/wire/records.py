@@ -179,10 +179,12 @@ def compile_check(name: str, hint: Any) -> Check:
     return unknown
 
 
-def _check_bool(name: str, value: Any) -> Any:
-    if not isinstance(value, bool):
-        raise MessageError(f"{name!r} is not true/false")
-    return value
+def _of_type(kind: type, what: str) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise MessageError(f"{name!r} is not {what}")
+        return value
+    return check
 
 
 def _check_int(name: str, value: Any) -> Any:
@@ -197,20 +199,10 @@ def _check_float(name: str, value: Any) -> Any:
     return as_float(name, value)
 
 
-def _check_str(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        raise MessageError(f"{name!r} is not a string")
-    return value
-
-
-def _check_dict(name: str, value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise MessageError(f"{name!r} is not an object")
-    return value
-
-
+_check_dict = _of_type(dict, "an object")
 _SIMPLE: dict[Any, Callable[[str, Any], Any]] = {
-    bool: _check_bool, int: _check_int, float: _check_float, str: _check_str}
+    bool: _of_type(bool, "true/false"), int: _check_int, float: _check_float,
+    str: _of_type(str, "a string")}
 
 
 def check_value(name: str, value: Any, hint: Any) -> Any:
