@@ -105,7 +105,9 @@ def test_late_node_found_by_its_announcement(dispy_lan_idle: DispyLan) -> None:
 def test_nodes_that_match_no_pattern_are_named(dispy_lan: DispyLan) -> None:
     """Nodes answer a broadcast but the program's pattern matches none of them: the log
     says which nodes answered and that they match nothing (not "no node answered")."""
-    other = dispy_lan.wildcard.rsplit(".", 2)[0] + ".254.\\*"  # another subnet
+    prefix, third, _ = dispy_lan.wildcard.rsplit(".", 2)
+    # another subnet: not the lab's own, which is a random 10.77.N.0/24 (N = 254 too)
+    other = f"{prefix}.{1 if third != '1' else 2}.\\*"
     run = dispy_lan.run_client(CLIENT, "--nodes", json.dumps([other]),
                                "--node-port", str(dispy_lan.port), "--jobs", "1",
                                "--deadline", "5")
