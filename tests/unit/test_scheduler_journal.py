@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+from unittest import mock
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dispy.scheduler.blobs import BLOB_MIN
-from dispy.scheduler.journal import SchedulerJournal, pack, unpack
+from dispy.scheduler.journal import SchedulerJournal, _replay, pack, unpack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,6 +210,25 @@ _OPS = st.lists(st.tuples(
 def test_a_restart_reads_what_a_model_says(tmp_path_factory, ops):
     """Any sequence of changes, flushed and reopened at any point, reads back as a plain
     model of jobs and results says (only what was flushed)."""
+    _run_model(tmp_path_factory, ops)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_OPS)
+@example([("ended", 0, "c1"), ("job", 0, "c1"), ("flush", 0, "c1")])  # a row and a result
+@example([("ended", 1, "c1"), ("flush", 0, "c1"), ("acked", 1, "c1"), ("flush", 0, "c1"),
+          ("job", 2, "c2"), ("sent", 2, "c2"), ("flush", 0, "c1"), ("requeued", 2, "c2"),
+          ("drop_computation", 0, "c2"), ("flush", 0, "c1")])
+def test_compactions_from_memory_keep_what_the_model_says(tmp_path_factory, ops):
+    """The same with the log compacted at nearly every flush: a compaction writes the
+    state the journal keeps in memory (it no longer reads the log back), and that state
+    must be the log's."""
+    with mock.patch("dispy.scheduler.journal.COMPACT_MIN", 2), \
+            mock.patch("dispy.scheduler.journal.COMPACT_FACTOR", 1):
+        _run_model(tmp_path_factory, ops)
+
+
+def _run_model(tmp_path_factory, ops):
     tmp = tmp_path_factory.mktemp("j")
     j = SchedulerJournal(str(tmp / "journal.log"))
     j.session("s", "client", "prog", "addr", "/root")
@@ -243,6 +263,7 @@ def test_a_restart_reads_what_a_model_says(tmp_path_factory, ops):
         elif op == "flush":
             j.flush()
             flushed = (dict(pending_jobs), dict(pending_results))
+            _memory_is_the_log(j)
         elif op == "reopen":  # a crash: what was not flushed is lost
             os.close(j.fd)
             j = SchedulerJournal(str(tmp / "journal.log"))
@@ -253,3 +274,11 @@ def test_a_restart_reads_what_a_model_says(tmp_path_factory, ops):
         u: [u.encode()] for u in flushed[0]}
     assert {uid: bufs[0] for _, uid, _, bufs in state.results} == flushed[1]
     j.close()
+
+
+def _memory_is_the_log(j: SchedulerJournal) -> None:
+    """After a flush the state the journal keeps in memory is what its log replays to."""
+    with open(j.path, "rb") as fh:
+        on_disk, _, _ = _replay(fh.read())
+    assert (on_disk.sessions, on_disk.computations, on_disk.jobs, on_disk.results) == (
+        j._live.sessions, j._live.computations, j._live.jobs, j._live.results)

@@ -181,8 +181,9 @@ class _Live:
         out += [("b", b, c, k) for b, (c, k) in self.boots.items()]
         out += [("s", *row) for row in self.sessions.values()]
         out += [("c", *key, *row) for key, row in self.computations.items()]
-        out += [("j", *key, *row) for key, row in self.jobs.items()]
+        # results before jobs: a result record drops the job row of its uid on replay
         out += [("e", *key, *row) for key, row in self.results.items()]
+        out += [("j", *key, *row) for key, row in self.jobs.items()]
         return out
 
 
@@ -228,9 +229,10 @@ class SchedulerJournal:
         #: the log's size and records (compacted at start: a cut record is cut off),
         #: and how many records were live at the last compaction
         self.size = self.records = self._compacted = 0
-        live = self._compact()
+        #: what the log holds (and the records queued), replayed: kept from the start
+        self._live = live = self._compact()
         #: the scheduler's id and its boots (runs), as the log says
-        self._meta, self._boots = live.meta, live.boots
+        self._meta, self._boots = dict(live.meta), dict(live.boots)
 
     # ---- the file ------------------------------------------------------------------
 
@@ -239,9 +241,11 @@ class SchedulerJournal:
         data = os.pread(self.fd, size, 0) if size else b""
         return _replay(data)
 
-    def _compact(self) -> _Live:
-        """Rewrite the log with only what is live (atomic rename); returns it."""
-        live, _, _ = self._read()
+    def _compact(self, live: _Live | None = None) -> _Live:
+        """Rewrite the log with only what is live (atomic rename); returns it. ``live``:
+        what the log holds, kept in memory since the start (else read from the file)."""
+        if live is None:
+            live, _, _ = self._read()
         live.drop_orphans()
         records = live.records()
         data = b"".join(recordlog.record(rec) for rec in records)
@@ -255,6 +259,16 @@ class SchedulerJournal:
         self.size = recordlog.append(self.fd, b"".join(pieces), self.size)
         self.records += len(pieces)
 
+    def _op(self, rec: tuple) -> None:
+        """Queue a record for the next flush; the state in memory follows it now (a
+        compaction writes that state instead of reading the whole log back)."""
+        self._ops.append(recordlog.record(rec))
+        self._live.apply(rec)
+
+    def _write_now(self, rec: tuple) -> None:
+        self._write([recordlog.record(rec)])
+        self._live.apply(rec)
+
     # ---- start -------------------------------------------------------------------------
 
     def scheduler_id(self) -> str:
@@ -262,7 +276,7 @@ class SchedulerJournal:
         sid = self._meta.get("scheduler_id")
         if sid is None:
             sid = self._meta["scheduler_id"] = uuid.uuid4().hex
-            self._write([recordlog.record(("m", "scheduler_id", sid))])
+            self._write_now(("m", "scheduler_id", sid))
         return sid
 
     def load(self) -> SavedState:
@@ -312,30 +326,30 @@ class SchedulerJournal:
         """This run's identity towards the nodes (a later run fetches results with it)."""
         self.boot = max(self._boots, default=0) + 1
         self._boots[self.boot] = (client_id, session_key)
-        self._write([recordlog.record(("b", self.boot, client_id, session_key))])
+        self._write_now(("b", self.boot, client_id, session_key))
 
     def forget_boots(self, keep: set[int]) -> None:
         """Boots no job refers to any more (their node sessions are of no use)."""
         keep = keep | {self.boot}
         self._boots = {b: v for b, v in self._boots.items() if b in keep}
-        self._ops.append(recordlog.record(("B", *sorted(keep))))
+        self._op(("B", *sorted(keep)))
 
     # ---- changes (queued until flush) ----------------------------------------------
 
     def session(self, sid: str, client_id: str, name: str, addr: str, root: str) -> None:
-        self._ops.append(recordlog.record(("s", sid, client_id, name, addr, root)))
+        self._op(("s", sid, client_id, name, addr, root))
 
     def drop_session(self, sid: str) -> None:
-        self._ops.append(recordlog.record(("S", sid)))
+        self._op(("S", sid))
         for table, s, key in [k for k in self._files if k[1] == sid]:
             self._forget(table, s, key)
 
     def computation(self, sid: str, ccid: str, header: dict, bufs: list[bytes]) -> None:
-        self._ops.append(recordlog.record(("c", sid, ccid, _text(header),
-                                  self._pack("computations", sid, ccid, ccid, bufs))))
+        self._op(("c", sid, ccid, _text(header),
+                  self._pack("computations", sid, ccid, ccid, bufs)))
 
     def drop_computation(self, sid: str, ccid: str) -> None:
-        self._ops.append(recordlog.record(("C", sid, ccid)))
+        self._op(("C", sid, ccid))
         self._forget("computations", sid, ccid)
         for table, s, key in [k for k, (c, _) in self._files.items()
                               if k[0] == "jobs" and k[1] == sid and c == ccid]:
@@ -343,27 +357,25 @@ class SchedulerJournal:
 
     def job(self, sid: str, uid: str, ccid: str, header: dict, bufs: list,
             files: list[tuple[str, str]]) -> None:
-        self._ops.append(recordlog.record(("j", sid, uid, ccid, _text(header),
-                                  self._pack("jobs", sid, uid, ccid, bufs), _text(files),
-                                  None, None, None, None, None)))
+        self._op(("j", sid, uid, ccid, _text(header), self._pack("jobs", sid, uid, ccid, bufs),
+                  _text(files), None, None, None, None, None))
 
     def sent(self, sid: str, uid: str, ip: str, port: int, node_cid: str,
              node_uid: str) -> None:
-        self._ops.append(recordlog.record(("w", sid, uid, self.boot, ip, port, node_cid, node_uid)))
+        self._op(("w", sid, uid, self.boot, ip, port, node_cid, node_uid))
 
     def requeued(self, sid: str, uid: str) -> None:
-        self._ops.append(recordlog.record(("w", sid, uid, None, None, None, None, None)))
+        self._op(("w", sid, uid, None, None, None, None, None))
 
     def ended(self, sid: str, uid: str, header: dict, bufs: list) -> None:
         """A job's result (or the scheduler's verdict): kept until its program acks it."""
         self._forget("jobs", sid, uid)
-        self._ops.append(recordlog.record(("e", sid, uid, _text(header),
-                                  self._pack("results", sid, uid, "", bufs))))
+        self._op(("e", sid, uid, _text(header), self._pack("results", sid, uid, "", bufs)))
 
     def acked(self, sid: str, uids: list[str]) -> None:
         for uid in uids:
             self._forget("results", sid, uid)
-        self._ops.append(recordlog.record(("a", sid, *uids)))
+        self._op(("a", sid, *uids))
 
     def flush(self) -> None:
         """Write the queued changes (one write), then remove the files of rows gone."""
@@ -373,7 +385,7 @@ class SchedulerJournal:
         try:
             self._write(ops)
             if self.records > max(COMPACT_MIN, COMPACT_FACTOR * self._compacted):
-                self._compact()
+                self._compact(self._live)
         except OSError as exc:
             log.error("journal %s not written: %s (a restart would lose the changes)",
                       self.path, exc)
