@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from dispy.wire.codec import FULL, FrameError
+from dispy.wire.codec import FULL, FrameError, encode_sized
 from dispy.wire.connection import Connection, ConnectionClosed
 
 pytestmark = pytest.mark.timeout(30)
@@ -119,5 +119,22 @@ def test_send_now_writes_at_once_after_what_was_queued():
         assert seen == [(0, []), (1, [b"abc"])]
         left.close()
         await asyncio.wait_for(ended, 5)
+
+    asyncio.run(main())
+
+
+def test_frames_before_bad_bytes_in_the_same_read_are_handled_first():
+    """A good frame and garbage arrive in one read: the frame reaches the handler (as
+    ``recv`` hands it out before it raises), then the connection ends with the error."""
+    async def main():
+        a, b = socket.socketpair()
+        right = await _open(b)
+        seen = []
+        ended = right.deliver_to(lambda h, bufs: seen.append(h["i"]))
+        pieces, _, _ = encode_sized({"op": "n", "i": 7})
+        a.sendall(b"".join(bytes(p) for p in pieces) + b"\xff" * 64)
+        reason = await asyncio.wait_for(ended, 5)
+        assert seen == [7] and isinstance(reason, FrameError)
+        a.close()
 
     asyncio.run(main())

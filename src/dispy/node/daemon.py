@@ -23,7 +23,7 @@ from .._version import __version__
 from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
-from ..wire.connection import Connection, ConnectionClosed
+from ..wire.connection import Connection
 from ..wire.sessions import session_id
 from ..wire.status import CANCELLED, TERMINATED
 from . import admin, compfiles, service
@@ -290,29 +290,59 @@ class NodeDaemon:
         await self._read_client(session, conn)
 
     async def _read_client(self, session: Session, conn: Connection) -> None:
-        try:
-            while True:
-                header, bufs = await conn.recv()
-                session.last_seen = time.monotonic()
-                old = session.computations.get(messages.id_field(header, "cid"))
-                if header.get("op") == "compute" and old is not None:
-                    # the client presumed us dead and sets up again: end the old one first
+        """The client's frames, handled as they are decoded (in the read callback: no task
+        wake-up per frame). A computation the client sets up again is closed first; the
+        frames after it wait for that, in order."""
+        held: list[tuple[dict, list]] | None = None
+
+        def frame(header: dict, bufs: list) -> None:
+            nonlocal held
+            session.last_seen = time.monotonic()
+            if held is not None:
+                held.append((header, bufs))
+            elif self._set_up_again(session, header) is not None:
+                held = [(header, bufs)]
+                self.spawn(release())
+            else:
+                self._on_client_frame(session, conn, header, bufs)
+
+        async def release() -> None:
+            nonlocal held
+            while held:
+                header, bufs = held.pop(0)
+                old = self._set_up_again(session, header)
+                if old is not None:  # the client presumed us dead: end the old one first
                     await self.close_computation(old, TERMINATED, "set up again by client",
                                                   notify=False, release=False)
-                try:
-                    self._on_client(session, header, bufs)
-                except Exception:
-                    log.exception("failed to handle %r from %s", header.get("op"), conn.peer[0])
-        except (ConnectionClosed, OSError):
-            log.debug("client %s disconnected", session.describe())
-        except FrameError as exc:
-            log.warning("dropped connection from %s: %s", conn.peer[0], exc)
+                self._on_client_frame(session, conn, header, bufs)
+            held = None
+
+        try:
+            ended = await conn.deliver_to(frame)
+            if isinstance(ended, FrameError):
+                log.warning("dropped connection from %s: %s", conn.peer[0], ended)
+            else:
+                log.debug("client %s disconnected", session.describe())
         finally:
             if session.conn is conn:
                 session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
             conn.close()
             self._check_free(session)
+
+    @staticmethod
+    def _set_up_again(session: Session, header: dict) -> Computation | None:
+        """The computation a "compute" frame sets up again (the client presumed us dead)."""
+        if header.get("op") != "compute":
+            return None
+        return session.computations.get(messages.id_field(header, "cid"))
+
+    def _on_client_frame(self, session: Session, conn: Connection, header: dict,
+                         bufs: list) -> None:
+        try:
+            self._on_client(session, header, bufs)
+        except Exception:
+            log.exception("failed to handle %r from %s", header.get("op"), conn.peer[0])
 
     def _keepalive(self, conn: Connection) -> None:
         """TCP keepalive well within --zombie_interval, so a client whose machine vanished

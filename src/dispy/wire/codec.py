@@ -425,8 +425,10 @@ class FrameDecoder:
 
     def _feed_plain(self, view: memoryview) -> None:
         if not self._hold:
-            self._parser.consume(view)
-            self._collect()
+            try:
+                self._parser.consume(view)
+            finally:  # frames whole before bad bytes are taken too, as with records
+                self._collect()
             return
         # one frame at a time: feed byte ranges until a frame completes, hold the rest
         pos = 0

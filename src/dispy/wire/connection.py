@@ -130,6 +130,10 @@ class Connection(asyncio.BufferedProtocol):
         try:
             self.decoder.received(nbytes)
         except FrameError as exc:
+            # frames whole before the bad bytes passed their tags: handled, as ``recv``
+            # hands them out before it raises the error
+            if self.decoder.frames and self._handler is not None:
+                self._deliver()
             self._fail(exc)
             return
         if self.decoder.frames:
