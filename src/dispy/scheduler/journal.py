@@ -229,10 +229,9 @@ class SchedulerJournal:
         #: the log's size and records (compacted at start: a cut record is cut off),
         #: and how many records were live at the last compaction
         self.size = self.records = self._compacted = 0
-        #: what the log holds (and the records queued), replayed: kept from the start
-        self._live = live = self._compact()
-        #: the scheduler's id and its boots (runs), as the log says
-        self._meta, self._boots = dict(live.meta), dict(live.boots)
+        #: what the log holds (and the records queued), replayed: kept from the start;
+        #: its meta and boots are the scheduler's id and its runs
+        self._live = self._compact()
 
     # ---- the file ------------------------------------------------------------------
 
@@ -273,9 +272,9 @@ class SchedulerJournal:
 
     def scheduler_id(self) -> str:
         """The scheduler's id, the same across restarts (its programs reconnect to it)."""
-        sid = self._meta.get("scheduler_id")
+        sid = self._live.meta.get("scheduler_id")
         if sid is None:
-            sid = self._meta["scheduler_id"] = uuid.uuid4().hex
+            sid = uuid.uuid4().hex
             self._write_now(("m", "scheduler_id", sid))
         return sid
 
@@ -324,15 +323,12 @@ class SchedulerJournal:
 
     def start_boot(self, client_id: str, session_key: str) -> None:
         """This run's identity towards the nodes (a later run fetches results with it)."""
-        self.boot = max(self._boots, default=0) + 1
-        self._boots[self.boot] = (client_id, session_key)
+        self.boot = max(self._live.boots, default=0) + 1
         self._write_now(("b", self.boot, client_id, session_key))
 
     def forget_boots(self, keep: set[int]) -> None:
         """Boots no job refers to any more (their node sessions are of no use)."""
-        keep = keep | {self.boot}
-        self._boots = {b: v for b, v in self._boots.items() if b in keep}
-        self._op(("B", *sorted(keep)))
+        self._op(("B", *sorted(keep | {self.boot})))
 
     # ---- changes (queued until flush) ----------------------------------------------
 
