@@ -275,13 +275,9 @@ class Engine:
             return
         reason = f"node {link.describe()} lost it with the connection"
         for uid in unknown:
-            job = link.running.pop(uid, None)
-            if job is None:
-                continue  # its result came meanwhile
-            if link.node is not None:
-                link.node.busy = max(0, link.node.busy - 1)
-            log.warning("job %s of %r: %s", job.id, job._cluster.name, reason)
-            self.apply(self.lifecycle.refused(uid, link.key, reason))
+            job = self._given_back(link, uid, reason)  # None: its result came meanwhile
+            if job is not None:
+                log.warning("job %s of %r: %s", job.id, job._cluster.name, reason)
         self.dispatch()
 
     def consider(self, link: NodeLink, cs: ClusterState) -> None:
@@ -406,13 +402,22 @@ class Engine:
         self.sink.deliver(job, msg, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:
-        if link.running.pop(msg.uid, None) is None:
-            return
+        killed = msg.status == DispyJob.Terminated  # e.g. the service window ended
+        self._given_back(link, msg.uid, f"node {link.describe()} refused the job: "
+                         f"{msg.reason}", killed)
+
+    def _given_back(self, link: NodeLink, uid: str, reason: str,
+                    killed: bool = False) -> Any:
+        """The node gives a job back without its result (refused, or unknown to it after a
+        reconnect): it runs again or ends, as the life cycle decides. The job, or None if
+        it no longer runs there."""
+        job = link.running.pop(uid, None)
+        if job is None:
+            return None
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
-        reason = f"node {link.describe()} refused the job: {msg.reason}"
-        killed = msg.status == DispyJob.Terminated  # e.g. the service window ended
-        self.apply(self.lifecycle.refused(msg.uid, link.key, reason, killed))
+        self.apply(self.lifecycle.refused(uid, link.key, reason, killed))
+        return job
 
     def _computation_lost(self, link: NodeLink, msg: messages.ComputationLost) -> None:
         """The node lost a computation (its host process died): no more of its jobs go
