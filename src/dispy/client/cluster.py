@@ -169,6 +169,8 @@ class JobCluster:
         if not secret:
             log.warning(self._NO_SECRET, self._name)
         self._engine = Engine.get(port, ip_addr)
+        #: bound once: each submit posts it (loopthread.py)
+        self._submit: Any = self._engine.submit
         if ipv4_udp_multicast:  # the program's engine asks by multicast from now on
             self._engine.finder.multicast = True
         if ext_ip_addr:  # behind NAT: nodes that know our secret announce there
@@ -187,8 +189,8 @@ class JobCluster:
         """Hand the cluster to the engine, which finds and sets up its nodes."""
         self._engine.call(_call_async(self._engine.add_cluster, self._state)).result()
 
-    def _queue(self, job: DispyJob, pin: tuple | None) -> None:
-        self._engine.post(self._engine.submit, job, pin)
+    def _queue(self, job: DispyJob) -> None:
+        self._engine.post(self._submit, job)
 
     # ---- jobs -------------------------------------------------------------------
 
@@ -228,21 +230,21 @@ class JobCluster:
         with self._lock:
             self._pending += 1
             self._submitted += 1
-        self._queue(job, None)
+        self._queue(job)
         return job
 
     def submit(self, *args: Any, **kwargs: Any) -> DispyJob | None:
         """Queue a job; returns it, or None (with a logged reason) if it can't be queued."""
         job = self._make_job(args, kwargs)
         if job is not None:
-            self._queue(job, None)
+            self._queue(job)
         return job
 
     def submit_job_id(self, job_id: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
         job = self._make_job(args, kwargs)
         if job is not None:
             job.id = job_id
-            self._queue(job, None)
+            self._queue(job)
         return job
 
     def submit_node(self, node: Any, *args: Any, **kwargs: Any) -> DispyJob | None:
@@ -258,7 +260,7 @@ class JobCluster:
         job = self._make_job(args, kwargs)
         if job is not None:
             job._pin = key
-            self._queue(job, key)
+            self._queue(job)
         return job
 
     def submit_job_id_node(self, job_id: Any, node: Any, *args: Any, **kw: Any):

@@ -88,7 +88,8 @@ class Engine:
         #: where jobs end: this program (localsink.py) or dispyscheduler's programs
         self.sink: JobSink = sink if sink is not None else LocalSink(self.session_key)
         if isinstance(self.sink, LocalSink):
-            self.sink.callbacks.on_settled = lambda job: self.post(self.settled, job)
+            settled = self.settled  # bound once: one post per finished job
+            self.sink.callbacks.on_settled = lambda job: self.post(settled, job)
         #: asks for nodes and hears them (client/finder.py)
         self.finder = NodeFinder(self, port, self.ifs)
         #: what a cluster's node methods do (client/control.py)
@@ -457,9 +458,10 @@ class Engine:
         job._ack_to = None
         link.ack_soon(uid)
 
-    def submit(self, job: DispyJob, pin: tuple | None) -> None:
-        """(loop) Queue a job created by the user's thread."""
+    def submit(self, job: DispyJob) -> None:
+        """(loop) Queue a job created by the user's thread (on ``job._pin`` if set)."""
         cs = job._cluster
+        pin = job._pin
         cs.jobs[job._uid] = job
         link = self.links.get(pin) if pin is not None else None
         if pin is not None and (link is None or not self.setups.pinnable(link.key, cs.cid)):
@@ -476,7 +478,8 @@ class Engine:
 
     def dispatch(self) -> bool:
         """Send what the core assigns; True when the journals were committed."""
-        batch = []
+        batch: list[DispyJob] = []
+        links: list[NodeLink] = []
         for send in self.lifecycle.dispatch():
             uid, cid = send.uid, send.cid
             cs = self.clusters.get(str(cid))
@@ -489,12 +492,14 @@ class Engine:
             job.status, job.ip_addr, job.start_time = DispyJob.Running, link.ip, time.time()
             job._key = link.key
             cs.journal.dispatched(job, cid, link.ip, link.port, link.node_id)
-            batch.append((job, cs, link))
+            batch.append(job)
+            links.append(link)
         if not batch:
             return False
         self.sink.flush_journals()  # journaled before sent: recover_jobs can find every job
         debug = log.isEnabledFor(logging.DEBUG)
-        for job, cs, link in batch:
+        for job, link in zip(batch, links, strict=True):
+            cs = job._cluster
             if debug:
                 log.debug("job %s of %r sent to node %s", job.id, cs.name, link.describe())
             uid = job._uid

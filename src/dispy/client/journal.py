@@ -123,7 +123,9 @@ class Journal:
             raise ValueError(f"recover file {path} cannot be used (is another program"
                              f" using it?): {exc}") from None
         self.clusters: set[str] = set()
-        self._queued: list[tuple[DispyJob, str]] = []
+        #: jobs queued and their clusters' ids: two lists, no tuple per job
+        self._queued: list[DispyJob] = []
+        self._queued_cids: list[str] = []
         self._added: list[tuple] = []
         self._done: list[str] = []
         self.closed = False
@@ -145,7 +147,8 @@ class Journal:
         self.clusters.add(cs.cid)
 
     def queued(self, job: DispyJob, cid: str) -> None:
-        self._queued.append((job, cid))
+        self._queued.append(job)
+        self._queued_cids.append(cid)
 
     def dispatched(self, job: DispyJob, cid: str, ip: str, port: int,
                    peer: str | None = None) -> None:
@@ -161,10 +164,11 @@ class Journal:
             return
         rows = [(job._uid, cid, None, None, _id_text(job), job.submit_time, None,
                  _kept_args(job), None)
-                for job, cid in self._queued if job.status == DispyJob.Created]
+                for job, cid in zip(self._queued, self._queued_cids, strict=True)
+                if job.status == DispyJob.Created]
         rows += self._added
         done = self._done
-        self._queued, self._added, self._done = [], [], []
+        self._queued, self._queued_cids, self._added, self._done = [], [], [], []
         self.add_rows([], rows, done)
 
     def add_rows(self, clusters: Iterable[tuple], jobs: Iterable[tuple],

@@ -391,7 +391,7 @@ class SchedulerLink:
             self.clusters.pop(cs.cid, None)
         return answer
 
-    def submit(self, job: DispyJob, pin: tuple | None) -> None:
+    def submit(self, job: DispyJob) -> None:
         """(loop) Journal the job and send it to the scheduler at once."""
         cs = job._cluster
         cs.jobs[job._uid] = job

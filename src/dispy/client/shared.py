@@ -103,6 +103,7 @@ class SharedJobCluster(JobCluster):
                 link = engine.scheduler_links[key] = SchedulerLink(engine, ip, port,
                                                                    state.profile)
             self._link = link
+            self._submit = link.submit
             try:
                 return await link.add_cluster(state)
             except ConnectionError as exc:
@@ -122,9 +123,9 @@ class SharedJobCluster(JobCluster):
         if journal is not None and journal.remove_cluster(self._state.cid):
             engine.local.forget_journal(journal)
 
-    def _queue(self, job: DispyJob, pin: tuple | None) -> None:
+    def _queue(self, job: DispyJob) -> None:
         assert self._link is not None
-        self._engine.post(self._link.submit, job, pin)
+        self._engine.post(self._submit, job)
 
     def _close_on_loop(self, terminate: bool) -> Any:
         assert self._link is not None
@@ -170,7 +171,7 @@ class SharedJobCluster(JobCluster):
         job = self._make_job(args, kwargs)
         if job is not None:
             job._pin = (found.ip_addr, found.port)
-            self._queue(job, job._pin)
+            self._queue(job)
         return job
 
     def node_jobs(self, node: Any, from_node: bool = False) -> list[DispyJob] | int:

@@ -317,7 +317,7 @@ class ClientService:
         job._opts = {k: v for k, v in (("timeout", msg.timeout), ("priority", msg.priority))
                      if v is not None} or None
         cs.by_client_uid[uid] = job
-        self.engine.submit(job, key)
+        self.engine.submit(job)
 
     def cancel(self, session: ClientSession, msg: messages.Cancel, bufs: list[bytes]) -> None:
         cs = session.clusters.get(msg.cid)
