@@ -27,11 +27,12 @@ lint: $(STAMP)
 # Benchmarks (not part of `make test`): sets up benchmarks/.envs on first use.
 # make bench ARGS="--quick" for a smoke run; benchmarks/README.md lists the options.
 # Then the client, and a program through dispyscheduler, against 10, 100 and 1 000
-# simulated nodes (scale.py, SCALE_ARGS).
+# simulated nodes (scale.py, SCALE_ARGS); last, the floor of a round trip (direct_path.py).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 	$(PY) benchmarks/scale.py $(SCALE_ARGS)
 	$(PY) benchmarks/scale.py --via scheduler $(SCALE_ARGS)
+	$(PY) benchmarks/direct_path.py
 
 # Fault-tolerance soaks: 20 000 jobs of a JobCluster over 3 nodes while a killer restarts
 # nodes; then 20 000 jobs of two programs through dispyscheduler while it kills and
