@@ -380,7 +380,7 @@ class SchedulerCore:
         heap = [(n.load(), n.order, n) for n in self._free.values()]
         heapq.heapify(heap)
         out = []
-        while heap and self._entries:  # (all placed: the other free nodes are not asked)
+        while heap:
             _, i, node = heapq.heappop(heap)
             entry = self._pick(node)
             if entry is None:
