@@ -40,7 +40,7 @@ SITE = textwrap.dedent('''
 
     def mark(tag):
         EVENTS.append((time.perf_counter_ns(), tag))
-        if len(EVENTS) >= 500:  # job processes are killed at the end: no atexit there
+        if len(EVENTS) >= 100:  # job processes are killed at the end: no atexit there
             dump()
 
     def dump():

@@ -1,0 +1,43 @@
+"""The measuring tools of benchmarks/ still run against the code (they reach into it:
+hops.py wraps named functions, scale.py speaks the protocol as many nodes,
+direct_path.py builds a round trip from the wire parts). Tiny sizes; no time is
+asserted, only that each completes and reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+BENCH = Path(__file__).parents[2] / "benchmarks"
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          timeout=100, cwd=BENCH.parent)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_direct_path_reports_both_floors_beside_the_pool():
+    out = _run(str(BENCH / "direct_path.py"), "--jobs", "20", "--runs", "1")
+    assert "floor of a direct path" in out and "floor of today's path" in out
+    assert "ProcessPoolExecutor(2)" in out
+
+
+def test_hops_follows_a_round_trip_through_every_process():
+    out = _run(str(BENCH / "hops.py"), "--jobs", "100")
+    assert "program -> node daemon" in out and "job process" in out
+    assert "round trip" in out
+
+
+def test_scale_ends_every_job_once_against_simulated_nodes():
+    out = _run(str(BENCH / "scale.py"), "--nodes", "10", "--jobs", "200")
+    row = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    assert row["ready_nodes"] == 10 and row["ok"] == 200
+    assert (row["ended_twice"], row["not_ended"]) == (0, 0)
