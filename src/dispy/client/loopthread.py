@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import eventloop
+
 log = logging.getLogger("dispy")
 
 
@@ -32,7 +34,7 @@ class LoopThread:
         if loop is not None:
             self.loop = loop
             return
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="dispy-engine",
                                        daemon=True)
         self.thread.start()

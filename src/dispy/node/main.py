@@ -3,12 +3,12 @@ its stdin menu (status, CPUs, stop/start, quit)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
 import sys
 
+from .. import eventloop
 from ..daemon.menu import read_commands, serve_until_stopped
 from ..log import daemon_logging
 from . import initfile
@@ -68,4 +68,4 @@ async def _serve(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(asyncio.run(_serve(argv)))
+    sys.exit(eventloop.run(_serve(argv)))

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 
+from .. import eventloop
 from ..daemon.menu import serve_until_stopped, status_menu
 from ..log import daemon_logging
 from .daemon import RelayDaemon, log
@@ -32,4 +33,4 @@ async def _serve(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(asyncio.run(_serve(argv)))
+    sys.exit(eventloop.run(_serve(argv)))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import sys
 
+from .. import eventloop
 from ..daemon.menu import serve_until_stopped, status_menu
 from ..log import daemon_logging
 from .daemon import SchedulerDaemon, install_signals
@@ -30,4 +30,4 @@ async def _serve(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(asyncio.run(_serve(argv)))
+    sys.exit(eventloop.run(_serve(argv)))
