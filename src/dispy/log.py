@@ -156,3 +156,9 @@ def daemon_logging(debug: bool) -> None:
         safe_handler(handler, datefmt=None)
     logger.handlers.clear()  # the root handler prints; no second copy
     logger.setLevel(level)
+
+
+def why(exc: BaseException, empty: str = "") -> str:
+    """An exception as a reason a user reads: its message, else ``empty`` (such as "timed
+    out" for a timeout), else its class name. Never blank: a blank reason says nothing."""
+    return str(exc) or empty or type(exc).__name__

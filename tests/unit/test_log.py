@@ -102,3 +102,12 @@ def test_client_logger_escapes():
     handler = dispy.logger.handlers[0]
     assert isinstance(handler.formatter, SafeFormatter)
     assert any(isinstance(f, RateLimit) for f in handler.filters)
+
+
+def test_why_is_never_blank() -> None:
+    from dispy.log import why
+
+    assert why(OSError("refused")) == "refused"
+    assert why(TimeoutError(), "timed out") == "timed out"
+    assert why(ConnectionResetError()) == "ConnectionResetError"
+    assert why(AssertionError(), "") == "AssertionError"

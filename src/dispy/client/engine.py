@@ -21,6 +21,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from .. import config
+from ..log import why
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..scheduling.nodesetup import Change, NodeChanged, NodeSetups, Out, Setup, matching
@@ -184,7 +185,7 @@ class Engine:
             conn = await Connection.open(link.ip, link.port, ctx, timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self.unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
-                              or f"cannot connect: {exc or 'timed out'}")
+                              or f"cannot connect: {why(exc, 'timed out')}")
             return
         try:
             welcome = await client_handshake(
@@ -200,7 +201,7 @@ class Engine:
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
             self.unreachable(link, tls.explain_handshake_failure(exc, ctx is not None)
-                              or f"handshake failed: {exc or exc.__class__.__name__}")
+                              or f"handshake failed: {why(exc)}")
             return
         if welcome.get("busy_with"):
             link.state, link.reason = "busy", f"busy with client {welcome['busy_with']}"

@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..log import why
 from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -232,13 +233,13 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
         ctx = tls.client_context(certfile, keyfile)
         conn = await Connection.open(ip, port, ctx, config.MsgTimeout)
     except (OSError, asyncio.TimeoutError) as exc:
-        return f"node {where} could not be reached: {exc or 'timed out'}"
+        return f"node {where} could not be reached: {why(exc, 'timed out')}"
     try:
         said = await client_handshake(conn, key, hello, config.MsgTimeout,
                                       Limits(max_buffer=config.MaxFrameSize))
     except (OSError, asyncio.TimeoutError, HandshakeError, FrameError, ConnectionClosed) as exc:
         conn.close()
-        return f"node {where} could not be reached: {exc or 'timed out'}"
+        return f"node {where} could not be reached: {why(exc, 'timed out')}"
     if welcome is not None:
         welcome.update(said)
     pending = set(cids)
@@ -275,7 +276,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
                 conn.send(messages.Close(cid=cid, terminate=terminate))
         await asyncio.wait_for(conn.drain(), config.MsgTimeout)
     except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
-        return f"connection to node {where} lost: {exc or exc.__class__.__name__}"
+        return f"connection to node {where} lost: {why(exc)}"
     finally:
         conn.close()
     return None

@@ -16,6 +16,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..log import why
 from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -92,7 +93,7 @@ class SchedulerLink:
             conn = await Connection.open(self.ip, self.port, ctx, config.MsgTimeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise ConnectionError(f"cannot connect to {self.describe()}:"
-                                  f" {exc or 'timed out'}") from None
+                                  f" {why(exc, 'timed out')}") from None
         try:
             welcome = await client_handshake(
                 conn, self.profile.secret, self.engine.hello(), config.MsgTimeout,
@@ -103,7 +104,7 @@ class SchedulerLink:
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
             raise ConnectionError(f"handshake with {self.describe()} failed:"
-                                  f" {exc or exc.__class__.__name__}") from None
+                                  f" {why(exc)}") from None
         if not welcome.get("scheduler"):
             conn.close()
             raise ConnectionError(f"{self.ip}:{self.port} is not a dispyscheduler (a dispynode?"

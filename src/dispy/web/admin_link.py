@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 from typing import Any
 
+from ..log import why
 from ..wire import adminmsg, tls
 from ..wire.adminmsg import AdminMessageError, AdminReply, AdminRequest, Unlisted
 from ..wire.codec import FrameError
@@ -50,7 +51,7 @@ class AdminLink:
             conn = await Connection.open(self.host, self.port, ctx, self.timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise AdminError(f"cannot connect to {self.host}:{self.port}:"
-                             f" {exc or 'timed out'}") from None
+                             f" {why(exc, 'timed out')}") from None
         try:
             await client_handshake(conn, self.secret, {"client_name": "dispyadmin"},
                                    self.timeout, role=ROLE)
@@ -64,7 +65,7 @@ class AdminLink:
         except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
             conn.close()
             raise AdminError(f"handshake with {self.host}:{self.port} failed:"
-                             f" {exc or exc.__class__.__name__}") from None
+                             f" {why(exc)}") from None
         self._conn = conn
         return conn
 
@@ -78,7 +79,7 @@ class AdminLink:
             except (OSError, asyncio.TimeoutError, ConnectionClosed, FrameError) as exc:
                 self.close()
                 raise AdminError(f"node {self.host}:{self.port} went away:"
-                                 f" {exc or exc.__class__.__name__}") from None
+                                 f" {why(exc)}") from None
         try:
             answer = adminmsg.parse_reply(header)
         except AdminMessageError as exc:
