@@ -8,8 +8,8 @@ program. Before anyone builds it, this measures what it could reach, built from 
 parts the real path uses:
 
 - the program: a user thread that submits (``call_soon_threadsafe``) and waits on a
-  ``threading.Event``, an asyncio loop in a thread of its own with a real
-  ``wire.connection.Connection`` (sealed frames, HMAC per record), the arguments and
+  ``threading.Event``, an event loop (``dispy.eventloop``: uvloop) in a thread of its
+  own with a real ``wire.connection.Connection`` (sealed frames, HMAC per record), the arguments and
   the result pickled with cloudpickle, a typed ``messages.Job`` / ``messages.Done``;
 - the job process: a blocking loop on the same decoder (``wire.sync``), unsealing,
   unpickling, calling the function, sealing the result, over loopback TCP.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import cloudpickle  # noqa: E402
 
+from dispy import eventloop  # noqa: E402
 from dispy.wire import codec, messages, oob  # noqa: E402
 from dispy.wire.connection import Connection  # noqa: E402
 from dispy.wire.sync import SyncFrameReader  # noqa: E402
@@ -95,14 +96,14 @@ def relay_process(port: int, job_sock: socket.socket) -> None:
         down.deliver_to(to_program)
         await up.deliver_to(to_job)
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 class Program:
     """The program's side: a loop thread with a sealed Connection to the job process."""
 
     def __init__(self, server: socket.socket) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_loop()
         self.waiting: dict[str, tuple[threading.Event, list]] = {}
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cloudpickle  # noqa: E402
 
+from dispy import eventloop  # noqa: E402
 from dispy.wire import auth, connection  # noqa: E402
 from dispy.wire.codec import Limits  # noqa: E402
 from dispy.wire.connection import Connection, ConnectionClosed  # noqa: E402
@@ -160,4 +161,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())
