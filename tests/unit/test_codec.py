@@ -24,6 +24,7 @@ from dispy.wire.codec import (
     BUFLEN,
     FIRST_ALLOCATION,
     FULL,
+    MAC_CHUNK,
     POLY_MIN,
     PRE_AUTH,
     PREFIX,
@@ -160,6 +161,45 @@ def test_sealed_round_trip_byte_by_byte_with_a_big_buffer():
         dec = sealed_decoder()
         push(dec, b"".join(records), mode)
         assert drain(dec) == frames
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([0, 1, 100, BIG - 1, BIG, MAC_CHUNK, MAC_CHUNK + 1,
+                                 3 * MAC_CHUNK + 17, POLY_MIN - 5]), min_size=1, max_size=5))
+def test_streamed_record_is_the_sealed_record(sizes):
+    """``Sealer.stream`` (MAC each chunk just before writing it) makes the very bytes
+    ``seal`` makes, big pieces cut into views of at most MAC_CHUNK bytes."""
+    pieces = [os.urandom(n) for n in sizes]
+    size = sum(sizes)
+    sealed = b"".join(bytes(p) for p in Sealer(KEY).seal(list(pieces), size))
+    streamed = list(Sealer(KEY).stream(list(pieces), size))
+    assert b"".join(bytes(p) for p in streamed) == sealed
+    assert all(len(p) <= max(MAC_CHUNK, 8, 32) for p in streamed)
+    two = Sealer(KEY)  # the sequence number moves on with each record, as with seal
+    first, second = list(two.stream([b"a"], 1)), list(two.stream([b"a"], 1))
+    assert first != second
+
+
+def test_a_big_sealed_body_is_read_in_mac_sized_pieces():
+    """The decoder offers a big buffer's body at most MAC_CHUNK bytes at a time, so each
+    piece is MACed while the CPU still has it in its cache."""
+    big = os.urandom(3 * MAC_CHUNK + 5)
+    frames = [({"op": "big"}, [big])]
+    record = seal_all(KEY, [frames])[0]
+    dec = sealed_decoder()
+    offered = []
+    pos = 0
+    while pos < len(record):
+        target = dec.get_buffer()
+        n = min(len(target), len(record) - pos)
+        offered.append(len(target))
+        target[:n] = record[pos:pos + n]
+        target.release()
+        dec.received(n)
+        pos += n
+    assert drain(dec) == frames
+    assert max(offered) <= MAC_CHUNK  # never the whole body (3 * MAC_CHUNK + 5) at once
+    assert offered.count(MAC_CHUNK) >= 3
 
 
 def test_encode_accepts_memoryview_and_bytearray():

@@ -32,7 +32,7 @@ import json
 import struct
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -46,6 +46,10 @@ RECLEN = struct.Struct("!Q")
 SEQ = struct.Struct("!Q")
 #: records at least this big are tagged with Poly1305, smaller ones with HMAC-SHA256
 POLY_MIN = 256 * 1024
+#: most bytes of a sealed record's body read at once into a big buffer: each piece is
+#: MACed right after the kernel wrote it, while it is still in the CPU's cache (reading
+#: megabytes at once and MACing them afterwards reads them from memory a second time)
+MAC_CHUNK = 256 * 1024
 
 #: Limits for a peer that has not authenticated yet: small JSON, no buffers.
 PRE_AUTH_MAX_HEADER = 64 * 1024
@@ -186,6 +190,27 @@ class Sealer:
             mac.update(piece)
         self.seq += 1
         return [head, *pieces, tag_of(mac)]
+
+    def stream(self, pieces: list[Buffer], size: int) -> Iterator[Buffer]:
+        """The pieces of one record as ``seal`` makes them, with big pieces cut into
+        ``MAC_CHUNK`` views, each MACed just before it is handed on: written to the socket
+        right away, the kernel copies it while it is still in the CPU's cache."""
+        head = RECLEN.pack(size)
+        mac, _ = record_mac(self.key, self.seq, head, size)
+        self.seq += 1
+        yield head
+        for piece in pieces:
+            n = nbytes(piece)
+            if n <= MAC_CHUNK:
+                mac.update(piece)
+                yield piece
+                continue
+            view = memoryview(piece).cast("B")
+            for start in range(0, n, MAC_CHUNK):
+                chunk = view[start:start + MAC_CHUNK]
+                mac.update(chunk)
+                yield chunk
+        yield tag_of(mac)
 
 
 # ---- decoder -------------------------------------------------------------------------
@@ -389,7 +414,7 @@ class FrameDecoder:
                 if self._key is None:
                     return target
                 if self._rstate == _REC_BODY:
-                    return target[:self._body_left]
+                    return target[:min(self._body_left, MAC_CHUNK)]
                 target.release()
         return memoryview(_scratch())
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 from . import heap
@@ -298,18 +298,22 @@ class Connection(asyncio.BufferedProtocol):
         self._out, self._out_size, self._out_big = [], 0, False
         if not pieces or self.is_closing():
             return
-        if self._sealer is not None:
-            pieces = self._sealer.seal(pieces, size)
         if not big:  # the common case: one write of small pieces
+            if self._sealer is not None:
+                pieces = self._sealer.seal(pieces, size)
             assert self.transport is not None
             self.bytes_out += size
             Traffic.sent += size
             self.transport.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             return
-        self._write(pieces)
+        if size >= (1 << 20):
+            heap.note_big()
+        self._write(pieces if self._sealer is None else self._sealer.stream(pieces, size))
 
-    def _write(self, pieces: list[Buffer]) -> None:
-        """Few writes and no copies of big pieces: ``writelines`` would join them."""
+    def _write(self, pieces: Iterable[Buffer]) -> None:
+        """Few writes and no copies of big pieces: ``writelines`` would join them. A
+        sealed record's pieces come from ``Sealer.stream``: each big one is written as
+        soon as it is MACed."""
         assert self.transport is not None
         small: list[Buffer] = []
         for piece in pieces:
@@ -322,8 +326,6 @@ class Connection(asyncio.BufferedProtocol):
             if small:
                 self.transport.write(b"".join(small))
                 small = []
-            if size >= (1 << 20):
-                heap.note_big()
             self.transport.write(memoryview(piece).cast("B"))
         if small:
             self.transport.write(b"".join(small) if len(small) > 1 else small[0])
