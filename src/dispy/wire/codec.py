@@ -11,9 +11,12 @@ Two kinds of stream carry frames:
   processes).
 - **sealed**, after a handshake: records, each ``!Q`` body length, the body (one or more
   whole frames) and a tag over the record's sequence number, its length and its body,
-  with the key of that direction: HMAC-SHA256 (32 bytes) for records under
-  ``POLY_MIN`` bytes, Poly1305 (16 bytes) with a one-time key HMAC(key, sequence number)
-  for bigger ones (four times faster than SHA-256 on megabytes of arguments). The decoder
+  with the key of that direction: keyed BLAKE2b (32 bytes; RFC 7693's MAC mode) for
+  records under ``POLY_MIN`` bytes, Poly1305 (16 bytes) with a one-time key
+  HMAC-SHA256(key, sequence number) for bigger ones (four times faster than SHA-256 on
+  megabytes of arguments). BLAKE2b, not HMAC-SHA256, for the small ones: four of them
+  per job's round trip, and OpenSSL 3's one-shot HMAC costs 3-5 us each in a daemon's
+  loop against about 1 us (a sequential round trip 9 % shorter). The decoder
   releases a record's frames only after its tag checks, so nothing in a frame is acted
   on, parsed as JSON or unpickled before it is known to come from the authenticated
   peer, in order, unaltered.
@@ -33,6 +36,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol
 
 import orjson
@@ -44,7 +48,7 @@ PREFIX = struct.Struct("!II")
 BUFLEN = struct.Struct("!Q")
 RECLEN = struct.Struct("!Q")
 SEQ = struct.Struct("!Q")
-#: records at least this big are tagged with Poly1305, smaller ones with HMAC-SHA256
+#: records at least this big are tagged with Poly1305, smaller ones with keyed BLAKE2b
 POLY_MIN = 256 * 1024
 #: most bytes of a sealed record's body read at once into a big buffer: each piece is
 #: MACed right after the kernel wrote it, while it is still in the CPU's cache (reading
@@ -157,7 +161,7 @@ class _Mac(Protocol):
 def record_mac(key: bytes, seq: int, head: bytes, size: int) -> tuple[_Mac, int]:
     """The MAC of record ``seq`` (its length already fed) and its tag size."""
     if size < POLY_MIN:
-        return hmac.new(key, SEQ.pack(seq) + head, hashlib.sha256), 32
+        return hashlib.blake2b(SEQ.pack(seq) + head, key=key, digest_size=32), 32
     one_time = hmac.new(key, b"poly1305|" + SEQ.pack(seq), hashlib.sha256).digest()
     mac = Poly1305(one_time)
     mac.update(SEQ.pack(seq) + head)
@@ -182,7 +186,7 @@ class Sealer:
         head = RECLEN.pack(size)
         if size < BIG:  # small: one join, one C call for the tag
             body = b"".join(pieces)
-            tag = hmac.digest(self.key, SEQ.pack(self.seq) + head + body, "sha256")
+            tag = blake2b(SEQ.pack(self.seq) + head + body, key=self.key, digest_size=32).digest()
             self.seq += 1
             return [head + body + tag]
         mac, _ = record_mac(self.key, self.seq, head, size)
@@ -511,7 +515,8 @@ class FrameDecoder:
         signed = bytes(view[pos:pos + RECLEN.size + size])
         tag = bytes(view[pos + RECLEN.size + size:pos + total])
         if not hmac.compare_digest(
-                hmac.digest(self._key, SEQ.pack(self._seq) + signed, "sha256"), tag):
+                blake2b(SEQ.pack(self._seq) + signed, key=self._key, digest_size=32).digest(),
+                tag):
             raise FrameError(f"record {self._seq} failed its authentication tag (tampered, "
                              "replayed, reordered or not from the authenticated peer)")
         self._parser.consume(memoryview(signed)[RECLEN.size:])
