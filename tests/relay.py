@@ -41,7 +41,7 @@ class Unit:
 
 def _record_size(head: bytes) -> int:
     (size,) = codec.RECLEN.unpack(head)
-    return 8 + size + (32 if size < codec.POLY_MIN else 16)
+    return 8 + size + (32 if size < codec.GMAC_MIN else 16)
 
 
 def _frames_of(body: bytes) -> list[tuple[dict, list[bytes]]]:
@@ -229,7 +229,7 @@ class Relay:
 def forged_record(frames: list[tuple[dict, list[bytes]]], tag: bytes | None = None) -> bytes:
     """A record of ``frames`` with a tag made without the key (random by default)."""
     body = b"".join(bytes(p) for h, b in frames for p in codec.encode(h, b))
-    size_tag = 32 if len(body) < codec.POLY_MIN else 16
+    size_tag = 32 if len(body) < codec.GMAC_MIN else 16
     return struct.pack("!Q", len(body)) + body + (tag or os.urandom(size_tag))
 
 

@@ -23,8 +23,8 @@ from dispy.wire.codec import (
     BUFLEN,
     FIRST_ALLOCATION,
     FULL,
+    GMAC_MIN,
     MAC_CHUNK,
-    POLY_MIN,
     PRE_AUTH,
     PREFIX,
     FrameDecoder,
@@ -151,10 +151,10 @@ def test_sealed_round_trip_in_any_chunks(frames, mode, rnd, data):
 
 
 def test_sealed_round_trip_byte_by_byte_with_a_big_buffer():
-    big = os.urandom(POLY_MIN + 3)  # a record tagged with Poly1305
+    big = os.urandom(GMAC_MIN + 3)  # a record tagged with GMAC
     frames = [({"op": "a"}, [b"x"]), ({"op": "big"}, [big, b""]), ({"op": "z"}, [])]
     records = seal_all(KEY, [frames[:1], frames[1:2], frames[2:]])
-    assert len(records[1]) == 8 + len(joined(*frames[1])) + 16  # Poly1305 tag
+    assert len(records[1]) == 8 + len(joined(*frames[1])) + 16  # GMAC tag
     assert len(records[0]) == 8 + len(joined(*frames[0])) + 32  # HMAC-SHA256 tag
     for mode in ("bytes", "get_buffer"):
         dec = sealed_decoder()
@@ -164,7 +164,7 @@ def test_sealed_round_trip_byte_by_byte_with_a_big_buffer():
 
 @SETTINGS
 @given(st.lists(st.sampled_from([0, 1, 100, BIG - 1, BIG, MAC_CHUNK, MAC_CHUNK + 1,
-                                 3 * MAC_CHUNK + 17, POLY_MIN - 5]), min_size=1, max_size=5))
+                                 3 * MAC_CHUNK + 17, GMAC_MIN - 5]), min_size=1, max_size=5))
 def test_streamed_record_is_the_sealed_record(sizes):
     """``Sealer.stream`` (MAC each chunk just before writing it) makes the very bytes
     ``seal`` makes, big pieces cut into views of at most MAC_CHUNK bytes."""
@@ -446,6 +446,31 @@ def test_every_flipped_byte_fails_and_releases_nothing_of_its_record(mode):
             frames, exc = released_until_error(bytes(bad), SMALL, mode=mode)
             assert exc is not None, f"flip at {pos} went unnoticed"
             assert [bytes(f[0]) for f in frames] == first, f"flip at {pos}"
+
+
+@pytest.mark.parametrize("mode", ["feed", "get_buffer"])
+def test_big_records_gmac_catches_flips_replays_and_other_keys(mode):
+    """Records of GMAC_MIN bytes and more carry a 16-byte GMAC under a key used for that
+    record only: a flipped bit anywhere, the record replayed, or sealed under another
+    key, fails it before any of its frames is released."""
+    big = [[({"op": "a"}, [b"x"])], [({"op": "big"}, [os.urandom(GMAC_MIN + 5)])],
+           [({"op": "z"}, [])]]
+    records = seal_all(KEY, big)
+    assert len(records[1]) == 8 + len(joined(*big[1][0])) + 16
+    limits = Limits(max_header=4096, max_buffers=8, max_buffer=GMAC_MIN + 100)
+    start, middle = len(records[0]), records[1]
+    for pos in [*range(8), *range(8, len(middle) - 16, 9_973), *range(len(middle) - 16,
+                                                                       len(middle))]:
+        bad = bytearray(b"".join(records))
+        bad[start + pos] ^= 0x40
+        frames, exc = released_until_error(bytes(bad), limits, mode=mode)
+        assert exc is not None, f"flip at {pos} went unnoticed"
+        assert [bytes(f[0]) for f in frames] == heads(big[0]), f"flip at {pos}"
+    frames, exc = released_until_error(records[0] + middle + middle, limits, mode=mode)
+    assert exc is not None and "record 2 failed" in str(exc)
+    theirs = seal_all(OTHER_KEY, big)[1]
+    frames, exc = released_until_error(records[0] + theirs, limits, mode=mode)
+    assert exc is not None and "record 1 failed" in str(exc)
 
 
 def test_failed_tag_is_named_in_the_error():

@@ -12,11 +12,13 @@ Two kinds of stream carry frames:
 - **sealed**, after a handshake: records, each ``!Q`` body length, the body (one or more
   whole frames) and a tag over the record's sequence number, its length and its body,
   with the key of that direction: keyed BLAKE2b (32 bytes; RFC 7693's MAC mode) for
-  records under ``POLY_MIN`` bytes, Poly1305 (16 bytes) with a one-time key
-  HMAC-SHA256(key, sequence number) for bigger ones (four times faster than SHA-256 on
-  megabytes of arguments). BLAKE2b, not HMAC-SHA256, for the small ones: four of them
-  per job's round trip, and OpenSSL 3's one-shot HMAC costs 3-5 us each in a daemon's
-  loop against about 1 us (a sequential round trip 9 % shorter). The decoder
+  records under ``GMAC_MIN`` bytes, GMAC (AES-GCM over authenticated data only, 16
+  bytes) with a one-time key HMAC-SHA256(key, "gmac|" sequence number) and so a fixed
+  nonce for bigger ones. BLAKE2b, not HMAC-SHA256, for the small ones: four of them per
+  job's round trip, and OpenSSL 3's one-shot HMAC costs 3-5 us each in a daemon's loop
+  against about 1 us (a sequential round trip 9 % shorter). GMAC, not Poly1305, for
+  the big ones: 8 MB in 0.5 ms against 0.8 here, and the payload workload (which MACs
+  each 8 MB four times) ran a third faster with it. The decoder
   releases a record's frames only after its tag checks, so nothing in a frame is acted
   on, parsed as JSON or unpickled before it is known to come from the authenticated
   peer, in order, unaltered.
@@ -40,7 +42,9 @@ from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-from cryptography.hazmat.primitives.poly1305 import Poly1305
+from cryptography.hazmat.primitives.ciphers import Cipher
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
+from cryptography.hazmat.primitives.ciphers.modes import GCM
 
 from . import freshbytes
 
@@ -48,8 +52,8 @@ PREFIX = struct.Struct("!II")
 BUFLEN = struct.Struct("!Q")
 RECLEN = struct.Struct("!Q")
 SEQ = struct.Struct("!Q")
-#: records at least this big are tagged with Poly1305, smaller ones with keyed BLAKE2b
-POLY_MIN = 256 * 1024
+#: records at least this big are tagged with GMAC, smaller ones with keyed BLAKE2b
+GMAC_MIN = 256 * 1024
 #: most bytes of a sealed record's body read at once into a big buffer: each piece is
 #: MACed right after the kernel wrote it, while it is still in the CPU's cache (reading
 #: megabytes at once and MACing them afterwards reads them from memory a second time)
@@ -160,16 +164,35 @@ class _Mac(Protocol):
 
 def record_mac(key: bytes, seq: int, head: bytes, size: int) -> tuple[_Mac, int]:
     """The MAC of record ``seq`` (its length already fed) and its tag size."""
-    if size < POLY_MIN:
+    if size < GMAC_MIN:
         return hashlib.blake2b(SEQ.pack(seq) + head, key=key, digest_size=32), 32
-    one_time = hmac.new(key, b"poly1305|" + SEQ.pack(seq), hashlib.sha256).digest()
-    mac = Poly1305(one_time)
+    one_time = hmac.new(key, b"gmac|" + SEQ.pack(seq), hashlib.sha256).digest()
+    mac = _Gmac(one_time)
     mac.update(SEQ.pack(seq) + head)
     return mac, 16
 
 
+class _Gmac:
+    """GMAC: AES-GCM over authenticated data only, with a key used for one record."""
+
+    __slots__ = ("_enc",)
+
+    def __init__(self, key: bytes) -> None:
+        self._enc = Cipher(AES(key), GCM(_GCM_NONCE)).encryptor()
+
+    def update(self, data: Buffer) -> None:
+        self._enc.authenticate_additional_data(data)
+
+    def finalize(self) -> bytes:
+        self._enc.finalize()
+        return bytes(self._enc.tag)
+
+
+_GCM_NONCE = bytes(12)  # each key tags one record only
+
+
 def tag_of(mac: Any) -> bytes:
-    return mac.finalize() if isinstance(mac, Poly1305) else mac.digest()
+    return mac.finalize() if isinstance(mac, _Gmac) else mac.digest()
 
 
 class Sealer:
