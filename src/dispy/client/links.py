@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..scheduling.prefetch import RunTimes
 from ..wire.connection import Connection
@@ -19,26 +19,17 @@ ACK_DELAY = 0.05
 ACK_BATCH = 256
 
 
-@dataclass(frozen=True)
-class Profile:
-    """What a cluster authenticates with; clusters with equal profiles share links."""
+class Profile(NamedTuple):
+    """What a cluster authenticates with; clusters with equal profiles share links.
+
+    A tuple, not a dataclass: it is part of every link's key, and a key is hashed on
+    each of the several lookups a job makes; a tuple hashes in C (a dataclass's
+    ``__hash__`` was 8 Python calls per job, 2-3 us of a job's 40-50 at 1 000 nodes)."""
 
     #: the cluster's secret, or the key derived from it (recover_jobs has only that)
     secret: str | bytes = ""
     certfile: str | None = None
     keyfile: str | None = None
-
-    def __hash__(self) -> int:
-        # part of every link's key, looked up several times per job: hashed once
-        cached: int | None = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash((self.secret, self.certfile, self.keyfile))
-            object.__setattr__(self, "_hash", cached)
-        return cached
-
-    def __getstate__(self) -> dict:
-        # str hashes differ between processes: a copy elsewhere hashes anew
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 @dataclass
