@@ -179,6 +179,23 @@ def test_streamed_record_is_the_sealed_record(sizes):
     assert first != second
 
 
+def test_stream_refuses_a_piece_before_writing_anything():
+    """A piece that cannot be read as bytes (a non-contiguous view) fails before the
+    record's first byte is handed on and before the sequence number moves on; any
+    contiguous buffer (here an array of doubles) is tagged as its bytes."""
+    import array
+
+    sealer = Sealer(KEY)
+    strided = memoryview(os.urandom(2 * GMAC_MIN))[::2]
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        next(sealer.stream([b"head", strided], 4 + GMAC_MIN))
+    assert sealer.seq == 0
+    doubles = array.array("d", range(GMAC_MIN // 8 + 3))
+    raw = doubles.tobytes()
+    streamed = b"".join(bytes(p) for p in sealer.stream([doubles], len(raw)))
+    assert streamed == b"".join(bytes(p) for p in Sealer(KEY).seal([raw], len(raw)))
+
+
 def test_a_big_sealed_body_is_read_in_mac_sized_pieces():
     """The decoder offers a big buffer's body at most MAC_CHUNK bytes at a time, so each
     piece is MACed while the CPU still has it in its cache."""

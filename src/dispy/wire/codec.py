@@ -222,17 +222,19 @@ class Sealer:
         """The pieces of one record as ``seal`` makes them, with big pieces cut into
         ``MAC_CHUNK`` views, each MACed just before it is handed on: written to the socket
         right away, the kernel copies it while it is still in the CPU's cache."""
+        # every piece as a byte view first: a piece that cannot be one (not contiguous)
+        # fails here, before any byte of the record is written or the sequence moves on
+        views = [memoryview(piece).cast("B") for piece in pieces]
         head = RECLEN.pack(size)
         mac, _ = record_mac(self.key, self.seq, head, size)
         self.seq += 1
         yield head
-        for piece in pieces:
-            n = nbytes(piece)
+        for view in views:
+            n = view.nbytes
             if n <= MAC_CHUNK:
-                mac.update(piece)
-                yield piece
+                mac.update(view)
+                yield view
                 continue
-            view = memoryview(piece).cast("B")
             for start in range(0, n, MAC_CHUNK):
                 chunk = view[start:start + MAC_CHUNK]
                 mac.update(chunk)
