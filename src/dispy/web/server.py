@@ -21,7 +21,9 @@ import logging
 import re
 import secrets
 import ssl
+import sys
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -291,6 +293,11 @@ class WebServer:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        if self.thread.is_alive():  # say where it hangs, never silently
+            frame = sys._current_frames().get(self.thread.ident or 0)
+            where = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+            log.warning("%s: its web thread did not stop within 10 s; it is at:\n%s",
+                        self.name, where)
         self.thread = None
 
     @property
