@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+import sys
+from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,3 +37,29 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     if using_uvloop():
         return _uvloop.run(main)
     return asyncio.run(main)
+
+
+async def within(aw: Awaitable[T], timeout: float | None) -> T:
+    """``asyncio.wait_for`` that never swallows a cancellation.
+
+    Before Python 3.12, ``wait_for`` returns the result instead of raising
+    ``CancelledError`` when what it waits for finishes in the same turn as the cancel:
+    a loop that ends by being cancelled (a sampler woken by an event as it is shut
+    down) then runs on, and its thread never ends. Every wait with a timeout in dispy
+    goes through here.
+    """
+    if sys.version_info >= (3, 12):
+        return await asyncio.wait_for(aw, timeout)
+    fut = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait((fut,), timeout=timeout)
+    except BaseException:
+        fut.cancel()
+        raise
+    if not done:
+        fut.cancel()
+        await asyncio.wait((fut,))  # as wait_for: the waited-for thing has ended
+        if not fut.cancelled():
+            return fut.result()  # it finished as it was cancelled: keep the result
+        raise asyncio.TimeoutError
+    return fut.result()

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from ..eventloop import within
 from ..scheduling.nodesetup import Setup
 from ..wire import messages
 from . import upload
@@ -128,7 +129,7 @@ class NodeControl:
             link.closing[cs.cid] = fut
             link.send(messages.Close(cid=cs.cid, terminate=terminate, keep=resetup))
             try:
-                await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
+                await within(fut, self.engine.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
         setups = self.engine.setups
@@ -163,7 +164,7 @@ class NodeControl:
             waits.append((link, fut, state))
         for link, fut, state in waits:
             try:
-                await asyncio.wait_for(fut, self.engine.msg_timeout + 15)
+                await within(fut, self.engine.msg_timeout + 15)
             except asyncio.TimeoutError:
                 log.warning("node %s did not confirm closing %r", link.describe(), cs.name)
             self.engine.core.node_unready(cs.cid, link.key)

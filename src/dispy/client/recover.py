@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..eventloop import within
 from ..log import why
 from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
@@ -274,7 +275,7 @@ async def fetch_results(ip: str, port: int, hello: dict, key: bytes, certfile: s
         if not pending:
             for cid in sorted(set(cids.values())):
                 conn.send(messages.Close(cid=cid, terminate=terminate))
-        await asyncio.wait_for(conn.drain(), config.MsgTimeout)
+        await within(conn.drain(), config.MsgTimeout)
     except (OSError, ConnectionClosed, FrameError, asyncio.TimeoutError) as exc:
         return f"connection to node {where} lost: {why(exc)}"
     finally:

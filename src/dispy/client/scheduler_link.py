@@ -16,6 +16,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..eventloop import within
 from ..log import why
 from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
@@ -385,7 +386,7 @@ class SchedulerLink:
         self.answers[cs.cid] = fut
         self.send(messages.Schedule(cid=cs.cid))
         try:
-            answer = await asyncio.wait_for(fut, config.MsgTimeout * 6)
+            answer = await within(fut, config.MsgTimeout * 6)
         except asyncio.TimeoutError:
             answer = messages.Refused(cid=cs.cid, reason=f"no answer from {self.describe()}")
         if isinstance(answer, messages.Refused):
@@ -441,7 +442,7 @@ class SchedulerLink:
             self.closing[cs.cid] = fut
             self.send(messages.Close(cid=cs.cid, terminate=terminate))
             try:
-                await asyncio.wait_for(fut, config.MsgTimeout + 15)
+                await within(fut, config.MsgTimeout + 15)
             except asyncio.TimeoutError:
                 log.warning("%s did not confirm closing %r", self.describe(), cs.name)
         self.clusters.pop(cs.cid, None)

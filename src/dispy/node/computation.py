@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import fsafe
+from ..eventloop import within
 from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
@@ -55,7 +56,7 @@ async def discard_host(launched: Launched) -> None:
     proc, parent = launched
     parent.close()
     try:
-        await asyncio.wait_for(proc.wait(), 5)
+        await within(proc.wait(), 5)
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
@@ -162,7 +163,7 @@ class HostProcess:
             return
         self.send(hostmsg.CloseHost(status=status, reason=reason))
         try:
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+            await within(asyncio.shield(self.closed), timeout)
         except asyncio.TimeoutError:
             log.warning("computation host %s did not close in time; killing it", self.proc.pid)
             self.kill()

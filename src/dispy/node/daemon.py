@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from .._version import __version__
+from ..eventloop import within
 from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
@@ -171,7 +172,7 @@ class NodeDaemon:
             self.disk.save_results(session)
             if session.conn is not None:
                 try:
-                    await asyncio.wait_for(session.conn.drain(), self.opts.msg_timeout)
+                    await within(session.conn.drain(), self.opts.msg_timeout)
                 except (asyncio.TimeoutError, ConnectionError):
                     pass
         self.stop_event.set()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from .. import fsafe
 from ..daemon.files import too_big
+from ..eventloop import within
 from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
@@ -246,7 +247,7 @@ class JobRunner:
 
     async def _forks_overdue(self, comp: Computation, forked: asyncio.Future) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(forked), self.node.opts.msg_timeout)
+            await within(asyncio.shield(forked), self.node.opts.msg_timeout)
         except asyncio.TimeoutError:
             if comp.forked is forked and comp.closing is None:
                 log.warning("computation %r: %d job process(es) not started in %s s",
@@ -309,7 +310,7 @@ class JobRunner:
         if pid is None and link_id not in comp.link_waiters:  # the host's word may lag
             fut = comp.link_waiters[link_id] = asyncio.get_running_loop().create_future()
             try:
-                pid = await asyncio.wait_for(fut, self.node.opts.msg_timeout)
+                pid = await within(fut, self.node.opts.msg_timeout)
             except asyncio.TimeoutError:
                 pass
             finally:

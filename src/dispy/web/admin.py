@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..eventloop import within
 from ..wire import discovery, netif
 from ..wire.discoverymsg import DiscoveryMessage, NodeAnnouncement
 from .admin_link import AdminError, AdminLink
@@ -215,7 +216,7 @@ class AdminServer:
     async def _poller(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.opts.poll_interval)
+                await within(self._wake.wait(), self.opts.poll_interval)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

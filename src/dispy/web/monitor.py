@@ -22,6 +22,7 @@ from aiohttp import web
 from .. import config
 from ..client.job import FINAL, STATUS_NAMES, DispyJob, job_arguments, job_key
 from ..client.nodes import DispyNode, NodeAllocate
+from ..eventloop import within
 from .server import WebServer
 
 log = logging.getLogger("dispy.web")
@@ -221,7 +222,7 @@ class DispyHTTPServer:
         pending_points: list = []
         while True:
             try:
-                await asyncio.wait_for(self._changed.wait(), SAMPLE_SEC)
+                await within(self._changed.wait(), SAMPLE_SEC)
                 await asyncio.sleep(0.25)
             except asyncio.TimeoutError:
                 pass

@@ -30,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..eventloop import within
+
 log = logging.getLogger("dispy.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -98,7 +100,7 @@ class EventHub:
                 await resp.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
             while True:
                 try:
-                    msg = await asyncio.wait_for(q.get(), 15)
+                    msg = await within(q.get(), 15)
                 except asyncio.TimeoutError:
                     msg = b": keepalive\n\n"
                 if msg is None:

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
+from ..eventloop import within
 from . import heap
 from .codec import (
     BIG,
@@ -95,7 +96,7 @@ class Connection(asyncio.BufferedProtocol):
     async def open(cls, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
                    timeout: float = 10.0) -> Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
+        _, conn = await within(
             loop.create_connection(cls, host, port, ssl=ssl_ctx), timeout)
         return conn
 
@@ -256,7 +257,7 @@ class Connection(asyncio.BufferedProtocol):
                     if timeout is None:
                         await self._waiter
                     else:
-                        await asyncio.wait_for(self._waiter, timeout)
+                        await within(self._waiter, timeout)
                 finally:
                     self._waiter = None
                 continue
@@ -356,7 +357,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             if not self.send({**header, "reply": token}, buffers):
                 return None
-            return await asyncio.wait_for(fut, timeout)
+            return await within(fut, timeout)
         except asyncio.TimeoutError:
             return None
         finally:
@@ -384,7 +385,7 @@ class Connection(asyncio.BufferedProtocol):
     async def close_soon(self, timeout: float = 1.0) -> None:
         """Send what is queued (for at most ``timeout`` s), then close."""
         with contextlib.suppress(asyncio.TimeoutError, OSError, ConnectionError):
-            await asyncio.wait_for(self.drain(), timeout)
+            await within(self.drain(), timeout)
         self.close()
 
     def keepalive(self, idle: int, min_timeout: float) -> None:
