@@ -34,4 +34,4 @@ FirstStallReport = 2.5
 NodeSetupWait = 30.0
 
 #: Version of the wire protocol; every handshake and datagram carries it.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

@@ -5,6 +5,7 @@ spliced or injected, which must fail before any frame of theirs is released."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -232,13 +234,32 @@ def test_prefix_layout():
     assert pieces[3] == b"xy"
 
 
+def _subkey(name: bytes) -> bytes:
+    return hmac.new(KEY, b"dispy record|" + name, hashlib.sha256).digest()
+
+
 def test_record_layout():
+    """Small records: keyed BLAKE2b under the direction key's BLAKE2b subkey."""
     body = joined({"a": 1})
     record = b"".join(bytes(p) for p in Sealer(KEY).seal([body]))
     assert record[:8] == struct.pack("!Q", len(body))
     assert record[8:-32] == body
-    assert record[-32:] == hashlib.blake2b(struct.pack("!Q", 0) + record[:-32], key=KEY,
-                                           digest_size=32).digest()
+    assert record[-32:] == hashlib.blake2b(struct.pack("!Q", 0) + record[:-32],
+                                           key=_subkey(b"blake2b"), digest_size=32).digest()
+
+
+def test_big_record_layout():
+    """Big records: GMAC (AES-GCM, empty plaintext, the record as associated data) under
+    a one-time key from the GMAC subkey and the sequence number; no key serves two
+    algorithms."""
+    sealer = Sealer(KEY)
+    sealer.seal([joined({"a": 1})])  # sequence 0
+    body = joined({"a": 2}, [os.urandom(GMAC_MIN)])
+    record = b"".join(bytes(p) for p in sealer.seal([body]))
+    seq = struct.pack("!Q", 1)
+    one_time = hmac.new(_subkey(b"gmac"), seq, hashlib.sha256).digest()
+    assert record[-16:] == AESGCM(one_time).encrypt(bytes(12), b"", seq + record[:-16])
+    assert len({KEY, _subkey(b"blake2b"), _subkey(b"gmac")}) == 3
 
 
 def test_empty_record_is_accepted():

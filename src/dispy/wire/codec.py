@@ -11,10 +11,11 @@ Two kinds of stream carry frames:
   processes).
 - **sealed**, after a handshake: records, each ``!Q`` body length, the body (one or more
   whole frames) and a tag over the record's sequence number, its length and its body,
-  with the key of that direction: keyed BLAKE2b (32 bytes; RFC 7693's MAC mode) for
-  records under ``GMAC_MIN`` bytes, GMAC (AES-GCM over authenticated data only, 16
-  bytes) with a one-time key HMAC-SHA256(key, "gmac|" sequence number) and so a fixed
-  nonce for bigger ones. BLAKE2b, not HMAC-SHA256, for the small ones: four of them per
+  with a subkey of that direction's key (``RecordKeys``: one per algorithm, so no key
+  serves two): keyed BLAKE2b (32 bytes; RFC 7693's MAC mode) for records under
+  ``GMAC_MIN`` bytes, GMAC (AES-GCM over authenticated data only, 16 bytes) with a
+  one-time key HMAC-SHA256(GMAC subkey, sequence number) and so a fixed nonce for
+  bigger ones. BLAKE2b, not HMAC-SHA256, for the small ones: four of them per
   job's round trip, and OpenSSL 3's one-shot HMAC costs 3-5 us each in a daemon's loop
   against about 1 us (a sequential round trip 9 % shorter). GMAC, not Poly1305, for
   the big ones: 8 MB in 0.5 ms against 0.8 here, and the payload workload (which MACs
@@ -162,11 +163,23 @@ class _Mac(Protocol):
     def update(self, data: Buffer) -> None: ...
 
 
-def record_mac(key: bytes, seq: int, head: bytes, size: int) -> tuple[_Mac, int]:
+class RecordKeys(NamedTuple):
+    """The keys one direction's records are tagged with, derived from its key."""
+
+    small: bytes  # keyed BLAKE2b
+    big: bytes  # derives GMAC's one-time keys
+
+    @classmethod
+    def of(cls, key: bytes) -> RecordKeys:
+        return cls(hmac.new(key, b"dispy record|blake2b", hashlib.sha256).digest(),
+                   hmac.new(key, b"dispy record|gmac", hashlib.sha256).digest())
+
+
+def record_mac(keys: RecordKeys, seq: int, head: bytes, size: int) -> tuple[_Mac, int]:
     """The MAC of record ``seq`` (its length already fed) and its tag size."""
     if size < GMAC_MIN:
-        return hashlib.blake2b(SEQ.pack(seq) + head, key=key, digest_size=32), 32
-    one_time = hmac.new(key, b"gmac|" + SEQ.pack(seq), hashlib.sha256).digest()
+        return hashlib.blake2b(SEQ.pack(seq) + head, key=keys.small, digest_size=32), 32
+    one_time = hmac.new(keys.big, SEQ.pack(seq), hashlib.sha256).digest()
     mac = _Gmac(one_time)
     mac.update(SEQ.pack(seq) + head)
     return mac, 16
@@ -199,7 +212,7 @@ class Sealer:
     """Wraps frame pieces into authenticated records for one direction."""
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
+        self.keys = RecordKeys.of(key)
         self.seq = 0
 
     def seal(self, pieces: list[Buffer], size: int | None = None) -> list[Buffer]:
@@ -209,7 +222,8 @@ class Sealer:
         head = RECLEN.pack(size)
         if size < BIG:  # small: one join, one C call for the tag
             body = b"".join(pieces)
-            tag = blake2b(SEQ.pack(self.seq) + head + body, key=self.key, digest_size=32).digest()
+            tag = blake2b(SEQ.pack(self.seq) + head + body, key=self.keys.small,
+                          digest_size=32).digest()
             self.seq += 1
             return [head + body + tag]
         return list(self.stream(pieces, size))  # big: the pieces as a socket gets them
@@ -222,7 +236,7 @@ class Sealer:
         # fails here, before any byte of the record is written or the sequence moves on
         views = [memoryview(piece).cast("B") for piece in pieces]
         head = RECLEN.pack(size)
-        mac, _ = record_mac(self.key, self.seq, head, size)
+        mac, _ = record_mac(self.keys, self.seq, head, size)
         self.seq += 1
         yield head
         for view in views:
@@ -420,7 +434,7 @@ class FrameDecoder:
         self._parser = _FrameParser(limits)
         self._hold = hold
         self._held = b""
-        self._key: bytes | None = None
+        self._key: RecordKeys | None = None
         self._seq = 0
         self._rstate = _REC_HEAD
         self._racc = bytearray()
@@ -536,7 +550,7 @@ class FrameDecoder:
         signed = bytes(view[pos:pos + RECLEN.size + size])
         tag = bytes(view[pos + RECLEN.size + size:pos + total])
         if not hmac.compare_digest(
-                blake2b(SEQ.pack(self._seq) + signed, key=self._key, digest_size=32).digest(),
+                blake2b(SEQ.pack(self._seq) + signed, key=self._key.small, digest_size=32).digest(),
                 tag):
             raise FrameError(f"record {self._seq} failed its authentication tag (tampered, "
                              "replayed, reordered or not from the authenticated peer)")
@@ -596,7 +610,7 @@ class FrameDecoder:
         if self.frames or not self._parser.at_boundary():
             # a frame begun in plain bytes must not be finished by sealed ones
             raise FrameError("frames arrived before the handshake finished")
-        self._key = key
+        self._key = RecordKeys.of(key)
         self._parser.limits = limits
         self._max_record = limits.max_header + 2 * limits.max_buffer + (1 << 20)
         self._hold = False
