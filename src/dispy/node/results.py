@@ -82,7 +82,7 @@ class ResultStore:
             lens = [memoryview(b).nbytes for b in bufs]
             meta = to_json([sid, name, header, lens])
             body = _META.size + len(meta) + sum(lens)
-            pieces += [_REC.pack(RESULT, body), _META.pack(len(meta)), meta, *bufs]
+            pieces += [_REC.pack(RESULT, body) + _META.pack(len(meta)) + meta, *bufs]
             self.live[(sid, str(header["uid"]))] = (offset, _REC.size + body)
             offset += _REC.size + body
         if pieces:

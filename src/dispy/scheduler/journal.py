@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import fsafe
 from ..daemon import recordlog
-from ..wire.codec import from_json, to_json
+from ..wire.codec import from_json, to_json_kept
 from .blobs import BLOB_MIN, BlobStore
 
 log = logging.getLogger("dispy.scheduler")
@@ -41,7 +41,7 @@ COMPACT_MIN = 50_000
 
 def _text(value: Any) -> bytes:
     """A header as the journal keeps it (orjson: a job's header is written per job)."""
-    return to_json(value)
+    return to_json_kept(value)
 
 
 #: a length with this bit set: the bytes are the name of a file in the BlobStore

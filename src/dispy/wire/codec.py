@@ -108,6 +108,12 @@ def to_json(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+def to_json_kept(value: Any) -> bytes:
+    """``to_json`` for text kept in memory (a journal's state): a right-sized copy, so
+    orjson's 1 KiB buffer is freed at once (see ``encode_sized``)."""
+    return bytes(memoryview(to_json(value)))
+
+
 _decode = json.JSONDecoder().decode
 
 
@@ -148,7 +154,10 @@ def encode_sized(header: Header, buffers: Sequence[Buffer] = ()) -> tuple[list[B
                                                                           bool]:
     """``encode``, with the frame's size and whether it holds a big buffer."""
     head = dumps(header)
-    pieces: list[Buffer] = [PREFIX.pack(len(head), len(buffers)), head]
+    # one new bytes, and orjson's own freed at once: orjson makes 1 KiB and shrinks it,
+    # and thousands of those kept until a flush (a batch to 1 000 nodes) leave holes no
+    # next header fits in: each dumps then takes fresh memory, 1.1 us instead of 0.2
+    pieces: list[Buffer] = [PREFIX.pack(len(head), len(buffers)) + head]
     size, big = PREFIX.size + len(head), False
     for buf in buffers:
         n = buf.nbytes if isinstance(buf, memoryview) else len(buf)
