@@ -100,6 +100,7 @@ class Engine:
         self._uids = itertools.count(1)
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
         self._sent_to: dict[tuple, NodeLink] = {}
+        self._flush_planned = False
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
         atexit.register(self._at_exit)
@@ -109,8 +110,13 @@ class Engine:
         """(loop) After the calls posted by the program's threads (submits, cancels).
         The jobs of the batch leave now, not a loop turn later: nothing else would join
         them, and a program waiting on each job sees its result sooner."""
-        self.dispatch()
+        self.dispatch(flush_later=False)
         self.sink.flush_journals()  # submitted jobs are in the recover file from here on
+        self._flush_sent()
+
+    def _flush_sent(self) -> None:
+        """Write the jobs ``dispatch`` queued: one flush per link, one plan per turn."""
+        self._flush_planned = False
         sent, self._sent_to = self._sent_to, {}
         for link in sent.values():
             link.flush()
@@ -477,8 +483,10 @@ class Engine:
         cs.journal.queued(job, cs.cid)
         self.sink.job_event(job)
 
-    def dispatch(self) -> bool:
-        """Send what the core assigns; True when the journals were committed."""
+    def dispatch(self, flush_later: bool = True) -> bool:
+        """Send what the core assigns; True when the journals were committed. The jobs
+        are written once the current callback ends (``flush_later=False``: the caller
+        calls ``_flush_sent`` itself)."""
         batch: list[DispyJob] = []
         links: list[NodeLink] = []
         for send in self.lifecycle.dispatch():
@@ -517,13 +525,16 @@ class Engine:
                 bufs += job._oob
             link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
                                    timeout=opts.get("timeout"),
-                                   priority=opts.get("priority", 0)), bufs)
+                                   priority=opts.get("priority", 0)), bufs, flush_soon=False)
             self._sent_to[link.key] = link
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
             if link.node is not None:
                 link.node.busy += 1
             self.sink.job_event(job)
+        if flush_later and self._sent_to and not self._flush_planned:
+            self._flush_planned = True
+            asyncio.get_running_loop().call_soon(self._flush_sent)
         return True
 
     def cancel(self, job: DispyJob) -> int:

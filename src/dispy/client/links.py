@@ -60,8 +60,9 @@ class NodeLink:
         #: several times per job)
         self.key: tuple = (self.ip, self.port, self.profile)
 
-    def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
-        if self.conn is None or not self.conn.send(header, bufs):
+    def send(self, header: dict | Record, bufs: list | tuple = (),
+             flush_soon: bool = True) -> bool:
+        if self.conn is None or not self.conn.send(header, bufs, flush_soon=flush_soon):
             return False
         if self.node is not None:
             self.node.tx += sum(len(b) for b in bufs) + 64

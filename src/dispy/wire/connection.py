@@ -271,16 +271,19 @@ class Connection(asyncio.BufferedProtocol):
         return self.transport is None or self.transport.is_closing()
 
     def send(self, header: Header | Record, buffers: Sequence[Buffer] = (),
-             now: bool = False) -> bool:
+             now: bool = False, flush_soon: bool = True) -> bool:
         """Queue a frame (a header, or a typed record of wire/messages.py); frames queued
         in one loop iteration go out together. ``now``: write it (and what was queued)
-        at once, for a link where nothing else would join it (a job process's)."""
+        at once, for a link where nothing else would join it (a job process's).
+        ``flush_soon=False``: the caller calls ``flush`` before it returns to the loop
+        (a planned flush costs the loop one more turn, and a poll, when the frame was
+        queued from a callback the loop itself had planned)."""
         if self.is_closing():
             return False
         if isinstance(header, Record):
             header = header.header()
         pieces, size, big = encode_sized(header, buffers)
-        if not now and not self._out and not self._flush_soon:
+        if flush_soon and not now and not self._out and not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self.flush)
         self._out += pieces
