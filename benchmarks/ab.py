@@ -1,6 +1,6 @@
 """Same-run A/B of this project at two git revisions: what a change costs or buys.
 
-    python benchmarks/ab.py --base 5c3fe37 --workloads tiny,payload --runs 5
+    python benchmarks/ab.py --base 5c3fe37 --workloads tiny,payload --runs 5 [--system shared]
 
 Exports revision ``--base`` (default HEAD~1) into a temporary tree, then alternates runs
 of ``systems/ours.py`` with PYTHONPATH on that tree's ``src`` and on this checkout's
@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--workloads", default="tiny,payload,latency")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], metavar="WORKLOAD.PARAM=VALUE")
+    ap.add_argument("--system", default="ours", choices=["ours", "shared"],
+                    help="shared: through dispyscheduler (SharedJobCluster)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dispy-ab-"))
     try:
@@ -63,7 +65,7 @@ def main() -> int:
             got: dict[str, list[float]] = {"base": [], "new": []}
             for i in range(args.runs):
                 for name in (["base", "new"] if i % 2 == 0 else ["new", "base"]):
-                    record = bench.run_one("ours", python, workload, params,
+                    record = bench.run_one(args.system, python, workload, params,
                                            bench.TIMEOUTS[workload], logs, str(trees[name]))
                     value = record.get("metrics", {}).get(FIGURES[workload])
                     if record.get("status") == "ok" and value is not None:

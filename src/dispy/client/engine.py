@@ -35,7 +35,7 @@ from .clusterstate import ClusterState
 from .control import NodeControl
 from .finder import RETRY_INTERVAL, NodeFinder
 from .job import DispyJob
-from .links import NodeLink, Profile
+from .links import Flushable, NodeLink, Profile
 from .liveness import NodeWatch
 from .localsink import LocalSink
 from .loopthread import LoopThread
@@ -99,7 +99,7 @@ class Engine:
         self.watch = NodeWatch(self)
         self._uids = itertools.count(1)
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
-        self._sent_to: dict[tuple, NodeLink] = {}
+        self._sent_to: dict[Hashable, Flushable] = {}
         self._flush_planned = False
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
@@ -110,12 +110,22 @@ class Engine:
         """(loop) After the calls posted by the program's threads (submits, cancels).
         The jobs of the batch leave now, not a loop turn later: nothing else would join
         them, and a program waiting on each job sees its result sooner."""
-        self.dispatch(flush_later=False)
+        self.dispatch()
         self.sink.flush_journals()  # submitted jobs are in the recover file from here on
         self._flush_sent()
 
+    def flush_later(self, key: Hashable, link: Flushable) -> None:
+        """``link`` has frames queued with ``flush_soon=False``: write them once the
+        current callback ends, with the other links' (a batch of the program's calls
+        flushes in ``_after_batch``; anywhere else one flush is planned per turn: a flush
+        planned from a planned callback costs the loop one more turn and a poll)."""
+        self._sent_to[key] = link
+        if not self._flush_planned and not self.bridge.draining:
+            self._flush_planned = True
+            asyncio.get_running_loop().call_soon(self._flush_sent)
+
     def _flush_sent(self) -> None:
-        """Write the jobs ``dispatch`` queued: one flush per link, one plan per turn."""
+        """Write what was queued for ``flush_later``: one flush per link."""
         self._flush_planned = False
         sent, self._sent_to = self._sent_to, {}
         for link in sent.values():
@@ -483,10 +493,9 @@ class Engine:
         cs.journal.queued(job, cs.cid)
         self.sink.job_event(job)
 
-    def dispatch(self, flush_later: bool = True) -> bool:
+    def dispatch(self) -> bool:
         """Send what the core assigns; True when the journals were committed. The jobs
-        are written once the current callback ends (``flush_later=False``: the caller
-        calls ``_flush_sent`` itself)."""
+        are written once the current callback ends (``flush_later``)."""
         batch: list[DispyJob] = []
         links: list[NodeLink] = []
         for send in self.lifecycle.dispatch():
@@ -526,15 +535,12 @@ class Engine:
             link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
                                    timeout=opts.get("timeout"),
                                    priority=opts.get("priority", 0)), bufs, flush_soon=False)
-            self._sent_to[link.key] = link
+            self.flush_later(link.key, link)
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
             if link.node is not None:
                 link.node.busy += 1
             self.sink.job_event(job)
-        if flush_later and self._sent_to and not self._flush_planned:
-            self._flush_planned = True
-            asyncio.get_running_loop().call_soon(self._flush_sent)
         return True
 
     def cancel(self, job: DispyJob) -> int:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..scheduling.prefetch import RunTimes
 from ..wire.connection import Connection
@@ -17,6 +17,12 @@ from .nodes import DispyNode
 #: keeps unacknowledged results in memory for a second before it writes them to disk).
 ACK_DELAY = 0.05
 ACK_BATCH = 256
+
+
+class Flushable(Protocol):
+    """A link with frames queued for ``Engine.flush_later``."""
+
+    def flush(self) -> None: ...
 
 
 class Profile(NamedTuple):

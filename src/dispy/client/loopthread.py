@@ -27,6 +27,8 @@ class LoopThread:
                  after_batch: Callable[[], None]) -> None:
         #: run on the loop after each batch of posted calls
         self.after_batch = after_batch
+        #: True while a batch of the program's calls runs (``after_batch`` ends it)
+        self.draining = False
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
         self._wakeup_pending = False
@@ -75,10 +77,14 @@ class LoopThread:
         with self._inbox_lock:
             items, self._inbox = self._inbox, deque()
             self._wakeup_pending = False
-        pairs = iter(items)
-        for fn in pairs:
-            try:
-                fn(next(pairs))
-            except Exception:
-                log.exception("engine: %s failed", getattr(fn, "__name__", fn))
-        self.after_batch()
+        self.draining = True
+        try:
+            pairs = iter(items)
+            for fn in pairs:
+                try:
+                    fn(next(pairs))
+                except Exception:
+                    log.exception("engine: %s failed", getattr(fn, "__name__", fn))
+            self.after_batch()
+        finally:
+            self.draining = False

@@ -82,8 +82,13 @@ class SchedulerLink:
     def describe(self) -> str:
         return f"dispyscheduler {self.ip}:{self.port}"
 
-    def send(self, header: dict | messages.Record, bufs: list | tuple = ()) -> bool:
-        return self.conn is not None and self.conn.send(header, bufs)
+    def send(self, header: dict | messages.Record, bufs: list | tuple = (),
+             flush_soon: bool = True) -> bool:
+        return self.conn is not None and self.conn.send(header, bufs, flush_soon=flush_soon)
+
+    def flush(self) -> None:
+        if self.conn is not None:
+            self.conn.flush()
 
     # ---- connection ---------------------------------------------------------------
 
@@ -114,24 +119,25 @@ class SchedulerLink:
             self.scheduler_id
         self.scheduler_id = welcome.get("scheduler_id")
         self.pulse_interval = welcome.get("pulse_interval")
+        # jobs and acks leave only after the recover file has them (and has forgotten
+        # the acknowledged): one commit per write, whatever the batch
+        conn.before_flush = self.engine.local.flush_journals
         self.conn = conn
         asyncio.get_running_loop().create_task(self._read(conn))
         if restarted:
             self._give_up("the scheduler was restarted and no longer knows them")
 
     async def _read(self, conn: Connection) -> None:
+        """The scheduler's frames, handled as they are decoded (in the read callback: no
+        task wake-up per frame); the acks of a read's results go after it."""
         reason = "connection closed by the scheduler"
         try:
-            while True:
-                header, bufs = await conn.recv()
-                self._on_frame(header, bufs)
-                if not conn.pending():
-                    self._flush_acks()
-        except (ConnectionClosed, OSError) as exc:
-            reason = f"connection lost: {exc}"
-        except FrameError as exc:
-            reason = f"bad frame: {exc}"
-            log.warning("%s: %s", self.describe(), reason)
+            ended = await conn.deliver_to(self._on_frame, self._flush_acks)
+            if isinstance(ended, FrameError):
+                reason = f"bad frame: {ended}"
+                log.warning("%s: %s", self.describe(), reason)
+            else:
+                reason = f"connection lost: {ended}"
         finally:
             conn.close()
             if self.conn is conn:
@@ -404,8 +410,7 @@ class SchedulerLink:
             return
         self.jobs[job._uid] = job
         cs.journal.dispatched(job, cs.cid, self.ip, self.port, self.scheduler_id)
-        self.engine.local.flush_journals()
-        self._send_job(job)
+        self._send_job(job)  # committed before it is written (before_flush)
         self.engine.local.job_event(job)
 
     def _send_job(self, job: DispyJob) -> None:
@@ -425,7 +430,8 @@ class SchedulerLink:
         self.send(messages.Job(cid=cs.cid, uid=job._uid, oob=len(job._oob or ()),
                                pin=list(job._pin) if job._pin is not None else None,
                                timeout=opts.get("timeout"), priority=opts.get("priority", 0)),
-                  bufs)
+                  bufs, flush_soon=False)
+        self.engine.flush_later(("scheduler", self.ip, self.port), self)
 
     def cancel(self, job: DispyJob) -> int:
         if job._final:
