@@ -211,8 +211,7 @@ class SchedulerLink:
         self.acks.append(uid)
 
     def _flush_acks(self) -> None:
-        if self.acks:
-            self.engine.local.flush_journals()  # forget jobs durably before the results go
+        if self.acks:  # the jobs are forgotten durably before it is written (before_flush)
             self.send(messages.Ack(uids=self.acks))
             self.acks = []
 

@@ -23,7 +23,7 @@ from ..client.links import Profile
 from ..wire import auth, connection, handshake, heap, messages, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
-from ..wire.connection import Connection, ConnectionClosed
+from ..wire.connection import Connection
 from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .httpd import SchedulerMonitor
@@ -257,22 +257,25 @@ class SchedulerDaemon:
         await self._read_client(session, conn)
 
     async def _read_client(self, session: ClientSession, conn: Connection) -> None:
-        assert self.service is not None and self.engine is not None
+        """A program's frames, handled as they are decoded (in the read callback: no task
+        wake-up, and no loop turn, per frame); its jobs are dispatched after each read."""
+        service, engine = self.service, self.engine
+        assert service is not None and engine is not None
+
+        def frame(header: dict, bufs: list) -> None:
+            session.last_seen = time.monotonic()
+            try:
+                service.handle(session, header, bufs)
+            except Exception:
+                log.exception("failed to handle %r from %s", header.get("op"),
+                              session.describe())
+
         try:
-            while True:
-                header, bufs = await conn.recv()
-                session.last_seen = time.monotonic()
-                try:
-                    self.service.handle(session, header, bufs)
-                except Exception:
-                    log.exception("failed to handle %r from %s", header.get("op"),
-                                  session.describe())
-                if not conn.pending():
-                    self.engine.dispatch()
-        except (ConnectionClosed, OSError):
-            log.info("%s disconnected", session.describe())
-        except FrameError as exc:
-            log.warning("dropped connection from %s: %s", session.describe(), exc)
+            ended = await conn.deliver_to(frame, engine.dispatch)
+            if isinstance(ended, FrameError):
+                log.warning("dropped connection from %s: %s", session.describe(), ended)
+            else:
+                log.info("%s disconnected", session.describe())
         finally:
             conn.close()
             if session.conn is conn:

@@ -81,7 +81,7 @@ class Connection(asyncio.BufferedProtocol):
         self._replies: dict[str, asyncio.Future] = {}
         #: ``deliver_to``'s handlers and the future that ends with the connection
         self._handler: Callable[[dict, list], None] | None = None
-        self._after: Callable[[], None] | None = None
+        self._after: Callable[[], object] | None = None
         self._ended: asyncio.Future | None = None
         self.loop = asyncio.get_running_loop()
         self.peer: tuple[str, int] = ("?", 0)
@@ -193,7 +193,7 @@ class Connection(asyncio.BufferedProtocol):
         return len(self.decoder.frames)
 
     def deliver_to(self, handler: Callable[[dict, list], None],
-                   after: Callable[[], None] | None = None) -> asyncio.Future:
+                   after: Callable[[], object] | None = None) -> asyncio.Future:
         """From now on hand each frame to ``handler`` as soon as it is decoded, in the
         read callback (no task wake-up and no loop iteration per frame: the hot links
         use this instead of ``recv``), then call ``after`` once the frames of that read
