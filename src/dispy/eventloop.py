@@ -55,6 +55,7 @@ async def within(aw: Awaitable[T], timeout: float | None) -> T:
         done, _ = await asyncio.wait((fut,), timeout=timeout)
     except BaseException:
         fut.cancel()
+        await asyncio.wait((fut,))  # as wait_for: it ends (and cleans up) first
         raise
     if not done:
         fut.cancel()

@@ -138,3 +138,22 @@ def test_frames_before_bad_bytes_in_the_same_read_are_handled_first():
         a.close()
 
     asyncio.run(main())
+
+
+def test_a_frame_queued_for_the_caller_to_flush_never_holds_back_a_later_send():
+    """send(flush_soon=False) leaves the write to its caller (the engine flushes its
+    links once per turn); a plain send after it still plans a flush, so a caller that
+    never flushed cannot stall the link."""
+    async def main():
+        left, right = await pair()
+        left.send({"op": "n", "i": 0}, flush_soon=False)
+        await asyncio.sleep(0.05)
+        assert right.pending() == 0  # not written: the caller was to flush it
+        left.send({"op": "n", "i": 1})
+        first = await asyncio.wait_for(right.recv(), 5)
+        second = await asyncio.wait_for(right.recv(), 5)
+        assert [first[0]["i"], second[0]["i"]] == [0, 1]
+        left.close()
+        right.close()
+
+    asyncio.run(main())

@@ -107,15 +107,34 @@ def test_within_gives_the_result_or_a_timeout(kind: str,
 @pytest.mark.parametrize("kind", LOOPS)
 def test_cancelled_within_cancels_what_it_waits_for(
         kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def main() -> bool:
-        inner = asyncio.ensure_future(asyncio.Event().wait())
-        outer = asyncio.ensure_future(eventloop.within(inner, 10))
+    """As wait_for: the awaited thing is cancelled and has ended (its cleanup ran, e.g.
+    a half-open connection closed) before the cancellation reaches the caller."""
+    async def main() -> tuple[bool, bool, list[str]]:
+        steps: list[str] = []
+
+        async def inner_work() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await asyncio.sleep(0.01)  # cleanup that takes a turn or two
+                steps.append("inner cleaned up")
+
+        async def caller() -> None:
+            try:
+                await eventloop.within(inner, 10)
+            except asyncio.CancelledError:
+                steps.append("caller cancelled")
+                raise
+
+        inner = asyncio.ensure_future(inner_work())
+        outer = asyncio.ensure_future(caller())
         await asyncio.sleep(0.01)
         outer.cancel()
         await asyncio.wait({outer, inner}, timeout=2)
-        return outer.cancelled() and inner.cancelled()
+        return outer.cancelled(), inner.cancelled(), steps
 
-    assert _run_on(kind, monkeypatch, main)
+    assert _run_on(kind, monkeypatch, main) == (
+        True, True, ["inner cleaned up", "caller cancelled"])
 
 
 def test_dispy_never_calls_asyncio_wait_for_directly() -> None:

@@ -110,9 +110,11 @@ class Engine:
         """(loop) After the calls posted by the program's threads (submits, cancels).
         The jobs of the batch leave now, not a loop turn later: nothing else would join
         them, and a program waiting on each job sees its result sooner."""
-        self.dispatch()
-        self.sink.flush_journals()  # submitted jobs are in the recover file from here on
-        self._flush_sent()
+        try:
+            self.dispatch()
+            self.sink.flush_journals()  # submitted jobs are in the recover file from here
+        finally:  # what dispatch queued goes out, also if something after it failed
+            self._flush_sent()
 
     def flush_later(self, key: Hashable, link: Flushable) -> None:
         """``link`` has frames queued with ``flush_soon=False``: write them once the
@@ -122,14 +124,18 @@ class Engine:
         self._sent_to[key] = link
         if not self._flush_planned and not self.bridge.draining:
             self._flush_planned = True
-            asyncio.get_running_loop().call_soon(self._flush_sent)
+            self.loop.call_soon(self._flush_sent)
 
     def _flush_sent(self) -> None:
-        """Write what was queued for ``flush_later``: one flush per link."""
+        """Write what was queued for ``flush_later``: one flush per link (a link that
+        fails to write is logged and does not keep the others' frames back)."""
         self._flush_planned = False
         sent, self._sent_to = self._sent_to, {}
         for link in sent.values():
-            link.flush()
+            try:
+                link.flush()
+            except Exception:
+                log.exception("engine: writing to %s failed", link.describe())
 
     def _at_exit(self) -> None:
         """The program exits (also after Ctrl-C): remove recover files with nothing left

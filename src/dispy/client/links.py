@@ -24,6 +24,8 @@ class Flushable(Protocol):
 
     def flush(self) -> None: ...
 
+    def describe(self) -> str: ...
+
 
 class Profile(NamedTuple):
     """What a cluster authenticates with; clusters with equal profiles share links.

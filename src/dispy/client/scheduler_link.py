@@ -430,7 +430,7 @@ class SchedulerLink:
                                pin=list(job._pin) if job._pin is not None else None,
                                timeout=opts.get("timeout"), priority=opts.get("priority", 0)),
                   bufs, flush_soon=False)
-        self.engine.flush_later(("scheduler", self.ip, self.port), self)
+        self.engine.flush_later(("scheduler", self.ip, self.port, self.profile), self)
 
     def cancel(self, job: DispyJob) -> int:
         if job._final:

@@ -283,7 +283,8 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(header, Record):
             header = header.header()
         pieces, size, big = encode_sized(header, buffers)
-        if flush_soon and not now and not self._out and not self._flush_soon:
+        if flush_soon and not now and not self._flush_soon:  # also after frames the
+            # caller was to flush: those must never hold this one back
             self._flush_soon = True
             self.loop.call_soon(self.flush)
         self._out += pieces
