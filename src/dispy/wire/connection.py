@@ -277,14 +277,14 @@ class Connection(asyncio.BufferedProtocol):
         at once, for a link where nothing else would join it (a job process's).
         ``flush_soon=False``: the caller calls ``flush`` before it returns to the loop
         (a planned flush costs the loop one more turn, and a poll, when the frame was
-        queued from a callback the loop itself had planned)."""
+        queued from a callback the loop itself had planned); a later plain ``send``
+        still plans a flush, so such a frame never holds the link back."""
         if self.is_closing():
             return False
         if isinstance(header, Record):
             header = header.header()
         pieces, size, big = encode_sized(header, buffers)
-        if flush_soon and not now and not self._flush_soon:  # also after frames the
-            # caller was to flush: those must never hold this one back
+        if flush_soon and not now and not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self.flush)
         self._out += pieces
