@@ -1,6 +1,7 @@
 """The measuring tools of benchmarks/ still run against the code (they reach into it:
 hops.py wraps named functions, scale.py speaks the protocol as many nodes,
-direct_path.py builds a round trip from the wire parts). Tiny sizes; no time is
+direct_path.py builds a round trip from the wire parts, handoff.py chains jobs on the
+engine's loop). Tiny sizes; no time is
 asserted, only that each completes and reports."""
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def test_hops_follows_a_round_trip_through_every_process():
     out = _run(str(BENCH / "hops.py"), "--jobs", "100")
     assert "program -> node daemon" in out and "job process" in out
     assert "round trip" in out
+
+
+def test_handoff_runs_both_ways_and_counts_switches():
+    out = _run(str(BENCH / "handoff.py"), "--jobs", "30", "--runs", "2")
+    assert "program  p50" in out and "loop     p50" in out
+    assert "context switches per job" in out and "the two hand-overs" in out
 
 
 def test_scale_ends_every_job_once_against_simulated_nodes():
