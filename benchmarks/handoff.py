@@ -24,18 +24,18 @@ source tree is not changed. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "src"), str(HERE / "systems")]
+
+from ours import Ours  # noqa: E402  (bench.py's driver: it starts and stops the node)
 
 import dispy  # noqa: E402
 from dispy.client import job as jobmod  # noqa: E402
@@ -104,27 +104,12 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    prefix = tempfile.mkdtemp(prefix="dispy-handoff-")
-    log = open(os.path.join(prefix, "node.log"), "w+")
-    node = subprocess.Popen(
-        [sys.executable, "-m", "dispy.dispynode", "-c", "2", "-i", "127.0.0.1", "-p",
-         str(port), "--dest_path_prefix", prefix, "--daemon"],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")})
+    work = Path(tempfile.mkdtemp(prefix="dispy-handoff-"))
+    system = Ours(work)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            log.seek(0)
-            if "serving" in log.read():
-                break
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("dispynode did not start")
-            time.sleep(0.05)
-        cluster = dispy.JobCluster(noop, nodes=[("127.0.0.1", port)], port=0,
-                                   recover_file=os.path.join(prefix, "recover"),
+        system.start_nodes([2])
+        cluster = dispy.JobCluster(noop, nodes=[("127.0.0.1", p) for p in system.ports],
+                                   port=0, recover_file=str(work / "recover"),
                                    loglevel=dispy.logger.WARNING)
         try:
             if cluster.wait_nodes(1, timeout=60) < 1:
@@ -133,8 +118,8 @@ def main() -> int:
                 cluster.submit(i)()
             engine_tid = cluster._engine.bridge.thread.native_id
             me = threading.get_native_id()
-            p50 = {"program": [], "loop": []}
-            cs = {"program": [], "loop": []}
+            p50: dict[str, list[float]] = {"program": [], "loop": []}
+            cs: dict[str, list[tuple[float, float]]] = {"program": [], "loop": []}
             for r in range(a.runs):
                 for mode in (("program", "loop") if r % 2 == 0 else ("loop", "program")):
                     before = switches(me), switches(engine_tid)
@@ -147,10 +132,8 @@ def main() -> int:
         finally:
             cluster.close(timeout=30, terminate=True)
     finally:
-        node.terminate()
-        node.wait(30)
-        log.close()
-        shutil.rmtree(prefix, ignore_errors=True)
+        system.shutdown()  # the node's session: daemon and job processes
+        shutil.rmtree(work, ignore_errors=True)
     print(f"{a.runs} runs of {a.jobs} sequential no-op jobs each way; medians")
     for mode in ("program", "loop"):
         waits = statistics.median(c[0] for c in cs[mode])

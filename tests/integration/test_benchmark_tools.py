@@ -1,8 +1,7 @@
 """The measuring tools of benchmarks/ still run against the code (they reach into it:
 hops.py wraps named functions, scale.py speaks the protocol as many nodes,
 direct_path.py builds a round trip from the wire parts, handoff.py chains jobs on the
-engine's loop). Tiny sizes; no time is
-asserted, only that each completes and reports."""
+engine's loop). Tiny sizes; no time is asserted, only that each completes and reports."""
 
 from __future__ import annotations
 
