@@ -27,6 +27,19 @@ def test_no_node_answered(caplog, monkeypatch):
     assert "cannot connect" in caplog.text and "no node is usable" in caplog.text
 
 
+def test_host_name_that_does_not_resolve(caplog, monkeypatch):
+    """A mistyped host name is named at once, and the cluster still opens, waits and
+    says why (it used to fail in the event loop's UDP send with a cryptic ValueError)."""
+    monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    cluster = dispy.JobCluster(ident, nodes=["no-such-node.invalid"], port=0)
+    job = cluster.submit(1)
+    assert cluster.wait(timeout=2) is False
+    cluster.close(timeout=0, terminate=True)
+    assert job() is None and job.status == dispy.DispyJob.Cancelled
+    assert "'no-such-node.invalid': its name does not resolve" in caplog.text
+    assert "no node is usable" in caplog.text
+
+
 class NoCPUs(dispy.NodeAllocate):
     def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
         return 0

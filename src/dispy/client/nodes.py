@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import re
 import socket
 from collections import namedtuple
 from typing import Any
 
 from .. import config
+
+log = logging.getLogger("dispy")
 
 DispyNodeAvailInfo = namedtuple("DispyNodeAvailInfo", ["cpu", "memory", "disk", "swap"])
 DispyNodeAvailInfo.__doc__ = (
@@ -66,7 +69,9 @@ def _resolve(host: str) -> str:
         return str(ipaddress.IPv4Address(host))  # an address already: no resolver call
     try:
         return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
-    except (OSError, IndexError):
+    except (OSError, IndexError) as exc:
+        log.warning("node host %r: its name does not resolve (%s); dispy tries to reach it"
+                    " as it is", host, exc.strerror if isinstance(exc, OSError) else exc)
         return host
 
 

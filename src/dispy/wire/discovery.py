@@ -203,7 +203,7 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
             return
         try:
             proto.transport.sendto(encode(msg), addr)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host name that did not resolve
             log.debug("%s: could not send to %s: %s", self.name, addr, exc)
 
     def close(self) -> None:
