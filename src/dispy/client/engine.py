@@ -149,7 +149,9 @@ class Engine:
         try:
             kept = self.call(close()).result(timeout=5)
         except Exception:
-            return
+            kept = []
+        finally:
+            self.bridge.stop()
         for path, left in kept:
             log.warning("recover file %s keeps %d job(s) that did not finish; "
                         "dispy.recover_jobs(%r) gets their results", path, left, path)

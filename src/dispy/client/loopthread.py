@@ -33,6 +33,8 @@ class LoopThread:
         self._inbox_lock = threading.Lock()
         self._wakeup_pending = False
         self.thread: threading.Thread | None = None
+        #: the loop's thread was stopped (the program exits): calls fail at once
+        self.stopped = False
         if loop is not None:
             self.loop = loop
             return
@@ -58,7 +60,27 @@ class LoopThread:
 
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the engine loop; returns a concurrent Future."""
+        if self.stopped:
+            coro.close()
+            raise RuntimeError("dispy's engine has stopped: the program is exiting")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """(the program exits) End the loop's thread before the interpreter finalizes.
+        A daemon thread left in uvloop's loop is woken by its next timer or socket
+        event, and its C callback then takes the GIL of an interpreter that is gone: the
+        process ends in SIGSEGV after the program's last line. Later calls fail at
+        once, and posts are dropped (nothing would run them)."""
+        thread = self.thread
+        if thread is None or self.stopped or threading.current_thread() is thread:
+            return
+        self.stopped = True
+        if thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # (closed meanwhile)
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("dispy's engine did not stop within %g s at exit", timeout)
 
     def post(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Queue ``fn(arg)`` for the loop, waking it at most once per batch. Kept as two
@@ -66,6 +88,8 @@ class LoopThread:
         inbox, and each tuple (and bound method) made there is one more object for the
         garbage collector to count and walk (``fn`` is bound once by the caller)."""
         with self._inbox_lock:
+            if self.stopped:
+                return
             self._inbox.append(fn)
             self._inbox.append(arg)
             if self._wakeup_pending:
