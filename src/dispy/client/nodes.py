@@ -67,12 +67,17 @@ def unescape_pattern(host: str) -> str:
 def _resolve(host: str) -> str:
     with contextlib.suppress(ValueError):
         return str(ipaddress.IPv4Address(host))  # an address already: no resolver call
-    try:
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv6Address(host.split("%", 1)[0])
+        return host  # an IPv6 address: used as it is
+    with contextlib.suppress(OSError, IndexError):
         return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
-    except (OSError, IndexError) as exc:
+    try:
+        socket.getaddrinfo(host, None)  # a name with IPv6 addresses only: as it is
+    except OSError as exc:
         log.warning("node host %r: its name does not resolve (%s); dispy tries to reach it"
-                    " as it is", host, exc.strerror if isinstance(exc, OSError) else exc)
-        return host
+                    " as it is", host, exc.strerror)
+    return host
 
 
 class NodeAllocate:
