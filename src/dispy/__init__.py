@@ -10,6 +10,8 @@ must not pay for the client (it was 90% of a host's start).
 
 from __future__ import annotations
 
+import atexit as _atexit
+import sys as _sys
 from typing import TYPE_CHECKING, Any
 
 from . import config
@@ -56,6 +58,18 @@ def _load_client() -> None:
         DispyNodeAvailInfo=nodes.DispyNodeAvailInfo, NodeAllocate=nodes.NodeAllocate,
         recover_jobs=recover.recover_jobs, SharedJobCluster=shared.SharedJobCluster,
         ClusterStats=status.ClusterStats, SSHNodes=sshstart.SSHNodes)
+
+
+def _at_exit() -> None:
+    """Registered by ``import dispy``, before the program registers its own exit
+    handlers, so it runs after them (they may still close their clusters): ends the
+    client engine's loop thread before the interpreter finalizes (client/engine.py)."""
+    engine = _sys.modules.get("dispy.client.engine")
+    if engine is not None:
+        engine.stop_program_engines()
+
+
+_atexit.register(_at_exit)
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
@@ -31,6 +32,14 @@ def test_host_name_that_does_not_resolve(caplog, monkeypatch):
     """A mistyped host name is named at once, and the cluster still opens, waits and
     says why (it used to fail in the event loop's UDP send with a cryptic ValueError)."""
     monkeypatch.setattr(dispy.config, "StallReportInterval", 0.5)
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # at once, whatever DNS this machine has
+        if host == "no-such-node.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     cluster = dispy.JobCluster(ident, nodes=["no-such-node.invalid"], port=0)
     job = cluster.submit(1)
     assert cluster.wait(timeout=2) is False

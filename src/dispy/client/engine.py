@@ -9,7 +9,6 @@ the callback thread, never here.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import itertools
 import logging
 import os
@@ -17,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Hashable
 from typing import Any
 
@@ -46,6 +46,15 @@ from .stall import stall_message
 log = logging.getLogger("dispy")
 
 
+def stop_program_engines() -> None:
+    """(the program exits) Close the engines' journals and end their loop threads.
+    Called by the exit handler ``import dispy`` registers (dispy/__init__.py), so it
+    runs after the handlers the program registers later, which may still close their
+    clusters."""
+    for engine in list(_PROGRAM_ENGINES):
+        engine._at_exit()
+
+
 class Engine:
     """Process-wide singleton; created by the first cluster."""
 
@@ -55,6 +64,10 @@ class Engine:
     @classmethod
     def get(cls, port: int, ip_addrs: list[str] | None) -> Engine:
         with cls._lock:
+            if cls._instance is not None and cls._instance.bridge.stopped:
+                # a new engine now would outlive the exit handlers (none registered
+                # while they run is called) and bring back the crash they prevent
+                raise RuntimeError("dispy's engine has stopped: the program is exiting")
             if cls._instance is None or not cls._instance.bridge.alive():
                 cls._instance = Engine(port, ip_addrs)
             return cls._instance
@@ -103,7 +116,7 @@ class Engine:
         self._flush_planned = False
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
-        atexit.register(self._at_exit)
+        _PROGRAM_ENGINES.add(self)
         self.call(self.start()).result()
 
     def _after_batch(self) -> None:
@@ -643,3 +656,7 @@ class Engine:
                  for link in self.links.values()
                  if self.wants(cs, link.ip, link.port) is not None]
         log.warning("%s", stall_message(cs, known, self.finder.unmatched))
+
+
+#: the engines of this program that run a loop thread of their own
+_PROGRAM_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from .. import eventloop
 
 log = logging.getLogger("dispy")
+
+_STOPPED = "dispy's engine has stopped: the program is exiting"
 
 
 class LoopThread:
@@ -35,6 +38,8 @@ class LoopThread:
         self.thread: threading.Thread | None = None
         #: the loop's thread was stopped (the program exits): calls fail at once
         self.stopped = False
+        #: calls not finished yet: failed by ``stop`` (the loop will not run them)
+        self._calls: weakref.WeakSet[concurrent.futures.Future] = weakref.WeakSet()
         if loop is not None:
             self.loop = loop
             return
@@ -49,21 +54,27 @@ class LoopThread:
     def settle(self) -> None:
         """Return once the loop handled everything posted so far; a no-op on the loop."""
         thread = self.thread
-        if thread is None or threading.current_thread() is thread or not thread.is_alive():
+        if (thread is None or self.stopped or threading.current_thread() is thread
+                or not thread.is_alive()):
             return
 
         async def nothing() -> None:
             pass
 
-        with contextlib.suppress(concurrent.futures.TimeoutError):
-            self.call(nothing()).result(timeout=10)  # never hang a wait() on it
+        # never hang a wait() on it, nor fail one as the program exits
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            self.call(nothing()).result(timeout=10)
 
     def call(self, coro: Any) -> Any:
         """Run a coroutine on the engine loop; returns a concurrent Future."""
-        if self.stopped:
-            coro.close()
-            raise RuntimeError("dispy's engine has stopped: the program is exiting")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        with self._inbox_lock:  # (``stop`` sets ``stopped`` under it)
+            if not self.stopped:
+                fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+                if self.thread is not None:
+                    self._calls.add(fut)
+                return fut
+        coro.close()
+        raise RuntimeError(_STOPPED)
 
     def stop(self, timeout: float = 5.0) -> None:
         """(the program exits) End the loop's thread before the interpreter finalizes.
@@ -74,13 +85,18 @@ class LoopThread:
         thread = self.thread
         if thread is None or self.stopped or threading.current_thread() is thread:
             return
-        self.stopped = True
+        with self._inbox_lock:
+            self.stopped = True
         if thread.is_alive():
             with contextlib.suppress(RuntimeError):  # (closed meanwhile)
                 self.loop.call_soon_threadsafe(self.loop.stop)
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("dispy's engine did not stop within %g s at exit", timeout)
+        for fut in list(self._calls):  # a (daemon) thread waiting on one never hangs
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                if not fut.done():
+                    fut.set_exception(RuntimeError(_STOPPED))
 
     def post(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Queue ``fn(arg)`` for the loop, waking it at most once per batch. Kept as two

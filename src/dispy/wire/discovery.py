@@ -201,8 +201,9 @@ class DiscoveryProtocol(asyncio.DatagramProtocol):
         if proto is None or proto.transport is None:
             log.debug("%s: no IPv6 socket to send to %s", self.name, addr[0])
             return
+        data = encode(msg)
         try:
-            proto.transport.sendto(encode(msg), addr)
+            proto.transport.sendto(data, addr)
         except (OSError, ValueError) as exc:  # ValueError: a host name that did not resolve
             log.debug("%s: could not send to %s: %s", self.name, addr, exc)
 
