@@ -38,7 +38,7 @@ from .job import DispyJob
 from .links import Flushable, NodeLink, Profile
 from .liveness import NodeWatch
 from .localsink import LocalSink
-from .loopthread import LoopThread
+from .loopthread import STOPPED, LoopThread
 from .nodes import DispyNode, avail_from
 from .sink import JobSink
 from .stall import stall_message
@@ -67,7 +67,7 @@ class Engine:
             if cls._instance is not None and cls._instance.bridge.stopped:
                 # a new engine now would outlive the exit handlers (none registered
                 # while they run is called) and bring back the crash they prevent
-                raise RuntimeError("dispy's engine has stopped: the program is exiting")
+                raise RuntimeError(STOPPED)
             if cls._instance is None or not cls._instance.bridge.alive():
                 cls._instance = Engine(port, ip_addrs)
             return cls._instance

@@ -22,7 +22,8 @@ from .. import eventloop
 
 log = logging.getLogger("dispy")
 
-_STOPPED = "dispy's engine has stopped: the program is exiting"
+#: why a call fails once the program is exiting (``stop``)
+STOPPED = "dispy's engine has stopped: the program is exiting"
 
 
 class LoopThread:
@@ -74,7 +75,7 @@ class LoopThread:
                     self._calls.add(fut)
                 return fut
         coro.close()
-        raise RuntimeError(_STOPPED)
+        raise RuntimeError(STOPPED)
 
     def stop(self, timeout: float = 5.0) -> None:
         """(the program exits) End the loop's thread before the interpreter finalizes.
@@ -96,7 +97,7 @@ class LoopThread:
         for fut in list(self._calls):  # a (daemon) thread waiting on one never hangs
             with contextlib.suppress(concurrent.futures.InvalidStateError):
                 if not fut.done():
-                    fut.set_exception(RuntimeError(_STOPPED))
+                    fut.set_exception(RuntimeError(STOPPED))
 
     def post(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Queue ``fn(arg)`` for the loop, waking it at most once per batch. Kept as two
