@@ -7,6 +7,7 @@ traffic); what the node says of itself comes from the daemon (``describe``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -31,6 +32,8 @@ class Announcer:
         #: programs elsewhere that asked for nodes: they hear our announcements too
         self.listeners = Listeners(auth.derive_key(opts.secret) if opts.secret else None)
         self.udp: discovery.DiscoveryProtocol | None = None
+        #: announcements waiting for --scheduler_node's name to resolve
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Listen on the node port (OSError when it is taken): clients ask by broadcast
@@ -40,6 +43,8 @@ class Announcer:
             "dispynode", self.ifs)
 
     def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self.udp is not None:
             self.udp.close()
 
@@ -60,20 +65,36 @@ class Announcer:
                                   port, [i], self.opts.ipv4_udp_multicast)
             sent.add(i.broadcast or i.address)
         if self.opts.scheduler_node:
-            try:
-                target = netif.resolve(self.opts.scheduler_node)
-            except OSError as exc:
-                log.warning("cannot resolve --scheduler_node %s: %s", self.opts.scheduler_node, exc)
-            else:
-                if target not in sent:
-                    self.udp.send(msg, (target, port))
-                log.debug("announced to --scheduler_node %s:%d", target, port)
+            target = netif.literal(self.opts.scheduler_node)
+            if target is not None:
+                self._to_scheduler(msg, target, sent)
+            else:  # a name: resolved off the loop (a slow DNS must not stop the jobs)
+                task = asyncio.get_running_loop().create_task(
+                    self._resolved(self.opts.scheduler_node, msg, sent))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         for ip, lport in self.listeners.current(time.monotonic()):
             # also on our own network: a NAT gateway forwarding to its program hears
             # no broadcast, and a program that did sees a node it knows (no harm)
             self.udp.send(NodeAnnouncement.of(self.describe(ip, None)), (ip, lport))
             log.debug("announced to %s, which asked for nodes lately",
                       netif.host_port(ip, lport))
+
+    async def _resolved(self, name: str, msg: NodeAnnouncement, sent: set[str]) -> None:
+        try:
+            target = await netif.resolve_async(name)
+        except OSError as exc:
+            log.warning("cannot resolve --scheduler_node %s: %s", name, exc)
+            return
+        self._to_scheduler(msg, target, sent)
+
+    def _to_scheduler(self, msg: NodeAnnouncement, target: str, sent: set[str]) -> None:
+        if self.udp is None:
+            return
+        if target not in sent:
+            self.udp.send(msg, (target, self.opts.scheduler_port))
+        log.debug("announced to --scheduler_node %s",
+                  netif.host_port(target, self.opts.scheduler_port))
 
     def on_datagram(self, msg: DiscoveryMessage, addr: tuple) -> None:
         if not isinstance(msg, Discover):

@@ -295,7 +295,7 @@ class AdminServer:
             raise ValueError("give the node's host name or IP address")
         port = int(body.get("port") or self.opts.node_port)
         try:
-            ip = netif.resolve(host)
+            ip = await netif.resolve_async(host)
         except OSError as exc:
             raise ValueError(f"cannot resolve {host}: {exc}") from None
         self.scan((ip, port))

@@ -47,6 +47,10 @@ def _avail(node: DispyNode) -> dict | None:
     return {"cpu": info.cpu, "memory": info.memory, "disk": info.disk, "swap": info.swap}
 
 
+
+def _allocate(cluster: Any, host: str, port: int, cpus: int) -> int:
+    return int(cluster.allocate_node(NodeAllocate(host, port, cpus)))
+
 class _Watched:
     """One cluster under watch: counters from its events, its nodes from status()."""
 
@@ -412,8 +416,8 @@ class DispyHTTPServer:
             raise ValueError(f"port {port} is not a port number")
         results = {}
         for w in self._clusters_for(body.get("cluster")):
-            alloc = NodeAllocate(host, port, cpus)
-            results[w.name] = await self._in_thread(w.cluster.allocate_node, alloc)
+            # NodeAllocate resolves a host name: in the thread too, not on the pages' loop
+            results[w.name] = await self._in_thread(_allocate, w.cluster, host, port, cpus)
         self._poke()
         return {"allocate_node": results}
 

@@ -7,6 +7,7 @@ its interface (``fe80::1%eth0``): without it the address means nothing.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -124,18 +125,39 @@ def _index(name: str) -> int:
         return 0
 
 
+def literal(host: str) -> str | None:
+    """``host`` normalized if it is an IP address already (no resolver call), else None."""
+    try:
+        ipaddress.ip_address(split_scope(host)[0])
+    except ValueError:
+        return None
+    return normalize(host)
+
+
+def _first(infos: list) -> str:
+    """IPv4 if the name has one, else IPv6 (a link-local one with its ``%interface``)."""
+    if not infos:
+        raise OSError("no address")
+    infos = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
+    return normalize(str(infos[0][4][0]))
+
+
 def resolve(host: str) -> str:
     """Address of a host name or address string: IPv4 if it has one, else IPv6 (a
     link-local IPv6 address keeps its ``%interface``). OSError if there is none."""
-    if is_ipv6(host):
-        try:
-            ipaddress.ip_address(split_scope(host)[0])
-            return normalize(host)
-        except ValueError:
-            pass
-    infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM)
-    infos.sort(key=lambda info: info[0] != socket.AF_INET)
-    return normalize(str(infos[0][4][0]))
+    return literal(host) or _first(
+        socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM))
+
+
+async def resolve_async(host: str) -> str:
+    """``resolve`` for a daemon's event loop: a slow or unreachable DNS server must not
+    stop the loop (its jobs, its pages) while it answers."""
+    found = literal(host)
+    if found is not None:
+        return found
+    loop = asyncio.get_running_loop()
+    return _first(await loop.getaddrinfo(host, None, family=socket.AF_UNSPEC,
+                                         type=socket.SOCK_DGRAM))
 
 
 def select(ip_addrs: list[str] | None) -> list[Interface]:
