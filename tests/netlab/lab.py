@@ -4,7 +4,8 @@ Why: dispy finds nodes with UDP broadcast and must cope with nodes dropping off 
 Testing that for real needs several "machines" on one broadcast domain whose cables we can
 cut. Network namespaces give us that on one box without touching the box's own network:
 each Lab owns a private "switch" namespace holding a bridge, and every host namespace is
-wired to that bridge with a veth pair. Nothing is ever created in the root namespace.
+wired to that bridge with a veth pair. Nothing is ever created in the root namespace
+(a host's own /etc/hosts lives in /etc/netns/<its namespace>, removed with the Lab).
 """
 
 from __future__ import annotations
@@ -22,12 +23,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 IP = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin") or "/usr/sbin/ip"
 # flock()ed files reserve a /24 per live Lab so parallel test runs pick distinct subnets;
 # the kernel drops the lock when the holder dies, so a crashed run never leaks a reservation.
 _LOCK_PATH = "/tmp/dispy-netlab-10.77.{}.0.lock"
+#: per-namespace files ``ip netns exec`` mounts over /etc (a host's own /etc/hosts)
+ETC_NETNS = Path("/etc/netns")
+#: removed again (when empty) by the Lab closing last only if it was not there before us
+_ETC_NETNS_OURS = not ETC_NETNS.exists()
 
 
 def _sysctl(ns: str, setting: str) -> None:
@@ -131,6 +137,17 @@ class Host:
             res.check_returncode()
         return res
 
+    def name_hosts(self, names: dict[str, str]) -> None:
+        """Host names this host's resolver knows (name -> address), as its own
+        /etc/hosts: ``ip netns exec`` mounts /etc/netns/<ns>/hosts over /etc/hosts for
+        the processes started after this. The Lab removes the file when it closes."""
+        folder = ETC_NETNS / self.ns
+        self.lab.etc_dirs.append(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{addr} {name}" for name, addr in names.items()]
+        (folder / "hosts").write_text("\n".join(lines) + "\n")
+
     def link_down(self) -> None:
         """Cut this host's cable at the switch; its processes keep running, unreachable."""
         _ip("-n", self.lab.switch_ns, "link", "set", self.switch_port, "down")
@@ -165,6 +182,8 @@ class Lab:
         self.suffix = secrets.token_hex(3)  # unique tag in every ns/interface name
         self.hosts: dict[str, Host] = {}
         self.namespaces: list[str] = []
+        #: /etc/netns/<ns> folders of ``Host.name_hosts``, removed by close
+        self.etc_dirs: list[Path] = []
         self._lock_fd: int | None = None
         self._lock_path = ""
         self._next = 1
@@ -325,6 +344,12 @@ class Lab:
             _kill_ns_pids(ns)
             _ip("netns", "del", ns, check=False)
         self.namespaces.clear()
+        for folder in self.etc_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        if self.etc_dirs and _ETC_NETNS_OURS:
+            with contextlib.suppress(OSError):
+                ETC_NETNS.rmdir()  # only when no other Lab has files there now
+        self.etc_dirs.clear()
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._lock_path)  # still locked: nobody can take it meanwhile

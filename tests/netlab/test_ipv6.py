@@ -76,6 +76,21 @@ def test_ipv6_node_named_by_address(lan6: tuple[DispyLan, str]) -> None:
     assert all(j["status"] == 11 and j["ip"] == target for j in run.report["jobs"]), detail
 
 
+@pytest.mark.parametrize("lan6", ["global"], indirect=True)
+def test_ipv6_node_named_by_a_host_name(lan6: tuple[DispyLan, str]) -> None:
+    """A name with IPv6 addresses only (here from the client's own /etc/hosts) is the
+    node at that address: asked by datagram and connected to, as an IPv4 name is."""
+    lan, kind = lan6
+    target = addr(lan.nodes["node1"], kind)
+    lan.client.name_hosts({"node1.lab": target})
+    run = lan.run_client(CLIENT, "--nodes", json.dumps(["node1.lab"]), "--node-port",
+                         str(NODE_PORT), "--jobs", "5", "--wait-nodes", "1", "--deadline", "40")
+    detail = lan.diagnostics()
+    assert run.returncode == 0 and run.report is not None, detail
+    assert run.report["nodes_before_submit"] == [target], detail
+    assert all(j["status"] == 11 and j["ip"] == target for j in run.report["jobs"]), detail
+
+
 def test_ipv6_dispy_status_lists_each_node_once(lan6: tuple[DispyLan, str]) -> None:
     lan, kind = lan6
     res = lan.client.run([sys.executable, "-m", "dispy", "status", "--node_port",

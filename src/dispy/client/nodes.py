@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import re
-import socket
 from collections import namedtuple
 from typing import Any
 
 from .. import config
+from ..wire import netif
 
 log = logging.getLogger("dispy")
 
@@ -65,18 +63,13 @@ def unescape_pattern(host: str) -> str:
 
 
 def _resolve(host: str) -> str:
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.IPv4Address(host))  # an address already: no resolver call
-    with contextlib.suppress(ValueError):
-        ipaddress.IPv6Address(host.split("%", 1)[0])
-        return host  # an IPv6 address: used as it is
-    with contextlib.suppress(OSError, IndexError):
-        return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
+    """The node's address (IPv4 if the name has one, else IPv6): nodes are matched and
+    reached by address. A name that does not resolve is warned about and kept."""
     try:
-        socket.getaddrinfo(host, None)  # a name with IPv6 addresses only: as it is
+        return netif.resolve(host)
     except OSError as exc:
         log.warning("node host %r: its name does not resolve (%s); dispy tries to reach it"
-                    " as it is", host, exc.strerror)
+                    " as it is", host, getattr(exc, "strerror", None) or exc)
     return host
 
 
