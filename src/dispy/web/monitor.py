@@ -47,9 +47,10 @@ def _avail(node: DispyNode) -> dict | None:
     return {"cpu": info.cpu, "memory": info.memory, "disk": info.disk, "swap": info.swap}
 
 
-
 def _allocate(cluster: Any, host: str, port: int, cpus: int) -> int:
+    """(a thread) ``allocate_node`` of a host name or address the pages were given."""
     return int(cluster.allocate_node(NodeAllocate(host, port, cpus)))
+
 
 class _Watched:
     """One cluster under watch: counters from its events, its nodes from status()."""
