@@ -169,3 +169,35 @@ def test_add_node_by_name_leaves_the_pages_free(resolver: Resolver) -> None:
         resolver.loop_ran.set()
         server.shutdown(wait=False)
         cluster.close(timeout=5, terminate=True)
+
+
+def test_scheduler_extra_nodes_are_looked_up_each_broadcast(resolver: Resolver,
+                                                            caplog) -> None:
+    """dispyscheduler -n NAME: each broadcast asks the name's address (looked up off the
+    loop); a name that does not resolve is warned about once, not at every broadcast."""
+    from dispy.client.finder import NodeFinder
+
+    sent: list[tuple] = []
+
+    class Udp:
+        def send(self, msg, addr) -> None:
+            sent.append(addr)
+
+        def local_port(self) -> int:
+            return 40000
+
+    async def go() -> None:
+        host = type("Host", (), {"client_id": "test"})()
+        finder = NodeFinder(host, 0, [])  # type: ignore[arg-type]
+        finder.udp = Udp()  # type: ignore[assignment]
+        finder.extra_nodes = ["10.1.2.3", SLOW, "no-such-host.invalid"]
+        for _ in range(2):
+            finder.broadcast(51348)
+            await asyncio.sleep(0)
+            resolver.loop_ran.set()
+            while finder._resolving:
+                await asyncio.wait(list(finder._resolving))
+
+    run(go())
+    assert sent == [("10.1.2.3", 51348), ("127.0.0.1", 51348)] * 2
+    assert caplog.text.count("'no-such-host.invalid': its name does not resolve") == 1

@@ -131,6 +131,21 @@ def test_relay_forwards_a_late_nodes_announcement(routed: RoutedLan) -> None:
     assert "late_node_used" in text, f"{text}\n{err.read_text()}\n{routed.relay.output()}"
 
 
+def test_scheduler_asks_a_node_named_with_n_on_another_subnet(routed: RoutedLan,
+                                                             tmp_path: Path) -> None:
+    """dispyscheduler -n NAME: the name of a node on another network (no broadcast of
+    ours reaches it) is looked up and the node asked; it used to be dropped unsent."""
+    lan = routed.lan
+    node = lan.nodes["node1"]
+    node.start()
+    sched_host = routed.near.add_host("sched")
+    sched_host.name_hosts({"node1.far": node.ip})
+    sched = Scheduler(lan, tmp_path, "-n", "node1.far", host=sched_host)
+    proc = start_client(lan, sched, "--jobs", "4", "--wait-nodes", "1")
+    report = finish(proc, sched)
+    assert {j["result"][2] for j in report["jobs"]} == {node.ip}, sched.output()
+
+
 @pytest.fixture
 def natted(tmp_path: Path) -> Iterator[tuple[Lab, Lab, Router]]:
     """``inside`` (routes out through the router) and ``outside`` (no route in)."""

@@ -58,6 +58,9 @@ class NodeFinder:
         self.ext_ip_addr: str | None = None
         #: hosts asked with every broadcast (dispyscheduler's -n: other networks)
         self.extra_nodes: list[str] = []
+        #: lookups of extra nodes' names under way, and the names that did not resolve
+        self._resolving: set[asyncio.Task] = set()
+        self._unresolved: set[str] = set()
         #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
         #: on two networks) is one node, met at the address first heard
         self.node_addrs: dict[str, tuple[str, int]] = {}
@@ -108,8 +111,27 @@ class NodeFinder:
         msg = self.request(key)
         sent = discovery.send_to_lan(self.udp, msg, port, self.ifs, self.multicast)
         for host in self.extra_nodes:
-            self.udp.send(msg, (host, port))
+            ip = netif.literal(host)
+            if ip is not None:
+                self.udp.send(msg, (ip, port))
+            else:  # a name, looked up each time (DNS may change) and off the loop
+                task = asyncio.get_running_loop().create_task(self._ask_name(host, port, msg))
+                self._resolving.add(task)
+                task.add_done_callback(self._resolving.discard)
         log.debug("discovery: asked %s (port %d)", ", ".join([*sent, *self.extra_nodes]), port)
+
+    async def _ask_name(self, name: str, port: int, msg: Discover) -> None:
+        try:
+            ip = await netif.resolve_async(name)
+        except OSError as exc:
+            if name not in self._unresolved:  # once: broadcasts repeat
+                self._unresolved.add(name)
+                log.warning("node host %r: its name does not resolve (%s); it is not asked",
+                            name, getattr(exc, "strerror", None) or exc)
+            return
+        self._unresolved.discard(name)
+        if self.udp is not None:
+            self.udp.send(msg, (ip, port))
 
     def request(self, key: bytes | None) -> Discover:
         """A ``discover``: answers to our UDP socket, later announcements to our port."""
