@@ -74,23 +74,52 @@ def sleeper(x):
     return x
 
 
-def test_sigint_finishes_running_jobs_then_exits(node):
+def test_sigint_quits_once_the_client_is_done(node):
+    """Ctrl-C: the node quits after the running computations finish (as the original):
+    the program's jobs, also those submitted after the Ctrl-C, run to the end, and the
+    node exits when the program closes its cluster."""
+    cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
+    jobs = [cluster.submit(0.5) for _ in range(2)]
+    for job in jobs:
+        wait_started(job)
+    os.kill(node.proc.pid, signal.SIGINT)
+    node.wait_for("will quit once client")
+    jobs.append(cluster.submit(0.1))
+    assert [j() for j in jobs] == [0.5, 0.5, 0.1]
+    assert all(j.status == dispy.DispyJob.Finished for j in jobs)
+    assert node.proc.poll() is None  # still serving the program
+    cluster.close(timeout=10)
+    assert node.proc.wait(20) == 0
+    assert "quitting as asked, now that the client is done" in node.output()
+
+
+def test_second_sigint_finishes_running_jobs_then_exits(node):
+    """Ctrl-C twice: the running jobs finish and deliver their results, the program is
+    told the node has no CPUs, so a job it submits then waits for another node instead
+    of being refused or lost; the node exits."""
     cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
     jobs = [cluster.submit(1.5) for _ in range(2)]
     for job in jobs:
         wait_started(job)
     os.kill(node.proc.pid, signal.SIGINT)
+    node.wait_for("will quit once client")
+    os.kill(node.proc.pid, signal.SIGINT)
+    node.wait_for("will quit after 2 running job(s) finish")
+    late = cluster.submit(0.1)
     assert [j() for j in jobs] == [1.5, 1.5]
     assert all(j.status == dispy.DispyJob.Finished for j in jobs)
     assert node.proc.wait(20) == 0
-    cluster.close(timeout=5, terminate=True)
+    assert late.status == dispy.DispyJob.Created  # queued for another node, not lost
+    cluster.close(timeout=0, terminate=True)
+    assert late() is None and late.status == dispy.DispyJob.Cancelled
 
 
-def test_sigterm_ends_jobs_now_as_terminated(node):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGABRT])
+def test_sigterm_and_sigabrt_end_jobs_now_as_terminated(node, sig):
     cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
     job = cluster.submit(60)
     wait_started(job)
-    os.kill(node.proc.pid, signal.SIGTERM)
+    os.kill(node.proc.pid, sig)
     assert job() is None
     assert job.status == dispy.DispyJob.Terminated and "terminated" in job.exception
     assert node.proc.wait(20) == 0

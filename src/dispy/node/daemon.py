@@ -56,6 +56,8 @@ class NodeDaemon:
         #: a computation host started ahead, for the next computation (computation.py)
         self.spare = SpareHost()
         self.stopping = False
+        #: asked to quit once the current client is done (request_quit)
+        self.quitting = False
         self.stop_event = asyncio.Event()
         #: the node's directory, lock, result log and job socket (node/disk.py)
         self.disk = NodeDisk(opts.dest_path_prefix, opts.node_port)
@@ -149,14 +151,31 @@ class NodeDaemon:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def request_quit(self) -> None:
+        """SIGINT (Ctrl-C), the menu's quit: quit once the current client program is done
+        with the node (its computations closed), taking no other client meanwhile; asked
+        again (or with no client): once the running jobs finish."""
+        if self.owner is None or self.quitting or self.stopping:
+            self.request_stop(terminate=False)
+            return
+        self.quitting = True
+        self.opts.serve = self.served + 1  # _check_free stops once this client is done
+        log.info("dispynode: will quit once client %s is done (its computations closed);"
+                 " Ctrl-C again to quit after the running jobs finish",
+                 self.owner.describe())
+
     def request_stop(self, terminate: bool) -> None:
-        """SIGINT: finish running jobs, then exit. SIGTERM: end jobs now, then exit."""
+        """Finish running jobs, then exit (the client is told the node has no CPUs, so
+        it sends no more jobs here); or, ``terminate`` (SIGTERM, SIGABRT): end jobs now,
+        then exit."""
         if terminate:
             log.info("dispynode: terminating; running jobs are reported as Terminated")
             self.spawn(self._shutdown(TERMINATED, "dispynode was terminated"))
         elif not self.stopping:
             self.stopping = True
             self.accepting = False
+            if self.owner is not None:
+                self.owner.send(messages.Cpus(cpus=0))
             log.info("dispynode: will quit after %d running job(s) finish", self.jobs.busy)
             self.maybe_finish()
 
@@ -499,7 +518,11 @@ class NodeDaemon:
             self.served += 1
             log.info("client %s is done; node is free", session.describe())
             if 0 <= self.opts.serve <= self.served:
-                log.info("served %d client(s) as asked by --serve; quitting", self.served)
+                if self.quitting:
+                    log.info("quitting as asked, now that the client is done")
+                else:
+                    log.info("served %d client(s) as asked by --serve; quitting",
+                             self.served)
                 self.request_stop(terminate=False)
             else:
                 self.announce()
@@ -614,7 +637,8 @@ class NodeDaemon:
 
 def install_signals(daemon: NodeDaemon) -> None:
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, daemon.request_stop, False)
-    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop, True)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_quit)
+    for sig in (signal.SIGTERM, signal.SIGABRT):
+        loop.add_signal_handler(sig, daemon.request_stop, True)
 
 

@@ -25,7 +25,7 @@ def _handle(daemon: NodeDaemon, line: str, saved: list[int]) -> None:
     words = line.split()
     cmd = words[0].lower() if words else ""
     if cmd in ("quit", "exit"):
-        daemon.request_stop(terminate=False)
+        daemon.request_quit()
     elif cmd == "stop":
         if daemon.cpus:
             saved[0] = daemon.cpus
