@@ -284,6 +284,34 @@ def test_node_keeps_crafted_ids_and_names_inside_its_tree(node, tmp_path):
     still_serves(node)
 
 
+def test_node_keeps_crafted_dest_paths_inside_its_dest_tree(node, tmp_path):
+    """A dest_path names a folder that outlives the program (dest/<client address>/):
+    one that climbs out of it, or is absolute, is refused; nothing lands elsewhere."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dest = node_root(node) / "dest" / "127.0.0.1"
+    evil = ["../../../../victim", "..", "../..", "a/../../../b", str(victim), "/", "a/./../..",
+            os.path.relpath(victim, dest)]
+
+    async def attack() -> None:
+        cl = await RawClient.connect(node.port, "c3")
+        for n, dest_path in enumerate(evil):
+            cid = f"d{n}"
+            await cl.send({"op": "compute", "cid": cid, "name": "evil", "dest_path": dest_path,
+                           "kind": "function"}, [b""])
+            answer = await cl.recv(lambda h, cid=cid: h.get("op") == "setup_done"
+                                   and h.get("cid") == cid)
+            assert answer.get("ok") is not True, dest_path
+            await cl.send(*file_frame(cid, "planted.txt", b"x"))
+            await cl.barrier(f"d{n}")
+        await cl.close()
+
+    run(attack())
+    planted = glob.glob(str(tmp_path / "**" / "planted.txt"), recursive=True)
+    assert planted == [] and list(victim.iterdir()) == [], planted
+    still_serves(node)
+
+
 def test_scheduler_keeps_crafted_ids_and_names_inside_its_tree(scheduler_factory, node):
     sched = scheduler_factory()
     victim = sched.prefix / "victim.txt"

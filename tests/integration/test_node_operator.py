@@ -492,8 +492,60 @@ def test_dest_path_prefix_layout_and_cleanup(node_factory, tmp_path):
         path, files = cluster.submit(1)()
     finally:
         cluster.close(timeout=10, terminate=True)
-    assert Path(path).relative_to(clients).parts[1:] == ("keep", "here")
+    dest = node.prefix / "dispy" / f"node-{node.port}" / "dest"
+    assert Path(path) == dest / "127.0.0.1" / "keep" / "here"  # by the client's address
     assert (Path(path) / "data.txt").read_text() == "x"  # kept: cleanup=False
+
+    # cleanup=True: the whole dest_path goes, with what the jobs made in it
+    cluster = cluster_for(make_files, node, depends=[str(data)], dest_path="keep/here")
+    try:
+        assert cluster.submit(1)() == ["data.txt", "made.txt", "sub"]
+    finally:
+        cluster.close(timeout=10, terminate=True)
+    assert not (dest / "127.0.0.1").exists()
+
+
+def make_files(x):
+    os.makedirs("sub")
+    with open("made.txt", "w") as fh, open(os.path.join("sub", "deeper.txt"), "w") as fh2:
+        fh.write("y")
+        fh2.write("z")
+    return sorted(os.listdir("."))
+
+
+KEEPING_CLIENT = textwrap.dedent("""
+    import os, sys, dispy
+    def job(x):
+        st = os.stat("data.bin")
+        return st.st_ino, st.st_size
+    c = dispy.JobCluster(job, nodes=[("127.0.0.1", int(sys.argv[1]))], port=0,
+                         depends=[sys.argv[2]], dest_path="reuse", cleanup=False)
+    print("found", *c.submit(1)(), flush=True)
+    c.close()
+""")
+
+
+def test_dest_path_files_are_kept_for_the_next_run(node_factory, tmp_path):
+    """The spec's "same dest_path along with cleanup=False": a second run of a program
+    finds the files the first one sent and sends them no more (the node's copy is the
+    same file, not a new one); a changed file is sent again."""
+    node = node_factory("-c", "1")
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"d" * 100_000)
+    script = tmp_path / "client.py"
+    script.write_text(KEEPING_CLIENT)
+
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, str(script), str(node.port), str(data)],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if line.startswith("found")]
+
+    first, again = run(), run()
+    assert first == again and first[0].endswith(" 100000")
+    data.write_bytes(b"e" * 50_000)
+    changed = run()
+    assert changed[0].endswith(" 50000") and changed != first
 
 
 # ---- containers ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from typing import Any
 
@@ -22,14 +23,25 @@ log = logging.getLogger("dispy.node")
 
 
 def computation_dir(root: str, session: Session, cid: str, dest: Any) -> str:
-    """The computation's directory (made here): ``clients/<session id>/<cid or
-    dest_path>``, ids checked so that no peer names a path outside the tree."""
+    """The computation's directory (made here): ``clients/<session id>/<cid>``, or with
+    a ``dest_path`` ``dest/<client address>/<dest_path>``, which outlives the program
+    (as the original's, by the client's address): a later run of it with the same
+    ``dest_path`` finds the files it kept (``cleanup=False``). Ids are checked and paths
+    joined beneath the tree, so that no peer names a path outside it."""
     fsafe.check_id(session.sid, "session id")
     fsafe.check_id(cid, "computation id")
-    base = fsafe.safe_join(root, "clients", session.sid)
-    directory = fsafe.safe_join(base, dest) if dest else fsafe.safe_join(base, cid)
+    if dest:
+        directory = fsafe.safe_join(fsafe.safe_join(root, "dest", host_folder(session.addr)),
+                                    dest)
+    else:
+        directory = fsafe.safe_join(root, "clients", session.sid, cid)
     fsafe.makedirs_beneath(root, directory)
     return directory
+
+
+def host_folder(addr: str) -> str:
+    """A client's address as a folder name (an IPv6 address's ``:`` and ``%`` too)."""
+    return re.sub(r"[^0-9A-Za-z.]", "_", addr) or "_"
 
 
 def store(root: str, max_file_size: int, session: Session, req: messages.File,

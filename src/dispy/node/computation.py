@@ -268,11 +268,20 @@ class Computation:
         self.run_avg: float | None = None
 
     def remove_files(self, force: bool) -> None:
-        """Delete the computation's files unless the client asked to keep them."""
+        """Delete the computation's directory, with the files its jobs made, unless the
+        client asked to keep them. A ``dest_path`` another computation of the program
+        still uses loses only the files sent for this one."""
         if not (self.cleanup or force):
             return
-        if self.own_dir:
+        shared = not self.own_dir and any(
+            c is not self and c.dir == self.dir for c in self.session.computations.values())
+        if not shared:
             fsafe.remove_beneath(self.tree, self.dir)
+            if not self.own_dir:  # dest/<client>/a/b: a and <client> too, once empty
+                top, parent = os.path.join(self.tree, "dest"), os.path.dirname(self.dir)
+                while parent.startswith(top + os.sep) and fsafe.remove_beneath(
+                        self.tree, parent, only_empty=True):
+                    parent = os.path.dirname(parent)
             return
         for path in self.files:
             fsafe.remove_beneath(self.tree, path)
