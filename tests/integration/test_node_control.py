@@ -262,6 +262,32 @@ def test_nodeallocate_that_refuses_leaves_jobs_queued(node):
     assert job.status == dispy.DispyJob.Cancelled
 
 
+class Asked(dispy.NodeAllocate):
+    """Gives ``give`` CPUs, and notes that it was asked."""
+
+    def __init__(self, host, port, give, asked):
+        super().__init__(host, port)
+        self.give, self.asked = give, asked
+
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        self.asked.append((self.host, self.give))
+        return min(cpus, self.give)
+
+
+def test_each_matching_nodeallocate_is_asked_until_one_gives_cpus(node):
+    """The spec: "when dispy finds a node, each NodeAllocate object's allocate method is
+    called": a filter that says 0 leaves the node to the next pattern (the first
+    matching one used to decide alone), and the one that gives CPUs sets it up."""
+    asked: list = []
+    allocs = [Asked("127.0.0.*", node.port, 0, asked), Asked("*", node.port, 1, asked),
+              Asked("*", node.port, 2, asked)]
+    events = NodeEvents()
+    with make(node, ident, nodes=allocs, cluster_status=events) as cluster:
+        events.wait(dispy.DispyNode.Initialized)
+        assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 1, 2]
+    assert asked == [("127.0.0.*", 0), ("*", 1)]  # the third one is not asked
+
+
 def test_avail_info_arrives_with_pulses(node):
     events = NodeEvents()
     with make(node, slow, pulse_interval=1, cluster_status=events) as cluster:

@@ -390,3 +390,21 @@ def test_port_in_use_is_a_clear_error(scheduler_factory, tmp_path):
     assert run.returncode == 1
     assert f"cannot listen on TCP port {sched.port}" in run.stderr
     assert not (tmp_path / "dispy").exists()  # a start that failed leaves nothing behind
+
+
+class Gives(dispy.NodeAllocate):
+    def __init__(self, host, port, give):
+        super().__init__(host, port)
+        self.give = give
+
+    def allocate(self, cluster, ip_addr, name, cpus, avail_info=None, platform=""):
+        return min(cpus, self.give)
+
+
+def test_each_matching_nodeallocate_is_asked_through_the_scheduler(scheduler_factory, node):
+    """Through dispyscheduler too, a NodeAllocate that says 0 leaves the node to the next
+    matching one (the scheduler asks the program, which asks them in turn)."""
+    sched = scheduler_factory()
+    allocs = [Gives("127.0.0.1", node.port, 0), Gives("127.0.0.*", node.port, 1)]
+    with shared(sched, node, double, nodes=allocs) as cluster:
+        assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 2, 4]

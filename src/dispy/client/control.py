@@ -139,7 +139,8 @@ class NodeControl:
         node = link.node
         cpus, why = 0, "not connected"
         if resetup and alloc is not None and node is not None and link.state == "connected":
-            cpus, why = self.engine.sink.allocate(cs, link, alloc), "NodeAllocate gave 0 CPUs"
+            chosen, cpus = self.engine.allocation(cs, link)
+            alloc, why = chosen or alloc, "NodeAllocate gave 0 CPUs"
         self.engine.apply(setups.closed(link.key, cs.cid, cpus, link.describe(), why))
         if setups.state(link.key, cs.cid) is Setup.SETTING_UP and node is not None:
             cs.node_cpus[link.key] = min(cpus, node.cpus)

@@ -24,7 +24,15 @@ from .. import config
 from ..log import why
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
-from ..scheduling.nodesetup import Change, NodeChanged, NodeSetups, Out, Setup, matching
+from ..scheduling.nodesetup import (
+    Change,
+    NodeChanged,
+    NodeSetups,
+    Out,
+    Setup,
+    all_matching,
+    matching,
+)
 from ..wire import heap, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -321,22 +329,33 @@ class Engine:
 
     def consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
-        alloc = self.wants(cs, link.ip, link.port)
+        allocs = all_matching(cs.allocs, link.ip, link.port)
         node = link.node
-        if (alloc is None or node is None or self.setups.known(link.key, cs.cid)
+        if (not allocs or node is None or self.setups.known(link.key, cs.cid)
                 or cs.cid in self.lifecycle.closing):  # (its setups are gone meanwhile)
             return
-        if self.sink.allocates_later(link, cs, alloc):
+        if self.sink.allocates_later(link, cs, allocs[0]):  # the program asks the others
             self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
             return
-        cpus = self.setups.allocated(link.key, cs.cid, self.sink.allocate(cs, link, alloc),
-                                     node.cpus)
+        alloc, given = self.allocation(cs, link)
+        cpus = self.setups.allocated(link.key, cs.cid, given, node.cpus)
         if cpus <= 0:
             log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
                       cs.name)
             return
         cs.node_cpus[link.key] = cpus
         asyncio.get_running_loop().create_task(self.set_up(link, cs, alloc))
+
+    def allocation(self, cs: ClusterState, link: NodeLink) -> tuple[Any, int]:
+        """The first of the cluster's NodeAllocates matching the node that gives it CPUs,
+        and how many; (None, 0): none does. Each is asked in turn (the spec's "each
+        NodeAllocate object's allocate method is called"), so a filter that says 0
+        leaves the node to the next one."""
+        for alloc in all_matching(cs.allocs, link.ip, link.port):
+            cpus = self.sink.allocate(cs, link, alloc)
+            if cpus > 0:
+                return alloc, cpus
+        return None, 0
 
     async def set_up(self, link: NodeLink, cs: ClusterState, alloc: Any) -> None:
         """Set the computation up on a node with what ``alloc`` gives it (the sink

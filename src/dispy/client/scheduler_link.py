@@ -18,6 +18,7 @@ import cloudpickle
 from .. import config
 from ..eventloop import within
 from ..log import why
+from ..scheduling.nodesetup import all_matching
 from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
@@ -320,20 +321,25 @@ class SchedulerLink:
         cs = self.clusters.get(msg.cid)
         info = msg.node
         answer = messages.Reply(reply=msg.reply, cpus=0)
-        try:
-            alloc = cs.allocs[msg.alloc] if cs is not None else None
-        except IndexError:
-            alloc = None
-        if cs is None or alloc is None:
+        if cs is None or not 0 <= msg.alloc < len(cs.allocs):
             self.send(answer)
             return
-        try:
-            cpus = alloc.allocate(cs.cluster, info.get("ip"), info.get("name"),
-                                  int(info.get("cpus", 0)), avail_from(info.get("avail_info")),
-                                  info.get("platform", ""))
-        except Exception:
-            log.exception("NodeAllocate.allocate failed for node %s", info.get("ip"))
-            cpus = 0
+        ip, port = str(info.get("ip")), info.get("port")
+        cpus = 0
+        # that pattern first, then the next ones that match, until one gives CPUs
+        later = all_matching(cs.allocs[msg.alloc + 1:], ip,
+                             port if isinstance(port, int) else None)
+        for alloc in [cs.allocs[msg.alloc], *later]:
+            try:
+                cpus = alloc.allocate(cs.cluster, ip, info.get("name"),
+                                      int(info.get("cpus", 0)),
+                                      avail_from(info.get("avail_info")),
+                                      info.get("platform", ""))
+            except Exception:
+                log.exception("NodeAllocate.allocate failed for node %s", ip)
+                cpus = 0
+            if isinstance(cpus, int) and cpus > 0:
+                break
         if not isinstance(cpus, int) or cpus <= 0:
             self.send(answer)
             return

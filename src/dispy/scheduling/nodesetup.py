@@ -64,6 +64,12 @@ def matching(allocs: Iterable[Any], ip: str, port: int) -> Any:
     return None
 
 
+def all_matching(allocs: Iterable[Any], ip: str, port: int | None) -> list[Any]:
+    """Every node pattern that takes the node, in order: each one's ``allocate`` is asked
+    in turn until one gives it CPUs (a filter that says 0 lets the next one decide)."""
+    return [alloc for alloc in allocs if alloc.matches(ip, port)]
+
+
 @dataclass(slots=True)
 class _Entry:
     state: Setup
