@@ -101,6 +101,20 @@ def test_deallocate_then_allocate_again(node):
         assert events.count(dispy.DispyNode.Initialized) == 1  # never set up again
 
 
+@pytest.mark.parametrize("how", ["allocate_node", "discover_nodes"])
+def test_node_added_without_a_port_is_at_the_clusters_node_port(node_factory, how):
+    """allocate_node / discover_nodes of a host without a port: the cluster's node_port
+    (the spec's default), not the port of whichever ``nodes`` entry came first."""
+    first, second = node_factory("-c", "1"), node_factory("-c", "1")
+    with dispy.JobCluster(ident, nodes=[("127.0.0.1", first.port)], node_port=second.port,
+                          port=0) as cluster:
+        assert cluster.wait_nodes(1, timeout=30) == 1
+        getattr(cluster, how)("127.0.0.1")
+        assert cluster.wait_nodes(2, timeout=30) == 2
+        assert sorted(n.port for n in cluster.status().nodes) == sorted(
+            [first.port, second.port])
+
+
 def test_close_node_then_allocate_node_sets_it_up_again(node):
     events = NodeEvents()
     with make(node, slow, cluster_status=events) as cluster:

@@ -152,6 +152,8 @@ class JobCluster:
         for f in (keyfile, certfile):
             if f and not os.path.isfile(f):
                 raise ValueError(f"TLS file {f} does not exist")
+        #: the port of nodes given without one (here, and to allocate_node later)
+        self._node_port = node_port
         allocs = to_allocations(nodes, node_port)
         if _resume is not None:  # recover_jobs runs jobs a crashed program had queued
             package, self._name = _resume["package"], _resume["name"]
@@ -295,8 +297,7 @@ class JobCluster:
     def _allocations(self, node: Any) -> list | None:
         """``allocate_node``'s argument as NodeAllocates (None, logged, if invalid)."""
         try:
-            port = self._state.allocs[0].port if self._state.allocs else config.NodePort
-            return to_allocations(node, port)
+            return to_allocations(node, self._node_port)
         except ValueError as exc:
             log.error("cluster %r: allocate_node: %s", self._name, exc)
             return None
@@ -411,8 +412,7 @@ class JobCluster:
             time.sleep(0.05)
 
     def discover_nodes(self, nodes: Any) -> int:
-        allocs = to_allocations(nodes, self._state.allocs[0].port if self._state.allocs
-                                else config.NodePort)
+        allocs = to_allocations(nodes, self._node_port)
 
         async def add() -> None:
             known = {(a.host, a.port) for a in self._state.allocs}
