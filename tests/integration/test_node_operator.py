@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -186,6 +187,56 @@ def test_zombie_client_is_released_after_its_jobs_finish(node_factory, tmp_path)
     finally:
         client.kill()
         client.wait()
+
+
+def test_stopped_client_still_connected_is_a_zombie(node_factory, tmp_path):
+    """The spec's "no communication from it for n minutes": a client that answers no
+    pulse (here stopped with SIGSTOP, its connection still open) is a zombie too: its
+    job finishes, then the node is released for another client."""
+    node = node_factory("-c", "1", "--zombie_interval", "0.02", "--msg_timeout", "1")
+    script = tmp_path / "client.py"
+    script.write_text(ZOMBIE_CLIENT)
+    go, done = tmp_path / "go", tmp_path / "done"
+    client = subprocess.Popen([sys.executable, str(script), str(node.port), str(go),
+                               str(done)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "started"
+        client.send_signal(signal.SIGSTOP)
+        node.wait_for("the node is freed after its 1 running job(s) finish", timeout=30)
+        assert not done.exists()  # the zombie's job was not killed...
+        go.touch()
+        node.wait_for("releasing the node")
+        assert done.exists()  # ...it finished first
+        cluster = cluster_for(node_name, node)
+        try:
+            assert cluster.submit(2)()[1] == 2  # another client gets the node
+        finally:
+            cluster.close(timeout=10, terminate=True)
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_live_idle_client_keeps_the_node(node_factory):
+    """A connected client that runs no job for several zombie intervals answers the
+    node's pulses (which come at least five times per --zombie_interval, each one a
+    DispyNode.AvailInfo event for the program), so it is not presumed gone."""
+    node = node_factory("-c", "1", "--zombie_interval", "0.02", "--msg_timeout", "1")
+    pulses = threading.Semaphore(0)
+
+    def status(state, dnode, job):
+        if state == dispy.DispyNode.AvailInfo:
+            pulses.release()
+
+    cluster = cluster_for(node_name, node, cluster_status=status)
+    try:
+        assert cluster.submit(1)()[1] == 1
+        for _ in range(5):  # at least a second apart: past the 2 s a connected one gets
+            assert pulses.acquire(timeout=30)
+        assert cluster.submit(2)()[1] == 2
+        assert "presumed gone" not in node.output()
+    finally:
+        cluster.close(timeout=10, terminate=True)
 
 
 # ---- restarts ---------------------------------------------------------------------------

@@ -489,6 +489,7 @@ class Engine:
                                                 link.describe()))
 
     def _pulse(self, link: NodeLink, msg: messages.Pulse) -> None:
+        link.send(messages.Ack())  # alive: a node takes a client that never answers for hung
         node = link.node
         if node is None:
             return

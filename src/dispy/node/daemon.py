@@ -318,6 +318,7 @@ class NodeDaemon:
         def frame(header: dict, bufs: list) -> None:
             nonlocal held
             session.last_seen = time.monotonic()
+            session.unanswered = None
             if held is not None:
                 held.append((header, bufs))
             elif self._set_up_again(session, header) is not None:
@@ -536,10 +537,16 @@ class NodeDaemon:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            # pulses: as often as the client asked, and at least 5 per --zombie_interval
+            # (the client answers each: one that does not is hung, a zombie too)
+            zombie_pulse = self.opts.zombie_interval * 60 / 5
             for session in list(self.sessions.values()):
-                if session.pulse_interval and session.conn is not None:
-                    if now - last_pulse.get(session.sid, 0) >= session.pulse_interval:
+                if session.conn is not None:
+                    period = min(session.pulse_interval or zombie_pulse, zombie_pulse)
+                    if now - last_pulse.get(session.sid, 0) >= period:
                         last_pulse[session.sid] = now
+                        if session.unanswered is None:
+                            session.unanswered = now
                         session.send(messages.Pulse(
                             busy=self.jobs.busy,
                             avail_info=avail_info(self.opts.dest_path_prefix)))
@@ -553,12 +560,18 @@ class NodeDaemon:
                 self.announce()
 
     async def _check_zombie(self, session: Session, now: float) -> None:
-        """A client disconnected for --zombie_interval is presumed gone (a zombie): its
-        running jobs finish, then its computations close and the node is free again."""
-        silent = now - session.last_seen
-        if (session.conn is not None or session.orphan
-                or silent <= self.opts.zombie_interval * 60):
+        """A client silent for --zombie_interval is presumed gone (a zombie): one
+        disconnected that long, or one connected that answered no pulse that long (a
+        stopped or hung program). Its running jobs finish, then its computations close
+        and the node is free again."""
+        limit = self.opts.zombie_interval * 60
+        if session.conn is not None:  # (a pulse's answer may take up to --msg_timeout)
+            since, limit = session.unanswered, max(limit, 2 * self.opts.msg_timeout)
+        else:
+            since = session.last_seen
+        if session.orphan or since is None or now - since <= limit:
             return
+        silent = now - since
         running = sum(len(c.running) for c in session.computations.values())
         if running:
             if session.sid not in self.zombies:
@@ -574,6 +587,8 @@ class NodeDaemon:
         session.orphan = True
         for comp in list(session.computations.values()):
             await self.close_computation(comp, CANCELLED, "client presumed gone", False)
+        if session.conn is not None:  # hung: if it wakes, it reconnects and is told
+            session.conn.close()
         self._check_free(session)
 
     # ---- service window -----------------------------------------------------------

@@ -32,6 +32,9 @@ class Session:
         self.orphan = False
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
+        #: when the oldest pulse the client has not answered yet was sent (None: it
+        #: answered, with any frame): a client connected but silent is a zombie too
+        self.unanswered: float | None = None
 
     def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
