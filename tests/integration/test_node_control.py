@@ -224,6 +224,37 @@ def test_unchanged_files_are_not_sent_again(node, tmp_path):
     assert size == 2 << 20 and tx_third - tx_second > 2 << 20
 
 
+def listing(path):
+    import os
+
+    return sorted(os.listdir(path))
+
+
+def test_cluster_closing_leaves_a_dest_path_another_cluster_uses(node, tmp_path):
+    """Two clusters of one program in one dest_path (and a third in a folder inside it):
+    the first closing with cleanup=True leaves the files the others use, also those
+    their files check found there already; the last one closing removes the folder."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"d" * 1000)
+    a = make(node, listing, depends=[str(data)], dest_path="common")
+    b = make(node, listing, depends=[str(data)], dest_path="common")
+    c = make(node, listing, dest_path="common/inner")
+    try:
+        assert a.submit(".")() == ["data.bin", "inner"]
+        assert b.submit(".")() == ["data.bin", "inner"]
+        assert c.submit(".")() == []
+        a.close(timeout=10)
+        assert b.submit(".")() == ["data.bin", "inner"]  # still there for b
+        b.close(timeout=10)
+        assert c.submit(".")() == []  # its folder survives b's cleanup
+        dest = node.prefix / "dispy" / f"node-{node.port}" / "dest" / "127.0.0.1"
+        assert (dest / "common" / "inner").is_dir()
+    finally:
+        for cluster in (a, b, c):
+            cluster.close(timeout=10, terminate=True)
+    assert not dest.exists()
+
+
 def job_dep_present(name):
     import os
 

@@ -221,7 +221,8 @@ def test_live_idle_client_keeps_the_node(node_factory):
     """A connected client that runs no job for several zombie intervals answers the
     node's pulses (which come at least five times per --zombie_interval, each one a
     DispyNode.AvailInfo event for the program), so it is not presumed gone."""
-    node = node_factory("-c", "1", "--zombie_interval", "0.02", "--msg_timeout", "1")
+    # a connected client is presumed gone after max(1.2 s, 2 x 3 s) without an answer
+    node = node_factory("-c", "1", "--zombie_interval", "0.02", "--msg_timeout", "3")
     pulses = threading.Semaphore(0)
 
     def status(state, dnode, job):
@@ -231,7 +232,7 @@ def test_live_idle_client_keeps_the_node(node_factory):
     cluster = cluster_for(node_name, node, cluster_status=status)
     try:
         assert cluster.submit(1)()[1] == 1
-        for _ in range(5):  # at least a second apart: past the 2 s a connected one gets
+        for _ in range(8):  # at least a second apart: past the 6 s
             assert pulses.acquire(timeout=30)
         assert cluster.submit(2)()[1] == 2
         assert "presumed gone" not in node.output()

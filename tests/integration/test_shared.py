@@ -408,3 +408,17 @@ def test_each_matching_nodeallocate_is_asked_through_the_scheduler(scheduler_fac
     allocs = [Gives("127.0.0.1", node.port, 0), Gives("127.0.0.*", node.port, 1)]
     with shared(sched, node, double, nodes=allocs) as cluster:
         assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 2, 4]
+
+
+def test_custom_nodeallocate_after_a_plain_one_that_gives_none(scheduler_factory, node):
+    """A plain pattern that leaves no CPU (cpus=-64), then an overridden allocate(): the
+    scheduler asks the program for the second one (it decided plain ones itself and
+    never asked the program when the first one was plain)."""
+    sched = scheduler_factory()
+    custom = Gives("127.0.0.*", node.port, 1)
+    asked = []
+    custom.allocate = lambda *args, **kw: asked.append(args[1]) or 1  # type: ignore
+    allocs = [dispy.NodeAllocate("127.0.0.1", node.port, cpus=-64), custom]
+    with shared(sched, node, double, nodes=allocs) as cluster:
+        assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 2, 4]
+    assert asked == ["127.0.0.1"]  # the program's allocate() decided

@@ -132,6 +132,7 @@ class FakeDaemon:
         self.cpus, self.sent, self.stopped = 2, [], False
         self.opts = SimpleNamespace(serve=-1, service_window=None)
         self.served, self.owner, self.service_state = 0, None, "open"
+        self.quitting = False
 
     def set_cpus(self, n: int) -> None:
         self.cpus = n if n > 0 else 4 + n  # of 4 CPUs
@@ -151,6 +152,14 @@ def test_node_answers_with_the_token(monkeypatch):
     assert admin.answer(daemon, {"op": "serve", "reply": "14", "clients": 0}) == \
         AdminReply(reply="14", ok=True, serve=0)
     assert daemon.stopped
+
+
+def test_serve_replaces_a_ctrl_c_quit():
+    daemon = FakeDaemon()
+    daemon.owner, daemon.quitting, daemon.opts.serve = object(), True, 1  # after Ctrl-C
+    assert admin.answer(daemon, {"op": "serve", "reply": "15", "clients": -1}) == \
+        AdminReply(reply="15", ok=True, serve=-1)
+    assert not daemon.quitting and daemon.opts.serve == -1 and not daemon.stopped
 
 
 def test_node_refuses_what_is_no_admin_request(caplog):

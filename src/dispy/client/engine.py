@@ -334,10 +334,14 @@ class Engine:
         if (not allocs or node is None or self.setups.known(link.key, cs.cid)
                 or cs.cid in self.lifecycle.closing):  # (its setups are gone meanwhile)
             return
-        if self.sink.allocates_later(link, cs, allocs[0]):  # the program asks the others
-            self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
-            return
-        alloc, given = self.allocation(cs, link)
+        given, alloc = 0, allocs[0]
+        for alloc in allocs:  # each in turn until one gives CPUs (Engine.allocation)
+            if self.sink.allocates_later(link, cs, alloc):  # asks it, and the next ones
+                self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
+                return
+            given = self.sink.allocate(cs, link, alloc)
+            if given > 0:
+                break
         cpus = self.setups.allocated(link.key, cs.cid, given, node.cpus)
         if cpus <= 0:
             log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),

@@ -59,7 +59,7 @@ class NodeFinder:
         #: hosts asked with every broadcast (dispyscheduler's -n: other networks)
         self.extra_nodes: list[str] = []
         #: lookups of extra nodes' names under way, and the names that did not resolve
-        self._resolving: set[asyncio.Task] = set()
+        self._resolving: dict[str, asyncio.Task] = {}
         self._unresolved: set[str] = set()
         #: node id -> the (ip, port) it is used at: a node answering by IPv4 and IPv6 (or
         #: on two networks) is one node, met at the address first heard
@@ -114,10 +114,10 @@ class NodeFinder:
             ip = netif.literal(host)
             if ip is not None:
                 self.udp.send(msg, (ip, port))
-            else:  # a name, looked up each time (DNS may change) and off the loop
-                task = asyncio.get_running_loop().create_task(self._ask_name(host, port, msg))
-                self._resolving.add(task)
-                task.add_done_callback(self._resolving.discard)
+            elif host not in self._resolving:  # a name, looked up each time (DNS may
+                # change), off the loop, and once at a time (a slow DNS server)
+                self._resolving[host] = asyncio.get_running_loop().create_task(
+                    self._ask_name(host, port, msg))
         log.debug("discovery: asked %s (port %d)", ", ".join([*sent, *self.extra_nodes]), port)
 
     async def _ask_name(self, name: str, port: int, msg: Discover) -> None:
@@ -129,6 +129,8 @@ class NodeFinder:
                 log.warning("node host %r: its name does not resolve (%s); it is not asked",
                             name, getattr(exc, "strerror", None) or exc)
             return
+        finally:
+            self._resolving.pop(name, None)
         self._unresolved.discard(name)
         if self.udp is not None:
             self.udp.send(msg, (ip, port))

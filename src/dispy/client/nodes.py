@@ -89,13 +89,16 @@ class NodeAllocate:
         if not isinstance(setup_args, tuple):
             raise ValueError("NodeAllocate setup_args must be a tuple")
         host = unescape_pattern(host)
-        self.host = host if "*" in host else _resolve(host)
+        self.host = host if "*" in host else self._address(host)
         self.port = int(port) if port else None
         self.cpus = int(cpus)
         self.depends = list(depends or [])
         self.setup_args = setup_args
         pattern = re.escape(self.host).replace(r"\*", ".*")
         self._re = re.compile(f"^{pattern}$")
+
+    #: a host name -> its address (a subclass made on a daemon's loop looks none up)
+    _address = staticmethod(_resolve)
 
     @property
     def wildcard(self) -> bool:

@@ -207,7 +207,11 @@ def _reopen(daemon: Any) -> None:
 
 def serve_clients(daemon: Any, clients: int) -> AdminReply:
     """Serve ``clients`` (-1 or more, as the record checked) more clients after the
-    current one (0: none, -1: forever); the node quits once it has served them."""
+    current one (0: none, -1: forever); the node quits once it has served them. It
+    replaces a Ctrl-C's "quit once this client is done" (the last word counts)."""
+    if daemon.quitting:
+        daemon.quitting = False
+        log.info("dispyadmin: the quit asked with Ctrl-C is replaced by 'serve'")
     if clients < 0:
         daemon.opts.serve = -1
     else:

@@ -68,9 +68,10 @@ class Announcer:
             target = netif.literal(self.opts.scheduler_node)
             if target is not None:
                 self._to_scheduler(msg, target, sent)
-            else:  # a name: resolved off the loop (a slow DNS must not stop the jobs)
+            elif not self._tasks:  # a name: resolved off the loop (a slow DNS must not
+                # stop the jobs), one lookup at a time
                 task = asyncio.get_running_loop().create_task(
-                    self._resolved(self.opts.scheduler_node, msg, sent))
+                    self._resolved(self.opts.scheduler_node, sent))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         for ip, lport in self.listeners.current(time.monotonic()):
@@ -80,13 +81,14 @@ class Announcer:
             log.debug("announced to %s, which asked for nodes lately",
                       netif.host_port(ip, lport))
 
-    async def _resolved(self, name: str, msg: NodeAnnouncement, sent: set[str]) -> None:
+    async def _resolved(self, name: str, sent: set[str]) -> None:
         try:
             target = await netif.resolve_async(name)
         except OSError as exc:
             log.warning("cannot resolve --scheduler_node %s: %s", name, exc)
             return
-        self._to_scheduler(msg, target, sent)
+        # what the node says of itself now, not when the lookup began
+        self._to_scheduler(NodeAnnouncement.of(self.describe(None, None)), target, sent)
 
     def _to_scheduler(self, msg: NodeAnnouncement, target: str, sent: set[str]) -> None:
         if self.udp is None:

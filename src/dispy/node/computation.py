@@ -270,12 +270,14 @@ class Computation:
     def remove_files(self, force: bool) -> None:
         """Delete the computation's directory, with the files its jobs made, unless the
         client asked to keep them. A ``dest_path`` another computation of the program
-        still uses loses only the files sent for this one."""
+        still uses (the same folder, or one inside the other) loses only the files sent
+        for this one that the others do not use."""
         if not (self.cleanup or force):
             return
-        shared = not self.own_dir and any(
-            c is not self and c.dir == self.dir for c in self.session.computations.values())
-        if not shared:
+        others = [] if self.own_dir else [
+            c for c in self.session.computations.values()
+            if c is not self and _overlap(c.dir, self.dir)]
+        if not others:
             fsafe.remove_beneath(self.tree, self.dir)
             if not self.own_dir:  # dest/<client>/a/b: a and <client> too, once empty
                 top, parent = os.path.join(self.tree, "dest"), os.path.dirname(self.dir)
@@ -283,5 +285,12 @@ class Computation:
                         self.tree, parent, only_empty=True):
                     parent = os.path.dirname(parent)
             return
+        used = {path for c in others for path in c.files}  # (found there by its check)
         for path in self.files:
-            fsafe.remove_beneath(self.tree, path)
+            if path not in used:
+                fsafe.remove_beneath(self.tree, path)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether one directory is, or is inside, the other (dest_path "x" and "x/y")."""
+    return a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep)

@@ -304,6 +304,7 @@ class NodeDaemon:
         session.conn, session.addr = conn, peer
         conn.before_flush = lambda: self.disk.save_results(session)
         session.last_seen = time.monotonic()
+        session.unanswered = None  # a pulse lost with the old connection counts no more
         self._keepalive(conn)
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
@@ -318,7 +319,9 @@ class NodeDaemon:
         def frame(header: dict, bufs: list) -> None:
             nonlocal held
             session.last_seen = time.monotonic()
-            session.unanswered = None
+            if session.unanswered is not None:  # it answers: alive
+                session.unanswered = None
+                self.zombies.discard(session.sid)
             if held is not None:
                 held.append((header, bufs))
             elif self._set_up_again(session, header) is not None:
@@ -348,6 +351,7 @@ class NodeDaemon:
             if session.conn is conn:
                 session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
+                session.unanswered = None
             conn.close()
             self._check_free(session)
 
@@ -550,6 +554,8 @@ class NodeDaemon:
                         session.send(messages.Pulse(
                             busy=self.jobs.busy,
                             avail_info=avail_info(self.opts.dest_path_prefix)))
+                    if session.unanswered is not None and session.taking(session.conn):
+                        session.unanswered = now  # reading a big result: alive
                 await self._check_zombie(session, now)
                 self.disk.save_results(session, older_than=now - 1.0)
             self.disk.flush()

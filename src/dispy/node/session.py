@@ -35,6 +35,10 @@ class Session:
         #: when the oldest pulse the client has not answered yet was sent (None: it
         #: answered, with any frame): a client connected but silent is a zombie too
         self.unanswered: float | None = None
+        #: bytes the client's connection had handed to the kernel at the last look, and
+        #: whether some were still waiting for the kernel then
+        self.delivered = 0
+        self.backlog = False
 
     def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
@@ -43,6 +47,17 @@ class Session:
         """Write the frames queued by ``send`` now (before a drain or a close)."""
         if self.conn is not None:
             self.conn.flush()
+
+    def taking(self, conn: Connection) -> bool:
+        """Whether the client reads what we send, a big result, since the last look (a
+        pulse waits behind it meanwhile: the client is alive). Only a backlog the kernel
+        could not take at once counts: small frames land in the kernel's buffers also
+        when the client is stopped."""
+        transport = conn.transport
+        waiting = transport.get_write_buffer_size() if transport is not None else 0
+        delivered, before, backlog = conn.bytes_out - waiting, self.delivered, self.backlog
+        self.delivered, self.backlog = delivered, waiting > 0
+        return (backlog or waiting > 0) and delivered != before
 
     def describe(self) -> str:
         return f"{self.name} at {self.addr}"

@@ -26,7 +26,7 @@ from ..client.shipping import FileSpec, Package
 from ..client.sink import allocated_cpus
 from ..fsafe import safe_join
 from ..scheduling.nodesetup import Setup
-from ..wire import messages
+from ..wire import messages, netif
 from .journal import SchedulerJournal
 
 log = logging.getLogger("dispy.scheduler")
@@ -52,6 +52,12 @@ class SharedAlloc(NodeAllocate):
         self.custom = bool(spec.get("custom"))
         self.relpaths = [str(p) for p in spec.get("depends", ())]
         self.setup_blob = setup_blob
+
+    @staticmethod
+    def _address(host: str) -> str:
+        # as the program resolved it: no lookup on the scheduler's loop (a name the
+        # program could not resolve matches no node here either)
+        return netif.literal(host) or host
 
 
 class ClusterJournal:

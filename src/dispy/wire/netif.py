@@ -135,18 +135,34 @@ def literal(host: str) -> str | None:
 
 
 def _first(infos: list) -> str:
-    """IPv4 if the name has one, else IPv6 (a link-local one with its ``%interface``)."""
+    """IPv4 if the name has one, else IPv6 (a link-local one with its ``%interface``:
+    getaddrinfo gives the scope as a number of its own)."""
     if not infos:
         raise OSError("no address")
     infos = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
-    return normalize(str(infos[0][4][0]))
+    sockaddr = infos[0][4]
+    addr = str(sockaddr[0])
+    if len(sockaddr) >= 4 and sockaddr[3] and "%" not in addr:
+        addr = scoped(addr, int(sockaddr[3]))
+    return normalize(addr)
+
+
+def _lookup_error(host: str) -> OSError:
+    """A name the resolver cannot even encode (a label over 63 characters) is one that
+    does not resolve, as any other."""
+    return socket.gaierror(socket.EAI_NONAME, f"not a valid host name: {host[:80]!r}")
 
 
 def resolve(host: str) -> str:
     """Address of a host name or address string: IPv4 if it has one, else IPv6 (a
     link-local IPv6 address keeps its ``%interface``). OSError if there is none."""
-    return literal(host) or _first(
-        socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM))
+    found = literal(host)
+    if found is not None:
+        return found
+    try:
+        return _first(socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM))
+    except UnicodeError:
+        raise _lookup_error(host) from None
 
 
 async def resolve_async(host: str) -> str:
@@ -156,8 +172,11 @@ async def resolve_async(host: str) -> str:
     if found is not None:
         return found
     loop = asyncio.get_running_loop()
-    return _first(await loop.getaddrinfo(host, None, family=socket.AF_UNSPEC,
-                                         type=socket.SOCK_DGRAM))
+    try:
+        return _first(await loop.getaddrinfo(host, None, family=socket.AF_UNSPEC,
+                                             type=socket.SOCK_DGRAM))
+    except UnicodeError:
+        raise _lookup_error(host) from None
 
 
 def select(ip_addrs: list[str] | None) -> list[Interface]:
