@@ -56,3 +56,32 @@ def test_vanished_client_machine_is_a_zombie(dispy_lan_idle: DispyLan) -> None:
     other = lan.nodes["node2"].host  # another machine's client gets the node
     res = other.run(argv, capture_output=True, text=True, timeout=60, cwd=lan.workdir)
     assert "RESULT node1" in res.stdout, res.stdout + res.stderr
+
+
+BIG_CLIENT = textwrap.dedent("""
+    import sys, dispy
+    def job(n):
+        return b"r" * n
+    c = dispy.JobCluster(job, nodes=[sys.argv[1]], node_port=int(sys.argv[2]))
+    result = c.submit(int(sys.argv[3]))()
+    print("RESULT", len(result) if result is not None else None, flush=True)
+    c.close()
+""")
+
+
+def test_client_reading_a_slow_big_result_is_alive(dispy_lan_idle: DispyLan) -> None:
+    """A pulse waits behind a big result on a slow link, so the client cannot answer
+    it for longer than --zombie_interval: while it takes the result in, it is alive,
+    not a zombie (the node would close its connection in the middle)."""
+    lan = dispy_lan_idle
+    node = lan.start_node("node1", "--zombie_interval", "0.02", "--msg_timeout", "1")
+    # 24 MB at 20 Mbit/s: about 10 s, five times the 2 s a silent client would get
+    node.host.run(["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "20mbit",
+                   "burst", "64kb", "latency", "2000ms"], check=True, timeout=30)
+    script = lan.workdir / "big_client.py"
+    script.write_text(BIG_CLIENT)
+    size = 24 << 20
+    res = lan.client.run([sys.executable, str(script), node.ip, str(lan.port), str(size)],
+                         capture_output=True, text=True, timeout=90, cwd=lan.workdir)
+    assert f"RESULT {size}" in res.stdout, res.stdout + res.stderr + node.output()
+    assert "presumed gone" not in node.output(), node.output()
