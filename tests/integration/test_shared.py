@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -422,3 +423,45 @@ def test_custom_nodeallocate_after_a_plain_one_that_gives_none(scheduler_factory
     with shared(sched, node, double, nodes=allocs) as cluster:
         assert [j() for j in [cluster.submit(i) for i in range(3)]] == [0, 2, 4]
     assert asked == ["127.0.0.1"]  # the program's allocate() decided
+
+
+def test_stopped_program_is_a_zombie_for_the_scheduler(scheduler_factory, node_factory):
+    """A program connected but stopped (SIGSTOP) answers no pulse: after
+    --zombie_interval the scheduler closes its computations (as for a program that went
+    away), so the node it held runs another program's job."""
+    node = node_factory("-c", "1", "-d")
+    sched = scheduler_factory("--zombie_interval", "0.05", "--msg_timeout", "1")  # 3 s
+    doomed = run_client(sched, node, "--tag", "K", "--jobs", "1", "--secs", "60", hold=True)
+    try:
+        assert doomed.stdout.readline().startswith("ready")
+        node.wait_for("queued", timeout=30)  # its job holds the node's one CPU
+        os.killpg(doomed.pid, signal.SIGSTOP)
+        with shared(sched, node, double) as cluster:
+            job = cluster.submit(21)
+            assert job() == 42, job.exception
+        assert "silent for" in sched.output()
+        assert "are closed and their jobs cancelled" in sched.output()
+    finally:
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+
+
+def test_program_gives_up_on_a_hung_scheduler(scheduler_factory, node, monkeypatch):
+    """A scheduler connected but stopped (SIGSTOP) sends no pulse: the program presumes
+    it gone (after 5 pulses), tries to reconnect for the grace time, then the job ends
+    Abandoned with the reason; job() returns."""
+    from dispy.client import scheduler_link
+
+    monkeypatch.setattr(scheduler_link, "SCHEDULER_GRACE", 2.0)
+    monkeypatch.setattr(dispy.config, "MsgTimeout", 1.0)
+    sched = scheduler_factory("--zombie_interval", "0.05")  # pulses every 0.6 s
+    cluster = shared(sched, node, slow)
+    try:
+        job = cluster.submit(60)
+        wait_started(job)
+        os.kill(sched.proc.pid, signal.SIGSTOP)
+        assert job() is None
+        assert job.status == dispy.DispyJob.Abandoned and "unreachable" in job.exception
+    finally:
+        os.kill(sched.proc.pid, signal.SIGCONT)
+        cluster.close(timeout=5, terminate=True)

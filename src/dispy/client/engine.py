@@ -656,6 +656,8 @@ class Engine:
             try:
                 self.sink.flush_journals()  # queued jobs reach the recover file too
                 self.watch.tick(now)
+                for scheduler in list(self.scheduler_links.values()):
+                    scheduler.check_alive(now)
                 waiting = [cs for cs in self.clusters.values() if cs.jobs and
                            not self.core.usable(cs.cid)]
                 pings = [cs.ping_interval for cs in self.clusters.values() if cs.ping_interval]

@@ -71,6 +71,10 @@ class SchedulerLink:
         self.conn: Connection | None = None
         self.scheduler_id: str | None = None
         self.pulse_interval: float | None = None
+        #: seconds between the scheduler's pulses to us (None: an older one sends none),
+        #: and when we last heard from it
+        self.pulse: float | None = None
+        self.last_heard = time.monotonic()
         self.clusters: dict[str, Any] = {}
         #: jobs sent and not yet final, by uid
         self.jobs: dict[str, DispyJob] = {}
@@ -120,6 +124,9 @@ class SchedulerLink:
             self.scheduler_id
         self.scheduler_id = welcome.get("scheduler_id")
         self.pulse_interval = welcome.get("pulse_interval")
+        pulse = welcome.get("pulse")
+        self.pulse = float(pulse) if isinstance(pulse, (int, float)) and pulse > 0 else None
+        self.last_heard = time.monotonic()
         # jobs and acks leave only after the recover file has them (and has forgotten
         # the acknowledged): one commit per write, whatever the batch
         conn.before_flush = self.engine.local.flush_journals
@@ -218,9 +225,22 @@ class SchedulerLink:
 
     # ---- messages from the scheduler ----------------------------------------------
 
+    def check_alive(self, now: float) -> None:
+        """(engine housekeeping) A scheduler connected but silent for 5 pulses (at least
+        twice the message timeout) is hung: the connection is closed, and it is treated
+        as a scheduler that went away (reconnect, then the jobs end Abandoned)."""
+        conn = self.conn
+        if conn is None or self.pulse is None:
+            return
+        silent = now - self.last_heard
+        if silent > max(5 * self.pulse, 2 * config.MsgTimeout):
+            log.warning("%s: silent for %.0f s (no pulse)", self.describe(), silent)
+            conn.close()  # _read ends: _lost
+
     def _on_frame(self, header: dict, bufs: list[bytes]) -> None:
         """A frame from the scheduler as its record; a malformed one is dropped (the
         connection, and the program's other jobs, kept)."""
+        self.last_heard = time.monotonic()
         try:
             msg = messages.parse_scheduler_message(header)
         except messages.MessageError as exc:
@@ -254,6 +274,8 @@ class SchedulerLink:
             fut = self.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
+        elif isinstance(msg, messages.Pulse):
+            self.send(messages.Ack())  # alive: it takes a program that never answers for hung
         elif isinstance(msg, messages.SchedulerStopping):
             log.warning("%s is stopping: jobs of %r still running there are terminated",
                         self.describe(), msg.cid)

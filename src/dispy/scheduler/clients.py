@@ -47,6 +47,8 @@ class ClientSession:
         #: client job uid -> files that came with it (dispy_job_depends), until it ends
         self.job_files: dict[str, list[FileSpec]] = {}
         self.last_seen = time.monotonic()
+        #: when the oldest pulse it has not answered was sent (None: it answered)
+        self.unanswered: float | None = None
         self.msg_timeout = msg_timeout
         self.journal = journal
         #: client uid -> node, for the jobs a restarted scheduler fetches from the nodes
@@ -327,6 +329,8 @@ class ClientService:
 
     def ack(self, session: ClientSession, msg: messages.Ack, bufs: list[bytes]) -> None:
         uids = msg.uids
+        if not uids:  # the answer to a pulse
+            return
         for uid in uids:
             session.undelivered.pop(uid, None)
         if session.journal is not None:

@@ -34,6 +34,9 @@ from .restore import restore
 
 log = logging.getLogger("dispy.scheduler")
 
+#: at most this many seconds between the pulses each program gets
+PROGRAM_PULSE = 10.0
+
 
 class SchedulerDaemon:
     def __init__(self, opts: SchedulerOptions) -> None:
@@ -213,10 +216,16 @@ class SchedulerDaemon:
 
     # ---- clients ------------------------------------------------------------------
 
+    def program_pulse(self) -> float:
+        """Seconds between the pulses a program gets (it answers each; one that answers
+        none for --zombie_interval is hung, and one that hears none for 5 of them
+        presumes the scheduler hung)."""
+        return min(PROGRAM_PULSE, self.opts.zombie_interval * 60 / 5)
+
     def _welcome(self, hello: dict) -> dict:
         return {"scheduler": True, "scheduler_id": self.scheduler_id, "name": self.name,
                 "pulse_interval": self.opts.pulse_interval, "cpus": 0,
-                "node_port": self.opts.node_port}
+                "node_port": self.opts.node_port, "pulse": self.program_pulse()}
 
     def _keys(self, role: str) -> bytes | None:
         return auth.derive_key(self.opts.cluster_secret) if role == auth.CLIENT_ROLE else None
@@ -252,6 +261,9 @@ class SchedulerDaemon:
             session.conn.close()
         session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
+        session.unanswered = None
+        idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
+        conn.keepalive(idle, self.opts.msg_timeout)  # a machine that vanished is noticed
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
         await self._read_client(session, conn)
@@ -264,6 +276,7 @@ class SchedulerDaemon:
 
         def frame(header: dict, bufs: list) -> None:
             session.last_seen = time.monotonic()
+            session.unanswered = None
             try:
                 service.handle(session, header, bufs)
             except Exception:
@@ -287,23 +300,40 @@ class SchedulerDaemon:
     # ---- periodic work --------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
+        last_pulse: dict[str, float] = {}
         while True:
             await asyncio.sleep(min(5.0, max(0.5, self.opts.zombie_interval * 60 / 10)))
+            now = time.monotonic()
             try:
-                self._zombies(time.monotonic())
+                for session in list(self.sessions.values()):
+                    if session.conn is not None and \
+                            now - last_pulse.get(session.sid, 0) >= self.program_pulse():
+                        last_pulse[session.sid] = now
+                        if session.unanswered is None:
+                            session.unanswered = now
+                        session.send(messages.Pulse())
+                self._zombies(now)
             except Exception:
                 log.exception("scheduler housekeeping failed")
 
     def _zombies(self, now: float) -> None:
-        """End the computations of clients away longer than --zombie_interval."""
+        """End the computations of clients away longer than --zombie_interval, or
+        connected without answering a pulse that long (a stopped or hung program)."""
         assert self.service is not None
         limit = self.opts.zombie_interval * 60
         for session in list(self.sessions.values()):
-            if session.conn is not None or now - session.last_seen < limit:
-                continue
-            log.warning("%s away for %.0f s (--zombie_interval): its %d computation(s)"
-                        " are closed and their jobs cancelled", session.describe(),
-                        now - session.last_seen, len(session.clusters))
+            if session.conn is None:
+                since, how = session.last_seen, "away"
+                if now - since < limit:
+                    continue
+            else:  # (an answer may take up to --msg_timeout)
+                since, how = session.unanswered or now, "silent"
+                if now - since < max(limit, 2 * self.opts.msg_timeout):
+                    continue
+                session.conn.close()
+            log.warning("%s %s for %.0f s (--zombie_interval): its %d computation(s)"
+                        " are closed and their jobs cancelled", session.describe(), how,
+                        now - since, len(session.clusters))
             self._drop_session(session)
             for cs in list(session.clusters.values()):
                 self.spawn(self.service.close(cs, terminate=True))

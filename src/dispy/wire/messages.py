@@ -512,7 +512,7 @@ SCHEDULER_MESSAGES: dict[str, type[Record]] = {
     "done": JobResult, "job_status": JobStatus, "provisional": Provisional,
     "node": NodeEvent, "send_file": SendFile, "allocate": AskAllocate, "reply": Reply,
     "scheduled": Scheduled, "waiting": Waiting, "refused": Refused, "closed": Closed,
-    "scheduler_stopping": SchedulerStopping,
+    "scheduler_stopping": SchedulerStopping, "pulse": Pulse,
 }
 SCHEDULER_REQUIRED: dict[str, tuple[str, ...]] = {
     "job_status": ("cid", "uid", "status"), "provisional": ("uid",),
