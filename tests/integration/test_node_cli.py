@@ -68,6 +68,60 @@ def test_max_file_size(node_factory, tmp_path, caplog, monkeypatch):
     assert "max_file_size" in caplog.text
 
 
+def listing(x):
+    return sorted(os.listdir("."))
+
+
+def test_files_over_max_file_size_after_setup_fail_alone(node_factory, tmp_path,
+                                                         monkeypatch):
+    """After setup, a file over --max_file_size fails on its own, with the reason:
+    cluster.send_file of a file sent in several chunks returns -1 and the computation
+    goes on (it used to be broken for every later job); a job whose dispy_job_depends
+    file is refused ends Terminated with the reason (it used to run without it)."""
+    monkeypatch.setattr(dispy.config, "FileChunkSize", 1000)
+    node = node_factory("-c", "1", "--max_file_size", "3k")
+    big = tmp_path / "big.dat"
+    big.write_bytes(b"x" * 5000)  # five chunks
+    small = tmp_path / "small.dat"
+    small.write_bytes(b"s" * 100)
+    with dispy.JobCluster(listing, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                          reentrant=True) as cluster:
+        assert cluster.wait_nodes(1, timeout=30) == 1
+        assert cluster.send_file(str(big), "127.0.0.1") == -1
+        assert cluster.send_file(str(small), "127.0.0.1") == 0
+        assert cluster.submit(1)() == ["small.dat"]
+        job = cluster.submit(2, dispy_job_depends=[str(big)])
+        assert job() is None and job.status == dispy.DispyJob.Terminated
+        assert "max_file_size" in job.exception
+        assert cluster.submit(3)() == ["small.dat"]
+    assert "max_file_size" in node.output()
+
+
+def raises_keyboard_interrupt(x):
+    raise KeyboardInterrupt("the job's own")
+
+
+def raises_a_long_message(n):
+    raise ValueError("e" * n)
+
+
+def test_a_jobs_own_keyboard_interrupt_and_a_huge_exception_are_its_failures(node):
+    """Only a cancel ends a job Cancelled: a KeyboardInterrupt the job raises is its own
+    failure (Terminated). An exception whose text is over the header's bound (20 MB
+    here) arrives shortened, with both ends, instead of 'exited with code 1'."""
+    with dispy.JobCluster(raises_keyboard_interrupt, nodes=["127.0.0.1"],
+                          node_port=node.port, port=0) as cluster:
+        job = cluster.submit(1)
+        assert job() is None and job.status == dispy.DispyJob.Terminated
+        assert "the job's own" in job.exception
+    with dispy.JobCluster(raises_a_long_message, nodes=["127.0.0.1"],
+                          node_port=node.port, port=0) as cluster:
+        job = cluster.submit(20 << 20)
+        assert job() is None and job.status == dispy.DispyJob.Terminated
+        assert "characters left out" in job.exception
+        assert job.exception.rstrip().endswith("e" * 100)  # ValueError: eee...
+
+
 def sleeper(x):
     dispy_provisional_result("started")  # noqa: F821
     time.sleep(x)

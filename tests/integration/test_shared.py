@@ -465,3 +465,16 @@ def test_program_gives_up_on_a_hung_scheduler(scheduler_factory, node, monkeypat
     finally:
         os.kill(sched.proc.pid, signal.SIGCONT)
         cluster.close(timeout=5, terminate=True)
+
+
+def test_job_file_over_the_schedulers_max_file_size_ends_the_job(scheduler_factory, node):
+    """A dispy_job_depends file the scheduler refuses (--max_file_size): the job ends
+    Terminated with the reason, not Finished without its file; later jobs run."""
+    sched = scheduler_factory("--max_file_size", "1k")
+    big = sched.prefix / "big.dat"
+    big.write_bytes(b"x" * 5000)
+    with shared(sched, node, double) as cluster:
+        job = cluster.submit(1, dispy_job_depends=[str(big)])
+        assert job() is None and job.status == dispy.DispyJob.Terminated
+        assert "max_file_size" in job.exception
+        assert cluster.submit(2)() == 4

@@ -70,10 +70,11 @@ def store(root: str, max_file_size: int, session: Session, req: messages.File,
             log.warning("refused file %r from %s: %s", req.path, session.describe(), why(exc))
         if reply is not None:  # cluster.send_file: the client reports it
             session.send(messages.Reply(reply=reply, ok=False, reason=str(exc)))
-        elif job_uid is None:
+        elif job_uid is not None:  # the job ends with the reason instead of running
+            comp.failed_job_files.setdefault(job_uid, f"file transfer failed: {exc}")
+        elif not comp.ready:  # a file of the setup: the computation cannot run
             comp.failed = f"file transfer failed: {exc}"
-        else:
-            log.warning("file for job %s not stored: %s", job_uid, exc)
+        # else: a chunk of cluster.send_file before its last, which carries the reply
 
 
 def check(session: Session, req: messages.FilesCheck) -> None:

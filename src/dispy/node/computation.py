@@ -257,6 +257,9 @@ class Computation:
         self.files: list[str] = []
         #: job uid -> files sent with that job (dispy_job_depends), removed after it
         self.job_files: dict[str, list[str]] = {}
+        #: job uid -> why a file sent with it (dispy_job_depends) was refused: the job
+        #: ends Terminated with it, and never runs without its file
+        self.failed_job_files: dict[str, str] = {}
         #: file names already refused (logged once, not once per chunk)
         self.refused_files: set[str] = set()
         self.failed: str | None = None

@@ -171,9 +171,18 @@ def register_sources(sources: Any) -> None:
             linecache.cache[name] = (sum(len(ln) for ln in lines), None, lines, name)
 
 
+#: longest exception text sent (it travels in the result's header, whose size is bounded)
+MAX_EXCEPTION = 1 << 20
+
+
 def _format_exception(exc: BaseException) -> str:
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > MAX_EXCEPTION:  # the end names the exception: keep both ends
+        half = MAX_EXCEPTION // 2
+        text = (f"{text[:half]}\n... ({len(text) - 2 * half} characters left out)\n"
+                f"{text[-half:]}")
+    return text
 
 
 def _run_function(func: Any, args_buf: bytes, big: list) -> dict[str, Any]:
@@ -193,7 +202,11 @@ def _run_function(func: Any, args_buf: bytes, big: list) -> dict[str, Any]:
             finally:
                 _State.running = False
         except KeyboardInterrupt as exc:
-            reply.update(status=CANCELLED, exception="Cancelled\n" + _format_exception(exc))
+            if _cancel_requested():  # (one the job raised itself is its own failure)
+                reply.update(status=CANCELLED,
+                             exception="Cancelled\n" + _format_exception(exc))
+            else:
+                reply.update(status=TERMINATED, exception=_format_exception(exc))
         except BaseException as exc:  # the job's own failure, SystemExit included
             reply.update(status=TERMINATED, exception=_format_exception(exc))
     finally:

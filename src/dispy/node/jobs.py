@@ -116,6 +116,11 @@ class JobRunner:
             log.warning("ignored job %s from %s: a job with this id is already here", uid,
                         session.describe())
             return
+        failed = comp.failed_job_files.pop(uid, None)
+        if failed is not None:
+            log.warning("job %s of %r not run: %s", uid, comp.name, failed)
+            self._end_job(comp, uid, TERMINATED, failed)
+            return
         log.debug("job %s of %r from %s queued", uid, comp.name, session.describe())
         self.waiting.append((comp, job, bufs))
         self.start_jobs()

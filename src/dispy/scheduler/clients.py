@@ -46,6 +46,8 @@ class ClientSession:
         self.undelivered: dict[str, tuple[dict, list]] = {}
         #: client job uid -> files that came with it (dispy_job_depends), until it ends
         self.job_files: dict[str, list[FileSpec]] = {}
+        #: client job uid -> why a file sent with it was refused (it ends Terminated)
+        self.failed_job_files: dict[str, str] = {}
         self.last_seen = time.monotonic()
         #: when the oldest pulse it has not answered was sent (None: it answered)
         self.unanswered: float | None = None
@@ -256,8 +258,9 @@ class ClientService:
                 _reply(session, msg, ok=False, reason=str(exc))
             elif job_uid is None:
                 cs.failed = f"file transfer to the scheduler failed: {exc}"
-            else:
-                log.warning("file for job %s of %s not stored: %s", job_uid, cs.describe(), exc)
+            else:  # the job ends with the reason instead of running without its file
+                session.failed_job_files.setdefault(
+                    job_uid, f"file transfer to the scheduler failed: {exc}")
             return
         if not complete:
             return
@@ -297,6 +300,14 @@ class ClientService:
             return
         if uid in cs.by_client_uid or uid in session.undelivered or uid in session.recovering:
             return  # sent again after a reconnect: we have it
+        failed = session.failed_job_files.pop(uid, None)
+        if failed is not None:
+            log.warning("job %s of %s not run: %s", uid, cs.describe(), failed)
+            for spec in session.job_files.pop(uid, ()):
+                fsafe.remove_beneath(self.root, spec.local)
+            session.result(messages.JobResult(uid=uid, cid=msg.cid,
+                                              status=DispyJob.Terminated, exception=failed), [])
+            return
         if session.journal is not None:
             files = [(f.local, f.relpath) for f in session.job_files.get(uid, ())]
             session.journal.job(session.sid, uid, cs.client_cid, msg.header(), bufs, files)
