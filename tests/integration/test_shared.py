@@ -478,3 +478,21 @@ def test_job_file_over_the_schedulers_max_file_size_ends_the_job(scheduler_facto
         assert job() is None and job.status == dispy.DispyJob.Terminated
         assert "max_file_size" in job.exception
         assert cluster.submit(2)() == 4
+
+
+def test_scheduler_sigterm_ends_jobs_and_exits_cleanly(scheduler_factory, node):
+    """SIGTERM with a program connected: its running job ends with the reason, the
+    scheduler exits 0, and its journal is written to the end (no 'not written')."""
+    sched = scheduler_factory()
+    cluster = shared(sched, node, slow)
+    try:
+        job = cluster.submit(60)
+        wait_started(job)
+        sched.proc.send_signal(signal.SIGTERM)
+        assert job() is None and job.status in (dispy.DispyJob.Cancelled,
+                                                dispy.DispyJob.Terminated)
+        assert sched.proc.wait(30) == 0
+        out = sched.output()
+        assert "dispyscheduler stopped" in out and "not written" not in out, out
+    finally:
+        cluster.close(timeout=5, terminate=True)

@@ -169,7 +169,8 @@ class SchedulerDaemon:
         assert self.engine is not None and self.service is not None
         try:
             self.monitor = SchedulerMonitor(self.opts.httpd_host, self.opts.httpd_port,
-                                            asyncio.get_running_loop())
+                                            asyncio.get_running_loop(),
+                                            self.engine.core.running)
         except OSError as exc:
             raise SystemExit(f"dispyscheduler: --httpd cannot serve on port"
                              f" {self.opts.httpd_port}: {exc.strerror or exc}") from None
@@ -205,9 +206,12 @@ class SchedulerDaemon:
             for cs in list(self.service.computations.values()):
                 cs.session.send(messages.SchedulerStopping(cid=cs.client_cid))
                 await self.service.close(cs, terminate=True)
-        for session in self.sessions.values():
+        for session in list(self.sessions.values()):
             if session.conn is not None:
                 session.conn.close()
+                session.conn = None  # (its reader, ending later, leaves it to us)
+            if not session.clusters and not session.undelivered:
+                self._drop_session(session)  # now, while the journal is open
         for task in list(self.tasks):
             task.cancel()
         if self.journal is not None:
@@ -366,8 +370,9 @@ class SchedulerDaemon:
         lines.append("  computations:")
         for cs in self.service.computations.values():
             state = "running" if self.engine.core.admitted(cs.cid) else "waiting"
-            lines.append(f"    {cs.describe()}: {state}, {len(cs.jobs)} job(s) pending,"
-                         f" {self.engine.core.running(cs.cid)} running")
+            running = self.engine.core.running(cs.cid)
+            lines.append(f"    {cs.describe()}: {state}, {len(cs.jobs) - running} job(s)"
+                         f" pending, {running} running")
         away = [s for s in self.sessions.values() if s.conn is None]
         if away:
             lines.append(f"  clients away: {', '.join(s.describe() for s in away)}")

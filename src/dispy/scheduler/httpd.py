@@ -24,9 +24,14 @@ log = logging.getLogger("dispy.scheduler")
 class ProgramView:
     """One program's computation, as the monitor reads a cluster."""
 
-    def __init__(self, cs: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cs: Any, loop: asyncio.AbstractEventLoop,
+                 running: Callable[[str], int]) -> None:
         self.cs = cs
         self.loop = loop
+        self._running = running
+        #: its jobs running on nodes at the last ``status`` (the page's "running": the
+        #: nodes' own counts include other programs' jobs)
+        self.jobs_running = 0
         self.name = f"{cs.name} ({cs.session.name})"
         self.start_time = time.time()
         self.ended = 0
@@ -49,7 +54,9 @@ class ProgramView:
     def status(self) -> ClusterStatus:
         """(monitor thread) A snapshot taken on the scheduler's loop."""
         async def snap() -> ClusterStatus:
-            return ClusterStatus(list(self.cs.nodes.values()), len(self.cs.jobs))
+            self.jobs_running = running = self._running(self.cs.cid)
+            return ClusterStatus(list(self.cs.nodes.values()),
+                                 max(0, len(self.cs.jobs) - running))
         return asyncio.run_coroutine_threadsafe(snap(), self.loop).result(10)
 
     def node_jobs(self, node: Any) -> list:
@@ -64,8 +71,10 @@ class ProgramView:
 class SchedulerMonitor:
     """The monitor server and a view per computation, kept in step with the scheduler."""
 
-    def __init__(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, host: str, port: int, loop: asyncio.AbstractEventLoop,
+                 running: Callable[[str], int]) -> None:
         self.loop = loop
+        self.running = running
         self.server = DispyHTTPServer(None, host=host, port=port, show_job_args=False)
         self.views: dict[str, ProgramView] = {}
 
@@ -73,7 +82,7 @@ class SchedulerMonitor:
         """(scheduler loop) Show new computations, drop closed ones."""
         for cid, cs in computations.items():
             if cid not in self.views:
-                self.views[cid] = view = ProgramView(cs, self.loop)
+                self.views[cid] = view = ProgramView(cs, self.loop, self.running)
                 self.server.add_cluster(view)
         for cid in [c for c in self.views if c not in computations]:
             self.server.del_cluster(self.views.pop(cid))
@@ -82,7 +91,7 @@ class SchedulerMonitor:
         """(scheduler loop) A job or node event of computation ``cs``."""
         view = self.views.get(cs.cid)
         if view is None:  # a computation newer than the last sync
-            view = self.views[cs.cid] = ProgramView(cs, self.loop)
+            view = self.views[cs.cid] = ProgramView(cs, self.loop, self.running)
             self.server.add_cluster(view)
         view.event(status, node, job)
 

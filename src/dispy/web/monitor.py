@@ -277,6 +277,8 @@ class DispyHTTPServer:
                     entry["state"] = "deallocated"
                 running += n.busy if key in current else 0
                 cpu_time += n.cpu_time
+            # a view of dispyscheduler's counts its own (nodes' counts are node-wide)
+            running = getattr(w.cluster, "jobs_running", running)
             with w.lock:
                 counts = dict(w.counts)
                 total_done += w.done_total
