@@ -89,6 +89,34 @@ def test_setup_globals_and_cleanup(node, tmp_path):
     assert (tmp_path / "data.txt.cleaned").read_text() == "yes"
 
 
+def cleanup_that_fails():
+    raise RuntimeError("cleanup boom")
+
+
+def cleanup_that_hangs():
+    import time
+
+    time.sleep(60)
+
+
+def ident(x):
+    return x
+
+
+@pytest.mark.parametrize("cleanup, said", [(cleanup_that_fails, "RuntimeError: cleanup boom"),
+                                           (cleanup_that_hangs, "did not finish in 1 s")])
+def test_a_cleanup_that_fails_is_told_to_the_program(node_factory, caplog, cleanup, said):
+    """The cluster's cleanup function raising (or hanging past --msg_timeout) on the node:
+    the program's log names the node, the computation and the cause; close() returns."""
+    node = node_factory("-c", "1", "--msg_timeout", "1")
+    cluster = dispy.JobCluster(ident, nodes=[("127.0.0.1", node.port)], port=0,
+                               cleanup=cleanup)
+    assert cluster.submit(1)() == 1
+    cluster.close(timeout=30)
+    assert "cleanup of 'ident' failed" in caplog.text and said in caplog.text, caplog.text
+    assert "cleanup of 'ident' " in node.output()
+
+
 def test_depends_file_module_and_package(node, tmp_path, monkeypatch):
     pkg = tmp_path / "shippedpkg"
     pkg.mkdir()

@@ -423,6 +423,10 @@ class Engine:
         elif isinstance(msg, messages.ComputationLost):
             self._computation_lost(link, msg)
         elif isinstance(msg, messages.Closed):
+            if msg.problem:
+                cs = self.clusters.get(msg.cid)
+                log.warning("node %s: cleanup of %r failed:\n%s", link.describe(),
+                            cs.name if cs is not None else msg.cid, msg.problem.rstrip())
             fut = link.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)

@@ -98,6 +98,8 @@ class HostProcess:
         self.conn: Connection | None = None
         self.reader_task: asyncio.Task | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        #: how the computation's cleanup failed (or did not finish), told to the client
+        self.problem: str | None = None
 
     async def start(self, init: hostmsg.HostInit, bufs: list[bytes],
                     launched: Launched | None = None) -> str | None:
@@ -134,7 +136,7 @@ class HostProcess:
                                 self.proc.pid if self.proc else "?", exc)
                     continue
                 if isinstance(msg, hostmsg.HostClosed):
-                    closed = True
+                    closed, self.problem = True, msg.problem
                     break
                 self.on_message(msg, bufs)
         except (ConnectionClosed, FrameError, OSError):
@@ -166,6 +168,7 @@ class HostProcess:
             await within(asyncio.shield(self.closed), timeout)
         except asyncio.TimeoutError:
             log.warning("computation host %s did not close in time; killing it", self.proc.pid)
+            self.problem = f"cleanup did not finish in {timeout:.0f} s; it was killed"
             self.kill()
             await self.proc.wait()
         if self.conn is not None:

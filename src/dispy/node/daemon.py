@@ -500,13 +500,18 @@ class NodeDaemon:
         del session.computations[comp.cid]
         self.jobs.job_tokens.pop(comp.token, None)
         comp.closing = (status, reason)
+        problem = None
         if comp.host is not None:
             await comp.host.close(status, reason, self.opts.msg_timeout)
+            problem = comp.host.problem
+            if problem:
+                log.warning("cleanup of %r from %s failed: %s", comp.name, session.describe(),
+                            problem.strip().splitlines()[-1])
         self.jobs.finish_links(comp, reason)
         comp.remove_files(self.opts.force_cleanup)
         compfiles.remove_client_dir(self.root, session)  # before the client hears "closed"
         if notify:
-            session.send(messages.Closed(cid=comp.cid))
+            session.send(messages.Closed(cid=comp.cid, problem=problem))
         log.info("computation %r from %s closed", comp.name, session.describe())
         if release:
             self._check_free(session)

@@ -38,6 +38,8 @@ CANCEL_TERM_AFTER = 5.0
 CANCEL_KILL_AFTER = 3.0
 #: Seconds a job process that closed its connection has to exit before SIGKILL.
 REAP_WAIT = 2.0
+#: the end of a failed cleanup's traceback the client is told
+MAX_PROBLEM = 64 * 1024
 
 
 @dataclass
@@ -256,18 +258,19 @@ class ComputationHost:
             except ChildProcessError:
                 pass
         self.procs.clear()
+        problem = None
         if callable(self.cleanup):
             try:
                 self.cleanup(*self.setup_args)
-            except BaseException:
-                traceback.print_exc()
+            except BaseException:  # the client hears it (HostClosed -> Closed)
+                problem = traceback.format_exc()[-MAX_PROBLEM:]
         if self.init_close is not None:
             try:
                 self.init_close()
             except BaseException:
                 traceback.print_exc()
         try:
-            send_frame_sync(self.daemon, hostmsg.HostClosed())
+            send_frame_sync(self.daemon, hostmsg.HostClosed(problem=problem))
         except OSError:
             pass
 

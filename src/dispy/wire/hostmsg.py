@@ -168,8 +168,9 @@ class Reaped(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class HostClosed(Record):
-    """Cleanup ran; the host exits."""
+    """Cleanup ran; the host exits. ``problem``: how the computation's cleanup failed."""
     op: ClassVar[str] = "closed"
+    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -334,6 +334,8 @@ class ComputationLost(Record):
 class Closed(Record):
     op: ClassVar[str] = "closed"
     cid: Id = ""
+    #: how the computation's cleanup failed on the node (its traceback), if it did
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
