@@ -223,3 +223,25 @@ def test_computation_runs_outside_the_daemon(node):
     with make(node, pids) as cluster:
         pid, parent = cluster.submit()()
     assert node.proc.pid not in (pid, parent)
+
+
+def test_job_depends_must_be_a_list_and_close_twice_is_true(node, caplog):
+    """dispy_job_depends given a lone path is a clear error (it used to be taken letter
+    by letter: "dependency 'n' is not a file"); a second close() says True again."""
+    cluster = dispy.JobCluster(ident, nodes=[("127.0.0.1", node.port)], port=0)
+    assert cluster.submit(1, dispy_job_depends="notalist") is None
+    assert "dispy_job_depends must be a list, not str" in caplog.text
+    assert cluster.submit(2)() == 2
+    assert cluster.close(timeout=30) is True
+    assert cluster.close() is True
+
+
+def test_a_later_clusters_other_addresses_are_warned_about(node, caplog):
+    """The program's clusters share the first one's port and addresses: a second cluster
+    asking for others hears it instead of being silently ignored."""
+    with dispy.JobCluster(ident, nodes=[("127.0.0.1", node.port)], port=0) as first:
+        assert first.submit(1)() == 1
+        with dispy.JobCluster(ident, nodes=[("127.0.0.1", node.port)], port=0,
+                              ip_addr="127.0.0.1") as second:
+            assert second.submit(2)() == 2
+    assert "ip_addr=['127.0.0.1'] are not used" in caplog.text

@@ -87,7 +87,7 @@ def test_wrong_secret_is_reported_and_job_not_run(node_factory, caplog, monkeypa
     assert cluster.close(timeout=0, terminate=True)
     assert job.status == dispy.DispyJob.Cancelled
     assert "secret mismatch" in caplog.text
-    assert "secret mismatch" in node.output()
+    assert "the client was given another secret than this daemon" in node.output()
 
 
 def test_node_without_secret_warns(node):

@@ -488,10 +488,11 @@ class JobCluster:
 
     # ---- closing ----------------------------------------------------------------
 
-    def close(self, timeout: float | None = None, terminate: bool = False) -> bool | None:
-        """Wait for the jobs (up to ``timeout``), then release the nodes."""
+    def close(self, timeout: float | None = None, terminate: bool = False) -> bool:
+        """Wait for the jobs (up to ``timeout``), then release the nodes: True once
+        closed (also when it already was), False on timeout."""
         if self._closed:
-            return None
+            return True
         done = self.wait(timeout)
         if not done and not terminate:
             return False

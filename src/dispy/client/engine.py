@@ -78,6 +78,10 @@ class Engine:
                 raise RuntimeError(STOPPED)
             if cls._instance is None or not cls._instance.bridge.alive():
                 cls._instance = Engine(port, ip_addrs)
+            elif (port, ip_addrs or None) != (cls._instance.port, cls._instance.ip_addrs):
+                log.warning("this program's clusters share the addresses the first one gave"
+                            " (port=%s, ip_addr=%s): port=%s, ip_addr=%s are not used",
+                            cls._instance.port, cls._instance.ip_addrs, port, ip_addrs)
             return cls._instance
 
     def __init__(self, port: int, ip_addrs: list[str] | None,
@@ -90,6 +94,7 @@ class Engine:
         self.session_key = new_session_key()
         self.client_name = f"{socket.gethostname()}:{os.getpid()}"
         self.port = port
+        self.ip_addrs = ip_addrs or None
         self.ifs = netif.select(ip_addrs)
         self.core = SchedulerCore(policy)
         self.lifecycle = JobLifecycle(self.core, self.new_uid)

@@ -267,6 +267,8 @@ def _culprit(args: tuple, kwargs: dict, exc: Exception) -> str:
 
 def job_dependencies(depends: list[Any]) -> tuple[bytes, list[FileSpec]]:
     """``dispy_job_depends`` of one job: pickled code objects and files to copy."""
+    if not isinstance(depends, (list, tuple)):  # a lone path would be taken letter by letter
+        raise ValueError(f"dispy_job_depends must be a list, not {type(depends).__name__}")
     names, files = dependencies(list(depends))
     try:
         return dumps_code(names)[0], files

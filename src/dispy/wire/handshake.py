@@ -57,8 +57,9 @@ async def client_handshake(
     digest = auth.transcript(first, challenge)
     if not isinstance(challenge.get("nonce"), str) or not auth.check(
             key, auth.SERVER_ROLE, digest, challenge.get("mac")):
-        conn.send({"op": "error", "reason": "secret mismatch: the client and this"
-                   " node were given different secrets"})
+        conn.send({"op": "error", "reason": "secret mismatch: the client was given another"
+                   " secret than this daemon (dispynode -s, dispyscheduler"
+                   " --cluster_secret)"})
         conn.flush()
         raise HandshakeError("secret mismatch: the peer does not know this cluster's secret")
     conn.send({"op": "auth", "mac": auth.proof(key, role, digest)})
