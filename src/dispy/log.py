@@ -35,6 +35,24 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(_escape_char, text)
 
 
+#: ``extra={DETAIL: text}``: several lines (a traceback from a node) shown after the
+#: message, indented as a traceback is, so none of them can pass for a record
+DETAIL = "dispy_detail"
+
+
+def detail(text: str | None) -> dict[str, str]:
+    """``log.warning(..., extra=detail(text))``: ``text`` shown below the message (when
+    it has more than the line ``last_line`` gives the message)."""
+    text = (text or "").strip()
+    return {DETAIL: text if "\n" in text else ""}
+
+
+def last_line(text: str | None) -> str:
+    """The line that says what happened: a traceback's last (the exception)."""
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "?"
+
+
 class SafeFormatter(logging.Formatter):
     """Escapes control characters in the message, so each record is one line; a
     traceback keeps its lines, indented, so no line of it can pass for a new record."""
@@ -43,9 +61,13 @@ class SafeFormatter(logging.Formatter):
         message = record.message
         record.message = escape_controls(message)
         try:
-            return super().formatMessage(record)
+            text = super().formatMessage(record)
         finally:
             record.message = message
+        detail = getattr(record, DETAIL, None)
+        if isinstance(detail, str) and detail.strip():  # a peer's traceback: its lines
+            text += "\n" + _indent(detail.rstrip())
+        return text
 
     def formatException(self, ei) -> str:  # noqa: N802 (stdlib name)
         return _indent(super().formatException(ei))

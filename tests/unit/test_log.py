@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from dispy.log import RateLimit, SafeFormatter, escape_controls, safe_handler
+from dispy.log import RateLimit, SafeFormatter, detail, escape_controls, last_line, safe_handler
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -111,3 +111,19 @@ def test_why_is_never_blank() -> None:
     assert why(TimeoutError(), "timed out") == "timed out"
     assert why(ConnectionResetError()) == "ConnectionResetError"
     assert why(AssertionError(), "") == "AssertionError"
+
+
+def test_a_peers_traceback_is_shown_indented_below_the_message():
+    """A node's traceback (setup or cleanup failed) keeps its lines, each indented, so
+    none passes for a record; the message names its last line (the exception)."""
+    lg, out = _logger("detail")
+    tb = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+          "2026-01-01 INFO fake\r\x1b[31m\nValueError: boom\n")
+    lg.warning("setup failed: %s", last_line(tb), extra=detail(tb))
+    lg.warning("one line: %s", last_line("only this"), extra=detail("only this"))
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("setup failed: ValueError: boom")
+    assert lines[1:5] == ["  Traceback (most recent call last):",
+                          '    File "x.py", line 1, in f', "  2026-01-01 INFO fake\\r\\x1b[31m",
+                          "  ValueError: boom"]
+    assert lines[5].endswith("one line: only this") and len(lines) == 6

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from .. import config
-from ..log import why
+from ..log import detail, last_line, why
 from ..scheduling import SchedulerCore
 from ..scheduling.lifecycle import End, Instruction, JobLifecycle, Resubmit, SendCancel
 from ..scheduling.nodesetup import (
@@ -430,8 +430,9 @@ class Engine:
         elif isinstance(msg, messages.Closed):
             if msg.problem:
                 cs = self.clusters.get(msg.cid)
-                log.warning("node %s: cleanup of %r failed:\n%s", link.describe(),
-                            cs.name if cs is not None else msg.cid, msg.problem.rstrip())
+                log.warning("node %s: cleanup of %r failed: %s", link.describe(),
+                            cs.name if cs is not None else msg.cid, last_line(msg.problem),
+                            extra=detail(msg.problem))
             fut = link.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)
@@ -450,8 +451,8 @@ class Engine:
         if msg.ok:
             log.debug("node %s: %r set up, %d CPUs for it", link.describe(), cs.name, cpus)
         else:
-            log.warning("node %s is not used for %r: setup failed:\n%s", link.describe(),
-                        cs.name, (msg.reason or "").strip())
+            log.warning("node %s is not used for %r: setup failed: %s", link.describe(),
+                        cs.name, last_line(msg.reason), extra=detail(msg.reason))
         self.apply(self.setups.setup_done(link.key, cs.cid, msg.ok, msg.reason or "", cpus,
                                           link.describe()))
 
