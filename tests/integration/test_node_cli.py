@@ -128,16 +128,22 @@ def sleeper(x):
     return x
 
 
-def test_sigint_quits_once_the_client_is_done(node):
-    """Ctrl-C: the node quits after the running computations finish (as the original):
-    the program's jobs, also those submitted after the Ctrl-C, run to the end, and the
-    node exits when the program closes its cluster."""
+def two_jobs_then_ctrl_c(node, secs: float) -> tuple[dispy.JobCluster, list]:
+    """A cluster with two jobs of ``secs`` s running on ``node``, then Ctrl-C to it."""
     cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
-    jobs = [cluster.submit(0.5) for _ in range(2)]
+    jobs = [cluster.submit(secs) for _ in range(2)]
     for job in jobs:
         wait_started(job)
     os.kill(node.proc.pid, signal.SIGINT)
     node.wait_for("will quit once client")
+    return cluster, jobs
+
+
+def test_sigint_quits_once_the_client_is_done(node):
+    """Ctrl-C: the node quits after the running computations finish (as the original):
+    the program's jobs, also those submitted after the Ctrl-C, run to the end, and the
+    node exits when the program closes its cluster."""
+    cluster, jobs = two_jobs_then_ctrl_c(node, 0.5)
     jobs.append(cluster.submit(0.1))
     assert [j() for j in jobs] == [0.5, 0.5, 0.1]
     assert all(j.status == dispy.DispyJob.Finished for j in jobs)
@@ -151,12 +157,7 @@ def test_second_sigint_finishes_running_jobs_then_exits(node):
     """Ctrl-C twice: the running jobs finish and deliver their results, the program is
     told the node has no CPUs, so a job it submits then waits for another node instead
     of being refused or lost; the node exits."""
-    cluster = dispy.JobCluster(sleeper, nodes=["127.0.0.1"], node_port=node.port, port=0)
-    jobs = [cluster.submit(1.5) for _ in range(2)]
-    for job in jobs:
-        wait_started(job)
-    os.kill(node.proc.pid, signal.SIGINT)
-    node.wait_for("will quit once client")
+    cluster, jobs = two_jobs_then_ctrl_c(node, 1.5)
     os.kill(node.proc.pid, signal.SIGINT)
     node.wait_for("will quit after")  # (2 running jobs, unless a slow machine ended one)
     late = cluster.submit(0.1)

@@ -163,36 +163,11 @@ ZOMBIE_CLIENT = textwrap.dedent("""
 """)
 
 
-def test_zombie_client_is_released_after_its_jobs_finish(node_factory, tmp_path):
-    node = node_factory("-c", "1", "--zombie_interval", "0.02")  # 1.2 s
-    script = tmp_path / "client.py"
-    script.write_text(ZOMBIE_CLIENT)
-    go, done = tmp_path / "go", tmp_path / "done"
-    client = subprocess.Popen([sys.executable, str(script), str(node.port), str(go),
-                               str(done)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert client.stdout.readline().strip() == "started"
-        client.kill()  # SIGKILL: no goodbye to the node
-        client.wait()
-        node.wait_for("the node is freed after its 1 running job(s) finish")
-        assert not done.exists()  # the zombie's job was not killed...
-        go.touch()
-        node.wait_for("releasing the node")
-        assert done.exists()  # ...it finished first
-        cluster = cluster_for(node_name, node)
-        try:
-            assert cluster.submit(2)()[1] == 2  # another client gets the node
-        finally:
-            cluster.close(timeout=10, terminate=True)
-    finally:
-        client.kill()
-        client.wait()
-
-
-def test_stopped_client_still_connected_is_a_zombie(node_factory, tmp_path):
-    """The spec's "no communication from it for n minutes": a client that answers no
-    pulse (here stopped with SIGSTOP, its connection still open) is a zombie too: its
-    job finishes, then the node is released for another client."""
+@pytest.mark.parametrize("silence", ["killed", "stopped"])
+def test_zombie_client_is_released_after_its_jobs_finish(node_factory, tmp_path, silence):
+    """A client killed without a goodbye, or stopped (SIGSTOP: connected, but it answers
+    no pulse, the spec's "no communication from it for n minutes"), is a zombie: its
+    running job finishes, then the node is released for another client."""
     node = node_factory("-c", "1", "--zombie_interval", "0.02", "--msg_timeout", "1")
     script = tmp_path / "client.py"
     script.write_text(ZOMBIE_CLIENT)
@@ -201,7 +176,11 @@ def test_stopped_client_still_connected_is_a_zombie(node_factory, tmp_path):
                                str(done)], stdout=subprocess.PIPE, text=True)
     try:
         assert client.stdout.readline().strip() == "started"
-        client.send_signal(signal.SIGSTOP)
+        if silence == "killed":
+            client.kill()  # SIGKILL: no goodbye to the node
+            client.wait()
+        else:
+            client.send_signal(signal.SIGSTOP)
         node.wait_for("the node is freed after its 1 running job(s) finish", timeout=30)
         assert not done.exists()  # the zombie's job was not killed...
         go.touch()
