@@ -496,3 +496,19 @@ def test_scheduler_sigterm_ends_jobs_and_exits_cleanly(scheduler_factory, node):
         assert "dispyscheduler stopped" in out and "not written" not in out, out
     finally:
         cluster.close(timeout=5, terminate=True)
+
+
+def cleanup_that_fails():
+    raise RuntimeError("cleanup boom")
+
+
+def test_a_cleanup_that_fails_is_told_to_the_program_through_the_scheduler(
+        scheduler_factory, node, caplog):
+    """A cleanup function that raises on a node: dispyscheduler logs it and passes it on
+    with the computation's end, and the program logs it."""
+    sched = scheduler_factory()
+    cluster = shared(sched, node, double, cleanup=cleanup_that_fails)
+    assert cluster.submit(2)() == 4
+    cluster.close(timeout=30)
+    assert "cleanup of 'double' failed: RuntimeError: cleanup boom" in caplog.text
+    sched.wait_for("cleanup of")

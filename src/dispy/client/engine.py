@@ -429,10 +429,8 @@ class Engine:
             self._computation_lost(link, msg)
         elif isinstance(msg, messages.Closed):
             if msg.problem:
-                cs = self.clusters.get(msg.cid)
-                log.warning("node %s: cleanup of %r failed: %s", link.describe(),
-                            cs.name if cs is not None else msg.cid, last_line(msg.problem),
-                            extra=detail(msg.problem))
+                self.sink.cleanup_failed(self.clusters.get(msg.cid),
+                                         f"node {link.describe()}", msg.problem)
             fut = link.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)

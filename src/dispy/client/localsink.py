@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..daemon.files import safe_join
+from ..log import detail, last_line
 from ..wire.codec import nbytes
 from ..wire.messages import Done, JobResult, SendFile
 from .callbacks import CallbackRunner
@@ -178,6 +179,10 @@ class LocalSink:
 
     def reports_stall(self, cs: ClusterState) -> bool:
         return True  # the user wants to know why nothing runs
+
+    def cleanup_failed(self, cs: Any, source: str, problem: str) -> None:
+        log.warning("%s: cleanup of %r failed: %s", source, getattr(cs, "name", "?"),
+                    last_line(problem), extra=detail(problem))
 
     def file_from_node(self, source: str, msg: SendFile, bufs: list[bytes]) -> None:
         """A job's ``dispy_send_file``: saved under the working directory, never above."""

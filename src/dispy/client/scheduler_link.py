@@ -271,6 +271,9 @@ class SchedulerLink:
         elif isinstance(msg, (messages.Scheduled, messages.Waiting, messages.Refused)):
             self._admission(msg)
         elif isinstance(msg, messages.Closed):
+            if msg.problem:
+                self.engine.local.cleanup_failed(self.clusters.get(msg.cid),
+                                                 self.describe(), msg.problem)
             fut = self.closing.pop(msg.cid, None)
             if fut is not None and not fut.done():
                 fut.set_result(True)

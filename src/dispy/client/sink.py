@@ -61,6 +61,9 @@ class JobSink(Protocol):
     def file_from_node(self, source: str, msg: SendFile, bufs: list[bytes]) -> None:
         """A job sent a file with ``dispy_send_file``."""
 
+    def cleanup_failed(self, cs: Any, source: str, problem: str) -> None:
+        """The computation's cleanup function failed on a node (its traceback)."""
+
 
 def allocated_cpus(cs: ClusterState, link: NodeLink, alloc: Any) -> int:
     """How many CPUs of this node ``cs`` may use, by its NodeAllocate (0: none)."""

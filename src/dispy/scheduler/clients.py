@@ -212,7 +212,8 @@ class ClientService:
         terminated); the nodes it used serve the others."""
         await self.engine.control.close_cluster(cs, terminate)
         self._forget(cs)
-        cs.session.send(messages.Closed(cid=cs.client_cid))
+        cs.session.send(messages.Closed(cid=cs.client_cid,
+                                        problem="\n".join(cs.cleanup_problems) or None))
         log.info("computation %s closed", cs.describe())
         self.admit_waiting()
 

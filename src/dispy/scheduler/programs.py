@@ -25,11 +25,15 @@ from ..client.nodes import DispyNode, NodeAllocate
 from ..client.shipping import FileSpec, Package
 from ..client.sink import allocated_cpus
 from ..fsafe import safe_join
+from ..log import last_line
 from ..scheduling.nodesetup import Setup
 from ..wire import messages, netif
 from .journal import SchedulerJournal
 
 log = logging.getLogger("dispy.scheduler")
+
+#: the end of the failed cleanups' tracebacks a program is told
+MAX_PROBLEM = 64 * 1024
 
 
 class RelayedJob(DispyJob):
@@ -124,6 +128,8 @@ class RemoteCluster:
         self.failed: str | None = None
         #: file names already refused (logged once, not once per chunk)
         self.refused_files: set[str] = set()
+        #: how its cleanup failed on nodes, for the program (with its Closed)
+        self.cleanup_problems: list[str] = []
         self.created = time.monotonic()
         self.stall_reported = 0.0
         #: the compute request as the program sent it (header, buffers), for the journal
@@ -285,6 +291,12 @@ class ProgramSink:
         assert isinstance(job, RelayedJob)
         cs = job._cluster
         cs.session.send(messages.Provisional(cid=cs.client_cid, uid=job.client_uid), bufs)
+
+    def cleanup_failed(self, cs: Any, source: str, problem: str) -> None:
+        log.warning("%s: cleanup of %s failed: %s", source,
+                    cs.describe() if cs is not None else "?", last_line(problem))
+        if cs is not None:
+            cs.cleanup_problems.append(f"{source}:\n{problem.rstrip()}"[-MAX_PROBLEM:])
 
     def file_from_node(self, source: str, msg: messages.SendFile, bufs: list[bytes]) -> None:
         assert self.engine is not None
