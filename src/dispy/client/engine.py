@@ -63,6 +63,10 @@ def stop_program_engines() -> None:
         engine._at_exit()
 
 
+#: ``Engine.allocation``: the program is being asked (through dispyscheduler)
+ASKING = object()
+
+
 class Engine:
     """Process-wide singleton; created by the first cluster."""
 
@@ -334,19 +338,15 @@ class Engine:
 
     def consider(self, link: NodeLink, cs: ClusterState) -> None:
         """Should ``cs`` use this node? If so, set the computation up there."""
-        allocs = all_matching(cs.allocs, link.ip, link.port)
         node = link.node
-        if (not allocs or node is None or self.setups.known(link.key, cs.cid)
+        if (self.wants(cs, link.ip, link.port) is None or node is None
+                or self.setups.known(link.key, cs.cid)
                 or cs.cid in self.lifecycle.closing):  # (its setups are gone meanwhile)
             return
-        given, alloc = 0, allocs[0]
-        for alloc in allocs:  # each in turn until one gives CPUs (Engine.allocation)
-            if self.sink.allocates_later(link, cs, alloc):  # asks it, and the next ones
-                self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
-                return
-            given = self.sink.allocate(cs, link, alloc)
-            if given > 0:
-                break
+        alloc, given = self.allocation(cs, link, ask=True)
+        if alloc is ASKING:
+            self.setups.asking(link.key, cs.cid)  # the sink calls set_up when it knows
+            return
         cpus = self.setups.allocated(link.key, cs.cid, given, node.cpus)
         if cpus <= 0:
             log.debug("node %s is not used for %r: NodeAllocate gave 0 CPUs", link.describe(),
@@ -355,12 +355,16 @@ class Engine:
         cs.node_cpus[link.key] = cpus
         asyncio.get_running_loop().create_task(self.set_up(link, cs, alloc))
 
-    def allocation(self, cs: ClusterState, link: NodeLink) -> tuple[Any, int]:
+    def allocation(self, cs: ClusterState, link: NodeLink,
+                   ask: bool = False) -> tuple[Any, int]:
         """The first of the cluster's NodeAllocates matching the node that gives it CPUs,
         and how many; (None, 0): none does. Each is asked in turn (the spec's "each
         NodeAllocate object's allocate method is called"), so a filter that says 0
-        leaves the node to the next one."""
+        leaves the node to the next one. With ``ask``, (ASKING, 0) when the sink asks
+        the program for one (dispyscheduler: it asks that one, then the next ones)."""
         for alloc in all_matching(cs.allocs, link.ip, link.port):
+            if ask and self.sink.allocates_later(link, cs, alloc):
+                return ASKING, 0
             cpus = self.sink.allocate(cs, link, alloc)
             if cpus > 0:
                 return alloc, cpus

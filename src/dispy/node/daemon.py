@@ -25,6 +25,7 @@ from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, 
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection
+from ..wire.pulses import PulseWatch, zombie_after
 from ..wire.sessions import session_id
 from ..wire.status import CANCELLED, TERMINATED
 from . import admin, compfiles, service
@@ -304,7 +305,7 @@ class NodeDaemon:
         session.conn, session.addr = conn, peer
         conn.before_flush = lambda: self.disk.save_results(session)
         session.last_seen = time.monotonic()
-        session.unanswered = None  # a pulse lost with the old connection counts no more
+        session.pulses = PulseWatch()  # a pulse lost with the old connection counts no more
         self._keepalive(conn)
         for header, bufs in list(session.undelivered.values()):
             session.send(header, bufs)
@@ -319,8 +320,7 @@ class NodeDaemon:
         def frame(header: dict, bufs: list) -> None:
             nonlocal held
             session.last_seen = time.monotonic()
-            if session.unanswered is not None:  # it answers: alive
-                session.unanswered = None
+            if session.pulses.heard():  # it answers: alive
                 self.zombies.discard(session.sid)
             if held is not None:
                 held.append((header, bufs))
@@ -351,7 +351,7 @@ class NodeDaemon:
             if session.conn is conn:
                 session.conn = None
                 session.last_seen = time.monotonic()  # zombie_interval counts from here
-                session.unanswered = None
+                session.pulses = PulseWatch()
             conn.close()
             self._check_free(session)
 
@@ -554,13 +554,10 @@ class NodeDaemon:
                     period = min(session.pulse_interval or zombie_pulse, zombie_pulse)
                     if now - last_pulse.get(session.sid, 0) >= period:
                         last_pulse[session.sid] = now
-                        if session.unanswered is None:
-                            session.unanswered = now
+                        session.pulses.pulsed(now)
                         session.send(messages.Pulse(
                             busy=self.jobs.busy,
                             avail_info=avail_info(self.opts.dest_path_prefix)))
-                    if session.unanswered is not None and session.taking(session.conn):
-                        session.unanswered = now  # reading a big result: alive
                 await self._check_zombie(session, now)
                 self.disk.save_results(session, older_than=now - 1.0)
             self.disk.flush()
@@ -575,14 +572,13 @@ class NodeDaemon:
         disconnected that long, or one connected that answered no pulse that long (a
         stopped or hung program). Its running jobs finish, then its computations close
         and the node is free again."""
-        limit = self.opts.zombie_interval * 60
-        if session.conn is not None:  # (a pulse's answer may take up to --msg_timeout)
-            since, limit = session.unanswered, max(limit, 2 * self.opts.msg_timeout)
+        if session.conn is not None:
+            silent = session.pulses.silent_for(session.conn, now)
+            limit = zombie_after(self.opts.zombie_interval, self.opts.msg_timeout)
         else:
-            since = session.last_seen
-        if session.orphan or since is None or now - since <= limit:
+            silent, limit = now - session.last_seen, self.opts.zombie_interval * 60
+        if session.orphan or silent <= limit:
             return
-        silent = now - since
         running = sum(len(c.running) for c in session.computations.values())
         if running:
             if session.sid not in self.zombies:

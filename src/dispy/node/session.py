@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..wire.connection import Connection
+from ..wire.pulses import PulseWatch
 from ..wire.records import Record
 from .computation import Computation
 
@@ -32,13 +33,8 @@ class Session:
         self.orphan = False
         self.last_seen = time.monotonic()
         self.pulse_interval: float | None = None
-        #: when the oldest pulse the client has not answered yet was sent (None: it
-        #: answered, with any frame): a client connected but silent is a zombie too
-        self.unanswered: float | None = None
-        #: bytes the client's connection had handed to the kernel at the last look, and
-        #: whether some were still waiting for the kernel then
-        self.delivered = 0
-        self.backlog = False
+        #: its answers to our pulses (a client connected but silent is a zombie too)
+        self.pulses = PulseWatch()
 
     def send(self, header: dict | Record, bufs: list | tuple = ()) -> bool:
         return self.conn is not None and self.conn.send(header, bufs)
@@ -47,17 +43,6 @@ class Session:
         """Write the frames queued by ``send`` now (before a drain or a close)."""
         if self.conn is not None:
             self.conn.flush()
-
-    def taking(self, conn: Connection) -> bool:
-        """Whether the client reads what we send, a big result, since the last look (a
-        pulse waits behind it meanwhile: the client is alive). Only a backlog the kernel
-        could not take at once counts: small frames land in the kernel's buffers also
-        when the client is stopped."""
-        transport = conn.transport
-        waiting = transport.get_write_buffer_size() if transport is not None else 0
-        delivered, before, backlog = conn.bytes_out - waiting, self.delivered, self.backlog
-        self.delivered, self.backlog = delivered, waiting > 0
-        return (backlog or waiting > 0) and delivered != before
 
     def describe(self) -> str:
         return f"{self.name} at {self.addr}"

@@ -22,6 +22,7 @@ from ..client.links import Profile
 from ..client.shipping import FileSpec
 from ..wire import messages
 from ..wire.connection import Connection
+from ..wire.pulses import PulseWatch
 from .journal import SchedulerJournal
 from .options import SchedulerOptions
 from .programs import RelayedJob, RemoteCluster, SharedAlloc
@@ -49,8 +50,8 @@ class ClientSession:
         #: client job uid -> why a file sent with it was refused (it ends Terminated)
         self.failed_job_files: dict[str, str] = {}
         self.last_seen = time.monotonic()
-        #: when the oldest pulse it has not answered was sent (None: it answered)
-        self.unanswered: float | None = None
+        #: its answers to our pulses (a program connected but silent is a zombie too)
+        self.pulses = PulseWatch()
         self.msg_timeout = msg_timeout
         self.journal = journal
         #: client uid -> node, for the jobs a restarted scheduler fetches from the nodes

@@ -24,6 +24,7 @@ from ..wire import auth, connection, handshake, heap, messages, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection
+from ..wire.pulses import PulseWatch, zombie_after
 from ..wire.sessions import session_id
 from .clients import ClientService, ClientSession
 from .httpd import SchedulerMonitor
@@ -265,7 +266,7 @@ class SchedulerDaemon:
             session.conn.close()
         session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
-        session.unanswered = None
+        session.pulses = PulseWatch()  # a pulse lost with an old connection counts no more
         idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
         conn.keepalive(idle, self.opts.msg_timeout)  # a machine that vanished is noticed
         for header, bufs in list(session.undelivered.values()):
@@ -280,7 +281,7 @@ class SchedulerDaemon:
 
         def frame(header: dict, bufs: list) -> None:
             session.last_seen = time.monotonic()
-            session.unanswered = None
+            session.pulses.heard()
             try:
                 service.handle(session, header, bufs)
             except Exception:
@@ -313,8 +314,7 @@ class SchedulerDaemon:
                     if session.conn is not None and \
                             now - last_pulse.get(session.sid, 0) >= self.program_pulse():
                         last_pulse[session.sid] = now
-                        if session.unanswered is None:
-                            session.unanswered = now
+                        session.pulses.pulsed(now)
                         session.send(messages.Pulse())
                 self._zombies(now)
             except Exception:
@@ -327,17 +327,17 @@ class SchedulerDaemon:
         limit = self.opts.zombie_interval * 60
         for session in list(self.sessions.values()):
             if session.conn is None:
-                since, how = session.last_seen, "away"
-                if now - since < limit:
+                silent, how = now - session.last_seen, "away"
+                if silent < limit:
                     continue
-            else:  # (an answer may take up to --msg_timeout)
-                since, how = session.unanswered or now, "silent"
-                if now - since < max(limit, 2 * self.opts.msg_timeout):
+            else:
+                silent, how = session.pulses.silent_for(session.conn, now), "silent"
+                if silent < zombie_after(self.opts.zombie_interval, self.opts.msg_timeout):
                     continue
                 session.conn.close()
             log.warning("%s %s for %.0f s (--zombie_interval): its %d computation(s)"
                         " are closed and their jobs cancelled", session.describe(), how,
-                        now - since, len(session.clusters))
+                        silent, len(session.clusters))
             self._drop_session(session)
             for cs in list(session.clusters.values()):
                 self.spawn(self.service.close(cs, terminate=True))
