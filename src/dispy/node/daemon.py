@@ -21,6 +21,7 @@ import psutil
 
 from .._version import __version__
 from ..eventloop import within
+from ..log import last_line
 from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
@@ -506,7 +507,7 @@ class NodeDaemon:
             problem = comp.host.problem
             if problem:
                 log.warning("cleanup of %r from %s failed: %s", comp.name, session.describe(),
-                            problem.strip().splitlines()[-1])
+                            last_line(problem))
         self.jobs.finish_links(comp, reason)
         comp.remove_files(self.opts.force_cleanup)
         compfiles.remove_client_dir(self.root, session)  # before the client hears "closed"

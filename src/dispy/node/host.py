@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 
 from ..wire import hostmsg
-from ..wire.messages import MessageError
+from ..wire.messages import MAX_PROBLEM, MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 from . import initfile, jobenv, jobproc
 
@@ -38,8 +38,6 @@ CANCEL_TERM_AFTER = 5.0
 CANCEL_KILL_AFTER = 3.0
 #: Seconds a job process that closed its connection has to exit before SIGKILL.
 REAP_WAIT = 2.0
-#: the end of a failed cleanup's traceback the client is told
-MAX_PROBLEM = 64 * 1024
 
 
 @dataclass

@@ -213,8 +213,8 @@ class ClientService:
         terminated); the nodes it used serve the others."""
         await self.engine.control.close_cluster(cs, terminate)
         self._forget(cs)
-        cs.session.send(messages.Closed(cid=cs.client_cid,
-                                        problem="\n".join(cs.cleanup_problems) or None))
+        problems = "\n".join(cs.cleanup_problems)[-messages.MAX_PROBLEM:]  # (many nodes)
+        cs.session.send(messages.Closed(cid=cs.client_cid, problem=problems or None))
         log.info("computation %s closed", cs.describe())
         self.admit_waiting()
 

@@ -32,9 +32,6 @@ from .journal import SchedulerJournal
 
 log = logging.getLogger("dispy.scheduler")
 
-#: the end of the failed cleanups' tracebacks a program is told
-MAX_PROBLEM = 64 * 1024
-
 
 class RelayedJob(DispyJob):
     """A client's job as the scheduler holds it: arguments and results stay bytes."""
@@ -296,7 +293,7 @@ class ProgramSink:
         log.warning("%s: cleanup of %s failed: %s", source,
                     cs.describe() if cs is not None else "?", last_line(problem))
         if cs is not None:
-            cs.cleanup_problems.append(f"{source}:\n{problem.rstrip()}"[-MAX_PROBLEM:])
+            cs.cleanup_problems.append(f"{source}:\n{problem.rstrip()}"[-messages.MAX_PROBLEM:])
 
     def file_from_node(self, source: str, msg: messages.SendFile, bufs: list[bytes]) -> None:
         assert self.engine is not None

@@ -334,8 +334,13 @@ class ComputationLost(Record):
 class Closed(Record):
     op: ClassVar[str] = "closed"
     cid: Id = ""
-    #: how the computation's cleanup failed on the node (its traceback), if it did
+    #: how the computation's cleanup failed on the node (its traceback, at most the last
+    #: MAX_PROBLEM characters), if it did
     problem: str | None = None
+
+
+#: the end of a failed cleanup's traceback that is passed on
+MAX_PROBLEM = 64 * 1024
 
 
 @dataclass(frozen=True)
