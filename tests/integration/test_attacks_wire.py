@@ -97,7 +97,9 @@ def run_job_through(relay: Relay, node, tmp_path: Path, during=None) -> tuple:
 
 @pytest.fixture
 def node(node_factory):
-    return node_factory("-c", "2", "-s", SECRET)
+    # --tcp_only: the relay is a proxy on this host; the program must not move past it
+    # to the node's local path (wire/localpath.py)
+    return node_factory("-c", "2", "-s", SECRET, "--tcp_only")
 
 
 def test_pure_forwarding_works(node, tmp_path):
@@ -226,7 +228,8 @@ def test_forged_frames_on_the_schedulers_client_leg(node, scheduler_factory, tmp
     """Between a SharedJobCluster and dispyscheduler: a forged result towards the
     program, or a forged job towards the scheduler, both carrying a pickle, drop the
     connection with a clear line; nothing is unpickled; the job ends once."""
-    sched = scheduler_factory("--cluster_secret", SECRET, "--node_secret", SECRET)
+    sched = scheduler_factory("--cluster_secret", SECRET, "--node_secret", SECRET,
+                              "--tcp_only")  # (the relay is a proxy on this host)
     marker = tmp_path / "pwned"
     evil = pickle.dumps(Evil(str(marker)))
     caplog.set_level(logging.INFO, logger="dispy")

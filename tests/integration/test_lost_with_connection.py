@@ -12,6 +12,13 @@ import dispy
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def node(node_factory):
+    """--tcp_only: the relay is a proxy on this host, which the program must not pass by
+    on the node's local path (wire/localpath.py)."""
+    return node_factory("-c", "2", "--tcp_only")
+
+
 def ident(x):
     return x
 

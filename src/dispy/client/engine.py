@@ -33,7 +33,7 @@ from ..scheduling.nodesetup import (
     all_matching,
     matching,
 )
-from ..wire import heap, messages, netif, tls
+from ..wire import heap, localpath, messages, netif, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -242,9 +242,7 @@ class Engine:
                               or f"cannot connect: {why(exc, 'timed out')}")
             return
         try:
-            welcome = await client_handshake(
-                conn, link.profile.secret, self.hello(), timeout,
-                Limits(max_buffer=config.MaxFrameSize))
+            welcome = await self._handshake(link, conn)
         except HandshakeError as exc:
             link.state, link.reason = "refused", str(exc)
             link.retry_at = time.monotonic() + RETRY_INTERVAL * 6
@@ -263,7 +261,21 @@ class Engine:
             conn.close()
             self.watch.retry_later(link)
             return
+        local = localpath.offered(conn, welcome)
+        if local is not None:
+            moved = await localpath.take(
+                local, lambda c: self._handshake(link, c),
+                lambda again: (again.get("node_id") == welcome.get("node_id")
+                               and not again.get("busy_with")),
+                timeout, f"node {link.describe()}")
+            if moved is not None:
+                conn.close()
+                conn, welcome = moved
         self._connected(link, welcome, conn)
+
+    async def _handshake(self, link: NodeLink, conn: Connection) -> dict:
+        return await client_handshake(conn, link.profile.secret, self.hello(),
+                                      self.msg_timeout, Limits(max_buffer=config.MaxFrameSize))
 
     def hello(self) -> dict[str, str]:
         """What this program says of itself in a handshake (the session key is secret)."""

@@ -19,7 +19,7 @@ from .. import config
 from ..eventloop import within
 from ..log import why
 from ..scheduling.nodesetup import all_matching
-from ..wire import messages, tls
+from ..wire import localpath, messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -106,9 +106,7 @@ class SchedulerLink:
             raise ConnectionError(f"cannot connect to {self.describe()}:"
                                   f" {why(exc, 'timed out')}") from None
         try:
-            welcome = await client_handshake(
-                conn, self.profile.secret, self.engine.hello(), config.MsgTimeout,
-                Limits(max_buffer=config.MaxFrameSize))
+            welcome = await self._handshake(conn)
         except HandshakeError as exc:
             conn.close()
             raise ConnectionError(f"{self.describe()} refused this client: {exc}") from None
@@ -120,6 +118,16 @@ class SchedulerLink:
             conn.close()
             raise ConnectionError(f"{self.ip}:{self.port} is not a dispyscheduler (a dispynode?"
                                   " use JobCluster for nodes)")
+        local = localpath.offered(conn, welcome)
+        if local is not None:
+            first = welcome
+            moved = await localpath.take(
+                local, self._handshake,
+                lambda again: again.get("scheduler_id") == first.get("scheduler_id"),
+                config.MsgTimeout, self.describe())
+            if moved is not None:
+                conn.close()
+                conn, welcome = moved
         restarted = self.scheduler_id is not None and welcome.get("scheduler_id") != \
             self.scheduler_id
         self.scheduler_id = welcome.get("scheduler_id")
@@ -134,6 +142,10 @@ class SchedulerLink:
         asyncio.get_running_loop().create_task(self._read(conn))
         if restarted:
             self._give_up("the scheduler was restarted and no longer knows them")
+
+    async def _handshake(self, conn: Connection) -> dict:
+        return await client_handshake(conn, self.profile.secret, self.engine.hello(),
+                                      config.MsgTimeout, Limits(max_buffer=config.MaxFrameSize))
 
     async def _read(self, conn: Connection) -> None:
         """The scheduler's frames, handled as they are decoded (in the read callback: no

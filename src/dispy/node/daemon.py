@@ -22,7 +22,17 @@ import psutil
 from .._version import __version__
 from ..eventloop import within
 from ..log import last_line
-from ..wire import auth, connection, handshake, heap, hostmsg, messages, netif, tls
+from ..wire import (
+    auth,
+    connection,
+    handshake,
+    heap,
+    hostmsg,
+    localpath,
+    messages,
+    netif,
+    tls,
+)
 from ..wire.admission import Admission
 from ..wire.codec import FrameError
 from ..wire.connection import Connection
@@ -76,6 +86,8 @@ class NodeDaemon:
         self.zombies: set[str] = set()
         #: bounds connections that have not authenticated yet (wire/admission.py)
         self.admission = Admission("dispynode", logger=log)
+        #: the name of our local path (wire/localpath.py); None: clients here use TCP
+        self.local_name: str | None = None
 
     # ---- start and stop ---------------------------------------------------------
 
@@ -99,6 +111,11 @@ class NodeDaemon:
                     f" ({host or 'all interfaces'}): {exc.strerror}"
                 ) from None
             self.servers.append(server)
+        local = None if ssl_ctx is not None or self.opts.tcp_only else localpath.listen("node")
+        if local is not None:
+            self.servers.append(await connection.serve_peers(self._serve_conn, local[0]))
+            self.local_name = local[1]
+            log.debug("local path for clients on this host: @%s", self.local_name)
         self.servers.append(await connection.serve_unix(self.jobs.serve_job_link,
                                                         self.disk.jobs_path))
         os.chmod(self.disk.jobs_path, 0o600)
@@ -277,7 +294,10 @@ class NodeDaemon:
 
         def welcome(hello: dict) -> dict:
             sids["sid"] = session_id(hello.get("session"))
-            return self.info(None, sid=sids["sid"])
+            info = self.info(None, sid=sids["sid"])
+            if hello.get("role", auth.CLIENT_ROLE) == auth.CLIENT_ROLE:
+                info.update(localpath.offer(conn, self.local_name))
+            return info
 
         if not await self.admission.admit(peer, conn):
             return
@@ -289,10 +309,16 @@ class NodeDaemon:
             self.admission.release(peer)
         if hello is None:
             return
+        sid = sids["sid"]
+        if peer == localpath.PEER:  # the local path carries on a session begun over TCP
+            addr = localpath.carries_on(hello, self.sessions.get(sid))
+            if addr is None:
+                return
+            peer = addr
         if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
             return await admin.serve(self, conn, peer)
-        sid = sids["sid"]
-        log.debug("handshake with %s (%s) done", peer, hello.get("client_name"))
+        log.debug("handshake with %s (%s) done%s", peer, hello.get("client_name"),
+                  " (local path)" if conn.peer[0] == localpath.PEER else "")
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node
             return

@@ -52,6 +52,8 @@ class NodeOptions:
     metrics_host: str = "127.0.0.1"
     #: announce by the IPv4 multicast group instead of broadcast
     ipv4_udp_multicast: bool = False
+    #: serve clients on this host over TCP too, not over the local path (wire/localpath.py)
+    tcp_only: bool = False
     #: what 4.15 options given here mean in this version (logged at start)
     notes: list[str] = field(default_factory=list)
 
@@ -117,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"announce this node to the IPv4 multicast group"
                         f" {config.IPv4MulticastGroup} instead of by broadcast (requests"
                         f" are answered either way)")
+    p.add_argument("--tcp_only", action="store_true",
+                   help="serve programs on this host over TCP as well (by default they"
+                        " move to a faster local Unix socket after the handshake): to see"
+                        " their traffic in tcpdump or pass it through a proxy")
     p.add_argument("--metrics_port", type=int, default=0,
                    help="serve Prometheus metrics on this TCP port (0 = none)")
     p.add_argument("--metrics_host", default="127.0.0.1",
@@ -197,5 +203,5 @@ def parse(argv: list[str] | None = None) -> NodeOptions:
         service_window=window, config_file=a.config, admin_secret=a.admin_secret,
         init_file=os.path.abspath(a.init) if a.init else None, notes=notes,
         metrics_port=a.metrics_port, metrics_host=a.metrics_host,
-        ipv4_udp_multicast=a.ipv4_udp_multicast,
+        ipv4_udp_multicast=a.ipv4_udp_multicast, tcp_only=a.tcp_only,
     )

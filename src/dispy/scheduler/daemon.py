@@ -20,7 +20,7 @@ from .. import config, fsafe
 from .._version import __version__
 from ..client.engine import Engine
 from ..client.links import Profile
-from ..wire import auth, connection, handshake, heap, messages, tls
+from ..wire import auth, connection, handshake, heap, localpath, messages, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection
@@ -58,6 +58,8 @@ class SchedulerDaemon:
         self.monitor: SchedulerMonitor | None = None
         #: bounds connections that have not authenticated yet (wire/admission.py)
         self.admission = Admission("dispyscheduler", logger=log)
+        #: the name of our local path (wire/localpath.py); None: programs here use TCP
+        self.local_name: str | None = None
         #: what a restart needs (scheduler/journal.py); opened once the tree is made
         self.journal: SchedulerJournal | None = None
         #: set once the journal is read: connections wait for it
@@ -98,6 +100,12 @@ class SchedulerDaemon:
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
+        local = None if ssl_ctx is not None or self.opts.tcp_only else localpath.listen(
+            "scheduler")
+        if local is not None:
+            self.servers.append(await connection.serve_peers(self._serve_conn, local[0]))
+            self.local_name = local[1]
+            log.debug("local path for programs on this host: @%s", self.local_name)
         # its directory only once it serves: a start that fails leaves nothing behind
         try:  # 0700, refused if another local user owns it or may write to it
             fsafe.private_tree(self.opts.dest_path_prefix,
@@ -240,9 +248,13 @@ class SchedulerDaemon:
         await self.ready.wait()
         if not await self.admission.admit(peer, conn):
             return
+
+        def welcome(hello: dict) -> dict:
+            return {**self._welcome(hello), **localpath.offer(conn, self.local_name)}
+
         try:
             hello = await handshake.accept(
-                conn, self._keys, self._welcome, self.opts.msg_timeout,
+                conn, self._keys, welcome, self.opts.msg_timeout,
                 f"dispyscheduler {self.name}", log,
                 identity={"scheduler_id": self.scheduler_id},
                 limits=Limits(max_buffer=config.MaxFrameSize))
@@ -252,6 +264,12 @@ class SchedulerDaemon:
             return
         sid = session_id(hello.get("session"))
         session = self.sessions.get(sid)
+        if peer == localpath.PEER:  # the local path carries on a session begun over TCP
+            addr = localpath.carries_on(hello, session)
+            if addr is None or session is None:
+                return
+            peer = addr
+            log.debug("%s moved to the local path", session.describe())
         if session is None:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,

@@ -51,6 +51,8 @@ class SchedulerOptions:
     metrics_host: str = "127.0.0.1"
     #: discovery by the IPv4 multicast group instead of broadcast
     ipv4_udp_multicast: bool = False
+    #: serve programs on this host over TCP too, not over the local path (wire/localpath.py)
+    tcp_only: bool = False
     clean: bool = False
     debug: bool = False
     daemon: bool = False
@@ -81,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ipv4_udp_multicast", action="store_true",
                    help=f"look for nodes by the IPv4 multicast group {config.IPv4MulticastGroup}"
                         " instead of broadcast")
+    p.add_argument("--tcp_only", action="store_true",
+                   help="serve programs on this host over TCP as well (by default they"
+                        " move to a faster local Unix socket after the handshake): to see"
+                        " their traffic in tcpdump or pass it through a proxy")
     p.add_argument("--node_secret", default="", help="secret the nodes were given")
     p.add_argument("--cluster_secret", default="",
                    help="secret clients must know (SharedJobCluster's secret)")
@@ -193,7 +199,7 @@ def parse(argv: list[str] | None = None) -> SchedulerOptions:
         msg_timeout=float(a.msg_timeout),
         dest_path_prefix=os.path.abspath(a.dest_path_prefix or tempfile.gettempdir()),
         max_file_size=max_file_size, policy=policy, clean=a.clean, debug=a.debug,
-        ipv4_udp_multicast=a.ipv4_udp_multicast,
+        ipv4_udp_multicast=a.ipv4_udp_multicast, tcp_only=a.tcp_only,
         cooperative=a.cooperative, cleanup_nodes=a.cleanup_nodes, httpd=a.httpd,
         httpd_host=a.httpd_host, httpd_port=a.httpd_port,
         metrics_port=a.metrics_port, metrics_host=a.metrics_host,

@@ -118,7 +118,9 @@ class Connection(asyncio.BufferedProtocol):
         if isinstance(name, tuple) and len(name) >= 2:
             self.sockname = str(name[0])
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock is not None and sock.family == socket.AF_UNIX:
+            self.peer = ("local", 0)  # (a Unix socket's peer has no address)
+        elif sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -429,39 +431,45 @@ async def _run(handler: Handler, conn: Connection) -> None:
         conn.close()
 
 
-async def serve(handler: Handler, host: str | None, port: int,
-                ssl_ctx: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
-                **kw: Any) -> asyncio.AbstractServer:
-    """Listen and run ``handler(conn)`` as a task for each accepted connection."""
+def _acceptor(handler: Handler, limits: Limits = PRE_AUTH,
+              local: bool = False) -> type[Connection]:
+    """A Connection class that runs ``handler(conn)`` as a task for each connection a
+    server accepts (the tasks are kept until they end)."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task] = set()
 
     class _Accepted(Connection):
+        def __init__(self) -> None:
+            super().__init__(limits, local=local)
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             task = loop.create_task(_run(handler, self))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    return _Accepted
+
+
+async def serve(handler: Handler, host: str | None, port: int,
+                ssl_ctx: ssl.SSLContext | None = None, handshake_timeout: float = 10.0,
+                **kw: Any) -> asyncio.AbstractServer:
+    """Listen and run ``handler(conn)`` as a task for each accepted connection."""
     kwargs: dict[str, Any] = dict(kw)
     if ssl_ctx is not None:
         kwargs["ssl_handshake_timeout"] = handshake_timeout
-    return await loop.create_server(_Accepted, host, port, ssl=ssl_ctx, **kwargs)
+    return await asyncio.get_running_loop().create_server(
+        _acceptor(handler), host, port, ssl=ssl_ctx, **kwargs)
 
 
 async def serve_unix(handler: Handler, path: str) -> asyncio.AbstractServer:
     """Listen on a Unix socket for local links (plain frames, full limits)."""
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task] = set()
+    return await asyncio.get_running_loop().create_unix_server(
+        _acceptor(handler, FULL, local=True), path)
 
-    class _Local(Connection):
-        def __init__(self) -> None:
-            super().__init__(FULL, local=True)
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            task = loop.create_task(_run(handler, self))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    return await loop.create_unix_server(_Local, path)
+async def serve_peers(handler: Handler, sock: socket.socket) -> asyncio.AbstractServer:
+    """Serve peers on a listening Unix socket as on TCP (handshake, sealed frames):
+    the local path (wire/localpath.py)."""
+    return await asyncio.get_running_loop().create_unix_server(_acceptor(handler),
+                                                               sock=sock)
