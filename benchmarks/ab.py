@@ -25,7 +25,8 @@ import bench  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FIGURES = {"tiny": "jobs_per_s", "payload": "mb_per_s", "latency": "p50_ms"}
+FIGURES = {"tiny": "jobs_per_s", "payload": "mb_per_s", "latency": "p50_ms",
+           "startup": "seconds"}
 
 
 def export(rev: str, dest: Path) -> Path:
