@@ -17,7 +17,6 @@ from test_tls_key_files import cert_and_key
 
 import dispy
 from dispy.wire import localpath
-from dispy.wire.connection import ConnectionClosed
 from dispy.wire.handshake import HandshakeError, client_handshake
 from dispy.wire.sessions import new_session_key
 
@@ -93,7 +92,6 @@ async def _handshake(name: str, secret: str) -> dict:
         welcome = await client_handshake(conn, secret, {
             "client_id": "intruder", "client_name": "intruder",
             "session": new_session_key()}, 5)
-        await conn.recv(5)  # the node closes a session it never met over TCP
         return welcome
     finally:
         conn.close()
@@ -118,9 +116,9 @@ def test_the_local_socket_gives_strangers_nothing(node_factory, tmp_path):
     assert not proof.exists()
     with pytest.raises(HandshakeError):
         asyncio.run(_handshake(name, "wrong"))
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(HandshakeError, match="no client session of it is open over TCP"):
         asyncio.run(_handshake(name, SECRET))
-    node.wait_for("refused a local connection: no client session of it is open over TCP")
+    node.wait_for("no client session of it is open over TCP")
     with dispy.JobCluster(where, nodes=[("127.0.0.1", node.port)], port=0,
                           secret=SECRET) as cluster:
         assert cluster.submit(5)()[1] == 10
@@ -166,3 +164,69 @@ def test_a_program_on_the_scheduler_host_takes_the_local_path(node_factory,
     handshakes = [ln for ln in node.output().splitlines() if "handshake with" in ln]
     assert handshakes and all("dispyscheduler" in ln for ln in handshakes)
     assert sum("(local path)" in ln for ln in handshakes) == 2, handshakes
+
+
+def test_the_schedulers_local_socket_gives_strangers_nothing(scheduler_factory):
+    """dispyscheduler's local path refuses a wrong secret and a session it never met
+    over TCP, as dispynode's does."""
+    sched = scheduler_factory("--cluster_secret", SECRET, "-d")
+    sched.wait_for("local path for programs on this host")
+    name = re.search(r"local path for programs on this host: @(\S+)",
+                     sched.output()).group(1)
+    with pytest.raises(HandshakeError):
+        asyncio.run(_handshake(name, "wrong"))
+    with pytest.raises(HandshakeError, match="no client session of it is open over TCP"):
+        asyncio.run(_handshake(name, SECRET))
+
+
+def test_a_crowded_local_socket_leaves_the_program_on_tcp(node_factory):
+    """Connections that never finish their handshake fill the node's pre-auth quota for
+    this user on the local path: the program stays on TCP (and tells the node so at
+    once), its jobs run."""
+    node = node_factory("-c", "1", "-s", SECRET, "-d")
+    name = local_name(node)
+    idle = []
+    try:
+        for _ in range(16):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect("\0" + name)
+            idle.append(sock)
+        with dispy.JobCluster(where, nodes=[("127.0.0.1", node.port)], port=0,
+                              secret=SECRET) as cluster:
+            assert cluster.submit(6)()[1] == 12
+            assert families(cluster) == [socket.AF_INET]
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def go_and_double(go: str, x: int) -> int:
+    import os
+    import time
+
+    deadline = time.time() + 60
+    while not os.path.exists(go) and time.time() < deadline:
+        time.sleep(0.02)
+    return 2 * x
+
+
+def test_a_lost_local_connection_loses_no_result(node_factory, tmp_path):
+    """The program's local connection breaks while jobs run: it reconnects (TCP, then
+    the local path again), and every job ends Finished once, with its result."""
+    node = node_factory("-c", "2", "-s", SECRET)
+    go = tmp_path / "go"
+    with dispy.JobCluster(go_and_double, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        jobs = [cluster.submit(str(go), i) for i in range(4)]
+        deadline = time.monotonic() + 30
+        while not any(job.status == dispy.DispyJob.Running for job in jobs):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        link = next(lk for lk in cluster._engine.links.values() if lk.conn is not None)
+        first = link.conn
+        cluster._engine.loop.call_soon_threadsafe(first.close)
+        go.touch()
+        assert [job() for job in jobs] == [0, 2, 4, 6]
+        assert all(job.status == dispy.DispyJob.Finished for job in jobs)
+        assert link.conn is not first
+        assert families(cluster) == [socket.AF_UNIX]

@@ -561,3 +561,11 @@ def test_check_and_proof():
     assert c2s != s2c and auth.session_keys(key, other) != (c2s, s2c)
     assert auth.derive_key(None) == auth.derive_key("")  # type: ignore[arg-type]
     assert auth.new_nonce() != auth.new_nonce() and len(auth.new_nonce()) == 64
+
+
+def test_a_non_ascii_proof_is_a_mismatch_not_a_crash():
+    from dispy.wire import auth
+
+    key = auth.derive_key("s")
+    assert not auth.check(key, auth.SERVER_ROLE, b"d" * 32, "\u00e9" * 64)
+    assert not auth.check(key, auth.SERVER_ROLE, b"d" * 32, None)

@@ -84,3 +84,79 @@ def test_listen_gives_fresh_names_and_connect_reaches_them():
             await localpath.connect(second[1])  # closed: refused at once
 
     asyncio.run(main())
+
+
+def _session(conn, addr="10.0.0.7"):
+    return type("S", (), {"conn": conn, "addr": addr})()
+
+
+def test_carries_on_only_a_program_session_open_now():
+    from dispy.wire.handshake import HandshakeError
+
+    assert localpath.carries_on({"role": "client"}, _session(object())) == "10.0.0.7"
+    assert localpath.carries_on({}, _session(object())) == "10.0.0.7"
+    for hello, session in (({}, None), ({}, _session(None)),
+                           ({"role": "admin"}, _session(object()))):
+        with pytest.raises(HandshakeError, match="no client session"):
+            localpath.carries_on(hello, session)
+
+
+def test_take_keeps_tcp_unless_the_same_daemon_answers():
+    """Another id, a missing id, a scheduler where a node was, a handshake that fails in
+    an unforeseen way: None (keep TCP), and the local connection is closed."""
+    async def main() -> None:
+        got = localpath.listen("node")
+        assert got is not None
+        sock, name = got
+        server = await connection.serve_peers(lambda conn: asyncio.sleep(5), sock)
+        opened: list[Connection] = []
+
+        def answering(welcome):
+            async def handshake(conn: Connection) -> dict:
+                opened.append(conn)
+                if isinstance(welcome, Exception):
+                    raise welcome
+                return welcome
+            return handshake
+
+        first = {"node_id": "a" * 32}
+        for welcome, tcp in (({"node_id": "b" * 32}, first), ({}, {}),
+                             ({"node_id": None}, {"node_id": None}),
+                             ({"node_id": "a" * 32, "scheduler": True}, first),
+                             (TypeError("odd"), first)):
+            assert await localpath.take(name, answering(welcome), tcp, "node_id", 5,
+                                        "test") is None
+            assert opened[-1].is_closing()
+        moved = await localpath.take(name, answering(dict(first)), first, "node_id", 5,
+                                     "test")
+        assert moved is not None and moved[1] == first
+        moved[0].close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_held_frames_wait_then_move_in_order():
+    """A held connection writes nothing; handed over, its frames follow what the other
+    connection queued (its welcome) in their order; a peer that speaks releases it."""
+    async def main() -> None:
+        a_ours, a_theirs = await _pair("127.0.0.1")
+        b_ours, b_theirs = await _pair("127.0.0.1")
+        a_theirs.hold()
+        a_theirs.send({"op": "one"})
+        a_theirs.send({"op": "two"}, now=True)
+        await asyncio.sleep(0.05)
+        assert a_ours.pending() == 0  # held
+        b_theirs.send({"op": "welcome"})
+        a_theirs.hand_over(b_theirs)
+        ops = [(await b_ours.recv(5))[0]["op"] for _ in range(3)]
+        assert ops == ["welcome", "one", "two"]
+        c_ours, c_theirs = await _pair("127.0.0.1")
+        c_theirs.hold()
+        c_theirs.send({"op": "waiting"})
+        c_ours.send({"op": "ack"})  # the peer speaks here: released
+        assert (await c_ours.recv(5))[0]["op"] == "waiting"
+        for conn in (a_ours, a_theirs, b_ours, b_theirs, c_ours, c_theirs):
+            conn.close()
+
+    asyncio.run(main())

@@ -263,12 +263,11 @@ class Engine:
             return
         local = localpath.offered(conn, welcome)
         if local is not None:
-            moved = await localpath.take(
-                local, lambda c: self._handshake(link, c),
-                lambda again: (again.get("node_id") == welcome.get("node_id")
-                               and not again.get("busy_with")),
-                timeout, f"node {link.describe()}")
-            if moved is not None:
+            moved = await localpath.take(local, lambda c: self._handshake(link, c), welcome,
+                                         "node_id", timeout, f"node {link.describe()}")
+            if moved is None:
+                conn.send(messages.Ack())  # we stay: the node may write here now
+            else:
                 conn.close()
                 conn, welcome = moved
         self._connected(link, welcome, conn)

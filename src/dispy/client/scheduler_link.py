@@ -120,12 +120,11 @@ class SchedulerLink:
                                   " use JobCluster for nodes)")
         local = localpath.offered(conn, welcome)
         if local is not None:
-            first = welcome
-            moved = await localpath.take(
-                local, self._handshake,
-                lambda again: again.get("scheduler_id") == first.get("scheduler_id"),
-                config.MsgTimeout, self.describe())
-            if moved is not None:
+            moved = await localpath.take(local, self._handshake, welcome, "scheduler_id",
+                                         config.MsgTimeout, self.describe())
+            if moved is None:
+                conn.send(messages.Ack())  # we stay: the scheduler may write here now
+            else:
                 conn.close()
                 conn, welcome = moved
         restarted = self.scheduler_id is not None and welcome.get("scheduler_id") != \

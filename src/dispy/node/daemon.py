@@ -290,52 +290,66 @@ class NodeDaemon:
 
     async def _serve_conn(self, conn: Connection) -> None:
         peer = conn.peer[0]
+        local = localpath.is_local(conn)  # the local path: carries on a TCP session
+        key = localpath.admission_key(conn)
         sids: dict[str, str] = {}
+        offered: list[bool] = []
 
         def welcome(hello: dict) -> dict:
-            sids["sid"] = session_id(hello.get("session"))
-            info = self.info(None, sid=sids["sid"])
-            if hello.get("role", auth.CLIENT_ROLE) == auth.CLIENT_ROLE:
-                info.update(localpath.offer(conn, self.local_name))
+            sid = sids["sid"] = session_id(hello.get("session"))
+            if local:
+                localpath.carries_on(hello, self.sessions.get(sid))  # or refused
+            info = self.info(None, sid=sid)
+            if not local and hello.get("role", auth.CLIENT_ROLE) == auth.CLIENT_ROLE:
+                offer = localpath.offer(conn, self.local_name)
+                info.update(offer)
+                offered.append(bool(offer))
             return info
 
-        if not await self.admission.admit(peer, conn):
+        if not await self.admission.admit(key, conn):
             return
         try:
             hello = await handshake.accept(
                 conn, self._keys, welcome, self.opts.msg_timeout, f"node {self.name}", log,
                 identity={"node_id": self.node_id, "name": self.name})
         finally:
-            self.admission.release(peer)
+            self.admission.release(key)
         if hello is None:
             return
         sid = sids["sid"]
-        if peer == localpath.PEER:  # the local path carries on a session begun over TCP
-            addr = localpath.carries_on(hello, self.sessions.get(sid))
-            if addr is None:
+        session = self.sessions.get(sid)
+        if local:
+            if session is None or session.conn is None:  # (checked as it was welcomed)
                 return
-            peer = addr
+            peer = session.addr
         if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
             return await admin.serve(self, conn, peer)
         log.debug("handshake with %s (%s) done%s", peer, hello.get("client_name"),
-                  " (local path)" if conn.peer[0] == localpath.PEER else "")
+                  " (local path)" if local else "")
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node
             return
-        session = self.sessions.get(sid)
+        resend = True
         if session is None:
             session = Session(sid, str(hello.get("client_id", "?"))[:64],
                               str(hello.get("client_name", "?"))[:64], peer)
             self.sessions[sid] = session
         elif session.conn is not None:
+            if local and session.conn.held:  # what the TCP one held goes here, in order
+                session.conn.hand_over(conn)
+                resend = False
             session.conn.close()
+        if offered and offered[0]:  # until the program moves, or speaks here
+            conn.hold()
+            asyncio.get_running_loop().call_later(self.opts.msg_timeout, conn.release)
         session.conn, session.addr = conn, peer
         conn.before_flush = lambda: self.disk.save_results(session)
         session.last_seen = time.monotonic()
         session.pulses = PulseWatch()  # a pulse lost with the old connection counts no more
         self._keepalive(conn)
-        for header, bufs in list(session.undelivered.values()):
-            session.send(header, bufs)
+        if resend:
+            for header, bufs in list(session.undelivered.values()):
+                session.send(header, bufs)
         await self._read_client(session, conn)
 
     async def _read_client(self, session: Session, conn: Connection) -> None:
@@ -371,7 +385,9 @@ class NodeDaemon:
         try:
             ended = await conn.deliver_to(frame)
             if isinstance(ended, FrameError):
-                log.warning("dropped connection from %s: %s", conn.peer[0], ended)
+                log.warning("dropped connection from %s: %s", session.addr, ended)
+            elif session.conn is not conn and session.conn is not None:
+                log.debug("client %s: now on another connection", session.describe())
             else:
                 log.debug("client %s disconnected", session.describe())
         finally:
@@ -394,7 +410,8 @@ class NodeDaemon:
         try:
             self._on_client(session, header, bufs)
         except Exception:
-            log.exception("failed to handle %r from %s", header.get("op"), conn.peer[0])
+            log.exception("failed to handle %r from %s", header.get("op"),
+                          session.describe())
 
     def _keepalive(self, conn: Connection) -> None:
         """TCP keepalive well within --zombie_interval, so a client whose machine vanished

@@ -245,12 +245,20 @@ class SchedulerDaemon:
 
     async def _serve_conn(self, conn: Connection) -> None:
         peer = conn.peer[0]
+        local = localpath.is_local(conn)  # the local path: carries on a TCP session
+        key = localpath.admission_key(conn)
         await self.ready.wait()
-        if not await self.admission.admit(peer, conn):
+        if not await self.admission.admit(key, conn):
             return
+        offered: list[bool] = []
 
         def welcome(hello: dict) -> dict:
-            return {**self._welcome(hello), **localpath.offer(conn, self.local_name)}
+            if local:  # or refused
+                localpath.carries_on(hello, self.sessions.get(session_id(hello.get("session"))))
+                return self._welcome(hello)
+            offer = localpath.offer(conn, self.local_name)
+            offered.append(bool(offer))
+            return {**self._welcome(hello), **offer}
 
         try:
             hello = await handshake.accept(
@@ -259,17 +267,17 @@ class SchedulerDaemon:
                 identity={"scheduler_id": self.scheduler_id},
                 limits=Limits(max_buffer=config.MaxFrameSize))
         finally:
-            self.admission.release(peer)
+            self.admission.release(key)
         if hello is None:
             return
         sid = session_id(hello.get("session"))
         session = self.sessions.get(sid)
-        if peer == localpath.PEER:  # the local path carries on a session begun over TCP
-            addr = localpath.carries_on(hello, session)
-            if addr is None or session is None:
+        if local:
+            if session is None or session.conn is None:  # (checked as it was welcomed)
                 return
-            peer = addr
+            peer = session.addr
             log.debug("%s moved to the local path", session.describe())
+        resend = True
         if session is None:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,
@@ -281,14 +289,21 @@ class SchedulerDaemon:
                 self.journal.session(sid, session.client_id, session.name, peer, session.root)
             log.info("%s connected", session.describe())
         elif session.conn is not None:
+            if local and session.conn.held:  # what the TCP one held goes here, in order
+                session.conn.hand_over(conn)
+                resend = False
             session.conn.close()
+        if offered and offered[0]:  # until the program moves, or speaks here
+            conn.hold()
+            asyncio.get_running_loop().call_later(self.opts.msg_timeout, conn.release)
         session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
         session.pulses = PulseWatch()  # a pulse lost with an old connection counts no more
         idle = max(1, min(600, int(self.opts.zombie_interval * 60 / 4)))
         conn.keepalive(idle, self.opts.msg_timeout)  # a machine that vanished is noticed
-        for header, bufs in list(session.undelivered.values()):
-            session.send(header, bufs)
+        if resend:
+            for header, bufs in list(session.undelivered.values()):
+                session.send(header, bufs)
         await self._read_client(session, conn)
 
     async def _read_client(self, session: ClientSession, conn: Connection) -> None:
@@ -310,6 +325,8 @@ class SchedulerDaemon:
             ended = await conn.deliver_to(frame, engine.dispatch)
             if isinstance(ended, FrameError):
                 log.warning("dropped connection from %s: %s", session.describe(), ended)
+            elif session.conn is not conn and session.conn is not None:
+                log.debug("%s: now on another connection", session.describe())
             else:
                 log.info("%s disconnected", session.describe())
         finally:

@@ -57,7 +57,8 @@ def proof(key: bytes, role: str, digest: bytes) -> str:
 
 def check(key: bytes, role: str, digest: bytes, mac: object) -> bool:
     """True when ``mac`` is the proof the sender in ``role`` had to send."""
-    return isinstance(mac, str) and hmac.compare_digest(proof(key, role, digest), mac)
+    return isinstance(mac, str) and mac.isascii() and \
+        hmac.compare_digest(proof(key, role, digest), mac)
 
 
 def session_keys(key: bytes, digest: bytes) -> tuple[bytes, bytes]:

@@ -15,6 +15,7 @@ import logging
 import secrets
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
@@ -70,6 +71,8 @@ class Connection(asyncio.BufferedProtocol):
         self._out_size = 0
         self._out_big = False
         self._flush_soon = False
+        #: frames are queued, not written, until the peer speaks or ``release`` (``hold``)
+        self.held = False
         #: called before queued frames are written (the node keeps on disk the results
         #: they report first): every write of queued frames goes through ``flush``
         self.before_flush: Callable[[], None] | None = None
@@ -119,7 +122,7 @@ class Connection(asyncio.BufferedProtocol):
             self.sockname = str(name[0])
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family == socket.AF_UNIX:
-            self.peer = ("local", 0)  # (a Unix socket's peer has no address)
+            self.peer = ("local", _peer_uid(sock))  # (no address: the peer's user id)
         elif sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -130,6 +133,8 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.bytes_in += nbytes
         Traffic.received += nbytes
+        if self.held:
+            self.release()  # the peer speaks here: it stays on this connection
         try:
             self.decoder.received(nbytes)
         except FrameError as exc:
@@ -299,6 +304,8 @@ class Connection(asyncio.BufferedProtocol):
     def flush(self) -> None:
         """Write what ``send`` queued now."""
         self._flush_soon = False
+        if self.held:
+            return
         if self.before_flush is not None and self._out:
             self.before_flush()
         pieces, size, big = self._out, self._out_size, self._out_big
@@ -316,6 +323,32 @@ class Connection(asyncio.BufferedProtocol):
         if size >= (1 << 20):
             heap.note_big()
         self._write(pieces if self._sealer is None else self._sealer.stream(pieces, size))
+
+    def hold(self) -> None:
+        """Write what is queued, then queue frames without writing them until the peer
+        sends something here, ``release`` or ``hand_over`` (a daemon that offered the
+        local path does not know yet which connection the peer will read)."""
+        self.flush()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.flush()
+
+    def hand_over(self, other: Connection) -> None:
+        """Move the frames held here to ``other``, after what it queued already (its
+        welcome), in their order; this connection writes nothing more."""
+        pieces, size, big = self._out, self._out_size, self._out_big
+        self._out, self._out_size, self._out_big = [], 0, False
+        self.held = False
+        if pieces and not other.is_closing():
+            other._out += pieces
+            other._out_size += size
+            other._out_big = other._out_big or big
+            if not other._flush_soon:
+                other._flush_soon = True
+                other.loop.call_soon(other.flush)
 
     def _write(self, pieces: Iterable[Buffer]) -> None:
         """Few writes and no copies of big pieces: ``writelines`` would join them. A
@@ -420,6 +453,15 @@ class Connection(asyncio.BufferedProtocol):
 
 
 Handler = Callable[[Connection], Awaitable[None]]
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    """The user id of a Unix socket's peer (-1 where the OS does not say)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[1])
+    except (OSError, AttributeError, struct.error):
+        return -1
 
 
 async def _run(handler: Handler, conn: Connection) -> None:

@@ -113,7 +113,13 @@ async def server_handshake(
         raise HandshakeError(reason)
     c2s, s2c = auth.session_keys(key, digest)
     conn.seal(s2c, c2s, limits)
-    conn.send({"op": "welcome", **welcome(hello)})
+    try:
+        body = welcome(hello)
+    except HandshakeError as exc:  # refused after all (sealed: the peer reads why)
+        conn.send({"op": "error", "reason": str(exc)})
+        conn.flush()
+        raise
+    conn.send({"op": "welcome", **body})
     return hello
 
 

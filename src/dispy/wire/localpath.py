@@ -5,13 +5,16 @@ a copy and a wake-up (a round trip of small frames: about 85 us against 40 us on
 2-core VM). So a daemon (dispynode, dispyscheduler) also listens on a Unix socket in
 Linux's abstract namespace (no file: nothing is left behind when the daemon is killed,
 and the namespace is the network namespace's, so only peers that could reach its
-loopback can reach it), under a random name. The name is offered only in the welcome
-of an authenticated TCP connection from the same host, and the peer then opens a second
-connection there with the same handshake and session: the Unix socket is a faster wire,
-not a way around authentication. Its frames are sealed as on TCP. A daemon accepts a
-connection there only for a session already open over TCP, whose address it keeps.
-Where anything of it fails (another OS, a peer in another network namespace), the TCP
-connection is used as before.
+loopback can reach it), under a fresh random name (listed in /proc/net/unix for anyone
+on the host: nothing rests on its secrecy). The name is offered in the welcome of an
+authenticated TCP connection from the same host, and the peer then opens a second
+connection there with the same handshake and session, and checks the daemon's id: the
+Unix socket is a faster wire, not a way around authentication. Its frames are sealed as
+on TCP. A daemon welcomes a connection there only for a session open at that moment,
+whose address it keeps; until the peer moves or speaks on TCP it holds the frames it
+has for it (``Connection.hold``) and hands them to the connection the peer reads. Where
+anything of it fails (another OS, a peer in another network namespace, a crowded
+socket), the peer stays on TCP and says so with a frame there.
 """
 
 from __future__ import annotations
@@ -94,12 +97,25 @@ async def connect(name: str) -> Connection:
     return conn
 
 
+def is_local(conn: Connection) -> bool:
+    """A connection that came in on the local path (a Unix socket: no peer address)."""
+    return conn.peer[0] == PEER
+
+
+def admission_key(conn: Connection) -> str:
+    """Whom a daemon counts a connection against before its handshake: the peer's
+    address, or on the local path its user (so one local user cannot crowd out
+    another's programs)."""
+    return f"{PEER}:uid={conn.peer[1]}" if is_local(conn) else conn.peer[0]
+
+
 async def take(name: str, handshake: Callable[[Connection], Awaitable[dict[str, Any]]],
-               same: Callable[[dict[str, Any]], bool], timeout: float,
+               first: dict[str, Any], field: str, timeout: float,
                describe: str) -> tuple[Connection, dict[str, Any]] | None:
     """A program's move to a daemon's local path: connect, ``handshake`` there, and
-    check with ``same(welcome)`` that the same daemon answered. The new connection and
-    its welcome, or None (logged) to keep the TCP one."""
+    check that the daemon that answers is the one of the TCP welcome ``first`` (the
+    same non-empty ``field``, its id). The new connection and its welcome, or None
+    (logged) to keep the TCP one."""
     try:
         conn = await within(connect(name), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
@@ -107,25 +123,31 @@ async def take(name: str, handshake: Callable[[Connection], Awaitable[dict[str, 
         return None
     try:
         welcome = await handshake(conn)
-    except (HandshakeError, OSError, asyncio.TimeoutError, ConnectionClosed,
-            FrameError) as exc:
-        log.debug("%s: local path not taken: %s", describe, why(exc))
+    except BaseException as exc:
         conn.close()
+        if not isinstance(exc, Exception):
+            raise  # (cancelled: the program is closing)
+        if not isinstance(exc, (HandshakeError, OSError, asyncio.TimeoutError,
+                                ConnectionClosed, FrameError)):
+            log.warning("%s: local path not taken: %r", describe, exc)
+        else:
+            log.debug("%s: local path not taken: %s", describe, why(exc))
         return None
-    if not same(welcome):
-        log.debug("%s: local path not taken: another daemon answered there", describe)
+    ours = first.get(field)
+    if not (isinstance(ours, str) and ours and welcome.get(field) == ours
+            and welcome.get("scheduler") == first.get("scheduler")):
+        log.warning("%s: local path not taken: another daemon answered there", describe)
         conn.close()
         return None
     return conn, welcome
 
 
-def carries_on(hello: dict[str, Any], session: Any) -> str | None:
-    """A daemon's check of a connection on its local path: the TCP address of the
-    program's session it carries on (its folders and logs name that), or None when
-    there is none to carry on (no program's role, or no connection of that session
-    open over TCP): the connection is refused."""
+def carries_on(hello: dict[str, Any], session: Any) -> str:
+    """A daemon's check of a connection on its local path, as it welcomes it: the TCP
+    address of the program's session it carries on (its folders and logs name that).
+    Raises HandshakeError (the connection is refused) when there is none to carry on:
+    not a program's role, or no connection of that session open at the moment."""
     if hello.get("role", auth.CLIENT_ROLE) != auth.CLIENT_ROLE or session is None \
             or session.conn is None:
-        log.warning("refused a local connection: no client session of it is open over TCP")
-        return None
+        raise HandshakeError("no client session of it is open over TCP")
     return str(session.addr)
