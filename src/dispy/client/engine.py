@@ -261,15 +261,8 @@ class Engine:
             conn.close()
             self.watch.retry_later(link)
             return
-        local = localpath.offered(conn, welcome)
-        if local is not None:
-            moved = await localpath.take(local, lambda c: self._handshake(link, c), welcome,
-                                         "node_id", timeout, f"node {link.describe()}")
-            if moved is None:
-                conn.send(messages.Ack())  # we stay: the node may write here now
-            else:
-                conn.close()
-                conn, welcome = moved
+        conn, welcome = await localpath.move(conn, welcome, lambda c: self._handshake(link, c),
+                                             "node_id", timeout, f"node {link.describe()}")
         self._connected(link, welcome, conn)
 
     async def _handshake(self, link: NodeLink, conn: Connection) -> dict:

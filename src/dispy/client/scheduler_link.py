@@ -118,15 +118,8 @@ class SchedulerLink:
             conn.close()
             raise ConnectionError(f"{self.ip}:{self.port} is not a dispyscheduler (a dispynode?"
                                   " use JobCluster for nodes)")
-        local = localpath.offered(conn, welcome)
-        if local is not None:
-            moved = await localpath.take(local, self._handshake, welcome, "scheduler_id",
-                                         config.MsgTimeout, self.describe())
-            if moved is None:
-                conn.send(messages.Ack())  # we stay: the scheduler may write here now
-            else:
-                conn.close()
-                conn, welcome = moved
+        conn, welcome = await localpath.move(conn, welcome, self._handshake, "scheduler_id",
+                                             config.MsgTimeout, self.describe())
         restarted = self.scheduler_id is not None and welcome.get("scheduler_id") != \
             self.scheduler_id
         self.scheduler_id = welcome.get("scheduler_id")

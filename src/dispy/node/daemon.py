@@ -111,11 +111,9 @@ class NodeDaemon:
                     f" ({host or 'all interfaces'}): {exc.strerror}"
                 ) from None
             self.servers.append(server)
-        local = None if ssl_ctx is not None or self.opts.tcp_only else localpath.listen("node")
-        if local is not None:
-            self.servers.append(await connection.serve_peers(self._serve_conn, local[0]))
-            self.local_name = local[1]
-            log.debug("local path for clients on this host: @%s", self.local_name)
+        if ssl_ctx is None and not self.opts.tcp_only:  # (TLS programs keep TLS)
+            self.local_name = await localpath.serve("node", self._serve_conn, self.servers,
+                                                    "clients")
         self.servers.append(await connection.serve_unix(self.jobs.serve_job_link,
                                                         self.disk.jobs_path))
         os.chmod(self.disk.jobs_path, 0o600)
@@ -293,17 +291,14 @@ class NodeDaemon:
         local = localpath.is_local(conn)  # the local path: carries on a TCP session
         key = localpath.admission_key(conn)
         sids: dict[str, str] = {}
-        offered: list[bool] = []
 
         def welcome(hello: dict) -> dict:
             sid = sids["sid"] = session_id(hello.get("session"))
             if local:
                 localpath.carries_on(hello, self.sessions.get(sid))  # or refused
             info = self.info(None, sid=sid)
-            if not local and hello.get("role", auth.CLIENT_ROLE) == auth.CLIENT_ROLE:
-                offer = localpath.offer(conn, self.local_name)
-                info.update(offer)
-                offered.append(bool(offer))
+            if hello.get("role", auth.CLIENT_ROLE) == auth.CLIENT_ROLE:
+                info.update(localpath.offer(conn, self.local_name))
             return info
 
         if not await self.admission.admit(key, conn):
@@ -329,19 +324,13 @@ class NodeDaemon:
         if self.owner is not None and self.owner.sid != sid:
             await conn.close_soon()  # the welcome told it who holds the node
             return
-        resend = True
         if session is None:
             session = Session(sid, str(hello.get("client_id", "?"))[:64],
                               str(hello.get("client_name", "?"))[:64], peer)
             self.sessions[sid] = session
-        elif session.conn is not None:
-            if local and session.conn.held:  # what the TCP one held goes here, in order
-                session.conn.hand_over(conn)
-                resend = False
-            session.conn.close()
-        if offered and offered[0]:  # until the program moves, or speaks here
-            conn.hold()
-            asyncio.get_running_loop().call_later(self.opts.msg_timeout, conn.release)
+        resend = localpath.switch(session.conn, conn,
+                                  bool(localpath.offer(conn, self.local_name)),
+                                  self.opts.msg_timeout)
         session.conn, session.addr = conn, peer
         conn.before_flush = lambda: self.disk.save_results(session)
         session.last_seen = time.monotonic()

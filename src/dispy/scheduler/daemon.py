@@ -100,12 +100,9 @@ class SchedulerDaemon:
                     f"dispyscheduler: cannot listen on TCP port {self.opts.scheduler_port}"
                     f" ({host or 'all interfaces'}): {exc.strerror}") from None
             self.servers.append(server)
-        local = None if ssl_ctx is not None or self.opts.tcp_only else localpath.listen(
-            "scheduler")
-        if local is not None:
-            self.servers.append(await connection.serve_peers(self._serve_conn, local[0]))
-            self.local_name = local[1]
-            log.debug("local path for programs on this host: @%s", self.local_name)
+        if ssl_ctx is None and not self.opts.tcp_only:  # (TLS programs keep TLS)
+            self.local_name = await localpath.serve("scheduler", self._serve_conn,
+                                                    self.servers, "programs")
         # its directory only once it serves: a start that fails leaves nothing behind
         try:  # 0700, refused if another local user owns it or may write to it
             fsafe.private_tree(self.opts.dest_path_prefix,
@@ -250,15 +247,11 @@ class SchedulerDaemon:
         await self.ready.wait()
         if not await self.admission.admit(key, conn):
             return
-        offered: list[bool] = []
 
         def welcome(hello: dict) -> dict:
             if local:  # or refused
                 localpath.carries_on(hello, self.sessions.get(session_id(hello.get("session"))))
-                return self._welcome(hello)
-            offer = localpath.offer(conn, self.local_name)
-            offered.append(bool(offer))
-            return {**self._welcome(hello), **offer}
+            return {**self._welcome(hello), **localpath.offer(conn, self.local_name)}
 
         try:
             hello = await handshake.accept(
@@ -277,7 +270,6 @@ class SchedulerDaemon:
                 return
             peer = session.addr
             log.debug("%s moved to the local path", session.describe())
-        resend = True
         if session is None:
             session = ClientSession(sid, str(hello.get("client_id", "?"))[:64],
                                     str(hello.get("client_name", "?"))[:64], peer,
@@ -288,14 +280,9 @@ class SchedulerDaemon:
             if self.journal is not None:
                 self.journal.session(sid, session.client_id, session.name, peer, session.root)
             log.info("%s connected", session.describe())
-        elif session.conn is not None:
-            if local and session.conn.held:  # what the TCP one held goes here, in order
-                session.conn.hand_over(conn)
-                resend = False
-            session.conn.close()
-        if offered and offered[0]:  # until the program moves, or speaks here
-            conn.hold()
-            asyncio.get_running_loop().call_later(self.opts.msg_timeout, conn.release)
+        resend = localpath.switch(session.conn, conn,
+                                  bool(localpath.offer(conn, self.local_name)),
+                                  self.opts.msg_timeout)
         session.conn, session.addr = conn, peer
         session.last_seen = time.monotonic()
         session.pulses = PulseWatch()  # a pulse lost with an old connection counts no more

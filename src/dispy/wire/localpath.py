@@ -31,8 +31,9 @@ from ..eventloop import within
 from ..log import why
 from . import auth
 from .codec import FrameError
-from .connection import Connection, ConnectionClosed
+from .connection import Connection, ConnectionClosed, Handler, serve_peers
 from .handshake import HandshakeError
+from .messages import Ack
 
 log = logging.getLogger("dispy.wire")
 
@@ -58,6 +59,36 @@ def listen(role: str) -> tuple[socket.socket, str] | None:
         log.debug("no local path (%s): same-host peers use TCP", exc)
         return None
     return sock, name
+
+
+async def serve(role: str, handler: Handler, servers: list[asyncio.AbstractServer],
+                what: str) -> str | None:
+    """A daemon's local path: listen under a fresh name and serve ``handler`` there
+    (the server joins ``servers``); the name, or None (another OS)."""
+    got = listen(role)
+    if got is None:
+        return None
+    servers.append(await serve_peers(handler, got[0]))
+    log.debug("local path for %s on this host: @%s", what, got[1])
+    return got[1]
+
+
+def switch(old: Connection | None, new: Connection, offered: bool, hold_for: float) -> bool:
+    """A program's session takes ``new`` as its connection, in place of ``old``: on the
+    local path, what ``old`` held goes to ``new`` in order; a TCP connection that was
+    offered the local path holds what comes for the program until it moves or speaks
+    (``hold_for`` seconds at most). True when the session must send its kept results
+    again (nothing carried them over)."""
+    resend = True
+    if old is not None:
+        if is_local(new) and old.held:
+            old.hand_over(new)
+            resend = False
+        old.close()
+    if offered:
+        new.hold()
+        asyncio.get_running_loop().call_later(hold_for, new.release)
+    return resend
 
 
 def same_host(conn: Connection) -> bool:
@@ -140,6 +171,24 @@ async def take(name: str, handshake: Callable[[Connection], Awaitable[dict[str, 
         conn.close()
         return None
     return conn, welcome
+
+
+async def move(conn: Connection, welcome: dict[str, Any],
+               handshake: Callable[[Connection], Awaitable[dict[str, Any]]], field: str,
+               timeout: float, describe: str) -> tuple[Connection, dict[str, Any]]:
+    """A program's side, after its TCP handshake: the connection to use and its welcome,
+    on the local path if the daemon offered it and the move worked (``take``), else the
+    TCP one, on which it tells the daemon at once that it stays (the daemon holds what
+    it has for the program until then)."""
+    name = offered(conn, welcome)
+    if name is None:
+        return conn, welcome
+    moved = await take(name, handshake, welcome, field, timeout, describe)
+    if moved is None:
+        conn.send(Ack())
+        return conn, welcome
+    conn.close()
+    return moved
 
 
 def carries_on(hello: dict[str, Any], session: Any) -> str:
