@@ -16,7 +16,7 @@ import secrets
 import socket
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import fsafe
@@ -65,15 +65,36 @@ async def discard_host(launched: Launched) -> None:
 class SpareHost:
     """The computation host the daemon keeps started ahead, for its next computation."""
 
-    def __init__(self) -> None:
+    def __init__(self, launch: Callable[[], Coroutine[Any, Any, Launched]] = launch_host) -> None:
+        self.launch = launch
         self.task: asyncio.Task[Launched] | None = None
+        #: the refill planned by ``refill_soon``
+        self._due: asyncio.TimerHandle | None = None
 
     def refill(self) -> None:
+        self._cancel_due()
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(launch_host())
+            self.task = asyncio.get_running_loop().create_task(self.launch())
+
+    def refill_soon(self, within: float) -> None:
+        """Refill once a job ends (``job_ended``), at the latest after ``within`` seconds:
+        an interpreter starting competes for the CPUs with the first job of the
+        computation that took the spare (on 2 cores it held its result back by a third)."""
+        if self.task is None and self._due is None:
+            self._due = asyncio.get_running_loop().call_later(within, self.refill)
+
+    def job_ended(self) -> None:
+        if self._due is not None:
+            self.refill()
+
+    def _cancel_due(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
 
     async def take(self) -> Launched | None:
         """The spare if it started (and still runs), else None: start one now."""
+        self._cancel_due()
         task, self.task = self.task, None
         if task is None:
             return None

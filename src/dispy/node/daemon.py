@@ -50,6 +50,10 @@ from .session import Session
 
 log = logging.getLogger("dispy.node")
 
+#: seconds after a computation took the spare host by which the next one starts, should
+#: none of the node's jobs end sooner (``SpareHost.refill_soon``)
+SPARE_AFTER = 1.0
+
 
 
 class NodeDaemon:
@@ -518,10 +522,11 @@ class NodeDaemon:
             return
         comp.ready = True
         # the client hears it while the job processes fork (its first jobs wait for
-        # them here); the next spare host starts after that, off the first job's path
+        # them here); the next spare host starts after a job ends, off the first job's path
         session.send(messages.SetupDone(cid=comp.cid, ok=True, cpus=self.cpus))
         session.flush()
-        self._refill_spare()
+        if self.accepting:
+            self.spare.refill_soon(SPARE_AFTER)
 
     async def close_computation(
         self, comp: Computation, status: int, reason: str, notify: bool, release: bool = True

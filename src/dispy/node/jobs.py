@@ -36,7 +36,7 @@ from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.status import CANCELLED, TERMINATED
 from . import service, timeouts
-from .computation import Computation, JobLink
+from .computation import Computation, JobLink, SpareHost
 from .session import Session
 
 log = logging.getLogger("dispy.node")
@@ -59,6 +59,7 @@ class JobHost(Protocol):
     sessions: dict[str, Session]
     served: int
     metrics: Any
+    spare: SpareHost
 
     def service_text(self) -> str: ...
 
@@ -361,6 +362,7 @@ class JobRunner:
             self._report(comp, done, bufs)
         self._close_if_broken(comp)
         self.start_jobs()
+        self.node.spare.job_ended()
         self.node.maybe_finish()
 
     def _next_job(self, comp: Computation, link: JobLink, done: messages.Done) -> None:

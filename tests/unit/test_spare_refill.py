@@ -1,0 +1,78 @@
+"""When the node starts its next spare computation host (node/computation.py SpareHost):
+once a job ends, or after a bound, never while a new computation's first job waits for
+the CPUs. The launcher is a stand-in here: what is tested is when it is called."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+
+from dispy.node.computation import SpareHost
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _spare() -> tuple[SpareHost, list[int]]:
+    launched: list[int] = []
+
+    async def launch():
+        launched.append(1)
+        return (types.SimpleNamespace(returncode=None), "sock")
+
+    return SpareHost(launch), launched
+
+
+def test_a_job_ending_starts_the_planned_spare_at_once():
+    async def main():
+        spare, launched = _spare()
+        spare.refill_soon(60)
+        await asyncio.sleep(0)
+        assert spare.task is None and launched == []
+        spare.job_ended()
+        assert spare.task is not None
+        await spare.task
+        assert launched == [1]
+        spare.job_ended()  # nothing planned any more: no second start
+        assert launched == [1]
+
+    asyncio.run(main())
+
+
+def test_the_bound_starts_it_when_no_job_ends():
+    async def main():
+        spare, launched = _spare()
+        spare.refill_soon(0.01)
+        while spare.task is None:
+            await asyncio.sleep(0.005)
+        await spare.task
+        assert launched == [1]
+
+    asyncio.run(main())
+
+
+def test_taking_cancels_the_plan_and_no_host_starts_after():
+    async def main():
+        spare, launched = _spare()
+        spare.refill_soon(0.01)
+        assert await spare.take() is None  # as the daemon does when it stops
+        await asyncio.sleep(0.05)
+        spare.job_ended()
+        assert spare.task is None and launched == []
+
+    asyncio.run(main())
+
+
+def test_a_job_ending_with_nothing_planned_starts_nothing():
+    async def main():
+        spare, launched = _spare()
+        spare.job_ended()
+        assert spare.task is None
+        spare.refill()
+        spare.refill_soon(60)  # a spare is there: nothing to plan
+        await spare.take()
+        spare.job_ended()
+        assert launched == [1]
+
+    asyncio.run(main())
