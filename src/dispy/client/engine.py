@@ -291,6 +291,7 @@ class Engine:
             self.watch.dead(link, "node restarted")
             link.node = None  # another node now answers there: its counts start over
         link.node_id = welcome.get("node_id")
+        self.finder.met(link.node_id, link.ip, link.port)
         link.conn, link.state, link.reason = conn, "connected", "connected"
         link.lost_at = None
         link.last_heard = time.monotonic()

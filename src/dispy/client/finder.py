@@ -27,6 +27,9 @@ log = logging.getLogger("dispy")
 
 #: seconds before a busy (or unreachable) node is tried again
 RETRY_INTERVAL = 5.0
+#: seconds after connecting to a named host before it is also asked by datagram (which
+#: a dispynetrelay there answers), unless the connection reached a node by then
+RELAY_ASK_AFTER = 0.1
 
 
 class FinderHost(Protocol):
@@ -94,12 +97,28 @@ class NodeFinder:
             if alloc.wildcard:
                 self.broadcast(alloc.port, key)
                 continue
-            self.udp.send(self.request(key), (alloc.host, alloc.port))
             if (alloc.host, alloc.port) in self.relays:
+                self.udp.send(self.request(key), (alloc.host, alloc.port))
                 continue
             link = self.host.link_for(alloc.host, alloc.port, cs.profile)
             if link.state in ("new", "down", "busy", "refused"):
                 self.host.connect(link)
+            # not at once: a node there would answer the datagram in the loop turn that
+            # accepts the connection, and a start would wait for that answer (1 ms)
+            asyncio.get_running_loop().call_later(RELAY_ASK_AFTER, self._ask_relay, link,
+                                                  key)
+
+    def _ask_relay(self, link: NodeLink, key: bytes | None) -> None:
+        """A named host the connection has not reached a node at: a dispynetrelay there
+        answers a datagram (``_on_relay``), a node there too."""
+        if link.state != "connected" and self.udp is not None:
+            self.udp.send(self.request(key), (link.ip, link.port))
+
+    def met(self, node_id: Any, ip: str, port: int) -> None:
+        """A node was connected to at (ip, port): its answers from other addresses are
+        for a node met already (``_other_address``)."""
+        if isinstance(node_id, str):
+            self.node_addrs.setdefault(node_id, (ip, port))
 
     def ask_again(self, cs: ClusterState) -> None:
         """Periodic discovery: the cluster's wildcards and relays."""
