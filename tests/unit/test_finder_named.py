@@ -1,7 +1,7 @@
 """A named node is connected to at once and asked by datagram (which a dispynetrelay
-there answers) only if the connection has not reached a node soon after: a node
-answering a datagram first would hold up the accept of the connection (client/finder.py).
-The engine and the UDP socket are stand-ins; what is tested is what the finder sends."""
+there answers) a moment later, so a node there does not answer the datagram in the loop
+turn that accepts the connection (client/finder.py). The engine and the UDP socket are
+stand-ins; what is tested is what the finder sends and connects."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ import pytest
 
 from dispy.client import finder as finder_mod
 from dispy.client.finder import NodeFinder
+from dispy.client.links import Profile
+from dispy.wire.discoverymsg import NodeAnnouncement
 
 pytestmark = pytest.mark.timeout(30)
+
+ADDR = ("10.9.8.7", 51348)
+PROFILE = Profile("", None, None)
 
 
 class Host:
@@ -26,12 +31,18 @@ class Host:
         self.connected: list = []
 
     def link_for(self, ip, port, profile):
-        return self.links.setdefault((ip, port), types.SimpleNamespace(
-            ip=ip, port=port, state="new", node=None))
+        return self.links.setdefault((ip, port, profile), types.SimpleNamespace(
+            ip=ip, port=port, state="new", node=None, key=(ip, port, profile)))
+
+    def wants(self, cs, ip, port):
+        return True
 
     def connect(self, link):
         self.connected.append((link.ip, link.port))
         link.state = self.reach
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 class Udp:
@@ -45,20 +56,18 @@ class Udp:
         return 40000
 
 
-def _ask(reach: str) -> tuple[Host, Udp]:
-    host, udp = Host(reach), Udp()
+def _cluster(*allocs) -> types.SimpleNamespace:
+    return types.SimpleNamespace(allocs=list(allocs), profile=PROFILE)
 
-    async def go() -> None:
-        finder = NodeFinder(host, 0, [])  # type: ignore[arg-type]
-        finder.udp = udp  # type: ignore[assignment]
-        alloc = types.SimpleNamespace(wildcard=False, host="10.9.8.7", port=51348)
-        cs = types.SimpleNamespace(allocs=[alloc], profile=types.SimpleNamespace(secret=""))
-        finder.ask(cs)  # type: ignore[arg-type]
-        assert udp.sent == []  # nothing by datagram yet
-        await asyncio.sleep(0.1)
 
-    asyncio.run(go())
-    return host, udp
+def _named() -> types.SimpleNamespace:
+    return types.SimpleNamespace(wildcard=False, host=ADDR[0], port=ADDR[1])
+
+
+def _finder(host: Host, udp: Udp) -> NodeFinder:
+    finder = NodeFinder(host, 0, [])  # type: ignore[arg-type]
+    finder.udp = udp  # type: ignore[assignment]
+    return finder
 
 
 @pytest.fixture(autouse=True)
@@ -66,35 +75,73 @@ def soon(monkeypatch):
     monkeypatch.setattr(finder_mod, "RELAY_ASK_AFTER", 0.01)
 
 
-def test_a_node_reached_by_its_connection_gets_no_datagram():
-    host, udp = _ask("connected")
-    assert host.connected == [("10.9.8.7", 51348)] and udp.sent == []
+@pytest.mark.parametrize("reach", ["connected", "down", "busy"])
+def test_the_connection_goes_first_and_the_datagram_after(reach):
+    host, udp = Host(reach), Udp()
+
+    async def go() -> None:
+        _finder(host, udp).ask(_cluster(_named()))  # type: ignore[arg-type]
+        assert host.connected == [ADDR] and udp.sent == []
+        await asyncio.sleep(0.1)
+
+    asyncio.run(go())
+    assert udp.sent == [ADDR]  # a relay there answers it; a node notes us
 
 
-def test_an_address_the_connection_did_not_reach_is_asked_by_datagram():
-    host, udp = _ask("down")  # no node there: perhaps a dispynetrelay
-    assert host.connected == [("10.9.8.7", 51348)] and udp.sent == [("10.9.8.7", 51348)]
+def test_a_node_that_refused_our_handshake_gets_no_datagram():
+    """Its answer would start another attempt at once, before the link's retry time."""
+    host, udp = Host("refused"), Udp()
+
+    async def go() -> None:
+        _finder(host, udp).ask(_cluster(_named()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+
+    asyncio.run(go())
+    assert host.connected == [ADDR] and udp.sent == []
+
+
+def test_with_a_wildcard_the_named_host_is_asked_at_once():
+    """The broadcast makes the node answer now anyway; the named address is heard first."""
+    host, udp = Host("connected"), Udp()
+    wildcard = types.SimpleNamespace(wildcard=True, host="*", port=51348)
+
+    async def go() -> None:
+        _finder(host, udp).ask(_cluster(_named(), wildcard))  # type: ignore[arg-type]
+        assert ADDR in udp.sent
+        await asyncio.sleep(0.1)
+
+    asyncio.run(go())
+    assert udp.sent.count(ADDR) == 1
 
 
 def test_a_known_relay_is_asked_at_once_and_never_connected_to():
     host, udp = Host("down"), Udp()
 
     async def go() -> None:
-        finder = NodeFinder(host, 0, [])  # type: ignore[arg-type]
-        finder.udp = udp  # type: ignore[assignment]
-        finder.relays = {("10.9.8.7", 51348): "relay"}
-        alloc = types.SimpleNamespace(wildcard=False, host="10.9.8.7", port=51348)
-        cs = types.SimpleNamespace(allocs=[alloc], profile=types.SimpleNamespace(secret=""))
-        finder.ask(cs)  # type: ignore[arg-type]
-        assert udp.sent == [("10.9.8.7", 51348)]
-        await asyncio.sleep(0.05)
+        finder = _finder(host, udp)
+        finder.relays = {ADDR: "relay"}
+        finder.ask(_cluster(_named()))  # type: ignore[arg-type]
+        assert udp.sent == [ADDR]
+        await asyncio.sleep(0.1)
 
     asyncio.run(go())
-    assert host.connected == [] and udp.sent == [("10.9.8.7", 51348)]
+    assert host.connected == [] and udp.sent == [ADDR]
 
 
-def test_a_node_met_by_connection_is_not_met_again_at_another_address():
-    finder = NodeFinder(Host("connected"), 0, [])  # type: ignore[arg-type]
-    finder.met("n" * 32, "10.9.8.7", 51348)
-    finder.met("n" * 32, "fd00::7", 51348)  # the first address stays the one it is met at
-    assert finder.node_addrs == {"n" * 32: ("10.9.8.7", 51348)}
+@pytest.mark.parametrize("met", [True, False])
+def test_a_node_met_by_connection_is_not_met_again_at_another_address(met):
+    """Its answer from another address (IPv6 beside IPv4, another network) is for a node
+    met already; without ``met`` that answer would start a second connection."""
+    host = Host("connected")
+    host.clusters = {"cid": _cluster(_named())}
+    link = host.link_for(*ADDR, PROFILE)
+    link.state, link.node = "connected", object()
+
+    async def go() -> None:
+        finder = _finder(host, Udp())
+        if met:
+            finder.met("n" * 32, *ADDR)
+        finder.on_datagram(NodeAnnouncement(port=ADDR[1], node_id="n" * 32), ("fd00::7", 0))
+
+    asyncio.run(go())
+    assert host.connected == ([] if met else [("fd00::7", ADDR[1])])

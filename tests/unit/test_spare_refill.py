@@ -21,7 +21,7 @@ def _spare() -> tuple[SpareHost, list[int]]:
         launched.append(1)
         return (types.SimpleNamespace(returncode=None), "sock")
 
-    return SpareHost(launch), launched
+    return SpareHost(launch=launch), launched
 
 
 def test_a_job_ending_starts_the_planned_spare_at_once():
@@ -74,5 +74,27 @@ def test_a_job_ending_with_nothing_planned_starts_nothing():
         await spare.take()
         spare.job_ended()
         assert launched == [1]
+
+    asyncio.run(main())
+
+
+def test_none_starts_once_the_daemon_stops_accepting():
+    async def main():
+        accepting = [True]
+        launched: list[int] = []
+
+        async def launch():
+            launched.append(1)
+            return (types.SimpleNamespace(returncode=None), "sock")
+
+        spare = SpareHost(lambda: accepting[0], launch)
+        spare.refill_soon(0.01)
+        accepting[0] = False  # dispynode was asked to stop: a job ending, or the bound,
+        spare.job_ended()  # starts nothing
+        await asyncio.sleep(0.05)
+        spare.refill()
+        spare.refill_soon(0.01)
+        await asyncio.sleep(0.05)
+        assert spare.task is None and launched == []
 
     asyncio.run(main())

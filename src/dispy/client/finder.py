@@ -28,7 +28,7 @@ log = logging.getLogger("dispy")
 #: seconds before a busy (or unreachable) node is tried again
 RETRY_INTERVAL = 5.0
 #: seconds after connecting to a named host before it is also asked by datagram (which
-#: a dispynetrelay there answers), unless the connection reached a node by then
+#: a dispynetrelay there answers; see ``NodeFinder.ask``)
 RELAY_ASK_AFTER = 0.1
 
 
@@ -89,29 +89,37 @@ class NodeFinder:
     def ask(self, cs: ClusterState, allocs: list | None = None) -> None:
         """Ask ``allocs`` (all of the cluster's) for nodes: a wildcard by broadcast, a
         named host by connecting, and also by a datagram, which a dispynetrelay there
-        answers and relays to the nodes of its network."""
+        answers and relays to the nodes of its network (and a node there answers,
+        noting us for its announcements). The datagram goes ``RELAY_ASK_AFTER`` after
+        the connection, as a node there would answer it in the loop turn that accepts
+        the connection, 1 ms into every start; at once with a wildcard too, whose
+        broadcast the node answers then anyway (so the named address is heard first:
+        a node answering at two addresses is met at the one heard first)."""
         assert self.udp is not None
         secret = cs.profile.secret
         key = auth.key_of(secret) if secret else None
-        for alloc in allocs or cs.allocs:
+        allocs = allocs or cs.allocs
+        at_once = any(alloc.wildcard for alloc in allocs)
+        for alloc in allocs:
             if alloc.wildcard:
                 self.broadcast(alloc.port, key)
                 continue
             if (alloc.host, alloc.port) in self.relays:
                 self.udp.send(self.request(key), (alloc.host, alloc.port))
                 continue
+            if at_once:
+                self.udp.send(self.request(key), (alloc.host, alloc.port))
             link = self.host.link_for(alloc.host, alloc.port, cs.profile)
             if link.state in ("new", "down", "busy", "refused"):
                 self.host.connect(link)
-            # not at once: a node there would answer the datagram in the loop turn that
-            # accepts the connection, and a start would wait for that answer (1 ms)
-            asyncio.get_running_loop().call_later(RELAY_ASK_AFTER, self._ask_relay, link,
-                                                  key)
+            if not at_once:
+                asyncio.get_running_loop().call_later(RELAY_ASK_AFTER, self._ask_later,
+                                                      link, key)
 
-    def _ask_relay(self, link: NodeLink, key: bytes | None) -> None:
-        """A named host the connection has not reached a node at: a dispynetrelay there
-        answers a datagram (``_on_relay``), a node there too."""
-        if link.state != "connected" and self.udp is not None:
+    def _ask_later(self, link: NodeLink, key: bytes | None) -> None:
+        """``ask``'s datagram to a named host, unless its node refused our handshake (its
+        answer would start another attempt at once, before the link's retry time)."""
+        if link.state not in ("refused", "relay") and self.udp is not None:
             self.udp.send(self.request(key), (link.ip, link.port))
 
     def met(self, node_id: Any, ip: str, port: int) -> None:

@@ -63,9 +63,12 @@ async def discard_host(launched: Launched) -> None:
 
 
 class SpareHost:
-    """The computation host the daemon keeps started ahead, for its next computation."""
+    """The computation host the daemon keeps started ahead, for its next computation.
+    ``allowed`` says whether one may start now (not once the daemon stops accepting)."""
 
-    def __init__(self, launch: Callable[[], Coroutine[Any, Any, Launched]] = launch_host) -> None:
+    def __init__(self, allowed: Callable[[], bool] = lambda: True,
+                 launch: Callable[[], Coroutine[Any, Any, Launched]] = launch_host) -> None:
+        self.allowed = allowed
         self.launch = launch
         self.task: asyncio.Task[Launched] | None = None
         #: the refill planned by ``refill_soon``
@@ -73,15 +76,15 @@ class SpareHost:
 
     def refill(self) -> None:
         self._cancel_due()
-        if self.task is None:
+        if self.task is None and self.allowed():
             self.task = asyncio.get_running_loop().create_task(self.launch())
 
-    def refill_soon(self, within: float) -> None:
-        """Refill once a job ends (``job_ended``), at the latest after ``within`` seconds:
+    def refill_soon(self, bound: float) -> None:
+        """Refill once a job ends (``job_ended``), at the latest after ``bound`` seconds:
         an interpreter starting competes for the CPUs with the first job of the
         computation that took the spare (on 2 cores it held its result back by a third)."""
-        if self.task is None and self._due is None:
-            self._due = asyncio.get_running_loop().call_later(within, self.refill)
+        if self.task is None and self._due is None and self.allowed():
+            self._due = asyncio.get_running_loop().call_later(bound, self.refill)
 
     def job_ended(self) -> None:
         if self._due is not None:

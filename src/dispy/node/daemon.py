@@ -70,7 +70,7 @@ class NodeDaemon:
         self.jobs = JobRunner(self)
         self.accepting = True
         #: a computation host started ahead, for the next computation (computation.py)
-        self.spare = SpareHost()
+        self.spare = SpareHost(lambda: self.accepting)
         self.stopping = False
         #: asked to quit once the current client is done (request_quit)
         self.quitting = False
@@ -147,7 +147,7 @@ class NodeDaemon:
         self.spawn(self._housekeeping())
         if self.opts.metrics_port:
             await self._serve_metrics()
-        self._refill_spare()
+        self.spare.refill()
         if self.opts.serve == 0:
             log.info("--serve 0: no clients to serve; quitting")
             self.request_stop(terminate=False)
@@ -223,10 +223,6 @@ class NodeDaemon:
         metrics = node_metrics(self)
         await metrics.serve_or_exit("dispynode", self.opts.metrics_host, self.opts.metrics_port)
         self.metrics = metrics
-
-    def _refill_spare(self) -> None:
-        if self.accepting:
-            self.spare.refill()
 
     async def stop(self) -> None:
         """Close the listening sockets and connections after ``stop_event``."""
@@ -517,7 +513,7 @@ class NodeDaemon:
         if comp.failed is not None:
             log.warning("setup of %r failed: %s", comp.name, comp.failed.strip().splitlines()[-1])
             session.send(messages.SetupDone(cid=comp.cid, reason=comp.failed))
-            self._refill_spare()
+            self.spare.refill()
             await self.close_computation(comp, CANCELLED, "setup failed", notify=False)
             return
         comp.ready = True
@@ -525,8 +521,7 @@ class NodeDaemon:
         # them here); the next spare host starts after a job ends, off the first job's path
         session.send(messages.SetupDone(cid=comp.cid, ok=True, cpus=self.cpus))
         session.flush()
-        if self.accepting:
-            self.spare.refill_soon(SPARE_AFTER)
+        self.spare.refill_soon(SPARE_AFTER)
 
     async def close_computation(
         self, comp: Computation, status: int, reason: str, notify: bool, release: bool = True
