@@ -114,6 +114,22 @@ def test_with_a_wildcard_the_named_host_is_asked_at_once():
     assert udp.sent.count(ADDR) == 1
 
 
+def test_a_program_behind_nat_asks_at_once():
+    """With ``ext_ip_addr`` the node learns at once where to announce to the program (a
+    program done within the delay would otherwise never be told of)."""
+    host, udp = Host("connected"), Udp()
+
+    async def go() -> None:
+        finder = _finder(host, udp)
+        finder.ext_ip_addr = "192.0.2.9"
+        finder.ask(_cluster(_named()))  # type: ignore[arg-type]
+        assert udp.sent == [ADDR]
+        await asyncio.sleep(0.1)
+
+    asyncio.run(go())
+    assert udp.sent == [ADDR]
+
+
 def test_a_known_relay_is_asked_at_once_and_never_connected_to():
     host, udp = Host("down"), Udp()
 

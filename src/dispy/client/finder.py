@@ -94,12 +94,14 @@ class NodeFinder:
         the connection, as a node there would answer it in the loop turn that accepts
         the connection, 1 ms into every start; at once with a wildcard too, whose
         broadcast the node answers then anyway (so the named address is heard first:
-        a node answering at two addresses is met at the one heard first)."""
+        a node answering at two addresses is met at the one heard first), and when we
+        name our public address (``ext_ip_addr``, behind NAT: the node learns at once
+        where to announce to us)."""
         assert self.udp is not None
         secret = cs.profile.secret
         key = auth.key_of(secret) if secret else None
         allocs = allocs or cs.allocs
-        at_once = any(alloc.wildcard for alloc in allocs)
+        at_once = self.ext_ip_addr is not None or any(alloc.wildcard for alloc in allocs)
         for alloc in allocs:
             if alloc.wildcard:
                 self.broadcast(alloc.port, key)
