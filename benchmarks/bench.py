@@ -44,7 +44,7 @@ HEAVY_KIND = {"memory", "many-nodes", "many-nodes-2"}
 
 FULL: dict[str, dict[str, Any]] = {
     "tiny": {"jobs": 5000},
-    "latency": {"jobs": 200},
+    "latency": {"jobs": 200, "quiet": 1.0},
     "cpu": {"jobs": 40, "job_ms": 100},
     "payload": {"jobs": 20, "mb": 8},
     "startup": {},
@@ -55,7 +55,7 @@ FULL: dict[str, dict[str, Any]] = {
 }
 QUICK: dict[str, dict[str, Any]] = {
     "tiny": {"jobs": 300},
-    "latency": {"jobs": 30},
+    "latency": {"jobs": 30, "quiet": 0.2},
     "cpu": {"jobs": 6, "job_ms": 100},
     "payload": {"jobs": 4, "mb": 8},
     "startup": {},
