@@ -106,17 +106,15 @@ class NodeFinder:
             if alloc.wildcard:
                 self.broadcast(alloc.port, key)
                 continue
-            if (alloc.host, alloc.port) in self.relays:
-                self.udp.send(self.request(key), (alloc.host, alloc.port))
-                continue
-            if at_once:
-                self.udp.send(self.request(key), (alloc.host, alloc.port))
-            link = self.host.link_for(alloc.host, alloc.port, cs.profile)
-            if link.state in ("new", "down", "busy", "refused"):
-                self.host.connect(link)
-            if not at_once:
-                asyncio.get_running_loop().call_later(RELAY_ASK_AFTER, self._ask_later,
-                                                      link, key)
+            if (alloc.host, alloc.port) not in self.relays:  # a relay: never connected
+                link = self.host.link_for(alloc.host, alloc.port, cs.profile)
+                if link.state in ("new", "down", "busy", "refused"):
+                    self.host.connect(link)
+                if not at_once:
+                    asyncio.get_running_loop().call_later(RELAY_ASK_AFTER, self._ask_later,
+                                                          link, key)
+                    continue
+            self.udp.send(self.request(key), (alloc.host, alloc.port))
 
     def _ask_later(self, link: NodeLink, key: bytes | None) -> None:
         """``ask``'s datagram to a named host, unless its node refused our handshake (its

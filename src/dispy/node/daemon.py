@@ -55,7 +55,6 @@ log = logging.getLogger("dispy.node")
 SPARE_AFTER = 1.0
 
 
-
 class NodeDaemon:
     def __init__(self, opts: NodeOptions) -> None:
         self.opts = opts
