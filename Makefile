@@ -1,6 +1,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+#: pytest workers: tests wait on daemons and timers more than they compute
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint bench soak clean
 
@@ -18,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy src
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -208,6 +208,31 @@ def _leaves_nothing_behind() -> Iterator[None]:
                         pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def _short_tmp_base() -> Iterator[Path]:
+    """Where tests' own directories go: a short path of this process's own.
+    pytest's (/tmp/pytest-of-USER/pytest-N/[popen-gwK/]name0) grows with its run number,
+    the user's name and a parallel worker's name; a node's job socket under a
+    --dest_path_prefix there can outgrow a Unix socket path, which moves it to TMPDIR
+    (a different code path, and a -9 kill leaves it there)."""
+    base = Path(tempfile.mkdtemp(prefix="dispy-t-"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(_short_tmp_base: Path) -> Iterator[Path]:
+    """A fresh directory per test (as pytest's), removed after it, also when it fails:
+    daemons a test started are stopped by its other fixtures first."""
+    path = Path(tempfile.mkdtemp(prefix="t", dir=_short_tmp_base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs in its own directory (files sent by nodes land there)."""
