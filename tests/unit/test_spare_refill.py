@@ -98,3 +98,49 @@ def test_none_starts_once_the_daemon_stops_accepting():
         assert spare.task is None and launched == []
 
     asyncio.run(main())
+
+
+# ---- the daemon's wiring ----------------------------------------------------------------
+
+
+class _Spare:
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def job_ended(self) -> None:
+        self.ended += 1
+
+
+def test_every_job_end_on_the_node_tells_the_spare(tmp_path):
+    """node/jobs.py: a job that ends (here one ended without a result of its own, as a
+    cancel or a lost process ends it) is what starts the planned spare host."""
+    from dispy.node.computation import Computation
+    from dispy.node.jobs import JobRunner
+    from dispy.node.service import OPEN
+    from dispy.node.session import Session
+    from dispy.wire import messages
+    from dispy.wire.status import TERMINATED
+
+    reported: list[str] = []
+    host = types.SimpleNamespace(
+        spare=_Spare(), metrics=None, accepting=True, sessions={}, service_state=OPEN,
+        report_soon=lambda session, uid: reported.append(uid), maybe_finish=lambda: None)
+    runner = JobRunner(host)  # type: ignore[arg-type]
+    session = Session("sid", "client", "program", "127.0.0.1")
+    comp = Computation("c1", messages.Compute(cid="c1", name="f"), b"", str(tmp_path),
+                       session)
+    session.computations["c1"] = comp
+    runner._end_job(comp, "u1", TERMINATED, "its process was lost")
+    assert reported == ["u1"] and host.spare.ended == 1
+
+
+def test_the_daemons_spare_starts_only_while_it_accepts(tmp_path):
+    """node/daemon.py: no spare host starts once the node stops taking computations."""
+    from dispy.node import options
+    from dispy.node.daemon import NodeDaemon
+
+    daemon = NodeDaemon(options.parse(["-i", "127.0.0.1", "--dest_path_prefix",
+                                       str(tmp_path)]))
+    assert daemon.spare.allowed()
+    daemon.accepting = False
+    assert not daemon.spare.allowed()
