@@ -161,3 +161,30 @@ def test_a_node_met_by_connection_is_not_met_again_at_another_address(met):
 
     asyncio.run(go())
     assert host.connected == ([] if met else [("fd00::7", ADDR[1])])
+
+
+def test_the_engine_tells_the_finder_of_each_node_it_connects_to():
+    """client/engine.py: the handshake's node id, with the address connected to, is what
+    ``met`` (above) keeps; without it a dual-stack node would be met twice."""
+    from dispy.client.engine import Engine
+
+    told: list[tuple] = []
+    engine = Engine.__new__(Engine)  # only _connected's bookkeeping, no loop or sockets
+    engine.finder = types.SimpleNamespace(met=lambda *a: told.append(a))
+    engine.core = types.SimpleNamespace(set_node=lambda key, cpus: None)
+    engine.clusters = {}
+    engine.dispatch = lambda: False
+
+    async def read(link, conn) -> None:
+        return None
+
+    engine._read = read
+    link = types.SimpleNamespace(node_id=None, ip=ADDR[0], port=ADDR[1], node=None,
+                                 running={}, key=ADDR, describe=lambda: "n")
+
+    async def go() -> None:
+        engine._connected(link, {"node_id": "n" * 32, "cpus": 2, "name": "n"}, object())
+        await asyncio.sleep(0)
+
+    asyncio.run(go())
+    assert told == [("n" * 32, *ADDR)] and link.state == "connected"
