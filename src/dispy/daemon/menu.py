@@ -32,8 +32,10 @@ def read_commands(prompt: str, handle: Callable[[str], None], name: str) -> None
 
     def reader() -> None:
         while True:
-            # a line of its own: log lines printed while we wait must not run into it
-            print(prompt.rstrip(), flush=True)
+            # a line of its own, in one write: log lines printed meanwhile (by the loop's
+            # thread) must not run into it, nor come between it and its newline
+            sys.stdout.write(prompt.rstrip() + "\n")
+            sys.stdout.flush()
             line = sys.stdin.readline()
             if not line:
                 return  # stdin closed: keep serving, just stop reading
