@@ -224,3 +224,22 @@ def _dataclasses_of(module: Any) -> list[type]:
     return [obj for obj in vars(module).values()
             if isinstance(obj, type) and dataclasses.is_dataclass(obj)
             and obj.__module__ == module.__name__]
+
+
+def test_warm_works_out_the_plans_ahead(monkeypatch):
+    """``records.warm`` (a daemon before it listens, a host before it forks, the client
+    while it connects): every record class gets its plan, or only those given."""
+    from dispy.wire import records
+
+    monkeypatch.setattr(records, "_PLANS", {})
+    records.warm([messages.Done, messages.SetupDone])
+    assert set(records._PLANS) == {messages.Done, messages.SetupDone}
+    records.warm()
+    for module in (messages, hostmsg, adminmsg, discoverymsg):
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, records.Record) \
+                    and value is not records.Record:
+                assert value in records._PLANS, value
+    plan = records._PLANS[messages.Done]
+    assert messages.Done.parse({"op": "done", "uid": "u1", "status": 5}).uid == "u1"
+    assert records._PLANS[messages.Done] is plan  # parse uses the plan worked out

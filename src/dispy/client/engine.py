@@ -33,7 +33,7 @@ from ..scheduling.nodesetup import (
     all_matching,
     matching,
 )
-from ..wire import heap, localpath, messages, netif, tls
+from ..wire import heap, localpath, messages, netif, records, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
@@ -52,6 +52,9 @@ from .sink import JobSink
 from .stall import stall_message
 
 log = logging.getLogger("dispy")
+#: what a node sends on the way to a program's first result (their parse plans are
+#: worked out while the first connection is under way: ``records.warm``)
+FIRST_JOB_RECORDS = (messages.SetupDone, messages.Done)
 
 
 def stop_program_engines() -> None:
@@ -230,7 +233,11 @@ class Engine:
     def connect(self, link: NodeLink) -> asyncio.Task:
         log.debug("node %s: connecting", link.describe())
         link.state = "connecting"
-        return asyncio.get_running_loop().create_task(self._open(link))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._open(link))
+        # while the connect and the node's handshake are under way, not when they come
+        loop.call_soon(records.warm, FIRST_JOB_RECORDS)
+        return task
 
     async def _open(self, link: NodeLink) -> None:
         timeout = self.msg_timeout

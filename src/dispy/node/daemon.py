@@ -31,6 +31,7 @@ from ..wire import (
     localpath,
     messages,
     netif,
+    records,
     tls,
 )
 from ..wire.admission import Admission
@@ -102,6 +103,7 @@ class NodeDaemon:
         self.disk.fresh_jobs_dir()  # a killed node's socket goes
         self.sessions.update(self.disk.restore_results())
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
+        records.warm()  # not in the first client's handshake and first job
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import hostmsg
+from ..wire import hostmsg, records
 from ..wire.messages import MAX_PROBLEM, MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 from . import initfile, jobenv, jobproc
@@ -300,6 +300,7 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
     jobenv.preload()
+    records.warm()  # inherited by the job processes this host forks
     ComputationHost(sock).run()
     os._exit(0)
 
