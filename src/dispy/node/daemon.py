@@ -500,15 +500,15 @@ class NodeDaemon:
         session = comp.session
         if comp.failed is None:
             comp.host = HostProcess(lambda m, b: self.jobs.on_host(comp, m, b))
+            self.jobs.job_tokens[comp.token] = comp
+            launched = await self.spare.take()
             init = hostmsg.HostInit(
                 cid=comp.cid, dir=comp.dir, jobs_path=self.disk.jobs_path, token=comp.token,
                 node_name=self.name, node_ip_addr=self._address_for(session),
-                client_shutdown=self.opts.client_shutdown)
-            self.jobs.job_tokens[comp.token] = comp
-            launched = await self.spare.take()
+                client_shutdown=self.opts.client_shutdown, fork=self.jobs.prefork(comp))
             comp.failed = await comp.host.start(init, [comp.bundle, *setup_args], launched)
-            if comp.failed is None:
-                self.jobs.prefork(comp)
+            if comp.failed is not None:
+                self.jobs.forks_off(comp)
         comp.bundle = b""
         log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:

@@ -106,6 +106,8 @@ class ComputationHost:
             send_frame_sync(self.daemon, hostmsg.SetupFailed(reason=reason))
             raise SystemExit(1) from None
         send_frame_sync(self.daemon, hostmsg.Ready(pid=os.getpid()))
+        for _ in range(init.fork):  # the daemon tells the client meanwhile
+            self._fork()
 
     def _shutdown_request(self) -> int:
         """dispynode_shutdown(): only in a cluster's cleanup, only with --client_shutdown."""

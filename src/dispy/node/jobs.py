@@ -238,18 +238,25 @@ class JobRunner:
 
     # ---- job processes -------------------------------------------------------------
 
-    def prefork(self, comp: Computation) -> None:
-        """A job process per CPU, asked for as setup ends: the client hears that setup is
-        done while they fork, and jobs that come first wait for them here (a fork that
-        fails breaks the computation: its jobs come back refused). Should they not all
-        connect in time, later jobs ask for processes as they need them."""
+    def prefork(self, comp: Computation) -> int:
+        """A job process per CPU, forked by the host as its setup ends (``HostInit.fork``,
+        the count returned here, asked for before the host is started so that none
+        connects before it is expected): the client hears that setup is done while they
+        fork, and jobs that come first wait for them here (a fork that fails breaks the
+        computation: its jobs come back refused). Should they not all connect in time,
+        later jobs ask for processes as they need them."""
         if comp.host is None or self.node.cpus <= 0:
-            return
+            return 0
         comp.forked = asyncio.get_running_loop().create_future()
         comp.forking = self.node.cpus
-        comp.host.send(hostmsg.Fork(count=self.node.cpus))
-        comp.host.flush()
         self.node.spawn(self._forks_overdue(comp, comp.forked))
+        return comp.forking
+
+    def forks_off(self, comp: Computation) -> None:
+        """Setup failed: the forks ``prefork`` expected will not come."""
+        comp.forking = 0
+        if comp.forked is not None and not comp.forked.done():
+            comp.forked.set_result(None)
 
     async def _forks_overdue(self, comp: Computation, forked: asyncio.Future) -> None:
         try:

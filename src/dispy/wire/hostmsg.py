@@ -49,6 +49,9 @@ class HostInit(Record):
     node_name: str
     node_ip_addr: str
     client_shutdown: bool = False
+    #: job processes to fork as soon as setup is done (after ``Ready``), without
+    #: waiting for a ``Fork``: the first job waits for the first of them
+    fork: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
