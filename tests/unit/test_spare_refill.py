@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from dispy.node import computation
 from dispy.node.computation import SpareHost
 
 pytestmark = pytest.mark.timeout(30)
@@ -24,17 +25,27 @@ def _spare() -> tuple[SpareHost, list[int]]:
     return SpareHost(launch=launch), launched
 
 
-def test_a_job_ending_starts_the_planned_spare_at_once():
+def test_a_job_ending_starts_the_planned_spare_soon_after(monkeypatch):
+    monkeypatch.setattr(computation, "AFTER_JOB", 0.05)
+
     async def main():
+        loop = asyncio.get_running_loop()
         spare, launched = _spare()
         spare.refill_soon(60)
         await asyncio.sleep(0)
         assert spare.task is None and launched == []
+        ended = loop.time()
         spare.job_ended()
-        assert spare.task is not None
+        assert spare.task is None  # not in the loop turn that delivers the result
+        await asyncio.sleep(0.02)
+        spare.job_ended()  # more jobs ending do not put it off
+        while spare.task is None:
+            await asyncio.sleep(0.005)
+        assert loop.time() - ended < 0.5  # the 60 s bound did not apply
         await spare.task
         assert launched == [1]
         spare.job_ended()  # nothing planned any more: no second start
+        await asyncio.sleep(0.1)
         assert launched == [1]
 
     asyncio.run(main())
