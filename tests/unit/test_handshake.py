@@ -16,7 +16,7 @@ from dispy.config import PROTOCOL_VERSION
 from dispy.wire import auth, codec
 from dispy.wire.codec import PRE_AUTH_MAX_HEADER, FrameError
 from dispy.wire.connection import Connection, ConnectionClosed, serve
-from dispy.wire.handshake import HandshakeError, client_handshake, server_handshake
+from dispy.wire.handshake import HandshakeError, client_handshake, rehearse, server_handshake
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -569,3 +569,22 @@ def test_a_non_ascii_proof_is_a_mismatch_not_a_crash():
     key = auth.derive_key("s")
     assert not auth.check(key, auth.SERVER_ROLE, b"d" * 32, "\u00e9" * 64)
     assert not auth.check(key, auth.SERVER_ROLE, b"d" * 32, None)
+
+
+def test_rehearsal_completes_and_leaves_nothing_open():
+    """A daemon's rehearsal before it serves (``handshake.rehearse``): a whole handshake
+    and a sealed frame each way, then both ends closed."""
+    import os
+
+    from dispy.wire.connection import Traffic
+
+    before = set(os.listdir("/proc/self/fd"))
+    counted = Traffic.received, Traffic.sent
+
+    async def main():
+        await rehearse()
+        await asyncio.sleep(0.05)  # the transports' closing callbacks
+
+    asyncio.run(main())
+    assert set(os.listdir("/proc/self/fd")) <= before
+    assert (Traffic.received, Traffic.sent) == counted  # not in a daemon's metrics

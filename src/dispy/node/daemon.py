@@ -104,6 +104,7 @@ class NodeDaemon:
         self.sessions.update(self.disk.restore_results())
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
         records.warm()  # not in the first client's handshake and first job
+        await handshake.rehearse()  # nor its first run of the handshake's code
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:

@@ -90,6 +90,7 @@ class SchedulerDaemon:
         self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)
         ssl_ctx = tls.server_context(self.opts.cluster_certfile, self.opts.cluster_keyfile)
         records.warm()  # not in the first program's handshake and first job
+        await handshake.rehearse()  # nor its first run of the handshake's code
         hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]
         for host in hosts:
             try:
