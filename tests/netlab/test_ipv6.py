@@ -188,3 +188,41 @@ def test_ipv6_dispyadmin_finds_and_administers_nodes(tmp_path: Path) -> None:
             node.start("--admin_secret", "adm")
         seen = admin_sees(lan, tmp_path / "admin.log")
         assert seen == sorted(n.host.ip6 for n in lan.nodes.values() if n.host.ip6)
+
+
+def test_dual_stack_nodes_are_met_once(tmp_path: Path) -> None:
+    """On a LAN with IPv4 and IPv6, a node answers the broadcast and the multicast at
+    one address of each family: the client meets it once (at the first answer), sets
+    its computation up there once, runs its jobs there, and lists it once, as does
+    ``dispy status``."""
+    with Lab(ipv4=True, ipv6=True) as lab:
+        lan = v6_lan(lab, tmp_path)
+        for node in lan.nodes.values():
+            node.start(wait=False)
+        for node in lan.nodes.values():
+            node.wait_for("serving")
+        owner = {}
+        for name, node in lan.nodes.items():
+            assert node.host.ip and node.host.ip6
+            owner[node.host.ip] = owner[node.host.ip6] = name
+        # a second of jobs: answers of both families keep coming while they run
+        run = lan.run_client(CLIENT, "--nodes", json.dumps(["*"]), "--node-port",
+                             str(NODE_PORT), "--jobs", "40", "--delay", "0.1",
+                             "--wait-nodes", "2", "--deadline", "40")
+        detail = lan.diagnostics()
+        assert run.returncode == 0 and run.report is not None, detail
+        for listed in (run.report["nodes_before_submit"], run.report["nodes_at_end"]):
+            assert sorted(owner[ip] for ip in listed) == ["node1", "node2"], detail
+        assert all(j["status"] == 11 for j in run.report["jobs"]), detail
+        assert {owner[j["ip"]] for j in run.report["jobs"]} == {"node1", "node2"}, detail
+        for node in lan.nodes.values():  # met at both addresses, two links would take
+            # the session from each other, each setting the computation up again
+            setups = [line for line in node.output().splitlines()
+                      if "computation 'compute' from" in line and not line.endswith("closed")]
+            assert len(setups) == 1, detail
+        res = lan.client.run([sys.executable, "-m", "dispy", "status", "--node_port",
+                              str(NODE_PORT), "--json"], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr
+        listed = [n["ip_addr"] for n in json.loads(res.stdout)]
+        assert sorted(owner[ip] for ip in listed) == ["node1", "node2"], res.stdout
