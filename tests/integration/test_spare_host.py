@@ -63,3 +63,25 @@ def test_a_killed_node_leaves_no_spare_behind(node_factory):
     while psutil.pid_exists(spare) and psutil.Process(spare).status() != "zombie":
         assert time.monotonic() < deadline, "the spare host outlived its daemon"
         time.sleep(0.05)
+
+
+def slow_setup():
+    import time
+
+    time.sleep(2.0)  # longer than the node's --msg_timeout
+    return 0
+
+
+def test_a_setup_longer_than_msg_timeout_gets_its_job_processes_as_expected(node_factory):
+    """The node expects a job process per CPU from the host as setup ends; the time they
+    have (--msg_timeout) counts from then, not from the host's start, and no more are
+    asked for than it has CPUs."""
+    node = node_factory("-c", "2", "--msg_timeout", "1")
+    with dispy.JobCluster(os.getpid, nodes=["127.0.0.1"], node_port=node.port, port=0,
+                          setup=slow_setup) as cluster:
+        jobs = [cluster.submit() for _ in range(20)]
+        pids = {job() for job in jobs}
+        assert all(job.status == dispy.DispyJob.Finished for job in jobs)
+        assert len(pids) <= 2, pids
+    # (a clock started with the host runs out during setup: the warning is there by now)
+    assert "not started in" not in node.output(), node.output()

@@ -507,9 +507,13 @@ class NodeDaemon:
                 cid=comp.cid, dir=comp.dir, jobs_path=self.disk.jobs_path, token=comp.token,
                 node_name=self.name, node_ip_addr=self._address_for(session),
                 client_shutdown=self.opts.client_shutdown, fork=self.jobs.prefork(comp))
-            comp.failed = await comp.host.start(init, [comp.bundle, *setup_args], launched)
-            if comp.failed is not None:
-                self.jobs.forks_off(comp)
+            ready = False
+            try:
+                comp.failed = await comp.host.start(init, [comp.bundle, *setup_args],
+                                                    launched)
+                ready = comp.failed is None
+            finally:  # (also when starting the host raised)
+                self.jobs.setup_done(comp, ready)
         comp.bundle = b""
         log.debug("setup of %r: %s", comp.name, "failed" if comp.failed else "done")
         if comp.failed is not None:

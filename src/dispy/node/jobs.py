@@ -240,20 +240,24 @@ class JobRunner:
 
     def prefork(self, comp: Computation) -> int:
         """A job process per CPU, forked by the host as its setup ends (``HostInit.fork``,
-        the count returned here, asked for before the host is started so that none
+        the count returned here, expected before the host is started so that none
         connects before it is expected): the client hears that setup is done while they
         fork, and jobs that come first wait for them here (a fork that fails breaks the
-        computation: its jobs come back refused). Should they not all connect in time,
-        later jobs ask for processes as they need them."""
+        computation: its jobs come back refused). ``setup_done`` starts the clock."""
         if comp.host is None or self.node.cpus <= 0:
             return 0
         comp.forked = asyncio.get_running_loop().create_future()
         comp.forking = self.node.cpus
-        self.node.spawn(self._forks_overdue(comp, comp.forked))
         return comp.forking
 
-    def forks_off(self, comp: Computation) -> None:
-        """Setup failed: the forks ``prefork`` expected will not come."""
+    def setup_done(self, comp: Computation, ok: bool) -> None:
+        """The host is ready (``ok``): the forks ``prefork`` expected have until
+        --msg_timeout from now (setup may take longer than that); should they not all
+        connect in time, later jobs ask for processes as they need them. Else they will
+        not come."""
+        if ok and comp.forked is not None and not comp.forked.done():
+            self.node.spawn(self._forks_overdue(comp, comp.forked))
+            return
         comp.forking = 0
         if comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
