@@ -588,3 +588,29 @@ def test_rehearsal_completes_and_leaves_nothing_open():
     asyncio.run(main())
     assert set(os.listdir("/proc/self/fd")) <= before
     assert (Traffic.received, Traffic.sent) == counted  # not in a daemon's metrics
+
+
+def test_a_rehearsal_that_fails_or_stalls_is_forgotten(monkeypatch):
+    """It is only a speed-up: a daemon starts whatever becomes of it."""
+    import socket
+
+    from dispy.wire import handshake as module
+
+    def no_pair(*args: Any) -> Any:
+        raise OSError(24, "Too many open files")
+
+    async def stalls(*args: Any, **kw: Any) -> Any:
+        await asyncio.sleep(60)
+
+    async def main():
+        with monkeypatch.context() as m:
+            m.setattr(socket, "socketpair", no_pair)
+            await rehearse()
+        with monkeypatch.context() as m:
+            m.setattr(module, "server_handshake", stalls)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            await rehearse(timeout=0.2)
+            assert loop.time() - began < 5
+
+    asyncio.run(main())

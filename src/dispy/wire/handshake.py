@@ -17,6 +17,7 @@ from typing import Any
 
 from .._version import __version__
 from ..config import PROTOCOL_VERSION
+from ..eventloop import within
 from . import auth
 from .codec import FULL, FrameError, Limits
 from .connection import Connection, ConnectionClosed, Traffic
@@ -151,30 +152,40 @@ async def accept(
     return None
 
 
-async def rehearse() -> None:
+async def rehearse(timeout: float = 2.0) -> None:
     """A whole handshake and one sealed frame each way between two ends of a socket
     pair in this process, with a throwaway secret: a daemon does this before it serves,
     so that its first client does not wait for the first run of that code (about a
-    millisecond on a fresh dispynode). Nothing of it is kept, nor counted as traffic."""
+    millisecond on a fresh dispynode). Nothing of it is kept, nor counted as traffic;
+    a rehearsal that fails (or takes over ``timeout`` seconds) is logged and forgotten:
+    it is only a speed-up."""
+    conns: list[Connection] = []
+    try:
+        await within(_rehearsal(conns), timeout)
+    except Exception as exc:  # (OSError, a timeout on a crowded machine, ...)
+        logging.getLogger("dispy.wire").debug("handshake rehearsal skipped: %r", exc)
+    finally:
+        for conn in conns:
+            conn.close()
+            Traffic.received -= conn.bytes_in
+            Traffic.sent -= conn.bytes_out
+
+
+async def _rehearsal(conns: list[Connection]) -> None:
     import socket
 
-    counted = Traffic.received, Traffic.sent
     ends = socket.socketpair()
-    conns: list[Connection] = []
     try:
         for end in ends:
             end.setblocking(False)
             conns.append(await Connection.open_unix(end))
-        key = auth.key_of(auth.new_nonce())
-        server = server_handshake(conns[1], lambda role: key, lambda hello: {}, 5.0)
-        client = client_handshake(conns[0], key, {}, 5.0)
-        await asyncio.gather(server, client)
-        conns[0].send({"op": "rehearsal"})
-        conns[1].send({"op": "rehearsal"})
-        await asyncio.gather(conns[0].recv(5.0), conns[1].recv(5.0))
     finally:
-        for conn in conns:
-            conn.close()
         for end in ends[len(conns):]:
             end.close()
-        Traffic.received, Traffic.sent = counted
+    key = auth.key_of(auth.new_nonce())
+    server = server_handshake(conns[1], lambda role: key, lambda hello: {}, 5.0)
+    client = client_handshake(conns[0], key, {}, 5.0)
+    await asyncio.gather(server, client)
+    conns[0].send({"op": "rehearsal"})
+    conns[1].send({"op": "rehearsal"})
+    await asyncio.gather(conns[0].recv(5.0), conns[1].recv(5.0))
