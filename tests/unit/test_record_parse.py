@@ -5,6 +5,7 @@ reading of the type hints did before, for every record of every protocol."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import types
 import typing
 from typing import Annotated, Any
@@ -243,3 +244,23 @@ def test_warm_works_out_the_plans_ahead(monkeypatch):
     plan = records._PLANS[messages.Done]
     assert messages.Done.parse({"op": "done", "uid": "u1", "status": 5}).uid == "u1"
     assert records._PLANS[messages.Done] is plan  # parse uses the plan worked out
+
+
+def test_warm_skips_a_class_whose_plan_cannot_be_worked_out(monkeypatch):
+    """A record whose hints do not resolve keeps failing when a frame of it comes (as
+    without ``warm``), and does not stop a daemon from starting."""
+    from dispy.wire import records
+
+    monkeypatch.setattr(records, "_PLANS", {})
+
+    @dataclasses.dataclass(frozen=True)
+    class Broken(Record):
+        op: typing.ClassVar[str] = "broken"
+        x: NoSuchType = None  # type: ignore[name-defined]  # noqa: F821
+
+    records.warm([Broken, messages.Done])
+    assert Broken not in records._PLANS and messages.Done in records._PLANS
+    with pytest.raises(NameError):
+        Broken.parse({"op": "broken"})
+    del Broken
+    gc.collect()  # a Record subclass no more, for whoever lists them later

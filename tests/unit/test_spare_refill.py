@@ -37,8 +37,10 @@ def test_a_job_ending_starts_the_planned_spare_soon_after(monkeypatch):
         ended = loop.time()
         spare.job_ended()
         assert spare.task is None  # not in the loop turn that delivers the result
+        due = spare._due.when()
         await asyncio.sleep(0.02)
         spare.job_ended()  # more jobs ending do not put it off
+        assert spare._due.when() == due
         while spare.task is None:
             await asyncio.sleep(0.005)
         assert loop.time() - ended < 0.5  # the 60 s bound did not apply

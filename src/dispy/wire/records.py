@@ -117,9 +117,12 @@ def warm(classes: Iterable[type[Record]] | None = None) -> None:
     stack = list(Record.__subclasses__() if classes is None else classes)
     while stack:
         cls = stack.pop()
-        if cls not in _PLANS:
-            _PLANS[cls] = parse_plan(cls)
         stack.extend(cls.__subclasses__())
+        if cls not in _PLANS:
+            try:
+                _PLANS[cls] = parse_plan(cls)
+            except Exception:  # (its hints do not resolve): worked out, or refused, when
+                continue  # a frame of it comes, as without this
 
 
 def _checker(name: str, hint: Any) -> Check:
