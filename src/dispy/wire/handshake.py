@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -172,8 +173,6 @@ async def rehearse(timeout: float = 2.0) -> None:
 
 
 async def _rehearsal(conns: list[Connection]) -> None:
-    import socket
-
     ends = socket.socketpair()
     try:
         for end in ends:
