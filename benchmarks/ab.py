@@ -26,7 +26,7 @@ import bench  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FIGURES = {"tiny": "jobs_per_s", "payload": "mb_per_s", "latency": "p50_ms",
-           "startup": "seconds"}
+           "startup": "seconds", "program": "seconds"}
 
 
 def export(rev: str, dest: Path) -> Path:

@@ -37,9 +37,9 @@ SYSTEMS = ["ours", "shared", "orig", "dask", "ray", "pool"]
 DRIVERS = {"ours": "ours.py", "shared": "ours_shared.py", "orig": "orig.py",
            "dask": "dask_distributed.py",
            "ray": "ray_cluster.py", "pool": "pool.py"}
-WORKLOADS = ["tiny", "latency", "cpu", "payload", "startup", "memory", "many-nodes",
+WORKLOADS = ["tiny", "latency", "cpu", "payload", "startup", "program", "memory", "many-nodes",
              "many-nodes-2", "reliability"]
-QUICK_KIND = {"tiny", "latency", "cpu", "payload", "startup"}
+QUICK_KIND = {"tiny", "latency", "cpu", "payload", "startup", "program"}
 HEAVY_KIND = {"memory", "many-nodes", "many-nodes-2"}
 
 FULL: dict[str, dict[str, Any]] = {
@@ -48,6 +48,7 @@ FULL: dict[str, dict[str, Any]] = {
     "cpu": {"jobs": 40, "job_ms": 100},
     "payload": {"jobs": 20, "mb": 8},
     "startup": {},
+    "program": {"programs": 3},
     "memory": {"jobs": 50000},
     "many-nodes": {"nodes": 20, "jobs": 20000, "ready_timeout": 180},
     "many-nodes-2": {"nodes": 2, "jobs": 20000, "ready_timeout": 60},
@@ -59,12 +60,14 @@ QUICK: dict[str, dict[str, Any]] = {
     "cpu": {"jobs": 6, "job_ms": 100},
     "payload": {"jobs": 4, "mb": 8},
     "startup": {},
+    "program": {"programs": 1},
     "memory": {"jobs": 2000},
     "many-nodes": {"nodes": 4, "jobs": 600, "ready_timeout": 90},
     "many-nodes-2": {"nodes": 2, "jobs": 600, "ready_timeout": 60},
     "reliability": {"rounds": 2, "jobs": 300, "job_timeout": 10},
 }
 TIMEOUTS = {"tiny": 240, "latency": 180, "cpu": 180, "payload": 240, "startup": 120,
+            "program": 120,
             "memory": 300, "many-nodes": 600, "many-nodes-2": 300, "reliability": 2400}
 QUICK_TIMEOUTS = {**{w: 120 for w in WORKLOADS}, "many-nodes": 240, "reliability": 240}
 
@@ -75,6 +78,7 @@ METRICS: dict[str, list[tuple[str, str]]] = {
     "cpu": [("efficiency", "higher")],
     "payload": [("mb_per_s", "higher")],
     "startup": [("seconds", "lower")],
+    "program": [("seconds", "lower"), ("first_s", "lower")],
     "memory": [("bytes_per_job", "lower")],
     "many-nodes": [("jobs_per_s", "higher"), ("client_cpu_us_per_job", "lower"),
                    ("scheduler_cpu_us_per_job", "lower")],
@@ -94,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help=f"comma-separated subset of {','.join(WORKLOADS)}")
     ap.add_argument("--runs", type=int, default=None,
-                    help="runs of tiny, latency, cpu, payload, startup (default 5; quick 1)")
+                    help="runs of tiny, latency, cpu, payload, startup, program "
+                    "(default 5; quick 1)")
     ap.add_argument("--heavy-runs", type=int, default=None,
                     help="runs of memory and many-nodes (default 3; quick 1)")
     ap.add_argument("--reliability-runs", type=int, default=1,

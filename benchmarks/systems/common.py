@@ -225,6 +225,11 @@ class Adapter:
         """(ended successfully, result) of an ended job."""
         raise NotImplementedError
 
+    def program_source(self) -> str:
+        """A user's whole one-job program for the nodes started (``program``): it
+        prints ``result 7`` and exits."""
+        raise Skip("no program for this system")
+
     def gather(self, handles: list) -> list | None:
         """All results at once if the system has an idiomatic way; None: wait one by one."""
         return None
@@ -435,6 +440,37 @@ def w_startup(sys_: Adapter, p: dict, jobfns: Any) -> dict:
             "metrics": {"seconds": elapsed} if done else {}}
 
 
+def w_program(sys_: Adapter, p: dict, jobfns: Any) -> dict:
+    """A whole one-job program as ``python prog.py`` runs it: the interpreter's start,
+    the import, the cluster, one job and the exit, node already running and idle (what
+    ``startup`` leaves out is what a user waits for too). The median of ``programs``
+    programs, one after another, and the first of them alone."""
+    sys_.start_nodes([p["cpus"]])
+    Path("program.py").write_text(sys_.program_source())  # (the original reads its source)
+    time.sleep(p.get("settle", 1.0))
+    times: list[float] = []
+    counts = {"ok": 0, "failed": 0, "wrong": 0, "stuck": 0}
+    for _ in range(p.get("programs", 3)):
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "program.py"], capture_output=True,
+                                  text=True, timeout=p["stall"], check=False)
+        except subprocess.TimeoutExpired:
+            counts["stuck"] += 1
+            continue
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            counts["failed"] += 1
+            sys.stderr.write(proc.stderr[-2000:])
+        elif proc.stdout.split() != ["result", "7"]:
+            counts["wrong"] += 1
+        else:
+            counts["ok"] += 1
+            times.append(elapsed)
+    metrics = {"seconds": statistics.median(times), "first_s": times[0]} if times else {}
+    return {"status": _status(counts), "counts": counts, "metrics": metrics}
+
+
 def w_memory(sys_: Adapter, p: dict, jobfns: Any) -> dict:
     sys_.start_nodes([p["cpus"]])
     sys_.open(jobfns.noop)
@@ -501,7 +537,7 @@ def w_reliability(sys_: Adapter, p: dict, jobfns: Any) -> dict:
 
 WORKLOADS: dict[str, Callable[[Adapter, dict, Any], dict]] = {
     "tiny": w_tiny, "latency": w_latency, "cpu": w_cpu, "payload": w_payload,
-    "startup": w_startup, "memory": w_memory, "many-nodes": w_many_nodes,
+    "startup": w_startup, "program": w_program, "memory": w_memory, "many-nodes": w_many_nodes,
     "many-nodes-2": w_many_nodes, "reliability": w_reliability,
 }
 

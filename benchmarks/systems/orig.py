@@ -52,6 +52,10 @@ class Original(Adapter):
         self.cluster = dispy.JobCluster(fn, nodes=self.nodes, host="127.0.0.1",
                                         dispy_port=port, loglevel=dispy.logger.WARNING)
 
+    def program_source(self) -> str:
+        nodes = [(n.ip_addr, n.port) for n in self.nodes]
+        return PROGRAM.format(nodes=nodes, port=free_port("127.0.0.1"))
+
     def wait_ready(self, nodes: int, cpus: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while len(self.cluster.status().nodes) < nodes:
@@ -70,6 +74,21 @@ class Original(Adapter):
 
     def close(self) -> None:
         pass  # its close() waits without bound; the driver exits and kills the nodes
+
+
+PROGRAM = """
+import dispy
+
+def compute(x):
+    return x
+
+cluster = dispy.JobCluster(compute, host="127.0.0.1", dispy_port={port},
+                           nodes=[dispy.NodeAllocate(ip, port=p) for ip, p in {nodes!r}],
+                           loglevel=dispy.logger.WARNING)
+job = cluster.submit(7)
+print("result", job())
+cluster.close()
+"""
 
 
 if __name__ == "__main__":

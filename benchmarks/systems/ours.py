@@ -46,6 +46,9 @@ class Ours(Adapter):
         self.cluster = dispy.JobCluster(fn, nodes=[("127.0.0.1", p) for p in self.ports],
                                         port=0)
 
+    def program_source(self) -> str:
+        return PROGRAM.format(nodes=[("127.0.0.1", p) for p in self.ports])
+
     def wait_ready(self, nodes: int, cpus: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while len(self.cluster.status().nodes) < nodes:
@@ -65,6 +68,19 @@ class Ours(Adapter):
     def close(self) -> None:
         if self.cluster is not None:
             self.cluster.close(timeout=30, terminate=True)
+
+
+PROGRAM = """
+import dispy
+
+def compute(x):
+    return x
+
+cluster = dispy.JobCluster(compute, nodes={nodes!r}, port=0)
+job = cluster.submit(7)
+print("result", job())
+cluster.close()
+"""
 
 
 if __name__ == "__main__":

@@ -35,5 +35,24 @@ class OursShared(Ours):
             scheduler_node="127.0.0.1", scheduler_port=self.sched_port)
 
 
+    def program_source(self) -> str:
+        return PROGRAM.format(nodes=self.ports, sched=self.sched_port)
+
+
+PROGRAM = """
+import dispy
+
+def compute(x):
+    return x
+
+cluster = dispy.SharedJobCluster(
+    compute, nodes=[dispy.NodeAllocate("127.0.0.1", p) for p in {nodes!r}],
+    scheduler_node="127.0.0.1", scheduler_port={sched})
+job = cluster.submit(7)
+print("result", job())
+cluster.close()
+"""
+
+
 if __name__ == "__main__":
     driver_main(OursShared)

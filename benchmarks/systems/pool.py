@@ -34,6 +34,9 @@ class Pool(Adapter):
         self.fn = fn
         self.pool = cf.ProcessPoolExecutor(self.cpus)
 
+    def program_source(self) -> str:
+        return PROGRAM.format(cpus=self.cpus)
+
     def submit(self, *args: Any) -> Any:
         assert self.pool is not None
         return self.pool.submit(self.fn, *args)
@@ -50,6 +53,18 @@ class Pool(Adapter):
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+PROGRAM = """
+import concurrent.futures
+
+def compute(x):
+    return x
+
+if __name__ == "__main__":
+    with concurrent.futures.ProcessPoolExecutor({cpus}) as pool:
+        print("result", pool.submit(compute, 7).result())
+"""
 
 
 if __name__ == "__main__":
