@@ -18,7 +18,7 @@ from .records import ID, MAX_LIST, Id, MessageError, Record, as_float, nonneg, p
 # ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Compute(Record):
     op: ClassVar[str] = "compute"
     cid: Id = ""
@@ -29,13 +29,13 @@ class Compute(Record):
     kind: str = "function"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Setup(Record):
     op: ClassVar[str] = "setup"
     cid: Id = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Job(Record):
     op: ClassVar[str] = "job"
     cid: Id = ""
@@ -71,14 +71,14 @@ class Job(Record):
                    priority=0 if priority is None else priority)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Cancel(Record):
     op: ClassVar[str] = "cancel"
     cid: Id = ""
     uid: Id = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Close(Record):
     op: ClassVar[str] = "close"
     cid: Id = ""
@@ -86,19 +86,19 @@ class Close(Record):
     keep: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Ack(Record):
     op: ClassVar[str] = "ack"
     uids: list[Id] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class JobsQuery(Record):
     op: ClassVar[str] = "jobs_query"
     uids: list[Id] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class File(Record):
     op: ClassVar[str] = "file"
     cid: Id = ""
@@ -114,20 +114,20 @@ class File(Record):
     xfer: Id | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class FilesCheck(Record):
     op: ClassVar[str] = "files_check"
     cid: Id = ""
     files: list[dict] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Schedule(Record):
     op: ClassVar[str] = "schedule"
     cid: Id = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class NodeControl(Record):
     """allocate_node, deallocate_node, close_node, resetup_node, set_node_cpus
     (dispyscheduler)."""
@@ -160,7 +160,7 @@ class SetNodeCpus(NodeControl):
     op: ClassVar[str] = "set_node_cpus"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SharedCompute(Compute):
     """A computation given to dispyscheduler: also how it is shared and its nodes."""
     reentrant: bool = False
@@ -228,7 +228,7 @@ def id_field(header: dict[str, Any], name: str) -> str:
 # ---- what a node (or dispyscheduler) sends a program ------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Done(Record):
     """A job's result; buffers: result, stdout, stderr, then out-of-band ones. A job
     process sends it without ``cid`` (the node adds it: ``client_header``)."""
@@ -297,7 +297,7 @@ def _done_fields(header: dict[str, Any]) -> tuple:
     return uid, cid, status, times[0], times[1], exc, oob, text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SetupDone(Record):
     op: ClassVar[str] = "setup_done"
     cid: Id = ""
@@ -306,14 +306,14 @@ class SetupDone(Record):
     cpus: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Provisional(Record):
     op: ClassVar[str] = "provisional"
     uid: Id = ""
     cid: Id | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class JobRefused(Record):
     op: ClassVar[str] = "job_refused"
     uid: Id = ""
@@ -323,14 +323,14 @@ class JobRefused(Record):
     status: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class ComputationLost(Record):
     op: ClassVar[str] = "computation_lost"
     cid: Id = ""
     reason: str = "?"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Closed(Record):
     op: ClassVar[str] = "closed"
     cid: Id = ""
@@ -343,14 +343,14 @@ class Closed(Record):
 MAX_PROBLEM = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Pulse(Record):
     op: ClassVar[str] = "pulse"
     busy: int | None = None
     avail_info: dict | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SendFile(Record):
     """A job's ``dispy_send_file``; buffers: the file's bytes."""
     op: ClassVar[str] = "send_file"
@@ -361,14 +361,14 @@ class SendFile(Record):
     mode: int = 0o644
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Cpus(Record):
     """The node's usable CPUs changed (dispyadmin, service window)."""
     op: ClassVar[str] = "cpus"
     cpus: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Reply(Record):
     """The answer to a request that named a ``reply`` token."""
     op: ClassVar[str] = "reply"
@@ -388,14 +388,14 @@ class Reply(Record):
 # ---- what dispyscheduler sends a program (besides the node messages it relays) ----------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Scheduled(Record):
     """The computation is admitted: its jobs run."""
     op: ClassVar[str] = "scheduled"
     cid: Id = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Waiting(Record):
     """The computation waits (another one holds the nodes exclusively)."""
     op: ClassVar[str] = "waiting"
@@ -403,20 +403,20 @@ class Waiting(Record):
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class Refused(Record):
     op: ClassVar[str] = "refused"
     cid: Id = ""
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class SchedulerStopping(Record):
     op: ClassVar[str] = "scheduler_stopping"
     cid: Id = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class JobStatus(Record):
     """A job of the program changed status at the scheduler (queued again, running)."""
     op: ClassVar[str] = "job_status"
@@ -428,7 +428,7 @@ class JobStatus(Record):
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class NodeEvent(Record):
     """A node event of the computation (DispyNode status), with the node as JSON."""
     op: ClassVar[str] = "node"
@@ -437,7 +437,7 @@ class NodeEvent(Record):
     node: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class AskAllocate(Record):
     """What does the program's own NodeAllocate.allocate say for this node?"""
     op: ClassVar[str] = "allocate"
@@ -446,7 +446,7 @@ class AskAllocate(Record):
     node: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class JobResult(Record):
     """A job's end as dispyscheduler passes it to its program: the node's Done under the
     program's ids, with the node that ran it (none when the scheduler ended the job);

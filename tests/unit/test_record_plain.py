@@ -1,0 +1,44 @@
+"""Records' repr, equality and hash (``records.Plain``) behave as dataclass's own."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dispy.wire import discoverymsg, hostmsg, messages
+from dispy.wire.records import Record
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _all_records() -> list[type]:
+    out, stack = [], [Record, discoverymsg.DiscoveryMessage]
+    while stack:
+        cls = stack.pop()
+        out.append(cls)
+        stack.extend(cls.__subclasses__())
+    return out
+
+
+def test_repr_eq_and_hash_as_dataclass_generates_them() -> None:
+    job = messages.Job(cid="c1", uid="u1", oob=2, timeout=1.5)
+    assert repr(job) == ("Job(reply=None, cid='c1', uid='u1', oob=2, pin=None, "
+                         "timeout=1.5, priority=0)")
+    same = messages.Job(cid="c1", uid="u1", oob=2, timeout=1.5)
+    assert job == same and hash(job) == hash(same)
+    assert job != messages.Job(cid="c1", uid="u2", oob=2, timeout=1.5)
+    # another class with the same fields is never equal (as dataclass: NotImplemented)
+    assert messages.Setup(cid="c1") != hostmsg.Fork(count=1)
+    assert (job == object()) is False
+    nan = float("nan")  # a value is equal to itself, as in the tuples dataclass compares
+    assert messages.Done(uid="u", status=5, start_time=nan) == \
+        messages.Done(uid="u", status=5, start_time=nan)
+
+
+@pytest.mark.parametrize("cls", _all_records(), ids=lambda c: c.__qualname__)
+def test_every_record_uses_the_shared_methods(cls: type) -> None:
+    """No record class generates its own (an exec each at import)."""
+    assert dataclasses.is_dataclass(cls)
+    for name in ("__repr__", "__eq__", "__hash__"):
+        assert name not in vars(cls) or cls.__name__ == "Plain", (cls, name)
