@@ -3,9 +3,9 @@
 ``cluster = dispy.JobCluster(compute)`` ships ``compute`` to every dispynode it finds;
 ``cluster.submit(*args)`` returns a :class:`DispyJob` whose ``job()`` gives the result.
 
-The client's classes load on first use of any of them (all together, as one import
-did before): a node's computation hosts and job processes import ``dispy.node...`` and
-must not pay for the client (it was 90% of a host's start).
+The client's classes load on first use of each: a node's computation hosts and job
+processes import ``dispy.node...`` and must not pay for the client (it was 90% of a
+host's start), and a program pays only for what it uses.
 """
 
 from __future__ import annotations
@@ -45,19 +45,30 @@ __all__ = [
 ]
 
 
-def _load_client() -> None:
-    from . import sshstart
-    from .client import cluster, executor, futures, job, nodes, recover, shared, status
+#: where each of the client's names is defined, imported on its first use: a program
+#: that uses JobCluster does not import SSHNodes' argparse or dispyscheduler's link
+_HOMES = {
+    "JobCluster": "client.cluster", "Executor": "client.executor",
+    "ALL_COMPLETED": "client.futures", "FIRST_COMPLETED": "client.futures",
+    "FIRST_EXCEPTION": "client.futures", "JobError": "client.futures",
+    "as_completed": "client.futures", "wait": "client.futures", "DispyJob": "client.job",
+    "ClusterStatus": "client.nodes", "DispyNode": "client.nodes",
+    "DispyNodeAvailInfo": "client.nodes", "NodeAllocate": "client.nodes",
+    "recover_jobs": "client.recover", "SharedJobCluster": "client.shared",
+    "ClusterStats": "client.status", "SSHNodes": "sshstart",
+}
 
-    globals().update(
-        JobCluster=cluster.JobCluster, Executor=executor.Executor,
-        ALL_COMPLETED=futures.ALL_COMPLETED, FIRST_COMPLETED=futures.FIRST_COMPLETED,
-        FIRST_EXCEPTION=futures.FIRST_EXCEPTION, JobError=futures.JobError,
-        as_completed=futures.as_completed, wait=futures.wait, DispyJob=job.DispyJob,
-        ClusterStatus=nodes.ClusterStatus, DispyNode=nodes.DispyNode,
-        DispyNodeAvailInfo=nodes.DispyNodeAvailInfo, NodeAllocate=nodes.NodeAllocate,
-        recover_jobs=recover.recover_jobs, SharedJobCluster=shared.SharedJobCluster,
-        ClusterStats=status.ClusterStats, SSHNodes=sshstart.SSHNodes)
+
+def _load(name: str) -> Any:
+    """``name``'s module, imported now (with client/futures.py, which gives every
+    DispyJob its ``future``)."""
+    from importlib import import_module
+
+    from .client import futures  # noqa: F401  (registers the jobs' future hooks)
+
+    value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
 
 
 def _at_exit() -> None:
@@ -73,11 +84,6 @@ _atexit.register(_at_exit)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        _load_client()
-        return globals()[name]
+    if name in _HOMES:
+        return _load(name)
     raise AttributeError(f"module 'dispy' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,37 @@
+"""``dispy``'s client names load on first use, each with only what it needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=50).stdout
+
+
+def test_jobcluster_does_not_import_the_rest() -> None:
+    out = _run("import sys, dispy; dispy.JobCluster\n"
+               "from dispy.client.job import FUTURE_HOOKS\n"
+               "print(sorted(FUTURE_HOOKS))\n"
+               "print([m for m in ('dispy.sshstart', 'dispy.client.shared', "
+               "'dispy.client.recover', 'dispy.client.executor', 'argparse', 'dispy.node')"
+               " if m in sys.modules])")
+    hooks, loaded = out.splitlines()
+    assert hooks == "['future_of', 'settle', 'wait_job']"  # job.future works at once
+    assert loaded == "[]"
+
+
+def test_every_name_loads_and_star_import_gives_all() -> None:
+    import dispy
+
+    out = _run("from dispy import *\nimport dispy\n"
+               "print(all(getattr(dispy, n) is globals()[n] for n in dispy.__all__))")
+    assert out.strip() == "True"
+    with pytest.raises(AttributeError):
+        dispy.NoSuchName  # noqa: B018
