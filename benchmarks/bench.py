@@ -78,7 +78,7 @@ METRICS: dict[str, list[tuple[str, str]]] = {
     "cpu": [("efficiency", "higher")],
     "payload": [("mb_per_s", "higher")],
     "startup": [("seconds", "lower")],
-    "program": [("seconds", "lower"), ("first_s", "lower")],
+    "program": [("seconds", "lower")],
     "memory": [("bytes_per_job", "lower")],
     "many-nodes": [("jobs_per_s", "higher"), ("client_cpu_us_per_job", "lower"),
                    ("scheduler_cpu_us_per_job", "lower")],
