@@ -24,6 +24,7 @@ from ..eventloop import within
 from ..log import last_line
 from ..wire import (
     auth,
+    codec,
     connection,
     handshake,
     heap,
@@ -103,6 +104,7 @@ class NodeDaemon:
         self.disk.fresh_jobs_dir()  # a killed node's socket goes
         self.sessions.update(self.disk.restore_results())
         ssl_ctx = tls.server_context(self.opts.certfile, self.opts.keyfile)
+        codec.load_gmac()  # nor its first big record
         records.warm()  # not in the first client's handshake and first job
         await handshake.rehearse()  # nor its first run of the handshake's code
         hosts = [i.address for i in self.ifs] if self.opts.ip_addrs else [None]

@@ -20,7 +20,7 @@ from .. import config, fsafe
 from .._version import __version__
 from ..client.engine import Engine
 from ..client.links import Profile
-from ..wire import auth, connection, handshake, heap, localpath, messages, records, tls
+from ..wire import auth, codec, connection, handshake, heap, localpath, messages, records, tls
 from ..wire.admission import Admission
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection
@@ -89,6 +89,7 @@ class SchedulerDaemon:
             raise SystemExit(f"dispyscheduler: {exc}") from None
         self.service = ClientService(self.engine, self.opts, self.node_profile, self.spawn)
         ssl_ctx = tls.server_context(self.opts.cluster_certfile, self.opts.cluster_keyfile)
+        codec.load_gmac()  # nor its first big record
         records.warm()  # not in the first program's handshake and first job
         await handshake.rehearse()  # nor its first run of the handshake's code
         hosts = [i.address for i in self.engine.ifs] if self.opts.ip_addrs else [None]

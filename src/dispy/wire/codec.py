@@ -38,14 +38,11 @@ import json
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-from cryptography.hazmat.primitives.ciphers import Cipher
-from cryptography.hazmat.primitives.ciphers.algorithms import AES
-from cryptography.hazmat.primitives.ciphers.modes import GCM
 
 from . import freshbytes
 
@@ -200,7 +197,8 @@ class _Gmac:
     __slots__ = ("_enc",)
 
     def __init__(self, key: bytes) -> None:
-        self._enc = Cipher(AES(key), GCM(_GCM_NONCE)).encryptor()
+        cipher = _GCM or load_gmac()
+        self._enc = cipher(key)
 
     def update(self, data: Buffer) -> None:
         self._enc.authenticate_additional_data(data)
@@ -211,6 +209,25 @@ class _Gmac:
 
 
 _GCM_NONCE = bytes(12)  # each key tags one record only
+#: key -> AES-GCM encryptor, once ``load_gmac`` ran
+_GCM: Callable[[bytes], Any] | None = None
+
+
+def load_gmac() -> Callable[[bytes], Any]:
+    """Import AES-GCM (cryptography's, 7 ms here) now. It tags only records of
+    ``GMAC_MIN`` bytes and more, so a program loads it with its first big one, not at
+    import; daemons load it before they serve, as the job processes they fork never
+    seal (their links are plain)."""
+    global _GCM
+    if _GCM is None:
+        from cryptography.hazmat.primitives.ciphers import Cipher
+        from cryptography.hazmat.primitives.ciphers.algorithms import AES
+        from cryptography.hazmat.primitives.ciphers.modes import GCM
+
+        def encryptor(key: bytes) -> Any:
+            return Cipher(AES(key), GCM(_GCM_NONCE)).encryptor()
+        _GCM = encryptor
+    return _GCM
 
 
 def tag_of(mac: Any) -> bytes:

@@ -1,4 +1,5 @@
-"""``dispy``'s client names load on first use, each with only what it needs."""
+"""What a program imports only when it uses it: ``dispy``'s client names, each with
+only what it needs, and AES-GCM (for big records only)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,21 @@ def test_every_name_loads_and_star_import_gives_all() -> None:
     assert out.strip() == "True"
     with pytest.raises(AttributeError):
         dispy.NoSuchName  # noqa: B018
+
+
+def test_aes_gcm_loads_with_the_first_big_record() -> None:
+    out = _run("import sys, dispy; dispy.JobCluster\n"
+               "from dispy.wire import codec\n"
+               "print('cryptography' in sys.modules)\n"
+               "key = bytes(32)\n"
+               "sealer, opener = codec.Sealer(key), codec.FrameDecoder()\n"
+               "opener.seal(key, codec.FULL)\n"
+               "small = codec.encode({'op': 'x'}, [b'y' * 100])\n"
+               "for piece in sealer.seal(list(small)):\n"
+               "    opener.feed(bytes(piece))\n"
+               "print('cryptography' in sys.modules)\n"
+               "big = codec.encode({'op': 'x'}, [b'z' * codec.GMAC_MIN])\n"
+               "for piece in sealer.stream(list(big), sum(map(len, big))):\n"
+               "    opener.feed(bytes(piece))\n"
+               "print('cryptography' in sys.modules, len(opener.frames))\n")
+    assert out.split() == ["False", "False", "True", "2"]
