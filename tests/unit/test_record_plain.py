@@ -1,4 +1,5 @@
-"""Records' repr, equality and hash (``records.Plain``) behave as dataclass's own."""
+"""Records' repr, equality and hash (``records.Plain``) behave as dataclass's own: the
+wire's records, the job life cycle's instructions and ``ClusterStats``."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import dataclasses
 
 import pytest
 
+from dispy.client.status import ClusterStats
+from dispy.scheduling import lifecycle, nodesetup
 from dispy.wire import discoverymsg, hostmsg, messages
-from dispy.wire.records import Record
+from dispy.wire.records import Plain
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def _all_records() -> list[type]:
-    out, stack = [], [Record, discoverymsg.DiscoveryMessage]
+    out, stack = [], [Plain]
     while stack:
         cls = stack.pop()
         out.append(cls)
@@ -36,9 +39,22 @@ def test_repr_eq_and_hash_as_dataclass_generates_them() -> None:
         messages.Done(uid="u", status=5, start_time=nan)
 
 
+def test_the_other_users_of_plain() -> None:
+    users = set(_all_records())
+    for cls in (lifecycle.Send, lifecycle.SendCancel, lifecycle.Deliver,
+                lifecycle.Resubmit, lifecycle.End, nodesetup.NodeChanged, ClusterStats,
+                messages.Job, hostmsg.Fork, discoverymsg.Discover):
+        assert cls in users, cls
+    end = lifecycle.End(uid="u", cid="c", status=5, reason="r")
+    assert repr(end) == "End(uid='u', cid='c', status=5, reason='r')"
+    assert end == lifecycle.End(uid="u", cid="c", status=5, reason="r")
+    assert {end, lifecycle.End(uid="u", cid="c", status=5, reason="r")} == {end}
+    assert [lifecycle.Deliver(uid="u")] != [lifecycle.Deliver(uid="v")]
+
+
 @pytest.mark.parametrize("cls", _all_records(), ids=lambda c: c.__qualname__)
 def test_every_record_uses_the_shared_methods(cls: type) -> None:
     """No record class generates its own (an exec each at import)."""
-    assert dataclasses.is_dataclass(cls)
+    assert dataclasses.is_dataclass(cls) or cls is Plain
     for name in ("__repr__", "__eq__", "__hash__"):
         assert name not in vars(cls) or cls.__name__ == "Plain", (cls, name)

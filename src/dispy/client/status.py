@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..wire.records import Plain
+
 
 @dataclass
 class NodeStats:
@@ -58,8 +60,8 @@ def format_status(nodes: list[Any], pending: int, wall_time: float) -> str:
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class ClusterStats:
+@dataclass(frozen=True, repr=False, eq=False)
+class ClusterStats(Plain):
     """A cluster's figures (``cluster.stats()``): the client's side of what the nodes'
     and dispyscheduler's ``--metrics_port`` pages show."""
 

@@ -16,6 +16,7 @@ import enum
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from ..wire.records import Plain
 from ..wire.status import CANCELLED, TERMINATED
 from .core import SchedulerCore
 
@@ -48,30 +49,30 @@ class JobRecord:
 # ---- instructions ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Send:
+@dataclass(frozen=True, repr=False, eq=False)
+class Send(Plain):
     """Send the job to ``node``."""
     uid: str
     cid: Hashable
     node: NodeKey
 
 
-@dataclass(frozen=True)
-class SendCancel:
+@dataclass(frozen=True, repr=False, eq=False)
+class SendCancel(Plain):
     """Ask ``node`` to cancel the running job; it ends when the node reports."""
     uid: str
     cid: Hashable
     node: NodeKey
 
 
-@dataclass(frozen=True)
-class Deliver:
+@dataclass(frozen=True, repr=False, eq=False)
+class Deliver(Plain):
     """The job's result came from the node that ran it: decode it, end the job."""
     uid: str
 
 
-@dataclass(frozen=True)
-class Resubmit:
+@dataclass(frozen=True, repr=False, eq=False)
+class Resubmit(Plain):
     """The job runs again under ``new_uid`` (a late result of the old run is dropped)."""
     uid: str
     cid: Hashable
@@ -79,8 +80,8 @@ class Resubmit:
     reason: str
 
 
-@dataclass(frozen=True)
-class End:
+@dataclass(frozen=True, repr=False, eq=False)
+class End(Plain):
     """End the job with ``status`` and ``reason`` (no result)."""
     uid: str
     cid: Hashable

@@ -17,6 +17,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..wire.records import Plain
 from .lifecycle import Instruction, JobLifecycle
 
 NodeKey = Hashable
@@ -45,8 +46,8 @@ class Change(enum.Enum):
     CLOSED = "closed"  # the cluster no longer has the node (its status callback: Closed)
 
 
-@dataclass(frozen=True, slots=True)
-class NodeChanged:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class NodeChanged(Plain):
     cid: Hashable
     node: NodeKey
     change: Change
