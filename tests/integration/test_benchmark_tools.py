@@ -47,3 +47,13 @@ def test_scale_ends_every_job_once_against_simulated_nodes():
     row = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     assert row["ready_nodes"] == 10 and row["ok"] == 200
     assert (row["ended_twice"], row["not_ended"]) == (0, 0)
+
+
+def test_bench_program_runs_a_whole_program_per_system(tmp_path):
+    """The program workload: a user's whole one-job program, ours and the pool's."""
+    out_json = tmp_path / "bench.json"
+    _run(str(BENCH / "bench.py"), "--quick", "--systems", "ours,pool", "--workloads",
+         "program", "--json", str(out_json))
+    summary = json.loads(out_json.read_text())["summary"]["program"]
+    assert summary["status"] == {"ours": {"ok": 1}, "pool": {"ok": 1}}
+    assert set(summary["metrics"]["seconds"]["systems"]) == {"ours", "pool"}
