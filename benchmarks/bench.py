@@ -48,7 +48,7 @@ FULL: dict[str, dict[str, Any]] = {
     "cpu": {"jobs": 40, "job_ms": 100},
     "payload": {"jobs": 20, "mb": 8},
     "startup": {},
-    "program": {"programs": 3},
+    "program": {"programs": 3, "program_timeout": 30},
     "memory": {"jobs": 50000},
     "many-nodes": {"nodes": 20, "jobs": 20000, "ready_timeout": 180},
     "many-nodes-2": {"nodes": 2, "jobs": 20000, "ready_timeout": 60},
@@ -60,14 +60,14 @@ QUICK: dict[str, dict[str, Any]] = {
     "cpu": {"jobs": 6, "job_ms": 100},
     "payload": {"jobs": 4, "mb": 8},
     "startup": {},
-    "program": {"programs": 1},
+    "program": {"programs": 1, "program_timeout": 30},
     "memory": {"jobs": 2000},
     "many-nodes": {"nodes": 4, "jobs": 600, "ready_timeout": 90},
     "many-nodes-2": {"nodes": 2, "jobs": 600, "ready_timeout": 60},
     "reliability": {"rounds": 2, "jobs": 300, "job_timeout": 10},
 }
 TIMEOUTS = {"tiny": 240, "latency": 180, "cpu": 180, "payload": 240, "startup": 120,
-            "program": 120,
+            "program": 180,  # 4 programs of at most 30 s each
             "memory": 300, "many-nodes": 600, "many-nodes-2": 300, "reliability": 2400}
 QUICK_TIMEOUTS = {**{w: 120 for w in WORKLOADS}, "many-nodes": 240, "reliability": 240}
 

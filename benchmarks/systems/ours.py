@@ -14,7 +14,7 @@ from common import Adapter, driver_main, free_port  # noqa: E402
 
 import dispy  # noqa: E402
 
-dispy.JobCluster  # noqa: B018 (load the client classes now, as the other systems' imports do)
+dispy.JobCluster  # noqa: B018 (load it now, before any clock, as the other systems' imports do)
 
 
 class Ours(Adapter):

@@ -60,11 +60,8 @@ _HOMES = {
 
 
 def _load(name: str) -> Any:
-    """``name``'s module, imported now (with client/futures.py, which gives every
-    DispyJob its ``future``)."""
+    """``name``, its module imported now."""
     from importlib import import_module
-
-    from .client import futures  # noqa: F401  (registers the jobs' future hooks)
 
     value = getattr(import_module(f"{__name__}.{_HOMES[name]}"), name)
     globals()[name] = value
@@ -87,3 +84,7 @@ def __getattr__(name: str) -> Any:
     if name in _HOMES:
         return _load(name)
     raise AttributeError(f"module 'dispy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -28,6 +28,17 @@ def test_jobcluster_does_not_import_the_rest() -> None:
     assert loaded == "[]"
 
 
+def test_dir_lists_names_not_loaded_yet_and_direct_imports_get_future_hooks() -> None:
+    out = _run("import sys, dispy\n"
+               "print('SSHNodes' in dir(dispy), 'dispy.sshstart' in sys.modules)\n"
+               "import dispy.client.recover\n"
+               "from dispy.client.job import FUTURE_HOOKS\n"
+               "print(sorted(FUTURE_HOOKS))\n")
+    names, hooks = out.splitlines()
+    assert names == "True False"  # tab completion sees every name, and loads none
+    assert hooks == "['future_of', 'settle', 'wait_job']"
+
+
 def test_every_name_loads_and_star_import_gives_all() -> None:
     import dispy
 

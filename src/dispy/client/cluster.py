@@ -13,7 +13,11 @@ from typing import Any, Literal
 
 from .. import config
 from ..log import logger
-from . import joboptions, shipping
+from . import (
+    futures,  # noqa: F401  (gives the jobs made here their ``future``)
+    joboptions,
+    shipping,
+)
 from .engine import Engine
 from .job import DispyJob
 from .journal import Journal

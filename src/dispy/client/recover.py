@@ -26,6 +26,7 @@ from ..wire import messages, tls
 from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
+from . import futures  # noqa: F401  (gives the jobs made here their ``future``)
 from .job import DispyJob, decode_result
 from .journal import Journal, read_file, remove_file
 

@@ -215,9 +215,10 @@ _GCM: Callable[[bytes], Any] | None = None
 
 def load_gmac() -> Callable[[bytes], Any]:
     """Import AES-GCM (cryptography's, 7 ms here) now. It tags only records of
-    ``GMAC_MIN`` bytes and more, so a program loads it with its first big one, not at
-    import; daemons load it before they serve, as the job processes they fork never
-    seal (their links are plain)."""
+    ``GMAC_MIN`` bytes and more (big arguments or results, or a burst of small frames
+    written together), so a program loads it with its first such record, not at import:
+    a program of a few small jobs never does. Daemons load it before they serve, as the
+    job processes they fork never seal (their links are plain)."""
     global _GCM
     if _GCM is None:
         from cryptography.hazmat.primitives.ciphers import Cipher

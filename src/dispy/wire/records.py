@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -50,6 +51,7 @@ class Plain:
 
     __slots__ = ()
 
+    @reprlib.recursive_repr()
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={getattr(self, name)!r}"
                            for name in field_names(type(self)))
@@ -62,7 +64,7 @@ class Plain:
         return (tuple(getattr(self, name) for name in names)  # equal to itself (nan)
                 == tuple(getattr(other, name) for name in names))
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # (with the class: records of two classes are never equal)
         return hash((type(self), *(getattr(self, name) for name in field_names(type(self)))))
 
 
