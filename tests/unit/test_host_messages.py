@@ -71,6 +71,8 @@ RECORDS = [
     (parse_job_message, Hello(token=LINK, link=LINK)),
     (parse_job_message, Done(uid="u1", status=11, start_time=1.5, end_time=2.0, oob=2)),
     (parse_job_message, Done(uid="u1", status=8, exception="Cancelled", text=False)),
+    (parse_job_message, hostmsg.DoneInFile(uid="u1", status=11, file="12-3",
+                                           lens=[4, 0, 0])),
     (parse_job_message, Provisional(uid="u1")),
     (parse_job_message, JobSendFile(uid="u1", path="out/r.txt", size=10, mtime=3.5,
                                     mode=0o600)),
@@ -97,7 +99,7 @@ def test_every_op_has_a_record_in_its_direction():
         "HOST_REQUESTS": {"init", "fork", "cancel", "skip", "kill", "settle", "reap", "close"},
         "HOST_MESSAGES": {"ready", "setup_failed", "shutdown_request", "fork_failed",
                           "forked", "skipped", "settled", "reaped", "closed", "host_lost"},
-        "JOB_MESSAGES": {"hello", "done", "provisional", "send_file"},
+        "JOB_MESSAGES": {"hello", "done", "done_file", "provisional", "send_file"},
         "JOB_REQUESTS": {"job", "file_reply"},
     }
     tested = {record.op for _, record in RECORDS}
@@ -200,3 +202,17 @@ def test_any_header_is_a_record_or_a_message_error(parse, header):
         return
     assert record.op == header["op"]
     assert parse(record.header()) == record
+
+
+def test_done_in_file_names_its_file_and_the_size_of_each_buffer():
+    sent = hostmsg.DoneInFile(uid="u1", status=5, oob=1, file="123-4", lens=[9, 0, 2, 7])
+    header = sent.header()
+    assert header["op"] == "done_file"
+    got = hostmsg.parse_job_message(header)
+    assert isinstance(got, hostmsg.DoneInFile) and got == sent
+    assert got.client_header("c1")["op"] == "done"  # the client gets a plain result
+    assert "file" not in got.client_header("c1")
+    for bad in ({"lens": [1, 2]}, {"lens": [1, 2, -3, 4]}, {"lens": [1, 2, 3, "4"]},
+                {"file": "../results.log"}, {"file": None}):
+        with pytest.raises(MessageError):
+            hostmsg.parse_job_message({**header, **bad})

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from .. import fsafe
-from .results import ResultStore
+from .results import ResultStore, remove_result_file
 from .session import Session
 
 log = logging.getLogger("dispy.node")
@@ -52,6 +52,8 @@ class NodeDisk:
             if len(os.path.join(self.jobs_dir, "jobs")) >= SOCKET_PATH_MAX:
                 self.jobs_dir = os.path.join("/tmp", name)  # TMPDIR is long too
         self.jobs_path = os.path.join(self.jobs_dir, "jobs")
+        #: where job processes write big results (results.py: FILE records)
+        self.result_dir = os.path.join(self.root, "results")
         self.lock_fd: int | None = None
         self.store: ResultStore | None = None
 
@@ -105,7 +107,8 @@ class NodeDisk:
         """Results kept by an earlier run, as the sessions of their clients (orphans that
         wait for recover_jobs)."""
         try:
-            self.store = ResultStore(os.path.join(self.root, "results.log"))
+            os.makedirs(self.result_dir, mode=0o700, exist_ok=True)
+            self.store = ResultStore(os.path.join(self.root, "results.log"), self.result_dir)
         except (ValueError, OSError) as exc:
             raise SystemExit(f"dispynode: cannot keep results in {self.root}:"
                              f" {why(exc)}") from None
@@ -114,9 +117,11 @@ class NodeDisk:
         for sid, (name, results) in kept.items():
             session = Session(sid, "?", name, "?")
             session.orphan = True
-            for header, bufs in results:
+            for header, bufs, file in results:
                 session.undelivered[header["uid"]] = (header, bufs)
                 session.saved.add(header["uid"])
+                if file is not None:
+                    session.result_files[header["uid"]] = file
             sessions[sid] = session
         if kept:
             log.info("kept %d undelivered result(s) of %d client(s) from an earlier run",
@@ -132,7 +137,8 @@ class NodeDisk:
             del session.unsaved[uid]
             entry = session.undelivered.get(uid)
             if entry is not None:
-                items.append((session.sid, session.name, entry[0], entry[1]))
+                items.append((session.sid, session.name, entry[0], entry[1],
+                              session.result_files.get(uid)))
                 session.saved.add(uid)
         if items and self.store is not None:
             try:
@@ -146,11 +152,27 @@ class NodeDisk:
         for uid in uids:
             session.undelivered.pop(uid, None)
             session.unsaved.pop(uid, None)
+            file = session.result_files.pop(uid, None)
+            if file is not None:  # (its mapping lives on while a send still uses it)
+                remove_result_file(self.result_dir, file)
             if uid in session.saved:
                 session.saved.discard(uid)
                 dropped.append(uid)
         if dropped and self.store is not None:
             self.store.drop(session.sid, dropped)
+
+    def remove_unclaimed_results(self, pid: int, claimed: set[str]) -> None:
+        """A job process ended: remove result files it wrote that no result names (it
+        died, or its link was lost, between writing one and the daemon reading its
+        ``DoneInFile``)."""
+        prefix = f"{pid}-"
+        try:
+            names = [n for n in os.listdir(self.result_dir) if n.startswith(prefix)]
+        except OSError:
+            return
+        for name in names:
+            if name not in claimed:
+                remove_result_file(self.result_dir, name)
 
     def flush(self) -> None:
         """Write the drops of acknowledged results that no save took along (each second)."""

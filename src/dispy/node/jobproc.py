@@ -9,6 +9,7 @@ socket and run in the order sent; one the slot names is skipped (ends Cancelled)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import linecache
 import mmap
@@ -55,6 +56,15 @@ class _State:
     lock: Any = None
     #: jobs read from the socket while waiting for another frame (dispy_send_file)
     pending: deque[tuple[dict, list]] = deque()
+    #: where results of RESULT_FILE_MIN bytes and more go (HostInit.result_dir)
+    result_dir: str | None = None
+    results_written = 0
+
+
+#: a result this big is written to a file of the node's result directory, not the link
+#: (DoneInFile): the daemon then neither reads it from the link nor copies it into its
+#: result log, two copies of it fewer
+RESULT_FILE_MIN = 1 << 20
 
 
 def new_slot() -> mmap.mmap:
@@ -295,6 +305,37 @@ def _restore_globals(saved: list[tuple[Any, str, Any]]) -> None:
             setattr(where, key, old)
 
 
+def _result_file(pieces: list[Any]) -> str | None:
+    """Write a result's buffers to a new file of the node's result directory; its name,
+    or None (no such directory, or the write failed: the result goes by the link)."""
+    if _State.result_dir is None:
+        return None
+    _State.results_written += 1
+    name = f"{os.getpid()}-{_State.results_written}"
+    path = os.path.join(_State.result_dir, name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        views = [memoryview(p).cast("B") for p in pieces if memoryview(p).nbytes]
+        while views:
+            n = os.writev(fd, views[:512])
+            while views and n >= views[0].nbytes:
+                n -= views[0].nbytes
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None
+    os.close(fd)
+    return name
+
+
 def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
           program: str | None) -> None:
     """Job loop of a forked job process; never returns."""
@@ -344,8 +385,20 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
             sys.stdout.flush()
             if isinstance(out, str):
                 out, err = out.encode(errors="replace"), err.encode(errors="replace")
-            send_frame_sync(sock, done, [data, out, err, *big])
-            del data, big, reply, done
+            pieces = [data, out, err, *big]
+            size = len(data) + len(out) + len(err)
+            if big:
+                size += sum(memoryview(b).nbytes for b in big)
+            name = _result_file(pieces) if size >= RESULT_FILE_MIN else None
+            if name is not None:
+                lens = [memoryview(p).nbytes for p in pieces]
+                done = hostmsg.DoneInFile(
+                    uid=done.uid, status=done.status, exception=done.exception,
+                    start_time=done.start_time, end_time=done.end_time, text=done.text,
+                    oob=done.oob, file=name, lens=lens)
+                pieces = []
+            send_frame_sync(sock, done, pieces)
+            del data, big, reply, done, pieces
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -35,8 +35,9 @@ from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.status import CANCELLED, TERMINATED
-from . import service, timeouts
+from . import results, service, timeouts
 from .computation import Computation, JobLink, SpareHost
+from .disk import NodeDisk
 from .session import Session
 
 log = logging.getLogger("dispy.node")
@@ -60,6 +61,7 @@ class JobHost(Protocol):
     served: int
     metrics: Any
     spare: SpareHost
+    disk: NodeDisk
 
     def service_text(self) -> str: ...
 
@@ -342,8 +344,14 @@ class JobRunner:
                  bufs: list[bytes]) -> None:
         session = comp.session
         if isinstance(msg, messages.Done):
-            if link.uid == msg.uid:  # a process runs its jobs in the order sent
-                self._job_done(comp, link, msg, bufs)
+            if link.uid != msg.uid:  # a process runs its jobs in the order sent
+                if isinstance(msg, hostmsg.DoneInFile):
+                    results.remove_result_file(self.node.disk.result_dir, msg.file)
+                return
+            file = None
+            if isinstance(msg, hostmsg.DoneInFile):
+                msg, bufs, file = self._result_file(comp, link, msg)
+            self._job_done(comp, link, msg, bufs, file)
         elif isinstance(msg, messages.Provisional):
             session.send(messages.Provisional(uid=msg.uid, cid=comp.cid), bufs)
         elif isinstance(msg, hostmsg.JobSendFile):
@@ -354,8 +362,30 @@ class JobRunner:
                 reason = "client is not connected"
             link.send(hostmsg.FileReply(ok=reason is None, reason=reason))
 
+    def _result_file(self, comp: Computation, link: JobLink, msg: hostmsg.DoneInFile
+                     ) -> tuple[messages.Done, list, str | None]:
+        """The result a job process wrote to a file: mapped (and the file's name), or,
+        when the file is not what the job process said, the job ends Terminated."""
+        directory = self.node.disk.result_dir
+        match = results.FILE_NAME.fullmatch(msg.file)
+        try:
+            if match is None or int(match.group(1)) != link.pid:
+                raise ValueError(f"not a result file of process {link.pid}: "
+                                 f"{msg.file[:40]!r}")
+            return msg, results.map_result_file(directory, msg.file, msg.lens), msg.file
+        except (ValueError, OSError) as exc:
+            log.warning("computation %r: result of job %s lost: %s", comp.name, msg.uid,
+                        exc)
+            if match is not None and int(match.group(1)) == link.pid:
+                results.remove_result_file(directory, msg.file)
+            return messages.Done(
+                uid=msg.uid, status=TERMINATED, text=msg.text, start_time=msg.start_time,
+                end_time=msg.end_time, exception=f"the node lost the job's result: {exc}",
+            ), [_NONE, b"", b""], None
+
     def _job_done(self, comp: Computation, link: JobLink | None, done: messages.Done,
-                  bufs: list) -> None:
+                  bufs: list, file: str | None = None) -> None:
+        """A job ended (``file``: its result is in that result file, see _report)."""
         uid = done.uid
         done = self.timers.settle(comp, done)
         log.debug("job %s of %r done: status %s", uid, comp.name, done.status)
@@ -370,7 +400,9 @@ class JobRunner:
                 reported = True
         if not reported:
             comp.running.pop(uid, None)
-            self._report(comp, done, bufs)
+            self._report(comp, done, bufs, file)
+        elif file is not None:
+            results.remove_result_file(self.node.disk.result_dir, file)
         self._close_if_broken(comp)
         self.start_jobs()
         self.node.spare.job_ended()
@@ -397,8 +429,10 @@ class JobRunner:
         ran = max(0.0, done.end_time - done.start_time)
         comp.run_avg = ran if comp.run_avg is None else 0.8 * comp.run_avg + 0.2 * ran
 
-    def _report(self, comp: Computation, done: messages.Done, bufs: list) -> None:
-        """Count a job that ended and keep its result for its client."""
+    def _report(self, comp: Computation, done: messages.Done, bufs: list,
+                file: str | None = None) -> None:
+        """Count a job that ended and keep its result for its client (with ``file``,
+        in that result file until the client acknowledges it)."""
         uid = done.uid
         for path in comp.job_files.pop(uid, ()):
             fsafe.remove_beneath(comp.tree, path)
@@ -406,6 +440,8 @@ class JobRunner:
         comp.jobs_done += 1
         if uid in self.killed:  # its client was told at service end
             self.killed.discard(uid)
+            if file is not None:
+                results.remove_result_file(self.node.disk.result_dir, file)
         else:
             session = comp.session
             ran = max(0.0, done.end_time - done.start_time)
@@ -417,6 +453,8 @@ class JobRunner:
             # kept as its header: saved to disk and sent again until the client acks it
             session.undelivered[uid] = (done.client_header(comp.cid), bufs)
             session.unsaved[uid] = time.monotonic()
+            if file is not None:
+                session.result_files[uid] = file
             self.node.report_soon(session, uid)
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
@@ -461,6 +499,8 @@ class JobRunner:
             return
         link.lost = True
         comp.links.pop(link.pid, None)
+        self.node.disk.remove_unclaimed_results(
+            link.pid, set(comp.session.result_files.values()))
         if link in comp.idle:
             comp.idle.remove(link)
         self._take_back(comp, link, comp.closing)

@@ -11,15 +11,26 @@ when nothing is waiting: it is truncated). No fsync: this guards against the nod
 process dying (``kill -9``, a crash), not the OS. The daemon stores the opaque buffers
 as they came from the job; it never unpickles them. ``--clean`` deletes the log.
 
+A big result (``jobproc.RESULT_FILE_MIN`` bytes and more) is not copied into the log:
+its job process wrote it to a file of the result directory beside the log, and the log
+keeps that file's name (a FILE record). The daemon removes the file when the result is
+acknowledged (disk.py); files no record names (a node killed before it logged one) are
+removed when the next run loads the log.
+
 Record: ``!BQ`` kind and body length, then the body. A result's body is ``!I`` and a
-JSON of (session id, client name, header, buffer lengths), then the buffers; a drop's
-body is a JSON of (session id, uids). A record cut short by a crash ends the log.
+JSON of (session id, client name, header, buffer lengths), then the buffers; a file's
+the same JSON with the file's name added, and no buffers; a drop's body is a JSON of
+(session id, uids). A record cut short by a crash ends the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import mmap
 import os
+import re
+import stat
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -28,7 +39,13 @@ from ..wire.codec import BIG, from_json, to_json
 
 _REC = struct.Struct("!BQ")
 _META = struct.Struct("!I")
-RESULT, DROP = 1, 2
+RESULT, DROP, FILE = 1, 2, 3
+#: how a job process names a result file: its pid, a dash, a count (jobproc.py)
+FILE_NAME = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,17})")
+
+log = logging.getLogger("dispy.node")
+#: a result file's pages mapped at once (one call, not a fault per page as it is sent)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 COMPACT_AT = 64 << 20
 _IOV_MAX = 512
 
@@ -61,9 +78,42 @@ def _open(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
+def map_result_file(directory: str, name: str, lens: list[int]) -> list[Any]:
+    """The buffers of result file ``name`` (of ``lens`` bytes each), mapped, not read;
+    ValueError or OSError when the name, the file or its size is not what it must be."""
+    if not FILE_NAME.fullmatch(name):
+        raise ValueError(f"not a result file name: {name[:40]!r}")
+    fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise ValueError(f"result file {name} is not a file of this user")
+        if st.st_size != sum(lens):
+            raise ValueError(f"result file {name} has {st.st_size} bytes, not {sum(lens)}")
+        if not st.st_size:
+            return [b"" for _ in lens]
+        view = memoryview(mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE,
+                                    prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
+    bufs, at = [], 0
+    for n in lens:
+        bufs.append(view[at:at + n])
+        at += n
+    return bufs
+
+
+def remove_result_file(directory: str, name: str) -> None:
+    if FILE_NAME.fullmatch(name):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+
+
 class ResultStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, file_dir: str | None = None) -> None:
         self.path = path
+        #: where the FILE records' files are (a directory beside the log)
+        self.file_dir = file_dir or os.path.dirname(path)
         #: (session id, uid) -> (offset, size) of its result record
         self.live: dict[tuple[str, str], tuple[int, int]] = {}
         self.fd = _open(path, os.O_RDWR | os.O_CREAT)
@@ -74,12 +124,20 @@ class ResultStore:
 
     # ---- writing ----------------------------------------------------------------
 
-    def save(self, items: Iterable[tuple[str, str, dict, list]]) -> None:
-        """Keep (session id, client name, header, bufs) results until dropped; one
-        write for all, and for the drops waiting."""
+    def save(self, items: Iterable[tuple[str, str, dict, list, str | None]]) -> None:
+        """Keep (session id, client name, header, bufs, result file) results until
+        dropped (with a result file: only its name); one write for all, and for the
+        drops waiting."""
         pieces, offset = self._drop_pieces()
-        for sid, name, header, bufs in items:
+        for sid, name, header, bufs, file in items:
             lens = [memoryview(b).nbytes for b in bufs]
+            if file is not None:
+                meta = to_json([sid, name, header, lens, file])
+                body = _META.size + len(meta)
+                pieces.append(_REC.pack(FILE, body) + _META.pack(len(meta)) + meta)
+                self.live[(sid, str(header["uid"]))] = (offset, _REC.size + body)
+                offset += _REC.size + body
+                continue
             meta = to_json([sid, name, header, lens])
             body = _META.size + len(meta) + sum(lens)
             pieces += [_REC.pack(RESULT, body) + _META.pack(len(meta)) + meta, *bufs]
@@ -152,10 +210,12 @@ class ResultStore:
 
     # ---- reading (at start) -------------------------------------------------------
 
-    def load(self) -> dict[str, tuple[str, list[tuple[dict, list[bytes]]]]]:
-        """Everything kept: session id -> (client name, [(header, bufs)]); the log is
-        then rewritten with just those."""
-        results: dict[tuple[str, str], tuple[str, dict, list[bytes], int, int]] = {}
+    def load(self) -> dict[str, tuple[str, list[tuple[dict, list[Any], str | None]]]]:
+        """Everything kept: session id -> (client name, [(header, bufs, result file)]);
+        the log is then rewritten with just those, and result files it does not name
+        are removed."""
+        results: dict[tuple[str, str], tuple[str, dict, list[Any], int, int]] = {}
+        files: dict[tuple[str, str], tuple[str, list[int]]] = {}
         pos = 0
         end = os.fstat(self.fd).st_size
         while pos + _REC.size <= end:
@@ -173,6 +233,13 @@ class ResultStore:
                         at += n
                     results[(sid, str(header["uid"]))] = (name, header, bufs, pos,
                                                           _REC.size + body)
+                elif kind == FILE:
+                    (mlen,) = _META.unpack_from(data)
+                    sid, name, header, lens, file = from_json(
+                        data[_META.size:_META.size + mlen])
+                    key = (sid, str(header["uid"]))
+                    results[key] = (name, header, [], pos, _REC.size + body)
+                    files[key] = (str(file), lens)
                 elif kind == DROP:
                     sid, uids = from_json(data)
                     for uid in uids:
@@ -183,15 +250,37 @@ class ResultStore:
                 break
             pos += _REC.size + body
         self.size = pos
+        named: dict[tuple[str, str], str] = {}
+        for key, (file, lens) in files.items():
+            if key not in results:
+                continue  # dropped after it was written
+            try:
+                results[key][2].extend(map_result_file(self.file_dir, file, lens))
+                named[key] = file
+            except (ValueError, OSError) as exc:  # (removed once acknowledged: see drop)
+                log.warning("result of job %s is lost: %s", key[1], exc)
+                del results[key]
+        self._remove_unnamed(set(named.values()))
         self.live = {key: (r[3], r[4]) for key, r in results.items()}
         out: dict[str, tuple[str, list]] = {}
-        for (sid, _), (name, header, bufs, _, _) in results.items():
-            out.setdefault(sid, (name, []))[1].append((header, bufs))
+        for key, (name, header, bufs, _, _) in results.items():
+            out.setdefault(key[0], (name, []))[1].append((header, bufs, named.get(key)))
         if self.live:
             self.compact()
         else:
             self._truncate()
         return out
+
+    def _remove_unnamed(self, keep: set[str]) -> None:
+        """Remove result files no record names (a job process wrote one, the node was
+        killed before its log named it)."""
+        try:
+            names = os.listdir(self.file_dir)
+        except OSError:
+            return
+        for name in names:
+            if name not in keep:
+                remove_result_file(self.file_dir, name)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -28,6 +28,9 @@ class Session:
         #: results not yet on disk -> when they were produced; uids already on disk
         self.unsaved: dict[str, float] = {}
         self.saved: set[str] = set()
+        #: uid -> the result file (of the node's result directory) its result is in,
+        #: removed when the client acknowledges the result
+        self.result_files: dict[str, str] = {}
         #: kept only for its results (client presumed gone, or node restarted): it does
         #: not hold the node; recover_jobs, connecting with this client id, fetches them
         self.orphan = False

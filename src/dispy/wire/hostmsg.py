@@ -11,7 +11,8 @@ them ("cancel", "close", "done"):
   fork_failed, forked, settled, reaped, closed (and host_lost, said by the daemon's own
   reader when the host's socket closes);
 * a job link -> daemon (``parse_job_message``): hello (the host's first frame on each
-  job process's link), then done, provisional and send_file from the job process;
+  job process's link), then done (or done_file), provisional and send_file from the
+  job process;
 * daemon -> job process (``parse_job_request``): job, file_reply.
 
 Required fields have no default (the records are keyword-only), so a missing one is
@@ -27,7 +28,7 @@ from .messages import Done, Provisional
 from .records import ID, Id, MessageError, Record, parse_op
 
 __all__ = [
-    "CancelJob", "CloseHost", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
+    "CancelJob", "CloseHost", "DoneInFile", "FileReply", "Fork", "ForkFailed", "Forked", "Hello",
     "HostClosed", "HostInit", "HostLost", "JobSendFile", "KillJob", "Provisional",
     "Ready", "Reap", "Reaped", "RunJob", "Settle", "Settled", "SetupFailed",
     "ShutdownRequest", "SkipJob", "Skipped", "parse_host_message", "parse_host_request",
@@ -52,6 +53,8 @@ class HostInit(Record):
     #: job processes to fork as soon as setup is done (after ``Ready``), without
     #: waiting for a ``Fork``: the first job waits for the first of them
     fork: int = 0
+    #: the node's directory where job processes write big results (``DoneInFile``)
+    result_dir: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -240,6 +243,31 @@ class FileReply(Record):
     reason: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class DoneInFile(Done):
+    """A job's end whose buffers (result, stdout, stderr, out-of-band ones: ``lens``
+    bytes each) its job process wrote to ``file`` in the node's result directory
+    instead of the link: a big result then goes into the node neither through the link
+    nor into the result log (the daemon maps the file, logs its name and sends from it).
+    ``file`` must be named ``<the process's pid>-<n>`` (the daemon checks)."""
+    op: ClassVar[str] = "done_file"
+    file: Id
+    lens: list[int]
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> DoneInFile:
+        msg = super(Done, cls).parse(header)  # Record's: every field checked (rare)
+        assert isinstance(msg, DoneInFile)
+        if len(msg.lens) != 3 + msg.oob or any(n < 0 for n in msg.lens):
+            raise MessageError("'done_file' with malformed 'lens'")
+        return msg
+
+    def header(self) -> dict[str, Any]:
+        out = super().header()
+        out.update(op=self.op, file=self.file, lens=self.lens)
+        return out
+
+
 # ---- parsers ---------------------------------------------------------------------------
 
 HOST_REQUESTS: dict[str, type[Record]] = {
@@ -249,7 +277,7 @@ HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Skipped,
                       Settled, Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Hello, Done, Provisional, JobSendFile)}
+    c.op: c for c in (Hello, Done, DoneInFile, Provisional, JobSendFile)}
 JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
 
 

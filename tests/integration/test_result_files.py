@@ -1,0 +1,120 @@
+"""Big results (``jobproc.RESULT_FILE_MIN`` bytes and more) go from the job process to
+a file of the node's result directory, not through its link or into its result log:
+they arrive whole, survive a node killed with -9, their files go once acknowledged,
+and a job process cannot make the node send, or remove, a file that is not its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import dispy
+
+pytestmark = pytest.mark.timeout(90)
+
+BIG = 3 << 20  # over jobproc.RESULT_FILE_MIN
+
+
+def result_dir(node) -> Path:
+    return node.prefix / "dispy" / f"node-{node.port}" / "results"
+
+
+def wait_empty(directory: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while os.listdir(directory):
+        assert time.monotonic() < deadline, os.listdir(directory)
+        time.sleep(0.05)
+
+
+def big(n):
+    print("made", n)
+    return bytes([n]) * (3 << 20)
+
+
+def test_big_results_arrive_whole_and_their_files_go(node):
+    with dispy.JobCluster(big, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
+        jobs = [c.submit(i) for i in range(4)]
+        for i, job in enumerate(jobs):
+            assert job() == bytes([i]) * BIG, job.exception
+            assert job.status == dispy.DispyJob.Finished and job.stdout == f"made {i}\n"
+    wait_empty(result_dir(node))  # acknowledged: removed
+
+
+CLIENT = textwrap.dedent("""
+    import sys, time
+    import dispy
+
+    def compute(n):
+        import time
+        time.sleep(0.3)
+        return bytes([n]) * (3 << 20)
+
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=int(sys.argv[1]),
+                               port=0, recover_file=sys.argv[2])
+    jobs = [cluster.submit_job_id(i, i) for i in range(2)]
+    while sum(job.status == dispy.DispyJob.Running for job in jobs) < 2:
+        time.sleep(0.02)
+    print("all running", flush=True)
+    sys.stdin.read()  # killed here by the test
+""")
+
+
+def test_big_results_survive_a_node_killed_with_sigkill(node_factory, tmp_path):
+    node = node_factory("-c", "2")
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    proc = subprocess.Popen([sys.executable, str(script), str(node.port), "big.rec"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "all running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    deadline = time.monotonic() + 15
+    while node.output().count("kept on disk") < 2:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.05)
+    files = result_dir(node)
+    assert len(os.listdir(files)) == 2
+    (files / "999999-1").write_bytes(b"left by a node killed before it logged it")
+    node.stop(signal.SIGKILL)
+    again = node_factory(port=node.port)
+    again.wait_for("kept 2 undelivered result(s)")
+    assert len(os.listdir(files)) == 2  # the unnamed one is gone
+    jobs = dispy.recover_jobs(str(tmp_path / "big.rec"))
+    assert sorted((job.id, job.result == bytes([job.id]) * BIG) for job in jobs) == \
+        [(0, True), (1, True)]
+    wait_empty(files)
+
+
+def forge(planted):
+    """A job that tells the node its result is in another process's file."""
+    from dispy.node import jobproc
+    from dispy.wire import hostmsg
+    from dispy.wire.sync import send_frame_sync
+
+    if planted:
+        send_frame_sync(jobproc._State.sock, hostmsg.DoneInFile(
+            uid=jobproc._State.uid, status=5, file=planted, lens=[0, 0, 0]), [])
+    return "own result"
+
+
+def test_a_job_process_cannot_pass_off_another_file(node):
+    files = result_dir(node)
+    os.makedirs(files, exist_ok=True)
+    (files / "1-1").write_bytes(b"another process's")
+    with dispy.JobCluster(forge, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
+        job = c.submit("1-1")
+        job()
+        assert job.status == dispy.DispyJob.Terminated
+        assert "lost the job's result" in job.exception
+        assert c.submit(None)() == "own result"  # the process goes on with its jobs
+    assert (files / "1-1").read_bytes() == b"another process's"  # neither sent nor removed
