@@ -95,26 +95,38 @@ def test_big_results_survive_a_node_killed_with_sigkill(node_factory, tmp_path):
     wait_empty(files)
 
 
-def forge(planted):
-    """A job that tells the node its result is in another process's file."""
+def forge(planted, hard_link):
+    """A job that tells the node its result is in a file that is not its own."""
+    import os
+
     from dispy.node import jobproc
     from dispy.wire import hostmsg
     from dispy.wire.sync import send_frame_sync
 
     if planted:
-        send_frame_sync(jobproc._State.sock, hostmsg.DoneInFile(
-            uid=jobproc._State.uid, status=5, file=planted, lens=[0, 0, 0]), [])
+        name = planted
+        if hard_link:  # a name of its own, for another process's file
+            name = f"{os.getpid()}-99"
+            os.link(os.path.join(jobproc._State.result_dir, planted),
+                    os.path.join(jobproc._State.result_dir, name))
+        sock = jobproc._State.sock
+        send_frame_sync(sock, hostmsg.DoneInFile(  # of a job it does not run: dropped
+            uid="stale", status=5, file=planted, lens=[0, 0, 0]), [])
+        send_frame_sync(sock, hostmsg.DoneInFile(
+            uid=jobproc._State.uid, status=5, file=name, lens=[17, 0, 0]), [])
     return "own result"
 
 
-def test_a_job_process_cannot_pass_off_another_file(node):
+@pytest.mark.parametrize("hard_link", [False, True])
+def test_a_job_process_cannot_pass_off_another_file(node, hard_link):
     files = result_dir(node)
     os.makedirs(files, exist_ok=True)
-    (files / "1-1").write_bytes(b"another process's")
+    (files / "1-1").write_bytes(b"another process's")  # 17 bytes
     with dispy.JobCluster(forge, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
-        job = c.submit("1-1")
+        job = c.submit("1-1", hard_link)
         job()
-        assert job.status == dispy.DispyJob.Terminated
+        assert job.status == dispy.DispyJob.Terminated, job.result
         assert "lost the job's result" in job.exception
-        assert c.submit(None)() == "own result"  # the process goes on with its jobs
+        assert c.submit(None, False)() == "own result"  # the process goes on
     assert (files / "1-1").read_bytes() == b"another process's"  # neither sent nor removed
+    assert os.listdir(files) == ["1-1"]  # (the hard link, its own name, is removed)

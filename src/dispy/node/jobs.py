@@ -345,7 +345,7 @@ class JobRunner:
         session = comp.session
         if isinstance(msg, messages.Done):
             if link.uid != msg.uid:  # a process runs its jobs in the order sent
-                if isinstance(msg, hostmsg.DoneInFile):
+                if isinstance(msg, hostmsg.DoneInFile) and _own_file(link, msg.file):
                     results.remove_result_file(self.node.disk.result_dir, msg.file)
                 return
             file = None
@@ -367,16 +367,16 @@ class JobRunner:
         """The result a job process wrote to a file: mapped (and the file's name), or,
         when the file is not what the job process said, the job ends Terminated."""
         directory = self.node.disk.result_dir
-        match = results.FILE_NAME.fullmatch(msg.file)
+        own = _own_file(link, msg.file)
         try:
-            if match is None or int(match.group(1)) != link.pid:
+            if not own:
                 raise ValueError(f"not a result file of process {link.pid}: "
                                  f"{msg.file[:40]!r}")
             return msg, results.map_result_file(directory, msg.file, msg.lens), msg.file
         except (ValueError, OSError) as exc:
             log.warning("computation %r: result of job %s lost: %s", comp.name, msg.uid,
                         exc)
-            if match is not None and int(match.group(1)) == link.pid:
+            if own:
                 results.remove_result_file(directory, msg.file)
             return messages.Done(
                 uid=msg.uid, status=TERMINATED, text=msg.text, start_time=msg.start_time,
@@ -629,3 +629,10 @@ class JobRunner:
                         reason=f"service window ended; job killed ({reason})"))
                     comp.host.send(hostmsg.KillJob(pid=link.pid))
                     log.info("job %s of %s killed at service end", uid, session.describe())
+
+
+def _own_file(link: JobLink, name: str) -> bool:
+    """``name`` is a result file name of ``link``'s process (its pid first): the only
+    files a job process may make the daemon map or remove."""
+    match = results.FILE_NAME.fullmatch(name)
+    return match is not None and int(match.group(1)) == link.pid

@@ -86,8 +86,8 @@ def map_result_file(directory: str, name: str, lens: list[int]) -> list[Any]:
     fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-            raise ValueError(f"result file {name} is not a file of this user")
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_nlink != 1:
+            raise ValueError(f"result file {name} is not a file of this user's alone")
         if st.st_size != sum(lens):
             raise ValueError(f"result file {name} has {st.st_size} bytes, not {sum(lens)}")
         if not st.st_size:
