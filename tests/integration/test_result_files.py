@@ -84,7 +84,7 @@ def test_big_results_survive_a_node_killed_with_sigkill(node_factory, tmp_path):
         time.sleep(0.05)
     files = result_dir(node)
     assert len(os.listdir(files)) == 2
-    (files / "999999-1").write_bytes(b"left by a node killed before it logged it")
+    (files / f"999999-{'a' * 16}-1").write_bytes(b"left by a node killed before it logged it")
     node.stop(signal.SIGKILL)
     again = node_factory(port=node.port)
     again.wait_for("kept 2 undelivered result(s)")
@@ -106,7 +106,7 @@ def forge(planted, hard_link):
     if planted:
         name = planted
         if hard_link:  # a name of its own, for another process's file
-            name = f"{os.getpid()}-99"
+            name = f"{os.getpid()}-{jobproc._State.result_tag}-99"
             os.link(os.path.join(jobproc._State.result_dir, planted),
                     os.path.join(jobproc._State.result_dir, name))
         sock = jobproc._State.sock
@@ -121,12 +121,35 @@ def forge(planted, hard_link):
 def test_a_job_process_cannot_pass_off_another_file(node, hard_link):
     files = result_dir(node)
     os.makedirs(files, exist_ok=True)
-    (files / "1-1").write_bytes(b"another process's")  # 17 bytes
+    other = f"1-{'0' * 16}-1"  # another computation's process's
+    (files / other).write_bytes(b"another process's")  # 17 bytes
     with dispy.JobCluster(forge, nodes=["127.0.0.1"], node_port=node.port, port=0) as c:
-        job = c.submit("1-1", hard_link)
+        job = c.submit(other, hard_link)
         job()
         assert job.status == dispy.DispyJob.Terminated, job.result
         assert "lost the job's result" in job.exception
         assert c.submit(None, False)() == "own result"  # the process goes on
-    assert (files / "1-1").read_bytes() == b"another process's"  # neither sent nor removed
-    assert os.listdir(files) == ["1-1"]  # (the hard link, its own name, is removed)
+    assert (files / other).read_bytes() == b"another process's"  # neither sent nor removed
+    assert os.listdir(files) == [other]  # (the hard link, its own name, is removed)
+
+
+def write_and_die(n):
+    """A job process that wrote a result file and died before it said so."""
+    import os
+
+    from dispy.node import jobproc
+
+    name = f"{os.getpid()}-{jobproc._State.result_tag}-{n}"
+    with open(os.path.join(jobproc._State.result_dir, name), "wb") as fh:
+        fh.write(b"half a result")
+    os._exit(3)
+
+
+def test_a_file_its_dead_process_never_claimed_goes(node):
+    files = result_dir(node)
+    with dispy.JobCluster(write_and_die, nodes=["127.0.0.1"], node_port=node.port,
+                          port=0) as c:
+        job = c.submit(77)
+        job()
+        assert job.status == dispy.DispyJob.Terminated
+        wait_empty(files)

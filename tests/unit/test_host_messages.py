@@ -205,7 +205,8 @@ def test_any_header_is_a_record_or_a_message_error(parse, header):
 
 
 def test_done_in_file_names_its_file_and_the_size_of_each_buffer():
-    sent = hostmsg.DoneInFile(uid="u1", status=5, oob=1, file="123-4", lens=[9, 0, 2, 7])
+    sent = hostmsg.DoneInFile(uid="u1", status=5, oob=1, file="123-0123456789abcdef-4",
+                              lens=[9, 0, 2, 7])
     header = sent.header()
     assert header["op"] == "done_file"
     got = hostmsg.parse_job_message(header)
@@ -213,6 +214,7 @@ def test_done_in_file_names_its_file_and_the_size_of_each_buffer():
     assert got.client_header("c1")["op"] == "done"  # the client gets a plain result
     assert "file" not in got.client_header("c1")
     for bad in ({"lens": [1, 2]}, {"lens": [1, 2, -3, 4]}, {"lens": [1, 2, 3, "4"]},
-                {"file": "../results.log"}, {"file": None}):
+                {"lens": [1, 2, 3, True]}, {"file": "../results.log"}, {"file": None},
+                {"uid": None}, {"oob": -3, "lens": []}):
         with pytest.raises(MessageError):
             hostmsg.parse_job_message({**header, **bad})

@@ -277,6 +277,9 @@ class Computation:
         #: shown to the computation host, which hands it to each job process it forks:
         #: a job process connecting to the daemon proves with it whose it is
         self.token = secrets.token_hex(16)
+        #: in the names of its big results' files (results.py), so that files of another
+        #: computation whose process had the same pid are never taken for its own
+        self.result_tag = secrets.token_hex(8)
         #: job uid -> the job process running it
         self.running: dict[str, JobLink] = {}
         self.links: dict[int, JobLink] = {}

@@ -509,7 +509,7 @@ class NodeDaemon:
                 cid=comp.cid, dir=comp.dir, jobs_path=self.disk.jobs_path, token=comp.token,
                 node_name=self.name, node_ip_addr=self._address_for(session),
                 client_shutdown=self.opts.client_shutdown, fork=self.jobs.prefork(comp),
-                result_dir=self.disk.result_dir)
+                result_dir=self.disk.result_dir, result_tag=comp.result_tag)
             ready = False
             try:
                 comp.failed = await comp.host.start(init, [comp.bundle, *setup_args],

@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from .. import fsafe
-from .results import ResultStore, remove_result_file
+from .results import FILE_NAME, ResultStore, remove_result_file
 from .session import Session
 
 log = logging.getLogger("dispy.node")
@@ -107,7 +107,7 @@ class NodeDisk:
         """Results kept by an earlier run, as the sessions of their clients (orphans that
         wait for recover_jobs)."""
         try:
-            os.makedirs(self.result_dir, mode=0o700, exist_ok=True)
+            fsafe.private_tree(self.root, ("results",))  # (no symlink taken for it)
             self.store = ResultStore(os.path.join(self.root, "results.log"), self.result_dir)
         except (ValueError, OSError) as exc:
             raise SystemExit(f"dispynode: cannot keep results in {self.root}:"
@@ -153,25 +153,30 @@ class NodeDisk:
             session.undelivered.pop(uid, None)
             session.unsaved.pop(uid, None)
             file = session.result_files.pop(uid, None)
-            if file is not None:  # (its mapping lives on while a send still uses it)
-                remove_result_file(self.result_dir, file)
+            if uid not in session.saved and file is not None:  # (else the log's drop
+                remove_result_file(self.result_dir, file)  # record goes first: results.py)
             if uid in session.saved:
                 session.saved.discard(uid)
                 dropped.append(uid)
         if dropped and self.store is not None:
             self.store.drop(session.sid, dropped)
 
-    def remove_unclaimed_results(self, pid: int, claimed: set[str]) -> None:
-        """A job process ended: remove result files it wrote that no result names (it
-        died, or its link was lost, between writing one and the daemon reading its
-        ``DoneInFile``)."""
-        prefix = f"{pid}-"
+    def remove_unclaimed_results(self, tag: str, claimed: set[str],
+                                 pid: int | None = None) -> None:
+        """Remove the result files of a computation (``tag``), or of one of its job
+        processes (``pid``), that no result names: the process ended (or its
+        computation did) between writing one and the daemon reading its
+        ``DoneInFile``. The files of a result (mapped, maybe being sent) stay until
+        it is acknowledged."""
         try:
-            names = [n for n in os.listdir(self.result_dir) if n.startswith(prefix)]
+            names = os.listdir(self.result_dir)
         except OSError:
             return
         for name in names:
-            if name not in claimed:
+            match = FILE_NAME.fullmatch(name)
+            if match is None or match.group(2) != tag or name in claimed:
+                continue
+            if pid is None or int(match.group(1)) == pid:
                 remove_result_file(self.result_dir, name)
 
     def flush(self) -> None:

@@ -79,6 +79,7 @@ class ComputationHost:
         sys.path.insert(0, init.dir)
         self.jobs_path, self.token = init.jobs_path, init.token
         jobproc._State.result_dir = init.result_dir  # (inherited by the job processes)
+        jobproc._State.result_tag = init.result_tag
         self.allow_shutdown = init.client_shutdown
         jobenv.install(
             init.node_name, init.node_ip_addr, init.dir,

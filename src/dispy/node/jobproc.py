@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import hostmsg, messages, oob
+from ..wire import codec, hostmsg, messages, oob
 from ..wire.messages import MessageError
 from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
@@ -58,6 +58,7 @@ class _State:
     pending: deque[tuple[dict, list]] = deque()
     #: where results of RESULT_FILE_MIN bytes and more go (HostInit.result_dir)
     result_dir: str | None = None
+    result_tag: str | None = None
     results_written = 0
 
 
@@ -308,10 +309,12 @@ def _restore_globals(saved: list[tuple[Any, str, Any]]) -> None:
 def _result_file(pieces: list[Any]) -> str | None:
     """Write a result's buffers to a new file of the node's result directory; its name,
     or None (no such directory, or the write failed: the result goes by the link)."""
-    if _State.result_dir is None:
-        return None
+    if _State.result_dir is None or _State.result_tag is None or \
+            len(pieces) > codec.FULL.max_buffers or \
+            any(memoryview(p).nbytes > codec.FULL.max_buffer for p in pieces):
+        return None  # (over the wire's limits: the link refuses it, as any frame)
     _State.results_written += 1
-    name = f"{os.getpid()}-{_State.results_written}"
+    name = f"{os.getpid()}-{_State.result_tag}-{_State.results_written}"
     path = os.path.join(_State.result_dir, name)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -397,7 +400,13 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
                     start_time=done.start_time, end_time=done.end_time, text=done.text,
                     oob=done.oob, file=name, lens=lens)
                 pieces = []
-            send_frame_sync(sock, done, pieces)
+            try:
+                send_frame_sync(sock, done, pieces)
+            except BaseException:
+                if name is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(str(_State.result_dir), name))
+                raise
             del data, big, reply, done, pieces
     except BaseException:
         traceback.print_exc()

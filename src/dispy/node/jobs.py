@@ -345,7 +345,7 @@ class JobRunner:
         session = comp.session
         if isinstance(msg, messages.Done):
             if link.uid != msg.uid:  # a process runs its jobs in the order sent
-                if isinstance(msg, hostmsg.DoneInFile) and _own_file(link, msg.file):
+                if isinstance(msg, hostmsg.DoneInFile) and _own_file(comp, link, msg.file):
                     results.remove_result_file(self.node.disk.result_dir, msg.file)
                 return
             file = None
@@ -367,7 +367,7 @@ class JobRunner:
         """The result a job process wrote to a file: mapped (and the file's name), or,
         when the file is not what the job process said, the job ends Terminated."""
         directory = self.node.disk.result_dir
-        own = _own_file(link, msg.file)
+        own = _own_file(comp, link, msg.file)
         try:
             if not own:
                 raise ValueError(f"not a result file of process {link.pid}: "
@@ -453,6 +453,9 @@ class JobRunner:
             # kept as its header: saved to disk and sent again until the client acks it
             session.undelivered[uid] = (done.client_header(comp.cid), bufs)
             session.unsaved[uid] = time.monotonic()
+            old = session.result_files.pop(uid, None)
+            if old is not None and old != file:  # (a result of the uid came before)
+                results.remove_result_file(self.node.disk.result_dir, old)
             if file is not None:
                 session.result_files[uid] = file
             self.node.report_soon(session, uid)
@@ -499,8 +502,7 @@ class JobRunner:
             return
         link.lost = True
         comp.links.pop(link.pid, None)
-        self.node.disk.remove_unclaimed_results(
-            link.pid, set(comp.session.result_files.values()))
+        self.node.disk.remove_unclaimed_results(comp.result_tag, self._claimed(), link.pid)
         if link in comp.idle:
             comp.idle.remove(link)
         self._take_back(comp, link, comp.closing)
@@ -527,6 +529,12 @@ class JobRunner:
         comp.forking = 0
         if comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
+        self.node.disk.remove_unclaimed_results(comp.result_tag, self._claimed())
+
+    def _claimed(self) -> set[str]:
+        """The result files that results waiting for acknowledgement are in."""
+        return {file for session in self.node.sessions.values()
+                for file in session.result_files.values()}
 
     # ---- from the computation host ----------------------------------------------------
 
@@ -631,8 +639,9 @@ class JobRunner:
                     log.info("job %s of %s killed at service end", uid, session.describe())
 
 
-def _own_file(link: JobLink, name: str) -> bool:
-    """``name`` is a result file name of ``link``'s process (its pid first): the only
-    files a job process may make the daemon map or remove."""
+def _own_file(comp: Computation, link: JobLink, name: str) -> bool:
+    """``name`` is a result file name of ``link``'s process (its pid and its
+    computation's tag): the only files a job process may make the daemon map or remove."""
     match = results.FILE_NAME.fullmatch(name)
-    return match is not None and int(match.group(1)) == link.pid
+    return match is not None and int(match.group(1)) == link.pid and \
+        match.group(2) == comp.result_tag

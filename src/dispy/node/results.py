@@ -35,13 +35,13 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from ..wire.codec import BIG, from_json, to_json
+from ..wire.codec import BIG, FULL, from_json, to_json
 
 _REC = struct.Struct("!BQ")
 _META = struct.Struct("!I")
 RESULT, DROP, FILE = 1, 2, 3
-#: how a job process names a result file: its pid, a dash, a count (jobproc.py)
-FILE_NAME = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,17})")
+#: how a job process names a result file: its pid, its computation's tag, a count
+FILE_NAME = re.compile(r"([1-9][0-9]{0,9})-([0-9a-f]{16})-([1-9][0-9]{0,17})")
 
 log = logging.getLogger("dispy.node")
 #: a result file's pages mapped at once (one call, not a fault per page as it is sent)
@@ -78,22 +78,28 @@ def _open(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
-def map_result_file(directory: str, name: str, lens: list[int]) -> list[Any]:
+def map_result_file(directory: str, name: str, lens: list[int],
+                    populate: bool = True) -> list[Any]:
     """The buffers of result file ``name`` (of ``lens`` bytes each), mapped, not read;
-    ValueError or OSError when the name, the file or its size is not what it must be."""
+    ValueError or OSError when the name, the file or its size is not what it must be,
+    or the buffers are over the wire's limits (the client would refuse them)."""
     if not FILE_NAME.fullmatch(name):
         raise ValueError(f"not a result file name: {name[:40]!r}")
-    fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if len(lens) > FULL.max_buffers or any(n > FULL.max_buffer for n in lens):
+        raise ValueError(f"result of {len(lens)} buffers, up to {max(lens, default=0)}"
+                         " bytes: over the limits of a frame")
+    fd = os.open(os.path.join(directory, name),  # (a FIFO must not block the daemon)
+                 os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_nlink != 1:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
             raise ValueError(f"result file {name} is not a file of this user's alone")
         if st.st_size != sum(lens):
             raise ValueError(f"result file {name} has {st.st_size} bytes, not {sum(lens)}")
         if not st.st_size:
             return [b"" for _ in lens]
-        view = memoryview(mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE,
-                                    prot=mmap.PROT_READ))
+        flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
+        view = memoryview(mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ))
     finally:
         os.close(fd)
     bufs, at = [], 0
@@ -110,10 +116,15 @@ def remove_result_file(directory: str, name: str) -> None:
 
 
 class ResultStore:
-    def __init__(self, path: str, file_dir: str | None = None) -> None:
+    def __init__(self, path: str, file_dir: str) -> None:
         self.path = path
         #: where the FILE records' files are (a directory beside the log)
-        self.file_dir = file_dir or os.path.dirname(path)
+        self.file_dir = file_dir
+        #: (session id, uid) -> the file of a live FILE record
+        self.files: dict[tuple[str, str], str] = {}
+        #: files of dropped results, removed once a drop record (or a truncation)
+        #: means the log no longer names them
+        self._unlink: list[str] = []
         #: (session id, uid) -> (offset, size) of its result record
         self.live: dict[tuple[str, str], tuple[int, int]] = {}
         self.fd = _open(path, os.O_RDWR | os.O_CREAT)
@@ -136,6 +147,7 @@ class ResultStore:
                 body = _META.size + len(meta)
                 pieces.append(_REC.pack(FILE, body) + _META.pack(len(meta)) + meta)
                 self.live[(sid, str(header["uid"]))] = (offset, _REC.size + body)
+                self.files[(sid, str(header["uid"]))] = file
                 offset += _REC.size + body
                 continue
             meta = to_json([sid, name, header, lens])
@@ -145,6 +157,7 @@ class ResultStore:
             offset += _REC.size + body
         if pieces:
             self._append(pieces, offset)
+        self._unlink_dropped()
         if self.size > COMPACT_AT:
             self.compact()
 
@@ -152,6 +165,10 @@ class ResultStore:
         """Forget acknowledged results: in memory now, on disk with the next ``save`` or
         ``flush_drops``."""
         gone = [uid for uid in uids if self.live.pop((sid, uid), None) is not None]
+        for uid in gone:
+            file = self.files.pop((sid, uid), None)
+            if file is not None:
+                self._unlink.append(file)
         if not gone:
             return
         if not self.live and self.size > (1 << 20):
@@ -164,8 +181,15 @@ class ResultStore:
         pieces, end = self._drop_pieces()
         if pieces:
             self._append(pieces, end)
+        self._unlink_dropped()
         if self.size > COMPACT_AT:
             self.compact()
+
+    def _unlink_dropped(self) -> None:
+        """Remove the files of dropped results, now that the log says they are."""
+        for file in self._unlink:
+            remove_result_file(self.file_dir, file)
+        self._unlink.clear()
 
     def _drop_pieces(self) -> tuple[list[Any], int]:
         """The waiting drops as records, and where the log ends after them."""
@@ -186,6 +210,7 @@ class ResultStore:
         os.ftruncate(self.fd, 0)
         self.size = 0
         self.dropping.clear()
+        self._unlink_dropped()
 
     def compact(self) -> None:
         """Rewrite the log with only the results still waiting (atomic rename)."""
@@ -207,6 +232,7 @@ class ResultStore:
         self.fd = _open(self.path, os.O_RDWR)
         self.live, self.size = live, pos
         self.dropping.clear()  # only what is live was copied
+        self._unlink_dropped()
 
     # ---- reading (at start) -------------------------------------------------------
 
@@ -233,6 +259,7 @@ class ResultStore:
                         at += n
                     results[(sid, str(header["uid"]))] = (name, header, bufs, pos,
                                                           _REC.size + body)
+                    files.pop((sid, str(header["uid"])), None)
                 elif kind == FILE:
                     (mlen,) = _META.unpack_from(data)
                     sid, name, header, lens, file = from_json(
@@ -244,6 +271,7 @@ class ResultStore:
                     sid, uids = from_json(data)
                     for uid in uids:
                         results.pop((sid, uid), None)
+                        files.pop((sid, uid), None)
                 else:
                     break
             except (ValueError, KeyError, TypeError, struct.error):
@@ -255,12 +283,14 @@ class ResultStore:
             if key not in results:
                 continue  # dropped after it was written
             try:
-                results[key][2].extend(map_result_file(self.file_dir, file, lens))
+                results[key][2].extend(map_result_file(self.file_dir, file, lens,
+                                                       populate=False))
                 named[key] = file
             except (ValueError, OSError) as exc:  # (removed once acknowledged: see drop)
                 log.warning("result of job %s is lost: %s", key[1], exc)
                 del results[key]
         self._remove_unnamed(set(named.values()))
+        self.files = named
         self.live = {key: (r[3], r[4]) for key, r in results.items()}
         out: dict[str, tuple[str, list]] = {}
         for key, (name, header, bufs, _, _) in results.items():

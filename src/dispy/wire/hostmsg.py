@@ -53,8 +53,10 @@ class HostInit(Record):
     #: job processes to fork as soon as setup is done (after ``Ready``), without
     #: waiting for a ``Fork``: the first job waits for the first of them
     fork: int = 0
-    #: the node's directory where job processes write big results (``DoneInFile``)
+    #: the node's directory where job processes write big results (``DoneInFile``),
+    #: and the tag their files' names carry
     result_dir: str | None = None
+    result_tag: Id | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -256,11 +258,17 @@ class DoneInFile(Done):
 
     @classmethod
     def parse(cls, header: dict[str, Any]) -> DoneInFile:
-        msg = super(Done, cls).parse(header)  # Record's: every field checked (rare)
-        assert isinstance(msg, DoneInFile)
-        if len(msg.lens) != 3 + msg.oob or any(n < 0 for n in msg.lens):
+        done = Done.parse(header)  # as a "done" frame is checked
+        name, lens = header.get("file"), header.get("lens")
+        if not isinstance(name, str) or not ID.fullmatch(name):
+            raise MessageError("'done_file' without a valid 'file'")
+        if not isinstance(lens, list) or len(lens) != 3 + done.oob or any(
+                type(n) is not int or n < 0 for n in lens):
             raise MessageError("'done_file' with malformed 'lens'")
-        return msg
+        return cls(uid=done.uid, cid=done.cid, status=done.status,
+                   start_time=done.start_time, end_time=done.end_time,
+                   exception=done.exception, oob=done.oob, text=done.text, file=name,
+                   lens=lens)
 
     def header(self) -> dict[str, Any]:
         out = super().header()
