@@ -118,6 +118,30 @@ def start_scheduler(tmp: Path, *args: str, wait: bool = True,
     return _spawn(tmp, "dispyscheduler", port, argv, "clients connect to" if wait else None)
 
 
+def crash_program(tmp: Path, source: str, *args: str) -> None:
+    """Run ``source`` as a program in ``tmp`` until it prints "all running", then kill it
+    (and what it started) with SIGKILL: a program that crashed with jobs out."""
+    script = tmp / "client.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=tmp,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "all running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def wait_kept(node: NodeProcess, count: int) -> None:
+    """Wait until the node logged that it kept ``count`` results for an absent client."""
+    deadline = time.monotonic() + 15
+    while node.output().count("kept on disk") < count:
+        assert time.monotonic() < deadline, node.output()
+        time.sleep(0.05)
+
+
 def wait_started(job, timeout: float = 30.0) -> None:
     """Wait until a job said it started (it calls ``dispy_provisional_result``)."""
     deadline = time.monotonic() + timeout

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from conftest import crash_program, wait_kept
 
 import dispy
 from dispy.client.journal import Journal
@@ -42,26 +42,8 @@ CLIENT = textwrap.dedent("""
 
 
 def crashed_client(tmp_path, node, secs, count, recover_file=None):
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    args = [sys.executable, str(script), str(node.port), str(secs), str(count)]
-    if recover_file:
-        args.append(recover_file)
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path, start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == "all running"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
-def wait_kept(node, count: int) -> None:
-    """Wait until the node logged that it kept ``count`` results for an absent client."""
-    deadline = time.monotonic() + 15
-    while node.output().count("kept on disk") < count:
-        assert time.monotonic() < deadline, node.output()
-        time.sleep(0.05)
+    args = [str(node.port), str(secs), str(count)]
+    crash_program(tmp_path, CLIENT, *args, *([recover_file] if recover_file else []))
 
 
 def double(x):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from conftest import crash_program, wait_kept
 
 import dispy
 
@@ -68,20 +67,8 @@ CLIENT = textwrap.dedent("""
 
 def test_big_results_survive_a_node_killed_with_sigkill(node_factory, tmp_path):
     node = node_factory("-c", "2")
-    script = tmp_path / "client.py"
-    script.write_text(CLIENT)
-    proc = subprocess.Popen([sys.executable, str(script), str(node.port), "big.rec"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path, start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == "all running"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    deadline = time.monotonic() + 15
-    while node.output().count("kept on disk") < 2:
-        assert time.monotonic() < deadline, node.output()
-        time.sleep(0.05)
+    crash_program(tmp_path, CLIENT, str(node.port), "big.rec")
+    wait_kept(node, 2)
     files = result_dir(node)
     assert len(os.listdir(files)) == 2
     (files / f"999999-{'a' * 16}-1").write_bytes(b"left by a node killed before it logged it")
