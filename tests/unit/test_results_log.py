@@ -170,3 +170,14 @@ def test_a_fifo_or_a_result_over_a_frames_limits_is_refused_at_once(tmp_path):
     _result_file(tmp_path, f"6-{TAG}-2", [b"", b"", b""])
     with pytest.raises(ValueError, match="limits"):
         results.map_result_file(str(tmp_path), f"6-{TAG}-2", [0] * 5000)
+
+
+def test_a_result_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    pieces = [b"r" * 5000, b"out", b"", b"big" * 100]
+    lens = _result_file(tmp_path, f"8-{TAG}-1", pieces)
+
+    def no_room(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(results.mmap, "mmap", no_room)
+    bufs = results.map_result_file(str(tmp_path), f"8-{TAG}-1", lens)
+    assert [bytes(b) for b in bufs] == pieces

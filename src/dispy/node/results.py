@@ -44,8 +44,11 @@ RESULT, DROP, FILE = 1, 2, 3
 FILE_NAME = re.compile(r"([1-9][0-9]{0,9})-([0-9a-f]{16})-([1-9][0-9]{0,17})")
 
 log = logging.getLogger("dispy.node")
-#: a result file's pages mapped at once (one call, not a fault per page as it is sent)
+#: a result file's pages mapped at once (one call, not a fault per page as it is sent),
+#: up to this size: a bigger one's faults are spread over its sending, not one long
+#: call in the daemon's loop
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+POPULATE_MAX = 64 << 20
 COMPACT_AT = 64 << 20
 _IOV_MAX = 512
 
@@ -98,8 +101,12 @@ def map_result_file(directory: str, name: str, lens: list[int],
             raise ValueError(f"result file {name} has {st.st_size} bytes, not {sum(lens)}")
         if not st.st_size:
             return [b"" for _ in lens]
+        populate = populate and st.st_size <= POPULATE_MAX
         flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
-        view = memoryview(mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ))
+        try:
+            view = memoryview(mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ))
+        except OSError:  # (no room to map it, e.g. vm.max_map_count): read it instead
+            view = memoryview(_read_all(fd, st.st_size))
     finally:
         os.close(fd)
     bufs, at = [], 0
@@ -107,6 +114,18 @@ def map_result_file(directory: str, name: str, lens: list[int],
         bufs.append(view[at:at + n])
         at += n
     return bufs
+
+
+def _read_all(fd: int, size: int) -> bytearray:
+    data = bytearray(size)
+    with memoryview(data) as view:
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [view[done:]], done)
+            if n <= 0:
+                raise OSError(f"result file shorter than its {size} bytes")
+            done += n
+    return data
 
 
 def remove_result_file(directory: str, name: str) -> None:
