@@ -18,7 +18,7 @@ import stat
 import tempfile
 
 from .. import fsafe
-from .results import FILE_NAME, ResultStore, remove_result_file
+from .results import ResultStore, remove_result_file, remove_result_files
 from .session import Session
 
 log = logging.getLogger("dispy.node")
@@ -168,16 +168,7 @@ class NodeDisk:
         computation did) between writing one and the daemon reading its
         ``DoneInFile``. The files of a result (mapped, maybe being sent) stay until
         it is acknowledged."""
-        try:
-            names = os.listdir(self.result_dir)
-        except OSError:
-            return
-        for name in names:
-            match = FILE_NAME.fullmatch(name)
-            if match is None or match.group(2) != tag or name in claimed:
-                continue
-            if pid is None or int(match.group(1)) == pid:
-                remove_result_file(self.result_dir, name)
+        remove_result_files(self.result_dir, claimed, tag, pid)
 
     def flush(self) -> None:
         """Write the drops of acknowledged results that no save took along (each second)."""

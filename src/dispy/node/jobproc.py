@@ -30,6 +30,7 @@ from ..wire import codec, hostmsg, messages, oob
 from ..wire.messages import MessageError
 from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
+from . import results
 
 #: the slot: entries of SLOT_SIZE bytes, each a job uid (NUL-padded). Entry 0 names the
 #: running job the host interrupts (CancelJob); the next ones, written in turn, name jobs
@@ -322,14 +323,7 @@ def _result_file(pieces: list[Any]) -> str | None:
     except OSError:
         return None
     try:
-        views = [memoryview(p).cast("B") for p in pieces if memoryview(p).nbytes]
-        while views:
-            n = os.writev(fd, views[:512])
-            while views and n >= views[0].nbytes:
-                n -= views[0].nbytes
-                views.pop(0)
-            if views and n:
-                views[0] = views[0][n:]
+        results.writev_at(fd, pieces)
     except OSError:
         os.close(fd)
         with contextlib.suppress(OSError):

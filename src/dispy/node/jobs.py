@@ -346,7 +346,7 @@ class JobRunner:
         if isinstance(msg, messages.Done):
             if link.uid != msg.uid:  # a process runs its jobs in the order sent
                 if isinstance(msg, hostmsg.DoneInFile) and _own_file(comp, link, msg.file):
-                    results.remove_result_file(self.node.disk.result_dir, msg.file)
+                    self._remove_file(msg.file)
                 return
             file = None
             if isinstance(msg, hostmsg.DoneInFile):
@@ -377,7 +377,7 @@ class JobRunner:
             log.warning("computation %r: result of job %s lost: %s", comp.name, msg.uid,
                         exc)
             if own:
-                results.remove_result_file(directory, msg.file)
+                self._remove_file(msg.file)
             return messages.Done(
                 uid=msg.uid, status=TERMINATED, text=msg.text, start_time=msg.start_time,
                 end_time=msg.end_time, exception=f"the node lost the job's result: {exc}",
@@ -402,7 +402,7 @@ class JobRunner:
             comp.running.pop(uid, None)
             self._report(comp, done, bufs, file)
         elif file is not None:
-            results.remove_result_file(self.node.disk.result_dir, file)
+            self._remove_file(file)
         self._close_if_broken(comp)
         self.start_jobs()
         self.node.spare.job_ended()
@@ -441,7 +441,7 @@ class JobRunner:
         if uid in self.killed:  # its client was told at service end
             self.killed.discard(uid)
             if file is not None:
-                results.remove_result_file(self.node.disk.result_dir, file)
+                self._remove_file(file)
         else:
             session = comp.session
             ran = max(0.0, done.end_time - done.start_time)
@@ -455,7 +455,7 @@ class JobRunner:
             session.unsaved[uid] = time.monotonic()
             old = session.result_files.pop(uid, None)
             if old is not None and old != file:  # (a result of the uid came before)
-                results.remove_result_file(self.node.disk.result_dir, old)
+                self._remove_file(old)
             if file is not None:
                 session.result_files[uid] = file
             self.node.report_soon(session, uid)
@@ -530,6 +530,9 @@ class JobRunner:
         if comp.forked is not None and not comp.forked.done():
             comp.forked.set_result(None)
         self.node.disk.remove_unclaimed_results(comp.result_tag, self._claimed())
+
+    def _remove_file(self, name: str) -> None:
+        results.remove_result_file(self.node.disk.result_dir, name)
 
     def _claimed(self) -> set[str]:
         """The result files that results waiting for acknowledgement are in."""

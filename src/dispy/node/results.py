@@ -53,7 +53,7 @@ COMPACT_AT = 64 << 20
 _IOV_MAX = 512
 
 
-def _writev(fd: int, pieces: list[Any], offset: int = 0) -> None:
+def writev_at(fd: int, pieces: list[Any], offset: int = 0) -> None:
     """Write ``pieces`` at ``offset`` (one positioned write per ``_IOV_MAX`` pieces: no
     seek first, one system call fewer per result). Small ones are joined first: one copy
     of a few hundred bytes costs less than a view of each piece."""
@@ -132,6 +132,22 @@ def remove_result_file(directory: str, name: str) -> None:
     if FILE_NAME.fullmatch(name):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, name))
+
+
+def remove_result_files(directory: str, keep: set[str], tag: str | None = None,
+                        pid: int | None = None) -> None:
+    """Remove the result files in ``directory`` but those in ``keep`` (only those of
+    computation ``tag``, and of process ``pid``, when given)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = FILE_NAME.fullmatch(name)
+        if match is None or name in keep or (tag is not None and match.group(2) != tag) \
+                or (pid is not None and int(match.group(1)) != pid):
+            continue
+        remove_result_file(directory, name)
 
 
 class ResultStore:
@@ -222,7 +238,7 @@ class ResultStore:
         return pieces, end
 
     def _append(self, pieces: list[Any], end: int) -> None:
-        _writev(self.fd, pieces, self.size)
+        writev_at(self.fd, pieces, self.size)
         self.size = end
 
     def _truncate(self) -> None:
@@ -241,7 +257,7 @@ class ResultStore:
         try:
             for key, (offset, size) in sorted(self.live.items(), key=lambda kv: kv[1][0]):
                 data = os.pread(self.fd, size, offset)
-                _writev(out, [data], pos)
+                writev_at(out, [data], pos)
                 live[key] = (pos, size)
                 pos += size
         finally:
@@ -323,13 +339,7 @@ class ResultStore:
     def _remove_unnamed(self, keep: set[str]) -> None:
         """Remove result files no record names (a job process wrote one, the node was
         killed before its log named it)."""
-        try:
-            names = os.listdir(self.file_dir)
-        except OSError:
-            return
-        for name in names:
-            if name not in keep:
-                remove_result_file(self.file_dir, name)
+        remove_result_files(self.file_dir, keep)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
