@@ -8,7 +8,8 @@ changes hands: the program's thread, the client's loop, the node daemon, the job
 process and back. Every process of the run (the node daemon and the job processes it
 forks too) loads a ``sitecustomize`` from a temporary directory that wraps those points
 with a clock read (``perf_counter_ns``: one clock for all processes); the source tree
-is not changed. Prints the median time of each step of the most common sequence.
+is not changed. Prints the median time of each step of the most common sequence. Jobs go through
+dispynode (``DISPY_LANES=0``) unless ``--lanes`` is given.
 
 The wrappers cost about a microsecond per point: the total reads some tens of
 microseconds over an untimed round trip. Nothing here asserts a time.
@@ -176,6 +177,9 @@ def analyse(out: Path, client_pid: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=3000)
+    ap.add_argument("--lanes", action="store_true",
+                    help="let jobs take lanes (by default they go through dispynode, whose"
+                         " steps this shows)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dispy-hops-"))
     try:
@@ -185,7 +189,8 @@ def main() -> int:
         (site / "sitecustomize.py").write_text(SITE)
         (work / "driver.py").write_text(DRIVER)
         env = {**os.environ, "DISPY_HOPS": str(out),
-               "PYTHONPATH": os.pathsep.join([str(site), str(SRC)])}
+               "PYTHONPATH": os.pathsep.join([str(site), str(SRC)]),
+               "DISPY_LANES": "1" if a.lanes else "0"}
         proc = subprocess.Popen([sys.executable, str(work / "driver.py"), str(a.jobs)],
                                 env=env, start_new_session=True)
         try:

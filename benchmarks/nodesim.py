@@ -63,11 +63,14 @@ class SimNode:
 
     async def serve(self, conn: Connection) -> None:
         try:
-            await server_handshake(conn, lambda role: self.key if role == "client" else None,
-                                   lambda hello: self.info(), 10.0, name=f"sim {self.port}",
-                                   identity={"node_id": self.node_id},
-                                   limits=Limits(max_buffer=1 << 31))
+            hello = await server_handshake(
+                conn, lambda role: self.key if role == "client" else None,
+                lambda hello: self.info(), 10.0, name=f"sim {self.port}",
+                identity={"node_id": self.node_id}, limits=Limits(max_buffer=1 << 31))
         except (HandshakeError, ConnectionClosed, asyncio.TimeoutError, OSError):
+            return
+        if "lane" in hello:  # no job processes here: no lanes (as a node that has none)
+            conn.close()
             return
         self.conns.add(conn)
         loop = asyncio.get_running_loop()

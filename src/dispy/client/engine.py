@@ -38,7 +38,7 @@ from ..wire.codec import FrameError, Limits
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.handshake import HandshakeError, client_handshake
 from ..wire.sessions import new_session_key
-from . import joboptions, upload
+from . import joboptions, lanes, upload
 from .clusterstate import ClusterState
 from .control import NodeControl
 from .finder import RETRY_INTERVAL, NodeFinder
@@ -134,6 +134,8 @@ class Engine:
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
         self._sent_to: dict[Hashable, Flushable] = {}
         self._flush_planned = False
+        #: lanes being opened (client/lanes.py)
+        self._lanes_opening = 0
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
         _PROGRAM_ENGINES.add(self)
@@ -268,6 +270,7 @@ class Engine:
             conn.close()
             self.watch.retry_later(link)
             return
+        link.local_name = localpath.offered(conn, welcome)
         conn, welcome = await localpath.move(conn, welcome, lambda c: self._handshake(link, c),
                                              "node_id", timeout, f"node {link.describe()}")
         self._connected(link, welcome, conn)
@@ -413,6 +416,8 @@ class Engine:
             conn.close()
             if link.conn is conn:
                 link.conn = None
+                for lane in list(link.lanes):  # (their jobs are the node's to report)
+                    lane.conn.close()
                 self.watch.lost(link, reason)
 
     def _on_frame(self, link: NodeLink, header: dict, bufs: list[bytes]) -> None:
@@ -469,6 +474,67 @@ class Engine:
                         cs.name, last_line(msg.reason), extra=detail(msg.reason))
         self.apply(self.setups.setup_done(link.key, cs.cid, msg.ok, msg.reason or "", cpus,
                                           link.describe()))
+        if msg.ok:
+            self._open_lanes(link, cs, cpus)
+
+    # ---- lanes (client/lanes.py) -----------------------------------------------------
+
+    def _open_lanes(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
+        """Ask for the lanes ``cs`` may have on this node (one at a time)."""
+        if link.profile.certfile is not None and link.local_name is None:
+            return  # (TLS: the node cannot hand its session over)
+        total = sum(len(other.lanes) for other in self.links.values())
+        if lanes.wanted(link.lanes, cs.cid, cpus, total + self._lanes_opening):
+            self._lanes_opening += 1
+            self.loop.create_task(self._open_lane(link, cs, cpus))
+
+    async def _open_lane(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
+        try:
+            lane = await lanes.open_lane(
+                link.ip, link.port, link.local_name, link.profile.secret, self.hello(),
+                cs.cid, self.msg_timeout, Limits(max_buffer=config.MaxFrameSize))
+        finally:
+            self._lanes_opening -= 1
+        if lane is None:
+            return
+        if (link.conn is None or self.clusters.get(cs.cid) is not cs
+                or self.setups.state(link.key, cs.cid) is not Setup.READY):
+            lane.conn.close()  # (closed or lost meanwhile)
+            return
+        link.lanes.append(lane)
+        log.debug("node %s: %s open", link.describe(), lane.describe())
+        self._open_lanes(link, cs, cpus)
+        self.dispatch()
+
+        def frame(header: dict, bufs: list[bytes]) -> None:
+            lane.uid = None
+            link.last_heard = time.monotonic()
+            self._on_frame(link, header, bufs)
+
+        def after() -> None:
+            link.ack_soon(committed=self.dispatch())
+
+        try:
+            await lanes.serve(lane, frame, after)
+        finally:
+            lane.conn.close()
+            if lane in link.lanes:
+                link.lanes.remove(lane)
+            uid = lane.uid
+            if uid is not None:  # the node reports it; if it does not know it: given back
+                self.loop.call_later(lanes.CHECK_AFTER, self._lane_job_check, link, uid)
+            if link.conn is not None:  # (its process died, or it was dropped: again)
+                self.loop.call_later(lanes.REOPEN_AFTER, self._reopen_lanes, link, cs, cpus)
+
+    def _reopen_lanes(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
+        if (link.conn is not None and self.clusters.get(cs.cid) is cs
+                and self.setups.state(link.key, cs.cid) is Setup.READY):
+            self._open_lanes(link, cs, cpus)
+
+    def _lane_job_check(self, link: NodeLink, uid: str) -> None:
+        conn = link.conn
+        if uid in link.running and conn is not None:
+            self.loop.create_task(self._ask_running(link, conn, [uid]))
 
     def _job_done(self, link: NodeLink, msg: messages.Done, header: dict,
                   bufs: list[bytes]) -> None:
@@ -601,10 +667,17 @@ class Engine:
             opts = joboptions.header_fields(job)
             if job._oob:
                 bufs += job._oob
-            link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
-                                   timeout=opts.get("timeout"),
-                                   priority=opts.get("priority", 0)), bufs, flush_soon=False)
-            self.flush_later(link.key, link)
+            lane = lanes.idle(link.lanes, cs.cid) if link.lanes else None
+            if lane is not None and not opts and not job._oob and job._deps is None:
+                lane.uid = uid
+                lane.conn.send(messages.Job(cid=cs.cid, uid=uid), bufs, flush_soon=False)
+                self.flush_later(lane, lane)
+            else:
+                link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
+                                       timeout=opts.get("timeout"),
+                                       priority=opts.get("priority", 0)), bufs,
+                          flush_soon=False)
+                self.flush_later(link.key, link)
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
             if link.node is not None:

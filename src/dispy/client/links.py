@@ -62,6 +62,10 @@ class NodeLink:
     last_heard: float = field(default_factory=time.monotonic)
     #: recent run times of this node's jobs, to decide on sending jobs ahead
     runs: RunTimes = field(default_factory=RunTimes)
+    #: the node's local path, as its welcome offered it (lanes open there)
+    local_name: str | None = None
+    #: job processes' own streams to the program (client/lanes.py)
+    lanes: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         #: how the engine and the scheduling core name this node (built once: looked up

@@ -199,6 +199,7 @@ class NodeDaemon:
         elif not self.stopping:
             self.stopping = True
             self.accepting = False
+            self.jobs.close_lanes()
             if self.owner is not None:
                 self.owner.send(messages.Cpus(cpus=0))
             log.info("dispynode: will quit after %d running job(s) finish", self.jobs.busy)
@@ -323,6 +324,11 @@ class NodeDaemon:
             peer = session.addr
         if hello.get("role") == admin.ROLE:  # dispyadmin: node/admin.py serves it
             return await admin.serve(self, conn, peer)
+        if "lane" in hello:  # a lane for a job process (node/lanes.py): not read here
+            if session is None or not isinstance(hello["lane"], str) or \
+                    not self.jobs.attach_lane(session, hello["lane"], conn):
+                await conn.close_soon()
+            return
         log.debug("handshake with %s (%s) done%s", peer, hello.get("client_name"),
                   " (local path)" if local else "")
         if self.owner is not None and self.owner.sid != sid:
@@ -485,6 +491,7 @@ class NodeDaemon:
         comp = Computation(cid, req, bufs[0] if bufs else b"", directory, session,
                            tree=self.root)
         session.computations[cid] = comp
+        self.jobs.close_lanes(keep=comp)  # (lanes serve a node's only computation)
         pulse = req.pulse_interval
         if pulse is not None and pulse > 0:
             session.pulse_interval = min(pulse, session.pulse_interval or pulse)
@@ -603,6 +610,7 @@ class NodeDaemon:
                 await self._check_zombie(session, now)
                 self.disk.save_results(session, older_than=now - 1.0)
             self.disk.flush()
+            self.jobs.resend_lane_results(now)
             self.service_tick()
             if (self.opts.ping_interval and self.owner is None
                     and now - last_announce >= self.opts.ping_interval):
@@ -671,6 +679,7 @@ class NodeDaemon:
                 self.announce()
             return
         self.jobs.start_jobs()  # outside service hours: refuses the waiting jobs
+        self.jobs.close_lanes()
         if state == service.CLOSED:
             self.jobs.kill_running(f"node is {self.service_text()}")
 

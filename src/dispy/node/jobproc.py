@@ -30,7 +30,7 @@ from ..wire import codec, hostmsg, messages, oob
 from ..wire.messages import MessageError
 from ..wire.status import CANCELLED, FINISHED, TERMINATED
 from ..wire.sync import SyncFrameReader, send_frame_sync
-from . import results
+from . import lanes, results
 
 #: the slot: entries of SLOT_SIZE bytes, each a job uid (NUL-padded). Entry 0 names the
 #: running job the host interrupts (CancelJob); the next ones, written in turn, name jobs
@@ -162,8 +162,13 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
         except MessageError as exc:
             reply = hostmsg.FileReply(ok=False, reason=f"malformed reply: {exc}")
             break
-        if not isinstance(reply, hostmsg.RunJob):
+        if not isinstance(reply, (hostmsg.RunJob, hostmsg.LaneClose, hostmsg.LaneHandOver)):
             break
+        if isinstance(reply, hostmsg.LaneHandOver):  # not now (the program tries again)
+            fd = _State.reader.take_fd() if isinstance(_State.reader, lanes.FdReader) else None
+            if fd is not None:
+                os.close(fd)
+            continue
         _State.pending.append((header, bufs))
     if isinstance(reply, hostmsg.FileReply) and reply.ok:
         return 0
@@ -339,53 +344,62 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _State.sock = sock
-    _State.reader = reader = SyncFrameReader(sock)
+    _State.reader = reader = lanes.FdReader(sock)
     _State.slot = slot
     _State.lock = lock
+    lane: lanes.Lane | None = None
     code = 0
     try:
         while True:
             try:
-                header, bufs = _State.pending.popleft() if _State.pending else \
-                    reader.read_frame()
+                if _State.pending:
+                    header, bufs = _State.pending.popleft()
+                elif lane is None or reader.buffered():
+                    header, bufs = reader.read_frame()
+                else:
+                    try:
+                        frame = lane.wait(sock)
+                        if frame is not None:
+                            _lane_job(lane, frame, computation, program)
+                            continue
+                    except (lanes.LaneGone, MessageError) as exc:
+                        lane.close()
+                        lane = None
+                        send_frame_sync(sock, hostmsg.LaneEnded(reason=str(exc)[:200]))
+                        continue
+                    header, bufs = reader.read_frame()
             except KeyboardInterrupt:
                 continue
             except (EOFError, OSError):
                 break
             job = hostmsg.parse_job_request(header)
+            if isinstance(job, hostmsg.LaneHandOver):
+                fd = reader.take_fd()
+                if lane is not None:
+                    lane.close()
+                lane = None if fd is None else lanes.Lane(job, fd)
+                continue
+            if isinstance(job, hostmsg.LaneClose):
+                if lane is not None:
+                    lane.close()
+                lane = None
+                continue
             if not isinstance(job, hostmsg.RunJob):  # the daemon sends nothing else here
                 raise MessageError(f"unexpected {job.op!r}")
-            _State.uid = job.uid
-            with lock:  # after this, a SkipJob for it finds it taken (and so no skip)
-                take(slot, job.uid)
-            start = time.time()
+            start = _take(job.uid)
             if 0 < job.oob <= len(bufs):  # as oob.split
                 bufs, big = bufs[:-job.oob], bufs[-job.oob:]
             else:
                 big = []
             saved = _add_job_globals(computation, bufs[1]) if len(bufs) > 1 else []
             try:
-                if program is not None:
-                    reply = _run_program(program, bufs[0])
-                else:
-                    reply = _run_function(computation, bufs[0], big)
+                reply = _run(computation, program, bufs[0], big)
             finally:
                 _restore_globals(saved)
-            data, big = reply["_result"], reply["_oob"]
-            out, err = reply["stdout"], reply["stderr"]
-            done = messages.Done(uid=job.uid, status=reply["status"],
-                                   exception=reply["exception"], start_time=start,
-                                   end_time=time.time(), text=isinstance(out, str),
-                                   oob=len(big))
+            done, pieces, size = _ended(job.uid, start, reply)
             _State.uid = None
             set_running(slot, None)
             sys.stdout.flush()
-            if isinstance(out, str):
-                out, err = out.encode(errors="replace"), err.encode(errors="replace")
-            pieces = [data, out, err, *big]
-            size = len(data) + len(out) + len(err)
-            if big:
-                size += sum(memoryview(b).nbytes for b in big)
             name = _result_file(pieces) if size >= RESULT_FILE_MIN else None
             if name is not None:
                 lens = [memoryview(p).nbytes for p in pieces]
@@ -401,9 +415,68 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(str(_State.result_dir), name))
                 raise
-            del data, big, reply, done, pieces
+            del reply, done, pieces
     except BaseException:
         traceback.print_exc()
         code = 1
     finally:
         os._exit(code)
+
+
+def _take(uid: str) -> float:
+    """The job ``uid`` is this process's now (its slot says so); its start time."""
+    _State.uid = uid
+    assert _State.slot is not None
+    with _State.lock:  # after this, a SkipJob for it finds it taken (and so no skip)
+        take(_State.slot, uid)
+    return time.time()
+
+
+def _run(computation: Any, program: str | None, args: bytes, big: list) -> dict[str, Any]:
+    if program is not None:
+        return _run_program(program, args)
+    return _run_function(computation, args, big)
+
+
+def _ended(uid: str, start: float, reply: dict[str, Any]) -> tuple[messages.Done, list, int]:
+    """A job's end: its Done (no cid: the daemon adds it), its buffers, their size."""
+    data, big = reply["_result"], reply["_oob"]
+    out, err = reply["stdout"], reply["stderr"]
+    done = messages.Done(uid=uid, status=reply["status"], exception=reply["exception"],
+                         start_time=start, end_time=time.time(), text=isinstance(out, str),
+                         oob=len(big))
+    if isinstance(out, str):
+        out, err = out.encode(errors="replace"), err.encode(errors="replace")
+    pieces = [data, out, err, *big]
+    size = len(data) + len(out) + len(err)
+    if big:
+        size += sum(memoryview(b).nbytes for b in big)
+    return done, pieces, size
+
+
+def _lane_job(lane: lanes.Lane, frame: tuple[dict, list], computation: Any,
+              program: str | None) -> None:
+    """A job from the lane: run, its result on the lane, then to the daemon, which keeps
+    it. The slot names the job until the daemon has it (so a death meanwhile is told)."""
+    header, bufs = frame
+    job = messages.Job.parse(header)
+    if job.oob or len(bufs) != 1 or job.timeout is not None:  # (those go by the daemon)
+        raise MessageError("a job the program may not send on a lane")
+    start = _take(job.uid)
+    reply = _run(computation, program, bufs[0], [])
+    done, pieces, size = _ended(job.uid, start, reply)
+    sys.stdout.flush()
+    delivered = False
+    try:
+        if size < lanes.RESULT_MAX:
+            lane.send(done.client_header(job.cid), pieces)
+            delivered = True
+    finally:  # (LaneGone: the daemon sends it; the lane is dropped by the caller)
+        assert _State.sock is not None
+        send_frame_sync(_State.sock, hostmsg.LaneDone(
+            uid=done.uid, status=done.status, exception=done.exception,
+            start_time=done.start_time, end_time=done.end_time, text=done.text,
+            oob=done.oob, delivered=delivered), pieces)
+        _State.uid = None
+        assert _State.slot is not None
+        set_running(_State.slot, None)

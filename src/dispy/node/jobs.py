@@ -35,7 +35,7 @@ from ..wire import hostmsg, messages
 from ..wire.codec import FrameError
 from ..wire.connection import Connection, ConnectionClosed
 from ..wire.status import CANCELLED, TERMINATED
-from . import results, service, timeouts
+from . import lanes, results, service, timeouts
 from .computation import Computation, JobLink, SpareHost
 from .disk import NodeDisk
 from .session import Session
@@ -48,6 +48,8 @@ _NONE = pickle.dumps(None)
 PIPELINE_DEPTH = 4
 #: jobs are sent ahead only for computations whose jobs run this long or less (s)
 PIPELINE_BELOW = 0.005
+#: a result a lane carried is sent the usual way if not acknowledged within this (s)
+LANE_RESEND = 5.0
 
 
 class JobHost(Protocol):
@@ -128,6 +130,89 @@ class JobRunner:
         self.waiting.append((comp, job, bufs))
         self.start_jobs()
 
+    # ---- lanes (node/lanes.py) -----------------------------------------------------
+
+    def lanes_allowed(self, comp: Computation | None) -> str | None:
+        """Why a lane for ``comp`` is refused now, or None."""
+        if comp is None or not comp.ready or comp.host is None or comp.closing is not None:
+            return "computation is not set up on this node"
+        if comp.failed is not None:
+            return comp.failed
+        if not self.node.accepting or self.node.service_state != service.OPEN:
+            return "node is not accepting jobs"
+        if any(other is not comp for s in self.node.sessions.values()
+               for other in s.computations.values()):
+            return "another computation shares this node"
+        return None
+
+    def attach_lane(self, session: Session, cid: str, conn: Connection) -> bool:
+        """A program's lane for its computation ``cid``: handed to an idle job process of
+        it that has none (the daemon's own jobs still go to that process too). False:
+        refused (the program was told why)."""
+        comp = session.computations.get(cid)
+        reason = self.lanes_allowed(comp)
+        link, later = None, False
+        if reason is None and comp is not None and sum(
+                ln.lane for ln in comp.links.values()) >= lanes.PER_COMPUTATION:
+            reason = f"{lanes.PER_COMPUTATION} lanes already"
+        if reason is None:
+            assert comp is not None
+            link = next((ln for ln in comp.idle if not ln.lane), None)
+            if link is None:
+                later = len(comp.links) < min(self.node.cpus, lanes.PER_COMPUTATION) \
+                    or any(not ln.lane for ln in comp.links.values())
+                reason = "no idle job process without a lane"
+        if reason is not None or link is None or comp is None:
+            log.debug("lane for %s refused: %s", cid, reason)
+            conn.send(messages.LaneRefused(reason=str(reason), later=later))
+            return False
+        if not lanes.hand_over(conn, link.conn):
+            conn.send(messages.LaneRefused(reason="the socket could not be handed over"))
+            return False
+        link.lane = True
+        log.debug("lane of %r handed to job process %d", comp.name, link.pid)
+        return True
+
+    def close_lanes(self, keep: Computation | None = None) -> None:
+        """Job processes close their lanes (the program's next jobs come this way)."""
+        for session in self.node.sessions.values():
+            for comp in session.computations.values():
+                if comp is keep:
+                    continue
+                for link in comp.links.values():
+                    if link.lane and not link.lost:
+                        link.lane = False
+                        link.send(hostmsg.LaneClose(), now=True)
+
+    def _lane_done(self, comp: Computation, link: JobLink, msg: hostmsg.LaneDone,
+                   bufs: list) -> None:
+        """A job the program sent on a lane ended: kept until acknowledged, as any result
+        (sent the usual way if the lane did not carry it)."""
+        uid = msg.uid
+        session = comp.session
+        if uid in comp.running or uid in session.undelivered:
+            log.warning("computation %r: dropped a lane result of job process %d for %s",
+                        comp.name, link.pid, uid)
+            return
+        done = messages.Done(uid=uid, status=msg.status, exception=msg.exception,
+                             start_time=msg.start_time, end_time=msg.end_time,
+                             text=msg.text, oob=msg.oob)
+        ran = max(0.0, done.end_time - done.start_time)
+        comp.run_avg = ran if comp.run_avg is None else 0.8 * comp.run_avg + 0.2 * ran
+        self._report(comp, done, bufs, carried=msg.delivered)
+        self.node.spare.job_ended()
+        self.node.maybe_finish()
+
+    def resend_lane_results(self, now: float) -> None:
+        """(each second) Results a lane carried that the program has not acknowledged
+        for LANE_RESEND seconds go the usual way (the program drops those it has)."""
+        for session in self.node.sessions.values():
+            late = [uid for uid, at in session.lane_sent.items() if now - at >= LANE_RESEND]
+            for uid in late:
+                del session.lane_sent[uid]
+                if uid in session.undelivered:
+                    self.node.report_soon(session, uid)
+
     def unknown(self, session: Session, uids: list[str]) -> list[str]:
         """Which of ``uids`` this node does not know (recover_jobs asks, "jobs_query"):
         neither a result kept for the client nor a job running or waiting here."""
@@ -156,6 +241,11 @@ class JobRunner:
                 self.waiting.remove(item)
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
+        if comp.host is not None:  # maybe a job of a lane: its process's host checks
+            for link in comp.links.values():
+                if link.lane:
+                    comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid,
+                                                     only_running=True))
 
     def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
@@ -343,7 +433,13 @@ class JobRunner:
     def _on_link(self, comp: Computation, link: JobLink, msg: messages.Record,
                  bufs: list[bytes]) -> None:
         session = comp.session
-        if isinstance(msg, messages.Done):
+        if isinstance(msg, hostmsg.LaneDone):
+            self._lane_done(comp, link, msg, bufs)
+        elif isinstance(msg, hostmsg.LaneEnded):
+            link.lane = False
+            log.debug("computation %r: lane of job process %d ended: %s", comp.name,
+                      link.pid, msg.reason)
+        elif isinstance(msg, messages.Done):
             if link.uid != msg.uid:  # a process runs its jobs in the order sent
                 if isinstance(msg, hostmsg.DoneInFile) and _own_file(comp, link, msg.file):
                     self._remove_file(msg.file)
@@ -430,7 +526,7 @@ class JobRunner:
         comp.run_avg = ran if comp.run_avg is None else 0.8 * comp.run_avg + 0.2 * ran
 
     def _report(self, comp: Computation, done: messages.Done, bufs: list,
-                file: str | None = None) -> None:
+                file: str | None = None, carried: bool = False) -> None:
         """Count a job that ended and keep its result for its client (with ``file``,
         in that result file until the client acknowledges it)."""
         uid = done.uid
@@ -458,7 +554,10 @@ class JobRunner:
                 self._remove_file(old)
             if file is not None:
                 session.result_files[uid] = file
-            self.node.report_soon(session, uid)
+            if carried:  # a lane took it to the program: sent here only if not acked
+                session.lane_sent[uid] = time.monotonic()
+            else:
+                self.node.report_soon(session, uid)
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
                  link: JobLink | None = None) -> None:
@@ -551,6 +650,16 @@ class JobRunner:
                 comp.link_pids[msg.link] = msg.pid
         elif isinstance(msg, hostmsg.Reaped):
             link = comp.reaping.pop(msg.pid, None)
+            running = msg.running
+            if (link is not None and link.lane and running is not None
+                    and running != link.uid and running not in comp.running
+                    and running not in comp.session.undelivered):
+                # a job of its lane, which the daemon had not heard of
+                now = time.time()
+                self._report(comp, messages.Done(
+                    uid=running, status=TERMINATED, exception=msg.reason,
+                    text=comp.kind != "program", start_time=now, end_time=now),
+                    [_NONE, b"", b""])
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
                 self._end_job(comp, link.uid, status,

@@ -27,6 +27,9 @@ class Session:
         self.undelivered: dict[str, tuple[dict, list]] = {}
         #: results not yet on disk -> when they were produced; uids already on disk
         self.unsaved: dict[str, float] = {}
+        #: results a lane carried (not sent here) -> when: sent the usual way if not
+        #: acknowledged within LANE_RESEND seconds
+        self.lane_sent: dict[str, float] = {}
         self.saved: set[str] = set()
         #: uid -> the result file (of the node's result directory) its result is in,
         #: removed when the client acknowledges the result

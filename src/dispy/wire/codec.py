@@ -632,6 +632,15 @@ class FrameDecoder:
         raw = self.next_raw()
         return None if raw is None else (loads(raw[0]), raw[1])
 
+    @property
+    def records(self) -> int:
+        """Sealed records taken so far: the number the next one must carry."""
+        return self._seq
+
+    @records.setter
+    def records(self, n: int) -> None:
+        self._seq = n
+
     def seal(self, key: bytes, limits: Limits) -> None:
         """From now on the peer sends records tagged with ``key``."""
         if self.frames or not self._parser.at_boundary():

@@ -67,6 +67,8 @@ class Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(limits, hold=not local)
         self._sealer: Sealer | None = None
+        #: (send, receive) keys of the records, once sealed (a lane hands them on)
+        self.seal_keys: tuple[bytes, bytes] | None = None
         self._out: list[Buffer] = []
         self._out_size = 0
         self._out_big = False
@@ -406,6 +408,7 @@ class Connection(asyncio.BufferedProtocol):
         """After the handshake: every record both ways carries a tag with these keys."""
         self.flush()
         self._sealer = Sealer(send_key)
+        self.seal_keys = (send_key, recv_key)
         try:
             self.decoder.seal(recv_key, limits)
         except FrameError as exc:
@@ -414,6 +417,10 @@ class Connection(asyncio.BufferedProtocol):
     @property
     def sealed(self) -> bool:
         return self._sealer is not None
+
+    @property
+    def sealer(self) -> Sealer | None:
+        return self._sealer
 
     def close(self) -> None:
         self.flush()

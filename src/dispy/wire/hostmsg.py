@@ -68,10 +68,13 @@ class Fork(Record):
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
 class CancelJob(Record):
-    """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL."""
+    """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL.
+    ``only_running``: only if that process runs ``uid`` now (a job the program sent on
+    the process's lane, which the daemon does not see: node/lanes.py)."""
     op: ClassVar[str] = "cancel"
     pid: int
     uid: Id
+    only_running: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -169,9 +172,12 @@ class Settled(Record):
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
 class Reaped(Record):
+    """How job process ``pid`` ended; ``running``: the job its slot named then (a job of
+    its lane ends Terminated with ``reason``: the daemon did not know it ran)."""
     op: ClassVar[str] = "reaped"
     pid: int
     reason: str = "job process died"
+    running: Id | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -212,7 +218,58 @@ class JobSendFile(Record):
     mode: int = 0o644
 
 
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class LaneDone(Done):
+    """A job the program sent on the process's lane ended; its result went there
+    (``delivered``) or could not (the daemon sends it the usual way). Buffers as
+    ``Done``'s. The daemon keeps it until the program acknowledges it, as any result."""
+    op: ClassVar[str] = "lane_done"
+    delivered: bool = True
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> LaneDone:
+        done = Done.parse(header)  # as a "done" frame is checked
+        delivered = header.get("delivered", True)
+        if type(delivered) is not bool:
+            raise MessageError("'lane_done' with a malformed 'delivered'")
+        return cls(uid=done.uid, cid=done.cid, status=done.status,
+                   start_time=done.start_time, end_time=done.end_time,
+                   exception=done.exception, oob=done.oob, text=done.text,
+                   delivered=delivered)
+
+    def header(self) -> dict[str, Any]:
+        out = super().header()
+        out.update(op=self.op, delivered=self.delivered)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class LaneEnded(Record):
+    """The process's lane closed or broke: it may be given another."""
+    op: ClassVar[str] = "lane_ended"
+    reason: str = ""
+
+
 # ---- daemon -> job process -------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class LaneHandOver(Record):
+    """The program's lane to this process: its socket comes with this frame (SCM_RIGHTS),
+    sealed as the daemon's handshake left it: the keys (hex) and record numbers of the
+    two directions. From now on the process reads jobs there too (node/lanes.py)."""
+    op: ClassVar[str] = "lane"
+    send_key: str
+    recv_key: str
+    send_seq: int
+    recv_seq: int
+
+
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class LaneClose(Record):
+    """Close the lane (once the job running now, if any, is done): the node stops
+    accepting jobs, or another computation shares it now."""
+    op: ClassVar[str] = "lane_close"
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -285,15 +342,17 @@ HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Skipped,
                       Settled, Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Hello, Done, DoneInFile, Provisional, JobSendFile)}
-JOB_REQUESTS: dict[str, type[Record]] = {c.op: c for c in (RunJob, FileReply)}
+    c.op: c for c in (Hello, Done, DoneInFile, LaneDone, LaneEnded, Provisional,
+                      JobSendFile)}
+JOB_REQUESTS: dict[str, type[Record]] = {
+    c.op: c for c in (RunJob, FileReply, LaneHandOver, LaneClose)}
 
 
 def _parse(table: dict[str, type[Record]], header: dict[str, Any], what: str) -> Record:
     msg = parse_op(header, table, what)
     if isinstance(msg, Provisional) and not msg.uid:
         raise MessageError("'provisional' without 'uid'")
-    for name in ("count", "size"):
+    for name in ("count", "size", "send_seq", "recv_seq"):
         if getattr(msg, name, 0) < 0:
             raise MessageError(f"{name!r} is negative")
     return msg

@@ -229,6 +229,23 @@ def id_field(header: dict[str, Any], name: str) -> str:
 
 
 @dataclass(frozen=True, repr=False, eq=False)
+class LaneReady(Record):
+    """The first record on a lane, from the job process that now serves it (its pid):
+    from then on the program may send it jobs there (client/lanes.py)."""
+    op: ClassVar[str] = "lane_ready"
+    pid: int = 0
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class LaneRefused(Record):
+    """The node's answer on a lane it does not hand over (then it closes it); ``later``:
+    asking again soon may work (its job processes are still starting)."""
+    op: ClassVar[str] = "lane_refused"
+    reason: str = ""
+    later: bool = False
+
+
+@dataclass(frozen=True, repr=False, eq=False)
 class Done(Record):
     """A job's result; buffers: result, stdout, stderr, then out-of-band ones. A job
     process sends it without ``cid`` (the node adds it: ``client_header``)."""

@@ -1,0 +1,151 @@
+"""Lanes: a job process's own stream to its program, so a job and its result do not
+cross the node daemon.
+
+A sequential round trip through dispynode crosses three processes and wakes one of
+them twice; on a small machine that is most of the time a job takes (benchmarks/
+RESULTS.md). A lane takes the daemon off that path: the program opens one more
+connection to the node, with the same handshake and session as its own (so only that
+program, knowing the secret and its session key, can), naming one of its
+computations; the daemon hands the socket, sealed as the handshake left it, to an idle
+job process of that computation (``hand_over``: SCM_RIGHTS on the process's link) and
+never reads it again. The process then reads jobs from its lane as well as from the
+daemon, runs each as any other, and sends the result on the lane, then to the daemon
+(``hostmsg.LaneDone``), which keeps it until the program acknowledges it, as any
+result, and sends it the usual way should the lane not have carried it. Until the
+daemon has that copy, the process's slot names the job as running, so a process that
+dies with it is reported (its host's ``Reaped`` names the job). Jobs with a timeout,
+files or out-of-band buffers keep the daemon's way (client/lanes.py decides).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+from typing import Any
+
+from ..wire import codec, hostmsg, messages
+from ..wire.connection import Connection
+from ..wire.sync import SyncFrameReader
+
+#: results this big and more go to the daemon only (it sends them the usual way)
+RESULT_MAX = 1 << 20
+#: a computation's lanes, at most (as many as a program asks for: client/lanes.py)
+PER_COMPUTATION = 4
+_FD = struct.Struct("i")
+
+
+def hand_over(conn: Connection, link_conn: Connection) -> bool:
+    """(daemon) Give ``conn`` (a client's lane: handshake done, nothing read since) to
+    the job process behind ``link_conn``; the daemon's end of it is then dropped.
+    False when it could not be done (the lane is then closed)."""
+    sock, job = _socket_of(conn), _socket_of(link_conn)
+    keys = conn.seal_keys
+    sealer = conn.sealer
+    if sock is None or job is None or keys is None or sealer is None \
+            or conn.decoder.frames or conn.transport is None \
+            or conn.get_extra_info("ssl_object") is not None:  # (TLS stays with us)
+        return False
+    conn.flush()  # (the welcome)
+    link_conn.flush()
+    frame = b"".join(codec.encode(hostmsg.LaneHandOver(
+        send_key=keys[0].hex(), recv_key=keys[1].hex(), send_seq=sealer.seq,
+        recv_seq=conn.decoder.records).header(), []))
+    fd = os.dup(sock.fileno())
+    try:
+        # a socket object of our own on the link's descriptor (the loop's transport has
+        # nothing queued: flushed above, and a link's frames are small)
+        out = socket.socket(fileno=os.dup(job.fileno()))
+        try:
+            socket.send_fds(out, [frame], [fd])
+        finally:
+            out.close()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    conn.transport.abort()  # (the process holds the socket now)
+    return True
+
+
+def _socket_of(conn: Connection) -> Any:
+    transport = conn.transport
+    return None if transport is None else transport.get_extra_info("socket")
+
+
+class FdReader(SyncFrameReader):
+    """(job process) The daemon's link, read with ``recvmsg`` so that a socket passed
+    with a frame (``LaneHandOver``) is kept, not dropped by a plain ``recv``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.fds: list[int] = []
+
+    def read_frame(self) -> codec.Message:
+        while True:
+            frame = self.decoder.next()
+            if frame is not None:
+                return frame
+            n, anc, _, _ = self.sock.recvmsg_into([self.decoder.get_buffer()],
+                                                  socket.CMSG_SPACE(4 * _FD.size))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(data) - len(data) % _FD.size
+                    self.fds += [fd for (fd,) in _FD.iter_unpack(data[:usable])]
+            if n == 0:
+                raise EOFError("peer closed the connection")
+            self.decoder.received(n)
+
+    def take_fd(self) -> int | None:
+        """The socket that came with the last ``LaneHandOver``; any other passed is closed."""
+        fds, self.fds = self.fds, []
+        for fd in fds[1:]:
+            os.close(fd)
+        return fds[0] if fds else None
+
+
+class LaneGone(Exception):
+    """The lane closed or broke: the process goes on with the daemon's jobs only."""
+
+
+class Lane:
+    """(job process) Its end of a lane: sealed records both ways, blocking."""
+
+    def __init__(self, msg: hostmsg.LaneHandOver, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.reader = SyncFrameReader(self.sock)
+        self.reader.decoder.seal(bytes.fromhex(msg.recv_key), codec.FULL)
+        self.reader.decoder.records = msg.recv_seq
+        self.sealer = codec.Sealer(bytes.fromhex(msg.send_key))
+        self.sealer.seq = msg.send_seq
+        self.send(messages.LaneReady(pid=os.getpid()).header(), [])
+
+    def send(self, header: dict[str, Any], pieces: list[Any]) -> None:
+        """One sealed record; LaneGone if the program is no longer there."""
+        frame = codec.encode(header, pieces)
+        try:
+            for piece in self.sealer.seal(frame):
+                self.sock.sendall(piece)
+        except OSError as exc:
+            raise LaneGone(str(exc)) from None
+
+    def wait(self, daemon: socket.socket) -> tuple[dict, list] | None:
+        """Block until the daemon or the lane has something: the lane's next frame, or
+        None when the daemon's link is readable. LaneGone when the lane ended."""
+        try:
+            while not self.reader.buffered():
+                ready, _, _ = select.select([daemon, self.sock], [], [])
+                if daemon in ready:
+                    return None
+                n = self.sock.recv_into(self.reader.decoder.get_buffer())
+                if n == 0:
+                    raise LaneGone("the program closed it")
+                self.reader.decoder.received(n)
+            return self.reader.read_frame()
+        except (OSError, codec.FrameError) as exc:
+            raise LaneGone(str(exc)) from None
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,221 @@
+"""Lanes (node/lanes.py, client/lanes.py): a job process's own stream to its program.
+Jobs go there when a lane is idle; results come back there and the node keeps its
+copy until acknowledged; a lane job that is cancelled, or whose process dies, ends once;
+nobody but the program (its secret and session) gets a lane, and bytes that fail their
+tag close the lane, not the job process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+import dispy
+from dispy.client import lanes
+from dispy.wire import localpath
+from dispy.wire.codec import FULL, Limits
+from dispy.wire.connection import ConnectionClosed
+from dispy.wire.handshake import client_handshake
+from dispy.wire.sessions import new_session_key
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "lane-sesame"
+
+
+def square(x):
+    return x * x
+
+
+def talks(x):
+    print("out", x)
+    if x < 0:
+        raise ValueError("negative")
+    return x
+
+
+def sleeps(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def dies(x):
+    import os
+
+    if x:
+        os.kill(os.getpid(), 9)
+    return x
+
+
+def lanes_of(cluster) -> list:
+    return [lane for link in cluster._engine.links.values() for lane in link.lanes]
+
+
+def wait_lanes(cluster, count: int, timeout: float = 20.0) -> list:
+    deadline = time.monotonic() + timeout
+    while len(lanes_of(cluster)) < count:
+        assert time.monotonic() < deadline, f"lanes: {lanes_of(cluster)}"
+        time.sleep(0.02)
+    return lanes_of(cluster)
+
+
+def sent_on_lanes(cluster) -> int:
+    return sum(lane.conn.bytes_out for lane in lanes_of(cluster))
+
+
+def test_jobs_go_on_lanes_and_end_as_on_the_daemons_way(node_factory):
+    node = node_factory("-c", "2", "-s", SECRET, "-d")
+    with dispy.JobCluster(talks, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(1)() == 1  # (lanes open as setup ends)
+        wait_lanes(cluster, 2)
+        before = sent_on_lanes(cluster)
+        jobs = [cluster.submit(x) for x in (2, 3, -1)]
+        for job in jobs:
+            job()
+        assert sent_on_lanes(cluster) > before  # (jobs went there)
+        assert [j.result for j in jobs[:2]] == [2, 3]
+        assert [j.stdout for j in jobs[:2]] == ["out 2\n", "out 3\n"]
+        assert jobs[2].status == dispy.DispyJob.Terminated
+        assert "ValueError: negative" in jobs[2].exception
+        seq = [cluster.submit(x)() for x in range(50)]  # sequential: one lane at a time
+        assert seq == list(range(50))
+    node.wait_for("handed to job process")
+    # acknowledged: the node kept nothing (its copies of lane results went with the acks)
+    assert "kept on disk" not in node.output()
+
+
+def test_a_job_with_options_files_or_big_arguments_keeps_the_daemons_way(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(2)() == 4
+        (lane,) = wait_lanes(cluster, 1)
+        before = lane.conn.bytes_out
+        job = cluster.submit(3, dispy_job_timeout=30)
+        assert job() == 9
+        big = cluster.submit(b"x" * (1 << 20))  # (out-of-band: not a lane's)
+        assert big.status != dispy.DispyJob.Terminated or big.exception is None
+        big()
+        assert lane.conn.bytes_out == before
+
+
+def test_lanes_off(node_factory, monkeypatch):
+    monkeypatch.setattr(lanes, "ENABLED", False)
+    node = node_factory("-c", "2", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert [cluster.submit(x)() for x in range(5)] == [0, 1, 4, 9, 16]
+        time.sleep(0.5)
+        assert lanes_of(cluster) == []
+
+
+def test_a_job_on_a_lane_is_cancelled(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(sleeps, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(0)() == 0
+        (lane,) = wait_lanes(cluster, 1)
+        job = cluster.submit(60)
+        deadline = time.monotonic() + 10
+        while lane.uid is None or job.status != dispy.DispyJob.Running:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # (running in its process)
+        assert cluster.cancel(job) == 0
+        job(timeout=20)
+        assert job.status == dispy.DispyJob.Cancelled, (job.status, job.exception)
+        assert cluster.submit(0.01)() == 0.01  # the process serves on
+
+
+def test_a_lane_job_whose_process_dies_ends_once(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET)
+    ends: list[int] = []
+
+    def callback(job):
+        if job.status in (dispy.DispyJob.Finished, dispy.DispyJob.Terminated,
+                          dispy.DispyJob.Cancelled, dispy.DispyJob.Abandoned):
+            ends.append(job.id)
+
+    with dispy.JobCluster(dies, nodes=[("127.0.0.1", node.port)], port=0, secret=SECRET,
+                          callback=callback) as cluster:
+        assert cluster.submit(0)() == 0
+        wait_lanes(cluster, 1)
+        job = cluster.submit_job_id("dying", 1)
+        job(timeout=30)
+        assert job.status == dispy.DispyJob.Terminated, (job.status, job.exception)
+        assert "SIGKILL" in (job.exception or ""), job.exception
+        assert cluster.submit(0)(timeout=30) == 0  # another process took over
+        cluster.wait(timeout=10)
+    assert ends.count("dying") == 1, ends
+
+
+def _lane_attempt(port: int, session: str, cid: str, secret: str = SECRET) -> str:
+    """Ask a node for a lane as a stranger would; what came of it."""
+    async def attempt() -> str:
+        from dispy.wire.connection import Connection
+
+        conn = await Connection.open("127.0.0.1", port)
+        try:
+            await client_handshake(conn, secret, {"client_id": "x", "client_name": "x",
+                                                  "session": session, "lane": cid},
+                                   5.0, Limits(max_buffer=FULL.max_buffer))
+            header, _ = await conn.recv(3.0)
+            return str(header.get("op"))
+        except (ConnectionClosed, asyncio.TimeoutError, OSError) as exc:
+            return f"refused: {type(exc).__name__}"
+        finally:
+            conn.close()
+
+    return asyncio.run(attempt())
+
+
+def test_no_lane_for_another_session_or_cluster(node_factory):
+    node = node_factory("-c", "2", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(2)() == 4
+        cid = cluster._state.cid
+        # another session naming this program's cluster: no such computation there
+        assert _lane_attempt(node.port, new_session_key(), cid).startswith("refused")
+        # this program's session, a cluster it does not have: refused, with the reason
+        own = cluster._engine.session_key
+        assert _lane_attempt(node.port, own, "0" * 32) == "lane_refused"
+        # the program's own session and cluster (what a lane is for): served
+        assert _lane_attempt(node.port, own, cid) == "lane_ready"
+        assert cluster.submit(3)() == 9
+
+
+def test_a_tampered_lane_is_closed_and_its_process_serves_on(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(2)() == 4
+        (lane,) = wait_lanes(cluster, 1)
+        pid = lane.pid
+        # a record whose tag does not match (as an attacker on the path would write)
+        sock = lane.conn.transport.get_extra_info("socket")
+        os.write(sock.fileno(), (64).to_bytes(8, "big") + b"\0" * 96)
+        deadline = time.monotonic() + 10
+        while lanes_of(cluster):
+            assert time.monotonic() < deadline, "the lane stayed open"
+            time.sleep(0.02)
+        assert cluster.submit(5)() == 25
+        (again,) = wait_lanes(cluster, 1)
+        assert again.pid == pid  # the same process: it dropped the lane, not itself
+        assert cluster.submit(6)() == 36
+
+
+def test_the_local_path_name_is_where_lanes_open(node_factory):
+    """Same host: the lane is a Unix socket (the node's local path), as the link is."""
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(2)() == 4
+        (lane,) = wait_lanes(cluster, 1)
+        assert localpath.is_local(lane.conn) or \
+            lane.conn.get_extra_info("socket").family == 1  # AF_UNIX
