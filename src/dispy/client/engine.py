@@ -134,7 +134,8 @@ class Engine:
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
         self._sent_to: dict[Hashable, Flushable] = {}
         self._flush_planned = False
-        #: lanes being opened (client/lanes.py)
+        #: lanes open and being opened (client/lanes.py)
+        self._lanes_total = 0
         self._lanes_opening = 0
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
@@ -474,8 +475,6 @@ class Engine:
                         cs.name, last_line(msg.reason), extra=detail(msg.reason))
         self.apply(self.setups.setup_done(link.key, cs.cid, msg.ok, msg.reason or "", cpus,
                                           link.describe()))
-        if msg.ok:
-            self._open_lanes(link, cs, cpus)
 
     # ---- lanes (client/lanes.py) -----------------------------------------------------
 
@@ -483,8 +482,7 @@ class Engine:
         """Ask for the lanes ``cs`` may have on this node (one at a time)."""
         if link.profile.certfile is not None and link.local_name is None:
             return  # (TLS: the node cannot hand its session over)
-        total = sum(len(other.lanes) for other in self.links.values())
-        if lanes.wanted(link.lanes, cs.cid, cpus, total + self._lanes_opening):
+        if lanes.wanted(link.lanes, cs.cid, cpus, self._lanes_total + self._lanes_opening):
             self._lanes_opening += 1
             self.loop.create_task(self._open_lane(link, cs, cpus))
 
@@ -502,6 +500,7 @@ class Engine:
             lane.conn.close()  # (closed or lost meanwhile)
             return
         link.lanes.append(lane)
+        self._lanes_total += 1
         log.debug("node %s: %s open", link.describe(), lane.describe())
         self._open_lanes(link, cs, cpus)
         self.dispatch()
@@ -520,11 +519,14 @@ class Engine:
             lane.conn.close()
             if lane in link.lanes:
                 link.lanes.remove(lane)
+                self._lanes_total -= 1
             uid = lane.uid
             if uid is not None:  # the node reports it; if it does not know it: given back
                 self.loop.call_later(lanes.CHECK_AFTER, self._lane_job_check, link, uid)
             if link.conn is not None:  # (its process died, or it was dropped: again)
                 self.loop.call_later(lanes.REOPEN_AFTER, self._reopen_lanes, link, cs, cpus)
+            else:
+                link.lanes_asked.discard(cs.cid)  # (asked again after a reconnect)
 
     def _reopen_lanes(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
         if (link.conn is not None and self.clusters.get(cs.cid) is cs
@@ -551,6 +553,10 @@ class Engine:
         prefetch = link.job_ended(max(0.0, msg.end_time - msg.start_time), bool(msg.oob))
         if prefetch is not None:
             self.core.set_prefetch(link.key, prefetch)
+        cs = job._cluster
+        if lanes.ENABLED and cs.cid not in link.lanes_asked:  # once a first result came
+            link.lanes_asked.add(cs.cid)
+            self._open_lanes(link, cs, getattr(cs, "node_cpus", {}).get(link.key, 1))
         self.sink.deliver(job, msg, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:
@@ -667,8 +673,11 @@ class Engine:
             opts = joboptions.header_fields(job)
             if job._oob:
                 bufs += job._oob
+            # a lane takes a job dispatched with none of its cluster's waiting behind
+            # it (with a backlog, the node's way sends jobs ahead, in batches)
             lane = lanes.idle(link.lanes, cs.cid) if link.lanes else None
-            if lane is not None and not opts and not job._oob and job._deps is None:
+            if lane is not None and not opts and not job._oob and job._deps is None \
+                    and not self.core.backlog(cs.cid):
                 lane.uid = uid
                 lane.conn.send(messages.Job(cid=cs.cid, uid=uid), bufs, flush_soon=False)
                 self.flush_later(lane, lane)

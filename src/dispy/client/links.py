@@ -64,8 +64,10 @@ class NodeLink:
     runs: RunTimes = field(default_factory=RunTimes)
     #: the node's local path, as its welcome offered it (lanes open there)
     local_name: str | None = None
-    #: job processes' own streams to the program (client/lanes.py)
+    #: job processes' own streams to the program (client/lanes.py), asked for once
+    #: its first result came
     lanes: list[Any] = field(default_factory=list)
+    lanes_asked: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         #: how the engine and the scheduling core name this node (built once: looked up

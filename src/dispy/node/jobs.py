@@ -169,7 +169,7 @@ class JobRunner:
         if not lanes.hand_over(conn, link.conn):
             conn.send(messages.LaneRefused(reason="the socket could not be handed over"))
             return False
-        link.lane = True
+        link.lane = link.laned = True
         log.debug("lane of %r handed to job process %d", comp.name, link.pid)
         return True
 
@@ -202,6 +202,20 @@ class JobRunner:
         self._report(comp, done, bufs, carried=msg.delivered)
         self.node.spare.job_ended()
         self.node.maybe_finish()
+
+    def _lane_job_lost(self, comp: Computation, link: JobLink, uid: str,
+                       reason: str) -> None:
+        """The process of a lane died running ``uid`` (its slot says), a job the daemon
+        had not heard of: it ends Terminated, or at service end goes back to its
+        program (which runs it again elsewhere if its cluster is reentrant)."""
+        if link.killed_for is not None:
+            comp.session.send(messages.JobRefused(cid=comp.cid, uid=uid, status=TERMINATED,
+                                                  reason=link.killed_for))
+            return
+        now = time.time()
+        self._report(comp, messages.Done(
+            uid=uid, status=TERMINATED, exception=reason, text=comp.kind != "program",
+            start_time=now, end_time=now), [_NONE, b"", b""])
 
     def resend_lane_results(self, now: float) -> None:
         """(each second) Results a lane carried that the program has not acknowledged
@@ -651,15 +665,10 @@ class JobRunner:
         elif isinstance(msg, hostmsg.Reaped):
             link = comp.reaping.pop(msg.pid, None)
             running = msg.running
-            if (link is not None and link.lane and running is not None
+            if (link is not None and link.laned and running is not None
                     and running != link.uid and running not in comp.running
                     and running not in comp.session.undelivered):
-                # a job of its lane, which the daemon had not heard of
-                now = time.time()
-                self._report(comp, messages.Done(
-                    uid=running, status=TERMINATED, exception=msg.reason,
-                    text=comp.kind != "program", start_time=now, end_time=now),
-                    [_NONE, b"", b""])
+                self._lane_job_lost(comp, link, running, msg.reason)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
                 self._end_job(comp, link.uid, status,
@@ -749,6 +758,10 @@ class JobRunner:
                         reason=f"service window ended; job killed ({reason})"))
                     comp.host.send(hostmsg.KillJob(pid=link.pid))
                     log.info("job %s of %s killed at service end", uid, session.describe())
+                for link in comp.links.values():  # jobs of lanes (not seen here)
+                    if link.laned and link.uid is None and comp.host is not None:
+                        link.killed_for = f"service window ended; job killed ({reason})"
+                        comp.host.send(hostmsg.KillJob(pid=link.pid))
 
 
 def _own_file(comp: Computation, link: JobLink, name: str) -> bool:

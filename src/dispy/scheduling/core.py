@@ -310,6 +310,11 @@ class SchedulerCore:
         self._refresh(node)
         return node.key
 
+    def backlog(self, cid: Hashable) -> bool:
+        """Whether jobs of ``cid`` may be waiting for a CPU (cheap: cancelled entries
+        not yet skipped count too)."""
+        return bool(self._queues.get(cid))
+
     def queued(self, cid: Hashable) -> int:
         pinned = sum(
             1 for n in self._nodes.values() for q in n.pinned
