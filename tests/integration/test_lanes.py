@@ -174,11 +174,13 @@ def _lane_attempt(port: int, session: str, cid: str, secret: str = SECRET) -> st
     return asyncio.run(attempt())
 
 
-def test_no_lane_for_another_session_or_cluster(node_factory):
+def test_no_lane_for_another_session_or_cluster(node_factory, monkeypatch):
+    monkeypatch.setattr(lanes, "PER_NODE", 1)  # (the program's own leave one process)
     node = node_factory("-c", "2", "-s", SECRET)
     with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
                           secret=SECRET) as cluster:
         assert cluster.submit(2)() == 4
+        wait_lanes(cluster, 1)
         cid = cluster._state.cid
         # another session naming this program's cluster: no such computation there
         assert _lane_attempt(node.port, new_session_key(), cid).startswith("refused")

@@ -67,6 +67,23 @@ def test_fifo_when_several_cpus_free():
     assert core.queued("A") == 1 and core.queued("B") == 0
 
 
+def test_backlog_says_whether_jobs_of_a_cluster_wait():
+    """(a job takes a lane only with none of its cluster waiting: client/lanes.py)"""
+    core = core_with({"n": 1}, clusters=("A", "B"))
+    assert not core.backlog("A") and not core.backlog("Z")
+    core.submit("A", "a1")
+    core.submit("A", "a2")
+    assert core.backlog("A") and not core.backlog("B")
+    core.dispatch()
+    assert core.backlog("A")  # a2 waits for the CPU
+    core.cancel("a2")
+    assert not core.backlog("A")  # (cancelled: not waiting)
+    core.finished("a1")
+    core.submit("A", "a3")
+    core.dispatch()
+    assert not core.backlog("A")
+
+
 def test_dispatch_reports_cluster_and_node():
     core = core_with({"n": 1}, clusters=("A", "B"))
     core.submit("B", "j")

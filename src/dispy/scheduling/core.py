@@ -311,9 +311,9 @@ class SchedulerCore:
         return node.key
 
     def backlog(self, cid: Hashable) -> bool:
-        """Whether jobs of ``cid`` may be waiting for a CPU (cheap: cancelled entries
-        not yet skipped count too)."""
-        return bool(self._queues.get(cid))
+        """Whether jobs of ``cid`` are waiting for a CPU (pinned ones not counted)."""
+        queue = self._queues.get(cid)
+        return queue is not None and queue.head(self._live) is not None
 
     def queued(self, cid: Hashable) -> int:
         pinned = sum(
