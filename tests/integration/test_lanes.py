@@ -154,6 +154,45 @@ def test_a_lane_job_whose_process_dies_ends_once(node_factory):
     assert ends.count("dying") == 1, ends
 
 
+def test_service_end_gives_a_lane_job_back_to_run_elsewhere(node_factory, tmp_path,
+                                                            monkeypatch):
+    """As a job of the daemon's way (test_node_operator.py): killed when the window
+    ends, and run again on another node (reentrant), never ended twice."""
+    from conftest import free_port, wait_started
+    from test_node_operator import set_clock, until, wait_for_file
+
+    clock = tmp_path / "clock"
+    set_clock(clock, 12, 0)
+    monkeypatch.setenv("DISPY_NODE_CLOCK_FILE", str(clock))
+    windowed = node_factory("-c", "1", "--name", "windowed", "--service_start", "11:00",
+                            "--service_end", "12:30")
+    monkeypatch.delenv("DISPY_NODE_CLOCK_FILE")
+    other_port = free_port()
+    statuses: list[int] = []
+    cluster = dispy.JobCluster(wait_for_file, port=0, reentrant=True,
+                               callback=lambda job: statuses.append(job.status),
+                               nodes=[("127.0.0.1", windowed.port), ("127.0.0.1", other_port)])
+    try:
+        (tmp_path / "quick").touch()
+        assert cluster.submit(str(tmp_path / "quick"), "x")() == "x"
+        (lane,) = wait_lanes(cluster, 1)
+        statuses.clear()
+        job = cluster.submit(str(tmp_path / "go"))
+        wait_started(job)
+        assert lane.uid == job._uid  # (it went on the lane)
+        node_factory("-c", "1", "--name", "always", port=other_port)
+        set_clock(clock, 12, 30)
+        windowed.wait_for("of a lane killed at service end")
+        until(lambda: statuses.count(dispy.DispyJob.ProvisionalResult) == 2,
+              "the job to start again on the other node")
+        (tmp_path / "go").touch()
+        assert job() == "always"
+        assert job.status == dispy.DispyJob.Finished
+        assert statuses.count(dispy.DispyJob.Finished) == 1
+    finally:
+        cluster.close(timeout=10, terminate=True)
+
+
 def _lane_attempt(port: int, session: str, cid: str, secret: str = SECRET) -> str:
     """Ask a node for a lane as a stranger would; what came of it."""
     async def attempt() -> str:

@@ -354,7 +354,7 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
             try:
                 if _State.pending:
                     header, bufs = _State.pending.popleft()
-                elif lane is None or reader.buffered():
+                elif lane is None or reader.buffered() or reader.poll():
                     header, bufs = reader.read_frame()
                 else:
                     try:

@@ -762,6 +762,7 @@ class JobRunner:
                     if link.laned and link.uid is None and comp.host is not None:
                         link.killed_for = f"service window ended; job killed ({reason})"
                         comp.host.send(hostmsg.KillJob(pid=link.pid))
+                        log.info("job process %d of a lane killed at service end", link.pid)
 
 
 def _own_file(comp: Computation, link: JobLink, name: str) -> bool:

@@ -87,15 +87,27 @@ class FdReader(SyncFrameReader):
             frame = self.decoder.next()
             if frame is not None:
                 return frame
-            n, anc, _, _ = self.sock.recvmsg_into([self.decoder.get_buffer()],
-                                                  socket.CMSG_SPACE(4 * _FD.size))
-            for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    usable = len(data) - len(data) % _FD.size
-                    self.fds += [fd for (fd,) in _FD.iter_unpack(data[:usable])]
-            if n == 0:
-                raise EOFError("peer closed the connection")
-            self.decoder.received(n)
+            self._receive(0)
+
+    def poll(self) -> bool:
+        """Take what the daemon already sent, without waiting; whether a frame is here
+        (a busy process finds its next job so, with no ``select`` first)."""
+        try:
+            self._receive(socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        return self.buffered()
+
+    def _receive(self, flags: int) -> None:
+        n, anc, _, _ = self.sock.recvmsg_into([self.decoder.get_buffer()],
+                                              socket.CMSG_SPACE(4 * _FD.size), flags)
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(data) - len(data) % _FD.size
+                self.fds += [fd for (fd,) in _FD.iter_unpack(data[:usable])]
+        if n == 0:
+            raise EOFError("peer closed the connection")
+        self.decoder.received(n)
 
     def take_fd(self) -> int | None:
         """The socket that came with the last ``LaneHandOver``; any other passed is closed."""
