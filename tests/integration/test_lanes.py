@@ -182,12 +182,14 @@ def test_service_end_gives_a_lane_job_back_to_run_elsewhere(node_factory, tmp_pa
         assert lane.uid == job._uid  # (it went on the lane)
         node_factory("-c", "1", "--name", "always", port=other_port)
         set_clock(clock, 12, 30)
-        windowed.wait_for("of a lane killed at service end")
+        windowed.wait_for("killed at service end")
         until(lambda: statuses.count(dispy.DispyJob.ProvisionalResult) == 2,
               "the job to start again on the other node")
         (tmp_path / "go").touch()
         assert job() == "always"
         assert job.status == dispy.DispyJob.Finished
+        until(lambda: dispy.DispyJob.Finished in statuses, "its callback")
+        cluster.wait(timeout=10)
         assert statuses.count(dispy.DispyJob.Finished) == 1
     finally:
         cluster.close(timeout=10, terminate=True)

@@ -222,7 +222,7 @@ class JobLink:
     """The daemon's connection to one job process of a computation."""
 
     __slots__ = ("pid", "conn", "uid", "sent", "seq", "skipping", "skipped", "cancelling",
-                 "started", "cancelled", "settling", "lost", "lane", "laned", "killed_for")
+                 "started", "cancelled", "settling", "lost", "lane")
 
     def __init__(self, pid: int, conn: Connection) -> None:
         self.pid = pid
@@ -249,11 +249,8 @@ class JobLink:
         #: Settles sent to the host and not answered yet
         self.settling = 0
         self.lost = False
-        #: its process also serves a lane of the program (node/lanes.py); ``laned``: it
-        #: did once (a job of it may still run); ``killed_for``: why it was killed
+        #: its process also serves a lane of the program (node/lanes.py)
         self.lane = False
-        self.laned = False
-        self.killed_for: str | None = None
 
     def send(self, msg: messages.Record, bufs: list | tuple = (), now: bool = False) -> None:
         self.conn.send(msg, bufs, now)

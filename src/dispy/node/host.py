@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 
 from ..wire import hostmsg, records
-from ..wire.messages import ID, MAX_PROBLEM, MessageError
+from ..wire.messages import MAX_PROBLEM, MessageError
 from ..wire.sync import SyncFrameReader, send_frame_sync
 from . import initfile, jobenv, jobproc
 
@@ -202,8 +202,7 @@ class ComputationHost:
         if isinstance(msg, hostmsg.Fork):
             for _ in range(msg.count):
                 self._fork()
-        elif isinstance(msg, hostmsg.CancelJob) and proc is not None and (
-                not msg.only_running or jobproc.running_in_slot(proc.slot) == msg.uid):
+        elif isinstance(msg, hostmsg.CancelJob) and proc is not None:
             now = time.monotonic()
             proc.escalate = [
                 (now + CANCEL_TERM_AFTER, signal.SIGTERM),
@@ -227,14 +226,7 @@ class ComputationHost:
                 proc.escalate = []
             send_frame_sync(self.daemon, hostmsg.Settled(pid=msg.pid))
         elif isinstance(msg, hostmsg.Reap):
-            dead = self.procs.get(msg.pid)
-            reason = self._reap(msg.pid)
-            running = jobproc.running_in_slot(dead.slot) \
-                if dead is not None and dead.slot is not None else ""
-            if not ID.fullmatch(running):  # (the slot is the process's to write)
-                running = ""
-            send_frame_sync(self.daemon, hostmsg.Reaped(pid=msg.pid, reason=reason,
-                                                        running=running or None))
+            send_frame_sync(self.daemon, hostmsg.Reaped(pid=msg.pid, reason=self._reap(msg.pid)))
         elif isinstance(msg, hostmsg.CloseHost):
             self._close()
 

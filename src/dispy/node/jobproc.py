@@ -462,7 +462,11 @@ def _lane_job(lane: lanes.Lane, frame: tuple[dict, list], computation: Any,
     job = messages.Job.parse(header)
     if job.oob or len(bufs) != 1 or job.timeout is not None:  # (those go by the daemon)
         raise MessageError("a job the program may not send on a lane")
-    start = _take(job.uid)
+    _State.uid = job.uid
+    assert _State.slot is not None and _State.sock is not None
+    set_running(_State.slot, job.uid)  # (not counted as taken: that is the daemon's jobs')
+    send_frame_sync(_State.sock, hostmsg.LaneStarted(uid=job.uid))
+    start = time.time()
     reply = _run(computation, program, bufs[0], [])
     done, pieces, size = _ended(job.uid, start, reply)
     sys.stdout.flush()

@@ -169,7 +169,7 @@ class JobRunner:
         if not lanes.hand_over(conn, link.conn):
             conn.send(messages.LaneRefused(reason="the socket could not be handed over"))
             return False
-        link.lane = link.laned = True
+        link.lane = True
         log.debug("lane of %r handed to job process %d", comp.name, link.pid)
         return True
 
@@ -184,38 +184,41 @@ class JobRunner:
                         link.lane = False
                         link.send(hostmsg.LaneClose(), now=True)
 
+    def _lane_started(self, comp: Computation, link: JobLink, uid: str) -> None:
+        """A process takes a job from its lane: counted as any job running there. A job
+        the daemon had sent it meanwhile (its head) has not started after all: it waits
+        behind, as one sent ahead (its clock starts when the lane's job ends)."""
+        if uid in comp.running or link.lost or any(j.uid == uid for j, _, _ in link.sent):
+            log.warning("computation %r: job process %d took %s from its lane, a job"
+                        " already here", comp.name, link.pid, uid)
+            return
+        job = messages.Job(cid=comp.cid, uid=uid)
+        if link.uid is None:
+            if link in comp.idle:
+                comp.idle.remove(link)
+            self.busy += 1
+        else:
+            self.timers.disarm(comp, link.uid)
+        link.sent.appendleft((job, None, 0))
+        link.uid = uid
+        link.started = time.time()
+        comp.running[uid] = link
+
     def _lane_done(self, comp: Computation, link: JobLink, msg: hostmsg.LaneDone,
                    bufs: list) -> None:
         """A job the program sent on a lane ended: kept until acknowledged, as any result
         (sent the usual way if the lane did not carry it)."""
         uid = msg.uid
-        session = comp.session
-        if uid in comp.running or uid in session.undelivered:
-            log.warning("computation %r: dropped a lane result of job process %d for %s",
-                        comp.name, link.pid, uid)
-            return
         done = messages.Done(uid=uid, status=msg.status, exception=msg.exception,
                              start_time=msg.start_time, end_time=msg.end_time,
                              text=msg.text, oob=msg.oob)
-        ran = max(0.0, done.end_time - done.start_time)
-        comp.run_avg = ran if comp.run_avg is None else 0.8 * comp.run_avg + 0.2 * ran
-        self._report(comp, done, bufs, carried=msg.delivered)
-        self.node.spare.job_ended()
-        self.node.maybe_finish()
-
-    def _lane_job_lost(self, comp: Computation, link: JobLink, uid: str,
-                       reason: str) -> None:
-        """The process of a lane died running ``uid`` (its slot says), a job the daemon
-        had not heard of: it ends Terminated, or at service end goes back to its
-        program (which runs it again elsewhere if its cluster is reentrant)."""
-        if link.killed_for is not None:
-            comp.session.send(messages.JobRefused(cid=comp.cid, uid=uid, status=TERMINATED,
-                                                  reason=link.killed_for))
-            return
-        now = time.time()
-        self._report(comp, messages.Done(
-            uid=uid, status=TERMINATED, exception=reason, text=comp.kind != "program",
-            start_time=now, end_time=now), [_NONE, b"", b""])
+        if link.uid == uid:
+            self._job_done(comp, link, done, bufs, carried=msg.delivered)
+        elif uid in comp.running or uid in comp.session.undelivered:
+            log.warning("computation %r: dropped a lane result of job process %d for %s",
+                        comp.name, link.pid, uid)
+        else:  # (its start was not taken: still a result to keep)
+            self._report(comp, done, bufs, carried=msg.delivered)
 
     def resend_lane_results(self, now: float) -> None:
         """(each second) Results a lane carried that the program has not acknowledged
@@ -255,11 +258,6 @@ class JobRunner:
                 self.waiting.remove(item)
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
-        if comp.host is not None:  # maybe a job of a lane: its process's host checks
-            for link in comp.links.values():
-                if link.lane:
-                    comp.host.send(hostmsg.CancelJob(pid=link.pid, uid=uid,
-                                                     only_running=True))
 
     def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
@@ -447,7 +445,9 @@ class JobRunner:
     def _on_link(self, comp: Computation, link: JobLink, msg: messages.Record,
                  bufs: list[bytes]) -> None:
         session = comp.session
-        if isinstance(msg, hostmsg.LaneDone):
+        if isinstance(msg, hostmsg.LaneStarted):
+            self._lane_started(comp, link, msg.uid)
+        elif isinstance(msg, hostmsg.LaneDone):
             self._lane_done(comp, link, msg, bufs)
         elif isinstance(msg, hostmsg.LaneEnded):
             link.lane = False
@@ -494,7 +494,7 @@ class JobRunner:
             ), [_NONE, b"", b""], None
 
     def _job_done(self, comp: Computation, link: JobLink | None, done: messages.Done,
-                  bufs: list, file: str | None = None) -> None:
+                  bufs: list, file: str | None = None, carried: bool = False) -> None:
         """A job ended (``file``: its result is in that result file, see _report)."""
         uid = done.uid
         done = self.timers.settle(comp, done)
@@ -510,7 +510,7 @@ class JobRunner:
                 reported = True
         if not reported:
             comp.running.pop(uid, None)
-            self._report(comp, done, bufs, file)
+            self._report(comp, done, bufs, file, carried)
         elif file is not None:
             self._remove_file(file)
         self._close_if_broken(comp)
@@ -664,11 +664,6 @@ class JobRunner:
                 comp.link_pids[msg.link] = msg.pid
         elif isinstance(msg, hostmsg.Reaped):
             link = comp.reaping.pop(msg.pid, None)
-            running = msg.running
-            if (link is not None and link.laned and running is not None
-                    and running != link.uid and running not in comp.running
-                    and running not in comp.session.undelivered):
-                self._lane_job_lost(comp, link, running, msg.reason)
             if link is not None and link.uid is not None:
                 status = CANCELLED if link.cancelled else TERMINATED
                 self._end_job(comp, link.uid, status,
@@ -758,11 +753,6 @@ class JobRunner:
                         reason=f"service window ended; job killed ({reason})"))
                     comp.host.send(hostmsg.KillJob(pid=link.pid))
                     log.info("job %s of %s killed at service end", uid, session.describe())
-                for link in comp.links.values():  # jobs of lanes (not seen here)
-                    if link.laned and link.uid is None and comp.host is not None:
-                        link.killed_for = f"service window ended; job killed ({reason})"
-                        comp.host.send(hostmsg.KillJob(pid=link.pid))
-                        log.info("job process %d of a lane killed at service end", link.pid)
 
 
 def _own_file(comp: Computation, link: JobLink, name: str) -> bool:

@@ -3,18 +3,20 @@ cross the node daemon.
 
 A sequential round trip through dispynode crosses three processes and wakes one of
 them twice; on a small machine that is most of the time a job takes (benchmarks/
-RESULTS.md). A lane takes the daemon off that path: the program opens one more
+RESULTS.md). A lane takes the daemon off that path (it is still told everything,
+but nothing waits for it): the program opens one more
 connection to the node, with the same handshake and session as its own (so only that
 program, knowing the secret and its session key, can), naming one of its
 computations; the daemon hands the socket, sealed as the handshake left it, to an idle
 job process of that computation (``hand_over``: SCM_RIGHTS on the process's link) and
 never reads it again. The process then reads jobs from its lane as well as from the
-daemon, runs each as any other, and sends the result on the lane, then to the daemon
-(``hostmsg.LaneDone``), which keeps it until the program acknowledges it, as any
-result, and sends it the usual way should the lane not have carried it. Until the
-daemon has that copy, the process's slot names the job as running, so a process that
-dies with it is reported (its host's ``Reaped`` names the job). Jobs with a timeout,
-files or out-of-band buffers keep the daemon's way (client/lanes.py decides).
+daemon, tells the daemon when it takes one (``hostmsg.LaneStarted``: from then on the
+daemon counts it as any job running there, for CPUs, cancels, a process that dies, the
+jobs sent ahead behind it), runs it as any other, sends the result on the lane, then
+to the daemon (``hostmsg.LaneDone``), which keeps it until the program acknowledges it,
+as any result, and sends it the usual way should the lane not have carried it. Jobs
+with a timeout, files or out-of-band buffers keep the daemon's way (client/lanes.py
+decides).
 """
 
 from __future__ import annotations

@@ -47,6 +47,12 @@ class JobTimers:
         handle = asyncio.get_running_loop().call_later(seconds, self._fire, comp, key)
         self.timers[key] = _Timer(handle, seconds)
 
+    def disarm(self, comp: Any, uid: str) -> None:
+        """(loop) The job has not started after all (a lane's job runs before it)."""
+        timer = self.timers.pop((comp.cid, uid), None)
+        if timer is not None:
+            timer.handle.cancel()
+
     def _fire(self, comp: Any, key: tuple[str, str]) -> None:
         timer = self.timers.get(key)
         if timer is None or key[1] not in comp.running:

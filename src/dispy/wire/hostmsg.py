@@ -68,13 +68,10 @@ class Fork(Record):
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
 class CancelJob(Record):
-    """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL.
-    ``only_running``: only if that process runs ``uid`` now (a job the program sent on
-    the process's lane, which the daemon does not see: node/lanes.py)."""
+    """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL."""
     op: ClassVar[str] = "cancel"
     pid: int
     uid: Id
-    only_running: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -172,12 +169,9 @@ class Settled(Record):
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
 class Reaped(Record):
-    """How job process ``pid`` ended; ``running``: the job its slot named then (a job of
-    its lane ends Terminated with ``reason``: the daemon did not know it ran)."""
     op: ClassVar[str] = "reaped"
     pid: int
     reason: str = "job process died"
-    running: Id | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -216,6 +210,14 @@ class JobSendFile(Record):
     size: int
     mtime: float | None = None
     mode: int = 0o644
+
+
+@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+class LaneStarted(Record):
+    """The process takes job ``uid`` from its lane (the daemon counts it as any running
+    job: CPUs, cancels, a process that dies with it, the jobs sent ahead behind it)."""
+    op: ClassVar[str] = "lane_started"
+    uid: Id
 
 
 @dataclass(frozen=True, kw_only=True, repr=False, eq=False)
@@ -342,8 +344,8 @@ HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Skipped,
                       Settled, Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Hello, Done, DoneInFile, LaneDone, LaneEnded, Provisional,
-                      JobSendFile)}
+    c.op: c for c in (Hello, Done, DoneInFile, LaneStarted, LaneDone, LaneEnded,
+                      Provisional, JobSendFile)}
 JOB_REQUESTS: dict[str, type[Record]] = {
     c.op: c for c in (RunJob, FileReply, LaneHandOver, LaneClose)}
 
