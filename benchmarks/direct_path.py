@@ -2,10 +2,9 @@
 
     python benchmarks/direct_path.py [--jobs 5000] [--runs 5]
 
-A what-if for the latency target (issue 17): the design that would take dispynode off
-a job's path gives each job process an authenticated stream of its own to the
-program. Before anyone builds it, this measures what it could reach, built from the
-parts the real path uses:
+The floors of the two ways a job takes (issue 17): through dispynode, and on a lane (a
+job process's own authenticated stream to the program: node/lanes.py), each built from
+the parts the real path uses, without the bookkeeping:
 
 - the program: a user thread that submits (``call_soon_threadsafe``) and waits on a
   ``threading.Event``, an event loop (``dispy.eventloop``: uvloop) in a thread of its

@@ -104,6 +104,24 @@ def test_a_job_with_options_files_or_big_arguments_keeps_the_daemons_way(node_fa
         assert lane.conn.bytes_out == before
 
 
+def big(n):
+    return b"r" * n
+
+
+def test_a_big_result_of_a_lane_job_comes_the_nodes_way_and_frees_the_lane(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(big, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(3)() == b"rrr"
+        (lane,) = wait_lanes(cluster, 1)
+        sent = lane.conn.bytes_out
+        assert cluster.submit(2 << 20)() == b"r" * (2 << 20)  # (over the lane's limit)
+        assert lane.conn.bytes_out > sent and lane.uid is None
+        sent = lane.conn.bytes_out
+        assert cluster.submit(4)() == b"rrrr"
+        assert lane.conn.bytes_out > sent  # the lane took the next one
+
+
 def test_lanes_off(node_factory, monkeypatch):
     monkeypatch.setattr(lanes, "ENABLED", False)
     node = node_factory("-c", "2", "-s", SECRET)

@@ -444,7 +444,10 @@ class Engine:
         elif isinstance(msg, messages.SetupDone):
             self._setup_done(link, msg)
         elif isinstance(msg, messages.Provisional):
-            self.sink.provisional(link.running.get(msg.uid), bufs)
+            job = link.running.get(msg.uid)
+            if job is not None and msg.cid is not None and msg.cid != job._cluster.cid:
+                return  # (another computation's process named this job)
+            self.sink.provisional(job, bufs)
         elif isinstance(msg, messages.JobRefused):
             self._job_refused(link, msg)
         elif isinstance(msg, messages.ComputationLost):
@@ -541,6 +544,14 @@ class Engine:
     def _job_done(self, link: NodeLink, msg: messages.Done, header: dict,
                   bufs: list[bytes]) -> None:
         uid = msg.uid
+        if link.lanes:  # (a result of 1 MB or more comes the node's way)
+            self._lane_free(link, uid)
+        job = link.running.get(uid)
+        if job is not None and msg.cid is not None and msg.cid != job._cluster.cid:
+            # another computation's process on that node named this job: not its result
+            log.warning("node %s: dropped a result of %s from another computation",
+                        link.describe(), uid)
+            return
         delivered = self.lifecycle.result(uid, link.key)
         job = link.running.pop(uid, None)
         if not delivered or job is None:
@@ -572,10 +583,19 @@ class Engine:
         job = link.running.pop(uid, None)
         if job is None:
             return None
+        if link.lanes:
+            self._lane_free(link, uid)
         if link.node is not None:
             link.node.busy = max(0, link.node.busy - 1)
         self.apply(self.lifecycle.refused(uid, link.key, reason, killed))
         return job
+
+    @staticmethod
+    def _lane_free(link: NodeLink, uid: str) -> None:
+        """The job a lane carried ended another way: the lane takes the next one."""
+        for lane in link.lanes:
+            if lane.uid == uid:
+                lane.uid = None
 
     def _computation_lost(self, link: NodeLink, msg: messages.ComputationLost) -> None:
         """The node lost a computation (its host process died): no more of its jobs go

@@ -427,6 +427,7 @@ class NodeDaemon:
         if isinstance(req, messages.Job):
             self.jobs.job(session, req, bufs)
         elif isinstance(req, messages.Ack):
+            self.jobs.lane_acked(session, req.uids)
             self.disk.acknowledged(session, req.uids)
             self._check_free(session)
         elif isinstance(req, messages.Compute):
@@ -610,7 +611,7 @@ class NodeDaemon:
                 await self._check_zombie(session, now)
                 self.disk.save_results(session, older_than=now - 1.0)
             self.disk.flush()
-            self.jobs.resend_lane_results(now)
+            self.jobs.forget_lane_acks(now)
             self.service_tick()
             if (self.opts.ping_interval and self.owner is None
                     and now - last_announce >= self.opts.ping_interval):

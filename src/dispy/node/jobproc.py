@@ -168,6 +168,7 @@ def send_file(path: str, relay: bool = False, timeout: float | None = None) -> i
             fd = _State.reader.take_fd() if isinstance(_State.reader, lanes.FdReader) else None
             if fd is not None:
                 os.close(fd)
+            send_frame_sync(_State.sock, hostmsg.LaneEnded(reason="busy sending a file"))
             continue
         _State.pending.append((header, bufs))
     if isinstance(reply, hostmsg.FileReply) and reply.ok:
@@ -377,7 +378,13 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
                 fd = reader.take_fd()
                 if lane is not None:
                     lane.close()
-                lane = None if fd is None else lanes.Lane(job, fd)
+                lane = None
+                try:
+                    if fd is None:
+                        raise lanes.LaneGone("no socket came with it")
+                    lane = lanes.Lane(job, fd)
+                except lanes.LaneGone as exc:  # (the program gave up meanwhile)
+                    send_frame_sync(sock, hostmsg.LaneEnded(reason=str(exc)[:200]))
                 continue
             if isinstance(job, hostmsg.LaneClose):
                 if lane is not None:

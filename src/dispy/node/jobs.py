@@ -48,8 +48,8 @@ _NONE = pickle.dumps(None)
 PIPELINE_DEPTH = 4
 #: jobs are sent ahead only for computations whose jobs run this long or less (s)
 PIPELINE_BELOW = 0.005
-#: a result a lane carried is sent the usual way if not acknowledged within this (s)
-LANE_RESEND = 5.0
+#: an ack that came before a lane's result reached the daemon is kept this long (s)
+LANE_ACKS_KEPT = 60.0
 
 
 class JobHost(Protocol):
@@ -214,25 +214,38 @@ class JobRunner:
                              text=msg.text, oob=msg.oob)
         if link.uid == uid:
             self._job_done(comp, link, done, bufs, carried=msg.delivered)
-        elif uid in comp.running or uid in comp.session.undelivered:
-            log.warning("computation %r: dropped a lane result of job process %d for %s",
-                        comp.name, link.pid, uid)
-        else:  # (its start was not taken: still a result to keep)
-            self._report(comp, done, bufs, carried=msg.delivered)
+        else:  # (only the job it said it took: never another one's)
+            log.warning("computation %r: dropped a lane result of job process %d for %s,"
+                        " not the job it runs", comp.name, link.pid, uid)
 
-    def resend_lane_results(self, now: float) -> None:
-        """(each second) Results a lane carried that the program has not acknowledged
-        for LANE_RESEND seconds go the usual way (the program drops those it has)."""
+    def lane_acked(self, session: Session, uids: list[str]) -> None:
+        """Acks: a lane's result the program acknowledges before its job process gave the
+        daemon its copy (the two come on different sockets) is dropped as that comes."""
+        for uid in uids:
+            if session.lane_sent.pop(uid, None) is not None or uid in session.undelivered:
+                continue
+            for comp in session.computations.values():
+                link = comp.running.get(uid)
+                if link is not None and link.lane and link.uid == uid:
+                    session.lane_acks[uid] = time.monotonic()
+                    break
+
+    def forget_lane_acks(self, now: float) -> None:
+        """(each second) Early acks whose copy never came (its process died)."""
         for session in self.node.sessions.values():
-            late = [uid for uid, at in session.lane_sent.items() if now - at >= LANE_RESEND]
-            for uid in late:
-                del session.lane_sent[uid]
-                if uid in session.undelivered:
-                    self.node.report_soon(session, uid)
+            if session.lane_acks:
+                old = [u for u, at in session.lane_acks.items() if now - at > LANE_ACKS_KEPT]
+                for uid in old:
+                    del session.lane_acks[uid]
 
     def unknown(self, session: Session, uids: list[str]) -> list[str]:
         """Which of ``uids`` this node does not know (recover_jobs asks, "jobs_query"):
-        neither a result kept for the client nor a job running or waiting here."""
+        neither a result kept for the client nor a job running or waiting here. A result
+        a lane carried is sent again the usual way (the program asks after a lane that
+        closed with that job: it may not have read it)."""
+        for uid in uids:
+            if session.lane_sent.pop(uid, None) is not None and uid in session.undelivered:
+                self.node.report_soon(session, uid)
         known = set(session.undelivered)
         for comp in session.computations.values():
             known.update(comp.running)
@@ -568,10 +581,12 @@ class JobRunner:
                 self._remove_file(old)
             if file is not None:
                 session.result_files[uid] = file
-            if carried:  # a lane took it to the program: sent here only if not acked
-                session.lane_sent[uid] = time.monotonic()
-            else:
+            if not carried:
                 self.node.report_soon(session, uid)
+            elif session.lane_acks.pop(uid, None) is not None:  # acked before it came here
+                self.node.disk.acknowledged(session, [uid])
+            else:  # a lane took it to the program: sent here only if it asks again
+                session.lane_sent[uid] = time.monotonic()
 
     def _end_job(self, comp: Computation, uid: str, status: int, reason: str,
                  link: JobLink | None = None) -> None:

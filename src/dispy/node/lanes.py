@@ -33,6 +33,8 @@ from ..wire.sync import SyncFrameReader
 
 #: results this big and more go to the daemon only (it sends them the usual way)
 RESULT_MAX = 1 << 20
+#: seconds a result may wait for the program to read its lane
+SEND_TIMEOUT = 30.0
 #: a computation's lanes, at most (as many as a program asks for: client/lanes.py)
 PER_COMPUTATION = 4
 _FD = struct.Struct("i")
@@ -47,10 +49,13 @@ def hand_over(conn: Connection, link_conn: Connection) -> bool:
     sealer = conn.sealer
     if sock is None or job is None or keys is None or sealer is None \
             or conn.decoder.frames or conn.transport is None \
+            or link_conn.transport is None \
             or conn.get_extra_info("ssl_object") is not None:  # (TLS stays with us)
         return False
     conn.flush()  # (the welcome)
     link_conn.flush()
+    if conn.transport.get_write_buffer_size() or link_conn.transport.get_write_buffer_size():
+        return False  # (something still queued would be lost, or cut into)
     frame = b"".join(codec.encode(hostmsg.LaneHandOver(
         send_key=keys[0].hex(), recv_key=keys[1].hex(), send_seq=sealer.seq,
         recv_seq=conn.decoder.records).header(), []))
@@ -60,9 +65,12 @@ def hand_over(conn: Connection, link_conn: Connection) -> bool:
         # nothing queued: flushed above, and a link's frames are small)
         out = socket.socket(fileno=os.dup(job.fileno()))
         try:
-            socket.send_fds(out, [frame], [fd])
+            sent = socket.send_fds(out, [frame], [fd])
         finally:
             out.close()
+        if sent != len(frame):  # (a few hundred bytes to a local socket: never seen)
+            link_conn.close()  # the link is cut mid-frame: the process is lost, not misread
+            return False
     except OSError:
         return False
     finally:
@@ -102,7 +110,8 @@ class FdReader(SyncFrameReader):
 
     def _receive(self, flags: int) -> None:
         n, anc, _, _ = self.sock.recvmsg_into([self.decoder.get_buffer()],
-                                              socket.CMSG_SPACE(4 * _FD.size), flags)
+                                              socket.CMSG_SPACE(4 * _FD.size),
+                                              flags | socket.MSG_CMSG_CLOEXEC)
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(data) - len(data) % _FD.size
@@ -128,13 +137,21 @@ class Lane:
 
     def __init__(self, msg: hostmsg.LaneHandOver, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(True)
+        # a program that stops reading does not hold the process: after this long the
+        # result goes the daemon's way (LaneGone)
+        self.sock.settimeout(SEND_TIMEOUT)
+        self.poller = select.poll()  # (not select: a descriptor may be over 1023)
         self.reader = SyncFrameReader(self.sock)
         self.reader.decoder.seal(bytes.fromhex(msg.recv_key), codec.FULL)
         self.reader.decoder.records = msg.recv_seq
         self.sealer = codec.Sealer(bytes.fromhex(msg.send_key))
         self.sealer.seq = msg.send_seq
-        self.send(messages.LaneReady(pid=os.getpid()).header(), [])
+        self.polling = False
+        try:
+            self.send(messages.LaneReady(pid=os.getpid()).header(), [])
+        except LaneGone:
+            self.sock.close()
+            raise
 
     def send(self, header: dict[str, Any], pieces: list[Any]) -> None:
         """One sealed record; LaneGone if the program is no longer there."""
@@ -148,10 +165,14 @@ class Lane:
     def wait(self, daemon: socket.socket) -> tuple[dict, list] | None:
         """Block until the daemon or the lane has something: the lane's next frame, or
         None when the daemon's link is readable. LaneGone when the lane ended."""
+        if not self.polling:
+            self.poller.register(daemon, select.POLLIN)
+            self.poller.register(self.sock, select.POLLIN)
+            self.polling = True
         try:
             while not self.reader.buffered():
-                ready, _, _ = select.select([daemon, self.sock], [], [])
-                if daemon in ready:
+                ready = self.poller.poll()
+                if any(fd == daemon.fileno() for fd, _ in ready):
                     return None
                 n = self.sock.recv_into(self.reader.decoder.get_buffer())
                 if n == 0:

@@ -27,9 +27,12 @@ class Session:
         self.undelivered: dict[str, tuple[dict, list]] = {}
         #: results not yet on disk -> when they were produced; uids already on disk
         self.unsaved: dict[str, float] = {}
-        #: results a lane carried (not sent here) -> when: sent the usual way if not
-        #: acknowledged within LANE_RESEND seconds
+        #: results a lane carried (not sent here) -> when; sent the usual way if the
+        #: program asks after the job (its lane closed before it read it)
         self.lane_sent: dict[str, float] = {}
+        #: acks of results a lane carried that came before the job process's copy ->
+        #: when (forgotten after LANE_ACKS_KEPT seconds)
+        self.lane_acks: dict[str, float] = {}
         self.saved: set[str] = set()
         #: uid -> the result file (of the node's result directory) its result is in,
         #: removed when the client acknowledges the result
