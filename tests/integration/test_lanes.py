@@ -22,6 +22,12 @@ from dispy.wire.sessions import new_session_key
 
 pytestmark = pytest.mark.timeout(120)
 
+
+@pytest.fixture(autouse=True)
+def _lanes_after_one_result(monkeypatch):
+    """(lanes open after a node's second result; here after its first, as a test waits)"""
+    monkeypatch.setattr(lanes, "AFTER_RESULTS", 1)
+
 SECRET = "lane-sesame"
 
 
@@ -120,6 +126,22 @@ def test_a_big_result_of_a_lane_job_comes_the_nodes_way_and_frees_the_lane(node_
         sent = lane.conn.bytes_out
         assert cluster.submit(4)() == b"rrrr"
         assert lane.conn.bytes_out > sent  # the lane took the next one
+
+
+def test_a_one_job_program_opens_no_lane(node_factory, monkeypatch):
+    monkeypatch.setattr(lanes, "AFTER_RESULTS", 2)
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(2)() == 4
+        assert cluster._engine.call(_nothing()).result(timeout=10) is None  # (a loop turn)
+        assert lanes_of(cluster) == [] and cluster._engine._lanes_opening == 0
+        assert cluster.submit(3)() == 9
+        wait_lanes(cluster, 1)  # the second result opens it
+
+
+async def _nothing() -> None:
+    return None
 
 
 def test_lanes_off(node_factory, monkeypatch):

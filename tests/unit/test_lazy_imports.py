@@ -28,6 +28,14 @@ def test_jobcluster_does_not_import_the_rest() -> None:
     assert loaded == "[]"
 
 
+def test_a_computation_host_imports_no_asyncio() -> None:
+    """The spare interpreter a node keeps ready (and the job processes it forks) import
+    no event loop: its import competes with the node's jobs for the CPUs."""
+    out = _run("import sys, dispy.node.host, dispy.node.jobproc, dispy.node.lanes\n"
+               "print([m for m in ('asyncio', 'dispy.wire.connection') if m in sys.modules])")
+    assert out.strip() == "[]"
+
+
 def test_dir_lists_names_not_loaded_yet_and_direct_imports_get_future_hooks() -> None:
     out = _run("import sys, dispy\n"
                "print('SSHNodes' in dir(dispy), 'dispy.sshstart' in sys.modules)\n"

@@ -529,7 +529,7 @@ class Engine:
             if link.conn is not None:  # (its process died, or it was dropped: again)
                 self.loop.call_later(lanes.REOPEN_AFTER, self._reopen_lanes, link, cs, cpus)
             else:
-                link.lanes_asked.discard(cs.cid)  # (asked again after a reconnect)
+                link.lanes_asked.pop(cs.cid, None)  # (asked again after a reconnect)
 
     def _reopen_lanes(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
         if (link.conn is not None and self.clusters.get(cs.cid) is cs
@@ -565,9 +565,11 @@ class Engine:
         if prefetch is not None:
             self.core.set_prefetch(link.key, prefetch)
         cs = job._cluster
-        if lanes.ENABLED and cs.cid not in link.lanes_asked:  # once a first result came
-            link.lanes_asked.add(cs.cid)
-            self._open_lanes(link, cs, getattr(cs, "node_cpus", {}).get(link.key, 1))
+        seen = link.lanes_asked.get(cs.cid, 0)
+        if seen < lanes.AFTER_RESULTS and lanes.ENABLED:  # (a one-job program opens none)
+            link.lanes_asked[cs.cid] = seen = seen + 1
+            if seen == lanes.AFTER_RESULTS:
+                self._open_lanes(link, cs, getattr(cs, "node_cpus", {}).get(link.key, 1))
         self.sink.deliver(job, msg, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:

@@ -1,9 +1,9 @@
 """The program's end of lanes: a job process's own stream, so a job and its result do
 not cross the node daemon (the node's end, and why: node/lanes.py).
 
-A lane is opened to a node once a cluster is set up there: one more connection with
-the program's own handshake and session, naming the cluster, which the node hands to
-one of the cluster's job processes; that process answers first (``LaneReady``). A
+A lane is opened to a node once a cluster has had two results from it: one more
+connection with the program's own handshake and session, naming the cluster, which the
+node hands to one of the cluster's job processes; that process answers first (``LaneReady``). A
 lane carries one job at a time, and only jobs the node needs nothing else for: no
 ``dispy_job_timeout`` or other option, no ``dispy_job_depends`` files, no big
 out-of-band arguments; the others, and any job while the node's lanes are busy, go
@@ -34,6 +34,9 @@ log = logging.getLogger("dispy")
 
 #: lanes on unless DISPY_LANES=0
 ENABLED = os.environ.get("DISPY_LANES", "1") != "0"
+#: a node's lanes for a cluster are asked for once this many of its results came (a
+#: program of one job per node opens none: their handshakes would only delay its end)
+AFTER_RESULTS = 2
 #: lanes to one node, at most (one per CPU the cluster has there, up to this; the
 #: node refuses more: node/lanes.py)
 PER_NODE = 4

@@ -65,9 +65,9 @@ class NodeLink:
     #: the node's local path, as its welcome offered it (lanes open there)
     local_name: str | None = None
     #: job processes' own streams to the program (client/lanes.py), asked for once
-    #: its first result came
+    #: lanes.AFTER_RESULTS results of a cluster came (cid -> results seen until then)
     lanes: list[Any] = field(default_factory=list)
-    lanes_asked: set[str] = field(default_factory=set)
+    lanes_asked: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         #: how the engine and the scheduling core name this node (built once: looked up

@@ -25,11 +25,13 @@ import os
 import select
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..wire import codec, hostmsg, messages
-from ..wire.connection import Connection
 from ..wire.sync import SyncFrameReader
+
+if TYPE_CHECKING:  # (job processes import this module: no asyncio there)
+    from ..wire.connection import Connection
 
 #: results this big and more go to the daemon only (it sends them the usual way)
 RESULT_MAX = 1 << 20
