@@ -134,9 +134,10 @@ class Engine:
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
         self._sent_to: dict[Hashable, Flushable] = {}
         self._flush_planned = False
-        #: lanes open and being opened (client/lanes.py)
+        #: lanes open, being opened, and refused (client/lanes.py: TOTAL in all)
         self._lanes_total = 0
         self._lanes_opening = 0
+        self._lanes_refused = 0
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
         _PROGRAM_ENGINES.add(self)
@@ -485,7 +486,8 @@ class Engine:
         """Ask for the lanes ``cs`` may have on this node (one at a time)."""
         if link.profile.certfile is not None and link.local_name is None:
             return  # (TLS: the node cannot hand its session over)
-        if lanes.wanted(link.lanes, cs.cid, cpus, self._lanes_total + self._lanes_opening):
+        if lanes.wanted(link.lanes, cs.cid, cpus,
+                        self._lanes_total + self._lanes_opening + self._lanes_refused):
             self._lanes_opening += 1
             self.loop.create_task(self._open_lane(link, cs, cpus))
 
@@ -496,7 +498,8 @@ class Engine:
                 cs.cid, self.msg_timeout, Limits(max_buffer=config.MaxFrameSize))
         finally:
             self._lanes_opening -= 1
-        if lane is None:
+        if lane is None:  # (a program of many nodes that have none asks only so many)
+            self._lanes_refused += 1
             return
         if (link.conn is None or self.clusters.get(cs.cid) is not cs
                 or self.setups.state(link.key, cs.cid) is not Setup.READY):
