@@ -7,14 +7,15 @@ tag close the lane, not the job process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
 
 import pytest
 
 import dispy
 from dispy.client import lanes
-from dispy.wire import localpath
 from dispy.wire.codec import FULL, Limits
 from dispy.wire.connection import ConnectionClosed
 from dispy.wire.handshake import client_handshake
@@ -69,6 +70,18 @@ def wait_lanes(cluster, count: int, timeout: float = 20.0) -> list:
     return lanes_of(cluster)
 
 
+@contextlib.contextmanager
+def one_lane(node_factory, computation, first):
+    """A 1-CPU node, a cluster of ``computation`` on it, and its lane, open once the
+    job ``computation(first)`` came back: (cluster, lane)."""
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(computation, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        cluster.submit(first)()
+        (lane,) = wait_lanes(cluster, 1)
+        yield cluster, lane
+
+
 def sent_on_lanes(cluster) -> int:
     return sum(lane.conn.bytes_out for lane in lanes_of(cluster))
 
@@ -96,11 +109,9 @@ def test_jobs_go_on_lanes_and_end_as_on_the_daemons_way(node_factory):
 
 
 def test_a_job_with_options_files_or_big_arguments_keeps_the_daemons_way(node_factory):
-    node = node_factory("-c", "1", "-s", SECRET)
-    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
-                          secret=SECRET) as cluster:
-        assert cluster.submit(2)() == 4
-        (lane,) = wait_lanes(cluster, 1)
+    with one_lane(node_factory, square, 2) as (cluster, lane):
+        # same host: the lane is a Unix socket (the node's local path), as the link is
+        assert lane.conn.get_extra_info("socket").family == socket.AF_UNIX
         before = lane.conn.bytes_out
         job = cluster.submit(3, dispy_job_timeout=30)
         assert job() == 9
@@ -115,11 +126,7 @@ def big(n):
 
 
 def test_a_big_result_of_a_lane_job_comes_the_nodes_way_and_frees_the_lane(node_factory):
-    node = node_factory("-c", "1", "-s", SECRET)
-    with dispy.JobCluster(big, nodes=[("127.0.0.1", node.port)], port=0,
-                          secret=SECRET) as cluster:
-        assert cluster.submit(3)() == b"rrr"
-        (lane,) = wait_lanes(cluster, 1)
+    with one_lane(node_factory, big, 3) as (cluster, lane):
         sent = lane.conn.bytes_out
         assert cluster.submit(2 << 20)() == b"r" * (2 << 20)  # (over the lane's limit)
         assert lane.conn.bytes_out > sent and lane.uid is None
@@ -155,11 +162,7 @@ def test_lanes_off(node_factory, monkeypatch):
 
 
 def test_a_job_on_a_lane_is_cancelled(node_factory):
-    node = node_factory("-c", "1", "-s", SECRET)
-    with dispy.JobCluster(sleeps, nodes=[("127.0.0.1", node.port)], port=0,
-                          secret=SECRET) as cluster:
-        assert cluster.submit(0)() == 0
-        (lane,) = wait_lanes(cluster, 1)
+    with one_lane(node_factory, sleeps, 0) as (cluster, lane):
         job = cluster.submit(60)
         deadline = time.monotonic() + 10
         while lane.uid is None or job.status != dispy.DispyJob.Running:
@@ -199,14 +202,9 @@ def test_service_end_gives_a_lane_job_back_to_run_elsewhere(node_factory, tmp_pa
     """As a job of the daemon's way (test_node_operator.py): killed when the window
     ends, and run again on another node (reentrant), never ended twice."""
     from conftest import free_port, wait_started
-    from test_node_operator import set_clock, until, wait_for_file
+    from test_node_operator import set_clock, until, wait_for_file, windowed_node
 
-    clock = tmp_path / "clock"
-    set_clock(clock, 12, 0)
-    monkeypatch.setenv("DISPY_NODE_CLOCK_FILE", str(clock))
-    windowed = node_factory("-c", "1", "--name", "windowed", "--service_start", "11:00",
-                            "--service_end", "12:30")
-    monkeypatch.delenv("DISPY_NODE_CLOCK_FILE")
+    windowed, clock = windowed_node(node_factory, tmp_path, monkeypatch)
     other_port = free_port()
     statuses: list[int] = []
     cluster = dispy.JobCluster(wait_for_file, port=0, reentrant=True,
@@ -274,11 +272,7 @@ def test_no_lane_for_another_session_or_cluster(node_factory, monkeypatch):
 
 
 def test_a_tampered_lane_is_closed_and_its_process_serves_on(node_factory):
-    node = node_factory("-c", "1", "-s", SECRET)
-    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
-                          secret=SECRET) as cluster:
-        assert cluster.submit(2)() == 4
-        (lane,) = wait_lanes(cluster, 1)
+    with one_lane(node_factory, square, 2) as (cluster, lane):
         pid = lane.pid
         # a record whose tag does not match (as an attacker on the path would write)
         sock = lane.conn.transport.get_extra_info("socket")
@@ -291,14 +285,3 @@ def test_a_tampered_lane_is_closed_and_its_process_serves_on(node_factory):
         (again,) = wait_lanes(cluster, 1)
         assert again.pid == pid  # the same process: it dropped the lane, not itself
         assert cluster.submit(6)() == 36
-
-
-def test_the_local_path_name_is_where_lanes_open(node_factory):
-    """Same host: the lane is a Unix socket (the node's local path), as the link is."""
-    node = node_factory("-c", "1", "-s", SECRET)
-    with dispy.JobCluster(square, nodes=[("127.0.0.1", node.port)], port=0,
-                          secret=SECRET) as cluster:
-        assert cluster.submit(2)() == 4
-        (lane,) = wait_lanes(cluster, 1)
-        assert localpath.is_local(lane.conn) or \
-            lane.conn.get_extra_info("socket").family == 1  # AF_UNIX

@@ -398,13 +398,20 @@ def test_jobs_sent_ahead_to_a_dead_job_process_wait_for_service_hours(
         cluster.close(timeout=10, terminate=True)
 
 
-def test_service_end_resubmits_reentrant_jobs_elsewhere(node_factory, tmp_path, monkeypatch):
+def windowed_node(node_factory, tmp_path, monkeypatch):
+    """A 1-CPU node "windowed" in service from 11:00 to 12:30, its clock at 12:00 (move
+    it with ``set_clock``): (node, clock file)."""
     clock = tmp_path / "clock"
     set_clock(clock, 12, 0)
     monkeypatch.setenv("DISPY_NODE_CLOCK_FILE", str(clock))
-    windowed = node_factory("-c", "1", "--name", "windowed", "--service_start", "11:00",
-                            "--service_end", "12:30")
+    node = node_factory("-c", "1", "--name", "windowed", "--service_start", "11:00",
+                        "--service_end", "12:30")
     monkeypatch.delenv("DISPY_NODE_CLOCK_FILE")
+    return node, clock
+
+
+def test_service_end_resubmits_reentrant_jobs_elsewhere(node_factory, tmp_path, monkeypatch):
+    windowed, clock = windowed_node(node_factory, tmp_path, monkeypatch)
     other_port = free_port()  # its node starts later, so the job starts on "windowed"
     statuses: list[int] = []
     cluster = dispy.JobCluster(wait_for_file, port=0, reentrant=True,

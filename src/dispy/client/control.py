@@ -175,6 +175,7 @@ class NodeControl:
         for job in list(cs.jobs.values()):  # none are left; never leave one without a status
             self.engine.sink.finish(job, DispyJob.Cancelled, "Cancelled: cluster closed")
         self.engine.clusters.pop(cs.cid, None)
+        self.engine.forget_lanes(cs.cid)
         try:
             if cs.journal.remove_cluster(cs.cid):
                 self.engine.sink.forget_journal(cs.journal)
@@ -192,6 +193,7 @@ class NodeControl:
                 link.running.pop(uid, None)
         self.engine.setups.remove_cluster(cs.cid)
         self.engine.clusters.pop(cs.cid, None)
+        self.engine.forget_lanes(cs.cid)
         journal: Journal = cs.journal
         self.engine.sink.forget_journal(journal)
         journal.closed = True

@@ -134,10 +134,10 @@ class Engine:
         #: links ``dispatch`` queued jobs on since the last batch of the program's calls
         self._sent_to: dict[Hashable, Flushable] = {}
         self._flush_planned = False
-        #: lanes open, being opened, and refused (client/lanes.py: TOTAL in all)
+        #: lanes open and being opened, and refused per cluster (client/lanes.py: TOTAL)
         self._lanes_total = 0
         self._lanes_opening = 0
-        self._lanes_refused = 0
+        self._lanes_refused: dict[str, int] = {}
         if loop is not None:  # a daemon (dispyscheduler) runs us on its own loop
             return
         _PROGRAM_ENGINES.add(self)
@@ -486,8 +486,8 @@ class Engine:
         """Ask for the lanes ``cs`` may have on this node (one at a time)."""
         if link.profile.certfile is not None and link.local_name is None:
             return  # (TLS: the node cannot hand its session over)
-        if lanes.wanted(link.lanes, cs.cid, cpus,
-                        self._lanes_total + self._lanes_opening + self._lanes_refused):
+        if lanes.wanted(link.lanes, cs.cid, cpus, self._lanes_total + self._lanes_opening
+                        + self._lanes_refused.get(cs.cid, 0)):
             self._lanes_opening += 1
             self.loop.create_task(self._open_lane(link, cs, cpus))
 
@@ -498,8 +498,8 @@ class Engine:
                 cs.cid, self.msg_timeout, Limits(max_buffer=config.MaxFrameSize))
         finally:
             self._lanes_opening -= 1
-        if lane is None:  # (a program of many nodes that have none asks only so many)
-            self._lanes_refused += 1
+        if lane is None:  # (a cluster of many nodes that have none asks only so many)
+            self._lanes_refused[cs.cid] = self._lanes_refused.get(cs.cid, 0) + 1
             return
         if (link.conn is None or self.clusters.get(cs.cid) is not cs
                 or self.setups.state(link.key, cs.cid) is not Setup.READY):
@@ -533,6 +533,14 @@ class Engine:
                 self.loop.call_later(lanes.REOPEN_AFTER, self._reopen_lanes, link, cs, cpus)
             else:
                 link.lanes_asked.pop(cs.cid, None)  # (asked again after a reconnect)
+
+    def forget_lanes(self, cid: str) -> None:
+        """A cluster is gone: what was counted of its lanes goes (its lanes close as
+        its job processes end)."""
+        self._lanes_refused.pop(cid, None)
+        for link in self.links.values():
+            if link.lanes_asked:
+                link.lanes_asked.pop(cid, None)
 
     def _reopen_lanes(self, link: NodeLink, cs: ClusterState, cpus: int) -> None:
         if (link.conn is not None and self.clusters.get(cs.cid) is cs

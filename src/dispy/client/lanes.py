@@ -40,9 +40,9 @@ AFTER_RESULTS = 2
 #: lanes to one node, at most (one per CPU the cluster has there, up to this; the
 #: node refuses more: node/lanes.py)
 PER_NODE = 4
-#: lanes of one program, at most, refusals counted (a program of many nodes keeps one
-#: link to each, and asks only so many nodes that have none, as nodes of the
-#: simulator or with TLS)
+#: lanes of one program, at most, with its cluster's refusals counted (a program of
+#: many nodes keeps one link to each, and a cluster asks only so many nodes that have
+#: none, as nodes of the simulator)
 TOTAL = 32
 #: a node that refused a lane is asked again this often, this many times (its first job
 #: processes start as its setup ends)
