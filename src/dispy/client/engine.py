@@ -580,7 +580,7 @@ class Engine:
         if seen < lanes.AFTER_RESULTS and lanes.ENABLED:  # (a one-job program opens none)
             link.lanes_asked[cs.cid] = seen = seen + 1
             if seen == lanes.AFTER_RESULTS:
-                self._open_lanes(link, cs, getattr(cs, "node_cpus", {}).get(link.key, 1))
+                self._open_lanes(link, cs, cs.node_cpus.get(link.key, 1))
         self.sink.deliver(job, msg, bufs)
 
     def _job_refused(self, link: NodeLink, msg: messages.JobRefused) -> None:

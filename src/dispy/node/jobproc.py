@@ -463,8 +463,10 @@ def _ended(uid: str, start: float, reply: dict[str, Any]) -> tuple[messages.Done
 
 def _lane_job(lane: lanes.Lane, frame: tuple[dict, list], computation: Any,
               program: str | None) -> None:
-    """A job from the lane: run, its result on the lane, then to the daemon, which keeps
-    it. The slot names the job until the daemon has it (so a death meanwhile is told)."""
+    """A job from the lane: the daemon told it is taken (it counts it as running), run,
+    its result on the lane, then to the daemon, which keeps it. The slot names it while
+    it runs (a cancel interrupts only that job), not as taken (SkipJob counts only the
+    daemon's own jobs)."""
     header, bufs = frame
     job = messages.Job.parse(header)
     if job.oob or len(bufs) != 1 or job.timeout is not None:  # (those go by the daemon)

@@ -224,11 +224,10 @@ class JobRunner:
         for uid in uids:
             if session.lane_sent.pop(uid, None) is not None or uid in session.undelivered:
                 continue
-            for comp in session.computations.values():
-                link = comp.running.get(uid)
-                if link is not None and link.lane and link.uid == uid:
-                    session.lane_acks[uid] = time.monotonic()
-                    break
+            # running here and acked: only a lane can have carried its result (even one
+            # whose lane closed since)
+            if any(uid in comp.running for comp in session.computations.values()):
+                session.lane_acks[uid] = time.monotonic()
 
     def forget_lane_acks(self, now: float) -> None:
         """(each second) Early acks whose copy never came (its process died)."""

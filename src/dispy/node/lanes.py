@@ -21,6 +21,7 @@ decides).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -104,10 +105,8 @@ class FdReader(SyncFrameReader):
     def poll(self) -> bool:
         """Take what the daemon already sent, without waiting; whether a frame is here
         (a busy process finds its next job so, with no ``select`` first)."""
-        try:
+        with contextlib.suppress(BlockingIOError):  # (nothing there yet)
             self._receive(socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            pass
         return self.buffered()
 
     def _receive(self, flags: int) -> None:
