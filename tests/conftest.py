@@ -179,6 +179,15 @@ def node(node_factory) -> NodeProcess:
     return node_factory("-c", "2")
 
 
+@pytest.fixture
+def no_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program opens no lanes (client/lanes.py): for tests of how dispynode sends
+    jobs ahead to a busy job process, which a lane job would take off dispynode's way
+    (and whose log lines they count). tests/integration/test_lanes.py tests the mix."""
+    from dispy.client import lanes
+    monkeypatch.setattr(lanes, "ENABLED", False)
+
+
 
 
 def _locks_in(directory: str) -> set[str]:

@@ -362,7 +362,7 @@ def blocking_or_when(arg, clock_path, go):
 
 
 def test_jobs_sent_ahead_to_a_dead_job_process_wait_for_service_hours(
-        node_factory, tmp_path, monkeypatch):
+        node_factory, tmp_path, monkeypatch, no_lanes):
     """Jobs sent ahead to a busy job process that then dies go back to the queue; outside
     service hours they go back to the client instead of starting on a new process (and
     a reentrant cluster runs them when the node opens again)."""
