@@ -116,6 +116,15 @@ def texts(driver: Any, css: str) -> list[str]:
     return fresh(lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)])
 
 
+def rows(driver: Any, table: str, *cols: str) -> list[tuple[str, ...]]:
+    """The texts of columns ``cols`` of each row of table ``table``, read in one script
+    (the page cannot redraw between two of them, as it can between two ``texts``)."""
+    return [tuple(row) for row in driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(tr =>"
+        " arguments[1].map(c => (tr.querySelector(`td[data-col=${c}]`) || {}).innerText"
+        " ?? null))", f"#{table} tbody tr", list(cols))]
+
+
 def cell(driver: Any, table: str, key: str, col: str) -> str:
     """Text of column ``col`` in the row ``key`` of table ``table``."""
     from selenium.webdriver.common.by import By

@@ -8,7 +8,7 @@ from conftest import free_port
 import dispy
 from dispy import NodeAllocate
 
-from .conftest import screenshot, texts, wait_until
+from .conftest import rows, screenshot, texts, wait_until
 
 pytestmark = [pytest.mark.web, pytest.mark.timeout(90)]
 
@@ -63,10 +63,8 @@ def test_scheduler_httpd_counts_each_programs_own_jobs(page, scheduler_factory, 
         jobs = [a.submit(str(gate)) for _ in range(2)] + [b.submit(str(gate))]
         page.get(f"http://localhost:{port}/")
 
-        def counts() -> list[tuple[str, str]]:
-            running = texts(page, "#cluster-table td[data-col=running]")
-            pending = texts(page, "#cluster-table td[data-col=pending]")
-            return sorted(zip(running, pending, strict=True))
+        def counts() -> list[tuple[str, ...]]:
+            return sorted(rows(page, "cluster-table", "running", "pending"))
 
         # the node's one CPU runs one job of a or b; the others wait
         wait_until("one job running, two waiting", lambda: counts() in (
