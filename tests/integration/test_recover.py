@@ -128,9 +128,12 @@ def test_jobs_lost_with_a_killed_node_come_back_abandoned(node_factory, tmp_path
 
 
 def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
+    gate = tmp_path / "go"  # the jobs run until the test is done with the program
     script = tmp_path / "client.py"
     script.write_text(CLIENT.replace("sys.stdin.read()  # killed here by the test",
-                                     "cluster.wait()"))
+                                     "cluster.wait()").replace(
+        "time.sleep(secs)",
+        f"while not __import__('os').path.exists({str(gate)!r}): time.sleep(0.02)"))
     proc = subprocess.Popen([sys.executable, str(script), str(node.port), "1.0", "2",
                              "int.rec"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, start_new_session=True)
@@ -144,6 +147,7 @@ def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
             proc.wait(5)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert "recover file" in err and "dispy.recover_jobs(" in err  # says how to recover
+    gate.touch()
     jobs = dispy.recover_jobs("int.rec")
     assert sorted(job.result for job in jobs) == [0, 1]
 
