@@ -127,11 +127,25 @@ def test_jobs_lost_with_a_killed_node_come_back_abandoned(node_factory, tmp_path
     assert again.proc.poll() is None
 
 
+def _signal_state(pid: int) -> str:
+    """The signal masks of each thread of ``pid`` (why a signal was not acted on)."""
+    lines = []
+    for status in sorted(glob.glob(f"/proc/{pid}/task/*/status")):
+        with open(status) as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        lines.append(" ".join(f"{k}={fields.get(k, '?').strip()}" for k in
+                              ("Name", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+    return "; ".join(lines)
+
+
 def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
     gate = tmp_path / "go"  # the jobs run until the test is done with the program
     script = tmp_path / "client.py"
-    script.write_text(CLIENT.replace("sys.stdin.read()  # killed here by the test",
-                                     "cluster.wait()").replace(
+    # Ctrl-C as in a terminal: a suite started in the background (``&``) hands its
+    # children SIGINT ignored, and Python then installs no handler of its own
+    script.write_text("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                      + CLIENT.replace("sys.stdin.read()  # killed here by the test",
+                                       "cluster.wait()").replace(
         "time.sleep(secs)",
         f"while not __import__('os').path.exists({str(gate)!r}): time.sleep(0.02)"))
     proc = subprocess.Popen([sys.executable, str(script), str(node.port), "1.0", "2",
@@ -140,7 +154,11 @@ def test_ctrl_c_exits_the_client_and_its_jobs_can_be_recovered(node, tmp_path):
     try:
         assert proc.stdout.readline().strip() == "all running"
         proc.send_signal(signal.SIGINT)  # Ctrl-C while the program waits for its jobs
-        _, err = proc.communicate(timeout=20)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"SIGINT did not end the program: {_signal_state(proc.pid)}"
+                                 f"; the test's own: {_signal_state(os.getpid())}") from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
