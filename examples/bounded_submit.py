@@ -33,7 +33,7 @@ max_pending = 0
 
 
 def job_status(job):
-    """Runs in this program for every status change of every job."""
+    """Runs in this program when a job ends (and for each provisional result)."""
     if job.status in (dispy.DispyJob.Finished, dispy.DispyJob.Terminated,
                       dispy.DispyJob.Cancelled, dispy.DispyJob.Abandoned):
         with cond:

@@ -43,7 +43,7 @@ found = None  # (seed, value) of the first good-enough result
 
 
 def job_status(job):
-    """Runs in this program (a dispy thread) for every status change of every job."""
+    """Runs in this program (a dispy thread) for each provisional result and each job's end."""
     global found
     if job.status != dispy.DispyJob.ProvisionalResult:
         return

@@ -415,7 +415,8 @@ def test_service_end_resubmits_reentrant_jobs_elsewhere(node_factory, tmp_path, 
     other_port = free_port()  # its node starts later, so the job starts on "windowed"
     statuses: list[int] = []
     cluster = dispy.JobCluster(wait_for_file, port=0, reentrant=True,
-                               callback=lambda job: statuses.append(job.status),
+                               cluster_status=lambda st, node, job: job is not None
+                               and statuses.append(st),  # (the job's every change)
                                nodes=[("127.0.0.1", windowed.port), ("127.0.0.1", other_port)])
     try:
         job = cluster.submit(str(tmp_path / "go"))

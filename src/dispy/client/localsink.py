@@ -163,12 +163,18 @@ class LocalSink:
     # ---- events for the program -------------------------------------------------------
 
     def job_event(self, job: DispyJob) -> None:
+        """A job's status changed: ``cluster_status`` hears of every change, the job
+        callback (``job_status``) only of results, provisional or final, as in dispy
+        4.15 (its callbacks need not skip Created and Running, and a job costs the
+        program two callbacks fewer)."""
         cs = job._cluster
-        if cs.callback is None and cs.cluster_status is None:
+        callback = cs.callback if job._final or job.status == DispyJob.ProvisionalResult \
+            else None
+        if callback is None and cs.cluster_status is None:
             return
         snap = copy.copy(job)
-        if cs.callback is not None:
-            self.callbacks.call(cs.callback, snap, settle=job if job._final else None)
+        if callback is not None:
+            self.callbacks.call(callback, snap, settle=job if job._final else None)
         if cs.cluster_status is not None:
             node = cs.nodes.get(job._key) if job._key is not None else None
             self.callbacks.call(cs.cluster_status, job.status, node, snap)
