@@ -254,7 +254,7 @@ def test_warm_skips_a_class_whose_plan_cannot_be_worked_out(monkeypatch):
 
     monkeypatch.setattr(records, "_PLANS", {})
 
-    @dataclasses.dataclass(frozen=True)
+    @dataclasses.dataclass
     class Broken(Record):
         op: typing.ClassVar[str] = "broken"
         x: NoSuchType = None  # type: ignore[name-defined]  # noqa: F821

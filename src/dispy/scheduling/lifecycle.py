@@ -49,7 +49,7 @@ class JobRecord:
 # ---- instructions ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Send(Plain):
     """Send the job to ``node``."""
     uid: str
@@ -57,7 +57,7 @@ class Send(Plain):
     node: NodeKey
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class SendCancel(Plain):
     """Ask ``node`` to cancel the running job; it ends when the node reports."""
     uid: str
@@ -65,13 +65,13 @@ class SendCancel(Plain):
     node: NodeKey
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Deliver(Plain):
     """The job's result came from the node that ran it: decode it, end the job."""
     uid: str
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Resubmit(Plain):
     """The job runs again under ``new_uid`` (a late result of the old run is dropped)."""
     uid: str
@@ -80,7 +80,7 @@ class Resubmit(Plain):
     reason: str
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class End(Plain):
     """End the job with ``status`` and ``reason`` (no result)."""
     uid: str

@@ -46,7 +46,7 @@ class Change(enum.Enum):
     CLOSED = "closed"  # the cluster no longer has the node (its status callback: Closed)
 
 
-@dataclass(frozen=True, slots=True, repr=False, eq=False)
+@dataclass(slots=True, repr=False, eq=False)
 class NodeChanged(Plain):
     cid: Hashable
     node: NodeKey

@@ -31,7 +31,7 @@ class NotAdminOperation(AdminMessageError):
         self.op = op
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Info(Record):
     """Everything dispyadmin shows about the node."""
     op: ClassVar[str] = "info"
@@ -41,7 +41,7 @@ class Info(Record):
         return cls(reply=_token(header))
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class SetCpus(Record):
     """Use ``cpus`` CPUs: > 0 that many, < 0 all but that many, "all" all of them."""
     op: ClassVar[str] = "set_cpus"
@@ -55,7 +55,7 @@ class SetCpus(Record):
         return cls(reply=_token(header), cpus=cpus)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class ServiceTime(Record):
     """Set service time ``control`` to ``time``: "HH:MM", "now", or "" (clear it)."""
     op: ClassVar[str] = "service_time"
@@ -72,7 +72,7 @@ class ServiceTime(Record):
         return cls(reply=_token(header), control=control, time=when or "")
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Serve(Record):
     """Serve ``clients`` more clients after the current one (0: none, -1: forever)."""
     op: ClassVar[str] = "serve"
@@ -87,7 +87,7 @@ class Serve(Record):
         return cls(reply=_token(header), clients=clients)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Unlisted(Record):
     """A request for an op the admin role does not have, sent as it is named: the node,
     not the sender, refuses it (how a test proves the link runs no code)."""
@@ -103,7 +103,7 @@ REQUESTS: dict[str, type[Info] | type[SetCpus] | type[ServiceTime] | type[Serve]
     "info": Info, "set_cpus": SetCpus, "service_time": ServiceTime, "serve": Serve}
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class AdminReply(Record):
     """The node's answer to one request; ``ok`` False with ``error`` when refused."""
     op: ClassVar[str] = "reply"

@@ -37,7 +37,7 @@ AnyPort = Annotated[int, Range(0, 65535)]
 Count = Annotated[int, Range(0, 1 << 31)]
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class DiscoveryMessage(Plain):
     op: ClassVar[str] = ""
     #: fields written even when None (receivers of this version read them by key)
@@ -75,7 +75,7 @@ class DiscoveryMessage(Plain):
         return out
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Discover(DiscoveryMessage):
     """A program asks for nodes (wire/discovery.py ``discover`` builds and signs it)."""
 
@@ -94,7 +94,7 @@ class Discover(DiscoveryMessage):
     pad: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class NodeAnnouncement(DiscoveryMessage):
     """A node answers a ``discover`` or announces itself: node/daemon.py ``info``."""
 
@@ -127,14 +127,14 @@ class NodeAnnouncement(DiscoveryMessage):
             busy_with=str(self.busy_with)[:200] if self.busy_with else None)
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LeanNodeAnnouncement(NodeAnnouncement):
     """A ``node`` datagram without the details (decoded, it is a NodeAnnouncement)."""
 
     NULLS: ClassVar[tuple[str, ...]] = ("version", "port", "node_id", "ip_addr")
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class RelayAnnouncement(DiscoveryMessage):
     """A dispynetrelay answers a ``discover``: the address asked relays, runs no jobs."""
 

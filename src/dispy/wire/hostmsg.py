@@ -38,7 +38,7 @@ __all__ = [
 # ---- daemon -> computation host ----------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class HostInit(Record):
     """The computation to hold; buffers: its bundle, then setup's arguments."""
     op: ClassVar[str] = "init"
@@ -59,14 +59,14 @@ class HostInit(Record):
     result_tag: Id | None = None
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Fork(Record):
     """Fork ``count`` more job processes."""
     op: ClassVar[str] = "fork"
     count: int = 1
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class CancelJob(Record):
     """Interrupt the job ``uid`` in job process ``pid``, escalating to SIGKILL."""
     op: ClassVar[str] = "cancel"
@@ -74,7 +74,7 @@ class CancelJob(Record):
     uid: Id
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class SkipJob(Record):
     """Job ``uid``, the ``seq``-th sent to job process ``pid``, is cancelled: unless the
     process has reached it, it is to end Cancelled there without starting (no signal:
@@ -85,28 +85,28 @@ class SkipJob(Record):
     seq: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class KillJob(Record):
     """Kill job process ``pid`` at once (the service window ended)."""
     op: ClassVar[str] = "kill"
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Settle(Record):
     """Job process ``pid``'s cancelled job ended: stop escalating, it takes jobs again."""
     op: ClassVar[str] = "settle"
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Reap(Record):
     """Job process ``pid``'s link closed: wait for it and say how it ended."""
     op: ClassVar[str] = "reap"
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class CloseHost(Record):
     """Kill the job processes, run cleanup, exit."""
     op: ClassVar[str] = "close"
@@ -117,32 +117,32 @@ class CloseHost(Record):
 # ---- computation host -> daemon ----------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Ready(Record):
     """Setup ran: the host takes fork requests."""
     op: ClassVar[str] = "ready"
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class SetupFailed(Record):
     op: ClassVar[str] = "setup_failed"
     reason: str = "setup failed"
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class ShutdownRequest(Record):
     """dispynode_shutdown() in the computation's cleanup."""
     op: ClassVar[str] = "shutdown_request"
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class ForkFailed(Record):
     op: ClassVar[str] = "fork_failed"
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Forked(Record):
     """The host forked ``pid``; its link to the daemon will say hello with ``link``.
     (The pid comes from the host's socket only, never from the job's link.)"""
@@ -151,7 +151,7 @@ class Forked(Record):
     link: Id
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Skipped(Record):
     """The answer to SkipJob: ``reached`` if the process had already taken the job (it
     runs or ran: it is to be cancelled as a running job), else it will skip it."""
@@ -161,27 +161,27 @@ class Skipped(Record):
     reached: bool
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Settled(Record):
     op: ClassVar[str] = "settled"
     pid: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Reaped(Record):
     op: ClassVar[str] = "reaped"
     pid: int
     reason: str = "job process died"
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class HostClosed(Record):
     """Cleanup ran; the host exits. ``problem``: how the computation's cleanup failed."""
     op: ClassVar[str] = "closed"
     problem: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class HostLost(Record):
     """The host's socket closed without "closed" (the daemon's reader says so)."""
     op: ClassVar[str] = "host_lost"
@@ -191,7 +191,7 @@ class HostLost(Record):
 # ---- a job link -> daemon ------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Hello(Record):
     """The first frame on a job process's link, sent by its host before the fork: the
     computation's token and the link id the host also told the daemon with its pid."""
@@ -200,7 +200,7 @@ class Hello(Record):
     link: Id
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class JobSendFile(Record):
     """A job's ``dispy_send_file``; buffers: the file's bytes. The daemon passes it on
     as ``messages.SendFile`` and answers with ``FileReply``."""
@@ -212,7 +212,7 @@ class JobSendFile(Record):
     mode: int = 0o644
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LaneStarted(Record):
     """The process takes job ``uid`` from its lane (the daemon counts it as any running
     job: CPUs, cancels, a process that dies with it, the jobs sent ahead behind it)."""
@@ -220,7 +220,7 @@ class LaneStarted(Record):
     uid: Id
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LaneDone(Done):
     """A job the program sent on the process's lane ended; its result went there
     (``delivered``) or could not (the daemon sends it the usual way). Buffers as
@@ -245,7 +245,7 @@ class LaneDone(Done):
         return out
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LaneEnded(Record):
     """The process's lane closed or broke: it may be given another."""
     op: ClassVar[str] = "lane_ended"
@@ -255,7 +255,7 @@ class LaneEnded(Record):
 # ---- daemon -> job process -------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LaneHandOver(Record):
     """The program's lane to this process: its socket comes with this frame (SCM_RIGHTS),
     sealed as the daemon's handshake left it: the keys (hex) and record numbers of the
@@ -267,14 +267,14 @@ class LaneHandOver(Record):
     recv_seq: int
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class LaneClose(Record):
     """Close the lane (once the job running now, if any, is done): the node stops
     accepting jobs, or another computation shares it now."""
     op: ClassVar[str] = "lane_close"
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class RunJob(Record):
     """Run this job; buffers: its arguments, its dispy_job_depends, out-of-band ones."""
     op: ClassVar[str] = "job"
@@ -296,7 +296,7 @@ class RunJob(Record):
         return {"op": "job", "uid": self.uid, "oob": self.oob}
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class FileReply(Record):
     """The daemon's answer to ``JobSendFile``."""
     op: ClassVar[str] = "file_reply"
@@ -304,7 +304,7 @@ class FileReply(Record):
     reason: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+@dataclass(kw_only=True, repr=False, eq=False)
 class DoneInFile(Done):
     """A job's end whose buffers (result, stdout, stderr, out-of-band ones: ``lens``
     bytes each) its job process wrote to ``file`` in the node's result directory

@@ -18,7 +18,7 @@ from .records import ID, MAX_LIST, Id, MessageError, Record, as_float, nonneg, p
 # ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Compute(Record):
     op: ClassVar[str] = "compute"
     cid: Id = ""
@@ -29,13 +29,13 @@ class Compute(Record):
     kind: str = "function"
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Setup(Record):
     op: ClassVar[str] = "setup"
     cid: Id = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Job(Record):
     op: ClassVar[str] = "job"
     cid: Id = ""
@@ -70,15 +70,27 @@ class Job(Record):
                    oob=0 if oob is None else oob, pin=pin, timeout=timeout,
                    priority=0 if priority is None else priority)
 
+    def header(self) -> dict[str, Any]:
+        # one per job: written out (Record.header loops over the fields), the same dict
+        out = {"op": "job", "cid": self.cid, "uid": self.uid, "oob": self.oob,
+               "priority": self.priority}
+        if self.reply is not None:
+            out["reply"] = self.reply
+        if self.pin is not None:
+            out["pin"] = self.pin
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
 
-@dataclass(frozen=True, repr=False, eq=False)
+
+@dataclass(repr=False, eq=False)
 class Cancel(Record):
     op: ClassVar[str] = "cancel"
     cid: Id = ""
     uid: Id = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Close(Record):
     op: ClassVar[str] = "close"
     cid: Id = ""
@@ -86,19 +98,19 @@ class Close(Record):
     keep: bool = False
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Ack(Record):
     op: ClassVar[str] = "ack"
     uids: list[Id] = field(default_factory=list)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class JobsQuery(Record):
     op: ClassVar[str] = "jobs_query"
     uids: list[Id] = field(default_factory=list)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class File(Record):
     op: ClassVar[str] = "file"
     cid: Id = ""
@@ -114,20 +126,20 @@ class File(Record):
     xfer: Id | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class FilesCheck(Record):
     op: ClassVar[str] = "files_check"
     cid: Id = ""
     files: list[dict] = field(default_factory=list)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Schedule(Record):
     op: ClassVar[str] = "schedule"
     cid: Id = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class NodeControl(Record):
     """allocate_node, deallocate_node, close_node, resetup_node, set_node_cpus
     (dispyscheduler)."""
@@ -160,7 +172,7 @@ class SetNodeCpus(NodeControl):
     op: ClassVar[str] = "set_node_cpus"
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class SharedCompute(Compute):
     """A computation given to dispyscheduler: also how it is shared and its nodes."""
     reentrant: bool = False
@@ -228,7 +240,7 @@ def id_field(header: dict[str, Any], name: str) -> str:
 # ---- what a node (or dispyscheduler) sends a program ------------------------------------
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class LaneReady(Record):
     """The first record on a lane, from the job process that now serves it (its pid):
     from then on the program may send it jobs there (client/lanes.py)."""
@@ -236,7 +248,7 @@ class LaneReady(Record):
     pid: int = 0
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class LaneRefused(Record):
     """The node's answer on a lane it does not hand over (then it closes it); ``later``:
     asking again soon may work (its job processes are still starting)."""
@@ -245,7 +257,7 @@ class LaneRefused(Record):
     later: bool = False
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Done(Record):
     """A job's result; buffers: result, stdout, stderr, then out-of-band ones. A job
     process sends it without ``cid`` (the node adds it: ``client_header``)."""
@@ -299,22 +311,24 @@ def _done_fields(header: dict[str, Any]) -> tuple:
     if (status is not None and type(status) is not int) or \
             (oob is not None and (type(oob) is not int or oob < 0)):
         raise MessageError("'done' with a malformed 'status' or 'oob'")
-    times = []
-    for name in ("start_time", "end_time"):
-        value = get(name)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise MessageError(f"'done' with a malformed {name!r}")
-            value = as_float(name, value)
-        times.append(value)
+    start, end = _a_time("start_time", get("start_time")), _a_time("end_time", get("end_time"))
     if exc is not None and not isinstance(exc, str):
         raise MessageError("'done' with a malformed 'exception'")
     if text is not None and type(text) is not bool:
         raise MessageError("'done' with a malformed 'text'")
-    return uid, cid, status, times[0], times[1], exc, oob, text
+    return uid, cid, status, start, end, exc, oob, text
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+def _a_time(name: str, value: Any) -> float | None:
+    """A decoded time field as a float (JSON gives exact types: no bool passes)."""
+    if value is None or type(value) is float:
+        return value
+    if type(value) is int:
+        return as_float(name, value)
+    raise MessageError(f"'done' with a malformed {name!r}")
+
+
+@dataclass(repr=False, eq=False)
 class SetupDone(Record):
     op: ClassVar[str] = "setup_done"
     cid: Id = ""
@@ -323,14 +337,14 @@ class SetupDone(Record):
     cpus: int | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Provisional(Record):
     op: ClassVar[str] = "provisional"
     uid: Id = ""
     cid: Id | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class JobRefused(Record):
     op: ClassVar[str] = "job_refused"
     uid: Id = ""
@@ -340,14 +354,14 @@ class JobRefused(Record):
     status: int | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class ComputationLost(Record):
     op: ClassVar[str] = "computation_lost"
     cid: Id = ""
     reason: str = "?"
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Closed(Record):
     op: ClassVar[str] = "closed"
     cid: Id = ""
@@ -360,14 +374,14 @@ class Closed(Record):
 MAX_PROBLEM = 64 * 1024
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Pulse(Record):
     op: ClassVar[str] = "pulse"
     busy: int | None = None
     avail_info: dict | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class SendFile(Record):
     """A job's ``dispy_send_file``; buffers: the file's bytes."""
     op: ClassVar[str] = "send_file"
@@ -378,14 +392,14 @@ class SendFile(Record):
     mode: int = 0o644
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Cpus(Record):
     """The node's usable CPUs changed (dispyadmin, service window)."""
     op: ClassVar[str] = "cpus"
     cpus: int = 0
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Reply(Record):
     """The answer to a request that named a ``reply`` token."""
     op: ClassVar[str] = "reply"
@@ -405,14 +419,14 @@ class Reply(Record):
 # ---- what dispyscheduler sends a program (besides the node messages it relays) ----------
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Scheduled(Record):
     """The computation is admitted: its jobs run."""
     op: ClassVar[str] = "scheduled"
     cid: Id = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Waiting(Record):
     """The computation waits (another one holds the nodes exclusively)."""
     op: ClassVar[str] = "waiting"
@@ -420,20 +434,20 @@ class Waiting(Record):
     reason: str = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class Refused(Record):
     op: ClassVar[str] = "refused"
     cid: Id = ""
     reason: str = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class SchedulerStopping(Record):
     op: ClassVar[str] = "scheduler_stopping"
     cid: Id = ""
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class JobStatus(Record):
     """A job of the program changed status at the scheduler (queued again, running)."""
     op: ClassVar[str] = "job_status"
@@ -445,7 +459,7 @@ class JobStatus(Record):
     port: int | None = None
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class NodeEvent(Record):
     """A node event of the computation (DispyNode status), with the node as JSON."""
     op: ClassVar[str] = "node"
@@ -454,7 +468,7 @@ class NodeEvent(Record):
     node: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class AskAllocate(Record):
     """What does the program's own NodeAllocate.allocate say for this node?"""
     op: ClassVar[str] = "allocate"
@@ -463,7 +477,7 @@ class AskAllocate(Record):
     node: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(repr=False, eq=False)
 class JobResult(Record):
     """A job's end as dispyscheduler passes it to its program: the node's Done under the
     program's ids, with the node that ran it (none when the scheduler ended the job);
