@@ -400,7 +400,7 @@ class Engine:
         def frame(header: dict, bufs: list[bytes]) -> None:
             link.last_heard = time.monotonic()
             if link.node is not None:
-                link.node.rx += sum(len(b) for b in bufs) + 64
+                link.node.rx += sum(map(len, bufs)) + 64
             self._on_frame(link, header, bufs)
 
         def after() -> None:  # its journal commit also covers the finished jobs

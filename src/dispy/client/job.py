@@ -6,7 +6,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..wire import status
+from ..wire import oob, status
 
 if TYPE_CHECKING:
     from ..wire.messages import Done, JobResult
@@ -161,8 +161,6 @@ STATUS_NAMES = {
 }
 def decode_result(done: Done | JobResult, bufs: list[bytes]) -> tuple:
     """A node's "done" frame as (status, result, stdout, stderr, exception)."""
-    from ..wire import oob
-
     bufs, extra = oob.split(done.oob, bufs)
     out: Any = bufs[1] if len(bufs) > 2 else b""
     err: Any = bufs[2] if len(bufs) > 2 else b""
@@ -190,8 +188,6 @@ def job_arguments(job: DispyJob) -> tuple[tuple, dict] | None:
     """The (args, kwargs) of a job while the client still holds them: until it is sent to
     a node (or always, for a reentrant cluster); None after. For dispy.httpd's
     ``show_job_args``: a callback gets the job at submission, when they are there."""
-    from ..wire import oob
-
     data = job._args
     if data is None:
         return None

@@ -79,7 +79,7 @@ class NodeLink:
         if self.conn is None or not self.conn.send(header, bufs, flush_soon=flush_soon):
             return False
         if self.node is not None:
-            self.node.tx += sum(len(b) for b in bufs) + 64
+            self.node.tx += sum(map(len, bufs)) + 64
         return True
 
     def flush(self) -> None:

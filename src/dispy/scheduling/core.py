@@ -342,19 +342,27 @@ class SchedulerCore:
         return self._runs.get(cid, 0)
 
     def _pick(self, node: _Node) -> _Queued | None:
+        if node.pinned:
+            self._head(node.pinned)
+            pick = None
+            for i, entry in enumerate(node.pinned):
+                if self._live(entry) and node.used.get(entry.cid, 0) < node.limit(entry.cid):
+                    if pick is None or entry.priority > pick[1].priority:
+                        pick = (i, entry)
+                    if not node.pinned_priorities:
+                        break  # all of priority 0: the first one it is
+            if pick is not None:
+                del node.pinned[pick[0]]
+                return pick[1]
+        if len(node.alloc) == 1:  # one cluster uses the node (the common case): no ranks
+            for cid in node.alloc:
+                queue = self._queues.get(cid)
+                if queue is None or node.used.get(cid, 0) >= node.limit(cid) \
+                        or queue.head(self._live) is None:
+                    return None
+                return queue.popleft()
         best_q = None
         fair, early = self.policy == "fair", self.policy == "early"
-        self._head(node.pinned)
-        pick = None
-        for i, entry in enumerate(node.pinned):
-            if self._live(entry) and node.used.get(entry.cid, 0) < node.limit(entry.cid):
-                if pick is None or entry.priority > pick[1].priority:
-                    pick = (i, entry)
-                if not node.pinned_priorities:
-                    break  # all of priority 0: the first one it is
-        if pick is not None:
-            del node.pinned[pick[0]]
-            return pick[1]
         for cid in node.alloc:
             if node.used.get(cid, 0) >= node.limit(cid):
                 continue
@@ -382,23 +390,27 @@ class SchedulerCore:
         Nothing queued: nothing to scan (it is called after every batch of results)."""
         if not self._entries:
             return []
-        heap = [(n.load(), n.order, n) for n in self._free.values()]
+        # (load and free written out: this loop runs once per job sent)
+        heap = [(n.busy / n.cpus if n.cpus else 1.0, n.order, n) for n in self._free.values()]
         heapq.heapify(heap)
         out = []
+        pop, push, pick = heapq.heappop, heapq.heappush, self._pick
+        entries, running, runs = self._entries, self._running, self._runs
         while heap:
-            _, i, node = heapq.heappop(heap)
-            entry = self._pick(node)
+            _, i, node = pop(heap)
+            entry = pick(node)
             if entry is None:
                 continue
-            del self._entries[entry.job]
+            job, cid = entry.job, entry.cid
+            del entries[job]
             node.busy += 1
-            node.used[entry.cid] = node.used.get(entry.cid, 0) + 1
-            self._running[entry.job] = node
-            node.jobs[entry.job] = entry.cid
-            self._runs[entry.cid] = self._runs.get(entry.cid, 0) + 1
-            out.append((entry.job, entry.cid, node.key))
-            if node.free() > 0:
-                heapq.heappush(heap, (node.load(), i, node))
+            node.used[cid] = node.used.get(cid, 0) + 1
+            running[job] = node
+            node.jobs[job] = cid
+            runs[cid] = runs.get(cid, 0) + 1
+            out.append((job, cid, node.key))
+            if node.cpus + (node.prefetch if node.cpus > 0 else 0) > node.busy:
+                push(heap, (node.busy / node.cpus if node.cpus else 1.0, i, node))
             else:
                 del self._free[node.key]
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 from ..wire.records import Plain
 from ..wire.status import CANCELLED, TERMINATED
@@ -132,14 +133,20 @@ class JobLifecycle:
     def dispatch(self) -> list[Send]:
         """Jobs the core assigned to free CPUs."""
         out: list[Send] = []
+        jobs: dict[Any, JobRecord] = self.jobs  # (the core hands back the str uids given)
+        on_node, running = self.on_node, State.RUNNING
         for uid, cid, node in self.core.dispatch():
-            rec = self.jobs.get(str(uid))
+            rec = jobs.get(uid)
             if rec is None or rec.state is not State.QUEUED:
                 self.core.finished(uid)
                 continue
-            self._unpin(rec)
-            rec.state, rec.node = State.RUNNING, node
-            self.on_node.setdefault(node, {})[rec.uid] = None
+            if rec.pin is not None:
+                self._unpin(rec)
+            rec.state, rec.node = running, node
+            there = on_node.get(node)
+            if there is None:
+                there = on_node[node] = {}
+            there[rec.uid] = None
             out.append(Send(rec.uid, cid, node))
         return out
 
