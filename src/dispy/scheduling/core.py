@@ -235,8 +235,9 @@ class SchedulerCore:
         """Let up to ``jobs`` jobs wait on node ``key`` beyond its CPUs, so that its CPUs
         do not idle for a round trip between short jobs (see ``_Node.limit``)."""
         node = self._nodes.get(key)
-        if node is not None:
-            node.prefetch = max(0, jobs)
+        jobs = max(0, jobs)
+        if node is not None and node.prefetch != jobs:  # (called with every result)
+            node.prefetch = jobs
             self._refresh(node)
 
     def node_ready(self, cid: Hashable, key: NodeKey, cpus: int) -> None:
