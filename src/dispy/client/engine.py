@@ -672,7 +672,7 @@ class Engine:
         are written once the current callback ends (``flush_later``)."""
         batch: list[DispyJob] = []
         links: list[NodeLink] = []
-        for send in self.lifecycle.dispatch():
+        for send in self.lifecycle.sends():
             uid, cid = send.uid, send.cid
             cs = self.clusters.get(str(cid))
             link = self.links.get(send.node)

@@ -389,12 +389,18 @@ class SchedulerCore:
         """Assign as many queued jobs as there are free CPUs (and prefetch slots; the
         least-loaded node first, so a free CPU wins over a slot): (job, cluster, node).
         Nothing queued: nothing to scan (it is called after every batch of results)."""
+        return list(self.assign())
+
+    def assign(self) -> Iterator[tuple[Job, Hashable, NodeKey]]:
+        """``dispatch``, one job at a time: each job is assigned as it is taken, so a
+        batch of 20 000 jobs is not 20 000 tuples alive at once (the collector would
+        move them to its oldest generation and walk them in full collections). Stop
+        taking and the jobs not taken stay queued."""
         if not self._entries:
-            return []
+            return
         # (load and free written out: this loop runs once per job sent)
         heap = [(n.busy / n.cpus if n.cpus else 1.0, n.order, n) for n in self._free.values()]
         heapq.heapify(heap)
-        out = []
         pop, push, pick = heapq.heappop, heapq.heappush, self._pick
         entries, running, runs = self._entries, self._running, self._runs
         while heap:
@@ -409,9 +415,8 @@ class SchedulerCore:
             running[job] = node
             node.jobs[job] = cid
             runs[cid] = runs.get(cid, 0) + 1
-            out.append((job, cid, node.key))
             if node.cpus + (node.prefetch if node.cpus > 0 else 0) > node.busy:
                 push(heap, (node.busy / node.cpus if node.cpus else 1.0, i, node))
             else:
-                del self._free[node.key]
-        return out
+                self._free.pop(node.key, None)
+            yield job, cid, node.key

@@ -13,7 +13,7 @@ After ``distributed/worker_state_machine.py`` in Dask, on a smaller scale.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,10 +132,14 @@ class JobLifecycle:
 
     def dispatch(self) -> list[Send]:
         """Jobs the core assigned to free CPUs."""
-        out: list[Send] = []
+        return list(self.sends())
+
+    def sends(self) -> Iterator[Send]:
+        """``dispatch``, one job at a time (see ``SchedulerCore.assign``): the engine
+        journals each as it comes, and no Send outlives its job's turn."""
         jobs: dict[Any, JobRecord] = self.jobs  # (the core hands back the str uids given)
         on_node, running = self.on_node, State.RUNNING
-        for uid, cid, node in self.core.dispatch():
+        for uid, cid, node in self.core.assign():
             rec = jobs.get(uid)
             if rec is None or rec.state is not State.QUEUED:
                 self.core.finished(uid)
@@ -147,8 +151,7 @@ class JobLifecycle:
             if there is None:
                 there = on_node[node] = {}
             there[rec.uid] = None
-            out.append(Send(rec.uid, cid, node))
-        return out
+            yield Send(rec.uid, cid, node)
 
     def send_failed(self, uid: str, reason: str) -> list[Instruction]:
         """The engine could not send it (e.g. its files could not be read)."""
