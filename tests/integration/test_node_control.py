@@ -434,3 +434,32 @@ def test_unreachable_listed_node_is_not_waited_for(caplog):
         assert time.monotonic() - start < 10
     finally:
         cluster.close(timeout=0, terminate=True)
+
+
+def wait_for_gate(path):
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_a_job_whose_files_vanished_ends_and_the_next_takes_its_cpu(node_factory, tmp_path):
+    """A job's ``dispy_job_depends`` file removed before the job's turn: that job ends
+    Cancelled with the reason, and the job queued behind it runs on the CPU it would have
+    had (nothing else would ask for a dispatch: no job runs any more)."""
+    node = node_factory("-c", "1")
+    gate, dep = tmp_path / "go", tmp_path / "per_job.txt"
+    dep.write_text("x")
+    with make(node, wait_for_gate) as cluster:
+        first = cluster.submit(str(gate))
+        doomed = cluster.submit(str(gate), dispy_job_depends=[str(dep)])
+        after = cluster.submit(str(gate))
+        dep.unlink()
+        gate.touch()
+        assert first() == str(gate)
+        assert doomed() is None and doomed.status == dispy.DispyJob.Cancelled
+        assert "cannot read" in doomed.exception
+        assert after(timeout=20) == str(gate) and after.status == dispy.DispyJob.Finished

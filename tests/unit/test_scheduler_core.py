@@ -630,3 +630,36 @@ def test_never_dispatched_twice_without_requeue():
             seen[job] += 1
         assert sorted(seen) == jobs
         assert set(seen.values()) == {1}
+
+
+def test_assign_hands_out_jobs_one_at_a_time_and_the_rest_stay_queued():
+    """``assign`` takes each job as it is asked for (the engine journals and sends it
+    before the next is made): stopping early leaves the others queued, and they go in
+    the next dispatch as if the first had been a whole one."""
+    core = core_with({"n1": 2, "n2": 2})
+    for j in range(6):
+        core.submit("A", j)
+    taken = core.assign()
+    first = next(taken)
+    assert first[0] == 0 and core.queued("A") == 5
+    del taken  # the engine stopped (it raised, say): nothing more is taken
+    rest = core.dispatch()
+    assert [j for j, _, _ in rest] == [1, 2, 3]  # the three CPUs left, in order
+    assert core.queued("A") == 2
+    assert Counter(node for _, _, node in [first, *rest]) == {"n1": 2, "n2": 2}
+
+
+def test_a_job_finished_while_assign_hands_out_others_frees_its_cpu_at_once():
+    """The engine may end a job (its node unknown) between two jobs ``assign`` hands
+    out: the pass goes on from the node's CPUs as they are then, and the accounting stays
+    right."""
+    core = core_with({"n1": 2})
+    for j in range(4):
+        core.submit("A", j)
+    taken = core.assign()
+    job, _, _ = next(taken)
+    core.finished(job)
+    assert [j for j, _, _ in taken] == [1, 2]  # the freed CPU is used in the same pass
+    assert core.node_busy("n1") == 2 and core.dispatch() == [] and core.queued("A") == 1
+    core.finished(1)
+    assert [j for j, _, _ in core.dispatch()] == [3]
