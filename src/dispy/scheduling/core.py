@@ -403,7 +403,7 @@ class SchedulerCore:
         heapq.heapify(heap)
         pop, push, pick = heapq.heappop, heapq.heappush, self._pick
         entries, running, runs = self._entries, self._running, self._runs
-        while heap:
+        while heap and entries:  # (the queues emptied: no node left to look at)
             _, i, node = pop(heap)
             entry = pick(node)
             if entry is None:
