@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .records import ID, MAX_LIST, Id, MessageError, Record, as_float, nonneg, parse_op
+from .records import ID, MAX_LIST, Id, MessageError, Record, check_float, nonneg, parse_op
 
 # ---- requests a program sends to a node (and, most of them, to dispyscheduler) ------
 
@@ -63,9 +63,7 @@ class Job(Record):
         if pin is not None and (not isinstance(pin, list) or len(pin) > MAX_LIST):
             raise MessageError("'pin' is not a list")
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise MessageError("'timeout' is not a number")
-            timeout = as_float("timeout", timeout)
+            timeout = check_float("timeout", timeout)
         return cls(reply=reply, cid="" if cid is None else cid, uid="" if uid is None else uid,
                    oob=0 if oob is None else oob, pin=pin, timeout=timeout,
                    priority=0 if priority is None else priority)
@@ -311,21 +309,16 @@ def _done_fields(header: dict[str, Any]) -> tuple:
     if (status is not None and type(status) is not int) or \
             (oob is not None and (type(oob) is not int or oob < 0)):
         raise MessageError("'done' with a malformed 'status' or 'oob'")
-    start, end = _a_time("start_time", get("start_time")), _a_time("end_time", get("end_time"))
+    start, end = get("start_time"), get("end_time")
+    if start is not None:
+        start = check_float("start_time", start)
+    if end is not None:
+        end = check_float("end_time", end)
     if exc is not None and not isinstance(exc, str):
         raise MessageError("'done' with a malformed 'exception'")
     if text is not None and type(text) is not bool:
         raise MessageError("'done' with a malformed 'text'")
     return uid, cid, status, start, end, exc, oob, text
-
-
-def _a_time(name: str, value: Any) -> float | None:
-    """A decoded time field as a float (JSON gives exact types: no bool passes)."""
-    if value is None or type(value) is float:
-        return value
-    if type(value) is int:
-        return as_float(name, value)
-    raise MessageError(f"'done' with a malformed {name!r}")
 
 
 @dataclass(repr=False, eq=False)

@@ -241,7 +241,10 @@ def _check_int(name: str, value: Any) -> Any:
     return value
 
 
-def _check_float(name: str, value: Any) -> Any:
+def check_float(name: str, value: Any) -> Any:
+    """A number field as a float (an int too, not a bool); MessageError otherwise."""
+    if type(value) is float:  # (the common case: a time in every result)
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MessageError(f"{name!r} is not a number")
     return as_float(name, value)
@@ -249,7 +252,7 @@ def _check_float(name: str, value: Any) -> Any:
 
 _check_dict = _of_type(dict, "an object")
 _SIMPLE: dict[Any, Callable[[str, Any], Any]] = {
-    bool: _of_type(bool, "true/false"), int: _check_int, float: _check_float,
+    bool: _of_type(bool, "true/false"), int: _check_int, float: check_float,
     str: _of_type(str, "a string")}
 
 
