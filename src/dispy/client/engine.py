@@ -715,10 +715,9 @@ class Engine:
                 lane.conn.send(messages.Job(cid=cs.cid, uid=uid), bufs, flush_soon=False)
                 self.flush_later(lane, lane)
             else:
-                link.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
-                                       timeout=opts.get("timeout"),
-                                       priority=opts.get("priority", 0)), bufs,
-                          flush_soon=False)
+                link.send_job(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
+                                           timeout=opts.get("timeout"),
+                                           priority=opts.get("priority", 0)), bufs)
                 self.flush_later(link.key, link)
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
