@@ -18,11 +18,13 @@ Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -195,6 +197,80 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float, via: str = "client") ->
         sim.stop()
 
 
+def serve_rounds(nodes: int, cpus: int, jobs: int) -> int:
+    """(``--serve``) Set up once, then run a round of ``jobs`` jobs for each "round" line
+    on stdin and print the client's CPU microseconds per job of it."""
+    sim = Sim(nodes, cpus)
+    try:
+        allocs = [dispy.NodeAllocate("127.0.0.1", port=p) for p in sim.ports]
+        cluster = dispy.JobCluster(noop, nodes=allocs, port=0, reentrant=True,
+                                   callback=lambda job: None, loglevel=dispy.logger.WARNING,
+                                   pulse_interval=1)  # as run(): pulses are part of the cost
+        if cluster.wait_nodes(nodes, timeout=120) < nodes:
+            raise SystemExit(f"only some of the {nodes} simulated nodes were set up")
+        print("READY", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "round":
+                break
+            cpu0 = time.process_time()
+            submitted = [cluster.submit_job_id(i, i) for i in range(jobs)]
+            cluster.wait(timeout=300)
+            cpu = time.process_time() - cpu0
+            ok = sum(job.status == dispy.DispyJob.Finished for job in submitted)
+            print(json.dumps({"cpu_us_per_job": 1e6 * cpu / jobs, "ok": ok}), flush=True)
+        cluster.close(timeout=30, terminate=True)
+    finally:
+        sim.stop()
+    return 0
+
+
+def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int) -> dict:
+    """The client's CPU per job at ``large`` nodes over ``small`` nodes, from rounds run in
+    turn (ABBA) by two programs set up side by side. This VM's speed drifts by 20 % from
+    one minute to the next; rounds a second apart share it, whole runs a minute apart
+    (``run``) do not."""
+    procs = {n: subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--nodes", str(n), "--cpus", str(cpus),
+         "--jobs", str(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for n in (small, large)}
+    try:
+        for n, proc in procs.items():
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "READY":
+                raise SystemExit(f"the {n}-node program did not start")
+
+        def one(n: int) -> float:
+            proc = procs[n]
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("round\n")
+            proc.stdin.flush()
+            out = json.loads(proc.stdout.readline())
+            if out["ok"] != jobs:
+                raise SystemExit(f"{n} nodes: only {out['ok']} of {jobs} jobs finished")
+            return float(out["cpu_us_per_job"])
+
+        one(small), one(large)  # warm-up rounds, not counted
+        cpu: dict[int, list[float]] = {small: [], large: []}
+        for i in range(pairs):
+            for n in ((small, large) if i % 2 == 0 else (large, small)):
+                cpu[n].append(one(n))
+        ratios = [b / a for a, b in zip(cpu[small], cpu[large], strict=True)]
+        return {"ratio_of": [large, small], "cpus": cpus, "jobs": jobs, "pairs": pairs,
+                "cpu_us_per_job": {str(n): cpu[n] for n in cpu},
+                "ratios": ratios, "median_ratio": statistics.median(ratios)}
+    finally:
+        for proc in procs.values():
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", default="10,100,1000")
@@ -204,11 +280,20 @@ def main() -> int:
     ap.add_argument("--via", choices=["client", "scheduler"], default="client",
                     help="the program's own JobCluster, or a SharedJobCluster through "
                          "dispyscheduler")
+    ap.add_argument("--ratio", type=int, metavar="PAIRS", default=0,
+                    help="instead: the client's CPU per job at the largest of --nodes over "
+                         "the smallest, in PAIRS rounds run in turn")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sizes = [int(x) for x in a.nodes.split(",")]
+    if a.serve:
+        return serve_rounds(sizes[0], a.cpus, a.jobs)
+    if a.ratio:
+        print(json.dumps(ratio(min(sizes), max(sizes), a.cpus, a.jobs, a.ratio)), flush=True)
+        return 0
     if len(sizes) == 1:
         print(json.dumps(run(sizes[0], a.cpus, a.jobs, a.vanish, a.via)), flush=True)
         return 0

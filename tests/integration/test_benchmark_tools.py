@@ -49,6 +49,13 @@ def test_scale_ends_every_job_once_against_simulated_nodes():
     assert (row["ended_twice"], row["not_ended"]) == (0, 0)
 
 
+def test_scale_ratio_runs_rounds_of_two_programs_in_turn():
+    out = _run(str(BENCH / "scale.py"), "--nodes", "2,5", "--jobs", "100", "--ratio", "2")
+    row = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
+    assert row["ratio_of"] == [5, 2] and row["pairs"] == 2 and len(row["ratios"]) == 2
+    assert all(len(row["cpu_us_per_job"][n]) == 2 for n in ("2", "5"))
+
+
 def test_bench_program_runs_a_whole_program_per_system(tmp_path):
     """The program workload: a user's whole one-job program, ours and the pool's."""
     out_json = tmp_path / "bench.json"
