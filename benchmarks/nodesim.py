@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,8 @@ class SimNode:
                 conn.transport.abort()
 
 
-def free_block(n: int) -> int:
-    """A first port such that ``n`` consecutive ports are free on 127.0.0.1."""
+def free_blocks(n: int) -> Iterator[int]:
+    """First ports such that ``n`` consecutive ports are free on 127.0.0.1."""
     for base in range(20000, 60000 - n, 97):
         socks = []
         try:
@@ -124,12 +125,28 @@ def free_block(n: int) -> int:
                 s = socket.socket()
                 s.bind(("127.0.0.1", p))
                 socks.append(s)
-            return base
         except OSError:
             continue
         finally:
             for s in socks:
                 s.close()
+        yield base
+
+
+async def listen(n: int, cpus: int, secret: str, service: float) -> list[SimNode]:
+    """``n`` nodes listening on consecutive ports. A simulator started at the same moment
+    (scale.py --ratio starts two) may take a block this one found free: then some of
+    these nodes cannot listen, and the next free block is tried."""
+    for base in free_blocks(n):
+        nodes = [SimNode(base + i, cpus, secret, service) for i in range(n)]
+        try:
+            for node in nodes:
+                await node.start()
+            return nodes
+        except OSError:
+            for node in nodes:
+                if node.server is not None:
+                    node.server.close()
     raise SystemExit("nodesim: no block of free ports")
 
 
@@ -142,11 +159,8 @@ async def main() -> None:
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    base = free_block(a.nodes)
-    nodes = [SimNode(base + i, a.cpus, a.secret, a.service) for i in range(a.nodes)]
-    for node in nodes:
-        await node.start()
-    print(f"PORTS {base} {base + a.nodes - 1}", flush=True)
+    nodes = await listen(a.nodes, a.cpus, a.secret, a.service)
+    print(f"PORTS {nodes[0].port} {nodes[-1].port}", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -229,12 +229,13 @@ def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int) -> dict:
     turn (ABBA) by two programs set up side by side. This VM's speed drifts by 20 % from
     one minute to the next; rounds a second apart share it, whole runs a minute apart
     (``run``) do not."""
-    procs = {n: subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--nodes", str(n), "--cpus", str(cpus),
-         "--jobs", str(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for n in (small, large)}
+    procs: dict[int, subprocess.Popen] = {}
     try:
-        for n, proc in procs.items():
+        for n in (small, large):  # one after the other: each simulator finds its ports
+            proc = procs[n] = subprocess.Popen(
+                [sys.executable, __file__, "--serve", "--nodes", str(n), "--cpus", str(cpus),
+                 "--jobs", str(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True)
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "READY":
                 raise SystemExit(f"the {n}-node program did not start")
