@@ -569,7 +569,7 @@ class Engine:
             link.acks.append(uid)
             return  # already final (e.g. node was presumed dead) or unknown: drop it
         if job._cluster.callback is not None:
-            job._ack_to = (link, uid)  # once the callback ran (Engine.settled)
+            job._ack_to = link  # once the callback ran (Engine.settled)
         else:
             link.acks.append(uid)
         prefetch = link.job_ended(max(0.0, msg.end_time - msg.start_time), bool(msg.oob))
@@ -643,11 +643,10 @@ class Engine:
         """(loop) A finished job's callback ran: forget the job in the recover file and
         acknowledge its result (after the commit): at least once to the callback."""
         job._cluster.journal.finished(job._uid)
-        if job._ack_to is None:
-            return
-        link, uid = job._ack_to
-        job._ack_to = None
-        link.ack_soon(uid)
+        link = job._ack_to
+        if link is not None:  # (its result came under job._uid: the uid it was sent as)
+            job._ack_to = None
+            link.ack_soon(job._uid)
 
     def submit(self, job: DispyJob) -> None:
         """(loop) Queue a job created by the user's thread (on ``job._pin`` if set)."""

@@ -64,7 +64,8 @@ class DispyJob:
         self._deps: Any = None
         #: the node (link key) the job was last sent to
         self._key: Any = None
-        #: (link, uid): its result is acknowledged there once its callback ran
+        #: the link (NodeLink or SchedulerLink) that acknowledges its result, under its
+        #: uid, once its callback ran
         self._ack_to: Any = None
         #: concurrent.futures.Future, created on first use of ``future`` (see futures.py)
         self._future: Any = None

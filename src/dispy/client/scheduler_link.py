@@ -294,7 +294,7 @@ class SchedulerLink:
             self.acks.append(uid)
             return
         if job._cluster.callback is not None:
-            job._ack_to = (self, uid)  # once the callback ran (Engine._settled)
+            job._ack_to = self  # once the callback ran (Engine.settled)
         else:
             self.acks.append(uid)
         ip, port = msg.ip, msg.port
