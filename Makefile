@@ -30,12 +30,14 @@ lint: $(STAMP)
 # make bench ARGS="--quick" for a smoke run; benchmarks/README.md lists the options.
 # Then the client, and a program through dispyscheduler, against 10, 100 and 1 000
 # simulated nodes (scale.py, SCALE_ARGS), and the client's CPU per job at 1 000 nodes
-# over 10 in rounds run in turn; last, the floor of a round trip (direct_path.py).
+# over 10 in rounds run in turn (also with the simulator on a CPU of its own); last,
+# the floor of a round trip (direct_path.py).
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 	$(PY) benchmarks/scale.py $(SCALE_ARGS)
 	$(PY) benchmarks/scale.py --via scheduler $(SCALE_ARGS)
 	$(PY) benchmarks/scale.py --nodes 10,1000 --ratio 5
+	$(PY) benchmarks/scale.py --nodes 10,1000 --ratio 5 --pin
 	$(PY) benchmarks/direct_path.py
 
 # Fault-tolerance soaks: 20 000 jobs of a JobCluster over 3 nodes while a killer restarts

@@ -47,12 +47,23 @@ def noop(x):
     return x
 
 
+def pinned() -> tuple[set[int], set[int]]:
+    """(``--pin``) The CPUs for the simulator (the last one) and for the program (the
+    others): nodes run on machines of their own, and a simulator that shares the
+    program's CPU preempts it and evicts its caches, more so with more nodes."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs 2 CPUs or more")
+    return {cpus[-1]}, set(cpus[:-1])
+
+
 class Sim:
-    def __init__(self, nodes: int, cpus: int) -> None:
+    def __init__(self, nodes: int, cpus: int, on: set[int] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "nodesim.py"), "--nodes", str(nodes), "--cpus",
              str(cpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=True)
+            start_new_session=True,
+            preexec_fn=None if on is None else lambda: os.sched_setaffinity(0, on))
         assert self.proc.stdout is not None
         words = self.proc.stdout.readline().split()
         if not words or words[0] != "PORTS":
@@ -197,10 +208,13 @@ def run(nodes: int, cpus: int, jobs: int, vanish: float, via: str = "client") ->
         sim.stop()
 
 
-def serve_rounds(nodes: int, cpus: int, jobs: int) -> int:
+def serve_rounds(nodes: int, cpus: int, jobs: int, pin: bool) -> int:
     """(``--serve``) Set up once, then run a round of ``jobs`` jobs for each "round" line
     on stdin and print the client's CPU microseconds per job of it."""
-    sim = Sim(nodes, cpus)
+    sim_cpus, own_cpus = pinned() if pin else (None, None)
+    sim = Sim(nodes, cpus, sim_cpus)
+    if own_cpus is not None:
+        os.sched_setaffinity(0, own_cpus)
     try:
         allocs = [dispy.NodeAllocate("127.0.0.1", port=p) for p in sim.ports]
         cluster = dispy.JobCluster(noop, nodes=allocs, port=0, reentrant=True,
@@ -224,7 +238,7 @@ def serve_rounds(nodes: int, cpus: int, jobs: int) -> int:
     return 0
 
 
-def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int) -> dict:
+def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int, pin: bool) -> dict:
     """The client's CPU per job at ``large`` nodes over ``small`` nodes, from rounds run in
     turn (ABBA) by two programs set up side by side. This VM's speed drifts by 20 % from
     one minute to the next; rounds a second apart share it, whole runs a minute apart
@@ -234,8 +248,8 @@ def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int) -> dict:
         for n in (small, large):  # one after the other: each simulator finds its ports
             proc = procs[n] = subprocess.Popen(
                 [sys.executable, __file__, "--serve", "--nodes", str(n), "--cpus", str(cpus),
-                 "--jobs", str(jobs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                text=True)
+                 "--jobs", str(jobs), *(["--pin"] if pin else [])], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True)
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "READY":
                 raise SystemExit(f"the {n}-node program did not start")
@@ -257,6 +271,7 @@ def ratio(small: int, large: int, cpus: int, jobs: int, pairs: int) -> dict:
                 cpu[n].append(one(n))
         ratios = [b / a for a, b in zip(cpu[small], cpu[large], strict=True)]
         return {"ratio_of": [large, small], "cpus": cpus, "jobs": jobs, "pairs": pairs,
+                "pinned": pin,
                 "cpu_us_per_job": {str(n): cpu[n] for n in cpu},
                 "ratios": ratios, "median_ratio": statistics.median(ratios)}
     finally:
@@ -284,6 +299,9 @@ def main() -> int:
     ap.add_argument("--ratio", type=int, metavar="PAIRS", default=0,
                     help="instead: the client's CPU per job at the largest of --nodes over "
                          "the smallest, in PAIRS rounds run in turn")
+    ap.add_argument("--pin", action="store_true",
+                    help="with --ratio: the simulators on the last CPU, the programs on "
+                         "the others")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -291,9 +309,10 @@ def main() -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sizes = [int(x) for x in a.nodes.split(",")]
     if a.serve:
-        return serve_rounds(sizes[0], a.cpus, a.jobs)
+        return serve_rounds(sizes[0], a.cpus, a.jobs, a.pin)
     if a.ratio:
-        print(json.dumps(ratio(min(sizes), max(sizes), a.cpus, a.jobs, a.ratio)), flush=True)
+        print(json.dumps(ratio(min(sizes), max(sizes), a.cpus, a.jobs, a.ratio, a.pin)),
+              flush=True)
         return 0
     if len(sizes) == 1:
         print(json.dumps(run(sizes[0], a.cpus, a.jobs, a.vanish, a.via)), flush=True)

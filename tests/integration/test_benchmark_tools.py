@@ -6,6 +6,7 @@ engine's loop). Tiny sizes; no time is asserted, only that each completes and re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +51,12 @@ def test_scale_ends_every_job_once_against_simulated_nodes():
 
 
 def test_scale_ratio_runs_rounds_of_two_programs_in_turn():
-    out = _run(str(BENCH / "scale.py"), "--nodes", "2,5", "--jobs", "100", "--ratio", "2")
+    pin = ["--pin"] if len(os.sched_getaffinity(0)) >= 2 else []
+    out = _run(str(BENCH / "scale.py"), "--nodes", "2,5", "--jobs", "100", "--ratio", "2",
+               *pin)
     row = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     assert row["ratio_of"] == [5, 2] and row["pairs"] == 2 and len(row["ratios"]) == 2
+    assert row["pinned"] == bool(pin)
     assert all(len(row["cpu_us_per_job"][n]) == 2 for n in ("2", "5"))
 
 
