@@ -320,3 +320,36 @@ def test_queued_jobs_rerun_with_a_timeout_go_on_for_a_later_call(node, tmp_path)
     assert sorted((job.id, job.status, job.result) for job in second) == [
         (i, dispy.DispyJob.Finished, i * i) for i in range(4)]
     assert not os.path.exists("queued.rec")
+
+
+EXITS_WITHOUT_CLOSE = textwrap.dedent("""
+    import sys
+    import dispy
+
+    def compute(n):
+        return n * n
+
+    cluster = dispy.JobCluster(compute, nodes=["127.0.0.1"], node_port=int(sys.argv[1]),
+                               port=0, callback=lambda job: None)
+    jobs = [cluster.submit(i) for i in range(5)]
+    cluster.wait()  # (each result is acknowledged once its callback ran: not at once)
+    print("done", [job.result for job in jobs], flush=True)
+""")
+
+
+def test_a_program_that_exits_without_close_acknowledges_the_results_it_took(
+        node_factory, tmp_path):
+    """Results wait a moment for their acknowledgement to ride with a job; a program
+    that ends then (without ``close()``) still acknowledges them, so its node does not
+    keep them on disk for a ``recover_jobs`` that will never come."""
+    node = node_factory("-d")  # (it logs the disconnection: the acks came before it)
+    script = tmp_path / "exits.py"
+    script.write_text(EXITS_WITHOUT_CLOSE)
+    out = subprocess.run([sys.executable, str(script), str(node.port)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert "done [0, 1, 4, 9, 16]" in out.stdout, out.stderr
+    node.wait_for("disconnected")
+    node.stop(signal.SIGTERM)
+    mark = len(node.output())
+    node.restart(ready="serving")  # (what it kept from its last run is logged before)
+    assert "undelivered result" not in node.output()[mark:], node.output()[mark:]

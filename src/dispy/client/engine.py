@@ -178,6 +178,9 @@ class Engine:
         """The program exits (also after Ctrl-C): remove recover files with nothing left
         to recover; name the others and how to get their jobs' results."""
         async def close() -> list[tuple[str, int]]:
+            for link in list(self.links.values()):  # results the program took: acked, so
+                link.flush_acks(flush_soon=False)  # the nodes need not keep them
+                link.flush()
             return self.local.close_journals()
 
         if not self.bridge.alive():
