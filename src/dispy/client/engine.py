@@ -179,8 +179,12 @@ class Engine:
         to recover; name the others and how to get their jobs' results."""
         async def close() -> list[tuple[str, int]]:
             for link in list(self.links.values()):  # results the program took: acked, so
-                link.flush_acks(flush_soon=False)  # the nodes need not keep them
-                link.flush()
+                try:  # the nodes need not keep them
+                    link.flush_acks(flush_soon=False)
+                    link.flush()
+                except Exception:  # (the recover files are closed all the same)
+                    log.exception("engine: acknowledging results to %s failed",
+                                  link.describe())
             return self.local.close_journals()
 
         if not self.bridge.alive():
