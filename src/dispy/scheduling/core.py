@@ -60,9 +60,6 @@ class _Node:
         cpus = self.alloc.get(cid, 0)
         return cpus + self.prefetch if cpus >= self.cpus > 0 else cpus
 
-    def load(self) -> float:
-        return self.busy / self.cpus if self.cpus else 1.0
-
 
 @dataclass(slots=True)
 class _Queued:
@@ -398,7 +395,8 @@ class SchedulerCore:
         taking and the jobs not taken stay queued."""
         if not self._entries:
             return
-        # (load and free written out: this loop runs once per job sent)
+        # (a node's load, busy / cpus, and free() written out: this loop runs once per
+        # job sent)
         heap = [(n.busy / n.cpus if n.cpus else 1.0, n.order, n) for n in self._free.values()]
         heapq.heapify(heap)
         pop, push, pick = heapq.heappop, heapq.heappush, self._pick
