@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -663,3 +663,76 @@ def test_a_job_finished_while_assign_hands_out_others_frees_its_cpu_at_once():
     assert core.node_busy("n1") == 2 and core.dispatch() == [] and core.queued("A") == 1
     core.finished(1)
     assert [j for j, _, _ in core.dispatch()] == [3]
+
+
+# ---- one cluster: node by node, the same counts ---------------------------------------
+
+
+def test_one_cluster_jobs_come_node_by_node():
+    """Jobs of one cluster are handed out node by node (each node's objects stay in the
+    CPU's cache while its jobs are sent), in the counts least-loaded-first gives."""
+    core = core_with({"n1": 4, "n2": 4, "n3": 4})
+    for j in range(6):
+        core.submit("A", j)
+    assert core.dispatch() == [(0, "A", "n1"), (1, "A", "n1"), (2, "A", "n2"),
+                               (3, "A", "n2"), (4, "A", "n3"), (5, "A", "n3")]
+
+
+def test_a_node_filled_by_a_pass_that_stopped_early_is_not_offered_again():
+    core = core_with({"n1": 2, "n2": 2})
+    for j in range(4):
+        core.submit("A", j)
+    taken = core.assign()
+    assert [next(taken)[2], next(taken)[2]] == ["n1", "n1"]
+    taken.close()  # the engine stopped taking right after n1 filled up
+    assert set(core._free) == {"n2"}
+    assert [node for _, _, node in core.dispatch()] == ["n2", "n2"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(nodes=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 3),
+                                st.integers(0, 6)), min_size=1, max_size=6),
+       jobs=st.integers(0, 40), cancel=st.sets(st.integers(0, 40)),
+       priorities=st.lists(st.integers(0, 2), max_size=40))
+def test_one_cluster_counts_are_those_of_least_loaded_one_at_a_time(nodes, jobs, cancel,
+                                                                    priorities):
+    """Against a plain model of the rule: each job goes to the node with the lowest load
+    (busy / cpus; ties: the node added first) that may take one more."""
+    core = SchedulerCore()
+    core.add_cluster("A")
+    for i, (cpus, alloc, prefetch, _) in enumerate(nodes):
+        core.set_node(i, cpus)
+        core.node_ready("A", i, min(alloc, cpus))
+        core.set_prefetch(i, prefetch)
+    warm = [("w", i, k) for i, (*_, busy) in enumerate(nodes) for k in range(busy)]
+    for job in warm:  # some CPUs busy already: pinned jobs (those left over are unpinned)
+        core.submit("A", job, job[1])
+    core.dispatch()
+    busy = {i: core.node_busy(i) for i in range(len(nodes))}
+    for j in range(jobs):
+        core.submit("A", j, priority=priorities[j] if j < len(priorities) else 0)
+    for j in cancel:
+        core.cancel(j)
+    for i in range(len(nodes)):  # the pinned warm-up jobs that found no CPU
+        core.unpin("A", i)
+    left = [j for j in range(jobs) if j not in cancel]
+    assert core.queued("A") == len(left)
+
+    want: Counter = Counter()
+    for _ in left:
+        free = []
+        for i, (cpus, alloc, prefetch, _) in enumerate(nodes):
+            alloc = min(alloc, cpus)
+            limit = alloc + prefetch if alloc >= cpus > 0 else alloc
+            cap = min(cpus + (prefetch if cpus > 0 else 0), limit)
+            if busy[i] + want[i] < cap:
+                free.append(((busy[i] + want[i]) / cpus, i))
+        if not free:
+            break
+        want[min(free)[1]] += 1
+    out = core.dispatch()
+    assert Counter(node for _, _, node in out) == want
+    by_priority = sorted(left, key=lambda j: -(priorities[j] if j < len(priorities) else 0))
+    assert [job for job, _, _ in sorted(out, key=lambda o: by_priority.index(o[0]))] == \
+        by_priority[:len(out)]
+    assert core.queued("A") == len(left) - len(out)
