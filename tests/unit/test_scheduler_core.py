@@ -689,15 +689,18 @@ def test_a_node_filled_by_a_pass_that_stopped_early_is_not_offered_again():
     assert [node for _, _, node in core.dispatch()] == ["n2", "n2"]
 
 
-@settings(max_examples=150, deadline=None)
-@given(nodes=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 3),
-                                st.integers(0, 6)), min_size=1, max_size=6),
-       jobs=st.integers(0, 40), cancel=st.sets(st.integers(0, 40)),
-       priorities=st.lists(st.integers(0, 2), max_size=40))
+@settings(max_examples=200, deadline=None)
+@given(nodes=st.lists(st.tuples(st.integers(0, 8), st.just(8) | st.integers(0, 8),
+                                st.integers(0, 3), st.integers(0, 6)), min_size=1, max_size=6),
+       jobs=st.integers(0, 30), cancel=st.sets(st.integers(0, 30), max_size=6),
+       priorities=st.lists(st.integers(0, 2), max_size=30), same_cpus=st.booleans())
 def test_one_cluster_counts_are_those_of_least_loaded_one_at_a_time(nodes, jobs, cancel,
-                                                                    priorities):
+                                                                    priorities, same_cpus):
     """Against a plain model of the rule: each job goes to the node with the lowest load
-    (busy / cpus; ties: the node added first) that may take one more."""
+    (busy / cpus; ties: the node added first) that may take one more; also with nodes of
+    equal CPUs (``same_cpus``), where loads tie most."""
+    if same_cpus:
+        nodes = [(nodes[0][0], *rest) for _, *rest in nodes]
     core = SchedulerCore()
     core.add_cluster("A")
     for i, (cpus, alloc, prefetch, _) in enumerate(nodes):
@@ -736,3 +739,4 @@ def test_one_cluster_counts_are_those_of_least_loaded_one_at_a_time(nodes, jobs,
     assert [job for job, _, _ in sorted(out, key=lambda o: by_priority.index(o[0]))] == \
         by_priority[:len(out)]
     assert core.queued("A") == len(left) - len(out)
+

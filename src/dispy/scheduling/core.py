@@ -7,8 +7,8 @@ submitted earliest over all clusters, ``fair`` serves the cluster with the fewes
 running jobs, so each busy cluster gets an equal share of the CPUs, ``early`` serves the
 cluster created first (4.15's ``--early_cluster_scheduler``). Jobs are spread to
 the least-loaded node (when one cluster uses all the free nodes, the jobs of a pass are
-handed out node by node, in the counts that rule gives). The caller turns each decision into messages and reports back
-when a job ends or a node goes away.
+handed out node by node, in the counts that rule gives). The caller turns each
+decision into messages and reports back when a job ends or a node goes away.
 
 A job may have a priority (an int, default 0): higher priorities go first, over all
 clusters with ``fifo`` and within each cluster with ``fair``; equal priorities keep the
