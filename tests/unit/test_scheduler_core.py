@@ -678,6 +678,25 @@ def test_one_cluster_jobs_come_node_by_node():
                                (3, "A", "n2"), (4, "A", "n3"), (5, "A", "n3")]
 
 
+def test_a_job_pinned_to_a_free_node_goes_first_with_the_others_spread():
+    core = core_with({"n1": 4, "n2": 4})
+    for j in range(4):
+        core.submit("A", j)
+    core.submit("A", "p", node="n2")
+    out = core.dispatch()
+    assert ("p", "A", "n2") in out
+    assert Counter(node for _, _, node in out) == {"n1": 3, "n2": 2}
+
+
+def test_fewer_jobs_than_free_nodes_go_to_the_least_loaded():
+    core = core_with({"n1": 4, "n2": 4, "n3": 4})
+    core.submit("A", "busy", node="n1")
+    core.dispatch()
+    core.submit("A", 1)
+    core.submit("A", 2)
+    assert core.dispatch() == [(1, "A", "n2"), (2, "A", "n3")]
+
+
 def test_a_node_filled_by_a_pass_that_stopped_early_is_not_offered_again():
     core = core_with({"n1": 2, "n2": 2})
     for j in range(4):
