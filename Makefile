@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/scale.py --via scheduler $(SCALE_ARGS)
 	$(PY) benchmarks/scale.py --nodes 10,1000 --ratio 5
 	$(PY) benchmarks/scale.py --nodes 10,1000 --ratio 5 --pin
+	$(PY) benchmarks/core.py
 	$(PY) benchmarks/direct_path.py
 
 # Fault-tolerance soaks: 20 000 jobs of a JobCluster over 3 nodes while a killer restarts

@@ -1,7 +1,8 @@
 """The measuring tools of benchmarks/ still run against the code (they reach into it:
 hops.py wraps named functions, scale.py speaks the protocol as many nodes,
 direct_path.py builds a round trip from the wire parts, handoff.py chains jobs on the
-engine's loop). Tiny sizes; no time is asserted, only that each completes and reports."""
+engine's loop, core.py drives the scheduling core alone). Tiny sizes; no time is
+asserted, only that each completes and reports."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def test_scale_ratio_runs_rounds_of_two_programs_in_turn():
     assert row["ratio_of"] == [5, 2] and row["pairs"] == 2 and len(row["ratios"]) == 2
     assert row["pinned"] == bool(pin)
     assert all(len(row["cpu_us_per_job"][n]) == 2 for n in ("2", "5"))
+
+
+def test_core_reports_both_dispatch_costs_per_size():
+    out = _run(str(BENCH / "core.py"), "--nodes", "3,20", "--cpus", "4", "--runs", "1")
+    rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert [row["nodes"] for row in rows] == [3, 20]
+    assert all(row["one_job_per_dispatch_us"] > 0 and row["batch_of_1000_us_per_job"] > 0
+               for row in rows)
 
 
 def test_bench_program_runs_a_whole_program_per_system(tmp_path):
