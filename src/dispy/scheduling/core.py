@@ -6,9 +6,9 @@ first; otherwise the policy picks the cluster: ``fifo`` (default) serves the job
 submitted earliest over all clusters, ``fair`` serves the cluster with the fewest
 running jobs, so each busy cluster gets an equal share of the CPUs, ``early`` serves the
 cluster created first (4.15's ``--early_cluster_scheduler``). Jobs are spread to
-the least-loaded node (when one cluster uses all the free nodes, the jobs of a pass are
-handed out node by node, in the counts that rule gives). The caller turns each
-decision into messages and reports back when a job ends or a node goes away.
+the least-loaded node (when one cluster's jobs alone wait, at least one per free node,
+a pass hands them out node by node, in the counts that rule gives). The caller turns
+each decision into messages and reports back when a job ends or a node goes away.
 
 A job may have a priority (an int, default 0): higher priorities go first, over all
 clusters with ``fifo`` and within each cluster with ``fair``; equal priorities keep the
