@@ -3,8 +3,10 @@
 Each simulated node listens on its own port of 127.0.0.1, authenticates clients with the
 real handshake (``dispy.wire``), accepts computations, files and setup, and answers each
 job at once (or after ``--service`` seconds) with a fixed result, so the client and
-dispyscheduler can be measured at 10, 100 or 1 000 nodes on one machine. It runs no
-user code and unpickles nothing.
+dispyscheduler can be measured at 10, 100 or 1 000 nodes on one machine. It pulses each
+client as dispynode does: every ``pulse_interval`` its computation asked for, else
+every ZOMBIE_PULSE seconds (dispynode's default ``--zombie_interval`` over 5). It runs
+no user code and unpickles nothing.
 
     python benchmarks/nodesim.py --nodes 1000 --cpus 64 [--service 0.0] [--secret S]
 
@@ -39,6 +41,11 @@ from dispy.wire.handshake import HandshakeError, server_handshake  # noqa: E402
 
 FINISHED, CANCELLED = 11, 8
 RESULT = cloudpickle.dumps(None)
+#: seconds between pulses when no computation asked for a pulse_interval (dispynode:
+#: --zombie_interval 60 minutes, 5 pulses per interval)
+ZOMBIE_PULSE = 720.0
+#: what a pulse says of the node (dispynode measures it; a simulated node has all free)
+AVAIL = {"cpu": 100.0, "memory": float(1 << 34), "disk": float(1 << 40), "swap": 100.0}
 
 
 class SimNode:
@@ -51,6 +58,8 @@ class SimNode:
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[Connection] = set()
         self.jobs = 0
+        #: jobs waiting out their service time
+        self.running = 0
 
     def info(self) -> dict[str, Any]:
         return {"name": f"sim-{self.port}", "version": "sim", "port": self.port,
@@ -75,15 +84,24 @@ class SimNode:
             return
         self.conns.add(conn)
         loop = asyncio.get_running_loop()
+        every = [ZOMBIE_PULSE]  # the shortest pulse_interval this client's computations asked
+        pulses = asyncio.ensure_future(self.pulse(conn, every))
         try:
             while True:
                 header, _ = await conn.recv()
                 op = header.get("op")
-                if op == "job":
+                if op == "compute":
+                    asked = header.get("pulse_interval")
+                    if isinstance(asked, (int, float)) and 0 < asked < every[0]:
+                        every[0] = float(asked)
+                        pulses.cancel()  # (sleeping the old interval)
+                        pulses = asyncio.ensure_future(self.pulse(conn, every))
+                elif op == "job":
                     self.jobs += 1
                     done = self.done_frame(header)
                     if self.service:
-                        loop.call_later(self.service, conn.send, *done)
+                        self.running += 1
+                        loop.call_later(self.service, self.finish, conn, done)
                     else:
                         conn.send(*done)
                 elif op == "setup":
@@ -99,7 +117,20 @@ class SimNode:
         except (ConnectionClosed, OSError):
             pass
         finally:
+            pulses.cancel()
             self.conns.discard(conn)
+
+    def finish(self, conn: Connection, done: tuple[dict, list]) -> None:
+        self.running -= 1
+        conn.send(*done)
+
+    async def pulse(self, conn: Connection, every: list[float]) -> None:
+        """Pulse the client as dispynode does (it answers each: a client that does not
+        is hung); the client reads each as a frame of its own, as from a real node."""
+        while True:
+            await asyncio.sleep(every[0])
+            if not conn.send({"op": "pulse", "busy": self.running, "avail_info": AVAIL}):
+                return
 
     @staticmethod
     def done_frame(header: dict) -> tuple[dict, list]:

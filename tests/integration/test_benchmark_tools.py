@@ -61,6 +61,35 @@ def test_scale_ratio_runs_rounds_of_two_programs_in_turn():
     assert all(len(row["cpu_us_per_job"][n]) == 2 for n in ("2", "5"))
 
 
+def test_nodesim_pulses_as_dispynode_so_a_long_job_keeps_its_node(tmp_path):
+    """A client that asked for pulses cuts off a node silent for 5 intervals while its
+    jobs run: the simulator pulses as dispynode does, so a job of 6 s at
+    ``pulse_interval=1`` ends normally, and the node's pulses fill its availability."""
+    import dispy
+
+    sim = subprocess.Popen([sys.executable, str(BENCH / "nodesim.py"), "--nodes", "1",
+                            "--cpus", "2", "--service", "6"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    cluster = None
+    try:
+        assert sim.stdout is not None
+        words = sim.stdout.readline().split()
+        assert words[0] == "PORTS", words
+        cluster = dispy.JobCluster(lambda: None, nodes=[("127.0.0.1", int(words[1]))],
+                                   port=0, pulse_interval=1, recover_file=str(tmp_path / "rf"))
+        assert cluster.wait_nodes(1, timeout=30) == 1
+        job = cluster.submit()
+        job()
+        assert job.status == dispy.DispyJob.Finished, (job.status, job.exception)
+        (node,) = cluster.status().nodes
+        assert node.avail_info is not None and node.avail_info.cpu == 100.0
+    finally:
+        if cluster is not None:
+            cluster.close(timeout=10, terminate=True)
+        sim.kill()
+        sim.wait(10)
+
+
 def test_core_reports_both_dispatch_costs_per_size():
     out = _run(str(BENCH / "core.py"), "--nodes", "3,20", "--cpus", "4", "--runs", "1")
     rows = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
