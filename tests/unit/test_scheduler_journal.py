@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -207,10 +209,10 @@ _OPS = st.lists(st.tuples(
 
 
 @given(_OPS)
-def test_a_restart_reads_what_a_model_says(tmp_path_factory, ops):
+def test_a_restart_reads_what_a_model_says(ops):
     """Any sequence of changes, flushed and reopened at any point, reads back as a plain
     model of jobs and results says (only what was flushed)."""
-    _run_model(tmp_path_factory, ops)
+    _run_model(ops)
 
 
 @settings(max_examples=300, deadline=None)
@@ -219,17 +221,22 @@ def test_a_restart_reads_what_a_model_says(tmp_path_factory, ops):
 @example([("ended", 1, "c1"), ("flush", 0, "c1"), ("acked", 1, "c1"), ("flush", 0, "c1"),
           ("job", 2, "c2"), ("sent", 2, "c2"), ("flush", 0, "c1"), ("requeued", 2, "c2"),
           ("drop_computation", 0, "c2"), ("flush", 0, "c1")])
-def test_compactions_from_memory_keep_what_the_model_says(tmp_path_factory, ops):
+def test_compactions_from_memory_keep_what_the_model_says(ops):
     """The same with the log compacted at nearly every flush: a compaction writes the
     state the journal keeps in memory (it no longer reads the log back), and that state
     must be the log's."""
     with mock.patch("dispy.scheduler.journal.COMPACT_MIN", 2), \
             mock.patch("dispy.scheduler.journal.COMPACT_FACTOR", 1):
-        _run_model(tmp_path_factory, ops)
+        _run_model(ops)
 
 
-def _run_model(tmp_path_factory, ops):
-    tmp = tmp_path_factory.mktemp("j")
+def _run_model(ops):
+    """(a directory per example, removed after it: hundreds of examples run)"""
+    with tempfile.TemporaryDirectory(prefix="dispy-j") as tmp:
+        _run_model_in(Path(tmp), ops)
+
+
+def _run_model_in(tmp, ops):
     j = SchedulerJournal(str(tmp / "journal.log"))
     j.session("s", "client", "prog", "addr", "/root")
     j.flush()
