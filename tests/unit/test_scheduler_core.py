@@ -678,6 +678,24 @@ def test_one_cluster_jobs_come_node_by_node():
                                (3, "A", "n2"), (4, "A", "n3"), (5, "A", "n3")]
 
 
+def test_node_by_node_no_job_waits_in_a_slot_while_a_later_one_runs():
+    """Every free CPU is filled before any prefetch slot, node by node too: the jobs
+    that wait on a node are the last ones taken (by priority, then order)."""
+    core = core_with({"x": 1, "y": 1})
+    core.set_prefetch("x", 1)
+    for job, priority in (("a", 2), ("b", 1), ("c", 0)):
+        core.submit("A", job, priority=priority)
+    assert core.dispatch() == [("a", "A", "x"), ("b", "A", "y"), ("c", "A", "x")]
+    core = core_with({"x": 4, "y": 4})
+    for key in ("x", "y"):
+        core.set_prefetch(key, 4)
+    for j in range(16):
+        core.submit("A", j)
+    out = core.dispatch()
+    assert [job for job, _, _ in out[:8]] == list(range(8))  # on CPUs, node by node
+    assert Counter(node for _, _, node in out) == {"x": 8, "y": 8}
+
+
 def test_a_job_pinned_to_a_free_node_goes_first_with_the_others_spread():
     core = core_with({"n1": 4, "n2": 4})
     for j in range(4):
@@ -754,6 +772,13 @@ def test_one_cluster_counts_are_those_of_least_loaded_one_at_a_time(nodes, jobs,
         want[min(free)[1]] += 1
     out = core.dispatch()
     assert Counter(node for _, _, node in out) == want
+    seen: Counter = Counter()  # no job to a slot before every CPU that frees is taken
+    waiting = False
+    for _, _, node in out:
+        seen[node] += 1
+        slot = busy[node] + seen[node] > nodes[node][0]
+        assert not (waiting and not slot), out
+        waiting = waiting or slot
     by_priority = sorted(left, key=lambda j: -(priorities[j] if j < len(priorities) else 0))
     assert [job for job, _, _ in sorted(out, key=lambda o: by_priority.index(o[0]))] == \
         by_priority[:len(out)]

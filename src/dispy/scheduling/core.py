@@ -409,7 +409,9 @@ class SchedulerCore:
         """``dispatch``, one job at a time: each job is assigned as it is taken, so a
         batch of 20 000 jobs is not 20 000 tuples alive at once (the collector would
         move them to its oldest generation and walk them in full collections). Stop
-        taking and the jobs not taken stay queued."""
+        taking and the jobs not taken stay queued. Between two jobs taken, the caller may
+        end jobs (``finished``) or cancel queued ones; other changes wait for the pass
+        to end (the node-by-node pass works its counts out first)."""
         if not self._entries:
             return
         only = self._only_queue()
@@ -490,14 +492,23 @@ class SchedulerCore:
                     replace(ready, ((busy + got) / cpus, order, i, busy, cpus))
                 else:
                     pop(ready)
+        # Jobs that start at once first, then those that wait in prefetch slots: the
+        # one-at-a-time way fills every free CPU before any slot, so no job waits in a
+        # slot while one queued after it runs.
+        now = [min(counts[i], max(0, nodes[i].cpus - nodes[i].busy)) for i in first]
+        plan = [(i, start) for i, start in zip(first, now, strict=True) if start]
+        plan += [(i, counts[i] - start) for i, start in zip(first, now, strict=True)
+                 if counts[i] > start]
         entries, running, runs, live = self._entries, self._running, self._runs, self._live
         free = self._free
-        for i in first:
+        for i, count in plan:
             node = nodes[i]
             key, jobs, used = node.key, node.jobs, node.used
-            room = node.cpus + node.prefetch  # (cpus > 0: it had a free CPU or slot)
-            for _ in range(counts[i]):
-                if queue.head(live) is None:  # (cancelled meanwhile: the rest stay)
+            room = node.cpus + (node.prefetch if node.cpus > 0 else 0)
+            # (as the node is now: between two jobs taken, the engine may end or cancel
+            # jobs)
+            for _ in range(min(count, room - node.busy, node.limit(cid) - used.get(cid, 0))):
+                if queue.head(live) is None:  # (cancelled meanwhile: none left)
                     return
                 job = queue.popleft().job
                 del entries[job]
