@@ -715,6 +715,16 @@ def test_fewer_jobs_than_free_nodes_go_to_the_least_loaded():
     assert core.dispatch() == [(1, "A", "n2"), (2, "A", "n3")]
 
 
+def test_a_job_for_an_unknown_cluster_or_node_is_refused_and_leaves_nothing():
+    core = core_with({"n": 2})
+    with pytest.raises(KeyError):
+        core.submit("B", "j")
+    with pytest.raises(KeyError):
+        core.submit("A", "k", node="gone")
+    assert core.queued("A") == 0 and core.dispatch() == []
+    assert not core._entries
+
+
 def test_a_node_filled_by_a_pass_that_stopped_early_is_not_offered_again():
     core = core_with({"n1": 2, "n2": 2})
     for j in range(4):

@@ -286,14 +286,16 @@ class SchedulerCore:
 
     def submit(self, cid: Hashable, job: Job, node: NodeKey | None = None,
                priority: int = 0) -> None:
-        """Queue a job; with ``node`` it may run only there; higher ``priority`` first."""
+        """Queue a job; with ``node`` it may run only there; higher ``priority`` first.
+        KeyError for an unknown cluster or node, before anything changes."""
+        queue = self._queues[cid] if node is None else None
+        target = self._nodes[node] if node is not None else None
         entry = _Queued(next(self._seq), job, cid, node, priority)
         self._forget(self._entries.get(job))  # (a job queued again supersedes itself)
         self._entries[job] = entry
-        if node is None:
-            self._queues[cid].append(entry)
-        else:
-            target = self._nodes[node]
+        if queue is not None:
+            queue.append(entry)
+        elif target is not None:
             target.pinned.append(entry)
             if priority:
                 target.pinned_priorities = True
