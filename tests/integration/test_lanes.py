@@ -108,31 +108,115 @@ def test_jobs_go_on_lanes_and_end_as_on_the_daemons_way(node_factory):
     assert "kept on disk" not in node.output()
 
 
-def test_a_job_with_options_files_or_big_arguments_keeps_the_daemons_way(node_factory):
+def test_a_job_with_options_keeps_the_daemons_way(node_factory):
     with one_lane(node_factory, square, 2) as (cluster, lane):
         # same host: the lane is a Unix socket (the node's local path), as the link is
         assert lane.conn.get_extra_info("socket").family == socket.AF_UNIX
         before = lane.conn.bytes_out
         job = cluster.submit(3, dispy_job_timeout=30)
         assert job() == 9
-        big = cluster.submit(b"x" * (1 << 20))  # (out-of-band: not a lane's)
-        assert big.status != dispy.DispyJob.Terminated or big.exception is None
-        big()
         assert lane.conn.bytes_out == before
 
 
-def big(n):
-    return b"r" * n
+def echo(data):
+    return data
 
 
-def test_a_big_result_of_a_lane_job_comes_the_nodes_way_and_frees_the_lane(node_factory):
-    with one_lane(node_factory, big, 3) as (cluster, lane):
+def test_big_jobs_go_on_lanes_and_their_results_come_back_there(node_factory):
+    """Out-of-band arguments and results cross no daemon: the node keeps its copy of the
+    result in a result file until acknowledged, then removes it."""
+    from test_result_files import result_dir, wait_empty
+
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(echo, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(b"x")() == b"x"
+        (lane,) = wait_lanes(cluster, 1)
+        data = os.urandom(3 << 20)
+        sent, got = lane.conn.bytes_out, lane.conn.bytes_in
+        assert cluster.submit(data)() == data
+        assert lane.conn.bytes_out - sent > len(data)  # its argument went there
+        assert lane.conn.bytes_in - got > len(data)  # its result came back there
+        # with others waiting behind them too (a small job's lane waits for none)
         sent = lane.conn.bytes_out
-        assert cluster.submit(2 << 20)() == b"r" * (2 << 20)  # (over the lane's limit)
-        assert lane.conn.bytes_out > sent and lane.uid is None
-        sent = lane.conn.bytes_out
-        assert cluster.submit(4)() == b"rrrr"
-        assert lane.conn.bytes_out > sent  # the lane took the next one
+        jobs = [cluster.submit(data) for _ in range(4)]
+        assert all(job() == data for job in jobs), [j.exception for j in jobs]
+        assert lane.conn.bytes_out - sent > len(data) * 2
+    wait_empty(result_dir(node))  # acknowledged: the node's copies went
+    assert "kept on disk" not in node.output()
+
+
+def test_a_first_big_job_asks_for_lanes_at_once(node_factory, monkeypatch):
+    monkeypatch.setattr(lanes, "AFTER_RESULTS", 1000)  # (no lane for results alone)
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(echo, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(b"x")() == b"x"
+        assert lanes_of(cluster) == []
+        data = os.urandom(1 << 20)
+        assert cluster.submit(data)() == data  # (the node's way: no lane yet)
+        wait_lanes(cluster, 1)
+        assert cluster.submit(data)() == data
+
+
+def late_big(seconds):
+    import time
+
+    time.sleep(seconds)
+    return b"r" * (2 << 20)
+
+
+def test_a_big_result_the_lane_cannot_carry_comes_the_nodes_way(node_factory):
+    node = node_factory("-c", "1", "-s", SECRET, "-d")
+    with dispy.JobCluster(late_big, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        cluster.submit(0)()
+        (lane,) = wait_lanes(cluster, 1)
+        job = cluster.submit(1.0)
+        deadline = time.monotonic() + 10
+        while lane.uid != job._uid or job.status != dispy.DispyJob.Running:
+            assert time.monotonic() < deadline, (lane.uid, job.status)
+            time.sleep(0.01)
+        lane.conn.close()  # (the process finds no program there: sent from the file)
+        assert job(timeout=30) == b"r" * (2 << 20), job.exception
+        assert job.status == dispy.DispyJob.Finished
+        node.wait_for("lane of job process")  # (it found the lane gone as it sent)
+        assert cluster.submit(0)(timeout=30) == b"r" * (2 << 20)
+
+
+def forge_lane_file(planted):
+    """A lane job that tells the node its result is in a file that is not its own."""
+    from dispy.node import jobproc
+    from dispy.wire import hostmsg
+    from dispy.wire.sync import send_frame_sync
+
+    if planted:
+        send_frame_sync(jobproc._State.sock, hostmsg.LaneDoneInFile(
+            uid=jobproc._State.uid, status=5, file=planted, lens=[17, 0, 0]), [])
+    return "own result"
+
+
+def test_a_lane_job_cannot_pass_off_another_file(node_factory):
+    from test_result_files import result_dir
+
+    node = node_factory("-c", "1", "-s", SECRET)
+    files = result_dir(node)
+    os.makedirs(files, exist_ok=True)
+    other = f"1-{'0' * 16}-1"  # another computation's process's
+    (files / other).write_bytes(b"another process's")  # 17 bytes
+    with dispy.JobCluster(forge_lane_file, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(None)() == "own result"
+        (lane,) = wait_lanes(cluster, 1)
+        job = cluster.submit(other)
+        job()
+        assert lane.conn.bytes_out > 0
+        assert job.result != b"another process's"
+        assert job.status in (dispy.DispyJob.Finished, dispy.DispyJob.Terminated)
+        assert cluster.submit(None)() == "own result"  # the process goes on
+    node.wait_for("result of job")  # (the node refused the file)
+    assert (files / other).read_bytes() == b"another process's"  # neither sent nor removed
+    assert os.listdir(files) == [other]
 
 
 def test_a_one_job_program_opens_no_lane(node_factory, monkeypatch):
@@ -159,6 +243,26 @@ def test_lanes_off(node_factory, monkeypatch):
         assert [cluster.submit(x)() for x in range(5)] == [0, 1, 4, 9, 16]
         time.sleep(0.5)
         assert lanes_of(cluster) == []
+
+
+def test_a_busy_job_process_takes_a_lane(node_factory, monkeypatch):
+    """A program that keeps a node busy (as with big jobs) still gets its lanes: the
+    process reads it once the jobs sent to it are done."""
+    monkeypatch.setattr(lanes, "ENABLED", False)  # (only the lane asked for here)
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(sleeps, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        assert cluster.submit(0)() == 0
+        job = cluster.submit(1.0)
+        deadline = time.monotonic() + 10
+        while job.status != dispy.DispyJob.Running:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # (running in its process)
+        own = cluster._engine.session_key
+        assert _lane_attempt(node.port, own, cluster._state.cid) == "lane_ready"
+        assert job() == 1.0  # (the lane, closed meanwhile, is dropped after the job)
+        assert cluster.submit(0.01)() == 0.01  # the process serves on
 
 
 def test_a_job_on_a_lane_is_cancelled(node_factory):

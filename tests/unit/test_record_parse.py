@@ -235,7 +235,7 @@ def test_warm_works_out_the_plans_ahead(monkeypatch):
     monkeypatch.setattr(records, "_PLANS", {})
     records.warm([messages.Done, messages.SetupDone])
     assert set(records._PLANS) == {messages.Done, messages.SetupDone, hostmsg.DoneInFile,
-                                   hostmsg.LaneDone}  # (subclasses of Done)
+                                   hostmsg.LaneDone, hostmsg.LaneDoneInFile}  # (of Done)
     records.warm()
     for module in (messages, hostmsg, adminmsg, discoverymsg):
         for value in vars(module).values():

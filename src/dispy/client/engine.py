@@ -713,18 +713,25 @@ class Engine:
             if job._oob:
                 bufs += job._oob
             # a lane takes a job dispatched with none of its cluster's waiting behind
-            # it (with a backlog, the node's way sends jobs ahead, in batches)
+            # it (with a backlog, the node's way sends jobs ahead, in batches), and a
+            # big one always (its bytes then cross no daemon)
             lane = lanes.idle(link.lanes, cs.cid) if link.lanes else None
-            if lane is not None and not opts and not job._oob and job._deps is None \
-                    and not self.core.backlog(cs.cid):
+            if lane is not None and not opts and job._deps is None \
+                    and (job._oob or not self.core.backlog(cs.cid)):
                 lane.uid = uid
-                lane.conn.send(messages.Job(cid=cs.cid, uid=uid), bufs, flush_soon=False)
+                lane.conn.send(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ())),
+                               bufs, flush_soon=False)
                 self.flush_later(lane, lane)
             else:
                 link.send_job(messages.Job(cid=cs.cid, uid=uid, oob=len(job._oob or ()),
                                            timeout=opts.get("timeout"),
                                            priority=opts.get("priority", 0)), bufs)
                 self.flush_later(link.key, link)
+                if job._oob and lanes.ENABLED and \
+                        link.lanes_asked.get(cs.cid, 0) < lanes.AFTER_RESULTS:
+                    # a big job gains more from a lane than its handshake costs
+                    link.lanes_asked[cs.cid] = lanes.AFTER_RESULTS
+                    self._open_lanes(link, cs, cs.node_cpus.get(link.key, 1))
             if not cs.reentrant:
                 job._args = job._deps = job._oob = None
             if link.node is not None:

@@ -1,13 +1,17 @@
 """The program's end of lanes: a job process's own stream, so a job and its result do
 not cross the node daemon (the node's end, and why: node/lanes.py).
 
-A lane is opened to a node once a cluster has had two results from it: one more
+A lane is opened to a node once a cluster has had two results from it, or sent it a
+big job (out-of-band arguments: its bytes then cross no daemon, which is worth more
+than a handshake): one more
 connection with the program's own handshake and session, naming the cluster, which the
 node hands to one of the cluster's job processes; that process answers first (``LaneReady``). A
 lane carries one job at a time, and only jobs the node needs nothing else for: no
-``dispy_job_timeout`` or other option, no ``dispy_job_depends`` files, no big
-out-of-band arguments; the others, and any job while the node's lanes are busy, go
-the usual way. A result on a lane is handled as one from the node (the node keeps its
+``dispy_job_timeout`` or other option, no ``dispy_job_depends`` files; the others, and
+any job while the node's lanes are busy, go the usual way. A small job goes on a lane
+only when none of its cluster's wait behind it (with a backlog the node's way sends
+jobs ahead, in batches); a big one whenever a lane is idle. A result on a lane is
+handled as one from the node (the node keeps its
 own copy until the program acknowledges it, on its usual link). A lane that closes
 with its job in flight leaves that job to the node: it reports it (its result, or
 Terminated if its process died), and the program asks after it a moment later, as

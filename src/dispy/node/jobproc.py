@@ -469,27 +469,38 @@ def _lane_job(lane: lanes.Lane, frame: tuple[dict, list], computation: Any,
     daemon's own jobs)."""
     header, bufs = frame
     job = messages.Job.parse(header)
-    if job.oob or len(bufs) != 1 or job.timeout is not None:  # (those go by the daemon)
+    if len(bufs) != 1 + job.oob or job.timeout is not None:  # (those go by the daemon)
         raise MessageError("a job the program may not send on a lane")
     _State.uid = job.uid
     assert _State.slot is not None and _State.sock is not None
     set_running(_State.slot, job.uid)  # (not counted as taken: that is the daemon's jobs')
     send_frame_sync(_State.sock, hostmsg.LaneStarted(uid=job.uid))
     start = time.time()
-    reply = _run(computation, program, bufs[0], [])
+    reply = _run(computation, program, bufs[0], bufs[1:])
     done, pieces, size = _ended(job.uid, start, reply)
+    del reply
     sys.stdout.flush()
+    # a big result: the daemon's copy is a file (as the daemon's own jobs'), so the
+    # lane can carry it too without the link carrying it again
+    name = _result_file(pieces) if size >= RESULT_FILE_MIN else None
     delivered = False
     try:
-        if size < lanes.RESULT_MAX:
+        if size < lanes.RESULT_MAX or name is not None:
             lane.send(done.client_header(job.cid), pieces)
             delivered = True
     finally:  # (LaneGone: the daemon sends it; the lane is dropped by the caller)
         assert _State.sock is not None
-        send_frame_sync(_State.sock, hostmsg.LaneDone(
-            uid=done.uid, status=done.status, exception=done.exception,
-            start_time=done.start_time, end_time=done.end_time, text=done.text,
-            oob=done.oob, delivered=delivered), pieces)
+        if name is not None:
+            send_frame_sync(_State.sock, hostmsg.LaneDoneInFile(
+                uid=done.uid, status=done.status, exception=done.exception,
+                start_time=done.start_time, end_time=done.end_time, text=done.text,
+                oob=done.oob, file=name, lens=[memoryview(p).nbytes for p in pieces],
+                delivered=delivered))
+        else:
+            send_frame_sync(_State.sock, hostmsg.LaneDone(
+                uid=done.uid, status=done.status, exception=done.exception,
+                start_time=done.start_time, end_time=done.end_time, text=done.text,
+                oob=done.oob, delivered=delivered), pieces)
         _State.uid = None
         assert _State.slot is not None
         set_running(_State.slot, None)

@@ -146,32 +146,35 @@ class JobRunner:
         return None
 
     def attach_lane(self, session: Session, cid: str, conn: Connection) -> bool:
-        """A program's lane for its computation ``cid``: handed to an idle job process of
-        it that has none (the daemon's own jobs still go to that process too). False:
+        """A program's lane for its computation ``cid``: handed to a job process of it
+        that has none, an idle one first (the daemon's own jobs still go to that process
+        too; a busy one reads its lane once the jobs sent to it are done, so a program
+        that keeps this node busy, as with big jobs, still gets its lanes). False:
         refused (the program was told why)."""
         comp = session.computations.get(cid)
         reason = self.lanes_allowed(comp)
-        link, later = None, False
+        later = False
         if reason is None and comp is not None and sum(
                 ln.lane for ln in comp.links.values()) >= lanes.PER_COMPUTATION:
             reason = f"{lanes.PER_COMPUTATION} lanes already"
-        if reason is None:
-            assert comp is not None
-            link = next((ln for ln in comp.idle if not ln.lane), None)
-            if link is None:
-                later = len(comp.links) < min(self.node.cpus, lanes.PER_COMPUTATION) \
-                    or any(not ln.lane for ln in comp.links.values())
-                reason = "no idle job process without a lane"
-        if reason is not None or link is None or comp is None:
-            log.debug("lane for %s refused: %s", cid, reason)
-            conn.send(messages.LaneRefused(reason=str(reason), later=later))
-            return False
-        if not lanes.hand_over(conn, link.conn):
-            conn.send(messages.LaneRefused(reason="the socket could not be handed over"))
-            return False
-        link.lane = True
-        log.debug("lane of %r handed to job process %d", comp.name, link.pid)
-        return True
+        if reason is None and not lanes.handable(conn):
+            reason = "the socket could not be handed over"
+        if reason is None and comp is not None:
+            idle = [ln for ln in comp.idle if not ln.lane]
+            busy = sorted((ln for ln in comp.links.values() if ln not in idle
+                           and not (ln.lane or ln.lost or ln.cancelled or ln.settling)),
+                          key=lambda ln: len(ln.sent))
+            for link in idle + busy:
+                if lanes.hand_over(conn, link.conn):
+                    link.lane = True
+                    log.debug("lane of %r handed to job process %d", comp.name, link.pid)
+                    return True
+            later = len(comp.links) < min(self.node.cpus, lanes.PER_COMPUTATION) \
+                or any(not ln.lane for ln in comp.links.values())
+            reason = "no job process without a lane could take it now"
+        log.debug("lane for %s refused: %s", cid, reason)
+        conn.send(messages.LaneRefused(reason=str(reason), later=later))
+        return False
 
     def close_lanes(self, keep: Computation | None = None) -> None:
         """Job processes close their lanes (the program's next jobs come this way)."""
@@ -204,17 +207,26 @@ class JobRunner:
         link.started = time.time()
         comp.running[uid] = link
 
-    def _lane_done(self, comp: Computation, link: JobLink, msg: hostmsg.LaneDone,
-                   bufs: list) -> None:
+    def _lane_done(self, comp: Computation, link: JobLink,
+                   msg: hostmsg.LaneDone | hostmsg.LaneDoneInFile, bufs: list) -> None:
         """A job the program sent on a lane ended: kept until acknowledged, as any result
-        (sent the usual way if the lane did not carry it)."""
+        (sent the usual way if the lane did not carry it); a big one in its file."""
         uid = msg.uid
-        done = messages.Done(uid=uid, status=msg.status, exception=msg.exception,
-                             start_time=msg.start_time, end_time=msg.end_time,
-                             text=msg.text, oob=msg.oob)
         if link.uid == uid:
-            self._job_done(comp, link, done, bufs, carried=msg.delivered)
+            done: messages.Done
+            file = None
+            if isinstance(msg, hostmsg.LaneDoneInFile):
+                done, bufs, file = self._result_file(comp, link, msg)
+                carried = msg.delivered and file is not None
+            else:
+                done, carried = msg, msg.delivered
+            done = messages.Done(uid=uid, status=done.status, exception=done.exception,
+                                 start_time=done.start_time, end_time=done.end_time,
+                                 text=done.text, oob=done.oob)
+            self._job_done(comp, link, done, bufs, file, carried=carried)
         else:  # (only the job it said it took: never another one's)
+            if isinstance(msg, hostmsg.LaneDoneInFile) and _own_file(comp, link, msg.file):
+                self._remove_file(msg.file)
             log.warning("computation %r: dropped a lane result of job process %d for %s,"
                         " not the job it runs", comp.name, link.pid, uid)
 
@@ -459,7 +471,7 @@ class JobRunner:
         session = comp.session
         if isinstance(msg, hostmsg.LaneStarted):
             self._lane_started(comp, link, msg.uid)
-        elif isinstance(msg, hostmsg.LaneDone):
+        elif isinstance(msg, (hostmsg.LaneDone, hostmsg.LaneDoneInFile)):
             self._lane_done(comp, link, msg, bufs)
         elif isinstance(msg, hostmsg.LaneEnded):
             link.lane = False

@@ -3,19 +3,24 @@ cross the node daemon.
 
 A sequential round trip through dispynode crosses three processes and wakes one of
 them twice; on a small machine that is most of the time a job takes (benchmarks/
-RESULTS.md). A lane takes the daemon off that path (it is still told everything,
-but nothing waits for it): the program opens one more
+RESULTS.md). A big job's bytes cross it too: read by the daemon, written again to the
+job process, and its result read from a file and written again to the program. A lane
+takes the daemon off that path (it is still told everything, but nothing waits for
+it): the program opens one more
 connection to the node, with the same handshake and session as its own (so only that
 program, knowing the secret and its session key, can), naming one of its
-computations; the daemon hands the socket, sealed as the handshake left it, to an idle
-job process of that computation (``hand_over``: SCM_RIGHTS on the process's link) and
-never reads it again. The process then reads jobs from its lane as well as from the
-daemon, tells the daemon when it takes one (``hostmsg.LaneStarted``: from then on the
+computations; the daemon hands the socket, sealed as the handshake left it, to a job
+process of that computation without one, an idle one first (``hand_over``: SCM_RIGHTS
+on the process's link), and never reads it again. The process then reads jobs from its
+lane as well as from the daemon (the daemon's first), tells the daemon when it takes
+one (``hostmsg.LaneStarted``: from then on the
 daemon counts it as any job running there, for CPUs, cancels, a process that dies, the
 jobs sent ahead behind it), runs it as any other, sends the result on the lane, then
 to the daemon (``hostmsg.LaneDone``), which keeps it until the program acknowledges it,
-as any result, and sends it the usual way should the lane not have carried it. Jobs
-with a timeout, files or out-of-band buffers keep the daemon's way (client/lanes.py
+as any result, and sends it the usual way should the lane not have carried it. A big
+result (``jobproc.RESULT_FILE_MIN``) goes to the daemon as the daemon's own jobs' do,
+in a result file (``hostmsg.LaneDoneInFile``), so the daemon keeps it without its bytes
+crossing the link. Jobs with a timeout or files keep the daemon's way (client/lanes.py
 decides).
 """
 
@@ -34,13 +39,26 @@ from ..wire.sync import SyncFrameReader
 if TYPE_CHECKING:  # (job processes import this module: no asyncio there)
     from ..wire.connection import Connection
 
-#: results this big and more go to the daemon only (it sends them the usual way)
+#: results this big and more go on the lane only when the process could write them to a
+#: result file (the daemon's copy, ``hostmsg.LaneDoneInFile``); else to the daemon only,
+#: which sends them the usual way
 RESULT_MAX = 1 << 20
 #: seconds a result may wait for the program to read its lane
 SEND_TIMEOUT = 30.0
 #: a computation's lanes, at most (as many as a program asks for: client/lanes.py)
 PER_COMPUTATION = 4
 _FD = struct.Struct("i")
+
+
+def handable(conn: Connection) -> bool:
+    """(daemon) Whether lane ``conn`` can go to a job process at all: sealed, plain (TLS
+    stays with us), nothing read since its handshake, nothing left to write."""
+    if conn.transport is None or conn.seal_keys is None or conn.sealer is None \
+            or conn.decoder.frames or _socket_of(conn) is None \
+            or conn.get_extra_info("ssl_object") is not None:
+        return False
+    conn.flush()  # (the welcome)
+    return not conn.transport.get_write_buffer_size()  # (it would be lost)
 
 
 def hand_over(conn: Connection, link_conn: Connection) -> bool:
@@ -50,22 +68,19 @@ def hand_over(conn: Connection, link_conn: Connection) -> bool:
     sock, job = _socket_of(conn), _socket_of(link_conn)
     keys = conn.seal_keys
     sealer = conn.sealer
-    if sock is None or job is None or keys is None or sealer is None \
-            or conn.decoder.frames or conn.transport is None \
-            or link_conn.transport is None \
-            or conn.get_extra_info("ssl_object") is not None:  # (TLS stays with us)
+    if not handable(conn) or sock is None or job is None or keys is None \
+            or sealer is None or conn.transport is None or link_conn.transport is None:
         return False
-    conn.flush()  # (the welcome)
     link_conn.flush()
-    if conn.transport.get_write_buffer_size() or link_conn.transport.get_write_buffer_size():
-        return False  # (something still queued would be lost, or cut into)
+    if link_conn.transport.get_write_buffer_size():
+        return False  # (something still queued would be cut into)
     frame = b"".join(codec.encode(hostmsg.LaneHandOver(
         send_key=keys[0].hex(), recv_key=keys[1].hex(), send_seq=sealer.seq,
         recv_seq=conn.decoder.records).header(), []))
     fd = os.dup(sock.fileno())
     try:
         # a socket object of our own on the link's descriptor (the loop's transport has
-        # nothing queued: flushed above, and a link's frames are small)
+        # nothing queued: flushed above; a frame this small goes whole or not at all)
         out = socket.socket(fileno=os.dup(job.fileno()))
         try:
             sent = socket.send_fds(out, [frame], [fd])
@@ -155,11 +170,15 @@ class Lane:
             raise
 
     def send(self, header: dict[str, Any], pieces: list[Any]) -> None:
-        """One sealed record; LaneGone if the program is no longer there."""
+        """One sealed record; LaneGone if the program is no longer there, or read none of
+        it for ``SEND_TIMEOUT`` (each ``send`` waits that long: a big result on a slow
+        network takes as long as it needs while it moves)."""
         frame = codec.encode(header, pieces)
         try:
             for piece in self.sealer.seal(frame):
-                self.sock.sendall(piece)
+                view = memoryview(piece).cast("B")
+                while view:
+                    view = view[self.sock.send(view):]
         except OSError as exc:
             raise LaneGone(str(exc)) from None
 

@@ -335,6 +335,31 @@ class DoneInFile(Done):
         return out
 
 
+@dataclass(kw_only=True, repr=False, eq=False)
+class LaneDoneInFile(DoneInFile):
+    """A lane's job ended with a big result: its process wrote it to ``file`` (the
+    daemon's copy, kept until the program acknowledges it, as ``DoneInFile``'s) and sent
+    it on the lane (``delivered``) or could not (the daemon sends it from the file)."""
+    op: ClassVar[str] = "lane_done_file"
+    delivered: bool = True
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> LaneDoneInFile:
+        done = DoneInFile.parse(header)
+        delivered = header.get("delivered", True)
+        if type(delivered) is not bool:
+            raise MessageError("'lane_done_file' with a malformed 'delivered'")
+        return cls(uid=done.uid, cid=done.cid, status=done.status,
+                   start_time=done.start_time, end_time=done.end_time,
+                   exception=done.exception, oob=done.oob, text=done.text,
+                   file=done.file, lens=done.lens, delivered=delivered)
+
+    def header(self) -> dict[str, Any]:
+        out = super().header()
+        out.update(op=self.op, delivered=self.delivered)
+        return out
+
+
 # ---- parsers ---------------------------------------------------------------------------
 
 HOST_REQUESTS: dict[str, type[Record]] = {
@@ -344,8 +369,8 @@ HOST_MESSAGES: dict[str, type[Record]] = {
     c.op: c for c in (Ready, SetupFailed, ShutdownRequest, ForkFailed, Forked, Skipped,
                       Settled, Reaped, HostClosed, HostLost)}
 JOB_MESSAGES: dict[str, type[Record]] = {
-    c.op: c for c in (Hello, Done, DoneInFile, LaneStarted, LaneDone, LaneEnded,
-                      Provisional, JobSendFile)}
+    c.op: c for c in (Hello, Done, DoneInFile, LaneStarted, LaneDone, LaneDoneInFile,
+                      LaneEnded, Provisional, JobSendFile)}
 JOB_REQUESTS: dict[str, type[Record]] = {
     c.op: c for c in (RunJob, FileReply, LaneHandOver, LaneClose)}
 
