@@ -389,3 +389,35 @@ def test_a_tampered_lane_is_closed_and_its_process_serves_on(node_factory):
         (again,) = wait_lanes(cluster, 1)
         assert again.pid == pid  # the same process: it dropped the lane, not itself
         assert cluster.submit(6)() == 36
+
+
+def slow_echo(data, seconds):
+    import time
+
+    time.sleep(seconds)
+    return data
+
+
+def test_a_lane_job_cancelled_before_its_process_takes_it_ends_cancelled(node_factory):
+    """A big job waits on the lane behind the daemon's job there: the node learns of it
+    only when the process takes it, and applies the program's cancel then."""
+    node = node_factory("-c", "1", "-s", SECRET)
+    with dispy.JobCluster(slow_echo, nodes=[("127.0.0.1", node.port)], port=0,
+                          secret=SECRET) as cluster:
+        for _ in range(5):  # (short jobs: the program sends the node jobs ahead)
+            assert cluster.submit(b"x", 0)() == b"x"
+        (lane,) = wait_lanes(cluster, 1)
+        first = cluster.submit(b"", 2, dispy_job_timeout=60)  # (an option: the daemon's way)
+        deadline = time.monotonic() + 10
+        while first.status != dispy.DispyJob.Running:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        big = cluster.submit(os.urandom(2 << 20), 20)
+        while lane.uid != big._uid:
+            assert time.monotonic() < deadline, "the big job did not go on the lane"
+            time.sleep(0.01)
+        assert cluster.cancel(big) == 0
+        big(timeout=60)
+        assert big.status == dispy.DispyJob.Cancelled, (big.status, big.exception)
+        assert first() == b""
+        assert cluster.submit(b"y", 0)() == b"y"  # the process serves on

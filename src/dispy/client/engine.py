@@ -562,7 +562,7 @@ class Engine:
     def _job_done(self, link: NodeLink, msg: messages.Done, header: dict,
                   bufs: list[bytes]) -> None:
         uid = msg.uid
-        if link.lanes:  # (a result of 1 MB or more comes the node's way)
+        if link.lanes:  # (a lane's job whose result the lane could not carry)
             self._lane_free(link, uid)
         job = link.running.get(uid)
         if job is not None and msg.cid is not None and msg.cid != job._cluster.cid:

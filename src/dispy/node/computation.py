@@ -286,6 +286,9 @@ class Computation:
         self.running: dict[str, JobLink] = {}
         self.links: dict[int, JobLink] = {}
         self.idle: list[JobLink] = []
+        #: cancels of jobs it does not have, which may be on a lane not taken yet (uid ->
+        #: when: applied when a process takes it, forgotten after a while; jobs.py)
+        self.lane_cancels: dict[str, float] = {}
         #: job processes asked of the host and not connected yet; done when the first
         #: ones (one per CPU, at setup) have
         self.forking = 0

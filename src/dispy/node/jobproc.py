@@ -355,13 +355,14 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
             try:
                 if _State.pending:
                     header, bufs = _State.pending.popleft()
-                elif lane is None or reader.buffered() or reader.poll():
+                elif lane is None:
                     header, bufs = reader.read_frame()
                 else:
                     try:
-                        frame = lane.wait(sock)
+                        frame = _lane_first(lane, sock, reader)
                         if frame is not None:
                             _lane_job(lane, frame, computation, program)
+                            frame = None  # (its arguments go now, not after the next job)
                             continue
                     except (lanes.LaneGone, MessageError) as exc:
                         lane.close()
@@ -422,12 +423,23 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
                     with contextlib.suppress(OSError):
                         os.unlink(os.path.join(str(_State.result_dir), name))
                 raise
-            del reply, done, pieces
+            del reply, done, pieces, bufs, big  # (not kept while the next job runs)
     except BaseException:
         traceback.print_exc()
         code = 1
     finally:
         os._exit(code)
+
+
+def _lane_first(lane: lanes.Lane, sock: socket.socket,
+                reader: lanes.FdReader) -> tuple[dict, list] | None:
+    """The lane's next job if one is here or on its way (it goes before the daemon's);
+    else None when the daemon has a frame; else the first of the two to come."""
+    if lane.pending():
+        return lane.take()
+    if reader.buffered() or reader.poll():
+        return None
+    return lane.wait(sock)
 
 
 def _take(uid: str) -> float:

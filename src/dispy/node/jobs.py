@@ -50,6 +50,8 @@ PIPELINE_DEPTH = 4
 PIPELINE_BELOW = 0.005
 #: an ack that came before a lane's result reached the daemon is kept this long (s)
 LANE_ACKS_KEPT = 60.0
+#: cancels of jobs that may still come on a lane, kept at most (per computation)
+LANE_CANCELS_KEPT = 10_000
 
 
 class JobHost(Protocol):
@@ -206,6 +208,8 @@ class JobRunner:
         link.uid = uid
         link.started = time.time()
         comp.running[uid] = link
+        if comp.lane_cancels and comp.lane_cancels.pop(uid, None) is not None:
+            self.cancel(comp, uid)  # (the program cancelled it before it was taken)
 
     def _lane_done(self, comp: Computation, link: JobLink,
                    msg: hostmsg.LaneDone | hostmsg.LaneDoneInFile, bufs: list) -> None:
@@ -216,7 +220,8 @@ class JobRunner:
             done: messages.Done
             file = None
             if isinstance(msg, hostmsg.LaneDoneInFile):
-                done, bufs, file = self._result_file(comp, link, msg)
+                done, bufs, file = self._result_file(comp, link, msg,
+                                                     populate=not msg.delivered)
                 carried = msg.delivered and file is not None
             else:
                 done, carried = msg, msg.delivered
@@ -242,12 +247,19 @@ class JobRunner:
                 session.lane_acks[uid] = time.monotonic()
 
     def forget_lane_acks(self, now: float) -> None:
-        """(each second) Early acks whose copy never came (its process died)."""
+        """(each second) Early acks whose copy never came (its process died), and cancels
+        of jobs no lane brought."""
         for session in self.node.sessions.values():
             if session.lane_acks:
                 old = [u for u, at in session.lane_acks.items() if now - at > LANE_ACKS_KEPT]
                 for uid in old:
                     del session.lane_acks[uid]
+            for comp in session.computations.values():
+                if comp.lane_cancels:
+                    old = [u for u, at in comp.lane_cancels.items()
+                           if now - at > LANE_ACKS_KEPT]
+                    for uid in old:
+                        del comp.lane_cancels[uid]
 
     def unknown(self, session: Session, uids: list[str]) -> list[str]:
         """Which of ``uids`` this node does not know (recover_jobs asks, "jobs_query"):
@@ -282,6 +294,11 @@ class JobRunner:
                 self.waiting.remove(item)
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
+        if len(comp.lane_cancels) < LANE_CANCELS_KEPT and any(
+                ln.lane for ln in comp.links.values()):
+            # maybe on a lane, not taken yet (a big job still arriving, or one behind the
+            # daemon's jobs there): cancelled when its process says it takes it
+            comp.lane_cancels[uid] = time.monotonic()
 
     def start_jobs(self) -> None:
         """Run waiting jobs while CPUs are free (the client may briefly send more). A
@@ -311,7 +328,7 @@ class JobRunner:
                         comp.forking += 1
                         comp.host.send(hostmsg.Fork())
                     return
-                link = comp.idle.pop()
+                link = _take_idle(comp.idle)
                 self.busy += 1
             elif self.busy > self.node.cpus:  # fewer CPUs allowed now: none sent ahead
                 return
@@ -496,17 +513,19 @@ class JobRunner:
                 reason = "client is not connected"
             link.send(hostmsg.FileReply(ok=reason is None, reason=reason))
 
-    def _result_file(self, comp: Computation, link: JobLink, msg: hostmsg.DoneInFile
-                     ) -> tuple[messages.Done, list, str | None]:
+    def _result_file(self, comp: Computation, link: JobLink, msg: hostmsg.DoneInFile,
+                     populate: bool = True) -> tuple[messages.Done, list, str | None]:
         """The result a job process wrote to a file: mapped (and the file's name), or,
-        when the file is not what the job process said, the job ends Terminated."""
+        when the file is not what the job process said, the job ends Terminated.
+        ``populate``: its pages mapped at once (it is about to be sent)."""
         directory = self.node.disk.result_dir
         own = _own_file(comp, link, msg.file)
         try:
             if not own:
                 raise ValueError(f"not a result file of process {link.pid}: "
                                  f"{msg.file[:40]!r}")
-            return msg, results.map_result_file(directory, msg.file, msg.lens), msg.file
+            return msg, results.map_result_file(directory, msg.file, msg.lens,
+                                                populate), msg.file
         except (ValueError, OSError) as exc:
             log.warning("computation %r: result of job %s lost: %s", comp.name, msg.uid,
                         exc)
@@ -787,3 +806,14 @@ def _own_file(comp: Computation, link: JobLink, name: str) -> bool:
     match = results.FILE_NAME.fullmatch(name)
     return match is not None and int(match.group(1)) == link.pid and \
         match.group(2) == comp.result_tag
+
+
+def _take_idle(idle: list[JobLink]) -> JobLink:
+    """The idle process the daemon's next job goes to: the last one idle, of those
+    without a lane if any (a lane's job may be on its way to the others)."""
+    link = idle[-1]
+    if link.lane:
+        for i in range(len(idle) - 2, -1, -1):
+            if not idle[i].lane:
+                return idle.pop(i)
+    return idle.pop()

@@ -31,6 +31,7 @@ import os
 import select
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..wire import codec, hostmsg, messages
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # (job processes import this module: no asyncio there)
 RESULT_MAX = 1 << 20
 #: seconds a result may wait for the program to read its lane
 SEND_TIMEOUT = 30.0
+#: bytes per second a big result on a lane must move at least (after SEND_TIMEOUT)
+SEND_RATE = 1 << 20
 #: a computation's lanes, at most (as many as a program asks for: client/lanes.py)
 PER_COMPUTATION = 4
 _FD = struct.Struct("i")
@@ -157,6 +160,8 @@ class Lane:
         # result goes the daemon's way (LaneGone)
         self.sock.settimeout(SEND_TIMEOUT)
         self.poller = select.poll()  # (not select: a descriptor may be over 1023)
+        self.own = select.poll()  # (the lane alone)
+        self.own.register(self.sock, select.POLLIN)
         self.reader = SyncFrameReader(self.sock)
         self.reader.decoder.seal(bytes.fromhex(msg.recv_key), codec.FULL)
         self.reader.decoder.records = msg.recv_seq
@@ -170,16 +175,55 @@ class Lane:
             raise
 
     def send(self, header: dict[str, Any], pieces: list[Any]) -> None:
-        """One sealed record; LaneGone if the program is no longer there, or read none of
-        it for ``SEND_TIMEOUT`` (each ``send`` waits that long: a big result on a slow
-        network takes as long as it needs while it moves)."""
+        """One sealed record; LaneGone if the program is no longer there, read none of it
+        for ``SEND_TIMEOUT``, or took longer than ``SEND_TIMEOUT`` and a second per
+        ``SEND_RATE`` bytes (a big result on a slow network moves at its pace; one the
+        program reads too slowly, the daemon sends instead, and the process is free)."""
         frame = codec.encode(header, pieces)
+        size = sum(codec.nbytes(p) for p in frame)
+        deadline = time.monotonic() + SEND_TIMEOUT + size / SEND_RATE
         try:
-            for piece in self.sealer.seal(frame):
+            for piece in self.sealer.seal(frame, size):
                 view = memoryview(piece).cast("B")
                 while view:
-                    view = view[self.sock.send(view):]
+                    left = deadline - time.monotonic()
+                    if left > 0:
+                        self.sock.settimeout(min(SEND_TIMEOUT, left))
+                        try:
+                            view = view[self.sock.send(view):]
+                            continue
+                        except TimeoutError:
+                            if left >= SEND_TIMEOUT:  # (it read nothing all that time)
+                                raise
+                    raise LaneGone(f"the program read {size} bytes too slowly")
         except OSError as exc:
+            raise LaneGone(str(exc)) from None
+        finally:
+            self.sock.settimeout(SEND_TIMEOUT)
+
+    def pending(self) -> bool:
+        """(not blocking) Whether the program's next job is here or on its way: a whole
+        frame, or one begun. The process takes it before the daemon's next job, so a
+        job sent on the lane does not wait behind those (a big one half read, in
+        memory), nor is lost if the daemon closes the lane meanwhile. LaneGone when the
+        lane ended."""
+        decoder = self.reader.decoder
+        try:
+            while not decoder.frames and self.own.poll(0):
+                n = self.sock.recv_into(decoder.get_buffer())
+                if n == 0:
+                    raise LaneGone("the program closed it")
+                decoder.received(n)
+        except (OSError, codec.FrameError) as exc:
+            raise LaneGone(str(exc)) from None
+        return bool(decoder.frames) or decoder.midway()
+
+    def take(self) -> tuple[dict, list]:
+        """The frame ``pending`` found, read to its end (each read waits up to
+        ``SEND_TIMEOUT``); LaneGone when the lane ended."""
+        try:
+            return self.reader.read_frame()
+        except (OSError, EOFError, codec.FrameError) as exc:
             raise LaneGone(str(exc)) from None
 
     def wait(self, daemon: socket.socket) -> tuple[dict, list] | None:
