@@ -698,21 +698,3 @@ def test_loads_turns_bad_json_into_frame_error(raw):
     with pytest.raises(FrameError):
         codec.loads(raw)
 
-
-@pytest.mark.parametrize("size", [10, BIG + 5])
-def test_midway_is_true_only_while_a_record_is_part_read(size):
-    """(a lane's job process finishes a job begun before it reads the daemon's next)"""
-    (record,) = seal_all(KEY, [[({"op": "job"}, [b"x" * size])]])
-    for cut in (1, 8, len(record) // 2, len(record) - 1):
-        dec = sealed_decoder()
-        assert not dec.midway()
-        dec.feed(record[:cut])
-        assert dec.midway() and not dec.frames, cut
-        dec.feed(record[cut:])
-        assert not dec.midway() and len(dec.frames) == 1, cut
-    plain = FrameDecoder(FULL)
-    raw = b"".join(bytes(p) for p in encode({"op": "job"}, [b"y" * size]))
-    plain.feed(raw[:3])
-    assert plain.midway()
-    plain.feed(raw[3:])
-    assert not plain.midway() and len(plain.frames) == 1

@@ -361,8 +361,10 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
                     try:
                         frame = _lane_first(lane, sock, reader)
                         if frame is not None:
-                            _lane_job(lane, frame, computation, program)
-                            frame = None  # (its arguments go now, not after the next job)
+                            try:
+                                _lane_job(lane, frame, computation, program)
+                            finally:
+                                frame = None  # (its arguments go now, not with the lane)
                             continue
                     except (lanes.LaneGone, MessageError) as exc:
                         lane.close()
@@ -433,8 +435,10 @@ def serve(sock: socket.socket, slot: mmap.mmap, lock: Any, computation: Any,
 
 def _lane_first(lane: lanes.Lane, sock: socket.socket,
                 reader: lanes.FdReader) -> tuple[dict, list] | None:
-    """The lane's next job if one is here or on its way (it goes before the daemon's);
-    else None when the daemon has a frame; else the first of the two to come."""
+    """The lane's next job if it is here whole (it goes before the daemon's); else None
+    when the daemon has a frame; else the first of the two to come. (A job still
+    arriving on the lane does not hold up the daemon's: a job sent there meanwhile has
+    its ``dispy_job_timeout`` running.)"""
     if lane.pending():
         return lane.take()
     if reader.buffered() or reader.poll():

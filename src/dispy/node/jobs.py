@@ -204,12 +204,17 @@ class JobRunner:
             self.busy += 1
         else:
             self.timers.disarm(comp, link.uid)
+            if link.cancelled:  # (its cancel is the head's: applied when that one starts)
+                link.cancelling.add(link.uid)
+                link.cancelled = False
         link.sent.appendleft((job, None, 0))
         link.uid = uid
         link.started = time.time()
         comp.running[uid] = link
         if comp.lane_cancels and comp.lane_cancels.pop(uid, None) is not None:
             self.cancel(comp, uid)  # (the program cancelled it before it was taken)
+        elif self.node.service_state == service.CLOSED:  # (taken as the window closed)
+            self.kill_running(f"node is {self.node.service_text()}")
 
     def _lane_done(self, comp: Computation, link: JobLink,
                    msg: hostmsg.LaneDone | hostmsg.LaneDoneInFile, bufs: list) -> None:
@@ -294,10 +299,9 @@ class JobRunner:
                 self.waiting.remove(item)
                 self._end_job(comp, uid, CANCELLED, "Cancelled")
                 return
-        if len(comp.lane_cancels) < LANE_CANCELS_KEPT and any(
-                ln.lane for ln in comp.links.values()):
+        if len(comp.lane_cancels) < LANE_CANCELS_KEPT:
             # maybe on a lane, not taken yet (a big job still arriving, or one behind the
-            # daemon's jobs there): cancelled when its process says it takes it
+            # daemon's job there): cancelled when its process says it takes it
             comp.lane_cancels[uid] = time.monotonic()
 
     def start_jobs(self) -> None:

@@ -46,8 +46,9 @@ if TYPE_CHECKING:  # (job processes import this module: no asyncio there)
 RESULT_MAX = 1 << 20
 #: seconds a result may wait for the program to read its lane
 SEND_TIMEOUT = 30.0
-#: bytes per second a big result on a lane must move at least (after SEND_TIMEOUT)
-SEND_RATE = 1 << 20
+#: bytes per second a big result on a lane must move at least (after SEND_TIMEOUT): a
+#: program that reads slower loses it to the daemon, which sends it from its copy
+SEND_RATE = 64 << 10
 #: a computation's lanes, at most (as many as a program asks for: client/lanes.py)
 PER_COMPUTATION = 4
 _FD = struct.Struct("i")
@@ -178,7 +179,8 @@ class Lane:
         """One sealed record; LaneGone if the program is no longer there, read none of it
         for ``SEND_TIMEOUT``, or took longer than ``SEND_TIMEOUT`` and a second per
         ``SEND_RATE`` bytes (a big result on a slow network moves at its pace; one the
-        program reads too slowly, the daemon sends instead, and the process is free)."""
+        program reads slower than that, the daemon sends instead, and the process is
+        free)."""
         frame = codec.encode(header, pieces)
         size = sum(codec.nbytes(p) for p in frame)
         deadline = time.monotonic() + SEND_TIMEOUT + size / SEND_RATE
@@ -202,11 +204,10 @@ class Lane:
             self.sock.settimeout(SEND_TIMEOUT)
 
     def pending(self) -> bool:
-        """(not blocking) Whether the program's next job is here or on its way: a whole
-        frame, or one begun. The process takes it before the daemon's next job, so a
-        job sent on the lane does not wait behind those (a big one half read, in
-        memory), nor is lost if the daemon closes the lane meanwhile. LaneGone when the
-        lane ended."""
+        """(not blocking) Whether the program's next job is here whole, with what has
+        come of it read. The process takes it before the daemon's next job, so a job
+        sent on the lane does not wait behind those, nor is lost if the daemon closes
+        the lane meanwhile. LaneGone when the lane ended."""
         decoder = self.reader.decoder
         try:
             while not decoder.frames and self.own.poll(0):
@@ -216,15 +217,13 @@ class Lane:
                 decoder.received(n)
         except (OSError, codec.FrameError) as exc:
             raise LaneGone(str(exc)) from None
-        return bool(decoder.frames) or decoder.midway()
+        return bool(decoder.frames)
 
     def take(self) -> tuple[dict, list]:
-        """The frame ``pending`` found, read to its end (each read waits up to
-        ``SEND_TIMEOUT``); LaneGone when the lane ended."""
-        try:
-            return self.reader.read_frame()
-        except (OSError, EOFError, codec.FrameError) as exc:
-            raise LaneGone(str(exc)) from None
+        """The frame ``pending`` found."""
+        frame = self.reader.decoder.next()
+        assert frame is not None
+        return frame
 
     def wait(self, daemon: socket.socket) -> tuple[dict, list] | None:
         """Block until the daemon or the lane has something: the lane's next frame, or

@@ -615,11 +615,6 @@ class FrameDecoder:
             self.frames.extend(done)
             done.clear()
 
-    def midway(self) -> bool:
-        """True while a frame (or sealed record) has begun arriving and is not whole."""
-        return not self._parser.at_boundary() or (
-            self._key is not None and (self._rstate != _REC_HEAD or bool(self._racc)))
-
     # -- taking frames --
 
     def next_raw(self) -> tuple[bytes, list[Any]] | None:
