@@ -231,13 +231,10 @@ class LaneDone(Done):
     @classmethod
     def parse(cls, header: dict[str, Any]) -> LaneDone:
         done = Done.parse(header)  # as a "done" frame is checked
-        delivered = header.get("delivered", True)
-        if type(delivered) is not bool:
-            raise MessageError("'lane_done' with a malformed 'delivered'")
         return cls(uid=done.uid, cid=done.cid, status=done.status,
                    start_time=done.start_time, end_time=done.end_time,
                    exception=done.exception, oob=done.oob, text=done.text,
-                   delivered=delivered)
+                   delivered=_delivered(header, cls.op))
 
     def header(self) -> dict[str, Any]:
         out = super().header()
@@ -346,18 +343,23 @@ class LaneDoneInFile(DoneInFile):
     @classmethod
     def parse(cls, header: dict[str, Any]) -> LaneDoneInFile:
         done = DoneInFile.parse(header)
-        delivered = header.get("delivered", True)
-        if type(delivered) is not bool:
-            raise MessageError("'lane_done_file' with a malformed 'delivered'")
         return cls(uid=done.uid, cid=done.cid, status=done.status,
                    start_time=done.start_time, end_time=done.end_time,
                    exception=done.exception, oob=done.oob, text=done.text,
-                   file=done.file, lens=done.lens, delivered=delivered)
+                   file=done.file, lens=done.lens, delivered=_delivered(header, cls.op))
 
     def header(self) -> dict[str, Any]:
         out = super().header()
         out.update(op=self.op, delivered=self.delivered)
         return out
+
+
+def _delivered(header: dict[str, Any], op: str) -> bool:
+    """A lane result's ``delivered`` flag (true when absent)."""
+    delivered = header.get("delivered", True)
+    if type(delivered) is not bool:
+        raise MessageError(f"{op!r} with a malformed 'delivered'")
+    return delivered
 
 
 # ---- parsers ---------------------------------------------------------------------------
