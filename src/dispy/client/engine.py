@@ -615,7 +615,7 @@ class Engine:
         """The job a lane carried ended another way: the lane takes the next one."""
         for lane in link.lanes:
             if lane.uid == uid:
-                lane.uid = None
+                lane.uid, lane.freed = None, uid
 
     def _computation_lost(self, link: NodeLink, msg: messages.ComputationLost) -> None:
         """The node lost a computation (its host process died): no more of its jobs go

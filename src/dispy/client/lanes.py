@@ -63,13 +63,16 @@ REOPEN_AFTER = 0.5
 class Lane:
     """One lane: its connection, its cluster, and the job it carries (uid) if any."""
 
-    __slots__ = ("conn", "cid", "pid", "uid")
+    __slots__ = ("conn", "cid", "pid", "uid", "freed")
 
     def __init__(self, conn: Connection, cid: str, pid: int) -> None:
         self.conn = conn
         self.cid = cid
         self.pid = pid
         self.uid: str | None = None
+        #: the job it carried whose result came the node's way first (its copy here is
+        #: late, not a stranger's)
+        self.freed: str | None = None
 
     def flush(self) -> None:
         self.conn.flush()
@@ -127,6 +130,10 @@ def serve(lane: Lane, frame: Callable[[dict, list], None],
           after: Callable[[], None]) -> Any:
     """Read the lane's frames: each a result of the job it carries (``frame``)."""
     def on_frame(header: dict, bufs: list) -> None:
+        if header.get("op") == "done" and lane.freed is not None \
+                and header.get("uid") == lane.freed:
+            lane.freed = None  # (a late copy: the result came the node's way first)
+            return
         if header.get("op") != "done" or header.get("uid") != lane.uid:
             log.warning("%s sent %r for %r, not the job it carries: lane closed",
                         lane.describe(), str(header.get("op"))[:20],

@@ -439,8 +439,9 @@ def _lane_first(lane: lanes.Lane, sock: socket.socket,
     when the daemon has a frame; else the first of the two to come. (A job still
     arriving on the lane does not hold up the daemon's: a job sent there meanwhile has
     its ``dispy_job_timeout`` running.)"""
-    if lane.pending():
-        return lane.take()
+    frame = lane.ready()
+    if frame is not None:
+        return frame
     if reader.buffered() or reader.poll():
         return None
     return lane.wait(sock)

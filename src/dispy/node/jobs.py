@@ -222,18 +222,13 @@ class JobRunner:
         (sent the usual way if the lane did not carry it); a big one in its file."""
         uid = msg.uid
         if link.uid == uid:
-            done: messages.Done
+            done: messages.Done = msg
             file = None
             if isinstance(msg, hostmsg.LaneDoneInFile):
                 done, bufs, file = self._result_file(comp, link, msg,
                                                      populate=not msg.delivered)
-                carried = msg.delivered and file is not None
-            else:
-                done, carried = msg, msg.delivered
-            done = messages.Done(uid=uid, status=done.status, exception=done.exception,
-                                 start_time=done.start_time, end_time=done.end_time,
-                                 text=done.text, oob=done.oob)
-            self._job_done(comp, link, done, bufs, file, carried=carried)
+            self._job_done(comp, link, done, bufs, file,
+                           carried=msg.delivered and done is msg)
         else:  # (only the job it said it took: never another one's)
             if isinstance(msg, hostmsg.LaneDoneInFile) and _own_file(comp, link, msg.file):
                 self._remove_file(msg.file)

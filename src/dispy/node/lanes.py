@@ -12,8 +12,8 @@ program, knowing the secret and its session key, can), naming one of its
 computations; the daemon hands the socket, sealed as the handshake left it, to a job
 process of that computation without one, an idle one first (``hand_over``: SCM_RIGHTS
 on the process's link), and never reads it again. The process then reads jobs from its
-lane as well as from the daemon (the daemon's first), tells the daemon when it takes
-one (``hostmsg.LaneStarted``: from then on the
+lane as well as from the daemon (a lane's job that is here whole first), tells the
+daemon when it takes one (``hostmsg.LaneStarted``: from then on the
 daemon counts it as any job running there, for CPUs, cancels, a process that dies, the
 jobs sent ahead behind it), runs it as any other, sends the result on the lane, then
 to the daemon (``hostmsg.LaneDone``), which keeps it until the program acknowledges it,
@@ -203,11 +203,11 @@ class Lane:
         finally:
             self.sock.settimeout(SEND_TIMEOUT)
 
-    def pending(self) -> bool:
-        """(not blocking) Whether the program's next job is here whole, with what has
-        come of it read. The process takes it before the daemon's next job, so a job
-        sent on the lane does not wait behind those, nor is lost if the daemon closes
-        the lane meanwhile. LaneGone when the lane ended."""
+    def ready(self) -> tuple[dict, list] | None:
+        """(not blocking) The program's next job if it is here whole, with what has come
+        of it read. The process takes it before the daemon's next job, so a job sent on
+        the lane does not wait behind those, nor is lost if the daemon closes the lane
+        meanwhile. LaneGone when the lane ended."""
         decoder = self.reader.decoder
         try:
             while not decoder.frames and self.own.poll(0):
@@ -215,15 +215,9 @@ class Lane:
                 if n == 0:
                     raise LaneGone("the program closed it")
                 decoder.received(n)
+            return decoder.next()
         except (OSError, codec.FrameError) as exc:
             raise LaneGone(str(exc)) from None
-        return bool(decoder.frames)
-
-    def take(self) -> tuple[dict, list]:
-        """The frame ``pending`` found."""
-        frame = self.reader.decoder.next()
-        assert frame is not None
-        return frame
 
     def wait(self, daemon: socket.socket) -> tuple[dict, list] | None:
         """Block until the daemon or the lane has something: the lane's next frame, or
